@@ -1,0 +1,45 @@
+"""Typed errors. Every exception exprvm raises on purpose subclasses ExprError."""
+
+
+class ExprError(Exception):
+    """Base class of every error exprvm raises for bad user input or state."""
+
+
+class ShapeError(ExprError, ValueError):
+    """Operand shapes do not fit the op (raised when the node is built)."""
+
+
+class DTypeError(ExprError, TypeError):
+    """Operand dtypes do not fit the op, e.g. float32 mixed with float64."""
+
+
+class GradError(ExprError):
+    """ev.grad was asked for something it cannot differentiate."""
+
+
+class GradCheckError(ExprError):
+    """Finite differences disagree with the computed gradient."""
+
+
+class FeedError(ExprError):
+    """A run was fed a wrong value, or an input was left unbound."""
+
+
+class NumericError(ExprError, FloatingPointError):
+    """A NaN or Inf appeared under nan_watch / inf_watch."""
+
+
+class CompileError(ExprError):
+    """The graph could not be compiled into a Program, or a Program is unsound."""
+
+
+class KernelError(ExprError):
+    """A compiled kernel was called with input it cannot take, or failed."""
+
+
+class BackendError(ExprError):
+    """A backend (c, cuda) was asked for but is not available."""
+
+
+class CheckpointError(ExprError):
+    """A checkpoint file is corrupt or does not match the parameters."""

@@ -1,0 +1,267 @@
+"""The graph IR: plain-data nodes over numpy arrays, built through a Graph.
+
+A Node is immutable once built except for `.value` and `.grad`, which machines
+fill in. Node ids grow in creation order and inputs are always built before the
+nodes that read them, so sorting a node set by id is a topological order.
+"""
+import os
+import sys
+
+import numpy as np
+
+from .errors import DTypeError, ExprError, FeedError, ShapeError
+
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+LEAF_OPS = ("input", "param", "const")
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def user_site():
+    """file:line of the first stack frame outside the exprvm package."""
+    f = sys._getframe(1)
+    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
+        f = f.f_back
+    if f is None:
+        return "<unknown>"
+    return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
+
+
+def _norm_dtype(dtype):
+    dt = np.dtype(dtype)
+    if dt.kind == "f" and dt not in FLOAT_DTYPES:
+        raise DTypeError(f"dtype {dt} is not supported; use float32 or float64")
+    return dt
+
+
+class Node:
+    """One value in the graph: a leaf (input, param, const) or an op applied to inputs."""
+
+    __slots__ = ("graph", "id", "op", "opdef", "inputs", "params", "shape", "dtype",
+                 "name", "site", "value", "grad", "weak", "role", "grad_of", "__weakref__")
+    # NOTE: numpy must defer to Node's reflected operators (array * node -> Node.__rmul__).
+    __array_ufunc__ = None
+
+    def __init__(self, graph, op, opdef, inputs, params, shape, dtype, name, site):
+        self.graph = graph
+        self.id = len(graph.nodes)
+        self.op = op
+        self.opdef = opdef
+        self.inputs = inputs
+        self.params = params
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.name = name
+        self.site = site
+        self.value = None
+        self.grad = None
+        self.weak = False        # a Python-scalar constant that adopts its partner's dtype
+        self.role = "forward"    # "grad" for nodes made by ev.grad
+        self.grad_of = None      # for the node ev.grad returned: the node it is the gradient of
+
+    # -- description -------------------------------------------------------
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def is_leaf(self):
+        return self.op in LEAF_OPS
+
+    @property
+    def label(self):
+        return self.name if self.name else f"{self.op}#{self.id}"
+
+    def describe(self):
+        return f"{self.label} {self.shape} {self.dtype.name} (made at {self.site})"
+
+    def __repr__(self):
+        return f"<Node {self.op}#{self.id} {self.name!r} {self.shape} {self.dtype.name} at {self.site}>"
+
+    def __bool__(self):
+        raise ExprError(f"the truth value of node {self.label} is unknown until it runs; "
+                        "use ev.where / comparisons to build conditionals")
+
+    def __len__(self):
+        if not self.shape:
+            raise ExprError(f"len() of 0-d node {self.label}")
+        return self.shape[0]
+
+    # -- operators (numpy's names) ----------------------------------------
+    def __add__(self, o): return _ops.add(self, o)
+    def __radd__(self, o): return _ops.add(o, self)
+    def __sub__(self, o): return _ops.subtract(self, o)
+    def __rsub__(self, o): return _ops.subtract(o, self)
+    def __mul__(self, o): return _ops.multiply(self, o)
+    def __rmul__(self, o): return _ops.multiply(o, self)
+    def __truediv__(self, o): return _ops.divide(self, o)
+    def __rtruediv__(self, o): return _ops.divide(o, self)
+    def __pow__(self, o): return _ops.power(self, o)
+    def __rpow__(self, o): return _ops.power(o, self)
+    def __matmul__(self, o): return _ops.matmul(self, o)
+    def __rmatmul__(self, o): return _ops.matmul(o, self)
+    def __neg__(self): return _ops.negative(self)
+    def __abs__(self): return _ops.abs(self)
+    def __lt__(self, o): return _ops.less(self, o)
+    def __le__(self, o): return _ops.less_equal(self, o)
+    def __gt__(self, o): return _ops.greater(self, o)
+    def __ge__(self, o): return _ops.greater_equal(self, o)
+    # NOTE: == and hash stay identity-based so nodes work as dict keys (feeds); use ev.equal.
+    __hash__ = object.__hash__
+
+    def __getitem__(self, index): return _ops.getitem(self, index)
+
+    @property
+    def T(self): return _ops.transpose(self)
+
+    def reshape(self, *shape):
+        return _ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+
+    def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis=axis, keepdims=keepdims)
+    def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis=axis, keepdims=keepdims)
+    def astype(self, dtype): return _ops.astype(self, dtype)
+
+
+class Graph:
+    """Owns nodes; builds leaves; shares identical subexpressions (hash-consing)."""
+
+    def __init__(self, name="graph"):
+        self.name = name
+        self.nodes = []
+        self._cse = {}
+        self.grads = {}          # wrt node -> gradient node, filled by ev.grad
+        self.costs = {}          # wrt node -> the cost it was differentiated from
+
+    def __repr__(self):
+        return f"<Graph {self.name!r}: {len(self.nodes)} nodes>"
+
+    def __len__(self):
+        return len(self.nodes)
+
+    # -- leaves --------------------------------------------------------------
+    def tensor(self, name, shape, dtype=np.float64, init=None, value=None):
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+        if any(s < 0 for s in shape):
+            raise ShapeError(f"{name}: negative dimension in shape {shape} (at {user_site()})")
+        dt = _norm_dtype(dtype)
+        kind = "param" if (init is not None or value is not None) else "input"
+        node = self._add(Node(self, kind, None, (), {}, shape, dt, name, user_site()))
+        if value is not None:
+            let(node, value)
+        elif init is not None:
+            let(node, init(shape, dt))
+        return node
+
+    def scalar(self, name, dtype=np.float64, init=None, value=None):
+        return self.tensor(name, (), dtype, init, value)
+
+    def vector(self, name, n, dtype=np.float64, init=None, value=None):
+        return self.tensor(name, (int(n),), dtype, init, value)
+
+    def matrix(self, name, shape, dtype=np.float64, init=None, value=None):
+        if len(shape) != 2:
+            raise ShapeError(f"matrix {name}: shape {tuple(shape)} is not 2-d (at {user_site()})")
+        return self.tensor(name, shape, dtype, init, value)
+
+    def constant(self, value, dtype=None, name=None):
+        """A constant. A bare Python number is 'weak': it takes its partner's dtype in an op."""
+        weak = dtype is None and isinstance(value, (int, float)) and not isinstance(value, bool)
+        arr = np.array(value, dtype=np.float64 if weak else dtype)
+        if arr.dtype.kind == "f":
+            _norm_dtype(arr.dtype)
+        arr.setflags(write=False)
+        key = None
+        if arr.size <= 64:
+            key = ("const", arr.dtype.str, arr.shape, arr.tobytes(), weak, name)
+            hit = self._cse.get(key)
+            if hit is not None:
+                return hit
+        node = self._add(Node(self, "const", None, (), {}, arr.shape, arr.dtype, name, user_site()))
+        node.value = arr
+        node.weak = weak
+        if key is not None:
+            self._cse[key] = node
+        return node
+
+    # -- op nodes (called by ops.registry.apply) --------------------------------
+    def _add(self, node):
+        self.nodes.append(node)
+        return node
+
+    def _op_node(self, opdef, inputs, params, shape, dtype, site, key):
+        hit = self._cse.get(key) if key is not None else None
+        if hit is not None:
+            return hit
+        node = self._add(Node(self, opdef.name, opdef, inputs, params, shape, dtype, None, site))
+        if key is not None:
+            self._cse[key] = node
+        return node
+
+    # -- queries ------------------------------------------------------------------
+    def leaves(self, kind=None):
+        return [n for n in self.nodes if n.is_leaf and (kind is None or n.op == kind)]
+
+    def inputs(self):
+        return self.leaves("input")
+
+    def params(self):
+        return self.leaves("param")
+
+
+def ancestors(targets):
+    """All nodes the targets depend on (targets included), in topological order."""
+    seen = {}
+    stack = list(targets)
+    while stack:
+        n = stack.pop()
+        if n.id in seen and seen[n.id] is n:
+            continue
+        seen[n.id] = n
+        stack.extend(n.inputs)
+    return [seen[i] for i in sorted(seen)]
+
+
+toposort = ancestors
+
+
+def _castable(src, dst, strict):
+    """May a value of dtype src be cast to a leaf of dtype dst?"""
+    if src.kind == "f" and dst.kind == "f":
+        return not strict  # NOTE: float32 vs float64 arrays never mix silently
+    if dst.kind in "fiu":
+        return src.kind in "iub"
+    return src == dst
+
+
+def check_value(node, value):
+    """Coerce a value for a leaf, or raise FeedError naming the node."""
+    arr = np.asarray(value)
+    if arr.dtype != node.dtype:
+        # Python numbers and lists have no dtype of their own to clash with.
+        strict = isinstance(value, (np.ndarray, np.generic))
+        if not _castable(arr.dtype, node.dtype, strict):
+            raise FeedError(f"input {node.label}: fed dtype {arr.dtype}, expected {node.dtype.name} "
+                            f"(node made at {node.site}); convert with .astype(np.{node.dtype.name})")
+        arr = arr.astype(node.dtype)
+    if arr.shape != node.shape:
+        raise FeedError(f"input {node.label}: fed shape {arr.shape}, expected {node.shape} "
+                        f"(node made at {node.site})")
+    return arr
+
+
+def let(node, value):
+    """Bind a leaf's value (ev.let). The array is used as is when its dtype and shape fit."""
+    if not isinstance(node, Node):
+        raise ExprError(f"ev.let expects a Node, got {type(node).__name__}")
+    if node.op == "const":
+        raise FeedError(f"cannot bind constant {node.label} (made at {node.site})")
+    if not node.is_leaf:
+        raise FeedError(f"cannot bind {node.label}: it is computed by op {node.op} (made at {node.site})")
+    node.value = check_value(node, value)
+    return node
+
+
+from . import ops as _ops  # noqa: E402  (ops needs Node; Node's operators need ops)

@@ -1,0 +1,115 @@
+"""LispMachine: evaluates the graph node by node, then reverse-mode autodiff at run time.
+
+No compile step: the graph may grow between runs (variable-length unrolls).
+The backward pass calls the same VJP rules as ev.grad, on arrays.
+"""
+import numpy as np
+
+from .errors import ExprError, FeedError, NumericError
+from .grad import check_cost, depends_on
+from .graph import ancestors, let
+
+
+def _log(logger, msg):
+    if logger is None:
+        return
+    if callable(getattr(logger, "debug", None)):
+        logger.debug(msg)
+    else:
+        logger(msg)
+
+
+def check_finite(value, what, nan, inf):
+    """Raise NumericError if value holds a NaN (nan=True) or an Inf (inf=True)."""
+    if value.dtype.kind != "f":
+        return
+    if nan and np.isnan(value).any():
+        raise NumericError(f"NaN in {what}")
+    if inf and np.isinf(value).any():
+        raise NumericError(f"Inf in {what}")
+
+
+class LispMachine:
+    def __init__(self, g, cost=None, fwd_only=False, bwd_only=False, nan_watch=False,
+                 inf_watch=False, watch=(), logger=None, outputs=None):
+        if fwd_only and bwd_only:
+            raise ExprError("LispMachine: fwd_only and bwd_only exclude each other")
+        if cost is not None:
+            check_cost(cost, "LispMachine")
+        elif bwd_only:
+            raise ExprError("LispMachine: bwd_only needs a cost")
+        self.graph = g
+        self.cost = cost
+        self.outputs = list(outputs) if outputs is not None else None
+        self.fwd_only, self.bwd_only = fwd_only, bwd_only
+        self.nan_watch, self.inf_watch = nan_watch, inf_watch
+        self.history = {n: [] for n in watch}
+        self.logger = logger
+        self._cached_for = -1
+
+    # Re-plan only when the graph has grown since the last run.
+    def _plan(self):
+        if self._cached_for == len(self.graph.nodes):
+            return
+        if self.cost is None and self.outputs is None:
+            targets = list(self.graph.nodes)
+        else:
+            targets = ([self.cost] if self.cost is not None else []) + (self.outputs or [])
+        self._order = ancestors(targets)
+        self._leaves = [n for n in self._order if n.is_leaf and n.op != "const" and n.dtype.kind == "f"]
+        self._diff = depends_on(self._order, self._leaves) if self.cost is not None else set()
+        self._cached_for = len(self.graph.nodes)
+
+    def run(self, feeds=None):
+        for node, value in (feeds or {}).items():
+            let(node, value)
+        self._plan()
+        if not self.bwd_only:
+            self._forward()
+        if self.cost is not None and not self.fwd_only:
+            self._backward()
+        for n, values in self.history.items():
+            values.append(None if n.value is None else np.array(n.value, copy=True))
+
+    def _forward(self):
+        watch = self.nan_watch or self.inf_watch
+        for n in self._order:
+            if n.is_leaf:
+                if n.value is None:
+                    raise FeedError(f"input {n.label} is not bound (made at {n.site}); "
+                                    f"feed it to run() or bind it with ev.let")
+                continue
+            v = n.opdef.impl(*[x.value for x in n.inputs], **n.params)
+            n.value = v if type(v) is np.ndarray else np.asarray(v)
+            _log(self.logger, f"{n.label} = {n.op}({', '.join(x.label for x in n.inputs)}) -> {n.shape}")
+            if watch:
+                check_finite(n.value, f"{n.label} = {n.op}(...) made at {n.site}",
+                             self.nan_watch, self.inf_watch)
+
+    def _backward(self):
+        cost, diff, watch = self.cost, self._diff, self.nan_watch or self.inf_watch
+        adj = {cost.id: np.ones((), dtype=cost.dtype)}
+        for n in reversed(self._order):
+            gn = adj.pop(n.id, None)
+            if gn is None or n.is_leaf:
+                if gn is not None and n.op != "const":
+                    adj[n.id] = gn   # leaves keep theirs for the end
+                continue
+            xs = [x.value for x in n.inputs]
+            for i, x in enumerate(n.inputs):
+                if x.id not in diff or not n.opdef.has_vjp(i):
+                    continue
+                gi = n.opdef.input_vjp(i, gn, n.value, xs, n.params)
+                if watch:
+                    check_finite(np.asarray(gi), f"gradient of {x.label} through {n.op} made at {n.site}",
+                                 self.nan_watch, self.inf_watch)
+                prev = adj.get(x.id)
+                adj[x.id] = gi if prev is None else prev + gi
+        for leaf in self._leaves:
+            gv = adj.get(leaf.id)
+            if gv is None:
+                if leaf.id not in diff:
+                    continue
+                gv = np.zeros(leaf.shape, leaf.dtype)
+            # NOTE: VJPs may return broadcast (read-only) views; .grad must be a plain array.
+            leaf.grad = np.array(np.broadcast_to(gv, leaf.shape), dtype=leaf.dtype, copy=True)

@@ -1,0 +1,17 @@
+"""The op library. Every function builds a node when given nodes and evaluates
+eagerly (numpy) when given arrays; see registry.apply."""
+from .registry import OPS, Op, Row, apply, defop, unbroadcast  # noqa: F401
+from .elementwise import (  # noqa: F401
+    abs, add, astype, cos, cube, divide, equal, exp, expm1, greater, greater_equal, leaky_relu,
+    less, less_equal, log, log1p, maximum, minimum, multiply, negative, not_equal, power, relu,
+    sigmoid, sign, sin, softplus, sqrt, square, subtract, tanh, where)
+from .reduce import logsumexp, max, mean, min, sum  # noqa: F401
+from .shape_ops import (  # noqa: F401
+    broadcast_to, concat, concatenate, embedding, getitem, reshape, stack, take, transpose)
+from .linalg import dot, matmul, outer  # noqa: F401
+from .nn import cross_entropy, dropout, log_softmax, one_hot, softmax  # noqa: F401
+
+# Short aliases, as the op table names them.
+sub, mul, div, neg = subtract, multiply, divide, negative
+pow = power
+lt, le, gt, ge, eq, ne = less, less_equal, greater, greater_equal, equal, not_equal

@@ -1,0 +1,123 @@
+"""Elementwise ops: numpy reference, shape/dtype rule, VJP and test row side by side."""
+import numpy as np
+
+from ..errors import DTypeError
+from .registry import Row, broadcast, compare_rule, defop, elementwise_rule, unbroadcast as ub
+
+F34 = ("f", (3, 4), -2.0, 2.0)
+POS34 = ("f", (3, 4), 0.5, 2.0)
+F4 = ("f", (4,), -2.0, 2.0)
+POS4 = ("f", (4,), 0.5, 2.0)
+
+
+def unary(name, impl, vjp, domain=F34, ref=None, kernel=None, ufunc=None, grad=True):
+    return defop(name, impl, elementwise_rule, vjp=(vjp,) if vjp else None,
+                 row=Row((domain,), ref=ref, grad=grad and vjp is not None),
+                 kernel=kernel, ufunc=ufunc, elementwise=True)
+
+
+def binary(name, impl, vjp_x, vjp_y, args=(F34, F4), ufunc=None):
+    return defop(name, impl, elementwise_rule, vjp=(vjp_x, vjp_y), row=Row(args),
+                 ufunc=ufunc, elementwise=True)
+
+
+# -- arithmetic --------------------------------------------------------------------
+add = binary("add", np.add,
+             lambda g, ans, x, y: ub(g, x.shape),
+             lambda g, ans, x, y: ub(g, y.shape), ufunc=np.add)
+subtract = binary("sub", np.subtract,
+                  lambda g, ans, x, y: ub(g, x.shape),
+                  lambda g, ans, x, y: ub(-g, y.shape), ufunc=np.subtract)
+multiply = binary("mul", np.multiply,
+                  lambda g, ans, x, y: ub(g * y, x.shape),
+                  lambda g, ans, x, y: ub(g * x, y.shape), ufunc=np.multiply)
+divide = binary("div", np.divide,
+                lambda g, ans, x, y: ub(g / y, x.shape),
+                lambda g, ans, x, y: ub(-g * ans / y, y.shape), args=(F34, POS4), ufunc=np.divide)
+power = binary("pow", np.power,
+               lambda g, ans, x, y: ub(g * y * x ** (y - 1), x.shape),
+               lambda g, ans, x, y: ub(g * ans * log(x), y.shape),
+               args=(POS34, ("f", (4,), -1.0, 2.0)), ufunc=np.power)
+# NOTE: at a tie the gradient goes to x only, so it is never counted twice.
+maximum = binary("maximum", np.maximum,
+                 lambda g, ans, x, y: ub(where(x >= y, g, 0), x.shape),
+                 lambda g, ans, x, y: ub(where(x < y, g, 0), y.shape), ufunc=np.maximum)
+minimum = binary("minimum", np.minimum,
+                 lambda g, ans, x, y: ub(where(x <= y, g, 0), x.shape),
+                 lambda g, ans, x, y: ub(where(x > y, g, 0), y.shape), ufunc=np.minimum)
+
+negative = unary("neg", np.negative, lambda g, ans, x: -g, ufunc=np.negative)
+abs = unary("abs", np.abs, lambda g, ans, x: g * sign(x), ufunc=np.abs)
+sign = unary("sign", np.sign, None, ufunc=np.sign)
+
+# -- transcendental -------------------------------------------------------------------
+exp = unary("exp", np.exp, lambda g, ans, x: g * ans, kernel="exp", ufunc=np.exp)
+log = unary("log", np.log, lambda g, ans, x: g / x, domain=POS34, ufunc=np.log)
+log1p = unary("log1p", np.log1p, lambda g, ans, x: g / (1 + x), domain=POS34,
+              ref=lambda x: np.log(1 + x), kernel="log1p", ufunc=np.log1p)
+expm1 = unary("expm1", np.expm1, lambda g, ans, x: g * (ans + 1),
+              ref=lambda x: np.exp(x) - 1, kernel="expm1", ufunc=np.expm1)
+sqrt = unary("sqrt", np.sqrt, lambda g, ans, x: g * 0.5 / ans, domain=POS34, ufunc=np.sqrt)
+square = unary("square", np.square, lambda g, ans, x: g * 2 * x,
+               ref=lambda x: x * x, kernel="square", ufunc=np.square)
+cube = unary("cube", lambda x: x * x * x, lambda g, ans, x: g * 3 * square(x),
+             ref=lambda x: x ** 3, kernel="cube")
+sin = unary("sin", np.sin, lambda g, ans, x: g * cos(x), ufunc=np.sin)
+cos = unary("cos", np.cos, lambda g, ans, x: -g * sin(x), ufunc=np.cos)
+tanh = unary("tanh", np.tanh, lambda g, ans, x: g * (1 - ans * ans),
+             ref=lambda x: (np.exp(2 * x) - 1) / (np.exp(2 * x) + 1), kernel="tanh", ufunc=np.tanh)
+
+
+def _sigmoid(x):
+    # Stable for both signs: exp never sees a large positive argument.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+sigmoid = unary("sigmoid", _sigmoid, lambda g, ans, x: g * ans * (1 - ans),
+                ref=lambda x: 1 / (1 + np.exp(-x)), kernel="sigmoid")
+softplus = unary("softplus", lambda x: np.logaddexp(0, x), lambda g, ans, x: g * sigmoid(x),
+                 ref=lambda x: np.log(1 + np.exp(x)), kernel="softplus")
+relu = unary("relu", lambda x: np.maximum(x, 0), lambda g, ans, x: where(x > 0, g, 0),
+             ref=lambda x: x * (x > 0), kernel="relu")
+leaky_relu = defop(
+    "leaky_relu", lambda x, alpha=0.01: np.where(x > 0, x, alpha * x), elementwise_rule,
+    vjp=(lambda g, ans, x, alpha=0.01: where(x > 0, g, alpha * g),),
+    row=Row((F34,), {"alpha": 0.1}, ref=lambda x, alpha: np.maximum(x, alpha * x)), elementwise=True)
+
+# -- comparisons (not differentiable) -----------------------------------------------
+
+
+def compare(name, impl):
+    return defop(name, impl, compare_rule, row=Row((F34, F4), grad=False), ufunc=impl)
+
+
+less = compare("lt", np.less)
+less_equal = compare("le", np.less_equal)
+greater = compare("gt", np.greater)
+greater_equal = compare("ge", np.greater_equal)
+equal = compare("eq", np.equal)
+not_equal = compare("ne", np.not_equal)
+
+
+def _where_rule(c, x, y):
+    if c.dtype != np.dtype(bool):
+        raise DTypeError(f"condition must be bool, got {c.dtype.name}")
+    shape = broadcast(c, x, y)
+    return shape, elementwise_rule(x, y)[1]
+
+
+where = defop("where", np.where, _where_rule,
+              vjp=(None,
+                   lambda g, ans, c, x, y: ub(where(c, g, 0), x.shape),
+                   lambda g, ans, c, x, y: ub(where(c, 0, g), y.shape)),
+              row=Row((("b", (3, 4)), F34, F4)))
+
+
+def _astype_rule(x, dtype):
+    return x.shape, np.dtype(dtype)
+
+
+astype = defop("astype", lambda x, dtype: np.asarray(x).astype(dtype), _astype_rule,
+               vjp=(lambda g, ans, x, dtype: astype(g, x.dtype),),
+               row=Row((F34,), {"dtype": "float64"}))

@@ -1,0 +1,81 @@
+"""matmul (numpy's rules for vector, matrix and batched operands) and outer."""
+import numpy as np
+
+from ..errors import ShapeError
+from .registry import Row, defop, same_float_dtype, unbroadcast
+from .shape_ops import reshape, swapaxes_last, transpose
+
+
+def broadcast_batch(a, b):
+    try:
+        return np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ShapeError(f"batch dimensions do not broadcast: {a.shape} @ {b.shape}") from None
+
+
+def _matmul_rule(a, b):
+    dt = same_float_dtype(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError("matmul needs operands of at least 1 dimension")
+    k_b = b.shape[-2] if b.ndim >= 2 else b.shape[0]
+    if a.shape[-1] != k_b:
+        raise ShapeError(f"inner dimensions differ: {a.shape} @ {b.shape}")
+    batch = ()
+    if a.ndim > 2 or b.ndim > 2:
+        batch = broadcast_batch(a, b)
+    rows = a.shape[-2:-1] if a.ndim >= 2 else ()
+    cols = b.shape[-1:] if b.ndim >= 2 else ()
+    return tuple(batch) + rows + cols, dt
+
+
+def _as_batched(a, b, g):
+    """Lift 1-d operands to matrices (numpy's matmul promotion) for the general VJP."""
+    a2 = a if len(a.shape) > 1 else reshape(a, (1,) + tuple(a.shape))
+    b2 = b if len(b.shape) > 1 else reshape(b, tuple(b.shape) + (1,))
+    out2 = np.broadcast_shapes(tuple(a2.shape[:-2]), tuple(b2.shape[:-2])) + (a2.shape[-2], b2.shape[-1])
+    return a2, b2, reshape(g, out2)
+
+
+def _vjp_a(g, ans, a, b):
+    na, nb = len(a.shape), len(b.shape)
+    if na == 2 and nb == 2:
+        return matmul(g, transpose(b))
+    if na == 1 and nb == 1:
+        return g * b
+    if na == 2 and nb == 1:
+        return outer(g, b)
+    if na == 1 and nb == 2:
+        return matmul(b, g)
+    a2, b2, g2 = _as_batched(a, b, g)
+    return reshape(unbroadcast(matmul(g2, swapaxes_last(b2)), a2.shape), a.shape)
+
+
+def _vjp_b(g, ans, a, b):
+    na, nb = len(a.shape), len(b.shape)
+    if na == 2 and nb == 2:
+        return matmul(transpose(a), g)
+    if na == 1 and nb == 1:
+        return g * a
+    if na == 2 and nb == 1:
+        return matmul(g, a)
+    if na == 1 and nb == 2:
+        return outer(a, g)
+    a2, b2, g2 = _as_batched(a, b, g)
+    return reshape(unbroadcast(matmul(swapaxes_last(a2), g2), b2.shape), b.shape)
+
+
+matmul = defop("matmul", np.matmul, _matmul_rule, vjp=(_vjp_a, _vjp_b), ufunc=np.matmul,
+               row=Row((("f", (2, 3, 4), -1.0, 1.0), ("f", (4, 5), -1.0, 1.0))))
+
+
+def _outer_rule(a, b):
+    dt = same_float_dtype(a, b)
+    if a.ndim != 1 or b.ndim != 1:
+        raise ShapeError(f"outer needs two vectors, got {a.shape} and {b.shape}")
+    return (a.shape[0], b.shape[0]), dt
+
+
+outer = defop("outer", np.outer, _outer_rule,
+              vjp=(lambda g, ans, a, b: matmul(g, b), lambda g, ans, a, b: matmul(transpose(g), a)),
+              row=Row((("f", (3,), -1.0, 1.0), ("f", (4,), -1.0, 1.0))))
+dot = matmul

@@ -1,0 +1,123 @@
+"""Neural-network ops: softmax family, cross-entropy with integer targets, one_hot, dropout."""
+import numpy as np
+
+from ..errors import DTypeError, ExprError, ShapeError
+from .registry import Row, apply, defop, norm_axis, same_float_dtype
+
+
+def _ndim(x):
+    return x.ndim if hasattr(x, "ndim") else np.ndim(x)
+
+
+def _axis_rule(x, axis):
+    return x.shape, same_float_dtype(x)
+
+
+def _softmax(x, axis):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _log_softmax(x, axis):
+    s = x - np.max(x, axis=axis, keepdims=True)
+    return s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))
+
+
+X = ("f", (3, 5), -3.0, 3.0)
+_sm = defop("softmax", _softmax, _axis_rule,
+            vjp=(lambda g, ans, x, axis: ans * (g - sum(g * ans, axis=axis, keepdims=True)),),
+            row=Row((X,), {"axis": 1}, ref=lambda x, axis: np.exp(x) / np.exp(x).sum(axis, keepdims=True)))
+_lsm = defop("log_softmax", _log_softmax, _axis_rule,
+             vjp=(lambda g, ans, x, axis: g - exp(ans) * sum(g, axis=axis, keepdims=True),),
+             row=Row((X,), {"axis": 0},
+                     ref=lambda x, axis: np.log(np.exp(x) / np.exp(x).sum(axis, keepdims=True))))
+
+
+def softmax(x, axis=-1):
+    return apply("softmax", x, axis=norm_axis(axis, _ndim(x))[0])
+
+
+def log_softmax(x, axis=-1):
+    return apply("log_softmax", x, axis=norm_axis(axis, _ndim(x))[0])
+
+
+# -- one_hot / cross_entropy ---------------------------------------------------------
+
+def _one_hot_rule(t, depth, dtype):
+    if t.dtype.kind not in "iu":
+        raise DTypeError(f"one_hot needs integer indices, got {t.dtype.name}")
+    return t.shape + (depth,), np.dtype(dtype)
+
+
+def _one_hot(t, depth, dtype):
+    t = np.asarray(t)
+    if t.size and (t.min() < 0 or t.max() >= depth):
+        raise ExprError(f"one_hot: index out of range [0, {depth}): min {t.min()}, max {t.max()}")
+    return np.eye(depth, dtype=dtype)[t]
+
+
+_oh = defop("one_hot", _one_hot, _one_hot_rule, int_args=(0,),
+            row=Row((("i", (5,), 4),), {"depth": 4, "dtype": "float64"}, grad=False))
+
+
+def one_hot(indices, depth, dtype=np.float64):
+    return apply("one_hot", indices, depth=int(depth), dtype=np.dtype(dtype).name)
+
+
+def _xent_rule(logits, t):
+    same_float_dtype(logits)
+    if t.dtype.kind not in "iu":
+        raise DTypeError(f"targets must be integer class ids, got {t.dtype.name}")
+    if logits.ndim < 1 or t.shape != logits.shape[:-1]:
+        raise ShapeError(f"targets {t.shape} must match the logits' leading shape {logits.shape[:-1]}")
+    return t.shape, logits.dtype
+
+
+def _xent(logits, t):
+    lsm = _log_softmax(logits, -1)
+    t = np.asarray(t)
+    if t.size and (t.min() < 0 or t.max() >= logits.shape[-1]):
+        raise ExprError(f"cross_entropy: target out of range [0, {logits.shape[-1]})")
+    return -np.take_along_axis(lsm, t[..., None], axis=-1)[..., 0]
+
+
+def _xent_vjp(g, ans, logits, t):
+    dt = logits.dtype
+    onehot = one_hot(t, logits.shape[-1], dt)
+    return reshape(g, tuple(g.shape) + (1,)) * (softmax(logits, -1) - onehot)
+
+
+cross_entropy = defop(
+    "cross_entropy", _xent, _xent_rule, vjp=(_xent_vjp, None), int_args=(1,),
+    row=Row((("f", (5, 4), -2.0, 2.0), ("i", (5,), 4)),
+            ref=lambda z, t: np.log(np.exp(z).sum(-1)) - z[np.arange(len(t)), t]),
+    doc="Per-example softmax cross-entropy of logits (..., C) against integer targets (...).")
+
+
+# -- dropout ----------------------------------------------------------------------------
+
+def _mask(x, rate, rng):
+    keep = rng.random(np.shape(x)) >= rate
+    return (keep / (1.0 - rate)).astype(np.asarray(x).dtype)
+
+
+_dm = defop("dropout_mask", _mask, lambda x, rate, rng: (x.shape, same_float_dtype(x)),
+            row=Row((("f", (20, 30), -1.0, 1.0),), {"rate": 0.5}, grad=False))
+
+
+def dropout(x, rate=0.5, seed=None, train=True):
+    """Inverted dropout: x * mask / (1 - rate) in training, x itself in evaluation.
+
+    The mask is drawn afresh on every run from a generator seeded by `seed`, so a
+    run sequence is reproducible; the gradient reuses the run's mask.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ExprError(f"dropout rate must be in [0, 1), got {rate}")
+    if not train or rate == 0.0:
+        return x
+    return x * apply("dropout_mask", x, rate=float(rate), rng=np.random.default_rng(seed))
+
+
+from .elementwise import exp  # noqa: E402
+from .reduce import sum  # noqa: E402
+from .shape_ops import reshape  # noqa: E402

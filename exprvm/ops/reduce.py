@@ -1,0 +1,78 @@
+"""Reductions with numpy's axis= and keepdims= semantics."""
+import numpy as np
+
+from .registry import Row, apply, defop, norm_axis, same_float_dtype
+
+
+def _ndim(x):
+    return x.ndim if hasattr(x, "ndim") else np.ndim(x)
+
+
+def _rule(x, axis, keepdims):
+    same_float_dtype(x)
+    if keepdims:
+        shape = tuple(1 if i in axis else s for i, s in enumerate(x.shape))
+    else:
+        shape = tuple(s for i, s in enumerate(x.shape) if i not in axis)
+    return shape, x.dtype
+
+
+def _kept(g, x, axis, keepdims):
+    """Reshape a reduced value so it broadcasts against x again."""
+    if keepdims:
+        return g
+    return reshape(g, tuple(1 if i in axis else s for i, s in enumerate(x.shape)))
+
+
+def _count(x, axis):
+    return int(np.prod([x.shape[a] for a in axis], dtype=np.int64))
+
+
+def _extreme_vjp(g, ans, x, axis, keepdims):
+    # Ties share the gradient equally, so the total is preserved.
+    mask = astype(equal(x, _kept(ans, x, axis, keepdims)), x.dtype)
+    return mask * _kept(g, x, axis, keepdims) / sum(mask, axis=axis, keepdims=True)
+
+
+def _logsumexp(x, axis, keepdims):
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+X = ("f", (3, 4, 2), -2.0, 2.0)
+_sum = defop("sum", lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims), _rule,
+             vjp=(lambda g, ans, x, axis, keepdims: broadcast_to(_kept(g, x, axis, keepdims), x.shape),),
+             row=Row((X,), {"axis": (1,), "keepdims": False}))
+_mean = defop("mean", lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims), _rule,
+              vjp=(lambda g, ans, x, axis, keepdims:
+                   broadcast_to(_kept(g, x, axis, keepdims), x.shape) / _count(x, axis),),
+              row=Row((X,), {"axis": (0, 2), "keepdims": True}))
+_max = defop("max", lambda x, axis, keepdims: np.max(x, axis=axis, keepdims=keepdims), _rule,
+             vjp=(_extreme_vjp,), row=Row((X,), {"axis": (2,), "keepdims": False}))
+_min = defop("min", lambda x, axis, keepdims: np.min(x, axis=axis, keepdims=keepdims), _rule,
+             vjp=(_extreme_vjp,), row=Row((X,), {"axis": (0, 1, 2), "keepdims": False}))
+_lse = defop("logsumexp", _logsumexp, _rule,
+             vjp=(lambda g, ans, x, axis, keepdims:
+                  _kept(g, x, axis, keepdims) * exp(x - _kept(ans, x, axis, keepdims)),),
+             row=Row((X,), {"axis": (1,), "keepdims": False},
+                     ref=lambda x, axis, keepdims: np.log(np.sum(np.exp(x), axis=axis, keepdims=keepdims))))
+
+
+def _reduction(name):
+    def reduce(x, axis=None, keepdims=False):
+        return apply(name, x, axis=norm_axis(axis, _ndim(x)), keepdims=bool(keepdims))
+    reduce.__name__ = name
+    reduce.__doc__ = f"{name} over axis (None: all axes), like numpy.{name}"
+    return reduce
+
+
+sum = _reduction("sum")
+mean = _reduction("mean")
+max = _reduction("max")
+min = _reduction("min")
+logsumexp = _reduction("logsumexp")
+
+from .elementwise import astype, equal, exp  # noqa: E402
+from .shape_ops import broadcast_to, reshape  # noqa: E402

@@ -1,0 +1,222 @@
+"""The op registry: one record per primitive, and apply(), the one entry point.
+
+apply() builds a graph node when any argument is a Node and otherwise evaluates
+the numpy reference eagerly. VJP rules are written with exprvm's own functions,
+so the same rule yields gradient *nodes* under ev.grad and gradient *arrays*
+inside the LispMachine.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..errors import DTypeError, ExprError, ShapeError
+from ..graph import Node, user_site
+
+OPS = {}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the op test table: how to make sample inputs for the op.
+
+    args: one spec per input: ("f", shape, low, high) float, ("i", shape, high) int
+    in [0, high), ("b", shape) bool. params: keyword params. ref: an independent
+    naive numpy formula to check impl against (optional). grad: run finite differences.
+    """
+    args: tuple
+    params: dict = field(default_factory=dict)
+    ref: Optional[Callable] = None
+    grad: bool = True
+
+
+@dataclass(frozen=True, eq=False)
+class Op:
+    name: str
+    impl: Callable                      # numpy reference: impl(*arrays, **params) -> ndarray
+    rule: Callable                      # rule(*nodes, **params) -> (shape, dtype)
+    vjp: Optional[tuple] = None         # per input: fn(g, ans, *inputs, **params) or None
+    row: Optional[Row] = None
+    kernel: Optional[str] = None        # name of a compiled kernel (exprvm.kernels) if any
+    ufunc: Optional[np.ufunc] = None    # impl is this ufunc: callable with out=
+    int_args: tuple = ()                # positions whose Python values are integer data
+    elementwise: bool = False           # output may reuse a same-shaped input's buffer
+    variadic: bool = False              # any number of inputs; vjp[0](i, g, ans, *xs) for input i
+    doc: str = ""
+
+    @property
+    def differentiable(self):
+        return self.vjp is not None and any(v is not None for v in self.vjp)
+
+    def input_vjp(self, i, g, ans, inputs, params):
+        """Gradient wrt input i, or None if that input is not differentiable."""
+        if self.vjp is None:
+            return None
+        if self.variadic:
+            return self.vjp[0](i, g, ans, *inputs, **params)
+        fn = self.vjp[i] if i < len(self.vjp) else None
+        return None if fn is None else fn(g, ans, *inputs, **params)
+
+    def has_vjp(self, i):
+        if self.vjp is None:
+            return False
+        return self.variadic or (i < len(self.vjp) and self.vjp[i] is not None)
+
+
+def defop(name, impl, rule, vjp=None, row=None, **kw):
+    """Register a primitive. Returns a function that builds nodes / evaluates eagerly.
+
+    This is also the documented way for users to add custom ops: give a numpy
+    impl, a shape/dtype rule and one VJP per input written with ev functions.
+    """
+    if name in OPS:
+        raise ExprError(f"op {name!r} is already registered")
+    if vjp is not None and not isinstance(vjp, tuple):
+        vjp = (vjp,)
+    OPS[name] = Op(name, impl, rule, vjp, row, **kw)
+
+    def build(*args, **params):
+        return apply(name, *args, **params)
+
+    build.__name__ = name
+    build.__doc__ = kw.get("doc") or f"exprvm op {name}"
+    return build
+
+
+# -- apply ---------------------------------------------------------------------
+
+def _freeze(v):
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, slice):
+        return ("slice", v.start, v.stop, v.step)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, np.dtype):
+        return v.str
+    if isinstance(v, np.ndarray):
+        return (v.dtype.str, v.shape, v.tobytes())
+    try:
+        hash(v)
+    except TypeError:
+        return ("id", id(v))
+    return v
+
+
+def _ref_dtype(args):
+    """The dtype Python scalars adopt: that of the first strongly typed float node."""
+    for a in args:
+        if isinstance(a, Node) and not a.weak and a.dtype.kind == "f":
+            return a.dtype
+    for a in args:
+        if isinstance(a, Node) and a.dtype.kind == "f":
+            return a.dtype
+    return np.dtype(np.float64)
+
+
+def _as_node(a, graph, ref, integer):
+    if isinstance(a, Node):
+        if a.graph is not graph:
+            raise ExprError(f"node {a.label} (made at {a.site}) belongs to another graph")
+        if a.weak and a.dtype != ref and not integer:
+            return graph.constant(a.value.astype(ref), dtype=ref)
+        return a
+    if integer:
+        return graph.constant(np.asarray(a))
+    if isinstance(a, (bool, np.bool_)):
+        return graph.constant(np.asarray(a))
+    if isinstance(a, (int, float)):
+        return graph.constant(np.asarray(a, dtype=ref), dtype=ref)
+    return graph.constant(np.asarray(a))
+
+
+def operands(nodes):
+    return "; ".join(f"{'abcdefgh'[i] if i < 8 else i} = {n.describe()}" for i, n in enumerate(nodes))
+
+
+def apply(name, *args, **params):
+    op = OPS[name]
+    graph = None
+    for a in args:
+        if isinstance(a, Node):
+            graph = a.graph
+            break
+    if graph is None:
+        return op.impl(*args, **params)
+
+    ref = _ref_dtype(args)
+    inputs = tuple(_as_node(a, graph, ref, i in op.int_args) for i, a in enumerate(args))
+    site = user_site()
+    from .rewrites import rewrite  # NOTE: late import: rewrites build nodes through apply
+    better = rewrite(name, inputs, params)
+    if better is not None:
+        return better
+    try:
+        shape, dtype = op.rule(*inputs, **params)
+    except (ShapeError, DTypeError) as e:
+        raise type(e)(f"{name}: {e}\n  operands: {operands(inputs)}\n  built at {site}") from None
+    key = (name, tuple(i.id for i in inputs), _freeze(params))
+    if "rng" in params:
+        key = None  # a random op is never shared: each call draws its own stream
+    return graph._op_node(op, inputs, params, shape, dtype, site, key)
+
+
+# -- shape/dtype rules shared by many ops ------------------------------------------
+
+def same_float_dtype(*nodes):
+    dts = {n.dtype for n in nodes}
+    if len(dts) > 1:
+        raise DTypeError("operands mix dtypes " + " and ".join(sorted(d.name for d in dts))
+                         + " (cast one with ev.astype)")
+    dt = next(iter(dts))
+    if dt.kind != "f":
+        raise DTypeError(f"expected float operands, got {dt.name}")
+    return dt
+
+
+def broadcast(*nodes):
+    try:
+        return tuple(np.broadcast_shapes(*(n.shape for n in nodes)))
+    except ValueError:
+        raise ShapeError("cannot broadcast shapes " + " and ".join(str(n.shape) for n in nodes)) from None
+
+
+def elementwise_rule(*nodes, **_):
+    return broadcast(*nodes), same_float_dtype(*nodes)
+
+
+def compare_rule(a, b):
+    if a.dtype != b.dtype:
+        raise DTypeError(f"cannot compare {a.dtype.name} with {b.dtype.name}")
+    return broadcast(a, b), np.dtype(bool)
+
+
+def norm_axis(axis, ndim):
+    """Normalise axis= to a sorted tuple of non-negative ints (None -> all axes)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
+            raise ShapeError(f"axis {a} is out of range for a {ndim}-d operand")
+        out.append(int(a) % max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ShapeError(f"repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+# -- gradients through broadcasting ----------------------------------------------------
+
+def unbroadcast(g, shape):
+    """Sum g down to `shape`, undoing numpy broadcasting (works on nodes and arrays)."""
+    gshape = tuple(g.shape)
+    shape = tuple(shape)
+    if gshape == shape:
+        return g
+    from . import sum as _sum, reshape as _reshape
+    lead = len(gshape) - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and gshape[lead + i] != 1)
+    if axes:
+        g = _sum(g, axis=axes)
+    return g if tuple(g.shape) == shape else _reshape(g, shape)

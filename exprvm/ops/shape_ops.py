@@ -1,0 +1,203 @@
+"""Ops that move data without arithmetic: reshape, transpose, broadcast, concat,
+stack, indexing and gathers (whose gradients scatter)."""
+import numpy as np
+
+from ..errors import DTypeError, ShapeError
+from .registry import Row, apply, defop, norm_axis, unbroadcast
+
+
+def _ndim(x):
+    return x.ndim if hasattr(x, "ndim") else np.ndim(x)
+
+
+def _shape(x):
+    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
+# -- reshape / transpose / broadcast_to ------------------------------------------------
+
+def _reshape_rule(x, shape):
+    if int(np.prod(shape, dtype=np.int64)) != x.size:
+        raise ShapeError(f"cannot reshape {x.shape} ({x.size} elements) to {shape}")
+    return shape, x.dtype
+
+
+_reshape = defop("reshape", lambda x, shape: np.reshape(x, shape), _reshape_rule,
+                 vjp=(lambda g, ans, x, shape: reshape(g, _shape(x)),),
+                 row=Row((("f", (3, 4), -1.0, 1.0),), {"shape": (2, 6)}))
+
+
+def reshape(x, shape):
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+    if shape.count(-1) == 1:
+        known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
+        size = int(np.prod(_shape(x), dtype=np.int64))
+        shape = tuple(size // known if known and s == -1 else s for s in shape)
+    return apply("reshape", x, shape=shape)
+
+
+def _transpose_rule(x, axes):
+    if sorted(axes) != list(range(x.ndim)):
+        raise ShapeError(f"axes {axes} are not a permutation of {x.ndim} axes")
+    return tuple(x.shape[a] for a in axes), x.dtype
+
+
+_transpose = defop("transpose", lambda x, axes: np.transpose(x, axes), _transpose_rule,
+                   vjp=(lambda g, ans, x, axes: transpose(g, tuple(np.argsort(axes))),),
+                   row=Row((("f", (2, 3, 4), -1.0, 1.0),), {"axes": (2, 0, 1)}))
+
+
+def transpose(x, axes=None):
+    axes = tuple(reversed(range(_ndim(x)))) if axes is None else tuple(int(a) for a in axes)
+    return apply("transpose", x, axes=axes)
+
+
+def swapaxes_last(x):
+    n = _ndim(x)
+    return transpose(x, tuple(range(n - 2)) + (n - 1, n - 2))
+
+
+def _broadcast_rule(x, shape):
+    try:
+        if np.broadcast_shapes(x.shape, shape) != tuple(shape):
+            raise ValueError
+    except ValueError:
+        raise ShapeError(f"cannot broadcast {x.shape} to {shape}") from None
+    return tuple(shape), x.dtype
+
+
+_broadcast_to = defop("broadcast_to", lambda x, shape: np.broadcast_to(x, shape), _broadcast_rule,
+                      vjp=(lambda g, ans, x, shape: unbroadcast(g, _shape(x)),),
+                      row=Row((("f", (3, 1), -1.0, 1.0),), {"shape": (2, 3, 4)}))
+
+
+def broadcast_to(x, shape):
+    return apply("broadcast_to", x, shape=tuple(int(s) for s in shape))
+
+
+# -- concat / stack ------------------------------------------------------------------
+
+def _concat_rule(*xs, axis):
+    dts = {x.dtype for x in xs}
+    if len(dts) > 1:
+        raise DTypeError("operands mix dtypes " + " and ".join(sorted(d.name for d in dts)))
+    first = xs[0].shape
+    for x in xs[1:]:
+        if x.ndim != len(first) or any(a != b for i, (a, b) in enumerate(zip(x.shape, first)) if i != axis):
+            raise ShapeError(f"shapes {[x.shape for x in xs]} differ off axis {axis}")
+    return first[:axis] + (sum(x.shape[axis] for x in xs),) + first[axis + 1:], xs[0].dtype
+
+
+def _concat_vjp(i, g, ans, *xs, axis):
+    start = sum(_shape(x)[axis] for x in xs[:i])
+    return getitem(g, (slice(None),) * axis + (slice(start, start + _shape(xs[i])[axis]),))
+
+
+_concat = defop("concat", lambda *xs, axis: np.concatenate(xs, axis=axis), _concat_rule,
+                vjp=(_concat_vjp,), variadic=True,
+                row=Row((("f", (2, 3), -1.0, 1.0), ("f", (2, 1), -1.0, 1.0)), {"axis": 1}))
+
+
+def concat(xs, axis=0):
+    xs = list(xs)
+    return apply("concat", *xs, axis=norm_axis(axis, _ndim(xs[0]))[0])
+
+
+concatenate = concat
+
+
+def _stack_rule(*xs, axis):
+    if len({x.shape for x in xs}) > 1:
+        raise ShapeError(f"stack needs equal shapes, got {[x.shape for x in xs]}")
+    if len({x.dtype for x in xs}) > 1:
+        raise DTypeError("operands mix dtypes " + " and ".join(sorted({x.dtype.name for x in xs})))
+    s = xs[0].shape
+    return s[:axis] + (len(xs),) + s[axis:], xs[0].dtype
+
+
+_stack = defop("stack", lambda *xs, axis: np.stack(xs, axis=axis), _stack_rule,
+               vjp=(lambda i, g, ans, *xs, axis: getitem(g, (slice(None),) * axis + (i,)),), variadic=True,
+               row=Row((("f", (2, 3), -1.0, 1.0), ("f", (2, 3), -1.0, 1.0)), {"axis": 1}))
+
+
+def stack(xs, axis=0):
+    xs = list(xs)
+    return apply("stack", *xs, axis=norm_axis(axis, _ndim(xs[0]) + 1)[0])
+
+
+# -- indexing ------------------------------------------------------------------------
+
+def _index_shape(shape, index):
+    # A zero-stride view indexes for free and gives numpy's exact result shape.
+    try:
+        return np.broadcast_to(np.empty((), np.int8), shape)[index].shape
+    except (IndexError, TypeError, ValueError) as e:
+        raise ShapeError(f"index {index!r} does not fit shape {shape}: {e}") from None
+
+
+def _is_basic(index):
+    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in index)
+
+
+def _scatter(g, index, shape):
+    out = np.zeros(shape, dtype=g.dtype)
+    if _is_basic(index):
+        out[index] = g
+    else:
+        np.add.at(out, index, g)  # repeated indices accumulate
+    return out
+
+
+_getitem = defop("getitem", lambda x, index: x[index],
+                 lambda x, index: (_index_shape(x.shape, index), x.dtype),
+                 vjp=(lambda g, ans, x, index: apply("getitem_grad", g, index=index, shape=_shape(x)),),
+                 row=Row((("f", (4, 5), -1.0, 1.0),), {"index": (slice(1, 3), 2)}))
+_getitem_grad = defop("getitem_grad", lambda g, index, shape: _scatter(g, index, shape),
+                      lambda g, index, shape: (tuple(shape), g.dtype),
+                      vjp=(lambda gg, ans, g, index, shape: getitem(gg, index),),
+                      row=Row((("f", (2,), -1.0, 1.0),), {"index": (slice(1, 3), 2), "shape": (4, 5)}))
+
+
+def getitem(x, index):
+    if not isinstance(index, tuple):
+        index = (index,)
+    index = tuple(np.asarray(i) if isinstance(i, list) else i for i in index)
+    if any(hasattr(i, "graph") for i in index):
+        raise ShapeError("indexing with a node: use ev.take(x, indices, axis)")
+    return apply("getitem", x, index=index)
+
+
+def _take_rule(x, idx, axis):
+    if idx.dtype.kind not in "iu":
+        raise DTypeError(f"indices must be integers, got {idx.dtype.name}")
+    if not 0 <= axis < x.ndim:
+        raise ShapeError(f"axis {axis} out of range for {x.shape}")
+    return x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype
+
+
+def _take_grad_rule(g, idx, axis, shape):
+    return tuple(shape), g.dtype
+
+
+def _take_scatter(g, idx, axis, shape):
+    out = np.zeros(shape, dtype=g.dtype)
+    np.add.at(out, (slice(None),) * axis + (idx,), g)
+    return out
+
+
+_take = defop("take", lambda x, idx, axis: np.take(x, idx, axis=axis), _take_rule,
+              vjp=(lambda g, ans, x, idx, axis: apply("take_grad", g, idx, axis=axis, shape=_shape(x)), None),
+              int_args=(1,), row=Row((("f", (5, 3), -1.0, 1.0), ("i", (4,), 5)), {"axis": 0}))
+_take_grad = defop("take_grad", _take_scatter, _take_grad_rule,
+                   vjp=(lambda gg, ans, g, idx, axis, shape: take(gg, idx, axis), None),
+                   int_args=(1,), row=Row((("f", (4, 3), -1.0, 1.0), ("i", (4,), 5)), {"axis": 0, "shape": (5, 3)}))
+
+
+def take(x, indices, axis=0):
+    """Gather along axis (numpy.take); the gradient scatters and accumulates repeats."""
+    return apply("take", x, indices, axis=int(axis) % max(_ndim(x), 1))
+
+
+def embedding(table, ids):
+    """Rows of an embedding table: take(table, ids, axis=0)."""
+    return take(table, ids, axis=0)
