@@ -76,8 +76,8 @@ class Solver:
             if p.grad is None:
                 continue
             slot = self._slot(name, p)
-            _check_grad(name, p.value, p.grad)
-            np.copyto(slot.g, p.grad, casting="same_kind")
+            grad = _check_grad(name, p.value, p.grad)
+            np.copyto(slot.g, grad, casting="same_kind")
             if self.clip is not None:
                 np.clip(slot.g, -self.clip, self.clip, out=slot.g)
             active.append(slot)
@@ -329,11 +329,14 @@ def _check_value(name, value):
 
 
 def _check_grad(name, value, grad):
-    if not isinstance(grad, np.ndarray) or grad.shape != value.shape:
-        got = grad.shape if isinstance(grad, np.ndarray) else type(grad).__name__
-        raise ShapeError(f"parameter {name!r}: gradient {got} does not match value {value.shape}")
+    # NOTE: a scalar parameter's gradient may arrive as a numpy scalar, not a 0-d array.
+    grad = np.asarray(grad)
     if grad.dtype.kind != "f":
         raise DTypeError(f"parameter {name!r}: gradient dtype {grad.dtype} is not a float type")
+    if grad.shape != value.shape:
+        raise ShapeError(
+            f"parameter {name!r}: gradient shape {grad.shape} does not match value {value.shape}")
+    return grad
 
 
 def _entry(d, key, what):
