@@ -150,6 +150,8 @@ def he_uniform(gain=1.0, seed=None):
 def _shape(shape):
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
+    if isinstance(shape, (str, bytes)):
+        raise ShapeError(f"init: shape must be an int or a tuple of ints, got {shape!r}")
     try:
         shape = tuple(int(d) for d in shape)
     except (TypeError, ValueError):
