@@ -1,0 +1,15 @@
+import os
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+# Keep property tests bounded so the whole suite stays fast on 2 cores.
+settings.register_profile("ci", max_examples=30, deadline=None)
+settings.register_profile("dev", max_examples=60, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
