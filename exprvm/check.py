@@ -3,7 +3,7 @@ import numpy as np
 
 from .errors import GradCheckError
 from .grad import check_cost, grad
-from .graph import Graph, Node
+from .graph import Graph, ancestors
 from .lisp import LispMachine
 
 
@@ -19,10 +19,14 @@ def check_grad(fn, arrays, eps=1e-6, rtol=1e-5, atol=1e-7):
     nodes = [g.tensor(f"arg{i}", a.shape, value=a.copy()) for i, a in enumerate(arrays)]
     cost = fn(*nodes)
     check_cost(cost, "check_grad")
-    sym = grad(cost, nodes)
-    LispMachine(g, cost=cost, outputs=sym).run()
-    auto = [n.grad.copy() for n in nodes]
-    symbolic = [np.broadcast_to(s.value, n.shape).copy() for s, n in zip(sym, nodes)]
+    # An argument fn ignores has a zero gradient (ev.grad itself would refuse it).
+    used = {n.id for n in ancestors([cost])}
+    live = [n for n in nodes if n.id in used]
+    sym = dict(zip(live, grad(cost, live))) if live else {}
+    LispMachine(g, cost=cost, outputs=list(sym.values())).run()
+    zero = [np.zeros(n.shape) for n in nodes]
+    auto = [n.grad.copy() if n in sym else z for n, z in zip(nodes, zero)]
+    symbolic = [np.broadcast_to(sym[n].value, n.shape).copy() if n in sym else z for n, z in zip(nodes, zero)]
 
     forward = LispMachine(g, fwd_only=True, outputs=[cost])
 

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..errors import DTypeError
-from .registry import Row, broadcast, compare_rule, defop, elementwise_rule, unbroadcast as ub
+from .registry import Row, apply, broadcast, compare_rule, defop, elementwise_rule, unbroadcast as ub
 
 F34 = ("f", (3, 4), -2.0, 2.0)
 POS34 = ("f", (3, 4), 0.5, 2.0)
@@ -80,10 +80,14 @@ softplus = unary("softplus", lambda x: np.logaddexp(0, x), lambda g, ans, x: g *
                  ref=lambda x: np.log(1 + np.exp(x)), kernel="softplus")
 relu = unary("relu", lambda x: np.maximum(x, 0), lambda g, ans, x: where(x > 0, g, 0),
              ref=lambda x: x * (x > 0), kernel="relu")
-leaky_relu = defop(
+_leaky_relu = defop(
     "leaky_relu", lambda x, alpha=0.01: np.where(x > 0, x, alpha * x), elementwise_rule,
     vjp=(lambda g, ans, x, alpha=0.01: where(x > 0, g, alpha * g),),
     row=Row((F34,), {"alpha": 0.1}, ref=lambda x, alpha: np.maximum(x, alpha * x)), elementwise=True)
+
+
+def leaky_relu(x, alpha=0.01):
+    return apply("leaky_relu", x, alpha=float(alpha))
 
 # -- comparisons (not differentiable) -----------------------------------------------
 
@@ -118,6 +122,11 @@ def _astype_rule(x, dtype):
     return x.shape, np.dtype(dtype)
 
 
-astype = defop("astype", lambda x, dtype: np.asarray(x).astype(dtype), _astype_rule,
+_astype = defop("astype", lambda x, dtype: np.asarray(x).astype(dtype), _astype_rule,
                vjp=(lambda g, ans, x, dtype: astype(g, x.dtype),),
                row=Row((F34,), {"dtype": "float64"}))
+
+
+def astype(x, dtype):
+    """Cast to dtype; the gradient is cast back (the one sanctioned way to mix float32 and float64)."""
+    return apply("astype", x, dtype=np.dtype(dtype))

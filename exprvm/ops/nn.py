@@ -102,7 +102,7 @@ def _mask(x, rate, rng):
 
 
 _dm = defop("dropout_mask", _mask, lambda x, rate, rng: (x.shape, same_float_dtype(x)),
-            row=Row((("f", (20, 30), -1.0, 1.0),), {"rate": 0.5}, grad=False))
+            row=Row((("f", (20, 30), -1.0, 1.0),), {"rate": 0.5}, grad=False, random=True))
 
 
 def dropout(x, rate=0.5, seed=None, train=True):

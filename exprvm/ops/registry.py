@@ -23,11 +23,13 @@ class Row:
     args: one spec per input: ("f", shape, low, high) float, ("i", shape, high) int
     in [0, high), ("b", shape) bool. params: keyword params. ref: an independent
     naive numpy formula to check impl against (optional). grad: run finite differences.
+    random: the op draws from params["rng"]; tests check its distribution, not its values.
     """
     args: tuple
     params: dict = field(default_factory=dict)
     ref: Optional[Callable] = None
     grad: bool = True
+    random: bool = False
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,188 @@
+"""Graph building: leaves, operators, dtype rules, hash-consing, rewrites, errors."""
+import inspect
+
+import numpy as np
+import pytest
+
+import exprvm as ev
+
+
+def here(offset=0):
+    """file:line of the caller's line plus offset, as exprvm reports sites."""
+    f = inspect.currentframe().f_back
+    return f"test_graph.py:{f.f_lineno + offset}"
+
+
+def test_leaves_and_values():
+    g = ev.Graph()
+    x = g.scalar("x")
+    W = g.matrix("W", (3, 4), init=ev.init.glorot_normal(seed=1), dtype=np.float32)
+    b = g.vector("b", 3, init=ev.init.zeros(), dtype=np.float32)
+    assert (x.shape, x.dtype, x.op) == ((), np.float64, "input")
+    assert (W.shape, W.dtype, W.op) == ((3, 4), np.float32, "param")
+    assert W.value.dtype == np.float32 and np.all(b.value == 0)
+    assert g.inputs() == [x] and g.params() == [W, b]
+    arr = np.ones((2, 2))
+    s = g.tensor("s", (2, 2), value=arr)
+    assert s.value is arr  # bound as is: solvers updating it in place are seen by machines
+
+
+def test_operators_build_numpy_named_ops():
+    g = ev.Graph()
+    a, b = g.vector("a", 3), g.vector("b", 3)
+    ops = {a + b: "add", a - b: "sub", a * b: "mul", a / b: "div", a ** b: "pow", -a: "neg",
+           abs(a): "abs", a < b: "lt", a <= b: "le", a > b: "gt", a >= b: "ge", a[1:]: "getitem",
+           2.0 * a: "mul", 1.0 - a: "sub", 1.0 / a: "div"}
+    for node, op in ops.items():
+        assert node.op == op
+    m = g.matrix("m", (3, 3))
+    assert (m @ a).op == "matmul" and (m @ a).shape == (3,) and m.T.op == "transpose"
+    assert ev.equal(a, b).dtype == bool and (a == a) is True  # == stays identity (dict keys)
+
+
+def test_python_scalars_take_the_other_dtype():
+    g = ev.Graph()
+    v = g.vector("v", 4, dtype=np.float32)
+    assert (v * 2.0 + 1).dtype == np.float32
+    c = g.constant(2.0)  # weak: adopts float32 next to v
+    assert (c * v).dtype == np.float32
+    assert g.constant(np.float64(2.0), dtype=np.float64).weak is False
+
+
+def test_mixing_float32_and_float64_is_an_error_naming_op_nodes_and_line():
+    g = ev.Graph()
+    a = g.vector("a", 4, dtype=np.float32)
+    b = g.vector("b", 4, dtype=np.float64)
+    line = here(2)
+    with pytest.raises(ev.DTypeError) as e:
+        a + b
+    msg = str(e.value)
+    assert "add" in msg and "float32" in msg and "float64" in msg and "a (4,)" in msg and "b (4,)" in msg
+    assert line in msg
+    assert isinstance(e.value, ev.ExprError)
+    assert (ev.astype(a, np.float64) + b).dtype == np.float64
+
+
+def test_shape_error_names_op_operands_and_line():
+    g = ev.Graph()
+    W, v = g.matrix("W", (3, 4)), g.vector("v", 3)
+    line = here(2)
+    with pytest.raises(ev.ShapeError) as e:
+        W @ v
+    msg = str(e.value)
+    assert "matmul" in msg and "W (3, 4)" in msg and "v (3,)" in msg and line in msg
+    with pytest.raises(ev.ShapeError, match="broadcast"):
+        g.matrix("A", (2, 3)) + g.vector("c", 4)
+    with pytest.raises(ev.ShapeError, match="axis"):
+        ev.sum(W, axis=2)
+    with pytest.raises(ev.ShapeError, match="reshape"):
+        ev.reshape(W, (5, 2))
+    with pytest.raises(ev.DTypeError, match="integer"):
+        ev.take(W, g.vector("f", 2), axis=0)
+
+
+def test_sites_point_at_the_user_line():
+    g = ev.Graph()
+    x = g.scalar("x"); line = here()  # noqa: E702
+    y = ev.tanh(x); line_y = here()  # noqa: E702
+    assert x.site == line and y.site == line_y
+
+
+def test_identical_subexpressions_are_shared():
+    g = ev.Graph()
+    x, y = g.vector("x", 3), g.vector("y", 3)
+    assert ev.tanh(x * y) is ev.tanh(x * y)
+    assert ev.sum(x, axis=0) is ev.sum(x, axis=(0,))
+    assert (x + 1.0) is (x + 1.0)
+    assert ev.tanh(x) is not ev.tanh(y)
+    n = len(g)
+    ev.tanh(x * y)
+    assert len(g) == n
+
+
+@pytest.mark.parametrize("build, op", [
+    (lambda x: ev.log(1 + x), "log1p"),
+    (lambda x: ev.log(x + 1.0), "log1p"),
+    (lambda x: ev.exp(x) - 1, "expm1"),
+    (lambda x: ev.log(ev.softmax(x)), "log_softmax"),
+    (lambda x: x ** 2, "square"),
+    (lambda x: x ** 3, "cube"),
+])
+def test_stability_rewrites(build, op):
+    g = ev.Graph()
+    x = g.vector("x", 5, value=np.linspace(-1, 1, 5) * 1e-9)
+    y = build(x)
+    assert y.op == op
+    ev.LispMachine(g, outputs=[y]).run()
+    eager = build(x.value)  # eager evaluation applies the plain formula
+    np.testing.assert_allclose(y.value, eager, rtol=1e-6, atol=1e-300)
+
+
+def test_log_sigmoid_becomes_minus_softplus_and_stays_finite():
+    g = ev.Graph()
+    x = g.vector("x", 3, value=np.array([-800.0, 0.0, 800.0]))
+    y = ev.log(ev.sigmoid(x))
+    assert y.op == "neg" and y.inputs[0].op == "softplus"
+    ev.LispMachine(g, outputs=[y], nan_watch=True, inf_watch=True).run()
+    np.testing.assert_allclose(y.value, [-800.0, -np.log(2), 0.0])
+
+
+def test_eager_evaluation_on_arrays():
+    x = np.array([0.5, -1.0], np.float32)
+    assert ev.tanh(x).dtype == np.float32
+    np.testing.assert_allclose(ev.sigmoid(x), 1 / (1 + np.exp(-x)), rtol=1e-6)
+    np.testing.assert_allclose(ev.sum(np.ones((2, 3)), axis=1), [3, 3])
+
+
+def test_custom_op_with_its_own_vjp():
+    def rule(x):
+        return x.shape, x.dtype
+
+    swish = ev.defop("test_swish", lambda x: x / (1 + np.exp(-x)), rule,
+                     vjp=lambda g, ans, x: g * (ev.sigmoid(x) + ans * (1 - ev.sigmoid(x))))
+    try:
+        assert ev.check_grad(lambda x: ev.sum(swish(x)), [np.linspace(-2, 2, 7)])
+        bad = ev.defop("test_bad", np.sin, rule, vjp=lambda g, ans, x: g * ev.sin(x))
+        with pytest.raises(ev.GradCheckError, match="argument 0"):
+            ev.check_grad(lambda x: ev.sum(bad(x)), [np.linspace(-2, 2, 7)])
+        with pytest.raises(ev.ExprError, match="already registered"):
+            ev.defop("test_swish", np.sin, rule)
+    finally:
+        ev.OPS.pop("test_swish", None)
+        ev.OPS.pop("test_bad", None)
+
+
+def test_let_validates_and_names_the_input():
+    g = ev.Graph()
+    v = g.vector("v", 4, dtype=np.float32)
+    ev.let(v, [1, 2, 3, 4])
+    assert v.value.dtype == np.float32
+    with pytest.raises(ev.FeedError, match="v.*shape"):
+        ev.let(v, np.ones(3, np.float32))
+    with pytest.raises(ev.FeedError, match="v.*float64"):
+        ev.let(v, np.ones(4))
+    with pytest.raises(ev.FeedError, match="computed"):
+        ev.let(ev.tanh(v), np.ones(4, np.float32))
+
+
+def test_truth_value_of_a_node_is_an_error():
+    g = ev.Graph()
+    with pytest.raises(ev.ExprError, match="truth value"):
+        if g.scalar("x") > 0:
+            pass
+
+
+def test_nodes_of_two_graphs_do_not_mix():
+    a, b = ev.Graph().scalar("a"), ev.Graph().scalar("b")
+    with pytest.raises(ev.ExprError, match="another graph"):
+        a + b
+
+
+def test_ancestors_is_topological():
+    g = ev.Graph()
+    x = g.vector("x", 3)
+    y = ev.tanh(x) * x + ev.sum(x)
+    order = ev.ancestors([y])
+    pos = {n.id: i for i, n in enumerate(order)}
+    assert all(pos[i.id] < pos[n.id] for n in order for i in n.inputs)
+    assert order[-1] is y

@@ -1,0 +1,125 @@
+"""The op table: every registered op, generated from the registry.
+
+For each op: the shape/dtype rule agrees with the numpy reference, every machine
+agrees with the reference (float32 and float64), the reference agrees with an
+independent naive formula where the row gives one, and every differentiable op's
+gradients agree with finite differences and across machines.
+"""
+import numpy as np
+import pytest
+
+import exprvm as ev
+from exprvm.ops import OPS
+from machines import EVALUATORS
+
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
+
+
+def make_arg(spec, dtype, rng):
+    kind = spec[0]
+    if kind == "f":
+        _, shape, lo, hi = spec
+        return rng.uniform(lo, hi, shape).astype(dtype)
+    if kind == "i":
+        _, shape, hi = spec
+        return rng.integers(0, hi, shape)
+    if kind == "b":
+        return rng.random(spec[1]) > 0.5
+    raise AssertionError(f"unknown arg spec {spec}")
+
+
+def sample(name, dtype, seed=0):
+    row = OPS[name].row
+    rng = np.random.default_rng(seed)
+    arrays = [make_arg(s, dtype, rng) for s in row.args]
+    params = dict(row.params)
+    if row.random:
+        params["rng"] = np.random.default_rng(seed)
+    return arrays, params
+
+
+def build(name, arrays, params):
+    g = ev.Graph(name)
+    leaves = [g.tensor(f"a{i}", a.shape, a.dtype, value=a) for i, a in enumerate(arrays)]
+    return g, leaves, ev.apply(name, *leaves, **params)
+
+
+ALL = sorted(OPS)
+DIFF = sorted(n for n, op in OPS.items() if op.row is not None and op.row.grad)
+
+
+def test_every_op_has_a_row():
+    missing = sorted(n for n, op in OPS.items() if op.row is None)
+    assert not missing, f"ops without a test-table row: {missing}"
+
+
+def test_differentiable_rows_match_vjps():
+    # A row may only skip the gradient check for an op that has no VJP.
+    skipped = sorted(n for n, op in OPS.items() if not op.row.grad and op.differentiable)
+    assert not skipped, f"differentiable ops whose rows skip the gradient check: {skipped}"
+
+
+@pytest.mark.parametrize("machine", sorted(EVALUATORS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ALL)
+def test_forward(name, dtype, machine):
+    arrays, params = sample(name, dtype)
+    row = OPS[name].row
+    g, _, node = build(name, arrays, params)
+    if row.random:
+        (got,) = EVALUATORS[machine](g, [node])
+        rate = params["rate"]
+        assert got.shape == node.shape and got.dtype == node.dtype
+        assert set(np.unique(got)) <= {0.0, np.float32(1 / (1 - rate))}
+        assert abs((got == 0).mean() - rate) < 0.1
+        return
+    expected = np.asarray(OPS[name].impl(*arrays, **params))
+    assert node.shape == expected.shape, f"{name}: rule says {node.shape}, numpy gives {expected.shape}"
+    assert node.dtype == expected.dtype, f"{name}: rule says {node.dtype}, numpy gives {expected.dtype}"
+    (got,) = EVALUATORS[machine](g, [node])
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    np.testing.assert_allclose(got, expected, **TOL[dtype])
+    if row.ref is not None:
+        np.testing.assert_allclose(expected, row.ref(*arrays, **params), rtol=1e-4 if dtype == np.float32 else 1e-10,
+                                   atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def _cost_fn(name, arrays, params, seed=1):
+    """fn(*float_nodes) -> scalar: a random weighting of the op's output."""
+    float_pos = [i for i, a in enumerate(arrays) if a.dtype.kind == "f"]
+    out_shape = np.asarray(OPS[name].impl(*arrays, **params)).shape
+    w = np.random.default_rng(seed).uniform(0.5, 1.5, out_shape)
+
+    def fn(*nodes):
+        args = list(arrays)
+        for i, n in zip(float_pos, nodes):
+            args[i] = n
+        out = ev.apply(name, *args, **params)
+        return ev.sum(ev.astype(out, np.float64) * w)
+
+    return fn, [arrays[i] for i in float_pos]
+
+
+@pytest.mark.parametrize("name", DIFF)
+def test_gradient_finite_differences(name):
+    arrays, params = sample(name, np.float64)
+    fn, float_args = _cost_fn(name, arrays, params)
+    assert ev.check_grad(fn, float_args)
+
+
+@pytest.mark.parametrize("machine", sorted(EVALUATORS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", DIFF)
+def test_gradient_machines_agree(name, dtype, machine):
+    """Symbolic gradients run on each machine == the LispMachine's run-time autodiff."""
+    arrays, params = sample(name, dtype)
+    fn, float_args = _cost_fn(name, arrays, params)
+    g = ev.Graph()
+    nodes = [g.tensor(f"x{i}", a.shape, a.dtype, value=a) for i, a in enumerate(float_args)]
+    cost = fn(*nodes)
+    grads = ev.grad(cost, nodes)
+    got = EVALUATORS[machine](g, grads)
+    ev.LispMachine(g, cost=cost).run()
+    for n, gv in zip(nodes, got):
+        assert gv.dtype == n.dtype
+        np.testing.assert_allclose(np.broadcast_to(gv, n.shape), n.grad, **TOL[dtype])
