@@ -16,6 +16,9 @@ LEAF_OPS = ("input", "param", "const")
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+_BASENAMES = {}
+
+
 def user_site():
     """file:line of the first stack frame outside the exprvm package."""
     f = sys._getframe(1)
@@ -23,7 +26,11 @@ def user_site():
         f = f.f_back
     if f is None:
         return "<unknown>"
-    return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno}"
+    path = f.f_code.co_filename
+    base = _BASENAMES.get(path)
+    if base is None:
+        base = _BASENAMES[path] = os.path.basename(path)
+    return f"{base}:{f.f_lineno}"
 
 
 def _norm_dtype(dtype):
@@ -185,6 +192,14 @@ class Graph:
         if key is not None:
             self._cse[key] = node
         return node
+
+    def scalar_constant(self, value, dtype):
+        """A Python number as a 0-d constant of dtype (the fast path for `x * 2.0`)."""
+        key = ("py", value, dtype.char)
+        hit = self._cse.get(key)
+        if hit is None:
+            hit = self._cse[key] = self.constant(np.asarray(value, dtype=dtype), dtype=dtype)
+        return hit
 
     # -- op nodes (called by ops.registry.apply) --------------------------------
     def _add(self, node):

@@ -10,6 +10,7 @@ from .shape_ops import (  # noqa: F401
     broadcast_to, concat, concatenate, embedding, getitem, reshape, stack, take, transpose)
 from .linalg import dot, matmul, outer  # noqa: F401
 from .nn import cross_entropy, dropout, log_softmax, one_hot, softmax  # noqa: F401
+from . import rewrites  # noqa: F401  (registers the build-time rewrites)
 
 # Short aliases, as the op table names them.
 sub, mul, div, neg = subtract, multiply, divide, negative

@@ -107,6 +107,9 @@ def _freeze(v):
 
 def _ref_dtype(args):
     """The dtype Python scalars adopt: that of the first strongly typed float node."""
+    a = args[0]
+    if type(a) is Node and not a.weak and a.dtype.kind == "f":
+        return a.dtype
     for a in args:
         if isinstance(a, Node) and not a.weak and a.dtype.kind == "f":
             return a.dtype
@@ -123,12 +126,10 @@ def _as_node(a, graph, ref, integer):
         if a.weak and a.dtype != ref and not integer:
             return graph.constant(a.value.astype(ref), dtype=ref)
         return a
-    if integer:
-        return graph.constant(np.asarray(a))
-    if isinstance(a, (bool, np.bool_)):
+    if integer or isinstance(a, (bool, np.bool_)):
         return graph.constant(np.asarray(a))
     if isinstance(a, (int, float)):
-        return graph.constant(np.asarray(a, dtype=ref), dtype=ref)
+        return graph.scalar_constant(a, ref)
     return graph.constant(np.asarray(a))
 
 
@@ -140,32 +141,47 @@ def apply(name, *args, **params):
     op = OPS[name]
     graph = None
     for a in args:
-        if isinstance(a, Node):
+        if type(a) is Node:
             graph = a.graph
             break
     if graph is None:
         return op.impl(*args, **params)
 
     ref = _ref_dtype(args)
-    inputs = tuple(_as_node(a, graph, ref, i in op.int_args) for i, a in enumerate(args))
+    inputs = []
+    for i, a in enumerate(args):
+        if type(a) is not Node or a.weak or a.graph is not graph:
+            a = _as_node(a, graph, ref, i in op.int_args)
+        inputs.append(a)
+    inputs = tuple(inputs)
     site = user_site()
-    from .rewrites import rewrite  # NOTE: late import: rewrites build nodes through apply
-    better = rewrite(name, inputs, params)
-    if better is not None:
-        return better
+    if name in REWRITES:
+        better = REWRITES[name](*inputs, **params)
+        if better is not None:
+            return better
     try:
         shape, dtype = op.rule(*inputs, **params)
     except (ShapeError, DTypeError) as e:
         raise type(e)(f"{name}: {e}\n  operands: {operands(inputs)}\n  built at {site}") from None
-    key = (name, tuple(i.id for i in inputs), _freeze(params))
+    key = (name, *[i.id for i in inputs], _freeze(params) if params else ())
     if "rng" in params:
         key = None  # a random op is never shared: each call draws its own stream
     return graph._op_node(op, inputs, params, shape, dtype, site, key)
 
 
+REWRITES = {}  # op name -> fn(*inputs, **params) returning a better node or None; see rewrites.py
+
+
 # -- shape/dtype rules shared by many ops ------------------------------------------
 
 def same_float_dtype(*nodes):
+    dt = nodes[0].dtype
+    if dt.kind == "f":
+        for n in nodes:
+            if n.dtype != dt:
+                break
+        else:
+            return dt
     dts = {n.dtype for n in nodes}
     if len(dts) > 1:
         raise DTypeError("operands mix dtypes " + " and ".join(sorted(d.name for d in dts))
@@ -177,6 +193,15 @@ def same_float_dtype(*nodes):
 
 
 def broadcast(*nodes):
+    first = nodes[0].shape
+    if len(nodes) == 2:  # the common case, without numpy's general machinery
+        second = nodes[1].shape
+        if first == second or not second:
+            return first
+        if not first:
+            return second
+    elif all(n.shape == first for n in nodes):
+        return first
     try:
         return tuple(np.broadcast_shapes(*(n.shape for n in nodes)))
     except ValueError:
@@ -184,6 +209,8 @@ def broadcast(*nodes):
 
 
 def elementwise_rule(*nodes, **_):
+    if len(nodes) == 1 and nodes[0].dtype.kind == "f":
+        return nodes[0].shape, nodes[0].dtype
     return broadcast(*nodes), same_float_dtype(*nodes)
 
 

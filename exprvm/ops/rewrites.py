@@ -5,6 +5,8 @@ log(softmax(x)) -> log_softmax(x), and x ** 2 / 3 / 0.5 -> square / cube / sqrt.
 """
 import numpy as np
 
+from .registry import REWRITES
+
 
 def _const(node, v):
     return node.op == "const" and node.value.size > 0 and bool(np.all(node.value == v))
@@ -35,12 +37,7 @@ def _pow(x, y):
     return {2.0: _ops.square, 3.0: _ops.cube, 0.5: _ops.sqrt}.get(float(y.value), lambda _: None)(x)
 
 
-RULES = {"log": _log, "sub": _sub, "pow": _pow}
-
-
-def rewrite(name, inputs, params):
-    rule = RULES.get(name)
-    return rule(*inputs, **params) if rule is not None else None
+REWRITES.update({"log": _log, "sub": _sub, "pow": _pow})
 
 
 from .. import ops as _ops  # noqa: E402
