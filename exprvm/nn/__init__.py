@@ -1,0 +1,10 @@
+"""Neural-network building blocks that own their parameters across graphs.
+
+    model = ev.nn.StackedRNN("lstm", in_features=65, hidden=128, name="lstm", seed=0)
+    head = ev.nn.Linear(128, 65, name="head", seed=1)
+
+See module.py for how parameters bind to graphs, rnn.py for the gate layout.
+"""
+from .module import Module, Param, Sequential  # noqa: F401
+from .layers import Embedding, Linear, mean_cross_entropy, mse  # noqa: F401
+from .rnn import CELLS, Cell, GRUCell, LSTMCell, RNNCell, StackedRNN, flat  # noqa: F401

@@ -1,0 +1,84 @@
+"""Feed-forward blocks (Linear, Embedding) and losses.
+
+Layout: activations are batch-major, (..., features), and weights are stored
+(in_features, out_features) so a layer is ``x @ W + b`` with no transpose on
+either the forward or the backward pass.
+"""
+import numpy as np
+
+from .. import init as _init
+from ..errors import DTypeError, ShapeError
+from ..ops import cross_entropy, mean, reshape, square, take
+from .module import Module, draw, draw_weight, graph_of, sub_seed
+
+
+def is_ids(x):
+    return x.dtype.kind in "iu"
+
+
+def apply_matrix(x, W, who):
+    """x @ W for x of shape (..., in); integer x is taken as one-hot ids and gathers rows."""
+    n_in = W.shape[0]
+    if is_ids(x):
+        return take(W, x, axis=0)
+    if x.ndim == 0 or x.shape[-1] != n_in:
+        raise ShapeError(f"{who}: input {x.describe()} must end in {n_in} features")
+    if x.dtype != W.dtype:
+        raise DTypeError(f"{who}: input {x.describe()} is {x.dtype.name}, the weights are "
+                         f"{W.dtype.name}; cast one with ev.astype")
+    if x.ndim <= 2:
+        return x @ W
+    # NOTE: a batched (T, B, in) @ (in, out) would take matmul's general VJP, which
+    # sums a (T, in, out) product; one 2-d matmul on (T*B, in) is a plain GEMM.
+    lead = x.shape[:-1]
+    return reshape(reshape(x, (-1, n_in)) @ W, lead + (W.shape[1],))
+
+
+class Linear(Module):
+    """y = x @ W + b, W of shape (in_features, out_features).
+
+    Integer input is read as one-hot class ids of size in_features (a row gather).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, name="linear", dtype=np.float32,
+                 seed=None, init=None, bias_init=None):
+        super().__init__(name)
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        init = init or _init.glorot_uniform()
+        self.W = self.add_param("W", draw_weight(init, self.in_features, self.out_features,
+                                                 dtype, sub_seed(seed, 0)))
+        self.b = None
+        if bias:
+            b0 = draw(bias_init or _init.zeros(), (self.out_features,), dtype, sub_seed(seed, 1))
+            self.b = self.add_param("b", b0)
+
+    def __call__(self, x):
+        g = graph_of(x, self.name)
+        y = apply_matrix(x, self.W.node(g), self.name)
+        return y if self.b is None else y + self.b.node(g)
+
+
+class Embedding(Module):
+    """Rows of a (num, dim) table picked by integer ids: (...,) ids -> (..., dim)."""
+
+    def __init__(self, num, dim, name="embedding", dtype=np.float32, seed=None, init=None):
+        super().__init__(name)
+        self.num, self.dim = int(num), int(dim)
+        table = draw(init or _init.normal(std=1.0), (self.num, self.dim), dtype, sub_seed(seed, 0))
+        self.table = self.add_param("table", table)
+
+    def __call__(self, ids):
+        g = graph_of(ids, self.name)
+        if not is_ids(ids):
+            raise DTypeError(f"{self.name}: ids must be integers, got {ids.describe()}")
+        return take(self.table.node(g), ids, axis=0)
+
+
+def mse(pred, target):
+    """Mean squared error over all elements."""
+    return mean(square(pred - target))
+
+
+def mean_cross_entropy(logits, targets):
+    """Softmax cross-entropy in nats, averaged over all positions: logits (..., C), targets (...)."""
+    return mean(cross_entropy(logits, targets))

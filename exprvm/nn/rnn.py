@@ -1,0 +1,236 @@
+"""Recurrent cells (tanh RNN, LSTM, GRU) and a multi-layer stack.
+
+Layout (batch-major activations, h of shape (B, H)):
+
+    W_x  (in, G*H)   input weights of all G gates side by side
+    W_h  (H,  G*H)   recurrent weights, same column blocks
+    b    (G*H,)      bias
+
+so each step is ONE matmul per operand for all gates, ``x @ W_x + b + h @ W_h``,
+followed by slices (getitem) of the (B, G*H) result. Column blocks:
+
+    RNNCell   G=1  [h]                  h' = tanh(z)
+    LSTMCell  G=4  [i, f, o | g]        c' = f*c + i*g,  h' = o*tanh(c')
+                                        (one sigmoid over the first 3H columns)
+    GRUCell   G=3  [z, r | n]           n = tanh(xn + r * hn),  h' = n + z*(h - n)
+                                        (b_h (3H,) is added to h @ W_h: the
+                                         candidate's recurrent bias sits inside r*(.))
+
+Integer input to a cell is read as one-hot ids of size `in` (a row gather of W_x).
+State is a tuple per cell: (h,) or, for the LSTM, (h, c). A state of None means zeros.
+"""
+import numpy as np
+
+from .. import init as _init
+from ..errors import ExprError, ShapeError
+from ..graph import Node
+from ..ops import getitem, sigmoid, tanh
+from .layers import apply_matrix
+from .module import Module, draw, draw_weight, graph_of, sub_seed
+
+
+class Cell(Module):
+    """Shared parameters and plumbing; subclasses define `gates`, `state_names`, `recur`."""
+
+    gates = 1
+    state_names = ("h",)
+    kind = "cell"
+
+    def __init__(self, in_features, hidden, name=None, dtype=np.float32, seed=None, init=None,
+                 recurrent_init=None):
+        super().__init__(name or self.kind)
+        self.in_features, self.hidden = int(in_features), int(hidden)
+        G, H = self.gates, self.hidden
+        self.W_x = self.add_param("W_x", draw_weight(init or _init.glorot_uniform(), self.in_features,
+                                                     H, dtype, sub_seed(seed, 0), blocks=G))
+        self.W_h = self.add_param("W_h", draw_weight(recurrent_init or _init.glorot_uniform(), H, H,
+                                                     dtype, sub_seed(seed, 1), blocks=G))
+        self.b = self.add_param("b", self.initial_bias(dtype))
+
+    def initial_bias(self, dtype):
+        return np.zeros(self.gates * self.hidden, dtype)
+
+    @property
+    def dtype(self):
+        return self.W_x.dtype
+
+    # -- one step -----------------------------------------------------------------
+    def project(self, x):
+        """The input's share of the gates: x @ W_x + b, shape (..., G*H)."""
+        g = graph_of(x, self.name)
+        return apply_matrix(x, self.W_x.node(g), self.name) + self.b.node(g)
+
+    def __call__(self, x, state=None):
+        """One step: (h', state') from input x (B, in) (or ids (B,)) and state (or None)."""
+        return self.recur(self.project(x), self._check_state(state))
+
+    def recur(self, xp, state):
+        raise NotImplementedError
+
+    def _check_state(self, state):
+        if state is None:
+            return None
+        if isinstance(state, Node):
+            state = (state,)
+        state = tuple(state)
+        if len(state) != len(self.state_names):
+            raise ExprError(f"{self.name}: state must be {len(self.state_names)} node(s) "
+                            f"{self.state_names}, got {len(state)}")
+        for s, what in zip(state, self.state_names):
+            if not isinstance(s, Node) or s.shape[-1:] != (self.hidden,):
+                got = s.describe() if isinstance(s, Node) else type(s).__name__
+                raise ShapeError(f"{self.name}: state {what} must be a node (..., {self.hidden}), got {got}")
+        return state
+
+    def _hW(self, h):
+        return h @ self.W_h.node(h.graph)
+
+    # -- state helpers --------------------------------------------------------------
+    def zero_state(self, batch):
+        """Numpy zeros to feed as the initial state."""
+        return tuple(np.zeros((batch, self.hidden), self.dtype) for _ in self.state_names)
+
+    def state_inputs(self, g, batch):
+        """Input nodes for a fed initial state, named '<cell>.h0' (and '<cell>.c0')."""
+        return tuple(g.tensor(f"{self.name}.{s}0", (batch, self.hidden), self.dtype)
+                     for s in self.state_names)
+
+
+def _cols(z, start, stop):
+    return getitem(z, (Ellipsis, slice(start, stop)))
+
+
+class RNNCell(Cell):
+    """Elman RNN: h' = tanh(x @ W_x + h @ W_h + b)."""
+
+    kind = "rnn"
+
+    def recur(self, xp, state):
+        z = xp if state is None else xp + self._hW(state[0])
+        h = tanh(z)
+        return h, (h,)
+
+
+class LSTMCell(Cell):
+    """LSTM without peepholes; the forget-gate bias starts at `forget_bias` (1.0)."""
+
+    gates = 4
+    state_names = ("h", "c")
+    kind = "lstm"
+
+    def __init__(self, in_features, hidden, name=None, dtype=np.float32, seed=None, init=None,
+                 recurrent_init=None, forget_bias=1.0):
+        self.forget_bias = float(forget_bias)
+        super().__init__(in_features, hidden, name, dtype, seed, init, recurrent_init)
+
+    def initial_bias(self, dtype):
+        b = np.zeros(4 * self.hidden, dtype)
+        # NOTE: a forget gate open at the start lets gradients flow through c early on.
+        b[self.hidden:2 * self.hidden] = self.forget_bias
+        return b
+
+    def recur(self, xp, state):
+        H = self.hidden
+        z = xp if state is None else xp + self._hW(state[0])
+        s = sigmoid(_cols(z, 0, 3 * H))
+        cand = tanh(_cols(z, 3 * H, 4 * H))
+        i, f, o = _cols(s, 0, H), _cols(s, H, 2 * H), _cols(s, 2 * H, 3 * H)
+        c = i * cand if state is None else f * state[1] + i * cand
+        h = o * tanh(c)
+        return h, (h, c)
+
+
+class GRUCell(Cell):
+    """GRU with the reset gate applied after the recurrent matmul (as cuDNN does)."""
+
+    gates = 3
+    kind = "gru"
+
+    def __init__(self, in_features, hidden, name=None, dtype=np.float32, seed=None, init=None,
+                 recurrent_init=None):
+        super().__init__(in_features, hidden, name, dtype, seed, init, recurrent_init)
+        self.b_h = self.add_param("b_h", np.zeros(3 * self.hidden, dtype))
+
+    def recur(self, xp, state):
+        H = self.hidden
+        b_h = self.b_h.node(xp.graph)
+        if state is None:
+            h = None
+            hz = b_h
+        else:
+            h = state[0]
+            hz = self._hW(h) + b_h
+        zr = sigmoid(_cols(xp, 0, 2 * H) + _cols(hz, 0, 2 * H))
+        z, r = _cols(zr, 0, H), _cols(zr, H, 2 * H)
+        n = tanh(_cols(xp, 2 * H, 3 * H) + r * _cols(hz, 2 * H, 3 * H))
+        h_new = n - z * n if h is None else n + z * (h - n)
+        return h_new, (h_new,)
+
+
+CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
+
+
+class StackedRNN(Module):
+    """`layers` cells of one kind on top of each other; cell i is named '<name>.<i>'.
+
+    State is a list with one tuple per layer (see Cell). `unroll` runs a whole
+    sequence, one graph step per time step.
+    """
+
+    def __init__(self, cell, in_features, hidden, layers=1, name=None, dtype=np.float32, seed=None,
+                 **cell_kw):
+        cls = CELLS.get(cell, cell) if isinstance(cell, str) else cell
+        if not (isinstance(cls, type) and issubclass(cls, Cell)):
+            raise ExprError(f"StackedRNN: unknown cell {cell!r}; use one of {sorted(CELLS)} or a Cell class")
+        if int(layers) < 1:
+            raise ExprError(f"StackedRNN: layers must be >= 1, got {layers}")
+        super().__init__(name or cls.kind)
+        self.hidden = int(hidden)
+        self.cells = [self.add(cls(in_features if i == 0 else hidden, hidden, name=f"{self.name}.{i}",
+                                   dtype=dtype, seed=sub_seed(seed, i), **cell_kw))
+                      for i in range(int(layers))]
+
+    def __call__(self, x, state=None):
+        """One time step through every layer: (top h, new state)."""
+        state = [None] * len(self.cells) if state is None else list(state)
+        if len(state) != len(self.cells):
+            raise ExprError(f"{self.name}: state has {len(state)} layers, the stack has {len(self.cells)}")
+        new = []
+        for cell, s in zip(self.cells, state):
+            x, s = cell(x, s)
+            new.append(s)
+        return x, new
+
+    def unroll(self, xs, state=None):
+        """Run a sequence: xs is a list of per-step inputs or one node with time as axis 0.
+
+        Returns (list of top-layer h per step, final state).
+        """
+        if isinstance(xs, Node):
+            xs = [getitem(xs, (t,)) for t in range(xs.shape[0])]
+        if not xs:
+            raise ExprError(f"{self.name}.unroll: empty sequence")
+        hs = []
+        for x in xs:
+            h, state = self(x, state)
+            hs.append(h)
+        return hs, state
+
+    def zero_state(self, batch):
+        return [c.zero_state(batch) for c in self.cells]
+
+    def state_inputs(self, g, batch):
+        return [c.state_inputs(g, batch) for c in self.cells]
+
+    @staticmethod
+    def carry(inputs, state):
+        """Feeds {state input node: copy of the final state's value} for the next run.
+
+        NOTE: copies, because a machine may reuse the output buffers on its next run.
+        """
+        return {i: np.array(s.value, copy=True) for ins, ss in zip(inputs, state) for i, s in zip(ins, ss)}
+
+
+def flat(state):
+    """The nodes of a stack's state as one flat list (for outputs=)."""
+    return [n for layer in state for n in layer]
