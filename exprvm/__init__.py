@@ -12,6 +12,7 @@ from .lisp import LispMachine  # noqa: F401
 from .check import check_grad  # noqa: F401
 from . import init, solvers  # noqa: F401
 from .checkpoint import load, save  # noqa: F401
+from .render import render, to_dot  # noqa: F401
 import exprvm.nn as nn  # noqa: E402  NOTE: `from . import nn` would keep ops.nn, leaked by `from .ops import *`
 
 __version__ = "0.1.0"

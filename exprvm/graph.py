@@ -148,6 +148,10 @@ class Graph:
     def __len__(self):
         return len(self.nodes)
 
+    def _repr_svg_(self):
+        from .render import svg  # NOTE: lazy: graphviz is needed only to draw (Jupyter calls this)
+        return svg(self)
+
     # -- leaves --------------------------------------------------------------
     def tensor(self, name, shape, dtype=np.float64, init=None, value=None):
         shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
