@@ -1,0 +1,52 @@
+/* Kernel ABI of exprvm's C backend.  Plain declarations only: this file is
+ * also the cffi cdef (exprvm/kernels/build_c.py), which cannot parse macros
+ * or includes.  n is the element count; out may be the same buffer as an
+ * input (in place) but must not partially overlap one. */
+
+void ev_tanh_f32(const float* x, float* out, int64_t n);
+void ev_tanh_grad_f32(const float* x, const float* ans, const float* g, float* out, int64_t n);
+void ev_tanh_f64(const double* x, double* out, int64_t n);
+void ev_tanh_grad_f64(const double* x, const double* ans, const double* g, double* out, int64_t n);
+
+void ev_sigmoid_f32(const float* x, float* out, int64_t n);
+void ev_sigmoid_grad_f32(const float* x, const float* ans, const float* g, float* out, int64_t n);
+void ev_sigmoid_f64(const double* x, double* out, int64_t n);
+void ev_sigmoid_grad_f64(const double* x, const double* ans, const double* g, double* out, int64_t n);
+
+void ev_exp_f32(const float* x, float* out, int64_t n);
+void ev_exp_grad_f32(const float* x, const float* ans, const float* g, float* out, int64_t n);
+void ev_exp_f64(const double* x, double* out, int64_t n);
+void ev_exp_grad_f64(const double* x, const double* ans, const double* g, double* out, int64_t n);
+
+void ev_expm1_f32(const float* x, float* out, int64_t n);
+void ev_expm1_grad_f32(const float* x, const float* ans, const float* g, float* out, int64_t n);
+void ev_expm1_f64(const double* x, double* out, int64_t n);
+void ev_expm1_grad_f64(const double* x, const double* ans, const double* g, double* out, int64_t n);
+
+void ev_log1p_f32(const float* x, float* out, int64_t n);
+void ev_log1p_grad_f32(const float* x, const float* ans, const float* g, float* out, int64_t n);
+void ev_log1p_f64(const double* x, double* out, int64_t n);
+void ev_log1p_grad_f64(const double* x, const double* ans, const double* g, double* out, int64_t n);
+
+void ev_cube_f32(const float* x, float* out, int64_t n);
+void ev_cube_grad_f32(const float* x, const float* ans, const float* g, float* out, int64_t n);
+void ev_cube_f64(const double* x, double* out, int64_t n);
+void ev_cube_grad_f64(const double* x, const double* ans, const double* g, double* out, int64_t n);
+
+void ev_square_f32(const float* x, float* out, int64_t n);
+void ev_square_grad_f32(const float* x, const float* ans, const float* g, float* out, int64_t n);
+void ev_square_f64(const double* x, double* out, int64_t n);
+void ev_square_grad_f64(const double* x, const double* ans, const double* g, double* out, int64_t n);
+
+void ev_relu_f32(const float* x, float* out, int64_t n);
+void ev_relu_grad_f32(const float* x, const float* ans, const float* g, float* out, int64_t n);
+void ev_relu_f64(const double* x, double* out, int64_t n);
+void ev_relu_grad_f64(const double* x, const double* ans, const double* g, double* out, int64_t n);
+
+void ev_softplus_f32(const float* x, float* out, int64_t n);
+void ev_softplus_grad_f32(const float* x, const float* ans, const float* g, float* out, int64_t n);
+void ev_softplus_f64(const double* x, double* out, int64_t n);
+void ev_softplus_grad_f64(const double* x, const double* ans, const double* g, double* out, int64_t n);
+
+/* Threads the kernels use for large arrays (1 without OpenMP). */
+int ev_num_threads(void);

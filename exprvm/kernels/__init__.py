@@ -1,0 +1,36 @@
+"""Kernels for exprvm's hot elementwise ops: numpy reference, C on the CPU
+(cffi API mode), CUDA C on a GPU (nvcc-built library via cffi).
+
+    from exprvm import kernels
+    kernels.KERNEL_OPS                      # unary ops with forward and grad kernels
+    kernels.backends()                      # {"numpy": (True, why), "c": ..., "cuda": ...}
+    kernels.set_backend("c"); kernels.get_backend()
+    f = kernels.unary("tanh", np.float32)   # f(x, out=None) -> out, fully checked
+    dg = kernels.unary_grad("tanh", np.float32)   # dg(x, ans, g, out=None) -> out
+    kernels.binary("add", np.float32, "cuda")     # add/sub/mul/div
+
+For a compiled program: prebind_unary / prebind_unary_grad (fixed size, few
+checks per call) and bind_unary / bind_unary_grad (fixed buffers, a bare C
+call).  See registry.py for the contracts.
+"""
+from exprvm.kernels.reference import BINARY_OPS, KERNEL_OPS
+from exprvm.kernels.registry import (
+    BACKENDS,
+    available,
+    backends,
+    binary,
+    bind_unary,
+    bind_unary_grad,
+    get_backend,
+    prebind_unary,
+    prebind_unary_grad,
+    set_backend,
+    unary,
+    unary_grad,
+)
+
+__all__ = [
+    "BACKENDS", "BINARY_OPS", "KERNEL_OPS", "available", "backends", "binary",
+    "bind_unary", "bind_unary_grad", "get_backend", "prebind_unary",
+    "prebind_unary_grad", "set_backend", "unary", "unary_grad",
+]

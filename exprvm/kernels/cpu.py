@@ -1,0 +1,188 @@
+"""Host kernel wrappers: the C extension (cffi API mode) and numpy.
+
+Three flavours per op, fastest last:
+  * checked(x, out=None)      every argument validated (see checks.py);
+  * prebound(x, out)          for a fixed size and dtype, validated once at
+                              compile time; per call it keeps only the checks
+                              that stand between a wrong argument and memory
+                              corruption (dtype identity, size, alignment,
+                              contiguity via the buffer protocol) and hands
+                              anything unusual to `checked`, which copies or
+                              raises the typed error;
+  * bound()                   buffers fixed at bind time, pointers taken once:
+                              a bare C call.
+"""
+import numpy as np
+
+from exprvm.errors import KernelError
+from exprvm.kernels import reference
+from exprvm.kernels.checks import CTYPE, SUFFIX, check_input, check_out, same_shape, separate
+
+try:
+    from exprvm.kernels import _ev_c
+except ImportError as e:  # not built: no compiler at install time, or a source tree
+    _ev_c = None
+    C_STATUS = (False, f"C extension exprvm.kernels._ev_c is not built ({e}); "
+                       "run `pip install -e .` or `python -m exprvm.kernels.build_c`")
+else:
+    C_STATUS = (True, f"cffi extension, {_ev_c.lib.ev_num_threads()} OpenMP thread(s)")
+
+
+def _c_function(op, dt, grad):
+    name = f"ev_{op}_grad_{SUFFIX[dt]}" if grad else f"ev_{op}_{SUFFIX[dt]}"
+    return getattr(_ev_c.lib, name)
+
+
+# ---- checked -------------------------------------------------------------
+
+def checked_unary(backend, op, dt):
+    if backend == "numpy":
+        ref = reference.FORWARD[op]
+
+        def run(x, out=None):
+            x = check_input(x, dt, op)
+            out = check_out(out, x.shape, dt, op)
+            return ref(x, out)
+        return run
+
+    cfn, buf, cdecl = _c_function(op, dt, False), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]"
+
+    def run(x, out=None):
+        x = check_input(x, dt, op)
+        out = check_out(out, x.shape, dt, op)
+        x = separate(x, out)
+        if x.size:
+            cfn(buf(cdecl, x), buf(cdecl, out, require_writable=True), x.size)
+        return out
+    return run
+
+
+def checked_unary_grad(backend, op, dt):
+    gop = op + "_grad"
+    if backend == "numpy":
+        ref = reference.GRAD[op]
+
+        def run(x, ans, g, out=None):
+            x, ans, g = check_input(x, dt, gop), check_input(ans, dt, gop, "ans"), check_input(g, dt, gop, "g")
+            shape = same_shape(gop, (("x", x), ("ans", ans), ("g", g)))
+            return ref(x, ans, g, check_out(out, shape, dt, gop))
+        return run
+
+    cfn, buf, cdecl = _c_function(op, dt, True), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]"
+
+    def run(x, ans, g, out=None):
+        x, ans, g = check_input(x, dt, gop), check_input(ans, dt, gop, "ans"), check_input(g, dt, gop, "g")
+        shape = same_shape(gop, (("x", x), ("ans", ans), ("g", g)))
+        out = check_out(out, shape, dt, gop)
+        x, ans, g = separate(x, out), separate(ans, out), separate(g, out)
+        if x.size:
+            cfn(buf(cdecl, x), buf(cdecl, ans), buf(cdecl, g), buf(cdecl, out, require_writable=True), x.size)
+        return out
+    return run
+
+
+def checked_binary(op, dt):
+    """add/sub/mul/div on host arrays of one shape.  numpy's ufuncs are
+    already vectorized loops, so the C backend uses them too."""
+    ufunc = reference.BINARY[op]
+
+    def run(a, b, out=None):
+        a, b = check_input(a, dt, op, "a"), check_input(b, dt, op, "b")
+        shape = same_shape(op, (("a", a), ("b", b)))
+        return ufunc(a, b, out=check_out(out, shape, dt, op))
+    return run
+
+
+# ---- prebound: fixed size, minimal per-call checks -----------------------
+
+def prebound_unary(backend, op, dt, size):
+    slow = checked_unary(backend, op, dt)
+    if backend == "numpy":
+        return slow
+    cfn, buf, cdecl = _c_function(op, dt, False), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]"
+
+    def run(x, out):
+        # NOTE: anything but the expected case (including a wrong type, which
+        # makes an attribute lookup fail) goes to the checked wrapper.
+        try:
+            if (x.dtype is dt and out.dtype is dt and x.size == size and out.size == size
+                    and x.flags.aligned and out.flags.aligned and size):
+                cfn(buf(cdecl, x), buf(cdecl, out, require_writable=True), size)
+                return out
+        except (AttributeError, TypeError, ValueError, BufferError):
+            pass
+        return _sized(slow(x, out), size, op)
+    return run
+
+
+def prebound_unary_grad(backend, op, dt, size):
+    slow = checked_unary_grad(backend, op, dt)
+    if backend == "numpy":
+        return slow
+    cfn, buf, cdecl = _c_function(op, dt, True), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]"
+
+    def run(x, ans, g, out):
+        try:
+            if (x.dtype is dt and ans.dtype is dt and g.dtype is dt and out.dtype is dt
+                    and x.size == size and ans.size == size and g.size == size and out.size == size
+                    and x.flags.aligned and ans.flags.aligned and g.flags.aligned
+                    and out.flags.aligned and size):
+                cfn(buf(cdecl, x), buf(cdecl, ans), buf(cdecl, g),
+                    buf(cdecl, out, require_writable=True), size)
+                return out
+        except (AttributeError, TypeError, ValueError, BufferError):
+            pass
+        return _sized(slow(x, ans, g, out), size, op)
+    return run
+
+
+def _sized(out, size, op):
+    if out.size != size:
+        raise KernelError(f"{op}: prebound for {size} elements, called with {out.size}")
+    return out
+
+
+# ---- bound: fixed buffers --------------------------------------------------
+
+def _fixed(a, dt, op, name):
+    """a validated for binding: no silent copy, since a copy would not see
+    later writes to a."""
+    b = check_input(a, dt, op, name)
+    if b is not a:
+        raise KernelError(f"{op}: {name} must be C-contiguous and aligned to be bound")
+    return a
+
+
+def bound_unary(backend, op, dt, x, out):
+    x = _fixed(x, dt, op, "x")
+    out = check_out(out, x.shape, dt, op)
+    if separate(x, out) is not x:
+        raise KernelError(f"{op}: out partially overlaps x")
+    if backend == "numpy":
+        ref = reference.FORWARD[op]
+        return lambda: ref(x, out)
+    cfn, buf, cdecl, n = _c_function(op, dt, False), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]", x.size
+    px, po = buf(cdecl, x), buf(cdecl, out, require_writable=True)
+
+    def run():
+        cfn(px, po, n)
+        return out
+    return run
+
+
+def bound_unary_grad(backend, op, dt, x, ans, g, out):
+    gop = op + "_grad"
+    x, ans, g = _fixed(x, dt, gop, "x"), _fixed(ans, dt, gop, "ans"), _fixed(g, dt, gop, "g")
+    out = check_out(out, same_shape(gop, (("x", x), ("ans", ans), ("g", g))), dt, gop)
+    if any(separate(a, out) is not a for a in (x, ans, g)):
+        raise KernelError(f"{gop}: out partially overlaps an input")
+    if backend == "numpy":
+        ref = reference.GRAD[op]
+        return lambda: ref(x, ans, g, out)
+    cfn, buf, cdecl, n = _c_function(op, dt, True), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]", x.size
+    ptrs = (buf(cdecl, x), buf(cdecl, ans), buf(cdecl, g), buf(cdecl, out, require_writable=True))
+
+    def run():
+        cfn(*ptrs, n)
+        return out
+    return run

@@ -1,0 +1,189 @@
+"""The one dispatch point for kernels: backend choice and kernel lookup.
+
+A machine asks for a kernel once, at compile time, and keeps the returned
+function; lookups are cached, so asking again is cheap too.
+
+Backends:
+  "numpy"  reference.py, always available;
+  "c"      the cffi extension built at install time (cpu.py);
+  "cuda"   the nvcc-built library (cuda_lib.py); its kernels take
+           exprvm.cuda.DeviceArray, not numpy arrays.
+
+The initial backend is $EXPRVM_BACKEND if set and available, else "c" when
+the extension is built, else "numpy" (with one warning per process).  It is
+resolved on first use, never at import, so importing exprvm probes no GPU.
+"""
+import os
+import threading
+import warnings
+
+from exprvm.errors import BackendError, KernelError
+from exprvm.kernels import cpu
+from exprvm.kernels.checks import kernel_dtype
+from exprvm.kernels.reference import BINARY_OPS, KERNEL_OPS
+
+BACKENDS = ("numpy", "c", "cuda")
+
+_lock = threading.Lock()
+_state = {"backend": None}
+_cache = {}
+
+
+def _cuda_status():
+    from exprvm.kernels import cuda_lib  # noqa: PLC0415 - keeps import of exprvm GPU-free
+    return cuda_lib.status()
+
+
+def backends():
+    """{name: (available, reason)} for every backend."""
+    return {"numpy": (True, "reference"), "c": cpu.C_STATUS, "cuda": _cuda_status()}
+
+
+def _check_name(name):
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+
+
+def _require(name):
+    _check_name(name)
+    if name == "numpy":
+        return
+    ok, reason = cpu.C_STATUS if name == "c" else _cuda_status()
+    if not ok:
+        raise BackendError(f"backend {name!r} is not available: {reason}")
+
+
+def set_backend(name):
+    """Make `name` the default backend for kernels looked up from now on."""
+    _require(name)
+    with _lock:
+        _state["backend"] = name
+
+
+def _initial():
+    env = os.environ.get("EXPRVM_BACKEND")
+    if env:
+        try:
+            _require(env)
+            return env
+        except BackendError as e:
+            warnings.warn(f"EXPRVM_BACKEND={env!r} ignored: {e}", RuntimeWarning, stacklevel=4)
+    if cpu.C_STATUS[0]:
+        return "c"
+    warnings.warn(f"exprvm runs its kernels on numpy: {cpu.C_STATUS[1]}", RuntimeWarning, stacklevel=4)
+    return "numpy"
+
+
+def get_backend():
+    """The default backend's name."""
+    with _lock:
+        if _state["backend"] is None:
+            _state["backend"] = _initial()
+        return _state["backend"]
+
+
+def _resolve(op, ops, dtype, backend):
+    if op not in ops:
+        raise KernelError(f"no kernel {op!r}; kernels are {ops}")
+    dt = kernel_dtype(dtype)
+    backend = get_backend() if backend is None else backend
+    _require(backend)
+    return dt, backend
+
+
+def available(op, dtype, backend):
+    """Whether `backend` is usable and has a kernel for op and dtype."""
+    try:
+        _resolve(op, KERNEL_OPS + BINARY_OPS, dtype, backend)
+    except (KernelError, BackendError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _lookup(kind, op, ops, dtype, backend, make):
+    dt, backend = _resolve(op, ops, dtype, backend)
+    key = (kind, op, dt.char, backend)
+    fn = _cache.get(key)
+    if fn is None:
+        fn = _cache[key] = make(backend, op, dt)
+    return fn
+
+
+def _cuda():
+    from exprvm.kernels import cuda  # noqa: PLC0415
+    return cuda
+
+
+def unary(op, dtype, backend=None):
+    """fn(x, out=None) -> out computing op elementwise, with every argument checked."""
+    def make(b, op, dt):
+        return _cuda().unary(op, dt) if b == "cuda" else cpu.checked_unary(b, op, dt)
+    return _lookup("unary", op, KERNEL_OPS, dtype, backend, make)
+
+
+def unary_grad(op, dtype, backend=None):
+    """fn(x, ans, g, out=None) -> out: the gradient of op wrt x, given the
+    forward result ans and the upstream gradient g."""
+    def make(b, op, dt):
+        return _cuda().unary_grad(op, dt) if b == "cuda" else cpu.checked_unary_grad(b, op, dt)
+    return _lookup("grad", op, KERNEL_OPS, dtype, backend, make)
+
+
+def binary(op, dtype, backend=None):
+    """fn(a, b, out=None) -> out for op in add/sub/mul/div, same shapes (no
+    broadcasting).  Host backends use numpy's ufuncs."""
+    def make(b, op, dt):
+        return _cuda().binary(op, dt) if b == "cuda" else cpu.checked_binary(op, dt)
+    return _lookup("binary", op, BINARY_OPS, dtype, backend, make)
+
+
+def prebind_unary(op, dtype, size, backend=None):
+    """fn(x, out) -> out for arrays of exactly `size` elements, for a compiler
+    that validated shapes and dtypes once.  It skips the shape and copy logic
+    but still refuses (through the checked path) anything that could make the
+    C code read or write out of bounds.  out must not partially overlap x."""
+    dt, backend = _resolve(op, KERNEL_OPS, dtype, backend)
+    if backend == "cuda":
+        return _cuda().unary(op, dt)
+    return cpu.prebound_unary(backend, op, dt, int(size))
+
+
+def prebind_unary_grad(op, dtype, size, backend=None):
+    """fn(x, ans, g, out) -> out; see prebind_unary."""
+    dt, backend = _resolve(op, KERNEL_OPS, dtype, backend)
+    if backend == "cuda":
+        return _cuda().unary_grad(op, dt)
+    return cpu.prebound_unary_grad(backend, op, dt, int(size))
+
+
+def _dtype_of(op, x):
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        raise KernelError(f"{op}: expected an array, got {type(x).__name__}")
+    return dtype
+
+
+def bind_unary(op, x, out, backend=None):
+    """thunk() -> out computing op(x) into out, for buffers that live as long
+    as a compiled program (its registers).  Everything is validated here;
+    a call is one C call."""
+    dt, backend = _resolve(op, KERNEL_OPS, _dtype_of(op, x), backend)
+    if backend == "cuda":
+        fn = _cuda().unary(op, dt)
+        return lambda: fn(x, out)
+    return cpu.bound_unary(backend, op, dt, x, out)
+
+
+def bind_unary_grad(op, x, ans, g, out, backend=None):
+    """thunk() -> out computing op's gradient into out; see bind_unary."""
+    dt, backend = _resolve(op, KERNEL_OPS, _dtype_of(op, x), backend)
+    if backend == "cuda":
+        fn = _cuda().unary_grad(op, dt)
+        return lambda: fn(x, ans, g, out)
+    return cpu.bound_unary_grad(backend, op, dt, x, ans, g, out)
+
+
+def _reset_for_tests():
+    """Forget the chosen backend so the next get_backend() re-reads the environment."""
+    with _lock:
+        _state["backend"] = None
