@@ -11,4 +11,10 @@ def lisp_eval(g, outputs, feeds=None):
     return [np.array(o.value, copy=True) for o in outputs]
 
 
-EVALUATORS = {"lisp": lisp_eval}
+def tape_eval(g, outputs, feeds=None):
+    m = ev.TapeMachine(g, outputs=outputs)   # verifies its program when it compiles
+    m.run(feeds or {})
+    return [np.array(o.value, copy=True) for o in outputs]
+
+
+EVALUATORS = {"lisp": lisp_eval, "tape": tape_eval}

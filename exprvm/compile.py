@@ -1,0 +1,191 @@
+"""Graph -> Program: choose what to compute, optimize, lower to registers and
+instructions, plan the buffers, verify.
+
+    prog = compile_graph(g, outputs=[cost])
+    print(prog)            # disassembly
+    prog.verify()          # soundness proof of the buffer plan
+
+What gets compiled: the `outputs` (default: every node of the graph) plus the
+gradient nodes ev.grad made for any cost among them. Values that stay readable
+after a run ("results"): the outputs given, or by default the graph's sinks,
+its costs and its gradients; other intermediates share buffers and get no value.
+"""
+import heapq
+
+import numpy as np
+
+from . import ir
+from .errors import CompileError
+from .graph import ancestors
+from .lowering import Lowered, is_basic_index, lower
+from .ops import OPS
+from .optimize import optimize
+from .plan import plan
+from .program import Instr, Program, Register
+
+
+def select(g, outputs, grads=True, keep=()):
+    """(targets, results): nodes to compute and nodes whose values must survive the run."""
+    if outputs is None:
+        used = {x.id for n in g.nodes for x in n.inputs}
+        results = [n for n in g.nodes if not n.is_leaf and n.id not in used]
+        results += [c for c in g.costs.values()]
+        targets = [n for n in g.nodes if not n.is_leaf]
+    else:
+        results = list(outputs)
+        targets = list(results)
+    if grads and g.grads:
+        present = {n.id for n in ancestors(targets)}
+        extra = [gn for w, gn in g.grads.items() if g.costs[w].id in present]
+        results += extra
+        targets += extra
+    results += list(keep)
+    targets += list(keep)
+    for n in targets:
+        if getattr(n, "graph", None) is not g:
+            raise CompileError(f"output {n!r} is not a node of graph {g.name!r}")
+    return targets, list({n.id: n for n in results}.values())
+
+
+def toposort(vals):
+    """Kahn's algorithm, smallest key first: a valid order that follows the graph's own."""
+    indeg = {id(v): len(v.ins) for v in vals}
+    ready = [(v.key, i, v) for i, v in enumerate(vals) if not v.ins]
+    heapq.heapify(ready)
+    out = []
+    tie = len(vals)
+    while ready:
+        _, _, v = heapq.heappop(ready)
+        out.append(v)
+        for u in v.users:
+            indeg[id(u)] -= 1
+            if indeg[id(u)] == 0:
+                tie += 1
+                heapq.heappush(ready, (u.key, tie, u))
+    if len(out) != len(vals):
+        raise CompileError("the optimized graph has a cycle (compiler bug)")
+    return out
+
+
+def _fake(shape, dtype):
+    """An array with real strides and no real memory, to ask numpy whether a view exists."""
+    # NOTE: never read from it: only its shape and strides are real.
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape, _c_strides(shape, np.dtype(dtype).itemsize))
+
+
+def _c_strides(shape, itemsize):
+    out, acc = [], itemsize
+    for s in reversed(shape):
+        out.append(acc)
+        acc *= max(int(s), 1)
+    return tuple(reversed(out))
+
+
+def _as_view(v, base):
+    """The view of fake `base` that op v makes, or None if numpy would copy."""
+    p = v.params
+    if v.op == "reshape":
+        try:
+            return np.reshape(base, p["shape"], copy=False)
+        except ValueError:
+            return None
+    if v.op == "getitem" and not is_basic_index(p["index"]):
+        return None
+    return OPS[v.op].impl(base, **p)
+
+
+class _Emitter:
+    def __init__(self, backend):
+        self.backend = backend
+        self.regs = []
+        self.instrs = []
+        self.fake = {}
+
+    def reg(self, shape, dtype, kind, **kw):
+        r = Register(len(self.regs), tuple(shape), np.dtype(dtype), kind, **kw)
+        self.regs.append(r)
+        if kind in ("buffer", "input", "param"):
+            self.fake[r.id] = _fake(r.shape, r.dtype)
+        return r
+
+    def val(self, v):
+        if v.kind in ("input", "param"):
+            r = self.reg(v.shape, v.dtype, v.kind)
+        elif v.kind == "const":
+            r = self.reg(v.shape, v.dtype, "const", const=v.value)
+        else:
+            base = v.ins[0].rid if v.op in ir.VIEW_OPS else -1
+            view = None
+            if base >= 0 and self.regs[base].kind != "const" and self.regs[base].device == "cpu":
+                view = _as_view(v, self.fake[base])
+            if view is not None:
+                r = self.reg(v.shape, v.dtype, "view", base=base, view=(v.op, v.params))
+                self.fake[r.id] = view
+            else:
+                r = self.reg(v.shape, v.dtype, "buffer")
+                self.emit(v.op, [x.rid for x in v.ins], r, v.params, v.node, note="" if v.nodes else "optimizer")
+        r.nodes = list(v.nodes)
+        v.rid = r.id
+        return r
+
+    def emit(self, op, ins, out, params, node=None, note=""):
+        low = self.kernel(op, ins, out, params)
+        tmps = tuple(self.reg(s, d, "buffer", scratch=True).id for s, d in low.tmps)
+        self.instrs.append(Instr(low.name or op, tuple(ins), out.id, node, low.kernel, low.build, tmps,
+                                 low.inplace, low.allocates, note))
+        return self.instrs[-1]
+
+    def kernel(self, op, ins, out, params):
+        regs = self.regs
+        low = None
+        if self.backend is not None:
+            low = self.backend.lower(op, [regs[i] for i in ins], [self.fake.get(i) for i in ins], out, params)
+        if low is None:
+            low = lower(op, [regs[i].shape for i in ins], [regs[i].dtype for i in ins],
+                        out.shape, out.dtype, params)
+        return low
+
+
+def compile_graph(g, outputs=None, *, grads=True, keep=(), backend=None, optimize_graph=True, verify=True):
+    """Compile graph g to a Program (see the module docstring)."""
+    targets, results = select(g, outputs, grads, keep)
+    order = ancestors(targets)
+    vals = ir.build(order)
+    roots = [vals[n.id] for n in targets]
+    live = ir.live_vals(roots)
+    notes = []
+    if optimize_graph:
+        live, notes = optimize(live, roots, {id(vals[n.id]) for n in results})
+    em = _Emitter(backend)
+    for v in toposort(live):
+        em.val(v)
+
+    index = {}
+    for v in live:
+        for n in v.nodes:
+            index[n] = v.rid
+    out_values = [(n, index[n]) for n in results if n in index]
+    grad_regs = []
+    taken = set()
+    for w, gn in g.grads.items():
+        if gn not in index or not any(gn is n for n in results):
+            continue
+        rid = index[gn]
+        r = em.regs[rid]
+        if r.kind != "buffer" or r.shape != w.shape or r.dtype != w.dtype or rid in taken:
+            # .grad must be a writable array of w's shape that no other .grad shares.
+            cp = em.reg(w.shape, w.dtype, "buffer")
+            em.emit("copy", [rid], cp, {}, gn, note="")
+            rid = cp.id
+        taken.add(rid)
+        grad_regs.append((w, rid))
+    outs = sorted({rid for _, rid in out_values} | taken)
+    caps, devices, bound = plan(em.regs, em.instrs, outs)
+    prog = Program(em.regs, em.instrs, caps, outs, bound, notes, slot_devices=devices,
+                   values=out_values, grads=grad_regs, index=index)
+    if verify:
+        prog.verify()
+    return prog
+
+
+__all__ = ["compile_graph", "select", "toposort", "Lowered"]

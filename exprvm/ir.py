@@ -1,0 +1,137 @@
+"""The compiler's own IR: a private copy of the graph that passes may rewrite.
+
+The user's graph is never changed by compiling it. Each Val stands for one
+value; several graph nodes may share a Val (an identity op, `x * 1` from a
+gradient seed) and a Val may stand for no node at all (values the optimizer
+introduced, such as a concatenation of per-step operands).
+"""
+import numpy as np
+
+from .ops import OPS
+
+# Ops that only reinterpret memory: numpy returns views for them.
+VIEW_OPS = ("reshape", "transpose", "broadcast_to", "getitem")
+
+
+class Val:
+    __slots__ = ("key", "kind", "op", "ins", "params", "shape", "dtype", "value", "nodes", "users", "rid")
+
+    def __init__(self, key, kind, op=None, ins=(), params=None, shape=(), dtype=None, value=None):
+        self.key = key              # sort key: a topological order of the IR
+        self.kind = kind            # "input", "param", "const" or "op"
+        self.op = op
+        self.ins = list(ins)
+        self.params = params if params is not None else {}
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.value = value          # const Vals: the array
+        self.nodes = []             # graph nodes this Val computes
+        self.users = []
+        self.rid = -1               # register, once lowered
+
+    def __repr__(self):
+        return f"<Val {self.kind} {self.op} {self.shape} key={self.key}>"
+
+    @property
+    def node(self):
+        return self.nodes[0] if self.nodes else None
+
+
+def _is_const(v, number):
+    return v.kind == "const" and v.value.size > 0 and bool(np.all(v.value == number))
+
+
+def _same(v, shape, dtype):
+    return v.shape == tuple(shape) and v.dtype == dtype
+
+
+def simplify(node, ins):
+    """An existing Val equal to node's value, or None. Only identities that are exact."""
+    op, p, shape, dt = node.op, node.params, node.shape, node.dtype
+    if op in ("reshape", "broadcast_to") and _same(ins[0], shape, dt):
+        return ins[0]
+    if op == "transpose" and tuple(p["axes"]) == tuple(range(len(shape))):
+        return ins[0]
+    if op == "astype" and _same(ins[0], shape, dt):
+        return ins[0]
+    if op == "mul":
+        for a, b in ((ins[0], ins[1]), (ins[1], ins[0])):
+            if _is_const(b, 1) and _same(a, shape, dt):
+                return a
+    if op in ("add", "sub"):
+        pairs = ((ins[0], ins[1]), (ins[1], ins[0])) if op == "add" else ((ins[0], ins[1]),)
+        for a, b in pairs:
+            if _is_const(b, 0) and _same(a, shape, dt):
+                return a
+    return None
+
+
+def fold(node, ins):
+    """A const Val for an op whose inputs are all constant, or None."""
+    if not ins or any(v.kind != "const" for v in ins) or "rng" in node.params:
+        return None
+    try:
+        with np.errstate(all="ignore"):
+            value = np.asarray(node.opdef.impl(*[v.value for v in ins], **node.params))
+    except Exception:   # NOTE: a constant that fails (bad index...) fails again at run time, named
+        return None
+    if value.shape != node.shape:
+        return None
+    if value.dtype != node.dtype:
+        value = value.astype(node.dtype)
+    if value.flags.writeable:
+        value.setflags(write=False)
+    return Val((node.id, 0), "const", shape=node.shape, dtype=node.dtype, value=value)
+
+
+def build(order):
+    """Vals for the nodes in `order` (topological). Returns {node id: Val}."""
+    vals = {}
+    for n in order:
+        if n.is_leaf:
+            v = Val((n.id, 0), n.op, shape=n.shape, dtype=n.dtype,
+                    value=n.value if n.op == "const" else None)
+        else:
+            ins = [vals[x.id] for x in n.inputs]
+            v = simplify(n, ins) or fold(n, ins)
+            if v is None:
+                v = Val((n.id, 0), "op", n.op, ins, n.params, n.shape, n.dtype)
+        v.nodes.append(n)
+        vals[n.id] = v
+    return vals
+
+
+def live_vals(targets):
+    """Vals the targets depend on, in key order, with users filled in (dead-code elimination)."""
+    seen = {}
+    stack = list(targets)
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen[id(v)] = v
+        stack.extend(v.ins)
+    order = sorted(seen.values(), key=lambda v: v.key)
+    for v in order:
+        v.users = []
+    for v in order:
+        for x in v.ins:
+            x.users.append(v)
+    return order
+
+
+class Builder:
+    """Makes new op Vals for rewrites, keyed just before the Val they replace."""
+
+    def __init__(self, key):
+        self.base = key[0]
+        self.sub = key[1] - 10_000
+
+    def op(self, name, ins, shape, dtype, **params):
+        self.sub += 1
+        v = Val((self.base, self.sub), "op", name, ins, params, shape, dtype)
+        assert name in OPS or name in ("xent_grad",), name
+        return v
+
+    def reshape(self, x, shape):
+        return x if x.shape == tuple(shape) else self.op("reshape", [x], shape, x.dtype, shape=tuple(shape))

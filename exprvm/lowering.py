@@ -1,0 +1,332 @@
+"""Lowering: how each op runs on the tape with a preallocated output buffer.
+
+lower(op, ...) returns a Lowered record: build(ins, out, tmps) -> (fn, args)
+is called once when the machine binds the program to arrays; the run loop then
+calls fn(*args). Ops whose numpy form takes out= (ufuncs, reductions, matmul,
+take, concatenate) write straight into their buffer; composite ops (softmax,
+cross_entropy, one_hot, ...) are short sequences of out= calls over scratch
+buffers the planner provides.
+
+Ops that still allocate on every run (documented, `allocates=True`): logsumexp,
+advanced-index getitem, dropout_mask and any op registered without an entry
+here (user ops): they call the op's numpy reference and copy the result.
+"""
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import numpy as np
+
+from .errors import ExprError
+from .ops import OPS
+
+ALL = "all"  # every input position may share the output buffer
+
+
+@dataclass
+class Lowered:
+    build: Callable             # build(ins, out, tmps) -> (fn, args)
+    tmps: tuple = ()            # scratch buffers wanted: ((shape, dtype), ...)
+    inplace: object = ()        # input positions the output may alias exactly, or ALL
+    allocates: bool = False
+    kernel: str = "numpy"
+    name: str = ""              # shown in the disassembly instead of the op name
+
+
+def _ufunc(uf):
+    if uf in (np.maximum, np.minimum):  # NOTE: positional out= is deprecated for these two
+        return lambda ins, out, tmps: (partial(uf, out=out), tuple(ins))
+    return lambda ins, out, tmps: (uf, (*ins, out))
+
+
+def _seq(fn):
+    """A kernel written as a Python function fn(*ins, out, *tmps)."""
+    return lambda ins, out, tmps: (fn, (*ins, out, *tmps))
+
+
+def is_basic_index(index):
+    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in index)
+
+
+def check_index(flat_unsigned, n, what):
+    """Every index in [0, n)? One reduction over the unsigned view catches negatives too."""
+    if flat_unsigned.size and np.maximum.reduce(flat_unsigned) >= n:
+        signed = flat_unsigned.view(flat_unsigned.dtype.str.replace("u", "i"))
+        raise ExprError(f"{what}: index out of range [0, {n}): min {signed.min()}, max {signed.max()}")
+
+
+def _unsigned(t):
+    flat = t.reshape(-1)
+    return flat.view(np.dtype(flat.dtype.str.replace("i", "u"))) if flat.dtype.kind == "i" else flat
+
+
+# -- elementwise kernels that are not single ufuncs --------------------------------
+
+def _cube(x, out):
+    np.multiply(x, x, out)
+    np.multiply(out, x, out)
+
+
+def _sigmoid(x, out):
+    # 1/(1+exp(-x)) is accurate for both signs; clipping keeps exp from overflowing
+    # (the clipped values are below float32's smallest normal number anyway).
+    np.negative(x, out)
+    np.minimum(out, 80.0 if out.dtype == np.float32 else 700.0, out=out)
+    np.exp(out, out)
+    np.add(out, 1, out)
+    np.reciprocal(out, out)
+
+
+def _leaky_relu(alpha):
+    def run(x, out, mask):
+        np.greater(x, 0, mask)
+        np.multiply(x, alpha, out)
+        np.copyto(out, x, where=mask)
+    return run
+
+
+def _where(c, x, y, out):
+    np.copyto(out, y)
+    np.copyto(out, x, where=c)
+
+
+def _astype(x, out):
+    np.copyto(out, x, casting="unsafe")
+
+
+# -- reductions ------------------------------------------------------------------------
+
+def _reduce(uf, axis, keepdims):
+    return lambda ins, out, tmps: (uf.reduce, (ins[0], axis, None, out, keepdims))
+
+
+def _mean(axis, keepdims, count):
+    def run(x, out):
+        np.add.reduce(x, axis, None, out, keepdims)
+        np.divide(out, count, out)
+    return run
+
+
+def _softmax(axis):
+    def run(x, out, m):
+        np.maximum.reduce(x, axis, None, m, True)
+        np.subtract(x, m, out)
+        np.exp(out, out)
+        np.add.reduce(out, axis, None, m, True)
+        np.divide(out, m, out)
+    return run
+
+
+def _log_softmax(axis):
+    def run(x, out, m, e):
+        np.maximum.reduce(x, axis, None, m, True)
+        np.subtract(x, m, out)
+        np.exp(out, e)
+        np.add.reduce(e, axis, None, m, True)
+        np.log(m, m)
+        np.subtract(out, m, out)
+    return run
+
+
+# -- cross-entropy, one_hot and its fused gradient -------------------------------------
+
+def _rows(logits_shape):
+    n = int(np.prod(logits_shape[:-1], dtype=np.int64))
+    return n, logits_shape[-1]
+
+
+def _flat_targets(t, n, c):
+    """Row offsets into the flattened (n, c) logits, and flat / unsigned views of t."""
+    return np.arange(n, dtype=np.intp) * c, t.reshape(-1), _unsigned(t)
+
+
+def _cross_entropy(ins, out, tmps):
+    z, t = ins
+    n, c = _rows(z.shape)
+    m, s, idx = tmps
+    z2, s_flat, out1 = z.reshape(n, c), s.reshape(-1), out.reshape(-1)
+    offs, tf, tu = _flat_targets(t, n, c)
+    m1 = m.reshape(-1)
+    s2 = s.reshape(n, c)
+
+    def run():
+        check_index(tu, c, "cross_entropy target")
+        np.maximum.reduce(z2, 1, None, m, True)
+        np.subtract(z2, m, s2)
+        np.add(tf, offs, idx)
+        s_flat.take(idx, 0, out1)
+        np.exp(s2, s2)
+        np.add.reduce(s2, 1, None, m, True)
+        np.log(m, m)
+        np.subtract(m1, out1, out1)
+    return run, ()
+
+
+def _xent_tmps(zshape, dtype):
+    n, c = _rows(zshape)
+    return ((n, 1), dtype), ((n, c), dtype), ((n,), np.dtype(np.intp))
+
+
+def _one_hot(ins, out, tmps):
+    t, = ins
+    idx, = tmps
+    depth = out.shape[-1]
+    n = int(np.prod(t.shape, dtype=np.int64))
+    offs, tf, tu = _flat_targets(t, n, depth)
+    flat = out.reshape(-1)
+
+    def run():
+        check_index(tu, depth, "one_hot")
+        out.fill(0)
+        np.add(tf, offs, idx)
+        flat.put(idx, 1)
+    return run, ()
+
+
+def _xent_grad(ins, out, tmps):
+    """softmax(z) - one_hot(t): the gradient of cross_entropy summed with weight 1."""
+    z, t = ins
+    n, c = _rows(z.shape)
+    m, idx, picked = tmps
+    z2, o2, flat = z.reshape(n, c), out.reshape(n, c), out.reshape(-1)
+    offs, tf, tu = _flat_targets(t, n, c)
+
+    def run():
+        check_index(tu, c, "cross_entropy target")
+        np.maximum.reduce(z2, 1, None, m, True)
+        np.subtract(z2, m, o2)
+        np.exp(o2, o2)
+        np.add.reduce(o2, 1, None, m, True)
+        np.divide(o2, m, o2)
+        np.add(tf, offs, idx)
+        flat.take(idx, 0, picked)
+        np.subtract(picked, 1, picked)
+        flat.put(idx, picked)
+    return run, ()
+
+
+# -- data movement -----------------------------------------------------------------
+
+def _take(axis):
+    def build(ins, out, tmps):
+        x, idx = ins
+        return x.take, (idx, axis, out)
+    return build
+
+
+def _take_grad(axis):
+    def build(ins, out, tmps):
+        g, idx = ins
+        where = (slice(None),) * axis + (idx,)
+
+        def run():
+            out.fill(0)
+            np.add.at(out, where, g)
+        return run, ()
+    return build
+
+
+def _getitem_grad(index):
+    def build(ins, out, tmps):
+        g, = ins
+        if is_basic_index(index):
+            view = out[index]
+
+            def run():
+                out.fill(0)
+                np.copyto(view, g)
+        else:
+            def run():
+                out.fill(0)
+                np.add.at(out, index, g)
+        return run, ()
+    return build
+
+
+def _reshape_copy(ins, out, tmps):
+    x, = ins
+    return np.copyto, (out.reshape(x.shape), x)
+
+
+def _copy(ins, out, tmps):
+    return np.copyto, (out, ins[0])
+
+
+def _outer(ins, out, tmps):
+    a, b = ins
+    return np.multiply, (a.reshape(-1, 1), b.reshape(1, -1), out)
+
+
+def _wrap(op, params):
+    impl = OPS[op].impl
+
+    def build(ins, out, tmps):
+        def run(*xs):
+            np.copyto(out, impl(*xs, **params), casting="unsafe")
+        return run, tuple(ins)
+    return build
+
+
+# -- the table ----------------------------------------------------------------------------
+
+def lower(op, in_shapes, in_dtypes, shape, dtype, params):
+    """How to run `op` into a preallocated output of (shape, dtype)."""
+    p = params
+    opdef = OPS.get(op)
+    if op == "copy":
+        return Lowered(_copy)
+    if op == "xent_grad":
+        n, c = _rows(in_shapes[0])
+        return Lowered(_xent_grad, tmps=(((n, 1), dtype), ((n,), np.dtype(np.intp)), ((n,), dtype)))
+    if op == "cube":
+        return Lowered(_seq(_cube))
+    if op == "sigmoid":
+        return Lowered(_seq(_sigmoid), inplace=ALL)
+    if op == "softplus":
+        return Lowered(lambda ins, out, tmps: (np.logaddexp, (0, ins[0], out)), inplace=ALL)
+    if op == "relu":
+        return Lowered(lambda ins, out, tmps: (partial(np.maximum, out=out), (ins[0], 0)), inplace=ALL)
+    if op == "leaky_relu":
+        return Lowered(_seq(_leaky_relu(p.get("alpha", 0.01))), tmps=((shape, np.dtype(bool)),))
+    if op == "where":
+        return Lowered(_seq(_where), inplace=(2,))
+    if op == "astype":
+        return Lowered(_seq(_astype))
+    if op in ("sum", "max", "min"):
+        uf = {"sum": np.add, "max": np.maximum, "min": np.minimum}[op]
+        return Lowered(_reduce(uf, p["axis"], p["keepdims"]))
+    if op == "mean":
+        count = int(np.prod([in_shapes[0][a] for a in p["axis"]], dtype=np.int64))
+        return Lowered(_seq(_mean(p["axis"], p["keepdims"], count)))
+    if op == "softmax":
+        keep = tuple(1 if i == p["axis"] else s for i, s in enumerate(shape))
+        return Lowered(_seq(_softmax(p["axis"])), tmps=((keep, dtype),), inplace=(0,))
+    if op == "log_softmax":
+        keep = tuple(1 if i == p["axis"] else s for i, s in enumerate(shape))
+        return Lowered(_seq(_log_softmax(p["axis"])), tmps=((keep, dtype), (shape, dtype)), inplace=(0,))
+    if op == "cross_entropy":
+        return Lowered(_cross_entropy, tmps=_xent_tmps(in_shapes[0], dtype))
+    if op == "one_hot":
+        n = int(np.prod(in_shapes[0], dtype=np.int64))
+        return Lowered(_one_hot, tmps=(((n,), np.dtype(np.intp)),))
+    if op == "take":
+        return Lowered(_take(p["axis"]))
+    if op == "take_grad":
+        return Lowered(_take_grad(p["axis"]))
+    if op == "getitem_grad":
+        return Lowered(_getitem_grad(p["index"]))
+    if op == "reshape":
+        return Lowered(_reshape_copy)
+    if op == "concat":
+        return Lowered(lambda ins, out, tmps: (np.concatenate, (tuple(ins), p["axis"], out)))
+    if op == "stack":
+        return Lowered(lambda ins, out, tmps: (np.stack, (tuple(ins), p["axis"], out)))
+    if op == "outer":
+        return Lowered(_outer)
+    if op == "matmul":
+        return Lowered(_ufunc(np.matmul))
+    if opdef is not None and opdef.ufunc is not None and not p:
+        return Lowered(_ufunc(opdef.ufunc), inplace=ALL if opdef.elementwise else ())
+    if opdef is None:
+        raise ExprError(f"no lowering for op {op!r}")
+    return Lowered(_wrap(op, p), allocates=True)

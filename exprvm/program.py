@@ -1,0 +1,199 @@
+"""The compiled Program: plain data (registers, instructions, buffer plan), its
+disassembly, and the soundness checker.
+
+A register holds one value. Its memory is one of:
+  buffer  a planned slot (the compiler reuses slots once their values are dead)
+  input   a private buffer the machine copies feeds into
+  param   the parameter's own `.value` array (bound, never written)
+  const   a constant array known at compile time
+  view    a view (reshape, transpose, broadcast, basic index) of another register
+
+Instructions name their kernel and backend; the machine turns each one into a
+prebound callable when it binds the program to arrays.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from .errors import CompileError
+
+LEAF_KINDS = ("input", "param", "const")
+
+
+@dataclass(eq=False)
+class Register:
+    id: int
+    shape: tuple
+    dtype: np.dtype
+    kind: str                       # "buffer", "input", "param", "const" or "view"
+    nodes: list = field(default_factory=list)   # graph nodes whose value this is
+    slot: int = -1                  # buffer registers: index into Program.slots
+    base: int = -1                  # view registers: the register viewed
+    view: Optional[tuple] = None    # view registers: (op name, params); OPS[op].impl makes it
+    const: Optional[np.ndarray] = None
+    device: str = "cpu"
+    scratch: bool = False           # a kernel's temporary, live for one instruction
+
+    @property
+    def nbytes(self):
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def label(self):
+        if self.nodes:
+            return self.nodes[0].label
+        return "scratch" if self.scratch else f"r{self.id}"
+
+    def describe(self):
+        where = {"buffer": f"slot {self.slot}", "view": f"view of r{self.base}"}.get(self.kind, self.kind)
+        dev = "" if self.device == "cpu" else f" on {self.device}"
+        names = ", ".join(n.label for n in self.nodes[:3]) + (" ..." if len(self.nodes) > 3 else "")
+        return (f"r{self.id}: {self.dtype.name}{list(self.shape)} {self.nbytes} B, {where}{dev}"
+                + (f"  ; {names}" if names else ""))
+
+
+@dataclass(eq=False)
+class Instr:
+    op: str                         # op name, or "copy", "to_device", "to_host"
+    ins: tuple                      # input register ids
+    out: int                        # output register id
+    node: object = None             # the graph node computed (None for copies and transfers)
+    kernel: str = "numpy"           # backend that runs it: "numpy", "c", "cuda"
+    build: Optional[Callable] = None  # build(ins, out, tmps) -> (fn, args); bound by the machine
+    tmps: tuple = ()                # scratch register ids
+    inplace: object = ()            # input positions the output may alias exactly, or "all"
+    allocates: bool = False         # the kernel allocates temporaries on each call
+    note: str = ""                  # shown when there is no node ("optimizer", ...)
+
+    def may_alias(self, pos):
+        return self.inplace == "all" or pos in self.inplace
+
+    def text(self):
+        tag = "" if self.kernel == "numpy" else f"[{self.kernel}]"
+        ins = ", ".join(f"r{i}" for i in self.ins)
+        return f"r{self.out} = {self.op}{tag} {ins}".rstrip()
+
+    def comment(self):
+        if self.node is None:
+            return self.note
+        return f"{self.node.label} ({self.node.site})" + (f" {self.note}" if self.note else "")
+
+
+class Program:
+    """A linear tape of instructions over numbered registers, with its buffer plan."""
+
+    def __init__(self, registers, instrs, slots, outputs, lower_bound, notes=(), slot_devices=None,
+                 values=(), grads=(), index=None):
+        self.registers = registers      # list of Register, index == id
+        self.instrs = instrs            # list of Instr, in execution order
+        self.slots = slots              # bytes planned per buffer slot
+        self.slot_devices = slot_devices or ["cpu"] * len(slots)
+        self.outputs = outputs          # register ids live at the end of a run
+        self.lower_bound = lower_bound  # max bytes of simultaneously live buffer registers
+        self.notes = list(notes)        # what the optimizer did, for the disassembly
+        self.values = list(values)      # (node, register) whose value lands on node.value
+        self.grads = list(grads)        # (wrt node, register) whose value lands on wrt.grad
+        self.index = index or {}        # every node with a register -> register id
+
+    def __len__(self):
+        return len(self.instrs)
+
+    def __iter__(self):
+        return iter(self.instrs)
+
+    @property
+    def peak_bytes(self):
+        """Bytes planned for intermediate values (all slots together)."""
+        return int(sum(self.slots))
+
+    @property
+    def leaf_bytes(self):
+        return int(sum(r.nbytes for r in self.registers if r.kind == "input"))
+
+    def root(self, rid):
+        """The register owning the memory that register rid reads."""
+        r = self.registers[rid]
+        while r.kind == "view":
+            r = self.registers[r.base]
+        return r
+
+    def kernels(self):
+        """How many instructions each backend runs."""
+        out = {}
+        for ins in self.instrs:
+            out[ins.kernel] = out.get(ins.kernel, 0) + 1
+        return out
+
+    def __str__(self):
+        lines = [f"; program: {len(self.instrs)} instructions, {len(self.registers)} registers, "
+                 f"{len(self.slots)} buffer slots"]
+        width = max([len(i.text()) for i in self.instrs] + [10]) + 2
+        for ins in self.instrs:
+            c = ins.comment()
+            lines.append(ins.text().ljust(width) + (f"; {c}" if c else "").rstrip())
+        lines.append("; registers")
+        for r in self.registers:
+            lines.append(";   " + r.describe())
+        lines.append(f"; planned {self.peak_bytes} B in {len(self.slots)} slots "
+                     f"(liveness lower bound {self.lower_bound} B); inputs {self.leaf_bytes} B")
+        for n in self.notes:
+            lines.append(f"; {n}")
+        return "\n".join(lines)
+
+    # -- soundness ---------------------------------------------------------------
+    def verify(self):
+        """Prove that every read sees the value its register was given.
+
+        Walks the tape keeping, per slot, the register whose value the slot holds.
+        Raises CompileError if an instruction (or the end of the run, for outputs)
+        reads a register whose slot was overwritten since it was produced, writes
+        over a leaf, or overlaps its output with an input it cannot share.
+        """
+        regs = self.registers
+        holder = {}                     # slot -> register id whose value it holds
+        produced = set()
+        for k, ins in enumerate(self.instrs):
+            where = f"instruction {k} `{ins.text()}`"
+            for rid in ins.ins:
+                self._check_read(rid, holder, produced, f"{where} reads r{rid}")
+            out = regs[ins.out]
+            if out.kind != "buffer" or out.scratch:
+                raise CompileError(f"{where} writes r{out.id}, a {out.kind} register")
+            if out.id in produced:
+                raise CompileError(f"{where} writes r{out.id} a second time")
+            for pos, rid in enumerate(ins.ins):
+                src = self.root(rid)
+                if src.kind == "buffer" and src.slot == out.slot and src.nbytes and out.nbytes:
+                    exact = rid == src.id and src.shape == out.shape and src.dtype == out.dtype
+                    if not (exact and ins.may_alias(pos)):
+                        raise CompileError(f"{where}: output r{out.id} overlaps input r{rid} "
+                                           f"(slot {out.slot}) and the kernel cannot run in place")
+            for t in ins.tmps:
+                tr = regs[t]
+                used = {self.root(i).slot for i in ins.ins if self.root(i).kind == "buffer"}
+                if tr.kind != "buffer" or not tr.scratch or tr.slot in used | {out.slot}:
+                    raise CompileError(f"{where}: scratch r{t} overlaps an operand")
+                holder[tr.slot] = t
+            holder[out.slot] = out.id
+            produced.add(out.id)
+        for rid in self.outputs:
+            self._check_read(rid, holder, produced, f"output r{rid} at the end of the run")
+        return True
+
+    def _check_read(self, rid, holder, produced, where):
+        if not 0 <= rid < len(self.registers):
+            raise CompileError(f"{where}: no such register")
+        src = self.root(rid)
+        if src.kind in LEAF_KINDS:
+            return
+        if src.kind != "buffer" or src.scratch:
+            raise CompileError(f"{where}: r{src.id} is a {src.kind} register")
+        if src.id not in produced:
+            raise CompileError(f"{where}: r{src.id} ({src.label}) is read before it is produced")
+        if src.nbytes == 0:
+            return
+        h = holder.get(src.slot)
+        if h != src.id:
+            what = f"overwritten by r{h} ({self.registers[h].label})"
+            raise CompileError(f"{where}: slot {src.slot} of r{src.id} ({src.label}) was {what}")

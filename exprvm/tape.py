@@ -1,0 +1,254 @@
+"""TapeMachine: compiles a graph once into a Program and runs it many times.
+
+    m = ev.TapeMachine(g)              # or outputs=[cost, ...]
+    m.run({x: batch})                  # results land on node.value, gradients on wrt.grad
+    print(m.program)                   # the tape
+
+Binding (once, and again only if a parameter's `.value` is rebound to a new
+array): every buffer, view and kernel argument is resolved to a real array and
+each instruction becomes a prebound (fn, args) pair. A steady run is: copy feeds
+into the inputs' buffers, one identity check per leaf, then `fn(*args)` per
+instruction -- no lookups, no shape checks, no allocation (bar the kernels
+lowering.py lists as allocating).
+
+NOTE: values and gradients are the machine's own buffers, overwritten by the
+next run; copy them to keep them (`watch=` does that for you).
+"""
+import numpy as np
+
+from .compile import compile_graph
+from .errors import ExprError, FeedError, KernelError, NumericError
+from .graph import check_value, let
+from .lisp import _log, check_finite
+from .ops import OPS
+
+
+def _plain(arr, node):
+    """May the machine read this array directly (no per-run copy)?"""
+    return (type(arr) is np.ndarray and arr.dtype == node.dtype and arr.shape == node.shape
+            and arr.flags.c_contiguous and arr.flags.aligned)
+
+
+def _value(node):
+    v = node.value
+    if v is None:
+        raise FeedError(f"input {node.label} is not bound (made at {node.site}); "
+                        f"feed it to run() or bind it with ev.let")
+    return v
+
+
+class _Param:
+    """A parameter leaf: its own array is read directly (buf None), or copied into buf each run."""
+
+    __slots__ = ("node", "rid", "seen", "buf")
+
+    def __init__(self, node, rid):
+        self.node, self.rid, self.seen, self.buf = node, rid, None, None
+
+    def bind(self):
+        node = self.node
+        value = _value(node)
+        checked = check_value(node, value)
+        self.seen = value
+        if self.buf is None and checked is value and _plain(value, node):
+            return value
+        if self.buf is None:
+            self.buf = np.empty(node.shape, node.dtype)
+        np.copyto(self.buf, checked)
+        return self.buf
+
+    def refresh(self):
+        value = self.node.value
+        if value is not self.seen:
+            value = check_value(self.node, _value(self.node))
+            self.seen = self.node.value
+        np.copyto(self.buf, value, casting="unsafe")
+
+
+class TapeMachine:
+    """Runs a compiled Program. See the module docstring; options:
+
+    outputs     nodes whose values are wanted (default: the whole graph; its sinks,
+                costs and gradients keep their values)
+    grads       also compile the ev.grad gradients of the costs compiled (default True)
+    backend     kernel backend for ops that have compiled kernels ("numpy", "c", None = current)
+    watch       nodes whose values are recorded after every run in .history
+    nan_watch, inf_watch   raise NumericError at the first NaN / Inf an instruction makes
+    trace       keep a copy of every intermediate value on its node
+    logger      a logging.Logger or a callable, told every instruction executed
+    verify      check the buffer plan with Program.verify (default True)
+    """
+
+    def __init__(self, g, outputs=None, *, grads=True, backend=None, watch=(), nan_watch=False,
+                 inf_watch=False, trace=False, logger=None, verify=True, optimize=True):
+        self.graph = g
+        self.watch = list(watch)
+        self.nan_watch, self.inf_watch, self.trace, self.logger = nan_watch, inf_watch, trace, logger
+        self.backend = _backend(backend)
+        self.program = compile_graph(g, outputs, grads=grads, keep=self.watch, backend=self.backend,
+                                     optimize_graph=optimize, verify=verify)
+        self.history = {n: [] for n in self.watch}
+        self._slow = bool(nan_watch or inf_watch or trace or logger is not None)
+        self._slots = [np.empty((cap + 7) // 8, np.float64) for cap in self.program.slots]
+        self._inputs = []           # (node, private buffer, register)
+        self._params = []
+        for r in self.program.registers:
+            if r.kind == "input":
+                self._inputs.append((r.nodes[0], np.empty(r.shape, r.dtype), r.id))
+            elif r.kind == "param":
+                self._params.append(_Param(r.nodes[0], r.id))
+        self._leaf = {n: buf for n, buf, _ in self._inputs}
+        self._bind()
+
+    # -- binding -----------------------------------------------------------------
+    def _bind(self):
+        prog = self.program
+        regs = prog.registers
+        arrays = [None] * len(regs)
+        for node, buf, rid in self._inputs:
+            arrays[rid] = buf
+        for p in self._params:
+            arrays[p.rid] = p.bind()
+        for r in regs:
+            if r.kind == "buffer":
+                arrays[r.id] = self._slots[r.slot].view(np.uint8)[:r.nbytes].view(r.dtype).reshape(r.shape)
+            elif r.kind == "const":
+                arrays[r.id] = r.const
+            elif r.kind == "view":
+                base = arrays[r.base]
+                a = OPS[r.view[0]].impl(base, **r.view[1])
+                if a.size and not np.shares_memory(a, base):
+                    raise ExprError(f"r{r.id}: {r.view[0]} copied instead of viewing r{r.base}")
+                arrays[r.id] = a
+        self._arrays = arrays
+        self._steps = []
+        for ins in prog.instrs:
+            fn, args = ins.build([arrays[i] for i in ins.ins], arrays[ins.out], [arrays[t] for t in ins.tmps])
+            self._steps.append((fn, args))
+        self._values = [(n, arrays[rid]) for n, rid in prog.values]
+        self._grads = [(w, arrays[rid]) for w, rid in prog.grads]
+        self._bound = [p for p in self._params if p.buf is None]
+        self._copied = [p for p in self._params if p.buf is not None]
+        if self.trace:
+            self._plan_trace()
+
+    def _plan_trace(self):
+        prog, arrays = self.program, self._arrays
+        after = {k: [] for k in range(len(prog.instrs))}
+        producer = {ins.out: k for k, ins in enumerate(prog.instrs)}
+        self._trace_start = []
+        for n, rid in prog.index.items():
+            root = prog.root(rid).id
+            if root in producer:
+                after[producer[root]].append((n, arrays[rid]))
+            else:
+                self._trace_start.append((n, arrays[rid]))
+        self._trace_after = [after[k] for k in range(len(prog.instrs))]
+
+    # -- running -----------------------------------------------------------------
+    def run(self, feeds=None):
+        """Execute the program once. Returns None; read node.value / wrt.grad."""
+        if feeds:
+            self._feed(feeds)
+        for node, buf, _ in self._inputs:
+            if node.value is not buf:
+                np.copyto(buf, check_value(node, _value(node)))
+                node.value = buf
+        for p in self._bound:
+            if p.node.value is not p.seen:
+                self._rebind()
+                break
+        for p in self._copied:
+            p.refresh()
+        if self._slow:
+            self._run_watched()
+        else:
+            args = None
+            try:
+                for fn, args in self._steps:
+                    fn(*args)
+            except Exception as e:
+                raise self._error(e, next((k for k, s in enumerate(self._steps) if s[1] is args), 0)) from e
+        for node, arr in self._values:
+            node.value = arr
+        for w, arr in self._grads:
+            w.grad = arr
+        for n, values in self.history.items():
+            values.append(np.array(n.value, copy=True))
+
+    def _feed(self, feeds):
+        leaf = self._leaf
+        for node, value in feeds.items():
+            buf = leaf.get(node)
+            if buf is None:
+                let(node, value)
+                continue
+            if type(value) is np.ndarray and value.dtype == node.dtype and value.shape == node.shape:
+                np.copyto(buf, value)
+            else:
+                np.copyto(buf, check_value(node, value))
+            node.value = buf
+
+    def _rebind(self):
+        # NOTE: a parameter rebound once is likely rebound every step: copy it from now on
+        # instead of rebinding the whole tape each run.
+        for p in self._bound:
+            if p.node.value is not p.seen:
+                p.buf = np.empty(p.node.shape, p.node.dtype)
+        self._bind()
+
+    def _run_watched(self):
+        prog, arrays, log = self.program, self._arrays, self.logger
+        if self.trace:
+            for n, a in self._trace_start:
+                n.value = np.array(a, copy=True)
+        for k, (fn, args) in enumerate(self._steps):
+            ins = prog.instrs[k]
+            try:
+                fn(*args)
+            except Exception as e:
+                raise self._error(e, k) from e
+            if log is not None:
+                _log(log, f"{ins.text()}  ; {ins.comment()} -> {prog.registers[ins.out].shape}")
+            if self.nan_watch or self.inf_watch:
+                try:
+                    check_finite(arrays[ins.out], self._where(k), self.nan_watch, self.inf_watch)
+                except NumericError as e:
+                    raise NumericError(str(e)) from None
+            if self.trace:
+                for n, a in self._trace_after[k]:
+                    n.value = np.array(a, copy=True)
+
+    def _where(self, k):
+        ins = self.program.instrs[k]
+        node = ins.node
+        what = f"{node.label} (made at {node.site})" if node is not None else ins.note or "a temporary"
+        return f"{what}, instruction {k} `{ins.text()}`"
+
+    def _error(self, e, k):
+        msg = f"{self._where(k)}: {e}"
+        if isinstance(e, ExprError):
+            return type(e)(msg)
+        return KernelError(f"{type(e).__name__} in {msg}")
+
+    # -- resources ---------------------------------------------------------------
+    def close(self):
+        """Drop the machine's buffers (device buffers too); the machine cannot run afterwards."""
+        self._steps = []
+        self._arrays = []
+        self._slots = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<TapeMachine {len(self.program)} instructions, {self.program.peak_bytes} B planned>"
+
+
+def _backend(name):
+    """The kernel backend object the compiler asks for compiled kernels (None: numpy only)."""
+    from .backends import resolve
+    return resolve(name)
