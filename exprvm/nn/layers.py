@@ -8,8 +8,14 @@ import numpy as np
 
 from .. import init as _init
 from ..errors import DTypeError, ShapeError
-from ..ops import cross_entropy, mean, reshape, square, take
+from ..ops import cross_entropy, mean, one_hot, reshape, square, take
 from .module import Module, draw, draw_weight, graph_of, sub_seed
+
+
+# Up to this many classes, ids go through a one-hot matmul rather than a row gather.
+# NOTE: take's gradient scatters with np.add.at, ~6x slower than the one-hot matmul's
+# GEMM at char-RNN sizes (65 x 512 table, 32 ids); a gather wins for large vocabularies.
+ONE_HOT_MAX = 1024
 
 
 def is_ids(x):
@@ -20,7 +26,10 @@ def apply_matrix(x, W, who):
     """x @ W for x of shape (..., in); integer x is taken as one-hot ids and gathers rows."""
     n_in = W.shape[0]
     if is_ids(x):
-        return take(W, x, axis=0)
+        if n_in <= ONE_HOT_MAX:
+            x = one_hot(x, n_in, W.dtype)
+        else:
+            return take(W, x, axis=0)
     if x.ndim == 0 or x.shape[-1] != n_in:
         raise ShapeError(f"{who}: input {x.describe()} must end in {n_in} features")
     if x.dtype != W.dtype:

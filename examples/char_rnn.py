@@ -1,0 +1,299 @@
+"""Character-level language model: an RNN/LSTM/GRU learns to continue a text.
+
+    python examples/char_rnn.py --minutes 1                  # stdlib source, no download
+    python examples/char_rnn.py --text shakespeare.txt --cell lstm --minutes 5
+
+The TapeMachine path compiles one unrolled graph (seq steps, batch streams)
+once and runs it every step; the final hidden state of a batch is fed as the
+initial state of the next (truncated backprop through time), because batch row
+b always continues row b of the previous batch (see text_data.Streams).
+Loss is cross-entropy in nats per character; `step N loss X` lines show an
+exponential moving average of it.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+# NOTE: set before numpy loads. This example's matmuls are small (32 x 128 x 512):
+# a second BLAS thread gains nothing, and spinning BLAS threads slow a step
+# several-fold whenever another process shares the cores.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import exprvm as ev  # noqa: E402
+from text_data import Streams, Vocab, load_text  # noqa: E402
+
+F32 = np.float32
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--text", help="training text file (default: Python stdlib source, ~1 MB)")
+    p.add_argument("--cell", choices=sorted(ev.nn.CELLS), default="lstm")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--seq", type=int, default=25, help="unrolled steps per batch")
+    p.add_argument("--batch", type=int, default=32, help="parallel streams")
+    p.add_argument("--steps", type=int, help="train this many more steps")
+    p.add_argument("--minutes", type=float, help="train this long (default 1 if no --steps)")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--clip", type=float, default=5.0, help="global gradient-norm clip")
+    p.add_argument("--machine", choices=["tape", "lisp"],
+                   default="tape" if hasattr(ev, "TapeMachine") else "lisp")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample", type=int, default=300, help="characters to sample at the end (0: none)")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--checkpoint", help="resume from this file if it exists; save to it")
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--print-every", type=int, default=100)
+    p.add_argument("--out", default="out", help="folder for the default --plot and --svg")
+    p.add_argument("--plot", help="loss-curve PNG (default OUT/loss.png; '' for none)")
+    p.add_argument("--svg", help="one unrolled step with gradients (default OUT/char_rnn_step.svg; '' for none)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes and few steps, for tests")
+    a = p.parse_args(argv)
+    if a.smoke:
+        a.hidden, a.seq, a.batch = min(a.hidden, 16), min(a.seq, 8), min(a.batch, 4)
+        a.steps = 30 if a.steps is None else a.steps
+        a.sample, a.print_every, a.lr = min(a.sample, 40), 1, max(a.lr, 1e-2)
+    if a.steps is None and a.minutes is None:
+        a.minutes = 1.0
+    a.plot = os.path.join(a.out, "loss.png") if a.plot is None else a.plot
+    a.svg = os.path.join(a.out, "char_rnn_step.svg") if a.svg is None else a.svg
+    if a.machine == "tape" and not hasattr(ev, "TapeMachine"):
+        p.error("--machine tape: this exprvm has no TapeMachine yet; use --machine lisp")
+    return a
+
+
+class CharModel(ev.nn.Module):
+    """Ids -> stacked recurrent cells (one-hot input via a row gather) -> linear head."""
+
+    def __init__(self, vocab, cell, hidden, layers, seed):
+        super().__init__("char")
+        self.rnn = self.add(ev.nn.StackedRNN(cell, vocab, hidden, layers, name=cell, dtype=F32, seed=(seed, 0)))
+        self.head = self.add(ev.nn.Linear(hidden, vocab, name="head", dtype=F32, seed=(seed, 1)))
+
+    def unrolled(self, g, T, B):
+        """Inputs, the mean loss and the final state of a T-step, B-stream unroll in g."""
+        ids = g.tensor("ids", (T, B), np.int32)
+        targets = g.tensor("targets", (T, B), np.int32)
+        state0 = self.rnn.state_inputs(g, B)
+        hs, final = self.rnn.unroll(ids, state0)
+        # One big output matmul over all steps: stack's gradient is cheap slicing.
+        loss = ev.nn.mean_cross_entropy(self.head(ev.stack(hs)), targets)
+        return ids, targets, state0, loss, final
+
+
+def make_machine(kind, g, loss=None, outputs=()):
+    """A machine that computes `outputs` (and the parameters' gradients, given a loss)."""
+    if kind == "tape":
+        return ev.TapeMachine(g, outputs=([loss] if loss is not None else []) + list(outputs))
+    return ev.LispMachine(g, cost=loss, outputs=list(outputs))
+
+
+class Sampler:
+    """A one-character, one-stream forward graph, built and compiled once."""
+
+    def __init__(self, model, kind, temperature):
+        g = ev.Graph("sampler")
+        self.x = g.tensor("x", (1,), np.int32)
+        self.state0 = model.rnn.state_inputs(g, 1)
+        h, self.final = model.rnn(self.x, self.state0)
+        self.probs = ev.softmax(model.head(h) / float(temperature), axis=-1)
+        self.m = make_machine(kind, g, outputs=[self.probs] + ev.nn.flat(self.final))
+        self.zero = model.rnn.zero_state(1)
+
+    def sample(self, vocab, n, rng, start="\n"):
+        c = vocab.index.get(start, 0)
+        feeds = {i: v for ins, vals in zip(self.state0, self.zero) for i, v in zip(ins, vals)}
+        out = []
+        for _ in range(n):
+            feeds[self.x] = np.array([c], np.int32)
+            self.m.run(feeds)
+            p = np.asarray(self.probs.value[0], np.float64)
+            c = int(rng.choice(len(p), p=p / p.sum()))
+            out.append(c)
+            feeds.update(ev.nn.StackedRNN.carry(self.state0, self.final))
+        return vocab.decode(out)
+
+
+class Smoother:
+    """Bias-corrected exponential moving average of the loss (about 100 steps wide)."""
+
+    def __init__(self, beta=0.99):
+        self.beta, self.ema, self.n = beta, 0.0, 0
+
+    def add(self, x):
+        self.n += 1
+        self.ema = self.beta * self.ema + (1 - self.beta) * x
+        return self.value
+
+    @property
+    def value(self):
+        return self.ema / (1 - self.beta ** self.n) if self.n else float("nan")
+
+
+def state_arrays(state0, feeds):
+    return {n.name: feeds[n] for ins in state0 for n in ins}
+
+
+def save_checkpoint(path, model, opt, state0, feeds, streams, smooth, losses, vocab, args, step):
+    meta = {"step": step, "pos": streams.pos, "epoch": streams.epoch, "ema": smooth.ema,
+            "ema_n": smooth.n, "vocab": vocab.codes(), "losses": np.asarray(losses, F32),
+            "config": f"{args.cell} hidden={args.hidden} layers={args.layers} "
+                      f"batch={args.batch} seq={args.seq}"}
+    ev.save(path, model, solver=opt.state_dict(), state=state_arrays(state0, feeds), meta=meta)
+
+
+def resume(path, model, opt, state0, feeds, streams, smooth, vocab, args):
+    """Restore everything save_checkpoint wrote; returns (step, losses)."""
+    ck = ev.load(path)
+    meta = ck.section("meta")
+    config = (f"{args.cell} hidden={args.hidden} layers={args.layers} "
+              f"batch={args.batch} seq={args.seq}")
+    if str(meta["config"]) != config:
+        raise SystemExit(f"{path} was trained as {meta['config']}, not {config}")
+    if not np.array_equal(meta["vocab"], vocab.codes()):
+        raise SystemExit(f"{path} was trained on a text with another alphabet")
+    ev.load(path, model)
+    opt.load_state_dict(ck.section("solver"), model.params())
+    saved = ck.section("state")
+    for ins in state0:
+        for n in ins:
+            feeds[n] = np.array(saved[n.name], dtype=n.dtype)
+    streams.pos, streams.epoch = int(meta["pos"]), int(meta["epoch"])
+    smooth.ema, smooth.n = float(meta["ema"]), int(meta["ema_n"])
+    return int(meta["step"]), list(meta["losses"].astype(float))
+
+
+def plot_losses(path, losses, args):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sm, curve = Smoother(), []
+    for x in losses:
+        curve.append(sm.add(x))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(np.arange(1, len(losses) + 1), losses, color="0.8", lw=0.7, label="batch loss")
+    ax.plot(np.arange(1, len(losses) + 1), curve, color="C0", lw=1.5, label="smoothed")
+    ax.set(xlabel="step", ylabel="nats / char",
+           title=f"char-RNN: {args.cell}, hidden {args.hidden}, {args.layers} layer(s), {args.machine}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def render_step(path, model, batch):
+    """Draw one unrolled step of the model with its gradient nodes."""
+    if not hasattr(ev, "render"):
+        print("(no ev.render in this exprvm: skipping the SVG)")
+        return
+    g = ev.Graph("one step")
+    _, _, _, loss, _ = model.unrolled(g, 1, batch)
+    ev.grad(loss, model.nodes(g))
+    try:
+        ev.render(g, path)
+        print(f"wrote {path}")
+    except ev.ExprError as e:
+        print(f"could not draw the graph: {e}")
+
+
+def train(args):
+    from tqdm import tqdm
+
+    ev.init.seed(args.seed)
+    text, where = load_text(args.text)
+    vocab = Vocab(text)
+    streams = Streams(vocab.encode(text), args.batch, args.seq)
+    model = CharModel(len(vocab), args.cell, args.hidden, args.layers, args.seed)
+    print(f"text: {where}, {len(vocab)} distinct chars; model: {args.layers}x{args.cell} "
+          f"hidden {args.hidden}, {model.num_parameters():,} parameters; machine: {args.machine}")
+
+    g = ev.Graph("char_rnn")
+    ids, targets, state0, loss, final = model.unrolled(g, args.seq, args.batch)
+    params = model.nodes(g)
+    if args.machine == "tape":
+        ev.grad(loss, params)
+    t0 = time.perf_counter()
+    m = make_machine(args.machine, g, loss, ev.nn.flat(final))
+    print(f"graph: {len(g.nodes)} nodes; machine ready in {time.perf_counter() - t0:.2f} s")
+
+    opt = ev.solvers.Adam(lr=args.lr, clip_norm=args.clip)
+    feeds = {}
+    zero = model.rnn.zero_state(args.batch)
+    smooth, losses, step = Smoother(), [], 0
+    if args.checkpoint and os.path.exists(args.checkpoint):
+        step, losses = resume(args.checkpoint, model, opt, state0, feeds, streams, smooth, vocab, args)
+        print(f"resumed from {args.checkpoint} at step {step}")
+    first_step = step
+
+    budget = None if args.minutes is None else args.minutes * 60.0
+    bar = tqdm(total=args.steps, unit="step", mininterval=1.0, file=sys.stderr, dynamic_ncols=True)
+    start = time.perf_counter()
+    while True:
+        done = step - first_step
+        if (args.steps is not None and done >= args.steps) or \
+                (budget is not None and time.perf_counter() - start >= budget):
+            break
+        x, y, reset = streams.next()
+        if reset:
+            for ins, vals in zip(state0, zero):
+                feeds.update(zip(ins, vals))
+        feeds[ids], feeds[targets] = x, y
+        m.run(feeds)
+        opt.step(model.collect_grads(g))
+        feeds.update(ev.nn.StackedRNN.carry(state0, final))
+        step += 1
+        value = float(loss.value)
+        if not math.isfinite(value):
+            raise SystemExit(f"step {step}: loss is {value}; try a smaller --lr")
+        losses.append(value)
+        smooth.add(value)
+        bar.update(1)
+        if step % args.print_every == 0:
+            bar.set_postfix(loss=f"{smooth.value:.3f}")
+            bar.write(f"step {step} loss {smooth.value:.4f} ({time.perf_counter() - start:.0f} s)")
+        if args.checkpoint and step % args.save_every == 0:
+            save_checkpoint(args.checkpoint, model, opt, state0, feeds, streams, smooth, losses, vocab, args, step)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    done = step - first_step
+    if done:
+        k = max(1, min(10, done // 3))
+        run = losses[-done:]
+        print(f"{done} steps in {elapsed:.1f} s ({1000 * elapsed / done:.1f} ms/step), "
+              f"epoch {streams.epoch}, smoothed loss {smooth.value:.4f} nats/char")
+        print(f"loss first {np.mean(run[:k]):.4f} last {np.mean(run[-k:]):.4f}")
+    if args.checkpoint:
+        save_checkpoint(args.checkpoint, model, opt, state0, feeds, streams, smooth, losses, vocab, args, step)
+        print(f"saved {args.checkpoint} at step {step}")
+    return model, vocab, losses
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    model, vocab, losses = train(args)
+    if args.sample:
+        sampler = Sampler(model, args.machine, args.temperature)
+        text = sampler.sample(vocab, args.sample, np.random.default_rng(args.seed))
+        print(f"--- sample ({args.sample} chars, temperature {args.temperature}) ---")
+        print(text)
+        print("---")
+    for path in (args.plot, args.svg):
+        if path and os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+    if args.plot and losses:
+        plot_losses(args.plot, losses, args)
+        print(f"wrote {args.plot}")
+    if args.svg:
+        render_step(args.svg, model, 2)
+
+
+if __name__ == "__main__":
+    main()

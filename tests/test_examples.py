@@ -1,0 +1,108 @@
+"""Every example runs in smoke mode as a user would run it, and its loss goes down."""
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+import exprvm as ev
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MACHINES = ["lisp"] + (["tape"] if hasattr(ev, "TapeMachine") else [])
+TINY_TEXT = ("the quick brown fox jumps over the lazy dog. " * 3 + "\n"
+             "a stitch in time saves nine; the early bird catches the worm.\n") * 12
+
+
+def run(tmp_path, script, *args):
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def first_last(out):
+    m = re.search(r"^loss first (\S+) last (\S+)$", out, re.M)
+    assert m, f"no 'loss first X last Y' line in:\n{out}"
+    return float(m.group(1)), float(m.group(2))
+
+
+def step_losses(out):
+    return [(int(s), float(x)) for s, x in re.findall(r"^step (\d+) loss (\S+)", out, re.M)]
+
+
+@pytest.mark.parametrize("machine", MACHINES)
+def test_char_rnn_learns_a_tiny_text(tmp_path, machine):
+    (tmp_path / "tiny.txt").write_text(TINY_TEXT)
+    out = run(tmp_path, "char_rnn.py", "--smoke", "--text", "tiny.txt", "--machine", machine,
+              "--out", "figs")
+    first, last = first_last(out)
+    assert last < first - 0.2
+    steps = step_losses(out)
+    assert [s for s, _ in steps] == list(range(1, 31))
+    assert steps[-1][1] < steps[0][1]
+    sample = out.split("--- sample")[1].split("\n", 1)[1].rsplit("\n---", 1)[0]
+    assert len(sample) == 40 and set(sample) <= set(TINY_TEXT)
+    assert (tmp_path / "figs" / "loss.png").stat().st_size > 1000
+    if hasattr(ev, "render"):
+        assert (tmp_path / "figs" / "char_rnn_step.svg").read_text().lstrip().startswith("<")
+
+
+def test_char_rnn_default_corpus_is_the_stdlib(tmp_path):
+    out = run(tmp_path, "char_rnn.py", "--smoke", "--steps", "12", "--sample", "0",
+              "--plot", "", "--svg", "")
+    assert "stdlib source (1,000,000 chars)" in out
+    first, last = first_last(out)
+    assert last < first
+    assert not (tmp_path / "out").exists()
+
+
+def test_char_rnn_resumes_from_its_checkpoint(tmp_path):
+    (tmp_path / "tiny.txt").write_text(TINY_TEXT)
+    common = ["--smoke", "--text", "tiny.txt", "--steps", "2", "--checkpoint", "ck.npz",
+              "--sample", "0", "--plot", "", "--svg", ""]
+    out1 = run(tmp_path, "char_rnn.py", *common)
+    assert "resumed" not in out1 and [s for s, _ in step_losses(out1)] == [1, 2]
+    out2 = run(tmp_path, "char_rnn.py", *common)
+    assert "resumed from ck.npz at step 2" in out2
+    assert [s for s, _ in step_losses(out2)] == [3, 4]
+    ck = ev.load(tmp_path / "ck.npz")
+    meta = ck.section("meta")
+    assert int(meta["step"]) == 4 and len(meta["losses"]) == 4
+    assert int(ck.section("solver")["step"]) == 4
+    assert sorted(ck.section("state")) == ["lstm.0.c0", "lstm.0.h0"]
+    # The carried state is the last batch's final state, not zeros.
+    assert abs(ck.section("state")["lstm.0.h0"]).sum() > 0
+    # A run with other sizes refuses the checkpoint instead of mixing shapes.
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
+    bad = subprocess.run([sys.executable, str(ROOT / "examples" / "char_rnn.py"), *common,
+                          "--hidden", "8"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "hidden=16" in bad.stderr + bad.stdout
+
+
+def test_adding_problem_learns_on_fresh_graphs(tmp_path):
+    out = run(tmp_path, "adding_problem.py", "--smoke")
+    first, last = first_last(out)
+    assert last < first
+    assert "a fresh graph per batch" in out
+    assert re.search(r"model \S+, baseline \(predict 1.0\) \S+", out)
+
+
+def test_linear_regression_fits(tmp_path):
+    out = run(tmp_path, "linear_regression.py", "--smoke")
+    first, last = first_last(out)
+    assert last < 0.1 * first
+    rows = re.findall(r"^(sepal|petal) (length|width)\s+(\S+)\s+(\S+)$", out, re.M)
+    assert len(rows) == 4
+    assert all(abs(float(t) - float(v)) < 0.3 for _, _, t, v in rows)
+
+
+def test_quickstart_tour_runs(tmp_path):
+    out = run(tmp_path, "quickstart.py", "--out", "figs")
+    assert "check_grad: True" in out and "autodiff == symbolic: True" in out
+    first, last = first_last(out)
+    assert last < first
+    if hasattr(ev, "render"):
+        assert (tmp_path / "figs" / "quickstart.svg").exists()
