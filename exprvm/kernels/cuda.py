@@ -1,0 +1,79 @@
+"""CUDA kernel wrappers over exprvm.cuda.DeviceArray.
+
+Same contract as the host wrappers: fn(x, out=None) -> out, every argument
+checked (type, dtype, shape, not freed) before the launch; out=None
+allocates a new DeviceArray (owned by the current tidy scope, if any).
+Launches are asynchronous on the default stream; DeviceArray.numpy() and
+exprvm.cuda.synchronize() wait for them.
+"""
+from exprvm.errors import DTypeError, KernelError, ShapeError
+from exprvm.kernels import cuda_lib
+from exprvm.kernels.checks import SUFFIX
+
+
+def _device_array():
+    from exprvm.cuda import DeviceArray  # noqa: PLC0415 - exprvm.cuda imports this package
+    return DeviceArray
+
+
+def _ptr(a, dt, op, name, cls):
+    if not isinstance(a, cls):
+        raise KernelError(f"{op}: {name} must be an exprvm.cuda.DeviceArray, got {type(a).__name__}")
+    if a.dtype != dt:
+        raise DTypeError(f"{op}: {name} has dtype {a.dtype}, kernel is {dt}")
+    return a._device()  # KernelError once freed
+
+
+def _out(out, shape, dt, op, cls):
+    if out is None:
+        out = cls(shape, dt)
+    elif isinstance(out, cls) and out.shape != shape:
+        raise ShapeError(f"{op}: out has shape {out.shape}, result has shape {shape}")
+    return out, _ptr(out, dt, op, "out", cls)
+
+
+def _same_shape(op, arrays):
+    (n0, a0), *rest = arrays
+    for name, a in rest:
+        if a.shape != a0.shape:
+            raise ShapeError(f"{op}: {name} has shape {a.shape}, {n0} has shape {a0.shape}")
+    return a0.shape
+
+
+def unary(op, dt):
+    _, lib = cuda_lib.load()
+    cfn, cls = getattr(lib, f"ev_cuda_{op}_{SUFFIX[dt]}"), _device_array()
+
+    def run(x, out=None):
+        px = _ptr(x, dt, op, "x", cls)
+        out, po = _out(out, x.shape, dt, op, cls)
+        cuda_lib.check_kernel(cfn(px, po, x.size), op)
+        return out
+    return run
+
+
+def unary_grad(op, dt):
+    _, lib = cuda_lib.load()
+    gop = op + "_grad"
+    cfn, cls = getattr(lib, f"ev_cuda_{gop}_{SUFFIX[dt]}"), _device_array()
+
+    def run(x, ans, g, out=None):
+        ptrs = [_ptr(a, dt, gop, name, cls) for name, a in (("x", x), ("ans", ans), ("g", g))]
+        shape = _same_shape(gop, (("x", x), ("ans", ans), ("g", g)))
+        out, po = _out(out, shape, dt, gop, cls)
+        cuda_lib.check_kernel(cfn(*ptrs, po, x.size), gop)
+        return out
+    return run
+
+
+def binary(op, dt):
+    _, lib = cuda_lib.load()
+    cfn, cls = getattr(lib, f"ev_cuda_{op}_{SUFFIX[dt]}"), _device_array()
+
+    def run(a, b, out=None):
+        pa, pb = _ptr(a, dt, op, "a", cls), _ptr(b, dt, op, "b", cls)
+        shape = _same_shape(op, (("a", a), ("b", b)))
+        out, po = _out(out, shape, dt, op, cls)
+        cuda_lib.check_kernel(cfn(pa, pb, po, a.size), op)
+        return out
+    return run
