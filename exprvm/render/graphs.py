@@ -130,7 +130,7 @@ def _unit_id(unit):
     return unit.id if isinstance(unit, Family) else f"n{unit.id}"
 
 
-def _draw_nodes(dot, view, values, title):
+def _draw_nodes(dot, view, values):
     fams = {"forward": [], "grad": []}
     for fam in view.families:
         fams[fam.members[0].role].append(fam)
@@ -200,6 +200,6 @@ def graph_dot(nodes, graph=None, *, root=None, around=None, depth=2, collapse=No
                            edge_attr=EDGE_ATTR)
     if title:
         dot.attr(label=plain(title))
-    _draw_nodes(dot, view, values, title)
+    _draw_nodes(dot, view, values)
     _draw_edges(dot, view)
     return dot

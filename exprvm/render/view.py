@@ -113,6 +113,9 @@ class View:
     # -- root ---------------------------------------------------------------
     def _roots(self, nodes, graph, root):
         if root:
+            for n in root:
+                if nodes and n.graph is not nodes[0].graph:
+                    raise ExprError(f"render: root {n.label} (made at {n.site}) is not in this graph")
             return {n.id for n in root}
         ids = {n.id for n in nodes}
         if graph is not None:
@@ -132,7 +135,7 @@ class View:
             raise ExprError(f"render: depth= must be a non-negative int, got {depth!r}")
         by_id = {n.id: n for n in nodes}
         gradient = {n.grad_of.id: n for n in nodes if n.grad_of is not None}
-        dist = {c.id: 0 for c in centres if c.id in by_id}
+        dist = {c.id: 0 for c in centres if by_id.get(c.id) is c}
         if not dist:
             raise ExprError("render: none of the around= nodes is in the drawing: "
                             + ", ".join(f"{c.label} (made at {c.site})" for c in centres))
@@ -142,7 +145,8 @@ class View:
             n = by_id[i]
             if dist[i] == depth or (n.op == "const" and dist[i] > 0):
                 continue
-            near = list(n.inputs) + self.readers[i] + [m for m in (n.grad_of, gradient.get(i)) if m is not None]
+            pair = [m for m in (n.grad_of, gradient.get(i)) if m is not None]
+            near = list(n.inputs) + self.readers[i] + pair
             for m in near:
                 if m.id in by_id and m.id not in dist:
                     dist[m.id] = dist[i] + 1
