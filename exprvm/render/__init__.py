@@ -23,14 +23,10 @@ import graphviz
 
 from ..errors import BackendError, ExprError
 from ..graph import Graph, Node, ancestors
+from ..program import Program
 from .graphs import graph_dot
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
-
-
-def _is_program(obj):
-    # NOTE: duck-typed so drawing does not import the compiler (nor fail while it is absent).
-    return hasattr(obj, "instrs") or type(obj).__name__ == "Program"
 
 
 def to_dot(obj, **options):
@@ -44,7 +40,7 @@ def to_dot(obj, **options):
         if any(n.graph is not graph for n in nodes):
             raise ExprError("render: the nodes belong to different graphs")
         return graph_dot(ancestors(nodes), graph, **options)
-    if _is_program(obj):
+    if isinstance(obj, Program):
         from .program import program_dot
         return program_dot(obj, **options)
     raise ExprError(f"render: cannot draw a {type(obj).__name__}; give a Graph, nodes "

@@ -14,7 +14,7 @@ import graphviz
 
 from ..errors import ExprError
 from .graphs import CONST, INPUT, LEAF, ROOT
-from .text import label, plain
+from .text import abbrev, label, plain
 
 TRANSFERS = ("to_device", "to_host")
 TRANSFER = dict(shape="cds", style="filled,bold", color="purple", fontcolor="purple4",
@@ -51,19 +51,23 @@ def _leaf_attrs(reg):
 def _leaf_node(dot, reg, outputs):
     name = reg.nodes[0].label if reg.nodes else ""
     lines = [f"r{reg.id} {name}".rstrip(), f"{reg.kind} {_type(reg)}"]
+    if reg.kind == "const" and reg.const is not None:
+        lines.append(abbrev(reg.const))
     attrs = _leaf_attrs(reg)
     if reg.id in outputs:
         attrs.update(ROOT)
     dot.node(f"r{reg.id}", label(lines), tooltip=plain(reg.describe()), **attrs)
 
 
-def _instr_lines(k, ins, prog, holder):
+def _instr_lines(k, ins, prog, holder, grad_of):
     regs = prog.registers
     out = regs[ins.out]
     lines = [f"{k}: {ins.text()}"]
     if ins.comment():
         lines.append(ins.comment())
-    lines.append(f"{_type(out)}  slot {out.slot}")
+    for w in grad_of.get(out.id, ()):
+        lines.append(f"gradient of {w.label}")
+    lines.append(f"{_type(out)}, slot {out.slot}")
     prev = holder.get(out.slot)
     shared = [i for i in ins.ins if prog.root(i).kind == "buffer" and prog.root(i).slot == out.slot]
     if shared:
@@ -112,6 +116,9 @@ def program_dot(prog, title=None, constants=True, **unknown):
             _leaf_node(top, reg, outputs)
     shown = {f"r{r.id}" for r in leaves}
 
+    grad_of = {}
+    for w, rid in getattr(prog, "grads", ()):
+        grad_of.setdefault(rid, []).append(w)
     holder, writer = {}, {}
     for k, ins in enumerate(prog.instrs):
         out = regs[ins.out]
@@ -121,7 +128,7 @@ def program_dot(prog, title=None, constants=True, **unknown):
         if out.id in outputs:
             attrs.update(ROOT)
         tip = out.describe()
-        dot.node(f"i{k}", label(_instr_lines(k, ins, prog, holder)), tooltip=plain(tip), **attrs)
+        dot.node(f"i{k}", label(_instr_lines(k, ins, prog, holder, grad_of)), tooltip=plain(tip), **attrs)
         for rid in ins.ins:
             src, text = _source(prog, rid, writer)
             if src is not None and (src.startswith("i") or src in shown):
