@@ -7,7 +7,7 @@ Writes, after one run so every node shows its value (and leaves their gradient):
   rnn_step.svg      one RNN step h1 = tanh(W x + U h0 + b), its cost and gradients
   rnn_step_w.svg    the same graph, only what lies within 2 edges of W
   rnn_unrolled.svg  the RNN unrolled 25 steps, repeated steps folded (collapse="site")
-  program.svg       the RNN step compiled for the TapeMachine (when there is one)
+  program.svg       the RNN step compiled for the TapeMachine: its tape and buffer slots
 
 How to read them: data flows upwards from the leaves (green; inputs filled light
 yellow) to the cost (red). Gradient nodes sit in the blue "gradients" box and
@@ -72,9 +72,8 @@ def main(argv=None):
     g25, _ = rnn_step_graph(STEPS, rng)
     written.append(ev.render(g25, os.path.join(args.out, "rnn_unrolled.svg"), collapse="site",
                              constants=False, title=f"RNN unrolled {STEPS} steps, folded"))
-    if hasattr(ev, "TapeMachine"):
-        m = ev.TapeMachine(g)
-        written.append(ev.render(m.program, os.path.join(args.out, "program.svg")))
+    m = ev.TapeMachine(g)
+    written.append(ev.render(m.program, os.path.join(args.out, "program.svg"), title="one RNN step, compiled"))
     for path in written:
         print(path)
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import exprvm as ev
+from exprvm.program import Instr, Program, Register
 from exprvm.render.text import abbrev
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -271,7 +272,7 @@ def test_around_keeps_the_neighbourhood_and_counts_what_is_cut():
 
 def test_collapse_folds_an_unrolled_rnn_to_one_step():
     g6, g25 = rnn(6)[0], rnn(25)[0]
-    full = len(groups(draw(g25), "node"))
+    full = len(g25.nodes)  # drawn unfolded, every node is shown (not drawn here: dot takes seconds)
     folded6 = draw(g6, collapse="site")
     folded25 = draw(g25, collapse="site")
     assert len(groups(folded25, "node")) == len(groups(folded6, "node")) < full / 5
@@ -321,6 +322,81 @@ def test_bad_arguments_raise_typed_errors(tmp_path):
         ev.render(g, tmp_path / "g.jpeg2000")
 
 
+# -- compiled programs ------------------------------------------------------------------
+
+def compiled():
+    g = ev.Graph()
+    W = g.matrix("W", (4, 3), init=ev.init.glorot_normal(seed=0))
+    b = g.vector("b", 4, init=ev.init.zeros())
+    x = g.vector("x", 3)
+    y = ev.tanh(W @ x + b)
+    cost = ev.sum(y * y)
+    ev.grad(cost, [W, b])
+    return ev.TapeMachine(g).program
+
+
+def test_program_draws_each_instruction_and_each_read():
+    prog = compiled()
+    svg = draw(prog)
+    nodes = groups(svg, "node")
+    instrs = [nodes[f"i{k}"] for k in range(len(prog.instrs))]
+    assert len(instrs) == len(prog.instrs)
+    read = {prog.root(i).id for ins in prog.instrs for i in ins.ins}
+    leaves = {f"r{r.id}" for r in prog.registers if r.id in read and r.kind in ("input", "param", "const")}
+    assert set(nodes) == leaves | {f"i{k}" for k in range(len(prog.instrs))}
+    # one edge per register read, from its writer (or its leaf) to the reader
+    edges = [g for g in svg.iter(f"{SVG}g") if g.get("class") == "edge"]
+    assert len(edges) == sum(len(ins.ins) for ins in prog.instrs)
+    for k, ins in enumerate(prog.instrs):
+        assert f"{k}: {ins.text()}" in texts(instrs[k])
+        red = shape(instrs[k]).get("stroke") == "red"
+        assert red == (ins.out in prog.outputs)
+    for w, rid in prog.grads:
+        k = next(k for k, ins in enumerate(prog.instrs) if ins.out == rid)
+        assert f"gradient of {w.label}" in texts(instrs[k])
+
+
+def test_program_colours_buffers_by_slot_and_marks_reuse():
+    prog = compiled()
+    svg = draw(prog)
+    fill = {}
+    reused = 0
+    holder = {}
+    for k, ins in enumerate(prog.instrs):
+        out = prog.registers[ins.out]
+        fill.setdefault(out.slot, set()).add(shape(groups(svg, "node")[f"i{k}"]).get("fill"))
+        in_place = any(prog.root(i).kind == "buffer" and prog.root(i).slot == out.slot for i in ins.ins)
+        if not in_place and holder.get(out.slot, out.id) != out.id:
+            reused += 1
+        holder[out.slot] = out.id
+    assert all(len(f) == 1 for f in fill.values())
+    assert len({f.pop() for f in fill.values()}) == len(fill)
+    assert reused > 0
+    assert sum(t.startswith("reuses slot") for t in all_texts(svg)) == reused
+
+
+def test_program_transfers_and_views_are_drawn_distinctly():
+    f64 = np.dtype(np.float64)
+    regs = [Register(0, (3,), f64, "input"), Register(1, (3,), f64, "buffer", slot=0),
+            Register(2, (3,), f64, "buffer", slot=1, device="cuda"),
+            Register(3, (3,), f64, "buffer", slot=2, device="cuda"),
+            Register(4, (3,), f64, "buffer", slot=0),
+            Register(5, (1, 3), f64, "view", base=4, view=("reshape", {"shape": (1, 3)})),
+            Register(6, (), f64, "buffer", slot=1)]
+    instrs = [Instr("tanh", (0,), 1), Instr("to_device", (1,), 2), Instr("exp", (2,), 3, kernel="cuda"),
+              Instr("to_host", (3,), 4), Instr("sum", (5,), 6)]
+    prog = Program(regs, instrs, [24, 24, 24], [6], 48)
+    assert prog.verify()
+    svg = draw(prog)
+    nodes = groups(svg, "node")
+    purple = {k for k, g in nodes.items() if shape(g).get("stroke") == "purple"}
+    assert purple == {"i1", "i3"}
+    assert "r5 = reshape of r4" in all_texts(svg)
+    assert "float64 (3,) on cuda, slot 1" in texts(nodes["i1"])
+    with pytest.raises(ev.ExprError, match="collapse"):
+        ev.to_dot(prog, collapse="site")
+
+
 # -- files and Jupyter --------------------------------------------------------------------
 
 @pytest.mark.parametrize("suffix, magic", [(".svg", b"<?xml"), (".png", b"\x89PNG"),
@@ -342,6 +418,8 @@ def test_repr_svg_for_jupyter():
     g, *_ = square()
     svg = parse(g._repr_svg_())
     assert len(groups(svg, "node")) == 5
+    prog = compiled()
+    assert len(groups(parse(prog._repr_svg_()), "node")) > len(prog.instrs)
 
 
 def test_abbreviations():
@@ -363,7 +441,7 @@ def test_example_writes_parseable_svgs(tmp_path):
                            "--out", str(out)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     files = sorted(os.listdir(out))
-    assert {"square.svg", "rnn_step.svg", "rnn_step_w.svg", "rnn_unrolled.svg"} <= set(files)
+    assert {"square.svg", "rnn_step.svg", "rnn_step_w.svg", "rnn_unrolled.svg", "program.svg"} <= set(files)
     for name in files:
         svg = parse((out / name).read_text(encoding="utf-8"))
         assert groups(svg, "node"), name
