@@ -31,10 +31,8 @@ def square(out):
     x = g.scalar("x")
     y = x * x
     ev.grad(y, x)
-    ev.LispMachine(g, cost=y).run({x: 3.0})
-    # The LispMachine fills leaves' .grad; the gradient nodes get values from a second,
-    # forward-only run over them, as a TapeMachine run would give.
-    ev.LispMachine(g, outputs=list(g.grads.values())).run()
+    # trace=True keeps every intermediate value on its node, so the picture shows them all.
+    ev.TapeMachine(g, trace=True).run({x: 3.0})
     return ev.render(g, os.path.join(out, "square.svg"), title="y = x², dy/dx = 2x at x = 3")
 
 
@@ -52,9 +50,9 @@ def rnn_step_graph(steps, rng):
     ev.grad(cost, params)
     feeds = {x: rng.standard_normal(3) for x in xs}
     feeds[g.inputs()[0]] = np.zeros(4)
-    ev.LispMachine(g, cost=cost).run(feeds)
-    ev.LispMachine(g, outputs=[g.grads[p] for p in params]).run()
-    return g, W
+    m = ev.TapeMachine(g, trace=True)
+    m.run(feeds)
+    return g, W, m
 
 
 def main(argv=None):
@@ -65,14 +63,13 @@ def main(argv=None):
     rng = np.random.default_rng(0)
 
     written = [square(args.out)]
-    g, W = rnn_step_graph(1, rng)
+    g, W, m = rnn_step_graph(1, rng)
     written.append(ev.render(g, os.path.join(args.out, "rnn_step.svg"), title="one RNN step"))
     written.append(ev.render(g, os.path.join(args.out, "rnn_step_w.svg"), around=[W], depth=2,
                              title="around W, depth 2"))
-    g25, _ = rnn_step_graph(STEPS, rng)
+    g25, _, _ = rnn_step_graph(STEPS, rng)
     written.append(ev.render(g25, os.path.join(args.out, "rnn_unrolled.svg"), collapse="site",
                              constants=False, title=f"RNN unrolled {STEPS} steps, folded"))
-    m = ev.TapeMachine(g)
     written.append(ev.render(m.program, os.path.join(args.out, "program.svg"), title="one RNN step, compiled"))
     for path in written:
         print(path)
