@@ -432,6 +432,10 @@ def test_abbreviations():
     assert abbrev(with_nan) == "[nan inf 0 …] min 0 max 9 1 NaN 1 Inf"
     assert abbrev(np.array([True, False] * 5)).endswith("5 true")
 
+    class OnDevice:  # what a device array offers: a shape, no host copy
+        shape = (4, 3)
+    assert abbrev(OnDevice()) == "OnDevice (4, 3)"
+
 
 # -- the example ---------------------------------------------------------------------------
 

@@ -62,6 +62,9 @@ def _range(a):
 def abbrev(value):
     """A short form of an array: scalars in full, small arrays element by element,
     large ones by their first elements and range."""
+    if not isinstance(value, (np.ndarray, np.generic, int, float, bool)):
+        # NOTE: a device array is named, not copied to the host just to be drawn.
+        return f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}"
     a = np.asarray(value)
     if a.ndim == 0:
         return number(a[()])
