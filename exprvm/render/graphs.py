@@ -71,7 +71,9 @@ def node_lines(node, view, values):
     lines = [node.label]
     if node.name or node.params:
         lines.append(op_text(node))
-    cost = node.graph.costs.get(node.grad_of) if node.grad_of is not None else None
+    wrt = node.grad_of
+    # NOTE: a later ev.grad for the same node replaces g.grads[wrt] and g.costs[wrt].
+    cost = node.graph.costs.get(wrt) if wrt is not None and node.graph.grads.get(wrt) is node else None
     if cost is not None:
         lines.append(f"d({cost.label})/d({node.grad_of.label})")
     lines.append(type_text(node))
