@@ -102,7 +102,7 @@ def normal(mean=0.0, std=0.01, seed=None):
 
 
 def glorot_normal(gain=1.0, seed=None):
-    """Normal with std = gain * sqrt(2 / (fan_in + fan_out)) (Glorot & Bengio, 2010)."""
+    """Normal with std = gain * sqrt(2 / (fan_in + fan_out))."""
     _check_nonneg("glorot_normal", "gain", gain)
 
     def draw(rng, shape):
@@ -125,7 +125,7 @@ def glorot_uniform(gain=1.0, seed=None):
 
 
 def he_normal(gain=1.0, seed=None):
-    """Normal with std = gain * sqrt(2 / fan_in) (He et al., 2015), for ReLU layers."""
+    """Normal with std = gain * sqrt(2 / fan_in), for ReLU layers."""
     _check_nonneg("he_normal", "gain", gain)
 
     def draw(rng, shape):

@@ -247,7 +247,7 @@ class RMSProp(Solver):
 
 
 class Adam(Solver):
-    """Adam (Kingma & Ba, 2015) with bias correction from each parameter's own step count.
+    """Adam with bias correction from each parameter's own step count.
 
     m = b1 * m + (1 - b1) * g;  v = b2 * v + (1 - b2) * g^2
     w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
