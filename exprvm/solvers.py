@@ -278,7 +278,7 @@ class Adam(Solver):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019): w -= lr * weight_decay * w
+    """Adam with decoupled weight decay: w -= lr * weight_decay * w
     before the Adam step. The decay stays out of m and v, unlike an l2 term, so there is no l2."""
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, *,
