@@ -46,6 +46,7 @@ class OptionalBuildExt(build_ext):
             try:
                 super().build_extension(ext)
                 print(f"exprvm: C kernels built ({name})")
+                self._drop_inplace_copies(keep_abi3=True)
                 return None
             except Exception as e:  # noqa: BLE001 - any compiler failure means "try the next set"
                 errors.append(f"{name}: {e}")
@@ -68,9 +69,19 @@ class OptionalBuildExt(build_ext):
                 self.extensions.remove(ext)
             # A library left by an earlier successful build must not be
             # packaged as if this build had produced it.
-            stale = self.get_ext_fullpath(ext.name)
-            if os.path.exists(stale):
-                os.remove(stale)
+            if os.path.exists(self.get_ext_fullpath(ext.name)):
+                os.remove(self.get_ext_fullpath(ext.name))
+            self._drop_inplace_copies(keep_abi3=False)
+
+    def _drop_inplace_copies(self, keep_abi3):
+        """In a source tree (editable install), remove extension files that
+        would shadow or outlive this build: `python -m exprvm.kernels.build_c`
+        leaves a _ev_c.cpython-3XX-*.so, which Python prefers to .abi3.so."""
+        if not (self.inplace or getattr(self, "editable_mode", False)):
+            return
+        for path in (ROOT / "exprvm" / "kernels").glob("_ev_c.*so"):
+            if not (keep_abi3 and path.name.endswith(".abi3.so")):
+                path.unlink()
 
     def get_outputs(self):
         # Only what was actually built, so a skipped extension is not expected

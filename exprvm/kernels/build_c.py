@@ -88,6 +88,11 @@ def build_inplace():
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.write_bytes(built.read_bytes())
     os.replace(tmp, dest)
+    # A pip build names it _ev_c.abi3.so, this one _ev_c.cpython-3XX-...so;
+    # whichever Python finds first would win, so keep only the new one.
+    for other in dest.parent.glob("_ev_c.*so"):
+        if other != dest:
+            other.unlink()
     return dest
 
 

@@ -12,6 +12,7 @@ Three flavours per op, fastest last:
   * bound()                   buffers fixed at bind time, pointers taken once:
                               a bare C call.
 """
+import importlib.util
 import os
 
 import numpy as np
@@ -30,9 +31,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 try:
     from exprvm.kernels import _ev_c
-except ImportError as e:  # not built: no compiler at install time, or a source tree
+except ImportError as e:  # not built (no compiler at install time, a bare source tree) or broken
     _ev_c = None
-    C_STATUS = (False, f"C extension exprvm.kernels._ev_c is not built ({e}); "
+    _why = ("is not built" if importlib.util.find_spec("exprvm.kernels._ev_c") is None
+            else f"failed to load ({e})")
+    C_STATUS = (False, f"C extension exprvm.kernels._ev_c {_why}; "
                        "run `pip install -e .` or `python -m exprvm.kernels.build_c`")
 else:
     C_STATUS = (True, f"cffi extension, {_ev_c.lib.ev_num_threads()} OpenMP thread(s)")
