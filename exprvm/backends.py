@@ -1,9 +1,75 @@
-"""Adapter between the compiler and exprvm.kernels (compiled elementwise kernels).
+"""The compiler's side of kernel dispatch: which instructions run compiled kernels.
 
-resolve(name) returns an object with lower(op, in_regs, in_layouts, out_reg, params)
--> Lowered or None, or None when only numpy is to be used.
+resolve(name) -> a KernelBackend, or None for plain numpy. The compiler asks
+backend.lower(...) for every instruction; it answers with a Lowered record when
+exprvm.kernels has a kernel for the op, dtype and memory layout, else None and
+the instruction runs numpy (lowering.py).
 """
+import numpy as np
+
+from .errors import BackendError
+from .lowering import ALL, Lowered
+
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _contiguous(fake):
+    return fake is not None and fake.flags.c_contiguous and fake.flags.aligned
+
+
+class KernelBackend:
+    """Host kernels of exprvm.kernels ("c"), bound to fixed buffers: one C call per instruction."""
+
+    def __init__(self, name):
+        from . import kernels
+        self.name = name
+        self.kernels = kernels
+        self.ops = set(kernels.KERNEL_OPS)
+
+    def __repr__(self):
+        return f"<KernelBackend {self.name}>"
+
+    def lower(self, op, in_regs, fakes, out, params):
+        if out.dtype not in FLOATS or out.nbytes == 0 or out.device != "cpu":
+            return None
+        same = all(r.shape == out.shape and r.dtype == out.dtype for r in in_regs)
+        if not same or not all(_contiguous(f) for f in fakes):
+            return None
+        k, name = self.kernels, self.name
+        if op in self.ops and len(in_regs) == 1:
+            return Lowered(lambda ins, o, t: (k.bind_unary(op, ins[0], o, name), ()),
+                           inplace=ALL, kernel=name)
+        if op == "unary_grad" and params["op"] in self.ops:
+            g = params["op"]
+            return Lowered(lambda ins, o, t: (k.bind_unary_grad(g, *ins, o, name), ()),
+                           inplace=ALL, kernel=name, name=g + "_grad")
+        return None
+
+
+def default_name():
+    from . import kernels
+    return kernels.get_backend()
 
 
 def resolve(name):
-    return None
+    """None (numpy only) or the backend object for `name` (None: exprvm.kernels' default)."""
+    if name is None:
+        name = default_name()
+        if name == "cuda":      # host instructions still need a host backend
+            name = "c" if available("c") else "numpy"
+    if name == "numpy":
+        return None
+    if name == "cuda":
+        raise BackendError("backend='cuda' is chosen per instruction: use TapeMachine(device='cuda') "
+                           "or use_cuda_for=(...)")
+    if name != "c":
+        raise BackendError(f"unknown backend {name!r}; choose 'numpy' or 'c'")
+    if not available("c"):
+        from . import kernels
+        raise BackendError(f"backend 'c' is not available: {kernels.backends()['c'][1]}")
+    return KernelBackend("c")
+
+
+def available(name):
+    from . import kernels
+    return bool(kernels.backends()[name][0])

@@ -67,10 +67,20 @@ def toposort(vals):
     return out
 
 
+_FAKES = {}
+
+
 def _fake(shape, dtype):
     """An array with real strides and no real memory, to ask numpy whether a view exists."""
     # NOTE: never read from it: only its shape and strides are real.
-    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape, _c_strides(shape, np.dtype(dtype).itemsize))
+    key = (shape, dtype)
+    f = _FAKES.get(key)
+    if f is None:
+        if len(_FAKES) > 4096:
+            _FAKES.clear()
+        f = _FAKES[key] = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape,
+                                                          _c_strides(shape, np.dtype(dtype).itemsize))
+    return f
 
 
 def _c_strides(shape, itemsize):
@@ -155,7 +165,7 @@ def compile_graph(g, outputs=None, *, grads=True, keep=(), backend=None, optimiz
     live = ir.live_vals(roots)
     notes = []
     if optimize_graph:
-        live, notes = optimize(live, roots, {id(vals[n.id]) for n in results})
+        live, notes = optimize(live, roots, {id(vals[n.id]) for n in results}, backend)
     em = _Emitter(backend)
     for v in toposort(live):
         em.val(v)
@@ -180,8 +190,8 @@ def compile_graph(g, outputs=None, *, grads=True, keep=(), backend=None, optimiz
         taken.add(rid)
         grad_regs.append((w, rid))
     outs = sorted({rid for _, rid in out_values} | taken)
-    caps, devices, bound = plan(em.regs, em.instrs, outs)
-    prog = Program(em.regs, em.instrs, caps, outs, bound, notes, slot_devices=devices,
+    arenas, bound = plan(em.regs, em.instrs, outs)
+    prog = Program(em.regs, em.instrs, arenas, outs, bound, notes,
                    values=out_values, grads=grad_regs, index=index)
     if verify:
         prog.verify()

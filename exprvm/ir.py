@@ -9,6 +9,8 @@ import numpy as np
 
 from .ops import OPS
 
+# Ops only the compiler makes (fusions); lowering.py knows how to run them.
+INTERNAL_OPS = ("xent_grad", "unary_grad")
 # Ops that only reinterpret memory: numpy returns views for them.
 VIEW_OPS = ("reshape", "transpose", "broadcast_to", "getitem")
 
@@ -127,10 +129,10 @@ class Builder:
         self.base = key[0]
         self.sub = key[1] - 10_000
 
-    def op(self, name, ins, shape, dtype, **params):
+    def op(self, name, ins, out_shape, dtype, **params):
         self.sub += 1
-        v = Val((self.base, self.sub), "op", name, ins, params, shape, dtype)
-        assert name in OPS or name in ("xent_grad",), name
+        v = Val((self.base, self.sub), "op", name, ins, params, out_shape, dtype)
+        assert name in OPS or name in INTERNAL_OPS, name
         return v
 
     def reshape(self, x, shape):

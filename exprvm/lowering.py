@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import ExprError
+from .kernels.reference import GRAD
 from .ops import OPS
 
 ALL = "all"  # every input position may share the output buffer
@@ -67,14 +68,16 @@ def _cube(x, out):
     np.multiply(out, x, out)
 
 
-def _sigmoid(x, out):
-    # 1/(1+exp(-x)) is accurate for both signs; clipping keeps exp from overflowing
-    # (the clipped values are below float32's smallest normal number anyway).
-    np.negative(x, out)
-    np.minimum(out, 80.0 if out.dtype == np.float32 else 700.0, out=out)
-    np.exp(out, out)
-    np.add(out, 1, out)
+def _sigmoid(x, out, e, neg):
+    # The op's own overflow-free form, e = exp(-|x|), one out= call at a time.
+    np.abs(x, e)
+    np.negative(e, e)
+    np.exp(e, e)
+    np.less(x, 0, neg)
+    np.add(e, 1, out)
+    np.divide(e, out, e)
     np.reciprocal(out, out)
+    np.copyto(out, e, where=neg)
 
 
 def _leaky_relu(alpha):
@@ -278,10 +281,13 @@ def lower(op, in_shapes, in_dtypes, shape, dtype, params):
     if op == "xent_grad":
         n, c = _rows(in_shapes[0])
         return Lowered(_xent_grad, tmps=(((n, 1), dtype), ((n,), np.dtype(np.intp)), ((n,), dtype)))
+    if op == "unary_grad":
+        return Lowered(lambda ins, out, tmps: (GRAD[p["op"]], (*ins, out)), allocates=True,
+                       name=p["op"] + "_grad")
     if op == "cube":
         return Lowered(_seq(_cube))
     if op == "sigmoid":
-        return Lowered(_seq(_sigmoid), inplace=ALL)
+        return Lowered(_seq(_sigmoid), tmps=((shape, dtype), (shape, np.dtype(bool))), inplace=ALL)
     if op == "softplus":
         return Lowered(lambda ins, out, tmps: (np.logaddexp, (0, ins[0], out)), inplace=ALL)
     if op == "relu":

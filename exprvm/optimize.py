@@ -1,6 +1,231 @@
-"""Graph-level optimizations on the compiler IR (placeholder; passes come next)."""
+"""Graph-level optimizations on the compiler IR. Each pass rewrites Vals in place
+and reports what it did; the user's graph is never touched.
+
+fuse_grads    g * (1 - ans*ans) after tanh (and the VJPs of sigmoid, relu,
+              softplus) -> one unary_grad instruction, when a compiled kernel
+              backend runs it
+fuse_xent     softmax(z) - one_hot(t) (cross_entropy's VJP) -> one xent_grad
+merge_sums    a sum of many matmuls / axis-0 sums / embedding scatters of the
+              same shape (weight gradients accumulated over the steps of an
+              unrolled loop) -> one op over the concatenated operands
+"""
+import numpy as np
+
 from . import ir
+from .ir import Builder
+
+MIN_TERMS = 3   # below this a merge saves less than the concatenations cost
 
 
-def optimize(live, roots, keep):
-    return live, []
+def _single(v, keep):
+    return len(v.users) == 1 and id(v) not in keep
+
+
+def _const(v, number):
+    return v.kind == "const" and v.value.size > 0 and bool(np.all(v.value == number))
+
+
+def _same(a, b):
+    return a.shape == b.shape and a.dtype == b.dtype
+
+
+# -- fused gradients of kernel ops -----------------------------------------------------
+
+def _unary_grad_pattern(v, keep):
+    """(op, x, ans, g) if v is a known kernel VJP, else None.
+
+    NOTE: tanh's and sigmoid's gradients read only ans, and relu's and softplus's
+    only x, so the operand the formula ignores is passed the other one's value.
+    """
+    if v.op == "mul":
+        for g, s in (v.ins, v.ins[::-1]):
+            # tanh: g * (1 - ans * ans)
+            if s.op == "sub" and _single(s, keep) and _const(s.ins[0], 1):
+                m = s.ins[1]
+                if m.op == "mul" and m.ins[0] is m.ins[1] and m.ins[0].op == "tanh":
+                    a = m.ins[0]
+                    if _same(a, v) and _same(g, v):
+                        return "tanh", a, a, g
+            # softplus: g * sigmoid(x)
+            if s.op == "sigmoid" and _single(s, keep) and _same(s, v) and _same(g, v):
+                return "softplus", s.ins[0], s.ins[0], g
+        for ga, s in (v.ins, v.ins[::-1]):
+            # sigmoid: (g * ans) * (1 - ans)
+            if (s.op == "sub" and _single(s, keep) and _const(s.ins[0], 1) and s.ins[1].op == "sigmoid"
+                    and ga.op == "mul" and _single(ga, keep)):
+                a = s.ins[1]
+                for g, a2 in (ga.ins, ga.ins[::-1]):
+                    if a2 is a and _same(a, v) and _same(g, v):
+                        return "sigmoid", a, a, g
+    if v.op == "where":
+        c, g, z = v.ins
+        # relu: where(x > 0, g, 0)
+        if c.op == "gt" and _single(c, keep) and _const(c.ins[1], 0) and _const(z, 0):
+            x = c.ins[0]
+            if _same(x, v) and _same(g, v):
+                return "relu", x, x, g
+    return None
+
+
+def fuse_grads(live, keep, ops):
+    n = 0
+    for v in live:
+        if v.kind != "op" or v.op not in ("mul", "where"):
+            continue
+        hit = _unary_grad_pattern(v, keep)
+        if hit is not None and hit[0] in ops:
+            op, x, ans, g = hit
+            v.op, v.ins, v.params = "unary_grad", [x, ans, g], {"op": op}
+            n += 1
+    return n
+
+
+# -- cross-entropy gradient ----------------------------------------------------------------
+
+def fuse_xent(live, keep):
+    n = 0
+    for v in live:
+        if v.kind != "op" or v.op != "sub":
+            continue
+        s, o = v.ins
+        if (s.op == "softmax" and o.op == "one_hot" and _single(s, keep) and _single(o, keep)
+                and s.params["axis"] == len(s.shape) - 1 and s.shape == v.shape
+                and o.shape == v.shape and o.dtype == v.dtype and o.ins[0].shape == s.shape[:-1]):
+            v.op, v.ins, v.params = "xent_grad", [s.ins[0], o.ins[0]], {}
+            n += 1
+    return n
+
+
+# -- sums of per-step terms ------------------------------------------------------------------
+
+def _terms(v, keep):
+    """Flatten a tree of same-shaped adds rooted at v into its terms."""
+    out, stack = [], list(reversed(v.ins))
+    while stack:
+        x = stack.pop()
+        if x.kind == "op" and x.op == "add" and _same(x, v) and _single(x, keep):
+            stack.extend(reversed(x.ins))
+        else:
+            out.append(x)
+    return out
+
+
+def _signature(t):
+    """How a term can merge with others: a hashable key, or None."""
+    if t.kind != "op" or len(t.shape) == 0:
+        return None
+    if t.op == "matmul" and len(t.ins[0].shape) == 2 and len(t.ins[1].shape) == 2:
+        return ("matmul", t.shape, t.dtype.str)
+    if t.op == "sum" and not t.params["keepdims"] and t.ins[0].shape[len(t.params["axis"]):] == t.shape \
+            and t.params["axis"] == tuple(range(len(t.params["axis"]))):
+        return ("sum", t.shape, t.dtype.str)
+    if t.op == "take_grad" and t.params["axis"] == 0:
+        return ("take_grad", t.shape, t.dtype.str, t.ins[1].dtype.str)
+    return None
+
+
+def _untransposed(x):
+    if x.op == "transpose" and tuple(x.params["axes"]) == (1, 0):
+        return x.ins[0]
+    return None
+
+
+def _concat(b, parts, axis):
+    shape = list(parts[0].shape)
+    shape[axis] = sum(p.shape[axis] for p in parts)
+    return b.op("concat", parts, tuple(shape), parts[0].dtype, axis=axis)
+
+
+def _transpose(b, x):
+    return b.op("transpose", [x], x.shape[::-1], x.dtype, axes=(1, 0))
+
+
+def _merge_matmuls(b, terms, shape, dtype):
+    """sum_i X_i @ Y_i == concat(X_i, axis=1) @ concat(Y_i, axis=0)."""
+    xs = [t.ins[0] for t in terms]
+    ys = [t.ins[1] for t in terms]
+    bases = [_untransposed(x) for x in xs]
+    if all(a is not None for a in bases):     # X_i = A_i.T: stack the A_i's rows instead
+        left = _transpose(b, _concat(b, bases, 0))
+    else:
+        left = _concat(b, xs, 1)
+    cols = [_untransposed(y) for y in ys]
+    if all(c is not None for c in cols):
+        right = _transpose(b, _concat(b, cols, 1))
+    else:
+        right = _concat(b, ys, 0)
+    return b.op("matmul", [left, right], shape, dtype)
+
+
+def _merge_sums0(b, terms, shape, dtype):
+    """sum_i sum(G_i, leading axes) == sum(concat(G_i), axis=0)."""
+    parts = []
+    for t in terms:
+        g = t.ins[0]
+        lead = int(np.prod(g.shape[:len(g.shape) - len(shape)], dtype=np.int64))
+        parts.append(b.reshape(g, (lead,) + shape))
+    return b.op("sum", [_concat(b, parts, 0)], shape, dtype, axis=(0,), keepdims=False)
+
+
+def _merge_take_grads(b, terms, shape, dtype):
+    gs, idx = [], []
+    for t in terms:
+        g, i = t.ins
+        n = int(np.prod(i.shape, dtype=np.int64))
+        gs.append(b.reshape(g, (n,) + shape[1:]))
+        idx.append(b.reshape(i, (n,)))
+    return b.op("take_grad", [_concat(b, gs, 0), _concat(b, idx, 0)], shape, dtype, axis=0, shape=shape)
+
+
+MERGERS = {"matmul": _merge_matmuls, "sum": _merge_sums0, "take_grad": _merge_take_grads}
+
+
+def merge_sums(live, keep):
+    merged = 0
+    for v in live:
+        if v.kind != "op" or v.op != "add" or any(x.shape != v.shape for x in v.ins):
+            continue
+        if len(v.users) == 1 and v.users[0].op == "add" and _same(v.users[0], v) and id(v) not in keep:
+            continue    # an inner add: its tree is handled from the root
+        terms = _terms(v, keep)
+        groups = {}
+        for t in terms:
+            sig = _signature(t)
+            if sig is not None:
+                groups.setdefault(sig, []).append(t)
+        groups = {k: ts for k, ts in groups.items() if len(ts) >= MIN_TERMS}
+        if not groups:
+            continue
+        b = Builder(v.key)
+        grouped = {id(t) for ts in groups.values() for t in ts}
+        rest = [t for t in terms if id(t) not in grouped]
+        new = [MERGERS[k[0]](b, ts, v.shape, v.dtype) for k, ts in groups.items()]
+        parts = new + rest
+        acc = parts[0]
+        for p in parts[1:-1]:
+            acc = b.op("add", [acc, p], v.shape, v.dtype)
+        if len(parts) == 1:
+            v.op, v.ins, v.params = acc.op, acc.ins, acc.params
+        else:
+            v.op, v.ins, v.params = "add", [acc, parts[-1]], {}
+        merged += sum(len(ts) for ts in groups.values())
+    return merged
+
+
+def optimize(live, roots, keep, backend=None):
+    """Run the passes; returns (live Vals, notes for the disassembly)."""
+    notes = []
+    if backend is not None:
+        n = fuse_grads(live, keep, backend.ops)
+        if n:
+            notes.append(f"fused {n} gradient expressions into {backend.name} unary_grad kernels")
+            live = ir.live_vals(roots)
+    n = fuse_xent(live, keep)
+    if n:
+        notes.append(f"fused {n} cross-entropy gradients")
+        live = ir.live_vals(roots)
+    n = merge_sums(live, keep)
+    if n:
+        notes.append(f"merged {n} summed terms (per-step gradients) into single ops")
+        live = ir.live_vals(roots)
+    return live, notes

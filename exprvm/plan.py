@@ -1,42 +1,17 @@
 """Memory planning: liveness, in-place choice and buffer slots.
 
-Walking the tape once, each instruction's output takes a slot: the slot of an
-input that dies here when the kernel can run in place, else the best-fitting
-free slot (grown if none is big enough), else a new slot. A slot is released
-after the last instruction that reads its register or any view of it; outputs
-are never released. The lower bound is the most bytes simultaneously live under
-the same lifetimes, which no slot assignment can beat.
+Each register lives from the instruction that writes it to the last one that
+reads it or any view of it (outputs: to the end of the run). An elementwise
+instruction may write over an input that dies there (in place); the two then
+form one allocation unit. Units are packed into slots greedily by size; the
+lower bound is the most bytes simultaneously live under the same lifetimes,
+which no assignment can beat.
 """
-import bisect
+import numpy as np
 
 from .lowering import ALL
 
 END = float("inf")
-
-
-class _Pool:
-    """Free slots kept sorted by capacity (one list per device), for best-fit allocation."""
-
-    def __init__(self):
-        self.caps = []          # capacity per slot
-        self.devices = []       # device per slot
-        self.free = {}          # device -> sorted [(capacity, slot)]
-
-    def alloc(self, nbytes, device):
-        free = self.free.setdefault(device, [])
-        i = bisect.bisect_left(free, (nbytes, -1))
-        if i < len(free):
-            return free.pop(i)[1]
-        if free:                # grow the largest free slot rather than add one
-            _, s = free.pop()
-            self.caps[s] = nbytes
-            return s
-        self.caps.append(nbytes)
-        self.devices.append(device)
-        return len(self.caps) - 1
-
-    def release(self, slot):
-        bisect.insort(self.free[self.devices[slot]], (self.caps[slot], slot))
 
 
 def _roots(regs):
@@ -74,32 +49,88 @@ def _inplace_input(ins, k, regs, root, last, out):
     return None
 
 
-def plan(regs, instrs, outputs):
-    """Assign slots to buffer registers. Returns (capacities, devices, lower bound in bytes)."""
+def _units(regs, instrs, outputs):
+    """Allocation units: [bytes, first, last, device, register ids]. A unit is a register plus
+    the outputs that took its buffer in place; scratch registers are units of one instruction."""
     root, last = last_uses(regs, instrs, outputs)
-    pool = _Pool()
-    live = 0
-    bound = 0
+    n = len(instrs)
+    units, unit_of = [], {}
     for k, ins in enumerate(instrs):
         out = regs[ins.out]
         shared = _inplace_input(ins, k, regs, root, last, out)
-        out.slot = regs[shared].slot if shared is not None else pool.alloc(out.nbytes, out.device)
-        tmp_bytes = 0
+        if shared is not None:
+            u = unit_of[shared]
+            u[4].append(out.id)
+        else:
+            u = [out.nbytes, k, k, out.device, [out.id]]
+            units.append(u)
+        unit_of[out.id] = u
         for t in ins.tmps:
-            tr = regs[t]
-            tr.slot = pool.alloc(tr.nbytes, tr.device)
-            tmp_bytes += tr.nbytes
-        if shared is None:
-            live += out.nbytes
-        bound = max(bound, live + tmp_bytes)
-        for t in ins.tmps:
-            pool.release(regs[t].slot)
-        for rid in set(root[i] for i in ins.ins):
-            r = regs[rid]
-            if r.kind == "buffer" and last.get(rid) == k and rid != shared:
-                pool.release(r.slot)
-                live -= r.nbytes
-        if out.id not in last:  # never read and not an output
-            pool.release(out.slot)
-            live -= out.nbytes
-    return pool.caps, pool.devices, bound
+            units.append([regs[t].nbytes, k, k, regs[t].device, [t]])
+    for u in units:
+        for rid in u[4]:
+            end = last.get(rid, u[1])
+            u[2] = max(u[2], n if end == END else end)
+    return units
+
+
+def lower_bound(units):
+    """Most bytes live at once: no assignment of buffers to units can use less."""
+    delta = {}
+    for size, a, b, _, _ in units:
+        delta[a] = delta.get(a, 0) + size
+        delta[b + 1] = delta.get(b + 1, 0) - size
+    live = best = 0
+    for k in sorted(delta):
+        live += delta[k]
+        best = max(best, live)
+    return best
+
+
+def _align(size):
+    return 64 if size >= 4096 else 8
+
+
+def _place(units):
+    """Offsets for units sorted biggest first: each goes into the smallest gap left by the
+    units already placed that overlap it in time (else on top of them)."""
+    n = len(units)
+    first = np.empty(n, np.int64)
+    last = np.empty(n, np.int64)
+    spans = []                          # (offset, end) per placed unit
+    offsets, top = [], 0
+    for k, (size, a, b) in enumerate(units):
+        al = _align(size)
+        busy = np.flatnonzero((first[:k] <= b) & (last[:k] >= a)).tolist() if k else ()
+        best, best_room, reach = 0, None, 0
+        for lo, hi in sorted(spans[j] for j in busy):
+            room = lo - reach
+            if room >= size and (best_room is None or room < best_room):
+                best, best_room = reach, room
+            reach = max(reach, -(-hi // al) * al)
+        off = best if best_room is not None else reach
+        first[k], last[k] = a, b
+        spans.append((off, off + size))
+        offsets.append(off)
+        top = max(top, off + size)
+    return offsets, top
+
+
+def plan(regs, instrs, outputs):
+    """Assign every buffer register an offset in its device's arena.
+
+    Returns (arena bytes per device, lower bound in bytes). Greedy by size: the
+    biggest units are placed first, each at the best-fitting free offset among
+    the units whose lifetimes overlap its own.
+    """
+    units = _units(regs, instrs, outputs)
+    arenas, bound = {}, lower_bound(units)
+    for device in sorted({u[3] for u in units}):
+        mine = sorted((u for u in units if u[3] == device), key=lambda u: (-u[0], u[1]))
+        offsets, size = _place([(u[0], u[1], u[2]) for u in mine])
+        for u, off in zip(mine, offsets):
+            for rid in u[4]:
+                regs[rid].offset = off
+                regs[rid].slot = device
+        arenas[device] = size
+    return arenas, bound

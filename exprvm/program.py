@@ -11,6 +11,8 @@ A register holds one value. Its memory is one of:
 Instructions name their kernel and backend; the machine turns each one into a
 prebound callable when it binds the program to arrays.
 """
+import bisect
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -28,16 +30,16 @@ class Register:
     dtype: np.dtype
     kind: str                       # "buffer", "input", "param", "const" or "view"
     nodes: list = field(default_factory=list)   # graph nodes whose value this is
-    slot: int = -1                  # buffer registers: index into Program.slots
+    slot: object = None             # buffer registers: the arena (device name) holding them
+    offset: int = 0                 # buffer registers: byte offset in the arena
     base: int = -1                  # view registers: the register viewed
     view: Optional[tuple] = None    # view registers: (op name, params); OPS[op].impl makes it
     const: Optional[np.ndarray] = None
     device: str = "cpu"
     scratch: bool = False           # a kernel's temporary, live for one instruction
 
-    @property
-    def nbytes(self):
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+    def __post_init__(self):
+        self.nbytes = math.prod(self.shape) * self.dtype.itemsize
 
     @property
     def label(self):
@@ -46,7 +48,7 @@ class Register:
         return "scratch" if self.scratch else f"r{self.id}"
 
     def describe(self):
-        where = {"buffer": f"slot {self.slot}", "view": f"view of r{self.base}"}.get(self.kind, self.kind)
+        where = {"buffer": f"@{self.offset}", "view": f"view of r{self.base}"}.get(self.kind, self.kind)
         dev = "" if self.device == "cpu" else f" on {self.device}"
         names = ", ".join(n.label for n in self.nodes[:3]) + (" ..." if len(self.nodes) > 3 else "")
         return (f"r{self.id}: {self.dtype.name}{list(self.shape)} {self.nbytes} B, {where}{dev}"
@@ -83,12 +85,11 @@ class Instr:
 class Program:
     """A linear tape of instructions over numbered registers, with its buffer plan."""
 
-    def __init__(self, registers, instrs, slots, outputs, lower_bound, notes=(), slot_devices=None,
+    def __init__(self, registers, instrs, arenas, outputs, lower_bound, notes=(),
                  values=(), grads=(), index=None):
         self.registers = registers      # list of Register, index == id
         self.instrs = instrs            # list of Instr, in execution order
-        self.slots = slots              # bytes planned per buffer slot
-        self.slot_devices = slot_devices or ["cpu"] * len(slots)
+        self.arenas = arenas            # device -> bytes planned for its buffers
         self.outputs = outputs          # register ids live at the end of a run
         self.lower_bound = lower_bound  # max bytes of simultaneously live buffer registers
         self.notes = list(notes)        # what the optimizer did, for the disassembly
@@ -108,8 +109,8 @@ class Program:
 
     @property
     def peak_bytes(self):
-        """Bytes planned for intermediate values (all slots together)."""
-        return int(sum(self.slots))
+        """Bytes planned for intermediate values (all arenas together)."""
+        return int(sum(self.arenas.values()))
 
     @property
     def leaf_bytes(self):
@@ -130,8 +131,7 @@ class Program:
         return out
 
     def __str__(self):
-        lines = [f"; program: {len(self.instrs)} instructions, {len(self.registers)} registers, "
-                 f"{len(self.slots)} buffer slots"]
+        lines = [f"; program: {len(self.instrs)} instructions, {len(self.registers)} registers"]
         width = max([len(i.text()) for i in self.instrs] + [10]) + 2
         for ins in self.instrs:
             c = ins.comment()
@@ -139,8 +139,9 @@ class Program:
         lines.append("; registers")
         for r in self.registers:
             lines.append(";   " + r.describe())
-        lines.append(f"; planned {self.peak_bytes} B in {len(self.slots)} slots "
-                     f"(liveness lower bound {self.lower_bound} B); inputs {self.leaf_bytes} B")
+        arenas = ", ".join(f"{d} {b} B" for d, b in self.arenas.items())
+        lines.append(f"; planned {self.peak_bytes} B ({arenas}); liveness lower bound "
+                     f"{self.lower_bound} B; inputs {self.leaf_bytes} B")
         for n in self.notes:
             lines.append(f"; {n}")
         return "\n".join(lines)
@@ -149,18 +150,19 @@ class Program:
     def verify(self):
         """Prove that every read sees the value its register was given.
 
-        Walks the tape keeping, per slot, the register whose value the slot holds.
-        Raises CompileError if an instruction (or the end of the run, for outputs)
-        reads a register whose slot was overwritten since it was produced, writes
-        over a leaf, or overlaps its output with an input it cannot share.
+        Walks the tape keeping, per arena, the byte ranges that still hold the value
+        of the register that last wrote them. Raises CompileError if an instruction
+        (or the end of the run, for outputs) reads a register whose bytes were
+        overwritten since it was produced, writes a leaf, or overlaps its output with
+        an input it cannot share.
         """
         regs = self.registers
-        holder = {}                     # slot -> register id whose value it holds
+        valid = {}                      # arena -> _Ranges of registers whose bytes are intact
         produced = set()
         for k, ins in enumerate(self.instrs):
             where = f"instruction {k} `{ins.text()}`"
             for rid in ins.ins:
-                self._check_read(rid, holder, produced, f"{where} reads r{rid}")
+                self._check_read(rid, valid, produced, f"{where} reads r{rid}")
             out = regs[ins.out]
             if out.kind != "buffer" or out.scratch:
                 raise CompileError(f"{where} writes r{out.id}, a {out.kind} register")
@@ -168,24 +170,25 @@ class Program:
                 raise CompileError(f"{where} writes r{out.id} a second time")
             for pos, rid in enumerate(ins.ins):
                 src = self.root(rid)
-                if src.kind == "buffer" and src.slot == out.slot and src.nbytes and out.nbytes:
-                    exact = rid == src.id and src.shape == out.shape and src.dtype == out.dtype
+                if src.kind == "buffer" and _overlap(src, out):
+                    exact = (rid == src.id and src.offset == out.offset and src.shape == out.shape
+                             and src.dtype == out.dtype)
                     if not (exact and ins.may_alias(pos)):
                         raise CompileError(f"{where}: output r{out.id} overlaps input r{rid} "
-                                           f"(slot {out.slot}) and the kernel cannot run in place")
+                                           f"and the kernel cannot run in place")
             for t in ins.tmps:
                 tr = regs[t]
-                used = {self.root(i).slot for i in ins.ins if self.root(i).kind == "buffer"}
-                if tr.kind != "buffer" or not tr.scratch or tr.slot in used | {out.slot}:
+                clash = [i for i in ins.ins if self.root(i).kind == "buffer" and _overlap(self.root(i), tr)]
+                if tr.kind != "buffer" or not tr.scratch or clash or _overlap(tr, out):
                     raise CompileError(f"{where}: scratch r{t} overlaps an operand")
-                holder[tr.slot] = t
-            holder[out.slot] = out.id
+                valid.setdefault(tr.slot, _Ranges()).write(tr)
+            valid.setdefault(out.slot, _Ranges()).write(out)
             produced.add(out.id)
         for rid in self.outputs:
-            self._check_read(rid, holder, produced, f"output r{rid} at the end of the run")
+            self._check_read(rid, valid, produced, f"output r{rid} at the end of the run")
         return True
 
-    def _check_read(self, rid, holder, produced, where):
+    def _check_read(self, rid, valid, produced, where):
         if not 0 <= rid < len(self.registers):
             raise CompileError(f"{where}: no such register")
         src = self.root(rid)
@@ -195,9 +198,36 @@ class Program:
             raise CompileError(f"{where}: r{src.id} is a {src.kind} register")
         if src.id not in produced:
             raise CompileError(f"{where}: r{src.id} ({src.label}) is read before it is produced")
-        if src.nbytes == 0:
+        if src.nbytes and not valid[src.slot].holds(src):
+            h = valid[src.slot].clobbered_by.get(src.id)
+            by = f"r{h} ({self.registers[h].label})" if h is not None else "another register"
+            raise CompileError(f"{where}: the bytes of r{src.id} ({src.label}) were overwritten by {by}")
+
+
+def _overlap(a, b):
+    return (a.slot == b.slot and a.nbytes and b.nbytes
+            and a.offset < b.offset + b.nbytes and b.offset < a.offset + a.nbytes)
+
+
+class _Ranges:
+    """Disjoint byte ranges [lo, hi) of one arena, each still holding one register's value."""
+
+    def __init__(self):
+        self.los, self.his, self.rids = [], [], []
+        self.clobbered_by = {}
+
+    def write(self, reg):
+        lo, hi = reg.offset, reg.offset + reg.nbytes
+        if lo == hi:
             return
-        h = holder.get(src.slot)
-        if h != src.id:
-            what = f"overwritten by r{h} ({self.registers[h].label})"
-            raise CompileError(f"{where}: slot {src.slot} of r{src.id} ({src.label}) was {what}")
+        i = bisect.bisect_right(self.his, lo)       # first range ending after lo
+        j = i
+        while j < len(self.los) and self.los[j] < hi:
+            self.clobbered_by[self.rids[j]] = reg.id
+            j += 1
+        self.los[i:j], self.his[i:j], self.rids[i:j] = [lo], [hi], [reg.id]
+
+    def holds(self, reg):
+        i = bisect.bisect_left(self.los, reg.offset)
+        return (i < len(self.los) and self.rids[i] == reg.id and self.los[i] == reg.offset
+                and self.his[i] == reg.offset + reg.nbytes)

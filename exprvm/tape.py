@@ -89,7 +89,7 @@ class TapeMachine:
                                      optimize_graph=optimize, verify=verify)
         self.history = {n: [] for n in self.watch}
         self._slow = bool(nan_watch or inf_watch or trace or logger is not None)
-        self._slots = [np.empty((cap + 7) // 8, np.float64) for cap in self.program.slots]
+        self._arenas = {dev: _arena(size) for dev, size in self.program.arenas.items()}
         self._inputs = []           # (node, private buffer, register)
         self._params = []
         for r in self.program.registers:
@@ -111,7 +111,8 @@ class TapeMachine:
             arrays[p.rid] = p.bind()
         for r in regs:
             if r.kind == "buffer":
-                arrays[r.id] = self._slots[r.slot].view(np.uint8)[:r.nbytes].view(r.dtype).reshape(r.shape)
+                mem = self._arenas[r.slot][r.offset:r.offset + r.nbytes]
+                arrays[r.id] = mem.view(r.dtype).reshape(r.shape)
             elif r.kind == "const":
                 arrays[r.id] = r.const
             elif r.kind == "view":
@@ -236,7 +237,7 @@ class TapeMachine:
         """Drop the machine's buffers (device buffers too); the machine cannot run afterwards."""
         self._steps = []
         self._arrays = []
-        self._slots = []
+        self._arenas = {}
 
     def __enter__(self):
         return self
@@ -246,6 +247,13 @@ class TapeMachine:
 
     def __repr__(self):
         return f"<TapeMachine {len(self.program)} instructions, {self.program.peak_bytes} B planned>"
+
+
+def _arena(nbytes):
+    """nbytes of uint8 starting on a 64-byte boundary (cache lines; vector loads in kernels)."""
+    raw = np.empty(nbytes + 64, np.uint8)
+    skip = -raw.ctypes.data % 64
+    return raw[skip:skip + nbytes]
 
 
 def _backend(name):

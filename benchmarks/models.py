@@ -1,0 +1,172 @@
+"""The benchmark models as exprvm graphs (also imported by the tests, at small sizes).
+
+Each builder takes a Graph and numpy parameter arrays (shared with the
+handwritten versions, so every implementation trains the same numbers) and
+returns a Model: the cost, the parameter and input leaves, and a feeds dict.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import exprvm as ev
+
+F32 = np.float32
+
+
+@dataclass
+class Model:
+    graph: object
+    cost: object
+    params: list                 # parameter leaves, in the order of the weights dict
+    inputs: dict                 # name -> input leaf
+    outputs: list = field(default_factory=list)
+
+    def feeds(self, data):
+        return {self.inputs[k]: v for k, v in data.items()}
+
+
+# -- weights and data ------------------------------------------------------------------
+
+def rnn_weights(vocab, hidden, seed=0, dtype=F32, gates=1):
+    rng = np.random.default_rng(seed)
+    s = 0.1
+    return {
+        "Wxh": (rng.standard_normal((vocab, gates * hidden)) * s).astype(dtype),
+        "Whh": (rng.standard_normal((hidden, gates * hidden)) * s).astype(dtype),
+        "bh": np.zeros(gates * hidden, dtype),
+        "Why": (rng.standard_normal((hidden, vocab)) * s).astype(dtype),
+        "by": np.zeros(vocab, dtype),
+    }
+
+
+def rnn_data(vocab, steps, batch, seed=1):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab, (steps + 1, batch))
+    return {"ids": ids[:-1].copy(), "targets": ids[1:].copy()}
+
+
+def mlp_weights(sizes=(784, 128, 10), seed=0, dtype=F32):
+    rng = np.random.default_rng(seed)
+    w = {}
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w[f"W{i}"] = (rng.standard_normal((a, b)) * np.sqrt(2.0 / a)).astype(dtype)
+        w[f"b{i}"] = np.zeros(b, dtype)
+    return w
+
+
+def mlp_data(sizes=(784, 128, 10), batch=64, seed=1, dtype=F32):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((batch, sizes[0])).astype(dtype),
+            "y": rng.integers(0, sizes[-1], batch)}
+
+
+# -- graphs ------------------------------------------------------------------------------
+
+def _params(g, weights):
+    return {k: g.tensor(k, v.shape, v.dtype, value=v) for k, v in weights.items()}
+
+
+def char_rnn(g, weights, steps, batch):
+    """Vanilla tanh RNN over `steps` characters; loss: cross-entropy summed over steps."""
+    p = _params(g, weights)
+    hidden = weights["Whh"].shape[0]
+    dt = weights["Whh"].dtype
+    ids = g.tensor("ids", (steps, batch), np.int64)
+    targets = g.tensor("targets", (steps, batch), np.int64)
+    h = g.constant(np.zeros((batch, hidden), dt))
+    loss = None
+    for t in range(steps):
+        h = ev.tanh(ev.take(p["Wxh"], ids[t]) + h @ p["Whh"] + p["bh"])
+        logits = h @ p["Why"] + p["by"]
+        step_loss = ev.sum(ev.cross_entropy(logits, targets[t]))
+        loss = step_loss if loss is None else loss + step_loss
+    ev.grad(loss, list(p.values()))
+    return Model(g, loss, list(p.values()), {"ids": ids, "targets": targets})
+
+
+def lstm(g, weights, steps, batch):
+    """LSTM with the four gates in one matrix (input, forget, output, candidate)."""
+    p = _params(g, weights)
+    hidden = weights["Whh"].shape[0]
+    dt = weights["Whh"].dtype
+    H = hidden
+    ids = g.tensor("ids", (steps, batch), np.int64)
+    targets = g.tensor("targets", (steps, batch), np.int64)
+    h = g.constant(np.zeros((batch, H), dt))
+    c = g.constant(np.zeros((batch, H), dt))
+    loss = None
+    for t in range(steps):
+        z = ev.take(p["Wxh"], ids[t]) + h @ p["Whh"] + p["bh"]
+        i, f, o = ev.sigmoid(z[:, :H]), ev.sigmoid(z[:, H:2 * H]), ev.sigmoid(z[:, 2 * H:3 * H])
+        cand = ev.tanh(z[:, 3 * H:])
+        c = f * c + i * cand
+        h = o * ev.tanh(c)
+        logits = h @ p["Why"] + p["by"]
+        step_loss = ev.sum(ev.cross_entropy(logits, targets[t]))
+        loss = step_loss if loss is None else loss + step_loss
+    ev.grad(loss, list(p.values()))
+    return Model(g, loss, list(p.values()), {"ids": ids, "targets": targets})
+
+
+def mlp(g, weights, batch):
+    """784-128-10 ReLU MLP; loss: mean softmax cross-entropy."""
+    p = _params(g, weights)
+    x = g.tensor("x", (batch, weights["W0"].shape[0]), weights["W0"].dtype)
+    y = g.tensor("y", (batch,), np.int64)
+    h = x
+    n = len(weights) // 2
+    for i in range(n):
+        h = h @ p[f"W{i}"] + p[f"b{i}"]
+        if i < n - 1:
+            h = ev.relu(h)
+    loss = ev.mean(ev.cross_entropy(h, y))
+    ev.grad(loss, list(p.values()))
+    return Model(g, loss, list(p.values()), {"x": x, "y": y})
+
+
+def chain(g, n=50, size=16, backward=False, dtype=F32):
+    """n times x = tanh(x * w): 2n instructions forward."""
+    rng = np.random.default_rng(0)
+    w = g.tensor("w", (size,), dtype, value=rng.uniform(0.5, 1.0, size).astype(dtype))
+    x0 = g.tensor("x", (size,), dtype)
+    x = x0
+    for _ in range(n):
+        x = ev.tanh(x * w)
+    if not backward:
+        return Model(g, x, [w], {"x": x0}, outputs=[x])
+    cost = ev.sum(x)
+    ev.grad(cost, [w])
+    return Model(g, cost, [w], {"x": x0}, outputs=[cost])
+
+
+def small_expr(g, dtype=F32):
+    """z = x*y + x*x + y, with dz/dx and dz/dy."""
+    x, y = g.scalar("x", dtype), g.scalar("y", dtype)
+    z = x * y + x * x + y
+    gx, gy = ev.grad(z, [x, y])
+    return Model(g, z, [], {"x": x, "y": y}, outputs=[z, gx, gy])
+
+
+def build(name, small=False):
+    """(model, weights, data) for a benchmark by name; small=True for tests."""
+    g = ev.Graph(name)
+    if name in ("rnn_b1", "rnn_b32", "lstm_b32"):
+        vocab, hidden, steps = (11, 8, 5) if small else (65, 128, 25)
+        batch = 1 if name == "rnn_b1" else (3 if small else 32)
+        gates = 4 if name.startswith("lstm") else 1
+        w = rnn_weights(vocab, hidden, gates=gates)
+        build_fn = lstm if gates == 4 else char_rnn
+        return build_fn(g, w, steps, batch), w, rnn_data(vocab, steps, batch)
+    if name == "mlp":
+        sizes, batch = ((20, 8, 5), 6) if small else ((784, 128, 10), 64)
+        w = mlp_weights(sizes)
+        return mlp(g, w, batch), w, mlp_data(sizes, batch)
+    if name in ("chain_fwd", "chain_bwd"):
+        m = chain(g, n=5 if small else 50, backward=name == "chain_bwd")
+        return m, {}, {"x": np.linspace(-1, 1, 16).astype(F32)}
+    if name == "expr":
+        return small_expr(g), {}, {"x": np.array(1.5, F32), "y": np.array(-0.5, F32)}
+    raise KeyError(name)
+
+
+NAMES = ("rnn_b1", "rnn_b32", "lstm_b32", "mlp", "chain_fwd", "chain_bwd", "expr")
