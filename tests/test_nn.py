@@ -402,3 +402,22 @@ def test_tape_program_sees_solver_updates_and_matches_lisp(rng):
             np.testing.assert_allclose(tg, p.grad, rtol=1e-8, atol=1e-12)
         opt.step(params)
     assert len(grads) == len(model)
+
+
+def test_unroll_of_id_sequence_equals_stepping_by_hand(rng):
+    # unroll hoists one one_hot over the whole sequence; stepping the cells with
+    # per-step id nodes (no hoisting) must give the same states.
+    rnn = ev.nn.StackedRNN("gru", 6, 3, layers=2, dtype=F64, seed=9)
+    randomize(rnn, rng)
+    g = ev.Graph()
+    ids = g.tensor("ids", (4, 2), np.int64)
+    hs, final = rnn.unroll(ids)
+    state, by_hand = None, []
+    for t in range(4):
+        h, state = rnn(ids[t], state)
+        by_hand.append(h)
+    a = rng.integers(0, 6, (4, 2))
+    got = run(hs + by_hand + ev.nn.flat(final) + ev.nn.flat(state), {ids: a})
+    for x, y in zip(got[:4] + got[8:10], got[4:8] + got[10:12]):
+        np.testing.assert_allclose(x, y, rtol=1e-12)
+    assert sum(n.op == "one_hot" for n in g.nodes) == 1 + 4

@@ -63,8 +63,12 @@ class Linear(Module):
 
     def __call__(self, x):
         g = graph_of(x, self.name)
-        y = apply_matrix(x, self.W.node(g), self.name)
-        return y if self.b is None else y + self.b.node(g)
+        W = self.W.node(g)
+        if self.b is None:
+            return apply_matrix(x, W, self.name)
+        if is_ids(x):
+            return apply_matrix(x, W + self.b.node(g), self.name)   # one-hot rows sum to 1
+        return apply_matrix(x, W, self.name) + self.b.node(g)
 
 
 class Embedding(Module):
