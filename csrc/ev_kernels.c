@@ -22,6 +22,10 @@
 #endif
 
 #define EV_PAR_MIN ((int64_t)1 << 15)
+/* Threads take chunks of this many elements as they come free, rather than
+ * a fixed half each: when another process holds a core, the thread that
+ * runs does most of the work instead of waiting for the one that does not. */
+#define EV_CHUNK 16384
 
 int ev_num_threads(void) {
 #ifdef _OPENMP
@@ -40,7 +44,7 @@ int ev_num_threads(void) {
             for (int64_t i = 0; i < n; i++) out[i] = evm_##op##_##sfx(x[i]);  \
             return;                                                           \
         }                                                                     \
-        _Pragma("omp parallel for simd schedule(static)")                     \
+        _Pragma("omp parallel for simd schedule(dynamic, EV_CHUNK)")         \
         for (int64_t i = 0; i < n; i++) out[i] = evm_##op##_##sfx(x[i]);      \
     }
 
@@ -53,7 +57,7 @@ int ev_num_threads(void) {
                 out[i] = evm_##op##_grad_##sfx(x[i], ans[i], g[i]);           \
             return;                                                           \
         }                                                                     \
-        _Pragma("omp parallel for simd schedule(static)")                     \
+        _Pragma("omp parallel for simd schedule(dynamic, EV_CHUNK)")         \
         for (int64_t i = 0; i < n; i++)                                       \
             out[i] = evm_##op##_grad_##sfx(x[i], ans[i], g[i]);               \
     }
