@@ -190,9 +190,9 @@ def compile_graph(g, outputs=None, *, grads=True, keep=(), backend=None, optimiz
         taken.add(rid)
         grad_regs.append((w, rid))
     outs = sorted({rid for _, rid in out_values} | taken)
-    arenas, bound = plan(em.regs, em.instrs, outs)
-    prog = Program(em.regs, em.instrs, arenas, outs, bound, notes,
-                   values=out_values, grads=grad_regs, index=index)
+    slots, bases, bound = plan(em.regs, em.instrs, outs)
+    prog = Program(em.regs, em.instrs, slots, outs, bound, notes,
+                   values=out_values, grads=grad_regs, index=index, bases=bases)
     if verify:
         prog.verify()
     return prog

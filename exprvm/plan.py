@@ -119,18 +119,23 @@ def _place(units):
 def plan(regs, instrs, outputs):
     """Assign every buffer register an offset in its device's arena.
 
-    Returns (arena bytes per device, lower bound in bytes). Greedy by size: the
+    Returns (bytes per slot, slot start offsets, lower bound in bytes); a slot is
+    one start address in a device's arena. Greedy by size: the
     biggest units are placed first, each at the best-fitting free offset among
     the units whose lifetimes overlap its own.
     """
     units = _units(regs, instrs, outputs)
-    arenas, bound = {}, lower_bound(units)
+    slot_of, slots, bases = {}, [], []
     for device in sorted({u[3] for u in units}):
         mine = sorted((u for u in units if u[3] == device), key=lambda u: (-u[0], u[1]))
-        offsets, size = _place([(u[0], u[1], u[2]) for u in mine])
-        for u, off in zip(mine, offsets):
+        offsets, _ = _place([(u[0], u[1], u[2]) for u in mine])
+        for u, off in sorted(zip(mine, offsets), key=lambda p: p[1]):
+            s = slot_of.setdefault((device, off), len(slots))
+            if s == len(slots):
+                slots.append(0)
+                bases.append(off)
+            slots[s] = max(slots[s], u[0])
             for rid in u[4]:
-                regs[rid].offset = off
-                regs[rid].slot = device
-        arenas[device] = size
-    return arenas, bound
+                regs[rid].offset = 0
+                regs[rid].slot = s
+    return slots, bases, lower_bound(units)

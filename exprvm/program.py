@@ -30,8 +30,8 @@ class Register:
     dtype: np.dtype
     kind: str                       # "buffer", "input", "param", "const" or "view"
     nodes: list = field(default_factory=list)   # graph nodes whose value this is
-    slot: object = None             # buffer registers: the arena (device name) holding them
-    offset: int = 0                 # buffer registers: byte offset in the arena
+    slot: int = -1                  # buffer registers: the slot (a start address) holding them
+    offset: int = 0                 # buffer registers: byte offset from the slot's start
     base: int = -1                  # view registers: the register viewed
     view: Optional[tuple] = None    # view registers: (op name, params); OPS[op].impl makes it
     const: Optional[np.ndarray] = None
@@ -48,7 +48,7 @@ class Register:
         return "scratch" if self.scratch else f"r{self.id}"
 
     def describe(self):
-        where = {"buffer": f"@{self.offset}", "view": f"view of r{self.base}"}.get(self.kind, self.kind)
+        where = {"buffer": f"slot {self.slot} @{self.offset}", "view": f"view of r{self.base}"}.get(self.kind, self.kind)
         dev = "" if self.device == "cpu" else f" on {self.device}"
         names = ", ".join(n.label for n in self.nodes[:3]) + (" ..." if len(self.nodes) > 3 else "")
         return (f"r{self.id}: {self.dtype.name}{list(self.shape)} {self.nbytes} B, {where}{dev}"
@@ -85,11 +85,24 @@ class Instr:
 class Program:
     """A linear tape of instructions over numbered registers, with its buffer plan."""
 
-    def __init__(self, registers, instrs, arenas, outputs, lower_bound, notes=(),
-                 values=(), grads=(), index=None):
+    def __init__(self, registers, instrs, slots, outputs, lower_bound, notes=(),
+                 values=(), grads=(), index=None, bases=None):
         self.registers = registers      # list of Register, index == id
         self.instrs = instrs            # list of Instr, in execution order
-        self.arenas = arenas            # device -> bytes planned for its buffers
+        self.slots = list(slots)        # bytes per slot
+        # Where each slot starts in its device's arena. Without bases every slot is a
+        # separate buffer per device (what a hand-written Program means).
+        self.bases = bases
+        used = {}                       # device -> slots its buffers use
+        self.arenas = {}                # device -> bytes planned
+        for r in registers:
+            if r.kind == "buffer":
+                used.setdefault(r.device, set()).add(r.slot)
+                if bases is not None:
+                    end = bases[r.slot] + r.offset + r.nbytes
+                    self.arenas[r.device] = max(self.arenas.get(r.device, 0), end)
+        if bases is None:
+            self.arenas = {d: sum(self.slots[s] for s in ss) for d, ss in used.items()}
         self.outputs = outputs          # register ids live at the end of a run
         self.lower_bound = lower_bound  # max bytes of simultaneously live buffer registers
         self.notes = list(notes)        # what the optimizer did, for the disassembly
@@ -115,6 +128,18 @@ class Program:
     @property
     def leaf_bytes(self):
         return int(sum(r.nbytes for r in self.registers if r.kind == "input"))
+
+    def memory(self, r):
+        """(arena key, first byte, end byte) of a buffer register."""
+        if self.bases is None:
+            return (r.device, r.slot), r.offset, r.offset + r.nbytes
+        lo = self.bases[r.slot] + r.offset
+        return r.device, lo, lo + r.nbytes
+
+    def overlap(self, a, b):
+        ka, la, ha = self.memory(a)
+        kb, lb, hb = self.memory(b)
+        return ka == kb and la < ha and lb < hb and la < hb and lb < ha
 
     def root(self, rid):
         """The register owning the memory that register rid reads."""
@@ -170,23 +195,27 @@ class Program:
                 raise CompileError(f"{where} writes r{out.id} a second time")
             for pos, rid in enumerate(ins.ins):
                 src = self.root(rid)
-                if src.kind == "buffer" and _overlap(src, out):
-                    exact = (rid == src.id and src.offset == out.offset and src.shape == out.shape
+                if src.kind == "buffer" and self.overlap(src, out):
+                    exact = (rid == src.id and self.memory(src) == self.memory(out) and src.shape == out.shape
                              and src.dtype == out.dtype)
                     if not (exact and ins.may_alias(pos)):
                         raise CompileError(f"{where}: output r{out.id} overlaps input r{rid} "
                                            f"and the kernel cannot run in place")
             for t in ins.tmps:
                 tr = regs[t]
-                clash = [i for i in ins.ins if self.root(i).kind == "buffer" and _overlap(self.root(i), tr)]
-                if tr.kind != "buffer" or not tr.scratch or clash or _overlap(tr, out):
+                clash = [i for i in ins.ins if self.root(i).kind == "buffer" and self.overlap(self.root(i), tr)]
+                if tr.kind != "buffer" or not tr.scratch or clash or self.overlap(tr, out):
                     raise CompileError(f"{where}: scratch r{t} overlaps an operand")
-                valid.setdefault(tr.slot, _Ranges()).write(tr)
-            valid.setdefault(out.slot, _Ranges()).write(out)
+                self._write(valid, tr)
+            self._write(valid, out)
             produced.add(out.id)
         for rid in self.outputs:
             self._check_read(rid, valid, produced, f"output r{rid} at the end of the run")
         return True
+
+    def _write(self, valid, reg):
+        key, lo, hi = self.memory(reg)
+        valid.setdefault(key, _Ranges()).write(reg.id, lo, hi)
 
     def _check_read(self, rid, valid, produced, where):
         if not 0 <= rid < len(self.registers):
@@ -198,15 +227,11 @@ class Program:
             raise CompileError(f"{where}: r{src.id} is a {src.kind} register")
         if src.id not in produced:
             raise CompileError(f"{where}: r{src.id} ({src.label}) is read before it is produced")
-        if src.nbytes and not valid[src.slot].holds(src):
-            h = valid[src.slot].clobbered_by.get(src.id)
+        key, lo, hi = self.memory(src)
+        if src.nbytes and not valid[key].holds(src.id, lo, hi):
+            h = valid[key].clobbered_by.get(src.id)
             by = f"r{h} ({self.registers[h].label})" if h is not None else "another register"
             raise CompileError(f"{where}: the bytes of r{src.id} ({src.label}) were overwritten by {by}")
-
-
-def _overlap(a, b):
-    return (a.slot == b.slot and a.nbytes and b.nbytes
-            and a.offset < b.offset + b.nbytes and b.offset < a.offset + a.nbytes)
 
 
 class _Ranges:
@@ -216,18 +241,16 @@ class _Ranges:
         self.los, self.his, self.rids = [], [], []
         self.clobbered_by = {}
 
-    def write(self, reg):
-        lo, hi = reg.offset, reg.offset + reg.nbytes
+    def write(self, rid, lo, hi):
         if lo == hi:
             return
         i = bisect.bisect_right(self.his, lo)       # first range ending after lo
         j = i
         while j < len(self.los) and self.los[j] < hi:
-            self.clobbered_by[self.rids[j]] = reg.id
+            self.clobbered_by[self.rids[j]] = rid
             j += 1
-        self.los[i:j], self.his[i:j], self.rids[i:j] = [lo], [hi], [reg.id]
+        self.los[i:j], self.his[i:j], self.rids[i:j] = [lo], [hi], [rid]
 
-    def holds(self, reg):
-        i = bisect.bisect_left(self.los, reg.offset)
-        return (i < len(self.los) and self.rids[i] == reg.id and self.los[i] == reg.offset
-                and self.his[i] == reg.offset + reg.nbytes)
+    def holds(self, rid, lo, hi):
+        i = bisect.bisect_left(self.los, lo)
+        return i < len(self.los) and self.rids[i] == rid and self.los[i] == lo and self.his[i] == hi

@@ -89,7 +89,7 @@ class TapeMachine:
                                      optimize_graph=optimize, verify=verify)
         self.history = {n: [] for n in self.watch}
         self._slow = bool(nan_watch or inf_watch or trace or logger is not None)
-        self._arenas = {dev: _arena(size) for dev, size in self.program.arenas.items()}
+        self._arenas = {}
         self._inputs = []           # (node, private buffer, register)
         self._params = []
         for r in self.program.registers:
@@ -111,8 +111,8 @@ class TapeMachine:
             arrays[p.rid] = p.bind()
         for r in regs:
             if r.kind == "buffer":
-                mem = self._arenas[r.slot][r.offset:r.offset + r.nbytes]
-                arrays[r.id] = mem.view(r.dtype).reshape(r.shape)
+                key, lo, hi = prog.memory(r)
+                arrays[r.id] = self._arena(key)[lo:hi].view(r.dtype).reshape(r.shape)
             elif r.kind == "const":
                 arrays[r.id] = r.const
             elif r.kind == "view":
@@ -132,6 +132,14 @@ class TapeMachine:
         self._copied = [p for p in self._params if p.buf is not None]
         if self.trace:
             self._plan_trace()
+
+    def _arena(self, key):
+        a = self._arenas.get(key)
+        if a is None:
+            p = self.program
+            size = p.arenas[key] if p.bases is not None else p.slots[key[1]]
+            a = self._arenas[key] = _arena(size)
+        return a
 
     def _plan_trace(self):
         prog, arrays = self.program, self._arrays
