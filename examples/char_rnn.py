@@ -236,31 +236,36 @@ def train(args):
     budget = None if args.minutes is None else args.minutes * 60.0
     bar = tqdm(total=args.steps, unit="step", mininterval=1.0, file=sys.stderr, dynamic_ncols=True)
     start = time.perf_counter()
-    while True:
-        done = step - first_step
-        if (args.steps is not None and done >= args.steps) or \
-                (budget is not None and time.perf_counter() - start >= budget):
-            break
-        x, y, reset = streams.next()
-        if reset:
-            for ins, vals in zip(state0, zero):
-                feeds.update(zip(ins, vals))
-        feeds[ids], feeds[targets] = x, y
-        m.run(feeds)
-        opt.step(model.collect_grads(g))
-        feeds.update(ev.nn.StackedRNN.carry(state0, final))
-        step += 1
-        value = float(loss.value)
-        if not math.isfinite(value):
-            raise SystemExit(f"step {step}: loss is {value}; try a smaller --lr")
-        losses.append(value)
-        smooth.add(value)
-        bar.update(1)
-        if step % args.print_every == 0:
-            bar.set_postfix(loss=f"{smooth.value:.3f}")
-            bar.write(f"step {step} loss {smooth.value:.4f} ({time.perf_counter() - start:.0f} s)")
-        if args.checkpoint and step % args.save_every == 0:
-            save_checkpoint(args.checkpoint, model, opt, state0, feeds, streams, smooth, losses, vocab, args, step)
+    try:
+        while True:
+            done = step - first_step
+            if (args.steps is not None and done >= args.steps) or \
+                    (budget is not None and time.perf_counter() - start >= budget):
+                break
+            x, y, reset = streams.next()
+            if reset:
+                for ins, vals in zip(state0, zero):
+                    feeds.update(zip(ins, vals))
+            feeds[ids], feeds[targets] = x, y
+            m.run(feeds)
+            value = float(loss.value)
+            if not math.isfinite(value):
+                raise SystemExit(f"step {step + 1}: loss is {value}; try a smaller --lr")
+            opt.step(model.collect_grads(g))
+            feeds.update(ev.nn.StackedRNN.carry(state0, final))
+            step += 1
+            losses.append(value)
+            smooth.add(value)
+            bar.update(1)
+            if step % args.print_every == 0:
+                bar.set_postfix(loss=f"{smooth.value:.3f}")
+                bar.write(f"step {step} loss {smooth.value:.4f} ({time.perf_counter() - start:.0f} s)")
+            if args.checkpoint and step % args.save_every == 0:
+                save_checkpoint(args.checkpoint, model, opt, state0, feeds, streams, smooth, losses,
+                                vocab, args, step)
+    except KeyboardInterrupt:
+        # NOTE: Ctrl-C ends training, not the program: the checkpoint, sample and plot still follow.
+        bar.write(f"interrupted at step {step}")
     bar.close()
     elapsed = time.perf_counter() - start
     done = step - first_step

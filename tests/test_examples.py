@@ -50,6 +50,16 @@ def test_char_rnn_learns_a_tiny_text(tmp_path, machine):
         assert (tmp_path / "figs" / "char_rnn_step.svg").read_text().lstrip().startswith("<")
 
 
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_char_rnn_other_cells_two_layers(tmp_path, cell):
+    (tmp_path / "tiny.txt").write_text(TINY_TEXT)
+    out = run(tmp_path, "char_rnn.py", "--smoke", "--text", "tiny.txt", "--cell", cell,
+              "--layers", "2", "--steps", "15", "--sample", "10", "--plot", "", "--svg", "")
+    first, last = first_last(out)
+    assert last < first
+    assert f"model: 2x{cell}" in out
+
+
 def test_char_rnn_default_corpus_is_the_stdlib(tmp_path):
     out = run(tmp_path, "char_rnn.py", "--smoke", "--steps", "12", "--sample", "0",
               "--plot", "", "--svg", "")
