@@ -66,7 +66,7 @@ def _params(g, weights):
     return {k: g.tensor(k, v.shape, v.dtype, value=v) for k, v in weights.items()}
 
 
-def char_rnn(g, weights, steps, batch):
+def char_rnn(g, weights, steps, batch, grads=True):
     """Vanilla tanh RNN over `steps` characters; loss: cross-entropy summed over steps."""
     p = _params(g, weights)
     hidden = weights["Whh"].shape[0]
@@ -80,11 +80,12 @@ def char_rnn(g, weights, steps, batch):
         logits = h @ p["Why"] + p["by"]
         step_loss = ev.sum(ev.cross_entropy(logits, targets[t]))
         loss = step_loss if loss is None else loss + step_loss
-    ev.grad(loss, list(p.values()))
+    if grads:
+        ev.grad(loss, list(p.values()))
     return Model(g, loss, list(p.values()), {"ids": ids, "targets": targets})
 
 
-def lstm(g, weights, steps, batch):
+def lstm(g, weights, steps, batch, grads=True):
     """LSTM with the four gates in one matrix (input, forget, output, candidate)."""
     p = _params(g, weights)
     hidden = weights["Whh"].shape[0]
@@ -104,11 +105,12 @@ def lstm(g, weights, steps, batch):
         logits = h @ p["Why"] + p["by"]
         step_loss = ev.sum(ev.cross_entropy(logits, targets[t]))
         loss = step_loss if loss is None else loss + step_loss
-    ev.grad(loss, list(p.values()))
+    if grads:
+        ev.grad(loss, list(p.values()))
     return Model(g, loss, list(p.values()), {"ids": ids, "targets": targets})
 
 
-def mlp(g, weights, batch):
+def mlp(g, weights, batch, grads=True):
     """784-128-10 ReLU MLP; loss: mean softmax cross-entropy."""
     p = _params(g, weights)
     x = g.tensor("x", (batch, weights["W0"].shape[0]), weights["W0"].dtype)
@@ -120,14 +122,14 @@ def mlp(g, weights, batch):
         if i < n - 1:
             h = ev.relu(h)
     loss = ev.mean(ev.cross_entropy(h, y))
-    ev.grad(loss, list(p.values()))
+    if grads:
+        ev.grad(loss, list(p.values()))
     return Model(g, loss, list(p.values()), {"x": x, "y": y})
 
 
 def chain(g, n=50, size=16, backward=False, dtype=F32):
     """n times x = tanh(x * w): 2n instructions forward."""
-    rng = np.random.default_rng(0)
-    w = g.tensor("w", (size,), dtype, value=rng.uniform(0.5, 1.0, size).astype(dtype))
+    w = g.tensor("w", (size,), dtype, value=np.linspace(0.5, 1.0, size).astype(dtype))
     x0 = g.tensor("x", (size,), dtype)
     x = x0
     for _ in range(n):
@@ -147,26 +149,49 @@ def small_expr(g, dtype=F32):
     return Model(g, z, [], {"x": x, "y": y}, outputs=[z, gx, gy])
 
 
+def sizes(name, small=False):
+    if name in ("rnn_b1", "rnn_b32", "lstm_b32"):
+        vocab, hidden, steps = (12, 8, 5) if small else (65, 128, 25)
+        batch = 1 if name == "rnn_b1" else (4 if small else 32)
+        return {"vocab": vocab, "hidden": hidden, "steps": steps, "batch": batch}
+    if name == "mlp":
+        return {"sizes": (20, 8, 6) if small else (784, 128, 10), "batch": 6 if small else 64}
+    return {}
+
+
+def weights_and_data(name, small=False):
+    s = sizes(name, small)
+    if name in ("rnn_b1", "rnn_b32", "lstm_b32"):
+        w = rnn_weights(s["vocab"], s["hidden"], gates=4 if name.startswith("lstm") else 1)
+        return w, rnn_data(s["vocab"], s["steps"], s["batch"])
+    if name == "mlp":
+        return mlp_weights(s["sizes"]), mlp_data(s["sizes"], s["batch"])
+    if name.startswith("chain"):
+        return {}, {"x": np.linspace(-1, 1, 16).astype(F32)}
+    return {}, {"x": np.array(1.5, F32), "y": np.array(-0.5, F32)}
+
+
+def graph(name, weights, small=False, grads=True):
+    """The benchmark's Model, in a new graph, over the given weight arrays."""
+    g = ev.Graph(name)
+    s = sizes(name, small)
+    if name in ("rnn_b1", "rnn_b32"):
+        return char_rnn(g, weights, s["steps"], s["batch"], grads)
+    if name == "lstm_b32":
+        return lstm(g, weights, s["steps"], s["batch"], grads)
+    if name == "mlp":
+        return mlp(g, weights, s["batch"], grads)
+    if name in ("chain_fwd", "chain_bwd"):
+        return chain(g, n=5 if small else 50, backward=name == "chain_bwd")
+    if name == "expr":
+        return small_expr(g)
+    raise KeyError(name)
+
+
 def build(name, small=False):
     """(model, weights, data) for a benchmark by name; small=True for tests."""
-    g = ev.Graph(name)
-    if name in ("rnn_b1", "rnn_b32", "lstm_b32"):
-        vocab, hidden, steps = (11, 8, 5) if small else (65, 128, 25)
-        batch = 1 if name == "rnn_b1" else (3 if small else 32)
-        gates = 4 if name.startswith("lstm") else 1
-        w = rnn_weights(vocab, hidden, gates=gates)
-        build_fn = lstm if gates == 4 else char_rnn
-        return build_fn(g, w, steps, batch), w, rnn_data(vocab, steps, batch)
-    if name == "mlp":
-        sizes, batch = ((20, 8, 5), 6) if small else ((784, 128, 10), 64)
-        w = mlp_weights(sizes)
-        return mlp(g, w, batch), w, mlp_data(sizes, batch)
-    if name in ("chain_fwd", "chain_bwd"):
-        m = chain(g, n=5 if small else 50, backward=name == "chain_bwd")
-        return m, {}, {"x": np.linspace(-1, 1, 16).astype(F32)}
-    if name == "expr":
-        return small_expr(g), {}, {"x": np.array(1.5, F32), "y": np.array(-0.5, F32)}
-    raise KeyError(name)
+    w, data = weights_and_data(name, small)
+    return graph(name, w, small), w, data
 
 
 NAMES = ("rnn_b1", "rnn_b32", "lstm_b32", "mlp", "chain_fwd", "chain_bwd", "expr")

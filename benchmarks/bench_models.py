@@ -1,0 +1,129 @@
+"""Training steps of the issue's models: exprvm's two machines against handwritten
+numpy (and PyTorch eager / jax.jit when installed), timed in one interleaved run.
+
+Run through run_all.py, which pins BLAS threads before numpy is imported.
+"""
+import copy
+import statistics
+import time
+
+import numpy as np
+
+import exprvm as ev
+import handwritten as hw
+import models
+import peers
+
+LR = 0.01
+
+
+def _sgd(params):
+    for p in params:
+        p.value -= LR * p.grad
+
+
+def numpy_step(name, w, data):
+    if name in ("rnn_b1", "rnn_b32"):
+        return lambda: hw.rnn_step(w, data["ids"], data["targets"], LR)
+    if name == "lstm_b32":
+        return lambda: hw.lstm_step(w, data["ids"], data["targets"], LR)
+    if name == "mlp":
+        return lambda: hw.mlp_step(w, data["x"], data["y"], LR)
+    wv = np.linspace(0.5, 1.0, 16).astype(np.float32)
+    if name == "chain_fwd":
+        return lambda: hw.chain_forward(data["x"], wv)
+    if name == "chain_bwd":
+        return lambda: hw.chain_backward(data["x"], wv)
+    return lambda: hw.expr(data["x"], data["y"])
+
+
+def tape_step(name, w, data, backend=None):
+    """(step, machine): the graph is built and compiled once."""
+    m = models.graph(name, w)
+    tm = ev.TapeMachine(m.graph, outputs=m.outputs or [m.cost], backend=backend)
+    feeds = m.feeds(data)
+    params = m.params if name in ("rnn_b1", "rnn_b32", "lstm_b32", "mlp") else []
+
+    def step():
+        tm.run(feeds)
+        _sgd(params)
+    return step, tm
+
+
+def lisp_step(name, w, data):
+    """The graph is built anew every step (what the LispMachine is for)."""
+    if name in ("chain_fwd", "chain_bwd", "expr"):
+        return None
+
+    def step():
+        m = models.graph(name, w, grads=False)
+        ev.LispMachine(m.graph, cost=m.cost).run(m.feeds(data))
+        _sgd(m.params)
+    return step
+
+
+def implementations(name, backend=None):
+    w, data = models.weights_and_data(name)
+    impls = {"numpy": numpy_step(name, copy.deepcopy(w), data)}
+    impls["tape"], tm = tape_step(name, copy.deepcopy(w), data, backend)
+    lisp = lisp_step(name, copy.deepcopy(w), data)
+    if lisp is not None:
+        impls["lisp"] = lisp
+    for label, factory in (("torch", peers.torch_step), ("jax.jit", peers.jax_step)):
+        try:
+            fn = factory(name, copy.deepcopy(w), data, LR)
+        except Exception as e:      # a peer that fails is reported, not fatal
+            print(f"  ({label} skipped on {name}: {type(e).__name__}: {e})")
+            fn = None
+        if fn is not None:
+            impls[label] = fn
+    return impls, tm
+
+
+def measure(impls, rounds, target_s=0.02):
+    """Median seconds per call of each implementation, interleaved round by round."""
+    blocks = {}
+    for k, fn in impls.items():
+        for _ in range(3):
+            fn()
+        t0 = time.perf_counter()
+        fn()
+        blocks[k] = max(1, int(target_s / max(time.perf_counter() - t0, 1e-7)))
+    times = {k: [] for k in impls}
+    for _ in range(rounds):
+        for k, fn in impls.items():
+            n = blocks[k]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            times[k].append((time.perf_counter() - t0) / n)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+TITLES = {
+    "rnn_b1": "(a) char-RNN BPTT+SGD, batch 1",
+    "rnn_b32": "(a) char-RNN BPTT+SGD, batch 32",
+    "lstm_b32": "(b) LSTM BPTT+SGD, batch 32",
+    "mlp": "(c) MLP 784-128-10 +SGD, batch 64",
+    "chain_fwd": "(d) 50x tanh(x*w), 16 floats, forward",
+    "chain_bwd": "(d) 50x tanh(x*w), 16 floats, forward+backward",
+    "expr": "(e) z = x*y + x*x + y with dz/dx, dz/dy",
+}
+
+
+def run(names, rounds, backend=None):
+    rows = []
+    for name in names:
+        impls, tm = implementations(name, backend)
+        med = measure(impls, rounds)
+        base = med["numpy"]
+        print(f"\n{TITLES[name]}   [tape: {len(tm.program)} instructions, {tm.program.kernels()}]")
+        for k, t in med.items():
+            extra = ""
+            if k == "tape":
+                extra = f"  {t / len(tm.program) * 1e6:.2f} us/instruction" if name.startswith("chain") else ""
+                if name == "expr":
+                    extra = f"  {t * 1e6:.2f} us/run"
+            print(f"  {k:8s} {t * 1e3:9.4f} ms   {t / base:6.2f}x numpy{extra}")
+            rows.append((name, k, t, t / base))
+    return rows

@@ -1,0 +1,125 @@
+"""The same benchmark steps in PyTorch (eager) and JAX (jax.jit), when installed.
+
+Each factory returns step() -> None or None when the library is missing. The
+peers train their own copies of the weights with the same SGD.
+"""
+import numpy as np
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _jax():
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None, None
+    return jax, jnp
+
+
+# -- PyTorch ------------------------------------------------------------------------------
+
+def torch_step(name, w, data, lr=0.01):
+    torch = _torch()
+    if torch is None or name in ("chain_fwd", "expr"):
+        return None
+    F = torch.nn.functional
+    if name == "chain_bwd":
+        w = {"w": np.linspace(0.5, 1.0, 16).astype(np.float32)}
+    P = {k: torch.tensor(v, requires_grad=True) for k, v in w.items()}
+    D = {k: torch.tensor(v) for k, v in data.items()}
+
+    def loss_fn():
+        if name == "mlp":
+            h = torch.relu(D["x"] @ P["W0"] + P["b0"])
+            return F.cross_entropy(h @ P["W1"] + P["b1"], D["y"])
+        if name == "chain_bwd":
+            x = D["x"]
+            for _ in range(50):
+                x = torch.tanh(x * P["w"])
+            return x.sum()
+        ids, tg = D["ids"], D["targets"]
+        H = P["Whh"].shape[0]
+        h = c = torch.zeros((ids.shape[1], H), dtype=P["Whh"].dtype)
+        loss = 0
+        for t in range(ids.shape[0]):
+            z = P["Wxh"][ids[t]] + h @ P["Whh"] + P["bh"]
+            if name == "lstm_b32":
+                i, f, o = torch.sigmoid(z[:, :H]), torch.sigmoid(z[:, H:2 * H]), torch.sigmoid(z[:, 2 * H:3 * H])
+                c = f * c + i * torch.tanh(z[:, 3 * H:])
+                h = o * torch.tanh(c)
+            else:
+                h = torch.tanh(z)
+            loss = loss + F.cross_entropy(h @ P["Why"] + P["by"], tg[t], reduction="sum")
+        return loss
+
+    def step():
+        loss = loss_fn()
+        loss.backward()
+        with torch.no_grad():
+            for p in P.values():
+                p -= lr * p.grad
+                p.grad = None
+    return step
+
+
+# -- JAX --------------------------------------------------------------------------------------
+
+def jax_step(name, w, data, lr=0.01):
+    jax, jnp = _jax()
+    if jax is None or name == "expr":
+        return None
+    D = {k: jnp.asarray(v) for k, v in data.items()}
+
+    def loss_fn(P, D):
+        if name == "mlp":
+            h = jax.nn.relu(D["x"] @ P["W0"] + P["b0"])
+            lsm = jax.nn.log_softmax(h @ P["W1"] + P["b1"])
+            return -jnp.mean(jnp.take_along_axis(lsm, D["y"][:, None], 1))
+        if name.startswith("chain"):
+            x = D["x"]
+            for _ in range(50):
+                x = jnp.tanh(x * P["w"])
+            return x.sum()
+        ids, tg = D["ids"], D["targets"]
+        H = P["Whh"].shape[0]
+        h = c = jnp.zeros((ids.shape[1], H), P["Whh"].dtype)
+        loss = 0.0
+        for t in range(ids.shape[0]):
+            z = P["Wxh"][ids[t]] + h @ P["Whh"] + P["bh"]
+            if name == "lstm_b32":
+                i, f, o = (jax.nn.sigmoid(z[:, :H]), jax.nn.sigmoid(z[:, H:2 * H]),
+                           jax.nn.sigmoid(z[:, 2 * H:3 * H]))
+                c = f * c + i * jnp.tanh(z[:, 3 * H:])
+                h = o * jnp.tanh(c)
+            else:
+                h = jnp.tanh(z)
+            lsm = jax.nn.log_softmax(h @ P["Why"] + P["by"])
+            loss = loss - jnp.sum(jnp.take_along_axis(lsm, tg[t][:, None], 1))
+        return loss
+
+    if name == "chain_fwd":
+        fwd = jax.jit(lambda P, D: loss_fn(P, D))
+        P = {"w": jnp.asarray(np.linspace(0.5, 1.0, 16).astype(np.float32))}
+        return lambda: fwd(P, D).block_until_ready()
+
+    @jax.jit
+    def update(P, D):
+        loss, g = jax.value_and_grad(loss_fn)(P, D)
+        return {k: P[k] - lr * g[k] for k in P}, loss
+
+    if name == "chain_bwd":
+        state = [{"w": jnp.asarray(np.linspace(0.5, 1.0, 16).astype(np.float32))}]
+    else:
+        state = [{k: jnp.asarray(v) for k, v in w.items()}]
+
+    def step():
+        state[0], loss = update(state[0], D)
+        loss.block_until_ready()
+    return step
