@@ -50,7 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--checkpoint", help="resume from this file if it exists; save to it")
     p.add_argument("--save-every", type=int, default=500)
-    p.add_argument("--print-every", type=int, default=100)
+    p.add_argument("--print-every", type=int, default=500)
     p.add_argument("--out", default="out", help="folder for the default --plot and --svg")
     p.add_argument("--plot", help="loss-curve PNG (default OUT/loss.png; '' for none)")
     p.add_argument("--svg", help="one unrolled step with gradients (default OUT/char_rnn_step.svg; '' for none)")
