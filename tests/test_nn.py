@@ -421,3 +421,22 @@ def test_unroll_of_id_sequence_equals_stepping_by_hand(rng):
     for x, y in zip(got[:4] + got[8:10], got[4:8] + got[10:12]):
         np.testing.assert_allclose(x, y, rtol=1e-12)
     assert sum(n.op == "one_hot" for n in g.nodes) == 1 + 4
+
+
+def test_blocks_do_not_keep_dead_graphs_alive():
+    import gc
+    import weakref
+    cell = ev.nn.LSTMCell(2, 3, seed=0)
+    opt = ev.solvers.Adam(lr=0.01)
+    refs = []
+    for _ in range(3):
+        g = ev.Graph()
+        x = g.tensor("x", (4, 2), np.float32)
+        h = cell(x)[0]
+        ev.LispMachine(g, cost=ev.sum(h)).run({x: np.ones((4, 2), np.float32)})
+        opt.step(cell.collect_grads(g))
+        refs.append(weakref.ref(g))
+        del g, x, h
+    gc.collect()
+    assert all(r() is None for r in refs)
+    assert all(len(p._nodes) == 0 for p in cell.params())
