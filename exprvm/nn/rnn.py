@@ -26,7 +26,7 @@ from ..errors import ExprError, ShapeError
 from ..graph import Node
 from ..ops import getitem, one_hot, sigmoid, tanh
 from .layers import ONE_HOT_MAX, apply_matrix, is_ids
-from .module import Module, draw, draw_weight, graph_of, sub_seed
+from .module import Module, draw_weight, graph_of, sub_seed
 
 
 class Cell(Module):
