@@ -91,9 +91,9 @@ def _align(size):
     return 64 if size >= 4096 else 8
 
 
-def _place(units):
-    """Offsets for units sorted biggest first: each goes into the smallest gap left by the
-    units already placed that overlap it in time (else on top of them)."""
+def _place(units, best_fit=True):
+    """Offsets for units in the given order: each goes into the smallest (best_fit) or
+    lowest gap left by the units already placed that overlap it in time, else on top."""
     n = len(units)
     first = np.empty(n, np.int64)
     last = np.empty(n, np.int64)
@@ -105,7 +105,7 @@ def _place(units):
         best, best_room, reach = 0, None, 0
         for lo, hi in sorted(spans[j] for j in busy):
             room = lo - reach
-            if room >= size and (best_room is None or room < best_room):
+            if room >= size and (best_room is None or (best_fit and room < best_room)):
                 best, best_room = reach, room
             reach = max(reach, -(-hi // al) * al)
         off = best if best_room is not None else reach
@@ -116,19 +116,48 @@ def _place(units):
     return offsets, top
 
 
+def _by_breadth(units):
+    """Units met at the busiest instructions first (then biggest first)."""
+    n = max(u[2] for u in units) + 2
+    live = np.zeros(n, np.int64)
+    for u in units:
+        live[u[1]:u[2] + 1] += u[0]
+    return sorted(units, key=lambda u: (-int(live[u[1]:u[2] + 1].max()), -u[0], u[1]))
+
+
+# (order, best fit?): greedy by size usually wins; the others rescue the graphs it packs badly.
+STRATEGIES = ((lambda us: sorted(us, key=lambda u: (-u[0], u[1])), True),
+              (lambda us: sorted(us, key=lambda u: (-u[0], u[1])), False),
+              (_by_breadth, True))
+GOOD_ENOUGH = 1.02
+
+
+def _pack(units, bound):
+    best = None
+    for order, best_fit in STRATEGIES:
+        mine = order(units)
+        offsets, size = _place([(u[0], u[1], u[2]) for u in mine], best_fit)
+        if best is None or size < best[2]:
+            best = (mine, offsets, size)
+        if size <= GOOD_ENOUGH * bound:
+            break
+    return best[0], best[1]
+
+
 def plan(regs, instrs, outputs):
     """Assign every buffer register an offset in its device's arena.
 
     Returns (bytes per slot, slot start offsets, lower bound in bytes); a slot is
     one start address in a device's arena. Greedy by size: the
     biggest units are placed first, each at the best-fitting free offset among
-    the units whose lifetimes overlap its own.
+    the units whose lifetimes overlap its own (other orders are tried when that
+    packs more than 2% above the lower bound).
     """
     units = _units(regs, instrs, outputs)
     slot_of, slots, bases = {}, [], []
     for device in sorted({u[3] for u in units}):
-        mine = sorted((u for u in units if u[3] == device), key=lambda u: (-u[0], u[1]))
-        offsets, _ = _place([(u[0], u[1], u[2]) for u in mine])
+        mine = [u for u in units if u[3] == device]
+        mine, offsets = _pack(mine, lower_bound(mine))
         for u, off in sorted(zip(mine, offsets), key=lambda p: p[1]):
             s = slot_of.setdefault((device, off), len(slots))
             if s == len(slots):

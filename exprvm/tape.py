@@ -98,6 +98,7 @@ class TapeMachine:
             elif r.kind == "param":
                 self._params.append(_Param(r.nodes[0], r.id))
         self._leaf = {n: buf for n, buf, _ in self._inputs}
+        self._closed = False
         self._bind()
 
     # -- binding -----------------------------------------------------------------
@@ -157,6 +158,8 @@ class TapeMachine:
     # -- running -----------------------------------------------------------------
     def run(self, feeds=None):
         """Execute the program once. Returns None; read node.value / wrt.grad."""
+        if self._closed:
+            raise ExprError("this TapeMachine is closed")
         if feeds:
             self._feed(feeds)
         for node, buf, _ in self._inputs:
@@ -246,6 +249,8 @@ class TapeMachine:
         self._steps = []
         self._arrays = []
         self._arenas = {}
+        self._values = self._grads = []
+        self._closed = True
 
     def __enter__(self):
         return self

@@ -1,0 +1,248 @@
+"""TapeMachine: results, gradients, options, feed errors, solvers; the benchmark
+models against the LispMachine and the handwritten numpy of benchmarks/."""
+import copy
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import exprvm as ev
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import handwritten as hw  # noqa: E402
+import models  # noqa: E402
+
+F32 = np.float32
+
+
+def layer(dtype=F32):
+    g = ev.Graph()
+    W = g.matrix("W", (3, 4), dtype=dtype, init=ev.init.glorot_normal(seed=1))
+    b = g.vector("b", 3, dtype=dtype, value=np.array([0.1, -0.2, 0.3], dtype))
+    v = g.vector("v", 4, dtype=dtype)
+    h = ev.tanh(W @ v + b)
+    cost = ev.sum(h * h)
+    gW, gb = ev.grad(cost, [W, b])
+    return g, W, b, v, h, cost, gW, gb
+
+
+def test_run_sets_values_and_grads_like_the_lisp_machine():
+    g, W, b, v, h, cost, gW, gb = layer()
+    m = ev.TapeMachine(g)
+    assert m.run({v: np.arange(4, dtype=F32)}) is None
+    tape = (float(cost.value), W.grad.copy(), b.grad.copy(), gW.value.copy())
+    ev.LispMachine(g, cost=cost).run({v: np.arange(4, dtype=F32)})
+    assert tape[0] == pytest.approx(float(cost.value), rel=1e-6)
+    np.testing.assert_allclose(tape[1], W.grad, rtol=1e-5)
+    np.testing.assert_allclose(tape[2], b.grad, rtol=1e-5)
+    np.testing.assert_allclose(tape[3], W.grad, rtol=1e-5)
+
+
+def test_outputs_compile_only_what_they_need_plus_their_gradients():
+    g, W, b, v, h, cost, gW, gb = layer()
+    other = ev.exp(v) * 3
+    m = ev.TapeMachine(g, outputs=[cost])
+    assert other not in m.program.index
+    assert gW in m.program.index and gb in m.program.index
+    m.run({v: np.ones(4, F32)})
+    assert W.grad is not None and b.grad is not None
+    only_h = ev.TapeMachine(g, outputs=[h])
+    assert gW not in only_h.program.index
+    no_grads = ev.TapeMachine(g, outputs=[cost], grads=False)
+    assert gW not in no_grads.program.index
+
+
+def test_repeated_runs_reuse_the_program_and_follow_in_place_updates():
+    g, W, b, v, h, cost, gW, gb = layer()
+    m = ev.TapeMachine(g, outputs=[cost])
+    prog = m.program
+    m.run({v: np.ones(4, F32)})
+    first = float(cost.value)
+    ev.exp(h)                                   # the graph grows: the program does not change
+    W.value *= 2                                # a solver updates in place
+    m.run()
+    assert m.program is prog
+    ev.LispMachine(g, outputs=[cost]).run()
+    assert float(cost.value) != first
+    expected = float(cost.value)
+    m.run()
+    assert float(cost.value) == pytest.approx(expected, rel=1e-6)
+
+
+def test_rebinding_a_parameter_is_noticed():
+    g, W, b, v, h, cost, gW, gb = layer()
+    m = ev.TapeMachine(g, outputs=[cost])
+    m.run({v: np.ones(4, F32)})
+    ev.let(W, np.zeros((3, 4), F32))
+    m.run()
+    assert float(cost.value) == pytest.approx(float(np.sum(np.tanh(b.value) ** 2)), rel=1e-6)
+    W.value = np.ones((3, 4), F32)              # a new array again, then changed in place
+    m.run()
+    W.value[0] = 0
+    m.run()
+    ref = np.tanh(W.value @ np.ones(4, F32) + b.value)
+    assert float(cost.value) == pytest.approx(float(np.sum(ref * ref)), rel=1e-6)
+
+
+def test_feed_errors_name_the_input_and_leave_the_machine_usable():
+    g, W, b, v, h, cost, gW, gb = layer()
+    m = ev.TapeMachine(g, outputs=[cost])
+    with pytest.raises(ev.FeedError, match="input v.*not bound"):
+        m.run()
+    with pytest.raises(ev.FeedError, match=r"input v: fed shape \(5,\)"):
+        m.run({v: np.ones(5, F32)})
+    with pytest.raises(ev.FeedError, match="input v: fed dtype float64"):
+        m.run({v: np.ones(4)})
+    with pytest.raises(ev.FeedError, match="cannot bind"):
+        m.run({h: np.ones(3, F32)})
+    m.run({v: np.ones(4, F32)})
+    ref = np.tanh(W.value @ np.ones(4, F32) + b.value)
+    assert float(cost.value) == pytest.approx(float(np.sum(ref * ref)), rel=1e-6)
+    m.run({v: [1, 2, 3, 4]})                    # Python lists take the input's dtype
+    assert v.value.dtype == F32
+
+
+def test_run_time_errors_name_the_instruction_and_the_line():
+    g = ev.Graph()
+    table = g.matrix("table", (5, 3), value=np.ones((5, 3)))
+    ids = g.tensor("ids", (2,), np.int64)
+    out = ev.sum(ev.take(table, ids))
+    m = ev.TapeMachine(g, [out])
+    m.run({ids: np.array([0, 4])})
+    assert float(out.value) == 6
+    with pytest.raises(ev.ExprError, match=r"take#\d+ \(made at test_tape.py:\d+\).*`r\d+ = take r\d+, r\d+`"):
+        m.run({ids: np.array([0, 7])})
+    m.run({ids: np.array([1, 2])})
+    assert float(out.value) == 6
+
+
+def test_nan_and_inf_watch_name_node_instruction_and_line():
+    g = ev.Graph()
+    x = g.vector("x", 3)
+    y = ev.log(x)
+    z = ev.sum(y * 2)
+    m = ev.TapeMachine(g, [z], nan_watch=True)
+    m.run({x: np.ones(3)})
+    with np.errstate(invalid="ignore"), pytest.raises(ev.NumericError) as e:
+        m.run({x: np.array([1.0, -1.0, 2.0])})
+    msg = str(e.value)
+    assert "NaN" in msg and f"(made at test_tape.py:{y.site.split(':')[1]})" in msg
+    assert "= log r" in msg and y.label in msg
+    inf = ev.TapeMachine(g, [z], inf_watch=True)
+    with np.errstate(divide="ignore"), pytest.raises(ev.NumericError, match="Inf in log"):
+        inf.run({x: np.array([1.0, 0.0, 2.0])})
+    m.run({x: np.ones(3)})                      # still usable
+
+
+def test_watch_records_a_copy_per_run():
+    g, W, b, v, h, cost, gW, gb = layer()
+    m = ev.TapeMachine(g, outputs=[cost], watch=[h, cost])
+    for k in range(3):
+        m.run({v: np.full(4, k, F32)})
+    assert len(m.history[h]) == 3 and len(m.history[cost]) == 3
+    np.testing.assert_allclose(m.history[h][0], np.tanh(b.value), rtol=1e-6)
+    assert m.history[h][0] is not m.history[h][1]
+    assert not np.allclose(m.history[h][1], m.history[h][2])
+
+
+def test_trace_keeps_every_intermediate():
+    g, W, b, v, h, cost, gW, gb = layer()
+    m = ev.TapeMachine(g, outputs=[cost], trace=True)
+    m.run({v: np.arange(4, dtype=F32)})
+    traced = {n: np.array(n.value) for n in g.nodes if n in m.program.index}
+    assert h in traced and len(traced) > 8
+    ev.LispMachine(g, cost=cost, outputs=list(traced)).run({v: np.arange(4, dtype=F32)})
+    for n, val in traced.items():
+        np.testing.assert_allclose(val, n.value, rtol=1e-5, atol=1e-7, err_msg=n.label)
+
+
+def test_logger_hears_every_instruction():
+    g, W, b, v, h, cost, gW, gb = layer()
+    lines = []
+    m = ev.TapeMachine(g, outputs=[cost], logger=lines.append)
+    m.run({v: np.ones(4, F32)})
+    assert len(lines) == len(m.program)
+    assert any(" = tanh" in ln for ln in lines)
+    log = logging.getLogger("exprvm-test-tape")
+    seen = []
+    log.addHandler(type("H", (logging.Handler,), {"emit": lambda self, r: seen.append(r.getMessage())})())
+    log.setLevel(logging.DEBUG)
+    ev.TapeMachine(g, outputs=[cost], logger=log).run()
+    assert len(seen) == len(m.program)
+
+
+def test_solvers_train_identically_on_both_machines():
+    def train(machine):
+        g = ev.Graph()
+        rng = np.random.default_rng(3)
+        W = g.matrix("W", (2, 3), value=rng.standard_normal((2, 3)))
+        b = g.vector("b", 2, value=np.zeros(2))
+        x = g.matrix("x", (5, 3))
+        t = g.tensor("t", (5,), np.int64)
+        cost = ev.mean(ev.cross_entropy(x @ W.T + b, t))
+        ev.grad(cost, [W, b])
+        m = ev.TapeMachine(g, [cost]) if machine == "tape" else ev.LispMachine(g, cost=cost)
+        opt = ev.solvers.SGD(lr=0.5)
+        xs = rng.standard_normal((5, 3))
+        ts = np.array([0, 1, 1, 0, 1])
+        losses = []
+        for _ in range(20):
+            m.run({x: xs, t: ts})
+            losses.append(float(cost.value))
+            opt.step([W, b])
+        return losses, W.value, b.value
+    lt, Wt, bt = train("tape")
+    ll, Wl, bl = train("lisp")
+    np.testing.assert_allclose(lt, ll, rtol=1e-10)
+    np.testing.assert_allclose(Wt, Wl, rtol=1e-10)
+    np.testing.assert_allclose(bt, bl, rtol=1e-10)
+    assert lt[-1] < lt[0]
+
+
+@pytest.mark.parametrize("name", ["rnn_b1", "rnn_b32", "lstm_b32", "mlp"])
+@pytest.mark.parametrize("backend", ["numpy", "c"])
+def test_benchmark_models_match_lisp_and_handwritten_numpy(name, backend):
+    if backend == "c" and not ev.kernels.available("tanh", F32, "c"):
+        pytest.skip("C kernels not built")
+    w, data = models.weights_and_data(name, small=True)
+    wt, wl, wh = copy.deepcopy(w), copy.deepcopy(w), copy.deepcopy(w)
+    mt = models.graph(name, wt, small=True)
+    tm = ev.TapeMachine(mt.graph, [mt.cost], backend=backend)
+    tm.run(mt.feeds(data))
+    tape_loss = float(mt.cost.value)
+    tape_grads = [p.grad.copy() for p in mt.params]
+    ml = models.graph(name, wl, small=True, grads=False)
+    ev.LispMachine(ml.graph, cost=ml.cost).run(ml.feeds(data))
+    assert tape_loss == pytest.approx(float(ml.cost.value), rel=1e-5)
+    for a, p in zip(tape_grads, ml.params):
+        np.testing.assert_allclose(a, p.grad, rtol=2e-4, atol=2e-5, err_msg=p.name)
+    step = {"mlp": lambda: hw.mlp_step(wh, data["x"], data["y"], 0.1),
+            "lstm_b32": lambda: hw.lstm_step(wh, data["ids"], data["targets"], 0.1)}.get(
+        name, lambda: hw.rnn_step(wh, data["ids"], data["targets"], 0.1))
+    assert float(step()) == pytest.approx(tape_loss, rel=1e-5)
+    for p, g in zip(mt.params, tape_grads):
+        np.testing.assert_allclose(wh[p.name], wt[p.name] - 0.1 * g, rtol=2e-4, atol=2e-5, err_msg=p.name)
+
+
+def test_small_benchmarks_match_handwritten_numpy():
+    m, _, data = models.build("chain_bwd", small=True)
+    ev.TapeMachine(m.graph, [m.cost]).run(m.feeds(data))
+    cost, dw = hw.chain_backward(data["x"], m.params[0].value, n=5)
+    assert float(m.cost.value) == pytest.approx(float(cost), rel=1e-5)
+    np.testing.assert_allclose(m.params[0].grad, dw, rtol=1e-5)
+    e, _, data = models.build("expr")
+    ev.TapeMachine(e.graph, e.outputs).run(e.feeds(data))
+    for node, ref in zip(e.outputs, hw.expr(data["x"], data["y"])):
+        assert float(node.value) == pytest.approx(float(ref))
+
+
+def test_close_and_context_manager():
+    g, W, b, v, h, cost, gW, gb = layer()
+    with ev.TapeMachine(g, outputs=[cost]) as m:
+        m.run({v: np.ones(4, F32)})
+        assert "TapeMachine" in repr(m)
+    assert m._arenas == {}
+    with pytest.raises(ev.ExprError, match="closed"):
+        m.run()
