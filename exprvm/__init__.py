@@ -2,7 +2,7 @@
 node by node with run-time autodiff (LispMachine)."""
 from .errors import (  # noqa: F401
     BackendError, CheckpointError, CompileError, DTypeError, ExprError, FeedError, GradCheckError,
-    GradError, KernelError, NumericError, ShapeError)
+    GradError, IndexRangeError, KernelError, NumericError, RunError, ShapeError)
 from .graph import Graph, Node, ancestors, let, toposort  # noqa: F401
 from .ops import *  # noqa: F401,F403
 from .ops import OPS, Row, apply, defop, unbroadcast  # noqa: F401
@@ -14,6 +14,6 @@ from .check import check_grad  # noqa: F401
 from . import init, solvers  # noqa: F401
 from .checkpoint import load, save  # noqa: F401
 from .render import render, to_dot  # noqa: F401
-import exprvm.nn as nn  # noqa: E402  NOTE: `from . import nn` would keep ops.nn, leaked by `from .ops import *`
+from . import nn  # noqa: F401
 
 __version__ = "0.1.0"

@@ -43,3 +43,11 @@ class BackendError(ExprError):
 
 class CheckpointError(ExprError):
     """A checkpoint file is corrupt or does not match the parameters."""
+
+
+class IndexRangeError(ExprError, IndexError):
+    """An index (take, one_hot, cross_entropy targets) is outside the axis it indexes."""
+
+
+class RunError(ExprError, RuntimeError):
+    """An op failed while a machine ran it (the message names the node and its line)."""

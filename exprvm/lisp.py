@@ -5,7 +5,7 @@ The backward pass calls the same VJP rules as ev.grad, on arrays.
 """
 import numpy as np
 
-from .errors import ExprError, FeedError, NumericError
+from .errors import ExprError, FeedError, NumericError, RunError
 from .grad import check_cost, depends_on
 from .graph import ancestors, let
 
@@ -27,6 +27,14 @@ def check_finite(value, what, nan, inf):
         raise NumericError(f"NaN in {what}")
     if inf and np.isinf(value).any():
         raise NumericError(f"Inf in {what}")
+
+
+def run_error(e, node, where=""):
+    """Re-raise a failure inside an op as a typed error naming the node and its line."""
+    msg = f"{node.label} = {node.op}(...) made at {node.site}{where}: {e}"
+    if isinstance(e, ExprError):
+        return type(e)(msg)
+    return RunError(f"{type(e).__name__} in {msg}")
 
 
 class LispMachine:
@@ -79,7 +87,10 @@ class LispMachine:
                     raise FeedError(f"input {n.label} is not bound (made at {n.site}); "
                                     f"feed it to run() or bind it with ev.let")
                 continue
-            v = n.opdef.impl(*[x.value for x in n.inputs], **n.params)
+            try:
+                v = n.opdef.impl(*[x.value for x in n.inputs], **n.params)
+            except Exception as e:
+                raise run_error(e, n) from e
             n.value = v if type(v) is np.ndarray else np.asarray(v)
             _log(self.logger, f"{n.label} = {n.op}({', '.join(x.label for x in n.inputs)}) -> {n.shape}")
             if watch:

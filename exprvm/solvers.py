@@ -23,6 +23,12 @@ part that explodes; the regularization term is bounded by the weights.
 name), ``"step"`` (calls to step), and per parameter ``"<name>/t"`` (steps that
 parameter took) and ``"<name>/<buffer>"`` for each state buffer. Buffer names
 contain no "/", so keys cannot collide even when parameter names contain "/".
+
+NOTE: state is keyed by the parameter *object*. With a fresh graph per batch
+(LispMachine, variable-length sequences) pass the same objects every step:
+``model.collect_grads(g)`` of an ``ev.nn`` model returns its stable parameters
+with that graph's gradients; passing the new graph's leaf nodes would start
+the solver's state afresh each step.
 """
 
 import math

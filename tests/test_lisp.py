@@ -154,3 +154,18 @@ def test_dropout_is_seeded_and_its_gradient_uses_the_runs_mask():
     g = ev.Graph()
     x = g.vector("x", 3)
     assert ev.dropout(x, 0.5, train=False) is x
+
+
+def test_out_of_range_ids_raise_a_typed_error_naming_the_node():
+    g = ev.Graph()
+    E = g.matrix("E", (5, 3), value=np.ones((5, 3)))
+    ids = g.tensor("ids", (2,), dtype=np.int64)
+    rows = ev.take(E, ids)
+    m = ev.LispMachine(g, outputs=[rows])
+    for bad in ([0, 5], [-1, 0]):
+        with pytest.raises(ev.IndexRangeError) as e:
+            m.run({ids: np.array(bad)})
+        assert "take" in str(e.value) and rows.site in str(e.value)
+    m.run({ids: np.array([4, 0])})
+    with pytest.raises(ev.IndexRangeError, match="cross_entropy"):
+        ev.cross_entropy(np.zeros((2, 3)), np.array([0, 3]))

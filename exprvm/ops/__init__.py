@@ -1,5 +1,7 @@
 """The op library. Every function builds a node when given nodes and evaluates
 eagerly (numpy) when given arrays; see registry.apply."""
+import types as _types
+
 from .registry import OPS, Op, Row, apply, defop, unbroadcast  # noqa: F401
 from .elementwise import (  # noqa: F401
     abs, add, astype, cos, cube, divide, equal, exp, expm1, greater, greater_equal, leaky_relu,
@@ -16,3 +18,8 @@ from . import rewrites  # noqa: F401  (registers the build-time rewrites)
 sub, mul, div, neg = subtract, multiply, divide, negative
 pow = power
 lt, le, gt, ge, eq, ne = less, less_equal, greater, greater_equal, equal, not_equal
+
+# `from exprvm.ops import *` exports the op functions, never this package's submodules
+# (ops.nn would otherwise shadow exprvm.nn).
+__all__ = sorted(name for name, value in globals().items()
+                 if not name.startswith("_") and not isinstance(value, _types.ModuleType))

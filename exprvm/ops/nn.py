@@ -3,6 +3,7 @@ import numpy as np
 
 from ..errors import DTypeError, ExprError, ShapeError
 from .registry import Row, apply, defop, norm_axis, same_float_dtype
+from .shape_ops import check_range
 
 
 def _ndim(x):
@@ -50,9 +51,7 @@ def _one_hot_rule(t, depth, dtype):
 
 
 def _one_hot(t, depth, dtype):
-    t = np.asarray(t)
-    if t.size and (t.min() < 0 or t.max() >= depth):
-        raise ExprError(f"one_hot: index out of range [0, {depth}): min {t.min()}, max {t.max()}")
+    check_range(t, depth, "one_hot")
     return np.eye(depth, dtype=dtype)[t]
 
 
@@ -76,8 +75,7 @@ def _xent_rule(logits, t):
 def _xent(logits, t):
     lsm = _log_softmax(logits, -1)
     t = np.asarray(t)
-    if t.size and (t.min() < 0 or t.max() >= logits.shape[-1]):
-        raise ExprError(f"cross_entropy: target out of range [0, {logits.shape[-1]})")
+    check_range(t, logits.shape[-1], "cross_entropy")
     return -np.take_along_axis(lsm, t[..., None], axis=-1)[..., 0]
 
 

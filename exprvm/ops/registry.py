@@ -80,7 +80,7 @@ def defop(name, impl, rule, vjp=None, row=None, **kw):
     def build(*args, **params):
         return apply(name, *args, **params)
 
-    build.__name__ = name
+    build.__name__ = build.__qualname__ = name
     build.__doc__ = kw.get("doc") or f"exprvm op {name}"
     return build
 

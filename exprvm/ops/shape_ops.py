@@ -2,7 +2,7 @@
 stack, indexing and gathers (whose gradients scatter)."""
 import numpy as np
 
-from ..errors import DTypeError, ShapeError
+from ..errors import DTypeError, IndexRangeError, ShapeError
 from .registry import Row, apply, defop, norm_axis, unbroadcast
 
 
@@ -185,7 +185,19 @@ def _take_scatter(g, idx, axis, shape):
     return out
 
 
-_take = defop("take", lambda x, idx, axis: np.take(x, idx, axis=axis), _take_rule,
+def check_range(idx, n, what):
+    """Indices must lie in [0, n): negative ones would wrap silently, large ones crash."""
+    idx = np.asarray(idx)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise IndexRangeError(f"{what}: index out of range [0, {n}): min {idx.min()}, max {idx.max()}")
+
+
+def _take_impl(x, idx, axis):
+    check_range(idx, np.shape(x)[axis], "take")
+    return np.take(x, idx, axis=axis)
+
+
+_take = defop("take", _take_impl, _take_rule,
               vjp=(lambda g, ans, x, idx, axis: apply("take_grad", g, idx, axis=axis, shape=_shape(x)), None),
               int_args=(1,), row=Row((("f", (5, 3), -1.0, 1.0), ("i", (4,), 5)), {"axis": 0}))
 _take_grad = defop("take_grad", _take_scatter, _take_grad_rule,
