@@ -15,5 +15,8 @@ from . import init, solvers  # noqa: F401
 from .checkpoint import load, save  # noqa: F401
 from .render import render, to_dot  # noqa: F401
 from . import nn  # noqa: F401
+from .kernels import backends, get_backend, set_backend  # noqa: F401
+from . import cuda  # noqa: F401
+from .cuda import tidy  # noqa: F401
 
 __version__ = "0.1.0"
