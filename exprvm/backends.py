@@ -32,18 +32,36 @@ class KernelBackend:
     def lower(self, op, in_regs, fakes, out, params):
         if out.dtype not in FLOATS or out.nbytes == 0 or out.device != "cpu":
             return None
-        same = all(r.shape == out.shape and r.dtype == out.dtype for r in in_regs)
-        if not same or not all(_contiguous(f) for f in fakes):
+        if not all(r.shape == out.shape and r.dtype == out.dtype for r in in_regs):
             return None
-        k, name = self.kernels, self.name
         if op in self.ops and len(in_regs) == 1:
-            return Lowered(lambda ins, o, t: (k.bind_unary(op, ins[0], o, name), ()),
-                           inplace=ALL, kernel=name)
-        if op == "unary_grad" and params["op"] in self.ops:
-            g = params["op"]
-            return Lowered(lambda ins, o, t: (k.bind_unary_grad(g, *ins, o, name), ()),
-                           inplace=ALL, kernel=name, name=g + "_grad")
-        return None
+            kop, bind, name = op, self.kernels.bind_unary, op
+        elif op == "unary_grad" and params["op"] in self.ops:
+            kop, bind, name = params["op"], self.kernels.bind_unary_grad, params["op"] + "_grad"
+        else:
+            return None
+        # Strided operands (a gate sliced out of a matrix) are gathered into scratch first:
+        # one strided copy and one C call beat numpy's several strided passes.
+        gather = tuple(i for i, f in enumerate(fakes) if f is not None and not _contiguous(f))
+        tmps = tuple((out.shape, out.dtype) for _ in gather)
+        backend = self.name
+
+        def build(ins, o, t):
+            ins = list(ins)
+            pairs = []
+            for i, buf in zip(gather, t):
+                pairs.append((buf, ins[i]))
+                ins[i] = buf
+            call = bind(kop, *ins, o, backend)
+            if not pairs:
+                return call, ()
+
+            def run():
+                for buf, src in pairs:
+                    np.copyto(buf, src)
+                call()
+            return run, ()
+        return Lowered(build, tmps=tmps, inplace=ALL, kernel=backend, name=name)
 
 
 def default_name():

@@ -17,7 +17,7 @@ import numpy as np
 from . import ir
 from .errors import CompileError
 from .graph import ancestors
-from .lowering import Lowered, is_basic_index, lower
+from .lowering import Lowered, generic, is_basic_index, lower
 from .ops import OPS
 from .optimize import optimize
 from .plan import plan
@@ -91,6 +91,14 @@ def _c_strides(shape, itemsize):
     return tuple(reversed(out))
 
 
+def _reshapes_as_view(a):
+    try:
+        np.reshape(a, -1, copy=False)
+        return True
+    except ValueError:
+        return False
+
+
 def _as_view(v, base):
     """The view of fake `base` that op v makes, or None if numpy would copy."""
     p = v.params
@@ -149,10 +157,17 @@ class _Emitter:
         regs = self.regs
         low = None
         if self.backend is not None:
-            low = self.backend.lower(op, [regs[i] for i in ins], [self.fake.get(i) for i in ins], out, params)
+            layouts = [self.fake.get(i, regs[i].const) for i in ins]
+            low = self.backend.lower(op, [regs[i] for i in ins], layouts, out, params)
         if low is None:
             low = lower(op, [regs[i].shape for i in ins], [regs[i].dtype for i in ins],
                         out.shape, out.dtype, params)
+        for pos in low.flattens:
+            # NOTE: build() reshapes these operands once; a reshape that copies would
+            # read a stale snapshot on every later run.
+            fake = self.fake.get(ins[pos])
+            if fake is not None and not _reshapes_as_view(fake):
+                return generic(op, params)
         return low
 
 

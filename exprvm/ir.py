@@ -123,17 +123,33 @@ def live_vals(targets):
 
 
 class Builder:
-    """Makes new op Vals for rewrites, keyed just before the Val they replace."""
+    """Makes new op Vals for rewrites, keyed just before the Val they replace.
 
-    def __init__(self, key):
+    Identical requests (same op, inputs and params) return the same Val, so two
+    rewrites that need one concatenation share it.
+    """
+
+    def __init__(self, key, memo=None):
         self.base = key[0]
         self.sub = key[1] - 10_000
+        self.memo = {} if memo is None else memo
 
     def op(self, name, ins, out_shape, dtype, **params):
+        assert name in OPS or name in INTERNAL_OPS, name
+        key = (name, tuple(id(x) for x in ins), repr(sorted(params.items())))
+        hit = self.memo.get(key)
+        if hit is not None:
+            return hit[0]
         self.sub += 1
         v = Val((self.base, self.sub), "op", name, ins, params, out_shape, dtype)
-        assert name in OPS or name in INTERNAL_OPS, name
+        self.memo[key] = (v, ins)       # NOTE: holding ins keeps their ids unique
         return v
+
+    def const(self, value):
+        self.sub += 1
+        value = np.ascontiguousarray(value)
+        value.setflags(write=False)
+        return Val((self.base, self.sub), "const", shape=value.shape, dtype=value.dtype, value=value)
 
     def reshape(self, x, shape):
         return x if x.shape == tuple(shape) else self.op("reshape", [x], shape, x.dtype, shape=tuple(shape))

@@ -11,6 +11,7 @@ Ops that still allocate on every run (documented, `allocates=True`): logsumexp,
 advanced-index getitem, dropout_mask and any op registered without an entry
 here (user ops): they call the op's numpy reference and copy the result.
 """
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
@@ -32,6 +33,7 @@ class Lowered:
     allocates: bool = False
     kernel: str = "numpy"
     name: str = ""              # shown in the disassembly instead of the op name
+    flattens: tuple = ()        # input positions build() reshapes: they must reshape as views
 
 
 def _ufunc(uf):
@@ -229,6 +231,32 @@ def _take_grad(axis):
     return build
 
 
+ONE_HOT_MAX = 1 << 22     # elements of the one-hot matrix a scatter may use
+
+
+def _take_grad_onehot(ins, out, tmps):
+    """Scatter-add rows of g into out (axis 0) as one_hot(idx).T @ g: one BLAS call
+    instead of np.add.at, which is slow per row."""
+    g, idx = ins
+    oh, flat_pos = tmps
+    v, n = oh.shape
+    flat_idx = idx.reshape(-1)
+    idx_u = _unsigned(idx)
+    g2 = g.reshape(n, -1)
+    out2 = out.reshape(v, -1)
+    cols = np.arange(n, dtype=np.intp)
+    oh_flat = oh.reshape(-1)
+
+    def run():
+        check_index(idx_u, v, "take_grad index")
+        np.multiply(flat_idx, n, flat_pos)
+        np.add(flat_pos, cols, flat_pos)
+        oh.fill(0)
+        oh_flat.put(flat_pos, 1)
+        np.matmul(oh, g2, out2)
+    return run, ()
+
+
 def _getitem_grad(index):
     def build(ins, out, tmps):
         g, = ins
@@ -260,8 +288,24 @@ def _outer(ins, out, tmps):
     return np.multiply, (a.reshape(-1, 1), b.reshape(1, -1), out)
 
 
+def generic(op, params):
+    """Any op: its numpy reference, copied into the output (allocates every run)."""
+    return Lowered(_wrap(op, params), allocates=True)
+
+
+def _xent_grad_ref(z, t):
+    e = np.exp(z - np.max(z, axis=-1, keepdims=True))
+    p = e / np.sum(e, axis=-1, keepdims=True)
+    return p - np.eye(z.shape[-1], dtype=z.dtype)[t]
+
+
+# numpy references of the ops only the compiler makes
+INTERNAL = {"xent_grad": _xent_grad_ref,
+            "unary_grad": lambda x, ans, g, op: GRAD[op](x, ans, g, None)}
+
+
 def _wrap(op, params):
-    impl = OPS[op].impl
+    impl = INTERNAL[op] if op in INTERNAL else OPS[op].impl
 
     def build(ins, out, tmps):
         def run(*xs):
@@ -280,7 +324,8 @@ def lower(op, in_shapes, in_dtypes, shape, dtype, params):
         return Lowered(_copy)
     if op == "xent_grad":
         n, c = _rows(in_shapes[0])
-        return Lowered(_xent_grad, tmps=(((n, 1), dtype), ((n,), np.dtype(np.intp)), ((n,), dtype)))
+        return Lowered(_xent_grad, tmps=(((n, 1), dtype), ((n,), np.dtype(np.intp)), ((n,), dtype)),
+                       flattens=(0, 1))
     if op == "unary_grad":
         return Lowered(lambda ins, out, tmps: (GRAD[p["op"]], (*ins, out)), allocates=True,
                        name=p["op"] + "_grad")
@@ -311,13 +356,17 @@ def lower(op, in_shapes, in_dtypes, shape, dtype, params):
         keep = tuple(1 if i == p["axis"] else s for i, s in enumerate(shape))
         return Lowered(_seq(_log_softmax(p["axis"])), tmps=((keep, dtype), (shape, dtype)), inplace=(0,))
     if op == "cross_entropy":
-        return Lowered(_cross_entropy, tmps=_xent_tmps(in_shapes[0], dtype))
+        return Lowered(_cross_entropy, tmps=_xent_tmps(in_shapes[0], dtype), flattens=(0, 1))
     if op == "one_hot":
         n = int(np.prod(in_shapes[0], dtype=np.int64))
-        return Lowered(_one_hot, tmps=(((n,), np.dtype(np.intp)),))
+        return Lowered(_one_hot, tmps=(((n,), np.dtype(np.intp)),), flattens=(0,))
     if op == "take":
         return Lowered(_take(p["axis"]))
     if op == "take_grad":
+        n = math.prod(in_shapes[1])
+        if p["axis"] == 0 and shape[0] * n <= ONE_HOT_MAX and len(shape) >= 1:
+            return Lowered(_take_grad_onehot, tmps=(((shape[0], n), dtype), ((n,), np.dtype(np.intp))),
+                           flattens=(0, 1))
         return Lowered(_take_grad(p["axis"]))
     if op == "getitem_grad":
         return Lowered(_getitem_grad(p["index"]))

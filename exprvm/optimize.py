@@ -121,12 +121,28 @@ def _signature(t):
         return ("sum", t.shape, t.dtype.str)
     if t.op == "take_grad" and t.params["axis"] == 0:
         return ("take_grad", t.shape, t.dtype.str, t.ins[1].dtype.str)
+    if t.op == "getitem_grad" and _slice_on_axis(t.params["index"], t.shape) is not None:
+        return ("getitem_grad", t.shape, t.dtype.str, _slice_on_axis(t.params["index"], t.shape)[0])
     return None
 
 
-def _untransposed(x):
+def _slice_on_axis(index, shape):
+    """(axis, start, stop) if index is full slices except one unit-step slice, else None."""
+    if len(index) > len(shape) or any(not isinstance(i, slice) for i in index):
+        return None
+    cut = [(a, i.indices(shape[a])) for a, i in enumerate(index) if i != slice(None)]
+    if len(cut) != 1 or cut[0][1][2] != 1:
+        return None
+    axis, (start, stop, _) = cut[0]
+    return axis, start, stop
+
+
+def _untransposed(b, x):
+    """A with x == A.T, or None."""
     if x.op == "transpose" and tuple(x.params["axes"]) == (1, 0):
         return x.ins[0]
+    if x.kind == "const" and len(x.shape) == 2:
+        return b.const(x.value.T)
     return None
 
 
@@ -144,12 +160,12 @@ def _merge_matmuls(b, terms, shape, dtype):
     """sum_i X_i @ Y_i == concat(X_i, axis=1) @ concat(Y_i, axis=0)."""
     xs = [t.ins[0] for t in terms]
     ys = [t.ins[1] for t in terms]
-    bases = [_untransposed(x) for x in xs]
+    bases = [_untransposed(b, x) for x in xs]
     if all(a is not None for a in bases):     # X_i = A_i.T: stack the A_i's rows instead
         left = _transpose(b, _concat(b, bases, 0))
     else:
         left = _concat(b, xs, 1)
-    cols = [_untransposed(y) for y in ys]
+    cols = [_untransposed(b, y) for y in ys]
     if all(c is not None for c in cols):
         right = _transpose(b, _concat(b, cols, 1))
     else:
@@ -177,11 +193,24 @@ def _merge_take_grads(b, terms, shape, dtype):
     return b.op("take_grad", [_concat(b, gs, 0), _concat(b, idx, 0)], shape, dtype, axis=0, shape=shape)
 
 
-MERGERS = {"matmul": _merge_matmuls, "sum": _merge_sums0, "take_grad": _merge_take_grads}
+def _merge_getitem_grads(b, terms, shape, dtype):
+    """Gradients of slices that tile an axis, summed, are their concatenation."""
+    cuts = sorted((_slice_on_axis(t.params["index"], shape), i) for i, t in enumerate(terms))
+    axis = cuts[0][0][0]
+    edges = [c[0][1:] for c in cuts]
+    if edges[0][0] != 0 or edges[-1][1] != shape[axis] or any(a[1] != b_[0] for a, b_ in zip(edges, edges[1:])):
+        return None
+    return _concat(b, [terms[i].ins[0] for _, i in cuts], axis)
+
+
+MERGERS = {"matmul": _merge_matmuls, "sum": _merge_sums0, "take_grad": _merge_take_grads,
+           "getitem_grad": _merge_getitem_grads}
+MIN_TERMS_OF = {"getitem_grad": 2}
 
 
 def merge_sums(live, keep):
     merged = 0
+    memo = {}
     for v in live:
         if v.kind != "op" or v.op != "add" or any(x.shape != v.shape for x in v.ins):
             continue
@@ -193,14 +222,18 @@ def merge_sums(live, keep):
             sig = _signature(t)
             if sig is not None:
                 groups.setdefault(sig, []).append(t)
-        groups = {k: ts for k, ts in groups.items() if len(ts) >= MIN_TERMS}
-        if not groups:
+        groups = {k: ts for k, ts in groups.items() if len(ts) >= MIN_TERMS_OF.get(k[0], MIN_TERMS)}
+        b = Builder(v.key, memo)
+        new = {}
+        for k, ts in groups.items():
+            m = MERGERS[k[0]](b, ts, v.shape, v.dtype)
+            if m is not None:
+                new[k] = m
+        if not new:
             continue
-        b = Builder(v.key)
-        grouped = {id(t) for ts in groups.values() for t in ts}
+        grouped = {id(t) for k in new for t in groups[k]}
         rest = [t for t in terms if id(t) not in grouped]
-        new = [MERGERS[k[0]](b, ts, v.shape, v.dtype) for k, ts in groups.items()]
-        parts = new + rest
+        parts = list(new.values()) + rest
         acc = parts[0]
         for p in parts[1:-1]:
             acc = b.op("add", [acc, p], v.shape, v.dtype)
@@ -208,7 +241,7 @@ def merge_sums(live, keep):
             v.op, v.ins, v.params = acc.op, acc.ins, acc.params
         else:
             v.op, v.ins, v.params = "add", [acc, parts[-1]], {}
-        merged += sum(len(ts) for ts in groups.values())
+        merged += sum(len(groups[k]) for k in new)
     return merged
 
 

@@ -37,6 +37,41 @@ def _value(node):
     return v
 
 
+class _Input:
+    """An input leaf. Feeds are copied into its private buffer, except that a large input
+    read by few instructions binds a fed C-contiguous array directly (no copy of a batch)."""
+
+    __slots__ = ("node", "rid", "buf", "cur", "byref", "views", "steps")
+    BYREF_BYTES = 16384
+    BYREF_STEPS = 8
+
+    def __init__(self, node, rid, prog):
+        r = prog.registers[rid]
+        self.node, self.rid = node, rid
+        self.buf = self.cur = np.empty(r.shape, r.dtype)
+        self.views = [v.id for v in prog.registers if v.kind == "view" and prog.root(v.id).id == rid]
+        mine = {rid, *self.views}
+        self.steps = [k for k, ins in enumerate(prog.instrs) if mine.intersection(ins.ins)]
+        self.byref = r.nbytes >= self.BYREF_BYTES and len(self.steps) <= self.BYREF_STEPS
+
+    def feed(self, value, m):
+        node = self.node
+        if type(value) is np.ndarray and value.dtype == node.dtype and value.shape == node.shape:
+            if value is self.cur:
+                node.value = value
+                return
+            if self.byref and value.flags.c_contiguous and value.flags.aligned and m._private(value):
+                m._rebind_input(self, value)
+                node.value = value
+                return
+        else:
+            value = check_value(node, value)
+        if self.cur is not self.buf:
+            m._rebind_input(self, self.buf)
+        np.copyto(self.buf, value)
+        node.value = self.buf
+
+
 class _Param:
     """A parameter leaf: its own array is read directly (buf None), or copied into buf each run."""
 
@@ -90,14 +125,14 @@ class TapeMachine:
         self.history = {n: [] for n in self.watch}
         self._slow = bool(nan_watch or inf_watch or trace or logger is not None)
         self._arenas = {}
-        self._inputs = []           # (node, private buffer, register)
+        self._inputs = []
         self._params = []
         for r in self.program.registers:
             if r.kind == "input":
-                self._inputs.append((r.nodes[0], np.empty(r.shape, r.dtype), r.id))
+                self._inputs.append(_Input(r.nodes[0], r.id, self.program))
             elif r.kind == "param":
                 self._params.append(_Param(r.nodes[0], r.id))
-        self._leaf = {n: buf for n, buf, _ in self._inputs}
+        self._leaf = {i.node: i for i in self._inputs}
         self._closed = False
         self._bind()
 
@@ -106,8 +141,8 @@ class TapeMachine:
         prog = self.program
         regs = prog.registers
         arrays = [None] * len(regs)
-        for node, buf, rid in self._inputs:
-            arrays[rid] = buf
+        for i in self._inputs:
+            arrays[i.rid] = i.cur
         for p in self._params:
             arrays[p.rid] = p.bind()
         for r in regs:
@@ -162,10 +197,9 @@ class TapeMachine:
             raise ExprError("this TapeMachine is closed")
         if feeds:
             self._feed(feeds)
-        for node, buf, _ in self._inputs:
-            if node.value is not buf:
-                np.copyto(buf, check_value(node, _value(node)))
-                node.value = buf
+        for i in self._inputs:
+            if i.node.value is not i.cur:
+                i.feed(_value(i.node), self)
         for p in self._bound:
             if p.node.value is not p.seen:
                 self._rebind()
@@ -191,15 +225,34 @@ class TapeMachine:
     def _feed(self, feeds):
         leaf = self._leaf
         for node, value in feeds.items():
-            buf = leaf.get(node)
-            if buf is None:
+            i = leaf.get(node)
+            if i is None:
                 let(node, value)
-                continue
-            if type(value) is np.ndarray and value.dtype == node.dtype and value.shape == node.shape:
-                np.copyto(buf, value)
             else:
-                np.copyto(buf, check_value(node, value))
-            node.value = buf
+                i.feed(value, self)
+
+    def _rebind_input(self, inp, array):
+        """Point an input (and its views and readers) at another array: cheap for the few
+        instructions an input-by-reference has."""
+        prog, arrays = self.program, self._arrays
+        arrays[inp.rid] = array
+        inp.cur = array
+        for rid in inp.views:
+            r = prog.registers[rid]
+            arrays[rid] = OPS[r.view[0]].impl(arrays[r.base], **r.view[1])
+        for k in inp.steps:
+            ins = prog.instrs[k]
+            self._steps[k] = ins.build([arrays[i] for i in ins.ins], arrays[ins.out],
+                                       [arrays[t] for t in ins.tmps])
+        if inp.views:
+            self._values = [(n, arrays[rid]) for n, rid in prog.values]
+            if self.trace:
+                self._plan_trace()
+
+    def _private(self, array):
+        """Is array free of the machine's own buffers (safe to read while they are written)?"""
+        return not (any(np.may_share_memory(array, a) for a in self._arenas.values())
+                    or any(np.may_share_memory(array, i.buf) for i in self._inputs))
 
     def _rebind(self):
         # NOTE: a parameter rebound once is likely rebound every step: copy it from now on

@@ -104,6 +104,35 @@ def test_feed_errors_name_the_input_and_leave_the_machine_usable():
     assert v.value.dtype == F32
 
 
+def test_large_inputs_are_read_in_place_and_follow_every_kind_of_feed():
+    g = ev.Graph()
+    x = g.matrix("x", (64, 100), dtype=F32)
+    W = g.matrix("W", (100, 3), dtype=F32, value=np.ones((100, 3), F32))
+    y = ev.sum(x @ W, axis=0) + ev.sum(x.T, axis=1)[:3]
+    m = ev.TapeMachine(g, [y])
+    assert m._leaf[x].byref
+
+    def check(xv):
+        np.testing.assert_allclose(y.value, xv.sum() + xv.sum(axis=0)[:3], rtol=1e-4)
+
+    a = np.random.default_rng(0).standard_normal((64, 100)).astype(F32)
+    m.run({x: a})
+    check(a)
+    a *= 2                                      # same array, changed in place
+    m.run({x: a})
+    check(a)
+    b = np.ones((64, 100), F32)
+    m.run({x: b})
+    check(b)
+    m.run({x: a.tolist()})                      # not an array: copied
+    check(a)
+    m.run({x: np.asfortranarray(b)})            # not C-contiguous: copied
+    check(b)
+    ev.let(x, a)
+    m.run()
+    check(a)
+
+
 def test_run_time_errors_name_the_instruction_and_the_line():
     g = ev.Graph()
     table = g.matrix("table", (5, 3), value=np.ones((5, 3)))
