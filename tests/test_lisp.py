@@ -60,6 +60,7 @@ def _unroll(W, steps):
     return ev.sum(h)
 
 
+@pytest.mark.filterwarnings("ignore:.*encountered:RuntimeWarning")  # NaN/Inf are made on purpose
 def test_nan_watch_names_node_and_line():
     g = ev.Graph()
     x = g.vector("x", 2)
@@ -73,6 +74,7 @@ def test_nan_watch_names_node_and_line():
         ev.LispMachine(g, cost=ev.sum(y), inf_watch=True).run({x: np.array([0.0, 1.0])})
 
 
+@pytest.mark.filterwarnings("ignore:.*encountered:RuntimeWarning")
 def test_nan_watch_covers_gradients():
     g = ev.Graph()
     x = g.vector("x", 2, value=np.array([0.0, 1.0]))
