@@ -56,8 +56,8 @@ def lisp_step(name, w, data):
         return None
 
     def step():
-        m = models.graph(name, w, grads=False)
-        ev.LispMachine(m.graph, cost=m.cost).run(m.feeds(data))
+        m = models.graph(name, w, grads=False, data=data)
+        ev.LispMachine(m.graph, cost=m.cost).run()
         _sgd(m.params)
     return step
 

@@ -1,9 +1,9 @@
 """Handwritten numpy: forward and backward written out by hand, the no-framework limit.
 
 Each `*_step` runs one training step (forward, backward, in-place SGD) on the
-same weight arrays the exprvm graphs use, and returns the loss. Written the way
-one writes these without a framework: per-step loops, gradients accumulated
-with +=, numpy allocating its temporaries.
+same weight arrays the exprvm graphs use, and returns the loss. The recurrent
+models loop over time only where the recurrence needs it and do everything
+else (embedding, output layer, loss, weight gradients) once over all steps.
 """
 import numpy as np
 
@@ -20,34 +20,43 @@ def _softmax_rows(y):
     return e / s, np.log(s[:, 0]) + m[:, 0]
 
 
+def _output_layer(w, Hs, targets):
+    """Logits, loss and their gradient for all steps at once: (loss, dHs, grads of Why, by)."""
+    Why, by = w["Why"], w["by"]
+    tflat = targets.reshape(-1)
+    rows = np.arange(len(tflat))
+    Y = Hs @ Why + by
+    P, lse = _softmax_rows(Y)
+    loss = np.sum(lse - Y[rows, tflat])
+    P[rows, tflat] -= 1                 # now dY
+    return loss, P @ Why.T, Hs.T @ P, P.sum(axis=0)
+
+
 def rnn_step(w, ids, targets, lr=0.01):
-    Wxh, Whh, bh, Why, by = w["Wxh"], w["Whh"], w["bh"], w["Why"], w["by"]
+    """Per-step work only where the recurrence needs it; the input embedding, the output
+    layer and every weight gradient run once over all steps (matrices of steps*batch rows)."""
+    Wxh, Whh, bh = w["Wxh"], w["Whh"], w["bh"]
     steps, batch = ids.shape
-    rows = np.arange(batch)
-    hs = [np.zeros((batch, Whh.shape[0]), Whh.dtype)]
-    ps = []
-    loss = 0.0
+    H = Whh.shape[0]
+    X = Wxh[ids]                                        # (steps, batch, H)
+    hs = np.zeros((steps + 1, batch, H), Whh.dtype)
     for t in range(steps):
-        h = np.tanh(Wxh[ids[t]] + hs[-1] @ Whh + bh)
-        y = h @ Why + by
-        p, lse = _softmax_rows(y)
-        loss += np.sum(lse - y[rows, targets[t]])
-        hs.append(h)
-        ps.append(p)
-    g = {k: np.zeros_like(v) for k, v in w.items()}
-    dh_next = np.zeros_like(hs[0])
+        np.tanh(X[t] + hs[t] @ Whh + bh, out=hs[t + 1])
+    Hs = hs[1:].reshape(-1, H)
+    loss, dHs, dWhy, dby = _output_layer(w, Hs, targets)
+    dHs = dHs.reshape(steps, batch, H)
+    dA = np.empty_like(dHs)
+    dh_next = np.zeros((batch, H), Whh.dtype)
     for t in reversed(range(steps)):
-        dy = ps[t]
-        dy[rows, targets[t]] -= 1
-        g["Why"] += hs[t + 1].T @ dy
-        g["by"] += dy.sum(axis=0)
-        dh = dy @ Why.T + dh_next
-        da = (1 - hs[t + 1] * hs[t + 1]) * dh
-        g["bh"] += da.sum(axis=0)
-        np.add.at(g["Wxh"], ids[t], da)
-        g["Whh"] += hs[t].T @ da
-        dh_next = da @ Whh.T
-    sgd(w, g, lr)
+        h = hs[t + 1]
+        np.multiply(1 - h * h, dHs[t] + dh_next, out=dA[t])
+        dh_next = dA[t] @ Whh.T
+    dA2 = dA.reshape(-1, H)
+    dWxh = np.zeros_like(Wxh)
+    np.add.at(dWxh, ids.reshape(-1), dA2)
+    grads = {"Wxh": dWxh, "Whh": hs[:-1].reshape(-1, H).T @ dA2, "bh": dA2.sum(axis=0),
+             "Why": dWhy, "by": dby}
+    sgd(w, grads, lr)
     return loss
 
 
@@ -56,45 +65,49 @@ def _sigmoid(x):
 
 
 def lstm_step(w, ids, targets, lr=0.01):
-    Wxh, Whh, bh, Why, by = w["Wxh"], w["Whh"], w["bh"], w["Why"], w["by"]
+    """Gates in one matrix (input, forget, output | candidate); batched like rnn_step."""
+    Wxh, Whh, bh = w["Wxh"], w["Whh"], w["bh"]
     steps, batch = ids.shape
     H = Whh.shape[0]
-    rows = np.arange(batch)
-    zero = np.zeros((batch, H), Whh.dtype)
-    hs, cs, cache, ps = [zero], [zero], [], []
-    loss = 0.0
+    X = Wxh[ids]
+    hs = np.zeros((steps + 1, batch, H), Whh.dtype)
+    cs = np.zeros((steps + 1, batch, H), Whh.dtype)
+    gates = np.empty((steps, batch, 4 * H), Whh.dtype)  # sigmoid(i, f, o) | tanh(candidate)
+    tcs = np.empty((steps, batch, H), Whh.dtype)
     for t in range(steps):
-        z = Wxh[ids[t]] + hs[-1] @ Whh + bh
-        i, f, o = _sigmoid(z[:, :H]), _sigmoid(z[:, H:2 * H]), _sigmoid(z[:, 2 * H:3 * H])
-        cand = np.tanh(z[:, 3 * H:])
-        c = f * cs[-1] + i * cand
-        tc = np.tanh(c)
-        h = o * tc
-        y = h @ Why + by
-        p, lse = _softmax_rows(y)
-        loss += np.sum(lse - y[rows, targets[t]])
-        hs.append(h)
-        cs.append(c)
-        cache.append((i, f, o, cand, tc))
-        ps.append(p)
-    g = {k: np.zeros_like(v) for k, v in w.items()}
-    dh_next, dc_next = np.zeros_like(zero), np.zeros_like(zero)
+        z = X[t] + hs[t] @ Whh + bh
+        a = gates[t]
+        a[:, :3 * H] = _sigmoid(z[:, :3 * H])
+        np.tanh(z[:, 3 * H:], out=a[:, 3 * H:])
+        i, f, o, cand = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        np.add(f * cs[t], i * cand, out=cs[t + 1])
+        np.tanh(cs[t + 1], out=tcs[t])
+        np.multiply(o, tcs[t], out=hs[t + 1])
+    Hs = hs[1:].reshape(-1, H)
+    loss, dHs, dWhy, dby = _output_layer(w, Hs, targets)
+    dHs = dHs.reshape(steps, batch, H)
+    dZ = np.empty_like(gates)
+    dh_next = np.zeros((batch, H), Whh.dtype)
+    dc_next = np.zeros_like(dh_next)
     for t in reversed(range(steps)):
-        i, f, o, cand, tc = cache[t]
-        dy = ps[t]
-        dy[rows, targets[t]] -= 1
-        g["Why"] += hs[t + 1].T @ dy
-        g["by"] += dy.sum(axis=0)
-        dh = dy @ Why.T + dh_next
+        a, tc = gates[t], tcs[t]
+        i, f, o, cand = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        dh = dHs[t] + dh_next
         dc = dh * o * (1 - tc * tc) + dc_next
-        dz = np.hstack((dc * cand * i * (1 - i), dc * cs[t] * f * (1 - f),
-                        dh * tc * o * (1 - o), dc * i * (1 - cand * cand)))
+        d = dZ[t]
+        d[:, :H] = dc * cand
+        d[:, H:2 * H] = dc * cs[t]
+        d[:, 2 * H:3 * H] = dh * tc
+        d[:, :3 * H] *= a[:, :3 * H] * (1 - a[:, :3 * H])
+        d[:, 3 * H:] = dc * i * (1 - cand * cand)
         dc_next = dc * f
-        g["bh"] += dz.sum(axis=0)
-        np.add.at(g["Wxh"], ids[t], dz)
-        g["Whh"] += hs[t].T @ dz
-        dh_next = dz @ Whh.T
-    sgd(w, g, lr)
+        dh_next = d @ Whh.T
+    dZ2 = dZ.reshape(-1, 4 * H)
+    dWxh = np.zeros_like(Wxh)
+    np.add.at(dWxh, ids.reshape(-1), dZ2)
+    grads = {"Wxh": dWxh, "Whh": hs[:-1].reshape(-1, H).T @ dZ2, "bh": dZ2.sum(axis=0),
+             "Why": dWhy, "by": dby}
+    sgd(w, grads, lr)
     return loss
 
 

@@ -66,13 +66,19 @@ def _params(g, weights):
     return {k: g.tensor(k, v.shape, v.dtype, value=v) for k, v in weights.items()}
 
 
-def char_rnn(g, weights, steps, batch, grads=True):
+def _sequence(g, steps, batch, data):
+    """The character ids: input leaves to feed, or (data given) this step's arrays as constants."""
+    if data is not None:
+        return data["ids"], data["targets"]
+    return g.tensor("ids", (steps, batch), np.int64), g.tensor("targets", (steps, batch), np.int64)
+
+
+def char_rnn(g, weights, steps, batch, grads=True, data=None):
     """Vanilla tanh RNN over `steps` characters; loss: cross-entropy summed over steps."""
     p = _params(g, weights)
     hidden = weights["Whh"].shape[0]
     dt = weights["Whh"].dtype
-    ids = g.tensor("ids", (steps, batch), np.int64)
-    targets = g.tensor("targets", (steps, batch), np.int64)
+    ids, targets = _sequence(g, steps, batch, data)
     h = g.constant(np.zeros((batch, hidden), dt))
     loss = None
     for t in range(steps):
@@ -82,17 +88,16 @@ def char_rnn(g, weights, steps, batch, grads=True):
         loss = step_loss if loss is None else loss + step_loss
     if grads:
         ev.grad(loss, list(p.values()))
-    return Model(g, loss, list(p.values()), {"ids": ids, "targets": targets})
+    return Model(g, loss, list(p.values()), {} if data is not None else {"ids": ids, "targets": targets})
 
 
-def lstm(g, weights, steps, batch, grads=True):
+def lstm(g, weights, steps, batch, grads=True, data=None):
     """LSTM with the four gates in one matrix (input, forget, output, candidate)."""
     p = _params(g, weights)
     hidden = weights["Whh"].shape[0]
     dt = weights["Whh"].dtype
     H = hidden
-    ids = g.tensor("ids", (steps, batch), np.int64)
-    targets = g.tensor("targets", (steps, batch), np.int64)
+    ids, targets = _sequence(g, steps, batch, data)
     h = g.constant(np.zeros((batch, H), dt))
     c = g.constant(np.zeros((batch, H), dt))
     loss = None
@@ -107,14 +112,17 @@ def lstm(g, weights, steps, batch, grads=True):
         loss = step_loss if loss is None else loss + step_loss
     if grads:
         ev.grad(loss, list(p.values()))
-    return Model(g, loss, list(p.values()), {"ids": ids, "targets": targets})
+    return Model(g, loss, list(p.values()), {} if data is not None else {"ids": ids, "targets": targets})
 
 
-def mlp(g, weights, batch, grads=True):
+def mlp(g, weights, batch, grads=True, data=None):
     """784-128-10 ReLU MLP; loss: mean softmax cross-entropy."""
     p = _params(g, weights)
-    x = g.tensor("x", (batch, weights["W0"].shape[0]), weights["W0"].dtype)
-    y = g.tensor("y", (batch,), np.int64)
+    if data is not None:
+        x, y = g.constant(data["x"]), data["y"]
+    else:
+        x = g.tensor("x", (batch, weights["W0"].shape[0]), weights["W0"].dtype)
+        y = g.tensor("y", (batch,), np.int64)
     h = x
     n = len(weights) // 2
     for i in range(n):
@@ -124,7 +132,7 @@ def mlp(g, weights, batch, grads=True):
     loss = ev.mean(ev.cross_entropy(h, y))
     if grads:
         ev.grad(loss, list(p.values()))
-    return Model(g, loss, list(p.values()), {"x": x, "y": y})
+    return Model(g, loss, list(p.values()), {} if data is not None else {"x": x, "y": y})
 
 
 def chain(g, n=50, size=16, backward=False, dtype=F32):
@@ -171,16 +179,18 @@ def weights_and_data(name, small=False):
     return {}, {"x": np.array(1.5, F32), "y": np.array(-0.5, F32)}
 
 
-def graph(name, weights, small=False, grads=True):
-    """The benchmark's Model, in a new graph, over the given weight arrays."""
+def graph(name, weights, small=False, grads=True, data=None):
+    """The benchmark's Model, in a new graph, over the given weight arrays. With data, the
+    step's data are constants of the graph (a graph built for one step, as a LispMachine
+    user builds it); without, they are inputs to feed."""
     g = ev.Graph(name)
     s = sizes(name, small)
     if name in ("rnn_b1", "rnn_b32"):
-        return char_rnn(g, weights, s["steps"], s["batch"], grads)
+        return char_rnn(g, weights, s["steps"], s["batch"], grads, data)
     if name == "lstm_b32":
-        return lstm(g, weights, s["steps"], s["batch"], grads)
+        return lstm(g, weights, s["steps"], s["batch"], grads, data)
     if name == "mlp":
-        return mlp(g, weights, s["batch"], grads)
+        return mlp(g, weights, s["batch"], grads, data)
     if name in ("chain_fwd", "chain_bwd"):
         return chain(g, n=5 if small else 50, backward=name == "chain_bwd")
     if name == "expr":

@@ -35,7 +35,9 @@ def pin_threads(n):
 def main(argv=None):
     args = parse(argv)
     pin_threads(args.threads)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.abspath(__file__))
+    # NOTE: this checkout's exprvm, not whichever one is installed in site-packages.
+    sys.path[:0] = [here, os.path.dirname(here)]
     try:
         import torch
         torch.set_num_threads(args.threads)

@@ -10,8 +10,6 @@ gradient nodes ev.grad made for any cost among them. Values that stay readable
 after a run ("results"): the outputs given, or by default the graph's sinks,
 its costs and its gradients; other intermediates share buffers and get no value.
 """
-import heapq
-
 import numpy as np
 
 from . import ir
@@ -45,26 +43,6 @@ def select(g, outputs, grads=True, keep=()):
         if getattr(n, "graph", None) is not g:
             raise CompileError(f"output {n!r} is not a node of graph {g.name!r}")
     return targets, list({n.id: n for n in results}.values())
-
-
-def toposort(vals):
-    """Kahn's algorithm, smallest key first: a valid order that follows the graph's own."""
-    indeg = {id(v): len(v.ins) for v in vals}
-    ready = [(v.key, i, v) for i, v in enumerate(vals) if not v.ins]
-    heapq.heapify(ready)
-    out = []
-    tie = len(vals)
-    while ready:
-        _, _, v = heapq.heappop(ready)
-        out.append(v)
-        for u in v.users:
-            indeg[id(u)] -= 1
-            if indeg[id(u)] == 0:
-                tie += 1
-                heapq.heappush(ready, (u.key, tie, u))
-    if len(out) != len(vals):
-        raise CompileError("the optimized graph has a cycle (compiler bug)")
-    return out
 
 
 _FAKES = {}
@@ -182,7 +160,7 @@ def compile_graph(g, outputs=None, *, grads=True, keep=(), backend=None, optimiz
     if optimize_graph:
         live, notes = optimize(live, roots, {id(vals[n.id]) for n in results}, backend)
     em = _Emitter(backend)
-    for v in toposort(live):
+    for v in live:             # live_vals keeps them in topological order
         em.val(v)
 
     index = {}
@@ -213,4 +191,4 @@ def compile_graph(g, outputs=None, *, grads=True, keep=(), backend=None, optimiz
     return prog
 
 
-__all__ = ["compile_graph", "select", "toposort", "Lowered"]
+__all__ = ["compile_graph", "select", "Lowered"]

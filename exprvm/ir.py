@@ -5,7 +5,11 @@ value; several graph nodes may share a Val (an identity op, `x * 1` from a
 gradient seed) and a Val may stand for no node at all (values the optimizer
 introduced, such as a concatenation of per-step operands).
 """
+import heapq
+
 import numpy as np
+
+from .errors import CompileError
 
 from .ops import OPS
 
@@ -104,7 +108,8 @@ def build(order):
 
 
 def live_vals(targets):
-    """Vals the targets depend on, in key order, with users filled in (dead-code elimination)."""
+    """Vals the targets depend on, in topological order, with users filled in
+    (dead-code elimination)."""
     seen = {}
     stack = list(targets)
     while stack:
@@ -113,13 +118,33 @@ def live_vals(targets):
             continue
         seen[id(v)] = v
         stack.extend(v.ins)
-    order = sorted(seen.values(), key=lambda v: v.key)
-    for v in order:
+    vals = list(seen.values())
+    for v in vals:
         v.users = []
-    for v in order:
+    for v in vals:
         for x in v.ins:
             x.users.append(v)
-    return order
+    return toposort(vals)
+
+
+def toposort(vals):
+    """Kahn's algorithm, smallest key first: a valid order that follows the graph's own."""
+    indeg = {id(v): len(v.ins) for v in vals}
+    ready = [(v.key, i, v) for i, v in enumerate(vals) if not v.ins]
+    heapq.heapify(ready)
+    out = []
+    tie = len(vals)
+    while ready:
+        _, _, v = heapq.heappop(ready)
+        out.append(v)
+        for u in v.users:
+            indeg[id(u)] -= 1
+            if indeg[id(u)] == 0:
+                tie += 1
+                heapq.heappush(ready, (u.key, tie, u))
+    if len(out) != len(vals):
+        raise CompileError("the optimized graph has a cycle (compiler bug)")
+    return out
 
 
 class Builder:

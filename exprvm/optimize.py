@@ -12,6 +12,7 @@ merge_sums    a sum of many matmuls / axis-0 sums / embedding scatters of the
 import numpy as np
 
 from . import ir
+from .batching import batch_siblings, stack_rows
 from .ir import Builder
 
 MIN_TERMS = 3   # below this a merge saves less than the concatenations cost
@@ -112,7 +113,7 @@ def _terms(v, keep):
 
 def _signature(t):
     """How a term can merge with others: a hashable key, or None."""
-    if t.kind != "op" or len(t.shape) == 0:
+    if t.kind != "op":
         return None
     if t.op == "matmul" and len(t.ins[0].shape) == 2 and len(t.ins[1].shape) == 2:
         return ("matmul", t.shape, t.dtype.str)
@@ -147,6 +148,8 @@ def _untransposed(b, x):
 
 
 def _concat(b, parts, axis):
+    if axis == 0:
+        return stack_rows(b, parts)
     shape = list(parts[0].shape)
     shape[axis] = sum(p.shape[axis] for p in parts)
     return b.op("concat", parts, tuple(shape), parts[0].dtype, axis=axis)
@@ -257,6 +260,9 @@ def optimize(live, roots, keep, backend=None):
     if n:
         notes.append(f"fused {n} cross-entropy gradients")
         live = ir.live_vals(roots)
+    live, n = batch_siblings(live, lambda: ir.live_vals(roots))
+    if n:
+        notes.append(f"batched {n} independent per-step ops into single ops over stacked rows")
     n = merge_sums(live, keep)
     if n:
         notes.append(f"merged {n} summed terms (per-step gradients) into single ops")

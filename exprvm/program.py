@@ -157,10 +157,13 @@ class Program:
 
     def __str__(self):
         lines = [f"; program: {len(self.instrs)} instructions, {len(self.registers)} registers"]
-        width = max([len(i.text()) for i in self.instrs] + [10]) + 2
+        width = min(max([len(i.text()) for i in self.instrs] + [10]), 40) + 2
         for ins in self.instrs:
             c = ins.comment()
-            lines.append(ins.text().ljust(width) + (f"; {c}" if c else "").rstrip())
+            text = ins.text()
+            if len(text) > width + 20:      # a long operand list (a concatenation)
+                text = text[:width + 16] + " ..."
+            lines.append((text.ljust(width) + (f"; {c}" if c else "")).rstrip())
         lines.append("; registers")
         for r in self.registers:
             lines.append(";   " + r.describe())

@@ -1,0 +1,169 @@
+"""Horizontal batching: k independent copies of one op (the same op on the rows of
+each step of an unrolled loop) become one op over stacked rows.
+
+    logits_t = h_t @ Why + by      for t = 1..25
+ -> L = concat(h_1..h_25) @ Why + by;  logits_t = L[t*B:(t+1)*B]   (views: free)
+
+Only ops that act on rows independently take part (elementwise ops, matmul with
+a shared right operand, take, the softmax family, cross_entropy); the copies
+must not depend on each other (checked with ancestor bitmasks), so the merged
+op can run once all of their inputs exist. Operands that are already
+consecutive row slices of one array -- the per-step views of a fed (steps,
+batch) array, or of an earlier batched result -- are taken as one slice, so
+chains of batched ops cost no copies.
+"""
+from .ir import Builder
+
+MIN_COPIES = 3
+
+
+def _roles(v):
+    """Per input: "b" (stacked along axis 0) or "s" (shared by every copy), or None."""
+    if v.kind != "op" or len(v.shape) == 0 or v.shape[0] == 0:
+        return None
+    op, ins = v.op, v.ins
+    if op in _ELEMENTWISE or op == "unary_grad":
+        roles = []
+        for x in ins:
+            if x.shape == v.shape:
+                roles.append("b")
+            elif len(x.shape) < len(v.shape) or (len(x.shape) == len(v.shape) and x.shape[0] == 1):
+                roles.append("s")
+            else:
+                return None
+        return tuple(roles)
+    if op == "matmul" and len(ins[0].shape) == 2 and len(ins[1].shape) == 2:
+        return ("b", "s")
+    if op == "take" and v.params["axis"] == 0 and len(ins[1].shape) >= 1:
+        return ("s", "b")
+    if op in ("cross_entropy", "xent_grad") and len(ins[0].shape) == 2:
+        return ("b", "b")
+    if op in ("softmax", "log_softmax") and len(v.shape) >= 2 and v.params["axis"] == len(v.shape) - 1:
+        return ("b",)
+    if op == "one_hot" and len(ins[0].shape) >= 1:
+        return ("b",)
+    return None
+
+
+def _elementwise_ops():
+    from .ops import OPS
+    return {name for name, op in OPS.items() if op.elementwise and not op.variadic} | {"where"}
+
+
+_ELEMENTWISE = _elementwise_ops()
+
+
+def _key(v, roles):
+    params = repr(sorted(v.params.items()))
+    ins = tuple((x.shape, x.dtype.str, id(x) if r == "s" else None) for x, r in zip(v.ins, roles))
+    return (v.op, params, ins, v.shape, v.dtype.str)
+
+
+def _row_slice(x):
+    """(base, start, stop) if x is rows [start, stop) of base (an int index is one row)."""
+    if x.kind != "op" or x.op != "getitem":
+        return None
+    index = x.params["index"]
+    if len(index) != 1:
+        return None
+    i = index[0]
+    base = x.ins[0]
+    n = base.shape[0] if base.shape else 0
+    if isinstance(i, int) and not isinstance(i, bool):
+        i = i % n if n else i
+        return base, i, i + 1, True
+    if isinstance(i, slice) and i.step in (None, 1):
+        start, stop, _ = i.indices(n)
+        return base, start, stop, False
+    return None
+
+
+def stack_rows(b, parts):
+    """parts stacked along axis 0 (rows; an int-indexed part contributes its row's rows)."""
+    cuts = [_row_slice(p) for p in parts]
+    if all(c is not None for c in cuts):
+        base = cuts[0][0]
+        squeeze = cuts[0][3]
+        if (all(c[0] is base and c[3] == squeeze for c in cuts)
+                and all(a[2] == c[1] for a, c in zip(cuts, cuts[1:]))):
+            start, stop = cuts[0][1], cuts[-1][2]
+            rows = base if (start, stop) == (0, base.shape[0]) else b.op(
+                "getitem", [base], (stop - start,) + base.shape[1:], base.dtype, index=(slice(start, stop),))
+            if squeeze:
+                shape = ((stop - start) * base.shape[1],) + base.shape[2:]
+                return b.reshape(rows, shape)
+            return rows
+    shape = (sum(p.shape[0] for p in parts),) + parts[0].shape[1:]
+    return b.op("concat", list(parts), shape, parts[0].dtype, axis=0)
+
+
+def _ancestor_masks(live, bit):
+    """For each Val, the bitmask of candidate Vals it depends on (strictly)."""
+    anc = {}
+    for v in live:
+        m = 0
+        for x in v.ins:
+            m |= anc[id(x)] | bit.get(id(x), 0)
+        anc[id(v)] = m
+    return anc
+
+
+def _row_order(group, roles):
+    """Stack the copies in the order their operands already lie in memory, if they are
+    row slices of one array (a backward pass meets the steps in reverse); else by key."""
+    for pos, role in enumerate(roles):
+        if role == "b":
+            cuts = [_row_slice(v.ins[pos]) for v in group]
+            if all(c is not None and c[0] is cuts[0][0] for c in cuts):
+                return [v for _, v in sorted(zip([c[1] for c in cuts], group), key=lambda p: p[0])]
+    return sorted(group, key=lambda v: v.key)
+
+
+def _merge(group, roles, memo):
+    first = group[0]
+    b = Builder(first.key, memo)
+    ins = []
+    for pos, role in enumerate(roles):
+        if role == "s":
+            ins.append(first.ins[pos])
+        else:
+            ins.append(stack_rows(b, [v.ins[pos] for v in group]))
+    n = first.shape[0]
+    shape = (n * len(group),) + first.shape[1:]
+    merged = b.op(first.op, ins, shape, first.dtype, **first.params)
+    for i, v in enumerate(group):
+        v.op, v.ins, v.params = "getitem", [merged], {"index": (slice(i * n, (i + 1) * n),)}
+    return merged
+
+
+def batch_siblings(live, relive):
+    """Merge groups of independent same-op Vals. relive() recomputes the live list
+    (with users) after a merge. Returns (live, copies merged)."""
+    memo, merged, done = {}, 0, set()
+    while True:
+        groups = {}
+        for v in live:
+            r = _roles(v)
+            if r is not None:
+                groups.setdefault(_key(v, r), (r, []))[1].append(v)
+        todo = [(k, r, vs) for k, (r, vs) in groups.items() if len(vs) >= MIN_COPIES and k not in done]
+        if not todo:
+            return live, merged
+        cand = [v for _, _, vs in todo for v in vs]
+        bit = {id(v): 1 << i for i, v in enumerate(cand)}
+        anc = _ancestor_masks(live, bit)
+        progress = False
+        for k, roles, vs in sorted(todo, key=lambda t: t[2][0].key):
+            done.add(k)
+            mask = 0
+            for v in vs:
+                mask |= bit[id(v)]
+            free = [v for v in vs if not anc[id(v)] & mask]
+            if len(free) >= MIN_COPIES:
+                _merge(_row_order(free, roles), roles, memo)
+                merged += len(free)
+                progress = True
+                break           # the ancestor masks are stale now
+        live = relive()
+        if not progress:
+            return live, merged
