@@ -18,6 +18,7 @@ from .graph import ancestors
 from .lowering import Lowered, generic, is_basic_index, lower
 from .ops import OPS
 from .optimize import optimize
+from .placement import device_kernel_ops, lower_cuda, place
 from .plan import plan
 from .program import Instr, Program, Register
 
@@ -93,9 +94,11 @@ def _as_view(v, base):
 class _Emitter:
     def __init__(self, backend):
         self.backend = backend
+        self.placement = {}
         self.regs = []
         self.instrs = []
         self.fake = {}
+        self.moved = {}             # (register, device) -> its copy there
 
     def reg(self, shape, dtype, kind, **kw):
         r = Register(len(self.regs), tuple(shape), np.dtype(dtype), kind, **kw)
@@ -110,19 +113,34 @@ class _Emitter:
         elif v.kind == "const":
             r = self.reg(v.shape, v.dtype, "const", const=v.value)
         else:
-            base = v.ins[0].rid if v.op in ir.VIEW_OPS else -1
+            device = self.placement.get(id(v), "cpu")
             view = None
-            if base >= 0 and self.regs[base].kind != "const" and self.regs[base].device == "cpu":
-                view = _as_view(v, self.fake[base])
+            if v.op in ir.VIEW_OPS and device == "cpu":
+                base = self.on(v.ins[0].rid, "cpu")
+                if self.regs[base].kind != "const":
+                    view = _as_view(v, self.fake[base])
             if view is not None:
                 r = self.reg(v.shape, v.dtype, "view", base=base, view=(v.op, v.params))
                 self.fake[r.id] = view
             else:
-                r = self.reg(v.shape, v.dtype, "buffer")
-                self.emit(v.op, [x.rid for x in v.ins], r, v.params, v.node, note="" if v.nodes else "optimizer")
+                ins = [self.on(x.rid, device) for x in v.ins]
+                r = self.reg(v.shape, v.dtype, "buffer", device=device)
+                self.emit(v.op, ins, r, v.params, v.node, note="" if v.nodes else "optimizer")
         r.nodes = list(v.nodes)
         v.rid = r.id
         return r
+
+    def on(self, rid, device):
+        """Register rid's value on `device`: itself, or a transfer (made once)."""
+        r = self.regs[rid]
+        if r.device == device:
+            return rid
+        moved = self.moved.get((rid, device))
+        if moved is None:
+            t = self.reg(r.shape, r.dtype, "buffer", device=device)
+            self.emit("to_host" if device == "cpu" else "to_device", [rid], t, {}, note="transfer")
+            moved = self.moved[(rid, device)] = t.id
+        return moved
 
     def emit(self, op, ins, out, params, node=None, note=""):
         low = self.kernel(op, ins, out, params)
@@ -134,6 +152,8 @@ class _Emitter:
     def kernel(self, op, ins, out, params):
         regs = self.regs
         low = None
+        if out.device != "cpu" or op in ("to_device", "to_host"):
+            return lower_cuda(op, params, out.dtype)
         if self.backend is not None:
             layouts = [self.fake.get(i, regs[i].const) for i in ins]
             low = self.backend.lower(op, [regs[i] for i in ins], layouts, out, params)
@@ -149,8 +169,10 @@ class _Emitter:
         return low
 
 
-def compile_graph(g, outputs=None, *, grads=True, keep=(), backend=None, optimize_graph=True, verify=True):
-    """Compile graph g to a Program (see the module docstring)."""
+def compile_graph(g, outputs=None, *, grads=True, keep=(), backend=None, optimize_graph=True, verify=True,
+                  device=None, use_cuda_for=()):
+    """Compile graph g to a Program (see the module docstring). Allocates nothing and needs
+    no GPU, device placement included (placement.py)."""
     targets, results = select(g, outputs, grads, keep)
     order = ancestors(targets)
     vals = ir.build(order)
@@ -158,8 +180,11 @@ def compile_graph(g, outputs=None, *, grads=True, keep=(), backend=None, optimiz
     live = ir.live_vals(roots)
     notes = []
     if optimize_graph:
-        live, notes = optimize(live, roots, {id(vals[n.id]) for n in results}, backend)
+        kernel_ops = set(backend.ops) if backend is not None else set()
+        kernel_ops |= device_kernel_ops(device, use_cuda_for)
+        live, notes = optimize(live, roots, {id(vals[n.id]) for n in results}, kernel_ops)
     em = _Emitter(backend)
+    em.placement = place(live, device, use_cuda_for)
     for v in live:             # live_vals keeps them in topological order
         em.val(v)
 
@@ -167,13 +192,13 @@ def compile_graph(g, outputs=None, *, grads=True, keep=(), backend=None, optimiz
     for v in live:
         for n in v.nodes:
             index[n] = v.rid
-    out_values = [(n, index[n]) for n in results if n in index]
+    out_values = [(n, em.on(index[n], "cpu")) for n in results if n in index]
     grad_regs = []
     taken = set()
     for w, gn in g.grads.items():
         if gn not in index or not any(gn is n for n in results):
             continue
-        rid = index[gn]
+        rid = em.on(index[gn], "cpu")
         r = em.regs[rid]
         if r.kind != "buffer" or r.shape != w.shape or r.dtype != w.dtype or rid in taken:
             # .grad must be a writable array of w's shape that no other .grad shares.

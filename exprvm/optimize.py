@@ -248,13 +248,14 @@ def merge_sums(live, keep):
     return merged
 
 
-def optimize(live, roots, keep, backend=None):
-    """Run the passes; returns (live Vals, notes for the disassembly)."""
+def optimize(live, roots, keep, kernel_ops=()):
+    """Run the passes; returns (live Vals, notes for the disassembly). kernel_ops: ops
+    whose fused gradient a compiled kernel will run (on the host backend or a device)."""
     notes = []
-    if backend is not None:
-        n = fuse_grads(live, keep, backend.ops)
+    if kernel_ops:
+        n = fuse_grads(live, keep, set(kernel_ops))
         if n:
-            notes.append(f"fused {n} gradient expressions into {backend.name} unary_grad kernels")
+            notes.append(f"fused {n} gradient expressions into unary_grad kernels")
             live = ir.live_vals(roots)
     n = fuse_xent(live, keep)
     if n:

@@ -144,6 +144,26 @@ def _pack(units, bound):
     return best[0], best[1]
 
 
+def _color(units, regs, slots, bases):
+    """Device buffers cannot be sliced: units share a buffer only if shape and dtype agree
+    and their lifetimes do not overlap (interval colouring, earliest start first)."""
+    free = {}                           # (shape, dtype) -> [(last use, slot)]
+    for u in sorted(units, key=lambda u: u[1]):
+        r = regs[u[4][0]]
+        key = (r.shape, r.dtype.str)
+        pool = free.setdefault(key, [])
+        pool.sort()
+        if pool and pool[0][0] < u[1]:
+            _, s = pool.pop(0)
+        else:
+            s = len(slots)
+            slots.append(u[0])
+            bases.append(0)
+        pool.append((u[2], s))
+        for rid in u[4]:
+            regs[rid].slot, regs[rid].offset = s, 0
+
+
 def plan(regs, instrs, outputs):
     """Assign every buffer register an offset in its device's arena.
 
@@ -157,6 +177,9 @@ def plan(regs, instrs, outputs):
     slot_of, slots, bases = {}, [], []
     for device in sorted({u[3] for u in units}):
         mine = [u for u in units if u[3] == device]
+        if device != "cpu":
+            _color(mine, regs, slots, bases)
+            continue
         mine, offsets = _pack(mine, lower_bound(mine))
         for u, off in sorted(zip(mine, offsets), key=lambda p: p[1]):
             s = slot_of.setdefault((device, off), len(slots))

@@ -48,7 +48,7 @@ class Register:
         return "scratch" if self.scratch else f"r{self.id}"
 
     def describe(self):
-        where = {"buffer": f"slot {self.slot} @{self.offset}", "view": f"view of r{self.base}"}.get(self.kind, self.kind)
+        where = {"buffer": f"slot {self.slot}" + (f" @{self.offset}" if self.offset else ""), "view": f"view of r{self.base}"}.get(self.kind, self.kind)
         dev = "" if self.device == "cpu" else f" on {self.device}"
         names = ", ".join(n.label for n in self.nodes[:3]) + (" ..." if len(self.nodes) > 3 else "")
         return (f"r{self.id}: {self.dtype.name}{list(self.shape)} {self.nbytes} B, {where}{dev}"
@@ -72,7 +72,7 @@ class Instr:
         return self.inplace == "all" or pos in self.inplace
 
     def text(self):
-        tag = "" if self.kernel == "numpy" else f"[{self.kernel}]"
+        tag = "" if self.kernel == "numpy" or self.op in ("to_device", "to_host") else f"[{self.kernel}]"
         ins = ", ".join(f"r{i}" for i in self.ins)
         return f"r{self.out} = {self.op}{tag} {ins}".rstrip()
 
@@ -98,11 +98,12 @@ class Program:
         for r in registers:
             if r.kind == "buffer":
                 used.setdefault(r.device, set()).add(r.slot)
-                if bases is not None:
+                if bases is not None and r.device == "cpu":
                     end = bases[r.slot] + r.offset + r.nbytes
                     self.arenas[r.device] = max(self.arenas.get(r.device, 0), end)
-        if bases is None:
-            self.arenas = {d: sum(self.slots[s] for s in ss) for d, ss in used.items()}
+        for d, ss in used.items():
+            if bases is None or d != "cpu":     # separate buffers, one per slot
+                self.arenas[d] = sum(self.slots[s] for s in ss)
         self.outputs = outputs          # register ids live at the end of a run
         self.lower_bound = lower_bound  # max bytes of simultaneously live buffer registers
         self.notes = list(notes)        # what the optimizer did, for the disassembly
@@ -131,7 +132,7 @@ class Program:
 
     def memory(self, r):
         """(arena key, first byte, end byte) of a buffer register."""
-        if self.bases is None:
+        if self.bases is None or r.device != "cpu":
             return (r.device, r.slot), r.offset, r.offset + r.nbytes
         lo = self.bases[r.slot] + r.offset
         return r.device, lo, lo + r.nbytes

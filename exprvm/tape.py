@@ -21,6 +21,7 @@ from .errors import ExprError, FeedError, KernelError, NumericError
 from .graph import check_value, let
 from .lisp import _log, check_finite
 from .ops import OPS
+from .placement import require_cuda
 
 
 def _plain(arr, node):
@@ -115,13 +116,18 @@ class TapeMachine:
     """
 
     def __init__(self, g, outputs=None, *, grads=True, backend=None, watch=(), nan_watch=False,
-                 inf_watch=False, trace=False, logger=None, verify=True, optimize=True):
+                 inf_watch=False, trace=False, logger=None, verify=True, optimize=True,
+                 device=None, use_cuda_for=()):
         self.graph = g
         self.watch = list(watch)
         self.nan_watch, self.inf_watch, self.trace, self.logger = nan_watch, inf_watch, trace, logger
-        self.backend = _backend(backend)
-        self.program = compile_graph(g, outputs, grads=grads, keep=self.watch, backend=self.backend,
-                                     optimize_graph=optimize, verify=verify)
+        self.program = self.compile(g, outputs, grads=grads, keep=self.watch, backend=backend,
+                                    optimize=optimize, verify=verify, device=device,
+                                    use_cuda_for=use_cuda_for)
+        self._cuda = None
+        self._device_bufs = {}
+        if any(r.device != "cpu" for r in self.program.registers):
+            self._cuda = require_cuda()
         self.history = {n: [] for n in self.watch}
         self._slow = bool(nan_watch or inf_watch or trace or logger is not None)
         self._arenas = {}
@@ -136,6 +142,15 @@ class TapeMachine:
         self._closed = False
         self._bind()
 
+    @staticmethod
+    def compile(g, outputs=None, *, grads=True, keep=(), backend=None, optimize=True, verify=True,
+                device=None, use_cuda_for=()):
+        """The Program a TapeMachine would run, without binding it: allocates nothing and
+        needs no GPU (device placement can be inspected anywhere)."""
+        return compile_graph(g, outputs, grads=grads, keep=keep, backend=_backend(backend),
+                             optimize_graph=optimize, verify=verify, device=device,
+                             use_cuda_for=use_cuda_for)
+
     # -- binding -----------------------------------------------------------------
     def _bind(self):
         prog = self.program
@@ -146,7 +161,9 @@ class TapeMachine:
         for p in self._params:
             arrays[p.rid] = p.bind()
         for r in regs:
-            if r.kind == "buffer":
+            if r.kind == "buffer" and r.device != "cpu":
+                arrays[r.id] = self._device_buffer(r)
+            elif r.kind == "buffer":
                 key, lo, hi = prog.memory(r)
                 arrays[r.id] = self._arena(key)[lo:hi].view(r.dtype).reshape(r.shape)
             elif r.kind == "const":
@@ -168,6 +185,13 @@ class TapeMachine:
         self._copied = [p for p in self._params if p.buf is not None]
         if self.trace:
             self._plan_trace()
+
+    def _device_buffer(self, r):
+        # NOTE: registers share a device slot only with equal shape and dtype (plan._color).
+        buf = self._device_bufs.get(r.slot)
+        if buf is None:
+            buf = self._device_bufs[r.slot] = self._cuda.DeviceArray(r.shape, r.dtype)
+        return buf
 
     def _arena(self, key):
         a = self._arenas.get(key)
@@ -277,12 +301,12 @@ class TapeMachine:
                 _log(log, f"{ins.text()}  ; {ins.comment()} -> {prog.registers[ins.out].shape}")
             if self.nan_watch or self.inf_watch:
                 try:
-                    check_finite(arrays[ins.out], self._where(k), self.nan_watch, self.inf_watch)
+                    check_finite(_host(arrays[ins.out]), self._where(k), self.nan_watch, self.inf_watch)
                 except NumericError as e:
                     raise NumericError(str(e)) from None
             if self.trace:
                 for n, a in self._trace_after[k]:
-                    n.value = np.array(a, copy=True)
+                    n.value = np.array(_host(a), copy=True)
 
     def _where(self, k):
         ins = self.program.instrs[k]
@@ -302,6 +326,9 @@ class TapeMachine:
         self._steps = []
         self._arrays = []
         self._arenas = {}
+        for buf in self._device_bufs.values():
+            buf.free()
+        self._device_bufs = {}
         self._values = self._grads = []
         self._closed = True
 
@@ -313,6 +340,10 @@ class TapeMachine:
 
     def __repr__(self):
         return f"<TapeMachine {len(self.program)} instructions, {self.program.peak_bytes} B planned>"
+
+
+def _host(a):
+    return a if isinstance(a, np.ndarray) else a.numpy()
 
 
 def _arena(nbytes):

@@ -211,3 +211,75 @@ def test_a_ten_thousand_node_graph_compiles():
     assert len(m.program) == 10_000
     m.run({g.nodes[0]: np.ones(4)})
     assert np.all(np.isfinite(x.value))
+
+
+# -- device placement (planned without a GPU) --------------------------------------------
+
+def device_graph():
+    g = ev.Graph()
+    x = g.vector("x", 8, dtype=F32)
+    w = g.vector("w", 8, dtype=F32, value=np.linspace(0.5, 1, 8, dtype=F32))
+    h = ev.tanh(ev.sigmoid(x) * w)
+    y = ev.sum(ev.exp(h) * 2)
+    ev.grad(y, [w])
+    return g, x, w, h, y
+
+
+def _devices_consistent(prog):
+    for ins in prog:
+        dev = {prog.registers[i].device for i in ins.ins}
+        out = prog.registers[ins.out].device
+        if ins.op == "to_device":
+            assert dev == {"cpu"} and out == "cuda"
+        elif ins.op == "to_host":
+            assert dev == {"cuda"} and out == "cpu"
+        else:
+            assert dev <= {out}, ins.text()
+            assert (ins.kernel == "cuda") == (out == "cuda")
+
+
+def test_device_placement_moves_values_only_where_they_cross():
+    g, x, w, h, y = device_graph()
+    prog = ev.TapeMachine.compile(g, [y], device="cuda")
+    assert prog.verify()
+    _devices_consistent(prog)
+    on_gpu = [i.op for i in prog if i.kernel == "cuda" and not i.op.startswith("to_")]
+    assert {"sigmoid", "tanh", "exp", "mul", "tanh_grad"} <= set(on_gpu)
+    # sigmoid -> mul -> tanh -> exp stay on the device: nothing moves between them
+    ops = [i.op for i in prog]
+    start = ops.index("sigmoid")
+    assert ops[start:start + 5] == ["sigmoid", "to_device", "mul", "tanh", "exp"]   # w comes over
+    moved = [(i.op, i.ins[0]) for i in prog if i.op.startswith("to_")]
+    assert len(moved) == len(set(moved)), "a value crossed twice in one direction"
+    # what the host reads back: results and gradients are host registers
+    for _, rid in prog.values + prog.grads:
+        assert prog.registers[rid].device == "cpu"
+    assert "to_device r" in str(prog) and "to_host r" in str(prog) and "tanh[cuda]" in str(prog)
+
+
+def test_use_cuda_for_places_only_the_named_ops():
+    g, x, w, h, y = device_graph()
+    prog = ev.TapeMachine.compile(g, [y], use_cuda_for=("tanh",))
+    assert prog.verify()
+    _devices_consistent(prog)
+    gpu = sorted({i.op for i in prog if i.kernel == "cuda" and not i.op.startswith("to_")})
+    assert gpu == ["tanh", "tanh_grad"] or gpu == ["tanh"]
+    assert sum(i.op == "to_device" for i in prog) == sum(i.op == "to_host" for i in prog) >= 1
+    host = ev.TapeMachine.compile(g, [y])
+    assert all(r.device == "cpu" for r in host.registers)
+    with pytest.raises(ev.BackendError, match="no CUDA kernels for"):
+        ev.TapeMachine.compile(g, [y], use_cuda_for=("matmul",))
+
+
+def test_device_buffers_are_reused_only_between_equal_shapes():
+    g = ev.Graph()
+    x = g.vector("x", 64, dtype=F32)
+    y = x
+    for _ in range(10):
+        y = ev.tanh(ev.exp(y) * ev.sigmoid(y))
+    prog = ev.TapeMachine.compile(g, [y], device="cuda")
+    assert prog.verify()
+    cuda = [r for r in prog.registers if r.device == "cuda"]
+    assert len(cuda) > 20 and len({r.slot for r in cuda}) <= 4
+    for s in {r.slot for r in cuda}:
+        assert len({(r.shape, r.dtype) for r in cuda if r.slot == s}) == 1

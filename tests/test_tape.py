@@ -275,3 +275,44 @@ def test_close_and_context_manager():
     assert m._arenas == {}
     with pytest.raises(ev.ExprError, match="closed"):
         m.run()
+
+
+# -- CUDA: runs only where a GPU is -----------------------------------------------------------
+
+def _cuda_available():
+    from exprvm import cuda
+    return cuda.is_available()
+
+
+def test_device_request_without_a_gpu_is_a_clear_error():
+    if _cuda_available():
+        pytest.skip("a GPU is present")
+    g, W, b, v, h, cost, gW, gb = layer()
+    with pytest.raises(ev.BackendError, match="cuda.*not available"):
+        ev.TapeMachine(g, [cost], device="cuda")
+    assert ev.TapeMachine(g, [cost], use_cuda_for=("relu",)).program   # nothing placed: fine
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("how", [{"device": "cuda"}, {"use_cuda_for": ("tanh", "sigmoid")}])
+def test_device_runs_match_the_host(how):
+    if not _cuda_available():
+        pytest.skip("no CUDA device")
+    g = ev.Graph()
+    x = g.matrix("x", (16, 32), dtype=F32)
+    w = g.matrix("w", (16, 32), dtype=F32, value=np.linspace(0.1, 1, 512, dtype=F32).reshape(16, 32))
+    h = ev.tanh(ev.sigmoid(x) * w + x)
+    cost = ev.sum(ev.exp(h) * h)
+    ev.grad(cost, [w])
+    xv = np.random.default_rng(0).standard_normal((16, 32)).astype(F32)
+    ev.TapeMachine(g, [cost]).run({x: xv})
+    host = (float(cost.value), w.grad.copy())
+    with ev.TapeMachine(g, [cost], **how) as m:
+        assert any(i.kernel == "cuda" for i in m.program)
+        for _ in range(2):
+            m.run({x: xv})
+            assert float(cost.value) == pytest.approx(host[0], rel=1e-5)
+            np.testing.assert_allclose(w.grad, host[1], rtol=1e-4, atol=1e-6)
+        bufs = list(m._device_bufs.values())
+        assert bufs
+    assert all(b.freed for b in bufs)
