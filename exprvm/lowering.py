@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ExprError
+from .errors import ExprError, IndexRangeError
 from .kernels.reference import GRAD
 from .ops import OPS
 
@@ -55,7 +55,7 @@ def check_index(flat_unsigned, n, what):
     """Every index in [0, n)? One reduction over the unsigned view catches negatives too."""
     if flat_unsigned.size and np.maximum.reduce(flat_unsigned) >= n:
         signed = flat_unsigned.view(flat_unsigned.dtype.str.replace("u", "i"))
-        raise ExprError(f"{what}: index out of range [0, {n}): min {signed.min()}, max {signed.max()}")
+        raise IndexRangeError(f"{what}: index out of range [0, {n}): min {signed.min()}, max {signed.max()}")
 
 
 def _unsigned(t):
@@ -215,7 +215,14 @@ def _xent_grad(ins, out, tmps):
 def _take(axis):
     def build(ins, out, tmps):
         x, idx = ins
-        return x.take, (idx, axis, out)
+        n = x.shape[axis]
+        idx_u = _unsigned(idx) if idx.flags.c_contiguous else None
+
+        def run():
+            # NOTE: take would wrap negative ids around; they are errors, as in the op itself.
+            check_index(idx_u if idx_u is not None else _unsigned(np.ascontiguousarray(idx)), n, "take")
+            x.take(idx, axis, out)
+        return run, ()
     return build
 
 

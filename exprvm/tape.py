@@ -17,7 +17,7 @@ next run; copy them to keep them (`watch=` does that for you).
 import numpy as np
 
 from .compile import compile_graph
-from .errors import ExprError, FeedError, KernelError, NumericError
+from .errors import ExprError, FeedError, NumericError, RunError
 from .graph import check_value, let
 from .lisp import _log, check_finite
 from .ops import OPS
@@ -318,7 +318,7 @@ class TapeMachine:
         msg = f"{self._where(k)}: {e}"
         if isinstance(e, ExprError):
             return type(e)(msg)
-        return KernelError(f"{type(e).__name__} in {msg}")
+        return RunError(f"{type(e).__name__} in {msg}")
 
     # -- resources ---------------------------------------------------------------
     def close(self):

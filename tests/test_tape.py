@@ -141,8 +141,14 @@ def test_run_time_errors_name_the_instruction_and_the_line():
     m = ev.TapeMachine(g, [out])
     m.run({ids: np.array([0, 4])})
     assert float(out.value) == 6
-    with pytest.raises(ev.ExprError, match=r"take#\d+ \(made at test_tape.py:\d+\).*`r\d+ = take r\d+, r\d+`"):
+    with pytest.raises(ev.IndexRangeError, match=r"take#\d+ \(made at test_tape.py:\d+\).*`r\d+ = take r\d+, r\d+`"):
         m.run({ids: np.array([0, 7])})
+    with pytest.raises(ev.IndexRangeError, match="min -1"):
+        m.run({ids: np.array([-1, 2])})
+    t = g.tensor("t", (5,), np.int64)
+    z = ev.sum(ev.cross_entropy(table, t))
+    with pytest.raises(ev.IndexRangeError, match="cross_entropy target"):
+        ev.TapeMachine(g, [z]).run({t: np.array([0, 1, 2, 3, 0])})
     m.run({ids: np.array([1, 2])})
     assert float(out.value) == 6
 
