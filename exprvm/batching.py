@@ -97,15 +97,25 @@ def stack_rows(b, parts):
     return b.op("concat", list(parts), shape, parts[0].dtype, axis=0)
 
 
-def _ancestor_masks(live, bit):
-    """For each Val, the bitmask of candidate Vals it depends on (strictly)."""
-    anc = {}
-    for v in live:
-        m = 0
-        for x in v.ins:
-            m |= anc[id(x)] | bit.get(id(x), 0)
-        anc[id(v)] = m
-    return anc
+def _reachable(roots, bit):
+    """(Vals reachable from roots, {id: bitmask of the candidate Vals it depends on})."""
+    anc, seen, order = {}, {}, []
+    stack = [(v, False) for v in roots]
+    while stack:
+        v, ready = stack.pop()
+        if id(v) in anc:
+            continue
+        if ready:
+            m = 0
+            for x in v.ins:
+                m |= anc[id(x)] | bit.get(id(x), 0)
+            anc[id(v)] = m
+            order.append(v)
+        elif id(v) not in seen:
+            seen[id(v)] = v
+            stack.append((v, True))
+            stack.extend((x, False) for x in v.ins if id(x) not in anc)
+    return order, anc
 
 
 def _row_order(group, roles):
@@ -136,34 +146,46 @@ def _merge(group, roles, memo):
     return merged
 
 
-def batch_siblings(live, relive):
-    """Merge groups of independent same-op Vals. relive() recomputes the live list
-    (with users) after a merge. Returns (live, copies merged)."""
-    memo, merged, done = {}, 0, set()
+def batch_siblings(live, roots):
+    """Merge groups of independent same-op Vals reachable from roots. Returns the number
+    of copies merged; the caller recomputes the live list afterwards."""
+    memo, merged, done, cache = {}, 0, set(), {}
+    vals = live
     while True:
         groups = {}
-        for v in live:
-            r = _roles(v)
-            if r is not None:
-                groups.setdefault(_key(v, r), (r, []))[1].append(v)
+        for v in vals:
+            hit = cache.get(id(v))
+            if hit is None or hit[0] is not v or hit[1] != v.op:
+                r = _roles(v)
+                hit = cache[id(v)] = (v, v.op, r, _key(v, r) if r is not None else None)
+            if hit[2] is not None:
+                groups.setdefault(hit[3], (hit[2], []))[1].append(v)
         todo = [(k, r, vs) for k, (r, vs) in groups.items() if len(vs) >= MIN_COPIES and k not in done]
         if not todo:
-            return live, merged
+            return merged
         cand = [v for _, _, vs in todo for v in vs]
         bit = {id(v): 1 << i for i, v in enumerate(cand)}
-        anc = _ancestor_masks(live, bit)
+        vals, anc = _reachable(roots, bit)
         progress = False
         for k, roles, vs in sorted(todo, key=lambda t: t[2][0].key):
-            done.add(k)
             mask = 0
             for v in vs:
                 mask |= bit[id(v)]
             free = [v for v in vs if not anc[id(v)] & mask]
-            if len(free) >= MIN_COPIES:
-                _merge(_row_order(free, roles), roles, memo)
-                merged += len(free)
-                progress = True
-                break           # the ancestor masks are stale now
-        live = relive()
+            done.add(k)
+            if len(free) < MIN_COPIES:
+                continue
+            _merge(_row_order(free, roles), roles, memo)
+            merged += len(free)
+            progress = True
+            # Whatever depended on one merged copy now waits for the inputs of all of them.
+            grew, mine = 0, 0
+            for v in free:
+                grew |= anc[id(v)]
+                mine |= bit[id(v)]
+            for vid, m in anc.items():
+                if m & mine:
+                    anc[vid] = m | grew
         if not progress:
-            return live, merged
+            return merged
+        vals, _ = _reachable(roots, {})

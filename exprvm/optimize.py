@@ -261,9 +261,10 @@ def optimize(live, roots, keep, kernel_ops=()):
     if n:
         notes.append(f"fused {n} cross-entropy gradients")
         live = ir.live_vals(roots)
-    live, n = batch_siblings(live, lambda: ir.live_vals(roots))
+    n = batch_siblings(live, roots)
     if n:
         notes.append(f"batched {n} independent per-step ops into single ops over stacked rows")
+        live = ir.live_vals(roots)
     n = merge_sums(live, keep)
     if n:
         notes.append(f"merged {n} summed terms (per-step gradients) into single ops")
