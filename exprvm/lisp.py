@@ -81,18 +81,22 @@ class LispMachine:
 
     def _forward(self):
         watch = self.nan_watch or self.inf_watch
+        logger = self.logger
+        ndarray = np.ndarray
         for n in self._order:
-            if n.is_leaf:
+            opdef = n.opdef
+            if opdef is None:           # a leaf
                 if n.value is None:
                     raise FeedError(f"input {n.label} is not bound (made at {n.site}); "
                                     f"feed it to run() or bind it with ev.let")
                 continue
             try:
-                v = n.opdef.impl(*[x.value for x in n.inputs], **n.params)
+                v = opdef.impl(*[x.value for x in n.inputs], **n.params)
             except Exception as e:
                 raise run_error(e, n) from e
-            n.value = v if type(v) is np.ndarray else np.asarray(v)
-            _log(self.logger, f"{n.label} = {n.op}({', '.join(x.label for x in n.inputs)}) -> {n.shape}")
+            n.value = v if type(v) is ndarray else np.asarray(v)
+            if logger is not None:      # NOTE: formatting the line costs more than most ops
+                _log(logger, f"{n.label} = {n.op}({', '.join(x.label for x in n.inputs)}) -> {n.shape}")
             if watch:
                 check_finite(n.value, f"{n.label} = {n.op}(...) made at {n.site}",
                              self.nan_watch, self.inf_watch)
