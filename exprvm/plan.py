@@ -88,7 +88,11 @@ def lower_bound(units):
 
 
 def _align(size):
-    return 64 if size >= 4096 else 8
+    """Cache lines for big buffers; else the largest of 8, 4, 2, 1 dividing the size (so
+    every element stays aligned to its itemsize without padding small scalars)."""
+    if size >= 4096:
+        return 64
+    return next(a for a in (8, 4, 2, 1) if size % a == 0)
 
 
 def _place(units, best_fit=True):
