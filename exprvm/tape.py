@@ -160,12 +160,19 @@ class TapeMachine:
             arrays[i.rid] = i.cur
         for p in self._params:
             arrays[p.rid] = p.bind()
+        shared = {}
         for r in regs:
             if r.kind == "buffer" and r.device != "cpu":
                 arrays[r.id] = self._device_buffer(r)
             elif r.kind == "buffer":
+                # NOTE: registers at the same bytes share one array object: numpy checks
+                # distinct objects over the same memory for overlap on every call.
                 key, lo, hi = prog.memory(r)
-                arrays[r.id] = self._arena(key)[lo:hi].view(r.dtype).reshape(r.shape)
+                same = (key, lo, r.shape, r.dtype.str)
+                a = shared.get(same)
+                if a is None:
+                    a = shared[same] = self._arena(key)[lo:hi].view(r.dtype).reshape(r.shape)
+                arrays[r.id] = a
             elif r.kind == "const":
                 arrays[r.id] = r.const
             elif r.kind == "view":
