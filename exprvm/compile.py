@@ -175,7 +175,7 @@ def compile_graph(g, outputs=None, *, grads=True, keep=(), backend=None, optimiz
     no GPU, device placement included (placement.py)."""
     targets, results = select(g, outputs, grads, keep)
     order = ancestors(targets)
-    vals = ir.build(order)
+    vals = ir.build(order, identities=optimize_graph)
     roots = [vals[n.id] for n in targets]
     live = ir.live_vals(roots)
     notes = []
@@ -192,6 +192,9 @@ def compile_graph(g, outputs=None, *, grads=True, keep=(), backend=None, optimiz
     for v in live:
         for n in v.nodes:
             index[n] = v.rid
+    # constants folded away entirely: their values, for trace=True
+    folded = [(n, v.value) for v in vals.values() if v.kind == "const"
+              for n in v.nodes if not n.is_leaf and n not in index]
     out_values = [(n, em.on(index[n], "cpu")) for n in results if n in index]
     grad_regs = []
     taken = set()
@@ -211,6 +214,7 @@ def compile_graph(g, outputs=None, *, grads=True, keep=(), backend=None, optimiz
     slots, bases, bound = plan(em.regs, em.instrs, outs)
     prog = Program(em.regs, em.instrs, slots, outs, bound, notes,
                    values=out_values, grads=grad_regs, index=index, bases=bases)
+    prog.folded = folded
     if verify:
         prog.verify()
     return prog

@@ -90,8 +90,9 @@ def fold(node, ins):
     return Val((node.id, 0), "const", shape=node.shape, dtype=node.dtype, value=value)
 
 
-def build(order):
-    """Vals for the nodes in `order` (topological). Returns {node id: Val}."""
+def build(order, identities=True):
+    """Vals for the nodes in `order` (topological). Returns {node id: Val}. identities=False
+    keeps ops that simplify() would drop (so that every node keeps a value)."""
     vals = {}
     for n in order:
         if n.is_leaf:
@@ -99,7 +100,7 @@ def build(order):
                     value=n.value if n.op == "const" else None)
         else:
             ins = [vals[x.id] for x in n.inputs]
-            v = simplify(n, ins) or fold(n, ins)
+            v = (simplify(n, ins) if identities else None) or fold(n, ins)
             if v is None:
                 v = Val((n.id, 0), "op", n.op, ins, n.params, n.shape, n.dtype)
         v.nodes.append(n)

@@ -110,6 +110,7 @@ class Program:
         self.values = list(values)      # (node, register) whose value lands on node.value
         self.grads = list(grads)        # (wrt node, register) whose value lands on wrt.grad
         self.index = index or {}        # every node with a register -> register id
+        self.folded = []                # (node, value): constants no instruction needs
 
     def __len__(self):
         return len(self.instrs)

@@ -110,7 +110,10 @@ class TapeMachine:
     backend     kernel backend for ops that have compiled kernels ("numpy", "c", None = current)
     watch       nodes whose values are recorded after every run in .history
     nan_watch, inf_watch   raise NumericError at the first NaN / Inf an instruction makes
-    trace       keep a copy of every intermediate value on its node
+    trace       keep a copy of every intermediate value on its node (compiles without
+                the graph optimizations, so that every node keeps a register)
+    optimize    fusions, batching of per-step ops and merged gradient sums (default True)
+    device, use_cuda_for   run instructions on a CUDA GPU (see placement.py)
     logger      a logging.Logger or a callable, told every instruction executed
     verify      check the buffer plan with Program.verify (default True)
     """
@@ -121,8 +124,9 @@ class TapeMachine:
         self.graph = g
         self.watch = list(watch)
         self.nan_watch, self.inf_watch, self.trace, self.logger = nan_watch, inf_watch, trace, logger
+        # NOTE: trace wants every node's value, so nothing may be fused or batched away.
         self.program = self.compile(g, outputs, grads=grads, keep=self.watch, backend=backend,
-                                    optimize=optimize, verify=verify, device=device,
+                                    optimize=optimize and not trace, verify=verify, device=device,
                                     use_cuda_for=use_cuda_for)
         self._cuda = None
         self._device_bufs = {}
@@ -212,7 +216,7 @@ class TapeMachine:
         prog, arrays = self.program, self._arrays
         after = {k: [] for k in range(len(prog.instrs))}
         producer = {ins.out: k for k, ins in enumerate(prog.instrs)}
-        self._trace_start = []
+        self._trace_start = list(prog.folded)
         for n, rid in prog.index.items():
             root = prog.root(rid).id
             if root in producer:
