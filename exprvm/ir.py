@@ -160,14 +160,15 @@ class Builder:
         self.sub = key[1] - 10_000
         self.memo = {} if memo is None else memo
 
-    def op(self, name, ins, out_shape, dtype, **params):
+    def op(self, name, ins, out_shape, out_dtype, /, **params):
+        # NOTE: positional-only, so that an op's own params (one_hot's dtype) pass through
         assert name in OPS or name in INTERNAL_OPS, name
         key = (name, tuple(id(x) for x in ins), repr(sorted(params.items())))
         hit = self.memo.get(key)
         if hit is not None:
             return hit[0]
         self.sub += 1
-        v = Val((self.base, self.sub), "op", name, ins, params, out_shape, dtype)
+        v = Val((self.base, self.sub), "op", name, ins, params, out_shape, out_dtype)
         self.memo[key] = (v, ins)       # NOTE: holding ins keeps their ids unique
         return v
 
