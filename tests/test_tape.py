@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import exprvm as ev
 
@@ -326,3 +328,47 @@ def test_device_runs_match_the_host(how):
         bufs = list(m._device_bufs.values())
         assert bufs
     assert all(b.freed for b in bufs)
+
+
+# -- the optimizer's rewrites on unrolled loops ---------------------------------------------
+
+def _unrolled(seed):
+    """A small random unrolled recurrence: embeddings by take or one_hot @ W, a random
+    activation, per-step losses summed; exercises fusion, batching and merged sums."""
+    r = np.random.default_rng(seed)
+    steps, batch, hidden, vocab = (int(r.integers(1, 6)), int(r.integers(1, 4)),
+                                   int(r.integers(2, 6)), int(r.integers(3, 7)))
+    g = ev.Graph()
+    Wx = g.tensor("Wx", (vocab, hidden), value=r.standard_normal((vocab, hidden)))
+    Wh = g.tensor("Wh", (hidden, hidden), value=r.standard_normal((hidden, hidden)) * 0.5)
+    Wy = g.tensor("Wy", (hidden, vocab), value=r.standard_normal((hidden, vocab)))
+    b = g.tensor("b", (hidden,), value=r.standard_normal(hidden))
+    ids = g.tensor("ids", (steps, batch), np.int64)
+    tg = g.tensor("tg", (steps, batch), np.int64)
+    act = [ev.tanh, ev.sigmoid, ev.relu, lambda x: x * ev.tanh(x)][int(r.integers(0, 4))]
+    h = g.constant(np.zeros((batch, hidden)))
+    loss = None
+    for t in range(steps):
+        e = ev.take(Wx, ids[t]) if r.random() < 0.6 else ev.one_hot(ids[t], vocab) @ Wx
+        h = act(e + h @ Wh + b if r.random() < 0.5 else (h @ Wh + b) + e)
+        y = h @ Wy
+        step = ev.sum(ev.cross_entropy(y, tg[t])) if r.random() < 0.6 else ev.mean(ev.square(ev.softmax(y)))
+        loss = step if loss is None else loss + step
+    params = [Wx, Wh, Wy, b]
+    ev.grad(loss, params)
+    feeds = {ids: r.integers(0, vocab, (steps, batch)), tg: r.integers(0, vocab, (steps, batch))}
+    return g, loss, params, feeds
+
+
+@given(st.integers(0, 10_000), st.sampled_from(["numpy", "c"]), st.booleans())
+def test_optimized_programs_match_the_lisp_machine_on_unrolled_loops(seed, backend, whole_graph):
+    if backend == "c" and not ev.kernels.available("tanh", np.float64, "c"):
+        backend = "numpy"
+    g, loss, params, feeds = _unrolled(seed)
+    m = ev.TapeMachine(g, None if whole_graph else [loss], backend=backend)
+    m.run(feeds)
+    tape = (float(loss.value), [p.grad.copy() for p in params])
+    ev.LispMachine(g, cost=loss).run(feeds)
+    assert tape[0] == pytest.approx(float(loss.value), rel=1e-9)
+    for a, p in zip(tape[1], params):
+        np.testing.assert_allclose(a, p.grad, rtol=1e-8, atol=1e-10, err_msg=p.name)
