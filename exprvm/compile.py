@@ -9,6 +9,16 @@ What gets compiled: the `outputs` (default: every node of the graph) plus the
 gradient nodes ev.grad made for any cost among them. Values that stay readable
 after a run ("results"): the outputs given, or by default the graph's sinks,
 its costs and its gradients; other intermediates share buffers and get no value.
+
+The pipeline, each step linear in the graph's size:
+  ir.build        a private copy of the graph; constants folded, exact identities
+                  (x * 1, reshape to the same shape, ...) dropped
+  ir.live_vals    dead code removed, topological order
+  optimize        fused gradient kernels, batching of per-step ops, merged sums
+  placement       which instructions run on a GPU (device= / use_cuda_for=)
+  _Emitter        registers, views taken once at bind time, kernels chosen per
+                  instruction (lowering.py, backends.py), transfers inserted
+  plan            liveness, in-place, arena offsets; Program.verify checks it
 """
 import numpy as np
 
