@@ -111,8 +111,18 @@ TITLES = {
 }
 
 
+def ufunc_call_seconds(rounds):
+    """One numpy ufunc call on 16 floats (out= given), measured now: the yardstick for the
+    per-instruction figures, which move with the machine's load."""
+    a, b, c = (np.ones(16, np.float32) for _ in range(3))
+    return measure({"ufunc": lambda: np.multiply(a, b, c)}, rounds, target_s=0.005)["ufunc"]
+
+
 def run(names, rounds, backend=None):
     rows = []
+    if any(n.startswith("chain") or n == "expr" for n in names):
+        u = ufunc_call_seconds(rounds)
+        print(f"\nyardstick: one numpy ufunc call on 16 floats = {u * 1e6:.2f} us now")
     for name in names:
         impls, tm = implementations(name, backend)
         med = measure(impls, rounds)
