@@ -279,10 +279,9 @@ class TapeMachine:
             ins = prog.instrs[k]
             self._steps[k] = ins.build([arrays[i] for i in ins.ins], arrays[ins.out],
                                        [arrays[t] for t in ins.tmps])
-        if inp.views:
-            self._values = [(n, arrays[rid]) for n, rid in prog.values]
-            if self.trace:
-                self._plan_trace()
+        self._values = [(n, arrays[rid]) for n, rid in prog.values]
+        if self.trace:
+            self._plan_trace()
 
     def _private(self, array):
         """Is array free of the machine's own buffers (safe to read while they are written)?"""
