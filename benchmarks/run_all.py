@@ -1,7 +1,8 @@
 """Run every benchmark: python benchmarks/run_all.py [--quick] [--threads N] [--only a,b]
 
 Prints, per benchmark, the median time of one training step (or run) and its
-ratio to handwritten numpy measured in the same run, then compile times.
+ratio to handwritten numpy measured in the same run, then compile times, then
+(unless --only or --no-onemil) bench_onemil.py's 1M-element kernel table.
 
 NOTE: BLAS and OpenMP are pinned to --threads (default 1) for every
 implementation before numpy is imported: on a shared 2-core machine a
@@ -10,6 +11,7 @@ slower at random, which no median survives.
 """
 import argparse
 import os
+import subprocess
 import sys
 
 
@@ -20,6 +22,7 @@ def parse(argv=None):
     ap.add_argument("--rounds", type=int, default=None, help="timing rounds per benchmark")
     ap.add_argument("--only", default=None, help="comma-separated benchmark names")
     ap.add_argument("--backend", default=None, help="kernel backend for the tape (numpy, c)")
+    ap.add_argument("--no-onemil", action="store_true", help="skip bench_onemil.py (1M-element kernels)")
     return ap.parse_args(argv)
 
 
@@ -34,6 +37,7 @@ def pin_threads(n):
 
 def main(argv=None):
     args = parse(argv)
+    env = dict(os.environ)      # bench_onemil.py runs with the caller's threads, not ours
     pin_threads(args.threads)
     here = os.path.dirname(os.path.abspath(__file__))
     # NOTE: this checkout's exprvm, not whichever one is installed in site-packages.
@@ -52,6 +56,10 @@ def main(argv=None):
     print(f"exprvm benchmarks: {rounds} rounds, medians; threads={args.threads}")
     bench_models.run(names, rounds, args.backend)
     bench_compile.run(quick=args.quick)
+    onemil = os.path.join(here, "bench_onemil.py")
+    if not args.no_onemil and not args.only and os.path.exists(onemil):
+        print("\n" + "-" * 72, flush=True)
+        subprocess.run([sys.executable, onemil] + (["--quick"] if args.quick else []), env=env, check=False)
 
 
 if __name__ == "__main__":
