@@ -130,6 +130,10 @@ def live_vals(targets):
 
 def toposort(vals):
     """Kahn's algorithm, smallest key first: a valid order that follows the graph's own."""
+    order = sorted(vals, key=_key)
+    pos = {id(v): i for i, v in enumerate(order)}
+    if all(pos[id(x)] < i for i, v in enumerate(order) for x in v.ins):
+        return order                    # key order already is topological (the usual case)
     indeg = {id(v): len(v.ins) for v in vals}
     ready = [(v.key, i, v) for i, v in enumerate(vals) if not v.ins]
     heapq.heapify(ready)
@@ -146,6 +150,10 @@ def toposort(vals):
     if len(out) != len(vals):
         raise CompileError("the optimized graph has a cycle (compiler bug)")
     return out
+
+
+def _key(v):
+    return v.key
 
 
 class Builder:
