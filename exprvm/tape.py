@@ -7,9 +7,14 @@
 Binding (once, and again only if a parameter's `.value` is rebound to a new
 array): every buffer, view and kernel argument is resolved to a real array and
 each instruction becomes a prebound (fn, args) pair. A steady run is: copy feeds
-into the inputs' buffers, one identity check per leaf, then `fn(*args)` per
-instruction -- no lookups, no shape checks, no allocation (bar the kernels
-lowering.py lists as allocating).
+into the inputs' buffers (a large input read by few instructions is read in
+place instead), one identity check per leaf, then `fn(*args)` per instruction --
+no lookups, no shape checks, no allocation (bar the kernels lowering.py lists
+as allocating).
+
+Parameters are read in place: a solver that updates `.value` in place is seen
+by the next run. A parameter whose `.value` is rebound to a new array is
+noticed (identity check) and from then on copied into a private buffer per run.
 
 NOTE: values and gradients are the machine's own buffers, overwritten by the
 next run; copy them to keep them (`watch=` does that for you).
