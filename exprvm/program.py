@@ -190,9 +190,9 @@ class Program:
         valid = {}                      # arena -> _Ranges of registers whose bytes are intact
         produced = set()
         for k, ins in enumerate(self.instrs):
-            where = f"instruction {k} `{ins.text()}`"
+            where = _Where(k, ins)      # NOTE: formatted only for an error message
             for rid in ins.ins:
-                self._check_read(rid, valid, produced, f"{where} reads r{rid}")
+                self._check_read(rid, valid, produced, where, f" reads r{rid}")
             out = regs[ins.out]
             if out.kind != "buffer" or out.scratch:
                 raise CompileError(f"{where} writes r{out.id}, a {out.kind} register")
@@ -215,14 +215,27 @@ class Program:
             self._write(valid, out)
             produced.add(out.id)
         for rid in self.outputs:
-            self._check_read(rid, valid, produced, f"output r{rid} at the end of the run")
+            self._check_read(rid, valid, produced, f"output r{rid}", " at the end of the run")
         return True
 
     def _write(self, valid, reg):
         key, lo, hi = self.memory(reg)
         valid.setdefault(key, _Ranges()).write(reg.id, lo, hi)
 
-    def _check_read(self, rid, valid, produced, where):
+    def _check_read(self, rid, valid, produced, at, what):
+        if not 0 <= rid < len(self.registers) or self.registers[rid].kind not in _READABLE:
+            self._explain_read(rid, valid, produced, f"{at}{what}")
+            return
+        src = self.root(rid)
+        if src.kind in LEAF_KINDS:
+            return
+        if src.kind == "buffer" and not src.scratch and src.id in produced:
+            key, lo, hi = self.memory(src)
+            if not src.nbytes or valid[key].holds(src.id, lo, hi):
+                return
+        self._explain_read(rid, valid, produced, f"{at}{what}")
+
+    def _explain_read(self, rid, valid, produced, where):
         if not 0 <= rid < len(self.registers):
             raise CompileError(f"{where}: no such register")
         src = self.root(rid)
@@ -237,6 +250,21 @@ class Program:
             h = valid[key].clobbered_by.get(src.id)
             by = f"r{h} ({self.registers[h].label})" if h is not None else "another register"
             raise CompileError(f"{where}: the bytes of r{src.id} ({src.label}) were overwritten by {by}")
+
+
+_READABLE = ("buffer", "view") + LEAF_KINDS
+
+
+class _Where:
+    """`instruction k `text``, formatted on demand."""
+
+    __slots__ = ("k", "ins")
+
+    def __init__(self, k, ins):
+        self.k, self.ins = k, ins
+
+    def __str__(self):
+        return f"instruction {self.k} `{self.ins.text()}`"
 
 
 class _Ranges:
