@@ -252,14 +252,15 @@ def optimize(live, roots, keep, kernel_ops=()):
     """Run the passes; returns (live Vals, notes for the disassembly). kernel_ops: ops
     whose fused gradient a compiled kernel will run (on the host backend or a device)."""
     notes = []
-    if kernel_ops:
-        n = fuse_grads(live, keep, set(kernel_ops))
-        if n:
-            notes.append(f"fused {n} gradient expressions into unary_grad kernels")
-            live = ir.live_vals(roots)
-    n = fuse_xent(live, keep)
+    # NOTE: fuse_xent may run on fuse_grads' stale users: each fusion there replaces a user
+    # of every Val it touches by another, so the single-user counts it checks still hold.
+    n = fuse_grads(live, keep, set(kernel_ops)) if kernel_ops else 0
     if n:
-        notes.append(f"fused {n} cross-entropy gradients")
+        notes.append(f"fused {n} gradient expressions into unary_grad kernels")
+    m = fuse_xent(live, keep)
+    if m:
+        notes.append(f"fused {m} cross-entropy gradients")
+    if n or m:
         live = ir.live_vals(roots)
     n = batch_siblings(live, roots)
     if n:
