@@ -15,7 +15,6 @@ Three flavours per op, fastest last:
 import importlib.util
 import os
 
-import numpy as np
 
 from exprvm.errors import KernelError
 from exprvm.kernels import reference

@@ -38,8 +38,9 @@ def _as_batched(a, b, g):
 
 def _vjp_a(g, ans, a, b):
     na, nb = len(a.shape), len(b.shape)
+    # NOTE: .T is a property of both Node and ndarray: arrays skip apply().
     if na == 2 and nb == 2:
-        return matmul(g, transpose(b))
+        return matmul(g, b.T)
     if na == 1 and nb == 1:
         return g * b
     if na == 2 and nb == 1:
@@ -53,7 +54,7 @@ def _vjp_a(g, ans, a, b):
 def _vjp_b(g, ans, a, b):
     na, nb = len(a.shape), len(b.shape)
     if na == 2 and nb == 2:
-        return matmul(transpose(a), g)
+        return matmul(a.T, g)
     if na == 1 and nb == 1:
         return g * a
     if na == 2 and nb == 1:
@@ -64,7 +65,16 @@ def _vjp_b(g, ans, a, b):
     return reshape(unbroadcast(matmul(swapaxes_last(a2), g2), b2.shape), b.shape)
 
 
-matmul = defop("matmul", np.matmul, _matmul_rule, vjp=(_vjp_a, _vjp_b), ufunc=np.matmul,
+def _matmul(a, b):
+    # NOTE: an inner dimension of 1 is an outer product; numpy's matmul takes a slow
+    # path for it (~3x a broadcast multiply), and the gradient of h @ W with a
+    # batch of one is exactly that shape.
+    if np.ndim(a) == 2 and np.ndim(b) == 2 and np.shape(a)[1] == 1:
+        return np.multiply(a, b)
+    return np.matmul(a, b)
+
+
+matmul = defop("matmul", _matmul, _matmul_rule, vjp=(_vjp_a, _vjp_b), ufunc=np.matmul,
                row=Row((("f", (2, 3, 4), -1.0, 1.0), ("f", (4, 5), -1.0, 1.0))))
 
 

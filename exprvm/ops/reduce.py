@@ -21,7 +21,7 @@ def _kept(g, x, axis, keepdims):
     """Reshape a reduced value so it broadcasts against x again."""
     if keepdims:
         return g
-    return reshape(g, tuple(1 if i in axis else s for i, s in enumerate(x.shape)))
+    return g.reshape(tuple(1 if i in axis else s for i, s in enumerate(x.shape)))
 
 
 def _count(x, axis):
@@ -75,4 +75,4 @@ min = _reduction("min")
 logsumexp = _reduction("logsumexp")
 
 from .elementwise import astype, equal, exp  # noqa: E402
-from .shape_ops import broadcast_to, reshape  # noqa: E402
+from .shape_ops import broadcast_to  # noqa: E402

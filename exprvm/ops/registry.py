@@ -105,6 +105,17 @@ def _freeze(v):
     return v
 
 
+def _params_key(params):
+    if not params:
+        return ()
+    key = tuple(params.items())
+    try:
+        hash(key)
+        return key
+    except TypeError:  # slices, arrays, lists: normalise them
+        return _freeze(params)
+
+
 def _ref_dtype(args):
     """The dtype Python scalars adopt: that of the first strongly typed float node."""
     a = args[0]
@@ -163,7 +174,7 @@ def apply(name, *args, **params):
         shape, dtype = op.rule(*inputs, **params)
     except (ShapeError, DTypeError) as e:
         raise type(e)(f"{name}: {e}\n  operands: {operands(inputs)}\n  built at {site}") from None
-    key = (name, *[i.id for i in inputs], _freeze(params) if params else ())
+    key = (name, *[i.id for i in inputs], _params_key(params))
     if "rng" in params:
         key = None  # a random op is never shared: each call draws its own stream
     return graph._op_node(op, inputs, params, shape, dtype, site, key)
@@ -192,15 +203,30 @@ def same_float_dtype(*nodes):
     return dt
 
 
+def _broadcast2(a, b):
+    """numpy's broadcasting of two shapes, in plain Python (the hot case of node building)."""
+    if a == b or not b:
+        return a
+    if not a:
+        return b
+    if len(a) < len(b):
+        a, b = b, a
+    out = list(a)
+    off = len(a) - len(b)
+    for i, d in enumerate(b):
+        e = a[off + i]
+        if d != e and d != 1:
+            if e != 1:
+                raise ShapeError(f"cannot broadcast shapes {a} and {b}")
+            out[off + i] = d
+    return tuple(out)
+
+
 def broadcast(*nodes):
     first = nodes[0].shape
-    if len(nodes) == 2:  # the common case, without numpy's general machinery
-        second = nodes[1].shape
-        if first == second or not second:
-            return first
-        if not first:
-            return second
-    elif all(n.shape == first for n in nodes):
+    if len(nodes) == 2:
+        return _broadcast2(first, nodes[1].shape)
+    if all(n.shape == first for n in nodes):
         return first
     try:
         return tuple(np.broadcast_shapes(*(n.shape for n in nodes)))
@@ -243,9 +269,9 @@ def unbroadcast(g, shape):
     shape = tuple(shape)
     if gshape == shape:
         return g
-    from . import sum as _sum, reshape as _reshape
     lead = len(gshape) - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and gshape[lead + i] != 1)
+    # NOTE: .sum/.reshape are methods of both Node and ndarray: arrays skip apply().
     if axes:
-        g = _sum(g, axis=axes)
-    return g if tuple(g.shape) == shape else _reshape(g, shape)
+        g = g.sum(axis=axes)
+    return g if tuple(g.shape) == shape else g.reshape(shape)
