@@ -20,6 +20,8 @@ The pipeline, each step linear in the graph's size:
                   instruction (lowering.py, backends.py), transfers inserted
   plan            liveness, in-place, arena offsets; Program.verify checks it
 """
+import gc
+
 import numpy as np
 
 from . import ir
@@ -179,10 +181,22 @@ class _Emitter:
         return low
 
 
-def compile_graph(g, outputs=None, *, grads=True, keep=(), backend=None, optimize_graph=True, verify=True,
-                  device=None, use_cuda_for=()):
+def compile_graph(g, outputs=None, **options):
     """Compile graph g to a Program (see the module docstring). Allocates nothing and needs
     no GPU, device placement included (placement.py)."""
+    # NOTE: compiling makes many small objects and no garbage cycles; pausing the cyclic
+    # collector meanwhile saves its repeated scans (a quarter of the time on big graphs).
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _compile(g, outputs, **options)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _compile(g, outputs=None, *, grads=True, keep=(), backend=None, optimize_graph=True, verify=True,
+             device=None, use_cuda_for=()):
     targets, results = select(g, outputs, grads, keep)
     order = ancestors(targets)
     vals = ir.build(order, identities=optimize_graph)
