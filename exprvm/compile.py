@@ -41,7 +41,9 @@ def select(g, outputs, grads=True, keep=()):
         used = {x.id for n in g.nodes for x in n.inputs}
         results = [n for n in g.nodes if not n.is_leaf and n.id not in used]
         results += [c for c in g.costs.values()]
-        targets = [n for n in g.nodes if not n.is_leaf]
+        # NOTE: intermediates are computed as the results' ancestors, not as roots of their
+        # own, so that what a fusion leaves unread is dropped as dead code.
+        targets = list(results)
     else:
         results = list(outputs)
         targets = list(results)

@@ -372,3 +372,18 @@ def test_optimized_programs_match_the_lisp_machine_on_unrolled_loops(seed, backe
     assert tape[0] == pytest.approx(float(loss.value), rel=1e-9)
     for a, p in zip(tape[1], params):
         np.testing.assert_allclose(a, p.grad, rtol=1e-8, atol=1e-10, err_msg=p.name)
+
+
+def test_whole_graph_programs_keep_no_dead_instructions():
+    """outputs=None: what a fusion leaves unread (tanh's 1 - y*y) is dropped, not run."""
+    g = ev.Graph()
+    W = g.matrix("W", (3, 4), value=np.ones((3, 4), np.float32) / 4, dtype=np.float32)
+    v = g.vector("v", 4, dtype=np.float32)
+    y = ev.tanh(W @ v)
+    cost = ev.sum(y * y)
+    ev.grad(cost, [W])
+    prog = ev.TapeMachine(g).program
+    read = {r for ins in prog.instrs for r in ins.ins}
+    for ins in prog.instrs:
+        base = prog.registers[ins.out].base if prog.registers[ins.out].base is not None else ins.out
+        assert ins.out in read or ins.out in prog.outputs or base in prog.outputs, f"dead: {ins.text()}"
