@@ -73,6 +73,18 @@ def _sequence(g, steps, batch, data):
     return g.tensor("ids", (steps, batch), np.int64), g.tensor("targets", (steps, batch), np.int64)
 
 
+def _step_loss(p, h, targets, loss):
+    """Add one step's summed cross-entropy of the output layer to the running loss."""
+    step_loss = ev.sum(ev.cross_entropy(h @ p["Why"] + p["by"], targets))
+    return step_loss if loss is None else loss + step_loss
+
+
+def _model(g, p, loss, grads, data, ids, targets):
+    if grads:
+        ev.grad(loss, list(p.values()))
+    return Model(g, loss, list(p.values()), {} if data is not None else {"ids": ids, "targets": targets})
+
+
 def char_rnn(g, weights, steps, batch, grads=True, data=None):
     """Vanilla tanh RNN over `steps` characters; loss: cross-entropy summed over steps."""
     p = _params(g, weights)
@@ -83,12 +95,8 @@ def char_rnn(g, weights, steps, batch, grads=True, data=None):
     loss = None
     for t in range(steps):
         h = ev.tanh(ev.take(p["Wxh"], ids[t]) + h @ p["Whh"] + p["bh"])
-        logits = h @ p["Why"] + p["by"]
-        step_loss = ev.sum(ev.cross_entropy(logits, targets[t]))
-        loss = step_loss if loss is None else loss + step_loss
-    if grads:
-        ev.grad(loss, list(p.values()))
-    return Model(g, loss, list(p.values()), {} if data is not None else {"ids": ids, "targets": targets})
+        loss = _step_loss(p, h, targets[t], loss)
+    return _model(g, p, loss, grads, data, ids, targets)
 
 
 def lstm(g, weights, steps, batch, grads=True, data=None):
@@ -107,12 +115,8 @@ def lstm(g, weights, steps, batch, grads=True, data=None):
         cand = ev.tanh(z[:, 3 * H:])
         c = f * c + i * cand
         h = o * ev.tanh(c)
-        logits = h @ p["Why"] + p["by"]
-        step_loss = ev.sum(ev.cross_entropy(logits, targets[t]))
-        loss = step_loss if loss is None else loss + step_loss
-    if grads:
-        ev.grad(loss, list(p.values()))
-    return Model(g, loss, list(p.values()), {} if data is not None else {"ids": ids, "targets": targets})
+        loss = _step_loss(p, h, targets[t], loss)
+    return _model(g, p, loss, grads, data, ids, targets)
 
 
 def mlp(g, weights, batch, grads=True, data=None):

@@ -8,7 +8,7 @@ exprvm.cuda.synchronize() wait for them.
 """
 from exprvm.errors import DTypeError, KernelError, ShapeError
 from exprvm.kernels import cuda_lib
-from exprvm.kernels.checks import SUFFIX
+from exprvm.kernels.checks import SUFFIX, same_shape
 
 
 def _device_array():
@@ -32,14 +32,6 @@ def _out(out, shape, dt, op, cls):
     return out, _ptr(out, dt, op, "out", cls)
 
 
-def _same_shape(op, arrays):
-    (n0, a0), *rest = arrays
-    for name, a in rest:
-        if a.shape != a0.shape:
-            raise ShapeError(f"{op}: {name} has shape {a.shape}, {n0} has shape {a0.shape}")
-    return a0.shape
-
-
 def unary(op, dt):
     _, lib = cuda_lib.load()
     cfn, cls = getattr(lib, f"ev_cuda_{op}_{SUFFIX[dt]}"), _device_array()
@@ -59,7 +51,7 @@ def unary_grad(op, dt):
 
     def run(x, ans, g, out=None):
         ptrs = [_ptr(a, dt, gop, name, cls) for name, a in (("x", x), ("ans", ans), ("g", g))]
-        shape = _same_shape(gop, (("x", x), ("ans", ans), ("g", g)))
+        shape = same_shape(gop, (("x", x), ("ans", ans), ("g", g)))
         out, po = _out(out, shape, dt, gop, cls)
         cuda_lib.check_kernel(cfn(*ptrs, po, x.size), gop)
         return out
@@ -72,7 +64,7 @@ def binary(op, dt):
 
     def run(a, b, out=None):
         pa, pb = _ptr(a, dt, op, "a", cls), _ptr(b, dt, op, "b", cls)
-        shape = _same_shape(op, (("a", a), ("b", b)))
+        shape = same_shape(op, (("a", a), ("b", b)))
         out, po = _out(out, shape, dt, op, cls)
         cuda_lib.check_kernel(cfn(pa, pb, po, a.size), op)
         return out
