@@ -271,6 +271,14 @@ def check_value(node, value):
     return arr
 
 
+def bound_value(node):
+    """A leaf's value, or FeedError naming the input that was never fed."""
+    if node.value is None:
+        raise FeedError(f"input {node.label} is not bound (made at {node.site}); "
+                        f"feed it to run() or bind it with ev.let")
+    return node.value
+
+
 def let(node, value):
     """Bind a leaf's value (ev.let). The array is used as is when its dtype and shape fit."""
     if not isinstance(node, Node):

@@ -5,9 +5,9 @@ The backward pass calls the same VJP rules as ev.grad, on arrays.
 """
 import numpy as np
 
-from .errors import ExprError, FeedError, NumericError, RunError
+from .errors import ExprError, NumericError, RunError
 from .grad import check_cost, depends_on
-from .graph import ancestors, let
+from .graph import ancestors, bound_value, let
 
 
 def _log(logger, msg):
@@ -87,8 +87,7 @@ class LispMachine:
             opdef = n.opdef
             if opdef is None:           # a leaf
                 if n.value is None:
-                    raise FeedError(f"input {n.label} is not bound (made at {n.site}); "
-                                    f"feed it to run() or bind it with ev.let")
+                    bound_value(n)  # raises FeedError naming the input
                 continue
             try:
                 v = opdef.impl(*[x.value for x in n.inputs], **n.params)

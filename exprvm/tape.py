@@ -22,8 +22,8 @@ next run; copy them to keep them (`watch=` does that for you).
 import numpy as np
 
 from .compile import compile_graph
-from .errors import ExprError, FeedError, NumericError, RunError
-from .graph import check_value, let
+from .errors import ExprError, NumericError, RunError
+from .graph import bound_value, check_value, let
 from .lisp import _log, check_finite
 from .ops import OPS
 from .placement import require_cuda
@@ -33,14 +33,6 @@ def _plain(arr, node):
     """May the machine read this array directly (no per-run copy)?"""
     return (type(arr) is np.ndarray and arr.dtype == node.dtype and arr.shape == node.shape
             and arr.flags.c_contiguous and arr.flags.aligned)
-
-
-def _value(node):
-    v = node.value
-    if v is None:
-        raise FeedError(f"input {node.label} is not bound (made at {node.site}); "
-                        f"feed it to run() or bind it with ev.let")
-    return v
 
 
 class _Input:
@@ -88,7 +80,7 @@ class _Param:
 
     def bind(self):
         node = self.node
-        value = _value(node)
+        value = bound_value(node)
         checked = check_value(node, value)
         self.seen = value
         if self.buf is None and checked is value and _plain(value, node):
@@ -101,7 +93,7 @@ class _Param:
     def refresh(self):
         value = self.node.value
         if value is not self.seen:
-            value = check_value(self.node, _value(self.node))
+            value = check_value(self.node, bound_value(self.node))
             self.seen = self.node.value
         np.copyto(self.buf, value, casting="unsafe")
 
@@ -239,7 +231,7 @@ class TapeMachine:
             self._feed(feeds)
         for i in self._inputs:
             if i.node.value is not i.cur:
-                i.feed(_value(i.node), self)
+                i.feed(bound_value(i.node), self)
         for p in self._bound:
             if p.node.value is not p.seen:
                 self._rebind()

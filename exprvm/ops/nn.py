@@ -2,12 +2,9 @@
 import numpy as np
 
 from ..errors import DTypeError, ExprError, ShapeError
-from .registry import Row, apply, defop, norm_axis, same_float_dtype
+from .registry import ndim_of, Row, apply, defop, norm_axis, same_float_dtype
 from .shape_ops import check_range
 
-
-def _ndim(x):
-    return x.ndim if hasattr(x, "ndim") else np.ndim(x)
 
 
 def _axis_rule(x, axis):
@@ -35,11 +32,11 @@ _lsm = defop("log_softmax", _log_softmax, _axis_rule,
 
 
 def softmax(x, axis=-1):
-    return apply("softmax", x, axis=norm_axis(axis, _ndim(x))[0])
+    return apply("softmax", x, axis=norm_axis(axis, ndim_of(x))[0])
 
 
 def log_softmax(x, axis=-1):
-    return apply("log_softmax", x, axis=norm_axis(axis, _ndim(x))[0])
+    return apply("log_softmax", x, axis=norm_axis(axis, ndim_of(x))[0])
 
 
 # -- one_hot / cross_entropy ---------------------------------------------------------

@@ -1,11 +1,8 @@
 """Reductions with numpy's axis= and keepdims= semantics."""
 import numpy as np
 
-from .registry import Row, apply, defop, norm_axis, same_float_dtype
+from .registry import ndim_of, Row, apply, defop, norm_axis, same_float_dtype
 
-
-def _ndim(x):
-    return x.ndim if hasattr(x, "ndim") else np.ndim(x)
 
 
 def _rule(x, axis, keepdims):
@@ -62,7 +59,7 @@ _lse = defop("logsumexp", _logsumexp, _rule,
 
 def _reduction(name):
     def reduce(x, axis=None, keepdims=False):
-        return apply(name, x, axis=norm_axis(axis, _ndim(x)), keepdims=bool(keepdims))
+        return apply(name, x, axis=norm_axis(axis, ndim_of(x)), keepdims=bool(keepdims))
     reduce.__name__ = name
     reduce.__doc__ = f"{name} over axis (None: all axes), like numpy.{name}"
     return reduce

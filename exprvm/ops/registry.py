@@ -87,6 +87,15 @@ def defop(name, impl, rule, vjp=None, row=None, **kw):
 
 # -- apply ---------------------------------------------------------------------
 
+def ndim_of(x):
+    """ndim of a Node, an ndarray or a Python value."""
+    return x.ndim if hasattr(x, "ndim") else np.ndim(x)
+
+
+def shape_of(x):
+    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
 def _freeze(v):
     if isinstance(v, (list, tuple)):
         return tuple(_freeze(x) for x in v)

@@ -3,15 +3,9 @@ stack, indexing and gathers (whose gradients scatter)."""
 import numpy as np
 
 from ..errors import DTypeError, IndexRangeError, ShapeError
-from .registry import Row, apply, defop, norm_axis, unbroadcast
+from .registry import ndim_of, shape_of, Row, apply, defop, norm_axis, unbroadcast
 
 
-def _ndim(x):
-    return x.ndim if hasattr(x, "ndim") else np.ndim(x)
-
-
-def _shape(x):
-    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
 
 
 # -- reshape / transpose / broadcast_to ------------------------------------------------
@@ -23,7 +17,7 @@ def _reshape_rule(x, shape):
 
 
 _reshape = defop("reshape", lambda x, shape: np.reshape(x, shape), _reshape_rule,
-                 vjp=(lambda g, ans, x, shape: reshape(g, _shape(x)),),
+                 vjp=(lambda g, ans, x, shape: reshape(g, shape_of(x)),),
                  row=Row((("f", (3, 4), -1.0, 1.0),), {"shape": (2, 6)}))
 
 
@@ -31,7 +25,7 @@ def reshape(x, shape):
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
     if shape.count(-1) == 1:
         known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
-        size = int(np.prod(_shape(x), dtype=np.int64))
+        size = int(np.prod(shape_of(x), dtype=np.int64))
         shape = tuple(size // known if known and s == -1 else s for s in shape)
     return apply("reshape", x, shape=shape)
 
@@ -48,12 +42,12 @@ _transpose = defop("transpose", lambda x, axes: np.transpose(x, axes), _transpos
 
 
 def transpose(x, axes=None):
-    axes = tuple(reversed(range(_ndim(x)))) if axes is None else tuple(int(a) for a in axes)
+    axes = tuple(reversed(range(ndim_of(x)))) if axes is None else tuple(int(a) for a in axes)
     return apply("transpose", x, axes=axes)
 
 
 def swapaxes_last(x):
-    n = _ndim(x)
+    n = ndim_of(x)
     return transpose(x, tuple(range(n - 2)) + (n - 1, n - 2))
 
 
@@ -67,7 +61,7 @@ def _broadcast_rule(x, shape):
 
 
 _broadcast_to = defop("broadcast_to", lambda x, shape: np.broadcast_to(x, shape), _broadcast_rule,
-                      vjp=(lambda g, ans, x, shape: unbroadcast(g, _shape(x)),),
+                      vjp=(lambda g, ans, x, shape: unbroadcast(g, shape_of(x)),),
                       row=Row((("f", (3, 1), -1.0, 1.0),), {"shape": (2, 3, 4)}))
 
 
@@ -89,8 +83,8 @@ def _concat_rule(*xs, axis):
 
 
 def _concat_vjp(i, g, ans, *xs, axis):
-    start = sum(_shape(x)[axis] for x in xs[:i])
-    return getitem(g, (slice(None),) * axis + (slice(start, start + _shape(xs[i])[axis]),))
+    start = sum(shape_of(x)[axis] for x in xs[:i])
+    return getitem(g, (slice(None),) * axis + (slice(start, start + shape_of(xs[i])[axis]),))
 
 
 _concat = defop("concat", lambda *xs, axis: np.concatenate(xs, axis=axis), _concat_rule,
@@ -100,7 +94,7 @@ _concat = defop("concat", lambda *xs, axis: np.concatenate(xs, axis=axis), _conc
 
 def concat(xs, axis=0):
     xs = list(xs)
-    return apply("concat", *xs, axis=norm_axis(axis, _ndim(xs[0]))[0])
+    return apply("concat", *xs, axis=norm_axis(axis, ndim_of(xs[0]))[0])
 
 
 concatenate = concat
@@ -122,7 +116,7 @@ _stack = defop("stack", lambda *xs, axis: np.stack(xs, axis=axis), _stack_rule,
 
 def stack(xs, axis=0):
     xs = list(xs)
-    return apply("stack", *xs, axis=norm_axis(axis, _ndim(xs[0]) + 1)[0])
+    return apply("stack", *xs, axis=norm_axis(axis, ndim_of(xs[0]) + 1)[0])
 
 
 # -- indexing ------------------------------------------------------------------------
@@ -150,7 +144,7 @@ def _scatter(g, index, shape):
 
 _getitem = defop("getitem", lambda x, index: x[index],
                  lambda x, index: (_index_shape(x.shape, index), x.dtype),
-                 vjp=(lambda g, ans, x, index: apply("getitem_grad", g, index=index, shape=_shape(x)),),
+                 vjp=(lambda g, ans, x, index: apply("getitem_grad", g, index=index, shape=shape_of(x)),),
                  row=Row((("f", (4, 5), -1.0, 1.0),), {"index": (slice(1, 3), 2)}))
 _getitem_grad = defop("getitem_grad", lambda g, index, shape: _scatter(g, index, shape),
                       lambda g, index, shape: (tuple(shape), g.dtype),
@@ -198,7 +192,7 @@ def _take_impl(x, idx, axis):
 
 
 _take = defop("take", _take_impl, _take_rule,
-              vjp=(lambda g, ans, x, idx, axis: apply("take_grad", g, idx, axis=axis, shape=_shape(x)), None),
+              vjp=(lambda g, ans, x, idx, axis: apply("take_grad", g, idx, axis=axis, shape=shape_of(x)), None),
               int_args=(1,), row=Row((("f", (5, 3), -1.0, 1.0), ("i", (4,), 5)), {"axis": 0}))
 _take_grad = defop("take_grad", _take_scatter, _take_grad_rule,
                    vjp=(lambda gg, ans, g, idx, axis, shape: take(gg, idx, axis), None),
@@ -207,7 +201,7 @@ _take_grad = defop("take_grad", _take_scatter, _take_grad_rule,
 
 def take(x, indices, axis=0):
     """Gather along axis (numpy.take); the gradient scatters and accumulates repeats."""
-    return apply("take", x, indices, axis=int(axis) % max(_ndim(x), 1))
+    return apply("take", x, indices, axis=int(axis) % max(ndim_of(x), 1))
 
 
 def embedding(table, ids):
