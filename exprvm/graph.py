@@ -19,18 +19,30 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _BASENAMES = {}
 
 
-def user_site():
-    """file:line of the first stack frame outside the exprvm package."""
+def caller():
+    """(file, line) of the first stack frame outside the exprvm package: a node's creation
+    site, kept raw because formatting it costs more than building most nodes."""
     f = sys._getframe(1)
     while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
         f = f.f_back
     if f is None:
         return "<unknown>"
-    path = f.f_code.co_filename
+    return (f.f_code.co_filename, f.f_lineno)
+
+
+def format_site(site):
+    if type(site) is not tuple:
+        return site
+    path, line = site
     base = _BASENAMES.get(path)
     if base is None:
         base = _BASENAMES[path] = os.path.basename(path)
-    return f"{base}:{f.f_lineno}"
+    return f"{base}:{line}"
+
+
+def user_site():
+    """file:line of the first stack frame outside the exprvm package."""
+    return format_site(caller())
 
 
 def _norm_dtype(dtype):
@@ -44,7 +56,7 @@ class Node:
     """One value in the graph: a leaf (input, param, const) or an op applied to inputs."""
 
     __slots__ = ("graph", "id", "op", "opdef", "inputs", "params", "shape", "dtype",
-                 "name", "site", "value", "grad", "weak", "role", "grad_of", "__weakref__")
+                 "name", "_site", "value", "grad", "weak", "role", "grad_of", "__weakref__")
     # NOTE: numpy must defer to Node's reflected operators (array * node -> Node.__rmul__).
     __array_ufunc__ = None
 
@@ -55,10 +67,10 @@ class Node:
         self.opdef = opdef
         self.inputs = inputs
         self.params = params
-        self.shape = tuple(shape)
-        self.dtype = np.dtype(dtype)
+        self.shape = shape if type(shape) is tuple else tuple(shape)
+        self.dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
         self.name = name
-        self.site = site
+        self._site = site        # (file, line) or text; see .site
         self.value = None
         self.grad = None
         self.weak = False        # a Python-scalar constant that adopts its partner's dtype
@@ -66,6 +78,11 @@ class Node:
         self.grad_of = None      # for the node ev.grad returned: the node it is the gradient of
 
     # -- description -------------------------------------------------------
+    @property
+    def site(self):
+        """file:line of the user's code that built this node."""
+        return format_site(self._site)
+
     @property
     def ndim(self):
         return len(self.shape)
@@ -139,6 +156,12 @@ class Graph:
         self.name = name
         self.nodes = []
         self._cse = {}
+        # The structure of the graph, one entry per node: its CSE key, or a leaf's kind,
+        # shape and dtype. Graphs with equal signatures differ only in their leaves'
+        # values (the LispMachine replays one program for them; see replay.py).
+        self._sig = []
+        self._replayable = True
+        self._walked = False     # a LispMachine walk left values on intermediate nodes
         self.grads = {}          # wrt node -> gradient node, filled by ev.grad
         self.costs = {}          # wrt node -> the cost it was differentiated from
 
@@ -159,7 +182,7 @@ class Graph:
             raise ShapeError(f"{name}: negative dimension in shape {shape} (at {user_site()})")
         dt = _norm_dtype(dtype)
         kind = "param" if (init is not None or value is not None) else "input"
-        node = self._add(Node(self, kind, None, (), {}, shape, dt, name, user_site()))
+        node = self._add(Node(self, kind, None, (), {}, shape, dt, name, caller()))
         if value is not None:
             let(node, value)
         elif init is not None:
@@ -190,7 +213,7 @@ class Graph:
             hit = self._cse.get(key)
             if hit is not None:
                 return hit
-        node = self._add(Node(self, "const", None, (), {}, arr.shape, arr.dtype, name, user_site()))
+        node = self._add(Node(self, "const", None, (), {}, arr.shape, arr.dtype, name, caller()))
         node.value = arr
         node.weak = weak
         if key is not None:
@@ -207,17 +230,27 @@ class Graph:
 
     # -- op nodes (called by ops.registry.apply) --------------------------------
     def _add(self, node):
+        """Append a leaf."""
         self.nodes.append(node)
+        self._sig.append((node.op, node.shape, node.dtype.str))
         return node
 
     def _op_node(self, opdef, inputs, params, shape, dtype, site, key):
-        hit = self._cse.get(key) if key is not None else None
-        if hit is not None:
-            return hit
-        node = self._add(Node(self, opdef.name, opdef, inputs, params, shape, dtype, None, site))
+        """A new op node (apply has looked key up in the CSE table already)."""
+        node = Node(self, opdef.name, opdef, inputs, params, shape, dtype, None, site)
+        self.nodes.append(node)
+        self._sig.append(key)
         if key is not None:
             self._cse[key] = node
+        else:
+            self._replayable = False  # a random op: its stream is not part of any key
         return node
+
+    def signature(self):
+        """A hashable description of the graph's structure, or None for a graph with
+        random ops. Two graphs with equal signatures compute the same function of their
+        leaves' values (constants included)."""
+        return tuple(self._sig) if self._replayable else None
 
     # -- queries ------------------------------------------------------------------
     def leaves(self, kind=None):

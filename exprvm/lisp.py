@@ -2,11 +2,15 @@
 
 No compile step: the graph may grow between runs (variable-length unrolls).
 The backward pass calls the same VJP rules as ev.grad, on arrays.
+
+A graph whose structure the machine has met before (a new graph per batch, built the
+same way) is replayed instead of walked: see replay.py.
 """
 import numpy as np
 
 from .errors import ExprError, NumericError, RunError
 from .grad import check_cost, depends_on
+from . import replay as _replay
 from .graph import ancestors, bound_value, let
 
 
@@ -39,7 +43,7 @@ def run_error(e, node, where=""):
 
 class LispMachine:
     def __init__(self, g, cost=None, fwd_only=False, bwd_only=False, nan_watch=False,
-                 inf_watch=False, watch=(), logger=None, outputs=None):
+                 inf_watch=False, watch=(), logger=None, outputs=None, replay=True):
         if fwd_only and bwd_only:
             raise ExprError("LispMachine: fwd_only and bwd_only exclude each other")
         if cost is not None:
@@ -53,11 +57,23 @@ class LispMachine:
         self.nan_watch, self.inf_watch = nan_watch, inf_watch
         self.history = {n: [] for n in watch}
         self.logger = logger
+        # NOTE: watching, logging and half passes want the node-by-node walk itself.
+        self.replay = bool(replay and cost is not None and not (fwd_only or bwd_only or nan_watch
+                                                                or inf_watch or watch or logger))
         self._cached_for = -1
 
-    # Re-plan only when the graph has grown since the last run.
+    # Re-plan only when the graph has grown since the last run. The replay key is all a
+    # replayed run needs; the walk's order is worked out only when a walk needs it.
     def _plan(self):
         if self._cached_for == len(self.graph.nodes):
+            return
+        self._cached_for = len(self.graph.nodes)
+        self._order = None
+        sig = self.graph.signature() if self.replay else None
+        self._key = None if sig is None else (sig, self.cost.id, tuple(o.id for o in self.outputs or ()))
+
+    def _plan_walk(self):
+        if self._order is not None:
             return
         if self.cost is None and self.outputs is None:
             targets = list(self.graph.nodes)
@@ -66,13 +82,35 @@ class LispMachine:
         self._order = ancestors(targets)
         self._leaves = [n for n in self._order if n.is_leaf and n.op != "const" and n.dtype.kind == "f"]
         self._diff = depends_on(self._order, self._leaves) if self.cost is not None else set()
-        self._cached_for = len(self.graph.nodes)
+
+    def _compile(self):
+        self._plan_walk()
+        wrt = [n for n in self._leaves if n.id in self._diff]
+        return _replay.Program(self.graph, self._order, self.cost, self.outputs or [], wrt)
+
+    def _replayed(self):
+        """Run the compiled program of this graph's structure; False if there is none yet."""
+        prog = _replay.program_for(self._key, self._compile)
+        if prog is None:
+            return False
+        g = self.graph
+        if g._walked:      # values a walk left on intermediate nodes would be stale now
+            for n in g.nodes:
+                if n.opdef is not None:
+                    n.value = None
+            g._walked = False
+        prog.run(g)
+        return True
 
     def run(self, feeds=None):
         for node, value in (feeds or {}).items():
             let(node, value)
         self._plan()
+        if self._key is not None and self._replayed():
+            return
+        self._plan_walk()
         if not self.bwd_only:
+            self.graph._walked = True
             self._forward()
         if self.cost is not None and not self.fwd_only:
             self._backward()

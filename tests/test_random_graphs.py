@@ -84,3 +84,26 @@ def test_machines_match_numpy_reference(case, dtype):
 def test_gradients_match_finite_differences(case):
     shapes, program, seed = case
     assert ev.check_grad(lambda *xs: replay(program, xs), _arrays(shapes, seed, np.float64), rtol=1e-5)
+
+
+@given(graphs(), st.sampled_from([np.float32, np.float64]))
+def test_lisp_replay_matches_the_walk(case, dtype):
+    """A second graph of the same structure, over other values, is replayed from a
+    compiled program; it must agree with walking it."""
+    from exprvm import replay as cache
+    shapes, program, seed = case
+    cache.clear()
+    results = []
+    for values_seed, walk in ((seed, False), (seed + 1, False), (seed + 1, True)):
+        g = ev.Graph()
+        leaves = [g.tensor(f"x{i}", a.shape, dtype, value=a)
+                  for i, a in enumerate(_arrays(shapes, values_seed, dtype))]
+        cost = replay(program, leaves)
+        ev.LispMachine(g, cost=cost, replay=not walk).run()
+        results.append([np.asarray(cost.value)] + [leaf.grad for leaf in leaves if leaf.grad is not None])
+    assert isinstance(cache._cache.get(next(iter(cache._cache))), cache.Program)
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-11)
+    replayed, walked = results[1], results[2]
+    assert len(replayed) == len(walked)
+    for a, b in zip(replayed, walked):
+        np.testing.assert_allclose(a, b, **tol)

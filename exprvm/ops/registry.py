@@ -11,7 +11,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import DTypeError, ExprError, ShapeError
-from ..graph import Node, user_site
+from ..graph import Node, caller, user_site
 
 OPS = {}
 
@@ -77,8 +77,10 @@ def defop(name, impl, rule, vjp=None, row=None, **kw):
         vjp = (vjp,)
     OPS[name] = Op(name, impl, rule, vjp, row, **kw)
 
+    op = OPS[name]
+
     def build(*args, **params):
-        return apply(name, *args, **params)
+        return _apply(op, args, params)
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = kw.get("doc") or f"exprvm op {name}"
@@ -110,8 +112,24 @@ def _freeze(v):
     try:
         hash(v)
     except TypeError:
-        return ("id", id(v))
+        return _Same(v)
     return v
+
+
+class _Same:
+    """Key part for an unhashable param: equal only to itself's object (holding it, so that
+    its id can never be reused by another object while a key refers to it)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return type(other) is _Same and other.obj is self.obj
+
+    def __hash__(self):
+        return id(self.obj)
 
 
 def _params_key(params):
@@ -158,7 +176,13 @@ def operands(nodes):
 
 
 def apply(name, *args, **params):
-    op = OPS[name]
+    return _apply(OPS[name], args, params)
+
+
+def _apply(op, args, params):
+    """Build a node of op over args (converting Python values to constants), or evaluate
+    eagerly when no argument is a Node. The hot path of graph building: a new node costs
+    one CSE lookup, one shape rule and one stack walk for its creation site."""
     graph = None
     for a in args:
         if type(a) is Node:
@@ -167,26 +191,37 @@ def apply(name, *args, **params):
     if graph is None:
         return op.impl(*args, **params)
 
-    ref = _ref_dtype(args)
-    inputs = []
-    for i, a in enumerate(args):
+    inputs = args
+    for a in args:
         if type(a) is not Node or a.weak or a.graph is not graph:
-            a = _as_node(a, graph, ref, i in op.int_args)
-        inputs.append(a)
-    inputs = tuple(inputs)
-    site = user_site()
+            ref = _ref_dtype(args)
+            int_args = op.int_args
+            inputs = tuple(a if type(a) is Node and not a.weak and a.graph is graph
+                           else _as_node(a, graph, ref, i in int_args) for i, a in enumerate(args))
+            break
+    name = op.name
     if name in REWRITES:
         better = REWRITES[name](*inputs, **params)
         if better is not None:
             return better
+    if params and "rng" in params:
+        key = None  # a random op is never shared: each call draws its own stream
+    else:
+        pk = _params_key(params) if params else ()
+        if len(inputs) == 2:
+            key = (name, inputs[0].id, inputs[1].id, pk)
+        elif len(inputs) == 1:
+            key = (name, inputs[0].id, pk)
+        else:
+            key = (name, *[i.id for i in inputs], pk)
+        hit = graph._cse.get(key)
+        if hit is not None:  # NOTE: the same inputs and params passed the rule before
+            return hit
     try:
         shape, dtype = op.rule(*inputs, **params)
     except (ShapeError, DTypeError) as e:
-        raise type(e)(f"{name}: {e}\n  operands: {operands(inputs)}\n  built at {site}") from None
-    key = (name, *[i.id for i in inputs], _params_key(params))
-    if "rng" in params:
-        key = None  # a random op is never shared: each call draws its own stream
-    return graph._op_node(op, inputs, params, shape, dtype, site, key)
+        raise type(e)(f"{name}: {e}\n  operands: {operands(inputs)}\n  built at {user_site()}") from None
+    return graph._op_node(op, inputs, params, shape, dtype, caller(), key)
 
 
 REWRITES = {}  # op name -> fn(*inputs, **params) returning a better node or None; see rewrites.py
@@ -244,8 +279,13 @@ def broadcast(*nodes):
 
 
 def elementwise_rule(*nodes, **_):
-    if len(nodes) == 1 and nodes[0].dtype.kind == "f":
-        return nodes[0].shape, nodes[0].dtype
+    a = nodes[0]
+    if len(nodes) == 1 and a.dtype.kind == "f":
+        return a.shape, a.dtype
+    if len(nodes) == 2:
+        b = nodes[1]
+        if a.dtype is b.dtype and a.dtype.kind == "f":
+            return _broadcast2(a.shape, b.shape), a.dtype
     return broadcast(*nodes), same_float_dtype(*nodes)
 
 

@@ -1,0 +1,104 @@
+"""Replay: compiled programs for the graph structures a LispMachine meets again.
+
+A LispMachine user builds a new graph for every batch, and most batches build the
+same structure over new values. The first graph of a structure is walked node by
+node. When a graph of the same structure comes again (equal Graph.signature(), same
+cost and outputs), the structure is compiled once into a TapeMachine program -- over
+a private clone of the graph in which every constant is an input, so that one program
+serves every graph of that structure -- and from then on each run binds the new
+graph's leaves to the program, runs it, and copies the cost, the outputs and the
+leaves' gradients back. The gradients are ev.grad's, that is the same VJP rules the
+walk calls, so a replayed run and a walked run agree to rounding.
+
+What a replayed run does not do: give intermediate nodes values. Machines that watch
+(watch=, nan_watch, inf_watch, logger) or run half a pass (fwd_only, bwd_only) always
+walk, and so does LispMachine(..., replay=False).
+"""
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+
+from .graph import Graph, Node, bound_value
+
+MAX_STRUCTURES = 64     # structures remembered (seen once, or compiled)
+
+# key -> None (seen once), a Program, or False (could not be compiled: always walk)
+_cache = OrderedDict()
+
+
+def clear():
+    """Forget every structure seen and every program compiled."""
+    _cache.clear()
+
+
+def program_for(key, make):
+    """The program for a structure, or None when the caller should walk: the first time
+    the structure is seen, or when it could not be compiled. make() compiles it."""
+    hit = _cache.get(key, 0)
+    if hit == 0:                    # never seen: walk, and remember it
+        _cache[key] = None
+        if len(_cache) > MAX_STRUCTURES:
+            _cache.popitem(last=False)
+        return None
+    _cache.move_to_end(key)
+    if hit is None:                 # the second time: compile
+        try:
+            hit = make()
+        except Exception as e:      # NOTE: the walk is the reference; fall back to it, loudly
+            warnings.warn(f"LispMachine: cannot replay this graph ({type(e).__name__}: {e}); "
+                          "it will be walked node by node", RuntimeWarning, stacklevel=3)
+            hit = False
+        _cache[key] = hit
+    return hit or None
+
+
+class Program:
+    """One compiled structure: the clone's leaves by node id, its tape, and where the
+    cost, the outputs and the gradients come out."""
+
+    def __init__(self, g, order, cost, outputs, wrt):
+        from .grad import grad
+        from .tape import TapeMachine
+
+        clone = Graph(f"{g.name} (replay)")
+        needed = {n.id for n in order}
+        self.inputs, self.params = [], []
+        # NOTE: every node is cloned, so that the clone's ids (and the labels in its
+        # error messages) are the original's; only what the cost needs is compiled.
+        for n in g.nodes:
+            if n.is_leaf:
+                # NOTE: constants become inputs, so the program does not bake in values.
+                kind = "param" if n.op == "param" else "input"
+                c = Node(clone, kind, None, (), {}, n.shape, n.dtype, n.label, n._site)
+                if n.id in needed:
+                    (self.params if kind == "param" else self.inputs).append((n.id, c))
+                if kind == "param":
+                    c.value = n.value
+            else:
+                c = Node(clone, n.op, n.opdef, tuple(clone.nodes[x.id] for x in n.inputs), n.params,
+                         n.shape, n.dtype, n.name, n._site)
+            clone.nodes.append(c)
+        twin = clone.nodes
+        self.cost = (cost.id, twin[cost.id])
+        self.outputs = [(o.id, twin[o.id]) for o in outputs]
+        grads = grad(twin[cost.id], [twin[w.id] for w in wrt]) if wrt else []
+        self.grads = [(w.id, gn) for w, gn in zip(wrt, grads)]
+        wanted = [twin[cost.id]] + [c for _, c in self.outputs] + list(grads)
+        self.tape = TapeMachine(clone, outputs=wanted, grads=False)
+
+    def run(self, g):
+        nodes = g.nodes
+        feeds = {c: bound_value(nodes[i]) for i, c in self.inputs}
+        for i, c in self.params:
+            c.value = bound_value(nodes[i])
+        self.tape.run(feeds)
+        # NOTE: the tape's buffers are overwritten by its next run, which may be another
+        # graph's: every result is copied out.
+        i, c = self.cost
+        nodes[i].value = np.array(c.value, copy=True)
+        for i, c in self.outputs:
+            nodes[i].value = np.array(c.value, copy=True)
+        for i, gn in self.grads:
+            leaf = nodes[i]
+            leaf.grad = np.array(np.broadcast_to(gn.value, leaf.shape), dtype=leaf.dtype, copy=True)
