@@ -50,14 +50,16 @@ def tape_step(name, w, data, backend=None):
     return step, tm
 
 
-def lisp_step(name, w, data):
-    """The graph is built anew every step (what the LispMachine is for)."""
+def lisp_step(name, w, data, replay=True):
+    """The graph is built anew every step (what the LispMachine is for). With replay, the
+    steps after the first run the program compiled for the structure; without, every
+    step is walked node by node and differentiated at run time."""
     if name in ("chain_fwd", "chain_bwd", "expr"):
         return None
 
     def step():
         m = models.graph(name, w, grads=False, data=data)
-        ev.LispMachine(m.graph, cost=m.cost).run()
+        ev.LispMachine(m.graph, cost=m.cost, replay=replay).run()
         _sgd(m.params)
     return step
 
@@ -69,6 +71,7 @@ def implementations(name, backend=None):
     lisp = lisp_step(name, copy.deepcopy(w), data)
     if lisp is not None:
         impls["lisp"] = lisp
+        impls["lisp-walk"] = lisp_step(name, copy.deepcopy(w), data, replay=False)
     for label, factory in (("torch", peers.torch_step), ("jax.jit", peers.jax_step)):
         try:
             fn = factory(name, copy.deepcopy(w), data, LR)
@@ -134,6 +137,6 @@ def run(names, rounds, backend=None):
                 extra = f"  {t / len(tm.program) * 1e6:.2f} us/instruction" if name.startswith("chain") else ""
                 if name == "expr":
                     extra = f"  {t * 1e6:.2f} us/run"
-            print(f"  {k:8s} {t * 1e3:9.4f} ms   {t / base:6.2f}x numpy{extra}")
+            print(f"  {k:9s} {t * 1e3:9.4f} ms   {t / base:6.2f}x numpy{extra}")
             rows.append((name, k, t, t / base))
     return rows

@@ -9,6 +9,7 @@ from .ops import OPS, Row, apply, defop, unbroadcast  # noqa: F401
 from .ops import abs, max, min, pow, sum  # noqa: F401  (numpy's names shadow builtins on purpose)
 from .grad import grad  # noqa: F401
 from .lisp import LispMachine  # noqa: F401
+from . import replay  # noqa: F401
 from .tape import TapeMachine  # noqa: F401
 from .check import check_grad  # noqa: F401
 from . import init, solvers  # noqa: F401

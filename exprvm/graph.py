@@ -209,7 +209,7 @@ class Graph:
         arr.setflags(write=False)
         key = None
         if arr.size <= 64:
-            key = ("const", arr.dtype.str, arr.shape, arr.tobytes(), weak, name)
+            key = ("const", arr.dtype, arr.shape, arr.tobytes(), weak, name)
             hit = self._cse.get(key)
             if hit is not None:
                 return hit
@@ -232,7 +232,7 @@ class Graph:
     def _add(self, node):
         """Append a leaf."""
         self.nodes.append(node)
-        self._sig.append((node.op, node.shape, node.dtype.str))
+        self._sig.append((node.op, node.shape, node.dtype))
         return node
 
     def _op_node(self, opdef, inputs, params, shape, dtype, site, key):

@@ -13,3 +13,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _independent_replay_cache():
+    """Each test starts with no LispMachine structure seen (see exprvm/replay.py), so no
+    test's outcome depends on which tests ran before it."""
+    from exprvm import replay
+    replay.clear()
+    yield

@@ -1,19 +1,13 @@
 """LispMachine replay: a graph whose structure was met before runs a compiled program.
 
-Each test compares replayed runs with walked ones (replay=False), the reference.
+Each test compares replayed runs with walked ones (replay=False), the reference; every
+test starts with an empty cache (conftest.py).
 """
 import numpy as np
 import pytest
 
 import exprvm as ev
 from exprvm import replay
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    replay.clear()
-    yield
-    replay.clear()
 
 
 def rnn_graph(W, U, ids, targets, scale=1.0):
