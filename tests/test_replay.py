@@ -169,3 +169,19 @@ def test_signature_tells_structures_apart():
     assert sig(lambda g, x: x[0:2]) != sig(lambda g, x: x[1:3])
     assert sig(lambda g, x: x * g.constant(np.ones(3))) == sig(lambda g, x: x * g.constant(np.zeros(3)))
     assert sig(lambda g, x: x * g.constant(np.ones(3))) != sig(lambda g, x: x * g.constant(np.ones(2)[0]))
+
+
+def test_a_bad_value_in_a_replayed_graph_names_the_op_and_its_line():
+    def graph(ids):
+        g = ev.Graph()
+        E = g.matrix("E", (5, 3), value=np.ones((5, 3)))
+        rows = ev.take(E, np.array(ids))
+        return g, rows, ev.sum(rows * rows)
+
+    for ids in ([0, 1], [4, 2]):
+        g, rows, cost = graph(ids)
+        run(g, cost)
+    g, rows, cost = graph([1, 5])
+    with pytest.raises(ev.IndexRangeError) as e:
+        run(g, cost)
+    assert "take" in str(e.value) and rows.site in str(e.value)
