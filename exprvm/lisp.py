@@ -143,15 +143,18 @@ class LispMachine:
         adj = {cost.id: np.ones((), dtype=cost.dtype)}
         for n in reversed(self._order):
             gn = adj.pop(n.id, None)
-            if gn is None or n.is_leaf:
-                if gn is not None and n.op != "const":
-                    adj[n.id] = gn   # leaves keep theirs for the end
+            if gn is None:
+                continue
+            opdef = n.opdef
+            if opdef is None:       # a leaf keeps its gradient for the end
+                if n.op != "const":
+                    adj[n.id] = gn
                 continue
             xs = [x.value for x in n.inputs]
             for i, x in enumerate(n.inputs):
-                if x.id not in diff or not n.opdef.has_vjp(i):
+                if x.id not in diff or not opdef.has_vjp(i):
                     continue
-                gi = n.opdef.input_vjp(i, gn, n.value, xs, n.params)
+                gi = opdef.input_vjp(i, gn, n.value, xs, n.params)
                 if watch:
                     check_finite(np.asarray(gi), f"gradient of {x.label} through {n.op} made at {n.site}",
                                  self.nan_watch, self.inf_watch)

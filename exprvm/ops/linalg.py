@@ -69,7 +69,11 @@ def _matmul(a, b):
     # NOTE: an inner dimension of 1 is an outer product; numpy's matmul takes a slow
     # path for it (~3x a broadcast multiply), and the gradient of h @ W with a
     # batch of one is exactly that shape.
-    if np.ndim(a) == 2 and np.ndim(b) == 2 and np.shape(a)[1] == 1:
+    # (np.ndim/np.shape are Python calls: plain attributes first, for the LispMachine's sake)
+    if type(a) is np.ndarray and type(b) is np.ndarray:
+        if a.ndim == 2 and b.ndim == 2 and a.shape[1] == 1:
+            return np.multiply(a, b)
+    elif np.ndim(a) == 2 and np.ndim(b) == 2 and np.shape(a)[1] == 1:
         return np.multiply(a, b)
     return np.matmul(a, b)
 
