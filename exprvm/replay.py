@@ -1,13 +1,13 @@
 """Replay: compiled programs for the graph structures a LispMachine meets again.
 
 A LispMachine user builds a new graph for every batch, and most batches build the
-same structure over new values. The first graph of a structure is walked node by
-node. When a graph of the same structure comes again (equal Graph.signature(), same
-cost and outputs), the structure is compiled once into a TapeMachine program -- over
-a private clone of the graph in which every constant is an input, so that one program
-serves every graph of that structure -- and from then on each run binds the new
-graph's leaves to the program, runs it, and copies the cost, the outputs and the
-leaves' gradients back. The gradients are ev.grad's, that is the same VJP rules the
+same structure over new values. The first graphs of a structure are walked node by
+node. When graphs of the same structure keep coming (equal Graph.signature(), same
+cost and outputs; see WALKS_BEFORE_COMPILE), the structure is compiled once into a
+TapeMachine program -- over a private clone of the graph in which every constant is
+an input, so that one program serves every graph of that structure -- and from then
+on each run binds the new graph's leaves to the program, runs it, and copies the
+cost, the outputs and the leaves' gradients back. The gradients are ev.grad's, that is the same VJP rules the
 walk calls, so a replayed run and a walked run agree to rounding.
 
 What a replayed run does not do: give intermediate nodes values. Machines that watch
@@ -21,9 +21,15 @@ import numpy as np
 
 from .graph import Graph, Node, bound_value
 
-MAX_STRUCTURES = 64     # structures remembered (seen once, or compiled)
+MAX_STRUCTURES = 64     # structures remembered (being walked, or compiled)
+# NOTE: a structure is walked this many times before it is compiled. Compiling costs
+# about as much as 6-15 walks of the same graph (char-RNN and LSTM steps measured), so
+# a structure that comes back this often has paid for its compile, and one that comes
+# only a few times (a rare sequence length) is never compiled. A count, not a timer,
+# so that which runs are replayed -- and their rounding -- is the same every time.
+WALKS_BEFORE_COMPILE = 8
 
-# key -> None (seen once), a Program, or False (could not be compiled: always walk)
+# key -> number of walks so far (int), a Program, or False (could not be compiled)
 _cache = OrderedDict()
 
 
@@ -33,16 +39,20 @@ def clear():
 
 
 def program_for(key, make):
-    """The program for a structure, or None when the caller should walk: the first time
-    the structure is seen, or when it could not be compiled. make() compiles it."""
-    hit = _cache.get(key, 0)
-    if hit == 0:                    # never seen: walk, and remember it
-        _cache[key] = None
+    """The program for a structure, or None when the caller should walk: while the
+    structure has been walked fewer than WALKS_BEFORE_COMPILE times, or when it could
+    not be compiled. make() compiles it."""
+    hit = _cache.get(key)
+    if hit is None:                 # never seen: walk, and remember it
+        _cache[key] = 1
         if len(_cache) > MAX_STRUCTURES:
             _cache.popitem(last=False)
         return None
     _cache.move_to_end(key)
-    if hit is None:                 # the second time: compile
+    if type(hit) is int:
+        if hit < WALKS_BEFORE_COMPILE:
+            _cache[key] = hit + 1
+            return None
         try:
             hit = make()
         except Exception as e:      # NOTE: the walk is the reference; fall back to it, loudly

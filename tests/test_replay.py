@@ -1,13 +1,19 @@
 """LispMachine replay: a graph whose structure was met before runs a compiled program.
 
 Each test compares replayed runs with walked ones (replay=False), the reference; every
-test starts with an empty cache (conftest.py).
+test starts with an empty cache (conftest.py), and here a structure is compiled the
+second time it comes (one walk first) unless a test says otherwise.
 """
 import numpy as np
 import pytest
 
 import exprvm as ev
 from exprvm import replay
+
+
+@pytest.fixture(autouse=True)
+def compile_on_second_sight(monkeypatch):
+    monkeypatch.setattr(replay, "WALKS_BEFORE_COMPILE", 1)
 
 
 def rnn_graph(W, U, ids, targets, scale=1.0):
@@ -185,3 +191,17 @@ def test_a_bad_value_in_a_replayed_graph_names_the_op_and_its_line():
     with pytest.raises(ev.IndexRangeError) as e:
         run(g, cost)
     assert "take" in str(e.value) and rows.site in str(e.value)
+
+
+def test_by_default_a_structure_is_walked_a_few_times_before_it_is_compiled(monkeypatch):
+    monkeypatch.setattr(replay, "WALKS_BEFORE_COMPILE", 8)
+    walked = []
+    for k in range(10):
+        g = ev.Graph()
+        x = g.vector("x", 3, value=np.full(3, float(k)))
+        y = ev.tanh(x)
+        cost = ev.sum(y * y)
+        run(g, cost)
+        walked.append(y.value is not None)
+        np.testing.assert_allclose(x.grad, 2 * np.tanh(k) * (1 - np.tanh(k) ** 2) * np.ones(3))
+    assert walked == [True] * 8 + [False] * 2
