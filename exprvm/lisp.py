@@ -42,6 +42,20 @@ def run_error(e, node, where=""):
 
 
 class LispMachine:
+    """Walks a graph node by node, then differentiates it at run time. Options:
+
+    cost        scalar node to differentiate: run() sets .grad on every leaf it depends on
+    outputs     nodes whose values are wanted (default: the cost's ancestors, or the graph)
+    fwd_only, bwd_only   run only the forward walk, or only the backward pass
+    nan_watch, inf_watch raise NumericError naming the first node (or gradient) with a
+                NaN / Inf and the line that built it
+    watch       nodes whose values are recorded after every run in .history
+    logger      a logging.Logger or a callable, told every node evaluated
+    replay      run a compiled program for a structure walked often enough before
+                (default True; see replay.py): values then land on the cost, the
+                outputs and the leaves' gradients only
+    """
+
     def __init__(self, g, cost=None, fwd_only=False, bwd_only=False, nan_watch=False,
                  inf_watch=False, watch=(), logger=None, outputs=None, replay=True):
         if fwd_only and bwd_only:
