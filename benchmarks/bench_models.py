@@ -38,7 +38,7 @@ def numpy_step(name, w, data):
 
 
 def tape_step(name, w, data, backend=None):
-    """(step, machine): the graph is built and compiled once."""
+    """The graph is built and compiled once (step.machine)."""
     m = models.graph(name, w)
     tm = ev.TapeMachine(m.graph, outputs=m.outputs or [m.cost], backend=backend)
     feeds = m.feeds(data)
@@ -47,7 +47,8 @@ def tape_step(name, w, data, backend=None):
     def step():
         tm.run(feeds)
         _sgd(params)
-    return step, tm
+    step.machine = tm
+    return step
 
 
 def lisp_step(name, w, data, replay=True):
@@ -61,40 +62,68 @@ def lisp_step(name, w, data, replay=True):
         m = models.graph(name, w, grads=False, data=data)
         ev.LispMachine(m.graph, cost=m.cost, replay=replay).run()
         _sgd(m.params)
+    # NOTE: time the steady state: the structure is compiled after its first walks.
+    step.warmup = ev.replay.WALKS_BEFORE_COMPILE + 2 if replay else 3
     return step
 
 
+def restorer(w):
+    """Puts the weight arrays of w back to their values now, in place.
+
+    NOTE: every implementation trains its own copy of the weights on one fixed batch,
+    thousands of steps per run. Left alone, the tanh units saturate and the gradients
+    sink into subnormal floats, whose arithmetic is many times slower: a step's time
+    would then depend on how many steps that implementation happened to run (the
+    char-RNN tape step went from 2 to 12 ms so). measure() therefore restores the
+    weights before every timed block, and each block times the same steps.
+    """
+    saved = copy.deepcopy(w)
+    return lambda: [np.copyto(w[k], v) for k, v in saved.items()]
+
+
 def implementations(name, backend=None):
+    """{label: (step, reset)}, and the tape's machine; reset() restores the weights."""
     w, data = models.weights_and_data(name)
-    impls = {"numpy": numpy_step(name, copy.deepcopy(w), data)}
-    impls["tape"], tm = tape_step(name, copy.deepcopy(w), data, backend)
-    lisp = lisp_step(name, copy.deepcopy(w), data)
-    if lisp is not None:
-        impls["lisp"] = lisp
-        impls["lisp-walk"] = lisp_step(name, copy.deepcopy(w), data, replay=False)
+    impls = {}
+
+    def add(label, factory, *args):
+        mine = copy.deepcopy(w)
+        fn = factory(name, mine, data, *args)
+        if fn is not None:
+            impls[label] = (fn, getattr(fn, "reset", None) or restorer(mine))
+        return fn
+
+    add("numpy", numpy_step)
+    tm = add("tape", tape_step, backend).machine
+    add("lisp", lisp_step)
+    add("lisp-walk", lisp_step, False)
     for label, factory in (("torch", peers.torch_step), ("jax.jit", peers.jax_step)):
         try:
-            fn = factory(name, copy.deepcopy(w), data, LR)
+            add(label, factory, LR)
         except Exception as e:      # a peer that fails is reported, not fatal
             print(f"  ({label} skipped on {name}: {type(e).__name__}: {e})")
-            fn = None
-        if fn is not None:
-            impls[label] = fn
     return impls, tm
 
 
 def measure(impls, rounds, target_s=0.02):
-    """Median seconds per call of each implementation, interleaved round by round."""
+    """Median seconds per call of each implementation, interleaved round by round.
+    impls: {label: step} or {label: (step, reset)}; reset() runs, untimed, before
+    every block of calls; a step runs step.warmup times (default 3) before any timing."""
+    impls = {k: v if isinstance(v, tuple) else (v, None) for k, v in impls.items()}
     blocks = {}
-    for k, fn in impls.items():
-        for _ in range(3):
+    for k, (fn, reset) in impls.items():
+        for _ in range(getattr(fn, "warmup", 3)):
             fn()
+        if reset is not None:
+            reset()
         t0 = time.perf_counter()
         fn()
         blocks[k] = max(1, int(target_s / max(time.perf_counter() - t0, 1e-7)))
     times = {k: [] for k in impls}
     for _ in range(rounds):
-        for k, fn in impls.items():
+        for k, (fn, reset) in impls.items():
+            if reset is not None:
+                reset()
             n = blocks[k]
             t0 = time.perf_counter()
             for _ in range(n):

@@ -1,7 +1,8 @@
 """The same benchmark steps in PyTorch (eager) and JAX (jax.jit), when installed.
 
 Each factory returns step() -> None or None when the library is missing. The
-peers train their own copies of the weights with the same SGD.
+peers train their own copies of the weights with the same SGD; step.reset() puts
+them back to where they started (see bench_models.restorer).
 """
 import numpy as np
 
@@ -66,6 +67,14 @@ def torch_step(name, w, data, lr=0.01):
             for p in P.values():
                 p -= lr * p.grad
                 p.grad = None
+
+    saved = {k: p.detach().clone() for k, p in P.items()}
+
+    def reset():
+        with torch.no_grad():
+            for k, p in P.items():
+                p.copy_(saved[k])
+    step.reset = reset
     return step
 
 
@@ -122,4 +131,7 @@ def jax_step(name, w, data, lr=0.01):
     def step():
         state[0], loss = update(state[0], D)
         loss.block_until_ready()
+
+    initial = state[0]
+    step.reset = lambda: state.__setitem__(0, initial)
     return step
