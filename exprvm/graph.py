@@ -19,25 +19,44 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _BASENAMES = {}
 
 
-def caller():
-    """(file, line) of the first stack frame outside the exprvm package: a node's creation
-    site, kept raw because formatting it costs more than building most nodes."""
-    f = sys._getframe(1)
-    while f is not None and f.f_code.co_filename.startswith(_PKG_DIR):
-        f = f.f_back
-    if f is None:
+def caller(depth=1):
+    """Where the user's code stands: (code, offset) of the first stack frame outside the
+    exprvm package, looking from `depth` frames above the caller's (the frames in
+    between are known to be exprvm's). A node's creation site, kept raw: turning it
+    into file:line costs more than building most nodes, and is done only when shown.
+
+    NOTE: each probe asks sys._getframe for one frame; walking f_back instead makes a
+    frame object for every exprvm frame on the way, which cost more than the rest of
+    building a node.
+    """
+    depth += 1
+    try:
+        f = sys._getframe(depth)
+        while f.f_code.co_filename.startswith(_PKG_DIR):
+            depth += 1
+            f = sys._getframe(depth)
+    except ValueError:          # the stack ended inside exprvm
         return "<unknown>"
-    return (f.f_code.co_filename, f.f_lineno)
+    return (f.f_code, f.f_lasti)
+
+
+def _line(code, offset):
+    for start, end, line in code.co_lines():
+        if start <= offset < end and line is not None:
+            return line
+    return code.co_firstlineno
 
 
 def format_site(site):
+    """file:line of a site from caller() (text sites are returned as they are)."""
     if type(site) is not tuple:
         return site
-    path, line = site
+    code, offset = site
+    path = code.co_filename
     base = _BASENAMES.get(path)
     if base is None:
         base = _BASENAMES[path] = os.path.basename(path)
-    return f"{base}:{line}"
+    return f"{base}:{_line(code, offset)}"
 
 
 def user_site():
@@ -115,19 +134,21 @@ class Node:
         return self.shape[0]
 
     # -- operators (numpy's names) ----------------------------------------
-    def __add__(self, o): return _ops.add(self, o)
-    def __radd__(self, o): return _ops.add(o, self)
-    def __sub__(self, o): return _ops.subtract(self, o)
-    def __rsub__(self, o): return _ops.subtract(o, self)
-    def __mul__(self, o): return _ops.multiply(self, o)
-    def __rmul__(self, o): return _ops.multiply(o, self)
-    def __truediv__(self, o): return _ops.divide(self, o)
-    def __rtruediv__(self, o): return _ops.divide(o, self)
-    def __pow__(self, o): return _ops.power(self, o)
-    def __rpow__(self, o): return _ops.power(o, self)
-    def __matmul__(self, o): return _ops.matmul(self, o)
-    def __rmatmul__(self, o): return _ops.matmul(o, self)
-    def __neg__(self): return _ops.negative(self)
+    # NOTE: straight to the op (no wrapper frame): node building is the LispMachine's
+    # hot path, and each frame between the user and _apply costs a probe in caller().
+    def __add__(self, o): return _apply(_OPS["add"], (self, o), {})
+    def __radd__(self, o): return _apply(_OPS["add"], (o, self), {})
+    def __sub__(self, o): return _apply(_OPS["sub"], (self, o), {})
+    def __rsub__(self, o): return _apply(_OPS["sub"], (o, self), {})
+    def __mul__(self, o): return _apply(_OPS["mul"], (self, o), {})
+    def __rmul__(self, o): return _apply(_OPS["mul"], (o, self), {})
+    def __truediv__(self, o): return _apply(_OPS["div"], (self, o), {})
+    def __rtruediv__(self, o): return _apply(_OPS["div"], (o, self), {})
+    def __pow__(self, o): return _apply(_OPS["pow"], (self, o), {})
+    def __rpow__(self, o): return _apply(_OPS["pow"], (o, self), {})
+    def __matmul__(self, o): return _apply(_OPS["matmul"], (self, o), {})
+    def __rmatmul__(self, o): return _apply(_OPS["matmul"], (o, self), {})
+    def __neg__(self): return _apply(_OPS["neg"], (self,), {})
     def __abs__(self): return _ops.abs(self)
     def __lt__(self, o): return _ops.less(self, o)
     def __le__(self, o): return _ops.less_equal(self, o)
@@ -325,3 +346,4 @@ def let(node, value):
 
 
 from . import ops as _ops  # noqa: E402  (ops needs Node; Node's operators need ops)
+from .ops.registry import OPS as _OPS, _apply  # noqa: E402

@@ -221,7 +221,9 @@ def _apply(op, args, params):
         shape, dtype = op.rule(*inputs, **params)
     except (ShapeError, DTypeError) as e:
         raise type(e)(f"{name}: {e}\n  operands: {operands(inputs)}\n  built at {user_site()}") from None
-    return graph._op_node(op, inputs, params, shape, dtype, caller(), key)
+    # NOTE: _apply is reached through a wrapper (build, apply, or an op's own function),
+    # so the user's frame is two or more above this one.
+    return graph._op_node(op, inputs, params, shape, dtype, caller(2), key)
 
 
 REWRITES = {}  # op name -> fn(*inputs, **params) returning a better node or None; see rewrites.py
