@@ -88,6 +88,27 @@ def test_sites_point_at_the_user_line():
     assert x.site == line and y.site == line_y
 
 
+def test_sites_through_every_way_of_building_a_node():
+    """Operators, op functions, wrappers (take, sum, getitem), constants made on the way,
+    and blocks of ev.nn all report the user's line, not one inside exprvm."""
+    g = ev.Graph()
+    v = g.vector("v", 3, value=np.ones(3)); at = {"vector": (v, here())}  # noqa: E702
+    W = g.matrix("W", (3, 3), value=np.eye(3)); at["matrix"] = (W, here())  # noqa: E702
+    at["add"] = (v + W[0], here())
+    at["getitem"] = (W[1], here())
+    at["radd"] = (2.0 + v, here())
+    at["matmul"] = (W @ v, here())
+    at["neg"] = (-v, here())
+    at["tanh"] = (ev.tanh(v), here())
+    at["take"] = (ev.take(W, np.array([0, 2])), here())
+    at["sum"] = (ev.sum(v, axis=0), here())
+    at["const"] = ((v * np.arange(3.0)).inputs[1], here())
+    lin = ev.nn.Linear(3, 2, name="lin", seed=0, dtype=np.float64)
+    at["linear"] = (lin(ev.reshape(v, (1, 3))), here())
+    for what, (node, line) in at.items():
+        assert node.site == line, what
+
+
 def test_identical_subexpressions_are_shared():
     g = ev.Graph()
     x, y = g.vector("x", 3), g.vector("y", 3)
