@@ -89,7 +89,7 @@ class Node:
         self.shape = shape if type(shape) is tuple else tuple(shape)
         self.dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
         self.name = name
-        self._site = site        # (file, line) or text; see .site
+        self._site = site        # (code, offset) from caller(), or text; see .site
         self.value = None
         self.grad = None
         self.weak = False        # a Python-scalar constant that adopts its partner's dtype

@@ -83,7 +83,7 @@ class LispMachine:
             return
         self._cached_for = len(self.graph.nodes)
         self._order = None
-        sig = self.graph.signature() if self.replay else None
+        sig = self.graph.signature() if self.replay and self.cost is not None else None
         self._key = None if sig is None else (sig, self.cost.id, tuple(o.id for o in self.outputs or ()))
 
     def _plan_walk(self):

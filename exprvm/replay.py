@@ -7,8 +7,9 @@ cost and outputs; see WALKS_BEFORE_COMPILE), the structure is compiled once into
 TapeMachine program -- over a private clone of the graph in which every constant is
 an input, so that one program serves every graph of that structure -- and from then
 on each run binds the new graph's leaves to the program, runs it, and copies the
-cost, the outputs and the leaves' gradients back. The gradients are ev.grad's, that is the same VJP rules the
-walk calls, so a replayed run and a walked run agree to rounding.
+cost, the outputs and the leaves' gradients back. The gradients are ev.grad's, built
+from the same VJP rules the walk calls, so a replayed run and a walked run agree to
+rounding.
 
 What a replayed run does not do: give intermediate nodes values. Machines that watch
 (watch=, nan_watch, inf_watch, logger) or run half a pass (fwd_only, bwd_only) always

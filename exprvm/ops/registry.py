@@ -117,8 +117,8 @@ def _freeze(v):
 
 
 class _Same:
-    """Key part for an unhashable param: equal only to itself's object (holding it, so that
-    its id can never be reused by another object while a key refers to it)."""
+    """Key part for an unhashable param: equal only to a key part for the same object. It
+    holds the object, so that no other object can take its id while a key refers to it."""
 
     __slots__ = ("obj",)
 
@@ -182,7 +182,7 @@ def apply(name, *args, **params):
 def _apply(op, args, params):
     """Build a node of op over args (converting Python values to constants), or evaluate
     eagerly when no argument is a Node. The hot path of graph building: a new node costs
-    one CSE lookup, one shape rule and one stack walk for its creation site."""
+    one CSE lookup, one shape rule and a stack probe or two for its creation site."""
     graph = None
     for a in args:
         if type(a) is Node:
