@@ -53,8 +53,8 @@ def tape_step(name, w, data, backend=None):
 
 def lisp_step(name, w, data, replay=True):
     """The graph is built anew every step (what the LispMachine is for). With replay, the
-    steps after the first run the program compiled for the structure; without, every
-    step is walked node by node and differentiated at run time."""
+    steps after the structure's first walks run the program compiled for it; without,
+    every step is walked node by node and differentiated at run time."""
     if name in ("chain_fwd", "chain_bwd", "expr"):
         return None
 
