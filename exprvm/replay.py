@@ -39,6 +39,15 @@ def clear():
     _cache.clear()
 
 
+def stats():
+    """What the cache holds: structures still being walked, compiled, and failed to
+    compile (those are always walked). For finding out why a LispMachine loop is slow."""
+    values = list(_cache.values())
+    return {"walking": sum(type(v) is int for v in values),
+            "compiled": sum(type(v) is not int and v is not False for v in values),
+            "failed": sum(v is False for v in values)}
+
+
 def program_for(key, make):
     """The program for a structure, or None when the caller should walk: while the
     structure has been walked fewer than WALKS_BEFORE_COMPILE times, or when it could

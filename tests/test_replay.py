@@ -151,6 +151,7 @@ def test_a_graph_that_cannot_be_compiled_is_walked_with_a_warning(monkeypatch):
         values.append(float(cost.value))
         np.testing.assert_allclose(x.grad, 2 * x.value)
     assert values == [0.0, 5.0, 20.0]
+    assert replay.stats() == {"walking": 0, "compiled": 0, "failed": 1}
 
 
 def test_structures_remembered_are_bounded():
@@ -205,3 +206,4 @@ def test_by_default_a_structure_is_walked_a_few_times_before_it_is_compiled(monk
         walked.append(y.value is not None)
         np.testing.assert_allclose(x.grad, 2 * np.tanh(k) * (1 - np.tanh(k) ** 2) * np.ones(3))
     assert walked == [True] * 8 + [False] * 2
+    assert replay.stats() == {"walking": 0, "compiled": 1, "failed": 0}
