@@ -115,8 +115,8 @@ def test_unbound_input_of_a_replayed_graph_names_the_input():
 
     for _ in range(2):
         g, x, cost = graph()
-        run_feed = ev.LispMachine(g, cost=cost)
-        run_feed.run({x: np.ones(3)})
+        m = ev.LispMachine(g, cost=cost)
+        m.run({x: np.ones(3)})
     g, x, cost = graph()
     with pytest.raises(ev.FeedError, match="x is not bound"):
         ev.LispMachine(g, cost=cost).run()
