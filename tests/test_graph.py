@@ -109,6 +109,27 @@ def test_sites_through_every_way_of_building_a_node():
         assert node.site == line, what
 
 
+@pytest.mark.parametrize("shape", [(5,), (4, 3), (2, 3, 4), (0, 3)])
+def test_index_shapes_are_numpys(shape):
+    """Plain int/slice indexes take a fast path for their shape; every index, fast or
+    not, gives numpy's shape, and one numpy rejects is a ShapeError."""
+    import itertools
+    g = ev.Graph()
+    x = g.tensor("x", shape)
+    a = np.empty(shape)
+    parts = [0, 1, -1, 3, -5, 7, True, np.int64(1), None, Ellipsis, slice(None), slice(1, 3),
+             slice(None, None, -1), slice(-2, None), slice(5, 1), slice(0, 10, 3)]
+    for k in (1, 2, 3):
+        for index in itertools.product(parts, repeat=k):
+            try:
+                want = a[index].shape
+            except IndexError:
+                with pytest.raises(ev.ShapeError, match="does not fit"):
+                    x[index]
+                continue
+            assert x[index].shape == want, index
+
+
 def test_identical_subexpressions_are_shared():
     g = ev.Graph()
     x, y = g.vector("x", 3), g.vector("y", 3)

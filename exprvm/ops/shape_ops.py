@@ -3,7 +3,7 @@ stack, indexing and gathers (whose gradients scatter)."""
 import numpy as np
 
 from ..errors import DTypeError, IndexRangeError, ShapeError
-from .registry import ndim_of, shape_of, Row, apply, defop, norm_axis, unbroadcast
+from .registry import OPS, ndim_of, shape_of, Row, _apply, apply, defop, norm_axis, unbroadcast
 
 
 
@@ -121,7 +121,27 @@ def stack(xs, axis=0):
 
 # -- indexing ------------------------------------------------------------------------
 
+def _basic_shape(shape, index):
+    """The shape x[index] has for an index of plain ints and slices (the common case,
+    such as a time step's row), or None when numpy must work it out."""
+    if len(index) > len(shape):
+        return None
+    out = []
+    for i, n in zip(index, shape):
+        if type(i) is int:
+            if not -n <= i < n:
+                return None
+        elif type(i) is slice:
+            out.append(len(range(*i.indices(n))))
+        else:
+            return None
+    return tuple(out) + shape[len(index):]
+
+
 def _index_shape(shape, index):
+    fast = _basic_shape(shape, index)
+    if fast is not None:
+        return fast
     # A zero-stride view indexes for free and gives numpy's exact result shape.
     try:
         return np.broadcast_to(np.empty((), np.int8), shape)[index].shape
@@ -150,15 +170,20 @@ _getitem_grad = defop("getitem_grad", lambda g, index, shape: _scatter(g, index,
                       lambda g, index, shape: (tuple(shape), g.dtype),
                       vjp=(lambda gg, ans, g, index, shape: getitem(gg, index),),
                       row=Row((("f", (2,), -1.0, 1.0),), {"index": (slice(1, 3), 2), "shape": (4, 5)}))
+_getitem_op = OPS["getitem"]
 
 
 def getitem(x, index):
     if not isinstance(index, tuple):
         index = (index,)
-    index = tuple(np.asarray(i) if isinstance(i, list) else i for i in index)
-    if any(hasattr(i, "graph") for i in index):
-        raise ShapeError("indexing with a node: use ev.take(x, indices, axis)")
-    return apply("getitem", x, index=index)
+    for i in index:
+        if type(i) is not int and type(i) is not slice:
+            # NOTE: a bool becomes an array: True == 1 in a CSE key, but x[True] is not x[1].
+            index = tuple(np.asarray(i) if isinstance(i, (list, bool, np.bool_)) else i for i in index)
+            if any(hasattr(i, "graph") for i in index):
+                raise ShapeError("indexing with a node: use ev.take(x, indices, axis)")
+            break
+    return _apply(_getitem_op, (x,), {"index": index})
 
 
 def _take_rule(x, idx, axis):
