@@ -128,14 +128,26 @@ def _signature(t):
 
 
 def _slice_on_axis(index, shape):
-    """(axis, start, stop) if index is full slices except one unit-step slice, else None."""
-    if len(index) > len(shape) or any(not isinstance(i, slice) for i in index):
+    """(axis, start, stop) if index selects a unit-step range of one axis and all of
+    every other: full slices but for one unit-step slice, or one integer (the range
+    i..i+1, that axis dropped, as x[t] picks a time step). Else None."""
+    if len(index) > len(shape):
         return None
-    cut = [(a, i.indices(shape[a])) for a, i in enumerate(index) if i != slice(None)]
-    if len(cut) != 1 or cut[0][1][2] != 1:
-        return None
-    axis, (start, stop, _) = cut[0]
-    return axis, start, stop
+    cut = []
+    for a, i in enumerate(index):
+        if type(i) is int:
+            if not -shape[a] <= i < shape[a]:
+                return None
+            cut.append((a, i % shape[a], i % shape[a] + 1))
+        elif type(i) is slice:
+            if i != slice(None):
+                start, stop, step = i.indices(shape[a])
+                if step != 1:
+                    return None
+                cut.append((a, start, stop))
+        else:
+            return None
+    return cut[0] if len(cut) == 1 else None
 
 
 def _untransposed(b, x):
@@ -203,7 +215,13 @@ def _merge_getitem_grads(b, terms, shape, dtype):
     edges = [c[0][1:] for c in cuts]
     if edges[0][0] != 0 or edges[-1][1] != shape[axis] or any(a[1] != b_[0] for a, b_ in zip(edges, edges[1:])):
         return None
-    return _concat(b, [terms[i].ins[0] for _, i in cuts], axis)
+    parts = []
+    for _, i in cuts:
+        g = terms[i].ins[0]
+        if type(terms[i].params["index"][axis]) is int:     # x[t]: give back t's axis
+            g = b.reshape(g, shape[:axis] + (1,) + shape[axis + 1:])
+        parts.append(g)
+    return _concat(b, parts, axis)
 
 
 MERGERS = {"matmul": _merge_matmuls, "sum": _merge_sums0, "take_grad": _merge_take_grads,

@@ -348,8 +348,12 @@ def _unrolled(seed):
     act = [ev.tanh, ev.sigmoid, ev.relu, lambda x: x * ev.tanh(x)][int(r.integers(0, 4))]
     h = g.constant(np.zeros((batch, hidden)))
     loss = None
+    X = ev.take(Wx, ids) if r.random() < 0.4 else None     # every step's rows at once
     for t in range(steps):
-        e = ev.take(Wx, ids[t]) if r.random() < 0.6 else ev.one_hot(ids[t], vocab) @ Wx
+        if X is not None:
+            e = X[t]
+        else:
+            e = ev.take(Wx, ids[t]) if r.random() < 0.6 else ev.one_hot(ids[t], vocab) @ Wx
         h = act(e + h @ Wh + b if r.random() < 0.5 else (h @ Wh + b) + e)
         y = h @ Wy
         step = ev.sum(ev.cross_entropy(y, tg[t])) if r.random() < 0.6 else ev.mean(ev.square(ev.softmax(y)))
@@ -372,6 +376,33 @@ def test_optimized_programs_match_the_lisp_machine_on_unrolled_loops(seed, backe
     assert tape[0] == pytest.approx(float(loss.value), rel=1e-9)
     for a, p in zip(tape[1], params):
         np.testing.assert_allclose(a, p.grad, rtol=1e-8, atol=1e-10, err_msg=p.name)
+
+
+@pytest.mark.parametrize("skip", [None, 2])
+def test_gradients_of_time_steps_merge_into_one_concatenation(skip):
+    """x[t] over all t of a sequence: the steps' gradients, summed, are one concatenation
+    instead of a zero-filled array per step. With a step missing they stay separate."""
+    r = np.random.default_rng(3)
+    g = ev.Graph()
+    X = g.tensor("X", (5, 2, 3), value=r.standard_normal((5, 2, 3)))
+    W = g.tensor("W", (3, 3), value=r.standard_normal((3, 3)) * 0.5)
+    h, hs = g.constant(np.zeros((2, 3))), []
+    for t in range(5):
+        if t != skip:
+            h = ev.tanh(X[t] + h @ W)
+            hs.append(h)
+    cost = ev.sum(ev.stack(hs) * ev.stack(hs))
+    ev.grad(cost, [X, W])
+    m = ev.TapeMachine(g, [cost])
+    ops = [i.op for i in m.program]
+    assert ("getitem_grad" in ops) == (skip is not None), str(m.program)
+    m.run()
+    tape = [X.grad.copy(), W.grad.copy()]
+    ev.LispMachine(g, cost=cost, replay=False).run()
+    for a, b in zip(tape, [X.grad, W.grad]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    if skip is not None:
+        assert not X.grad[skip].any()
 
 
 def test_whole_graph_programs_keep_no_dead_instructions():
