@@ -249,22 +249,11 @@ class Graph:
             hit = self._cse[key] = self.constant(np.asarray(value, dtype=dtype), dtype=dtype)
         return hit
 
-    # -- op nodes (called by ops.registry.apply) --------------------------------
+    # -- leaves (op nodes are added by ops.registry._apply) -------------------------
     def _add(self, node):
         """Append a leaf."""
         self.nodes.append(node)
         self._sig.append((node.op, node.shape, node.dtype))
-        return node
-
-    def _op_node(self, opdef, inputs, params, shape, dtype, site, key):
-        """A new op node (apply has looked key up in the CSE table already)."""
-        node = Node(self, opdef.name, opdef, inputs, params, shape, dtype, None, site)
-        self.nodes.append(node)
-        self._sig.append(key)
-        if key is not None:
-            self._cse[key] = node
-        else:
-            self._replayable = False  # a random op: its stream is not part of any key
         return node
 
     def signature(self):

@@ -14,6 +14,11 @@ def broadcast_batch(a, b):
 
 
 def _matmul_rule(a, b):
+    sa, sb = a.shape, b.shape
+    if len(sa) == 2 and len(sb) == 2 and a.dtype is b.dtype and a.dtype.kind == "f":
+        if sa[1] != sb[0]:      # NOTE: the common matrix case first; node building is hot
+            raise ShapeError(f"inner dimensions differ: {sa} @ {sb}")
+        return (sa[0], sb[1]), a.dtype
     dt = same_float_dtype(a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError("matmul needs operands of at least 1 dimension")

@@ -223,7 +223,14 @@ def _apply(op, args, params):
         raise type(e)(f"{name}: {e}\n  operands: {operands(inputs)}\n  built at {user_site()}") from None
     # NOTE: _apply is reached through a wrapper (build, apply, or an op's own function),
     # so the user's frame is two or more above this one.
-    return graph._op_node(op, inputs, params, shape, dtype, caller(2), key)
+    node = Node(graph, name, op, inputs, params, shape, dtype, None, caller(2))
+    graph.nodes.append(node)
+    graph._sig.append(key)
+    if key is not None:
+        graph._cse[key] = node
+    else:
+        graph._replayable = False  # a random op: its stream is not part of any key
+    return node
 
 
 REWRITES = {}  # op name -> fn(*inputs, **params) returning a better node or None; see rewrites.py
