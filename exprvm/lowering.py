@@ -264,6 +264,14 @@ def _take_grad_onehot(ins, out, tmps):
     return run, ()
 
 
+def _stack(axis):
+    def build(ins, out, tmps):
+        # NOTE: np.stack expands its operands on every call, in Python; the operands'
+        # buffers are fixed, so they are expanded once here (views) and concatenated.
+        return np.concatenate, (tuple(np.expand_dims(x, axis) for x in ins), axis, out)
+    return build
+
+
 def _getitem_grad(index):
     def build(ins, out, tmps):
         g, = ins
@@ -382,7 +390,7 @@ def lower(op, in_shapes, in_dtypes, shape, dtype, params):
     if op == "concat":
         return Lowered(lambda ins, out, tmps: (np.concatenate, (tuple(ins), p["axis"], out)))
     if op == "stack":
-        return Lowered(lambda ins, out, tmps: (np.stack, (tuple(ins), p["axis"], out)))
+        return Lowered(_stack(p["axis"]))
     if op == "outer":
         return Lowered(_outer)
     if op == "matmul":

@@ -120,5 +120,8 @@ class Program:
         for i, c in self.outputs:
             nodes[i].value = np.array(c.value, copy=True)
         for i, gn in self.grads:
-            leaf = nodes[i]
-            leaf.grad = np.array(np.broadcast_to(gn.value, leaf.shape), dtype=leaf.dtype, copy=True)
+            leaf, v = nodes[i], gn.value
+            if v.shape == leaf.shape and v.dtype == leaf.dtype:
+                leaf.grad = v.copy()
+            else:   # a gradient built as a broadcast (a leaf the cost does not reach)
+                leaf.grad = np.array(np.broadcast_to(v, leaf.shape), dtype=leaf.dtype, copy=True)
