@@ -73,10 +73,17 @@ def _sequence(g, steps, batch, data):
     return g.tensor("ids", (steps, batch), np.int64), g.tensor("targets", (steps, batch), np.int64)
 
 
-def _step_loss(p, h, targets, loss):
-    """Add one step's summed cross-entropy of the output layer to the running loss."""
-    step_loss = ev.sum(ev.cross_entropy(h @ p["Why"] + p["by"], targets))
-    return step_loss if loss is None else loss + step_loss
+def _inputs(p, ids):
+    """Every step's input rows at once, bias included: Wxh[ids] + bh, (steps, batch, G*H)."""
+    return ev.take(p["Wxh"], ids) + p["bh"]
+
+
+def _output_loss(p, hs, targets):
+    """The output layer and its cross-entropy, summed, once over all steps' hidden states."""
+    steps, (batch, hidden) = len(hs), hs[0].shape
+    Hs = ev.reshape(ev.stack(hs), (steps * batch, hidden))
+    flat = targets.reshape(-1)  # NOTE: an ndarray's or a Node's reshape, alike
+    return ev.sum(ev.cross_entropy(Hs @ p["Why"] + p["by"], flat))
 
 
 def _model(g, p, loss, grads, data, ids, targets):
@@ -85,18 +92,23 @@ def _model(g, p, loss, grads, data, ids, targets):
     return Model(g, loss, list(p.values()), {} if data is not None else {"ids": ids, "targets": targets})
 
 
+# NOTE: the recurrent models are written as the handwritten steps are: only the
+# recurrence runs step by step; the input rows and the output layer run once over
+# all steps (as an exprvm, PyTorch or JAX user batches them too).
+
 def char_rnn(g, weights, steps, batch, grads=True, data=None):
     """Vanilla tanh RNN over `steps` characters; loss: cross-entropy summed over steps."""
     p = _params(g, weights)
     hidden = weights["Whh"].shape[0]
     dt = weights["Whh"].dtype
     ids, targets = _sequence(g, steps, batch, data)
+    X = _inputs(p, ids)
     h = g.constant(np.zeros((batch, hidden), dt))
-    loss = None
+    hs = []
     for t in range(steps):
-        h = ev.tanh(ev.take(p["Wxh"], ids[t]) + h @ p["Whh"] + p["bh"])
-        loss = _step_loss(p, h, targets[t], loss)
-    return _model(g, p, loss, grads, data, ids, targets)
+        h = ev.tanh(X[t] + h @ p["Whh"])
+        hs.append(h)
+    return _model(g, p, _output_loss(p, hs, targets), grads, data, ids, targets)
 
 
 def lstm(g, weights, steps, batch, grads=True, data=None):
@@ -106,17 +118,18 @@ def lstm(g, weights, steps, batch, grads=True, data=None):
     dt = weights["Whh"].dtype
     H = hidden
     ids, targets = _sequence(g, steps, batch, data)
+    X = _inputs(p, ids)
     h = g.constant(np.zeros((batch, H), dt))
     c = g.constant(np.zeros((batch, H), dt))
-    loss = None
+    hs = []
     for t in range(steps):
-        z = ev.take(p["Wxh"], ids[t]) + h @ p["Whh"] + p["bh"]
+        z = X[t] + h @ p["Whh"]
         i, f, o = ev.sigmoid(z[:, :H]), ev.sigmoid(z[:, H:2 * H]), ev.sigmoid(z[:, 2 * H:3 * H])
         cand = ev.tanh(z[:, 3 * H:])
         c = f * c + i * cand
         h = o * ev.tanh(c)
-        loss = _step_loss(p, h, targets[t], loss)
-    return _model(g, p, loss, grads, data, ids, targets)
+        hs.append(h)
+    return _model(g, p, _output_loss(p, hs, targets), grads, data, ids, targets)
 
 
 def mlp(g, weights, batch, grads=True, data=None):
