@@ -22,12 +22,13 @@ _BASENAMES = {}
 def caller(depth=1):
     """Where the user's code stands: (code, offset) of the first stack frame outside the
     exprvm package, looking from `depth` frames above the caller's (the frames in
-    between are known to be exprvm's). A node's creation site, kept raw: turning it
-    into file:line costs more than building most nodes, and is done only when shown.
+    between are known to be exprvm's), or (None, "<unknown>"). A node's creation site,
+    kept raw: turning it into file:line costs more than building most nodes, and is
+    done only when shown.
 
     NOTE: each probe asks sys._getframe for one frame; walking f_back instead makes a
     frame object for every exprvm frame on the way, which cost more than the rest of
-    building a node.
+    building a node. ops.registry._apply has its own copy of this loop (see there).
     """
     depth += 1
     try:
@@ -36,8 +37,8 @@ def caller(depth=1):
             depth += 1
             f = sys._getframe(depth)
     except ValueError:          # the stack ended inside exprvm
-        return "<unknown>"
-    return (f.f_code, f.f_lasti)
+        return None, "<unknown>"
+    return f.f_code, f.f_lasti
 
 
 def _line(code, offset):
@@ -47,11 +48,10 @@ def _line(code, offset):
     return code.co_firstlineno
 
 
-def format_site(site):
-    """file:line of a site from caller() (text sites are returned as they are)."""
-    if type(site) is not tuple:
-        return site
-    code, offset = site
+def format_site(code, offset):
+    """file:line of a site from caller(); with code None, offset is the site's text."""
+    if code is None:
+        return offset
     path = code.co_filename
     base = _BASENAMES.get(path)
     if base is None:
@@ -61,7 +61,7 @@ def format_site(site):
 
 def user_site():
     """file:line of the first stack frame outside the exprvm package."""
-    return format_site(caller())
+    return format_site(*caller())
 
 
 def _norm_dtype(dtype):
@@ -75,11 +75,11 @@ class Node:
     """One value in the graph: a leaf (input, param, const) or an op applied to inputs."""
 
     __slots__ = ("graph", "id", "op", "opdef", "inputs", "params", "shape", "dtype",
-                 "name", "_site", "value", "grad", "weak", "role", "grad_of", "__weakref__")
+                 "name", "_code", "_offset", "value", "grad", "weak", "role", "grad_of", "__weakref__")
     # NOTE: numpy must defer to Node's reflected operators (array * node -> Node.__rmul__).
     __array_ufunc__ = None
 
-    def __init__(self, graph, op, opdef, inputs, params, shape, dtype, name, site):
+    def __init__(self, graph, op, opdef, inputs, params, shape, dtype, name, code, offset):
         self.graph = graph
         self.id = len(graph.nodes)
         self.op = op
@@ -89,7 +89,10 @@ class Node:
         self.shape = shape if type(shape) is tuple else tuple(shape)
         self.dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
         self.name = name
-        self._site = site        # (code, offset) from caller(), or text; see .site
+        # NOTE: the creation site as two fields, not one (code, offset) tuple: a tuple per
+        # node is one more object for the cyclic GC to scan, on the hot path. See .site.
+        self._code = code        # the user's code object (None: offset is a text)
+        self._offset = offset    # its bytecode offset
         self.value = None
         self.grad = None
         self.weak = False        # a Python-scalar constant that adopts its partner's dtype
@@ -100,7 +103,7 @@ class Node:
     @property
     def site(self):
         """file:line of the user's code that built this node."""
-        return format_site(self._site)
+        return format_site(self._code, self._offset)
 
     @property
     def ndim(self):
@@ -157,7 +160,7 @@ class Node:
     # NOTE: == and hash stay identity-based so nodes work as dict keys (feeds); use ev.equal.
     __hash__ = object.__hash__
 
-    def __getitem__(self, index): return _ops.getitem(self, index)
+    # __getitem__ is ops.getitem itself, set below (one frame fewer for caller() to probe)
 
     @property
     def T(self): return _ops.transpose(self)
@@ -203,7 +206,7 @@ class Graph:
             raise ShapeError(f"{name}: negative dimension in shape {shape} (at {user_site()})")
         dt = _norm_dtype(dtype)
         kind = "param" if (init is not None or value is not None) else "input"
-        node = self._add(Node(self, kind, None, (), {}, shape, dt, name, caller()))
+        node = self._add(Node(self, kind, None, (), {}, shape, dt, name, *caller()))
         if value is not None:
             let(node, value)
         elif init is not None:
@@ -234,7 +237,7 @@ class Graph:
             hit = self._cse.get(key)
             if hit is not None:
                 return hit
-        node = self._add(Node(self, "const", None, (), {}, arr.shape, arr.dtype, name, caller()))
+        node = self._add(Node(self, "const", None, (), {}, arr.shape, arr.dtype, name, *caller()))
         node.value = arr
         node.weak = weak
         if key is not None:
@@ -336,3 +339,5 @@ def let(node, value):
 
 from . import ops as _ops  # noqa: E402  (ops needs Node; Node's operators need ops)
 from .ops.registry import OPS as _OPS, _apply  # noqa: E402
+
+Node.__getitem__ = _ops.getitem

@@ -90,14 +90,14 @@ class Program:
             if n.is_leaf:
                 # NOTE: constants become inputs, so the program does not bake in values.
                 kind = "param" if n.op == "param" else "input"
-                c = Node(clone, kind, None, (), {}, n.shape, n.dtype, n.label, n._site)
+                c = Node(clone, kind, None, (), {}, n.shape, n.dtype, n.label, n._code, n._offset)
                 if n.id in needed:
                     (self.params if kind == "param" else self.inputs).append((n.id, c))
                 if kind == "param":
                     c.value = n.value
             else:
                 c = Node(clone, n.op, n.opdef, tuple(clone.nodes[x.id] for x in n.inputs), n.params,
-                         n.shape, n.dtype, n.name, n._site)
+                         n.shape, n.dtype, n.name, n._code, n._offset)
             clone.nodes.append(c)
         twin = clone.nodes
         self.cost = (cost.id, twin[cost.id])

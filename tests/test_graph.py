@@ -130,6 +130,21 @@ def test_index_shapes_are_numpys(shape):
             assert x[index].shape == want, index
 
 
+def test_op_nodes_have_every_field_a_leaf_has():
+    """_apply fills an op node's fields itself (the hot path skips Node.__init__): every
+    slot must be set, with a leaf's defaults."""
+    g = ev.Graph()
+    x = g.tensor("x", (2, 3))
+    y = ev.tanh(x * 2.0)
+    for slot in ev.Node.__slots__:
+        if slot != "__weakref__":
+            assert hasattr(y, slot), slot
+    for field in ("value", "grad", "grad_of", "weak", "role"):
+        assert getattr(y, field) == getattr(x, field), field
+    assert y.name is None and y.site == x.site.split(":")[0] + f":{int(x.site.split(':')[1]) + 1}"
+    assert (y.id, y.op, y.opdef.name, y.shape, y.dtype) == (len(g.nodes) - 1, "tanh", "tanh", (2, 3), x.dtype)
+
+
 def test_identical_subexpressions_are_shared():
     g = ev.Graph()
     x, y = g.vector("x", 3), g.vector("y", 3)

@@ -2,7 +2,8 @@
 import numpy as np
 
 from ..errors import DTypeError
-from .registry import Row, apply, broadcast, compare_rule, defop, elementwise_rule, unbroadcast as ub
+from .registry import (Row, apply, binary_rule, broadcast, compare_rule, defop, elementwise_rule,
+                       unary_rule, unbroadcast as ub)
 
 F34 = ("f", (3, 4), -2.0, 2.0)
 POS34 = ("f", (3, 4), 0.5, 2.0)
@@ -11,13 +12,13 @@ POS4 = ("f", (4,), 0.5, 2.0)
 
 
 def unary(name, impl, vjp, domain=F34, ref=None, kernel=None, ufunc=None, grad=True):
-    return defop(name, impl, elementwise_rule, vjp=(vjp,) if vjp else None,
+    return defop(name, impl, unary_rule, vjp=(vjp,) if vjp else None,
                  row=Row((domain,), ref=ref, grad=grad and vjp is not None),
                  kernel=kernel, ufunc=ufunc, elementwise=True)
 
 
 def binary(name, impl, vjp_x, vjp_y, args=(F34, F4), ufunc=None):
-    return defop(name, impl, elementwise_rule, vjp=(vjp_x, vjp_y), row=Row(args),
+    return defop(name, impl, binary_rule, vjp=(vjp_x, vjp_y), row=Row(args),
                  ufunc=ufunc, elementwise=True)
 
 

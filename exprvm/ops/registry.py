@@ -6,14 +6,18 @@ so the same rule yields gradient *nodes* under ev.grad and gradient *arrays*
 inside the LispMachine.
 """
 from dataclasses import dataclass, field
+from sys import _getframe
 from typing import Callable, Optional
 
 import numpy as np
 
 from ..errors import DTypeError, ExprError, ShapeError
-from ..graph import Node, caller, user_site
+from ..graph import _PKG_DIR, Node, user_site
 
 OPS = {}
+# NOTE: module-level names for _apply's hot path (a class attribute costs a type lookup)
+_new = object.__new__
+_DTYPE = np.dtype
 
 
 @dataclass(frozen=True)
@@ -218,13 +222,40 @@ def _apply(op, args, params):
         if hit is not None:  # NOTE: the same inputs and params passed the rule before
             return hit
     try:
-        shape, dtype = op.rule(*inputs, **params)
+        shape, dtype = op.rule(*inputs, **params) if params else op.rule(*inputs)
     except (ShapeError, DTypeError) as e:
         raise type(e)(f"{name}: {e}\n  operands: {operands(inputs)}\n  built at {user_site()}") from None
-    # NOTE: _apply is reached through a wrapper (build, apply, or an op's own function),
-    # so the user's frame is two or more above this one.
-    node = Node(graph, name, op, inputs, params, shape, dtype, None, caller(2))
-    graph.nodes.append(node)
+    # NOTE: graph.caller(2), inlined: the user's frame is two or more above this one
+    # (_apply is reached through a wrapper: build, apply, or an op's own function), and
+    # returning the site as a pair would make a tuple per node.
+    try:
+        depth = 2
+        f = _getframe(2)
+        while f.f_code.co_filename.startswith(_PKG_DIR):
+            depth += 1
+            f = _getframe(depth)
+        code, offset = f.f_code, f.f_lasti
+    except ValueError:          # the stack ended inside exprvm
+        code, offset = None, "<unknown>"
+    nodes = graph.nodes
+    # NOTE: Node.__init__'s work, inlined (a call less per node); a test checks every
+    # slot is set.
+    node = _new(Node)
+    node.graph = graph
+    node.id = len(nodes)
+    node.op = name
+    node.opdef = op
+    node.inputs = inputs
+    node.params = params
+    node.shape = shape if type(shape) is tuple else tuple(shape)
+    node.dtype = dtype if isinstance(dtype, _DTYPE) else np.dtype(dtype)
+    node.name = None
+    node._code = code
+    node._offset = offset
+    node.value = node.grad = node.grad_of = None
+    node.weak = False
+    node.role = "forward"
+    nodes.append(node)
     graph._sig.append(key)
     if key is not None:
         graph._cse[key] = node
@@ -285,6 +316,21 @@ def broadcast(*nodes):
         return tuple(np.broadcast_shapes(*(n.shape for n in nodes)))
     except ValueError:
         raise ShapeError("cannot broadcast shapes " + " and ".join(str(n.shape) for n in nodes)) from None
+
+
+def unary_rule(x):
+    """The rule of a unary elementwise op (elementwise_rule's hot case, without packing)."""
+    if x.dtype.kind == "f":
+        return x.shape, x.dtype
+    return elementwise_rule(x)
+
+
+def binary_rule(a, b):
+    """The rule of a binary elementwise op (elementwise_rule's hot case, without packing)."""
+    dt = a.dtype
+    if dt is b.dtype and dt.kind == "f":
+        return _broadcast2(a.shape, b.shape), dt
+    return elementwise_rule(a, b)
 
 
 def elementwise_rule(*nodes, **_):
