@@ -34,10 +34,18 @@ class KernelBackend:
             return None
         if not all(r.shape == out.shape and r.dtype == out.dtype for r in in_regs):
             return None
+        kernels = self.kernels
         if op in self.ops and len(in_regs) == 1:
-            kop, bind, name = op, self.kernels.bind_unary, op
+            kop, bind, name = op, kernels.bind_unary, op
         elif op == "unary_grad" and params["op"] in self.ops:
-            kop, bind, name = params["op"], self.kernels.bind_unary_grad, params["op"] + "_grad"
+            kop, bind, name = params["op"], kernels.bind_unary_grad, params["op"] + "_grad"
+        elif op in ("unary_add", "unary_grad_add") and params["op"] in self.ops:
+            grad = op == "unary_grad_add"
+            kop, name = params["op"], params["op"] + ("_grad_add" if grad else "_add")
+
+            def bind(kop, *arrays):
+                *ins, o, backend = arrays
+                return kernels.bind_fused(kop, ins, o, grad, backend)
         else:
             return None
         # Strided operands (a gate sliced out of a matrix) are gathered into scratch first:

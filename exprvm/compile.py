@@ -207,8 +207,10 @@ def _compile(g, outputs=None, *, grads=True, keep=(), backend=None, optimize_gra
     notes = []
     if optimize_graph:
         kernel_ops = set(backend.ops) if backend is not None else set()
+        # NOTE: the fused adds have host kernels only: none when values may go to a device.
+        host_ops = kernel_ops if device in (None, "cpu") and not use_cuda_for else set()
         kernel_ops |= device_kernel_ops(device, use_cuda_for)
-        live, notes = optimize(live, roots, {id(vals[n.id]) for n in results}, kernel_ops)
+        live, notes = optimize(live, roots, {id(vals[n.id]) for n in results}, kernel_ops, host_ops)
     em = _Emitter(backend)
     em.placement = place(live, device, use_cuda_for)
     for v in live:             # live_vals keeps them in topological order

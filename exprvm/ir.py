@@ -14,7 +14,7 @@ from .errors import CompileError
 from .ops import OPS
 
 # Ops only the compiler makes (fusions); lowering.py knows how to run them.
-INTERNAL_OPS = ("xent_grad", "unary_grad")
+INTERNAL_OPS = ("xent_grad", "unary_grad", "unary_add", "unary_grad_add")
 # Ops that only reinterpret memory: numpy returns views for them.
 VIEW_OPS = ("reshape", "transpose", "broadcast_to", "getitem")
 

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import ExprError, IndexRangeError
-from .kernels.reference import GRAD
+from .kernels.reference import GRAD, unary_add, unary_grad_add
 from .ops import OPS
 
 ALL = "all"  # every input position may share the output buffer
@@ -316,7 +316,9 @@ def _xent_grad_ref(z, t):
 
 # numpy references of the ops only the compiler makes
 INTERNAL = {"xent_grad": _xent_grad_ref,
-            "unary_grad": lambda x, ans, g, op: GRAD[op](x, ans, g, None)}
+            "unary_grad": lambda x, ans, g, op: GRAD[op](x, ans, g, None),
+            "unary_add": lambda a, b, op: unary_add(op, a, b, None),
+            "unary_grad_add": lambda x, ans, g, h, op: unary_grad_add(op, x, ans, g, h, None)}
 
 
 def _wrap(op, params):
@@ -344,6 +346,8 @@ def lower(op, in_shapes, in_dtypes, shape, dtype, params):
     if op == "unary_grad":
         return Lowered(lambda ins, out, tmps: (GRAD[p["op"]], (*ins, out)), allocates=True,
                        name=p["op"] + "_grad")
+    if op in ("unary_add", "unary_grad_add"):   # run by a kernel backend; this is the fallback
+        return Lowered(_wrap(op, p), allocates=True)
     if op == "cube":
         return Lowered(_seq(_cube))
     if op == "sigmoid":

@@ -5,6 +5,8 @@ fuse_grads    g * (1 - ans*ans) after tanh (and the VJPs of sigmoid, relu,
               softplus) -> one unary_grad instruction, when a compiled kernel
               backend runs it
 fuse_xent     softmax(z) - one_hot(t) (cross_entropy's VJP) -> one xent_grad
+fuse_adds     tanh(a + b), and tanh's gradient of g + h, -> one kernel call each
+              (unary_add, unary_grad_add), when the host C backend runs them
 merge_sums    a sum of many matmuls / axis-0 sums / embedding scatters of the
               same shape (weight gradients accumulated over the steps of an
               unrolled loop) -> one op over the concatenated operands
@@ -77,6 +79,31 @@ def fuse_grads(live, keep, ops):
         if hit is not None and hit[0] in ops:
             op, x, ans, g = hit
             v.op, v.ins, v.params = "unary_grad", [x, ans, g], {"op": op}
+            n += 1
+    return n
+
+
+# -- an add in front of a kernel op -------------------------------------------------------
+
+def _fusable_add(v, keep, like):
+    """Is v an add of two operands of like's shape and dtype, read only by like?"""
+    return (v.kind == "op" and v.op == "add" and len(v.ins) == 2 and _single(v, keep)
+            and _same(v, like) and all(_same(x, like) for x in v.ins))
+
+
+def fuse_adds(live, keep, ops):
+    """op(a + b) -> unary_add, and op's gradient for g + h -> unary_grad_add: one kernel
+    call each instead of two, and the sum is never stored (an RNN step's
+    tanh(x_t + h @ W), and its backward's tanh gradient of the summed dh)."""
+    n = 0
+    for v in live:
+        if v.kind != "op":
+            continue
+        if v.op in ops and len(v.ins) == 1 and _fusable_add(v.ins[0], keep, v):
+            v.op, v.ins, v.params = "unary_add", list(v.ins[0].ins), {"op": v.op}
+            n += 1
+        elif v.op == "unary_grad" and v.params["op"] in ops and _fusable_add(v.ins[2], keep, v):
+            v.op, v.ins = "unary_grad_add", v.ins[:2] + list(v.ins[2].ins)
             n += 1
     return n
 
@@ -266,9 +293,10 @@ def merge_sums(live, keep):
     return merged
 
 
-def optimize(live, roots, keep, kernel_ops=()):
+def optimize(live, roots, keep, kernel_ops=(), host_ops=()):
     """Run the passes; returns (live Vals, notes for the disassembly). kernel_ops: ops
-    whose fused gradient a compiled kernel will run (on the host backend or a device)."""
+    whose fused gradient a compiled kernel will run (on the host backend or a device);
+    host_ops: those the host backend runs with the add in front fused too."""
     notes = []
     # NOTE: fuse_xent may run on fuse_grads' stale users: each fusion there replaces a user
     # of every Val it touches by another, so the single-user counts it checks still hold.
@@ -287,5 +315,10 @@ def optimize(live, roots, keep, kernel_ops=()):
     n = merge_sums(live, keep)
     if n:
         notes.append(f"merged {n} summed terms (per-step gradients) into single ops")
+        live = ir.live_vals(roots)
+    # NOTE: last, so that the passes above still see the adds (merge_sums' trees).
+    n = fuse_adds(live, keep, set(host_ops)) if host_ops else 0
+    if n:
+        notes.append(f"fused {n} adds into the kernels that read them")
         live = ir.live_vals(roots)
     return live, notes

@@ -405,6 +405,30 @@ def test_gradients_of_time_steps_merge_into_one_concatenation(skip):
         assert not X.grad[skip].any()
 
 
+def test_adds_in_front_of_kernels_fuse_into_them():
+    """tanh(a + b) and tanh's gradient of a summed gradient run as one C call each;
+    relu(c + d) does not, since relu's gradient reads the sum. Same results as numpy."""
+    if not ev.kernels.available("tanh", F32, "c"):
+        pytest.skip("C kernels not built")
+    r = np.random.default_rng(4)
+    g = ev.Graph()
+    a, b, w, c, d = (g.tensor(k, shape, F32, value=r.standard_normal(shape).astype(F32))
+                     for k, shape in (("a", (3, 5)), ("b", (3, 5)), ("w", (3, 5)), ("c", (4, 2)), ("d", (4, 2))))
+    h = ev.tanh(a + b)
+    cost = ev.sum(h * w) + ev.sum(ev.exp(h)) + ev.sum(ev.relu(c + d))   # h's gradient: w + exp(h)
+    ev.grad(cost, [a, c])
+    fused = ev.TapeMachine(g, [cost], backend="c")
+    ops = [i.op for i in fused.program]
+    assert {"tanh_add", "tanh_grad_add", "relu"} <= set(ops) and "relu_add" not in ops, str(fused.program)
+    assert "fused 2 adds" in str(fused.program)
+    fused.run()
+    got = (float(cost.value), a.grad.copy(), c.grad.copy())
+    ev.TapeMachine(g, [cost], backend="numpy").run()
+    assert got[0] == pytest.approx(float(cost.value), rel=1e-6)
+    np.testing.assert_allclose(got[1], a.grad, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[2], c.grad)
+
+
 def test_whole_graph_programs_keep_no_dead_instructions():
     """outputs=None: what a fusion leaves unread (tanh's 1 - y*y) is dropped, not run."""
     g = ev.Graph()

@@ -198,3 +198,28 @@ def bound_unary_grad(backend, op, dt, x, ans, g, out):
         cfn(*ptrs, n)
         return out
     return run
+
+
+def bound_fused(backend, op, dt, grad, ins, out):
+    """A bare call of op fused with the add in front of it, for fixed buffers:
+    out = op(a + b) for ins (a, b), or op's gradient for the upstream gradient
+    g + h for ins (x, ans, g, h)."""
+    name = f"{op}_grad_add" if grad else f"{op}_add"
+    names = ("x", "ans", "g", "h") if grad else ("a", "b")
+    if len(ins) != len(names):
+        raise KernelError(f"{name}: expected {len(names)} inputs, got {len(ins)}")
+    ins = tuple(_fixed(a, dt, name, n) for a, n in zip(ins, names))
+    out = check_out(out, same_shape(name, tuple(zip(names, ins))), dt, name)
+    if any(separate(a, out) is not a for a in ins):
+        raise KernelError(f"{name}: out partially overlaps an input")
+    if backend == "numpy":
+        ref = reference.unary_grad_add if grad else reference.unary_add
+        return lambda: ref(op, *ins, out)
+    cfn = getattr(_ev_c.lib, f"ev_{name}_{SUFFIX[dt]}")
+    buf, cdecl, n = _ev_c.ffi.from_buffer, CTYPE[dt] + "[]", out.size
+    ptrs = tuple(buf(cdecl, a) for a in ins) + (buf(cdecl, out, require_writable=True),)
+
+    def run():
+        cfn(*ptrs, n)
+        return out
+    return run

@@ -183,6 +183,16 @@ def bind_unary_grad(op, x, ans, g, out, backend=None):
     return cpu.bound_unary_grad(backend, op, dt, x, ans, g, out)
 
 
+def bind_fused(op, ins, out, grad=False, backend=None):
+    """thunk() -> out for op fused with the add in front of it: out = op(a + b)
+    for ins (a, b), or op's gradient for g + h for ins (x, ans, g, h) (grad=True);
+    see bind_unary. Host backends only: CUDA has no fused kernels."""
+    dt, backend = _resolve(op, KERNEL_OPS, _dtype_of(op, out), backend)
+    if backend == "cuda":
+        raise BackendError(f"{op}: no fused CUDA kernel; fused instructions run on the host")
+    return cpu.bound_fused(backend, op, dt, grad, ins, out)
+
+
 def _reset_for_tests():
     """Forget the chosen backend so the next get_backend() re-reads the environment."""
     with _lock:

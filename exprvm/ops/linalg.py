@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..errors import ShapeError
+from ..graph import FLOAT_DTYPES
 from .registry import Row, defop, same_float_dtype, unbroadcast
 from .shape_ops import reshape, swapaxes_last, transpose
 
@@ -15,7 +16,7 @@ def broadcast_batch(a, b):
 
 def _matmul_rule(a, b):
     sa, sb = a.shape, b.shape
-    if len(sa) == 2 and len(sb) == 2 and a.dtype is b.dtype and a.dtype.kind == "f":
+    if len(sa) == 2 and len(sb) == 2 and a.dtype is b.dtype and a.dtype in FLOAT_DTYPES:
         if sa[1] != sb[0]:      # NOTE: the common matrix case first; node building is hot
             raise ShapeError(f"inner dimensions differ: {sa} @ {sb}")
         return (sa[0], sb[1]), a.dtype

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import DTypeError, ExprError, ShapeError
-from ..graph import _PKG_DIR, Node, user_site
+from ..graph import _PKG_DIR, FLOAT_DTYPES, Node, user_site
 
 OPS = {}
 # NOTE: module-level names for _apply's hot path (a class attribute costs a type lookup)
@@ -225,16 +225,20 @@ def _apply(op, args, params):
         shape, dtype = op.rule(*inputs, **params) if params else op.rule(*inputs)
     except (ShapeError, DTypeError) as e:
         raise type(e)(f"{name}: {e}\n  operands: {operands(inputs)}\n  built at {user_site()}") from None
+    if type(shape) is not tuple or not isinstance(dtype, _DTYPE):   # a custom op's rule may
+        shape, dtype = tuple(shape), np.dtype(dtype)                # give a list, a type
     # NOTE: graph.caller(2), inlined: the user's frame is two or more above this one
     # (_apply is reached through a wrapper: build, apply, or an op's own function), and
     # returning the site as a pair would make a tuple per node.
     try:
         depth = 2
         f = _getframe(2)
-        while f.f_code.co_filename.startswith(_PKG_DIR):
+        code = f.f_code
+        while code.co_filename.startswith(_PKG_DIR):
             depth += 1
             f = _getframe(depth)
-        code, offset = f.f_code, f.f_lasti
+            code = f.f_code
+        offset = f.f_lasti
     except ValueError:          # the stack ended inside exprvm
         code, offset = None, "<unknown>"
     nodes = graph.nodes
@@ -247,8 +251,8 @@ def _apply(op, args, params):
     node.opdef = op
     node.inputs = inputs
     node.params = params
-    node.shape = shape if type(shape) is tuple else tuple(shape)
-    node.dtype = dtype if isinstance(dtype, _DTYPE) else np.dtype(dtype)
+    node.shape = shape
+    node.dtype = dtype
     node.name = None
     node._code = code
     node._offset = offset
@@ -318,17 +322,20 @@ def broadcast(*nodes):
         raise ShapeError("cannot broadcast shapes " + " and ".join(str(n.shape) for n in nodes)) from None
 
 
+# NOTE: the hot cases of elementwise_rule, without its argument packing; `in
+# FLOAT_DTYPES` compares identities first, where dtype.kind is a slow attribute.
+
 def unary_rule(x):
-    """The rule of a unary elementwise op (elementwise_rule's hot case, without packing)."""
-    if x.dtype.kind == "f":
+    """The rule of a unary elementwise op."""
+    if x.dtype in FLOAT_DTYPES:
         return x.shape, x.dtype
     return elementwise_rule(x)
 
 
 def binary_rule(a, b):
-    """The rule of a binary elementwise op (elementwise_rule's hot case, without packing)."""
+    """The rule of a binary elementwise op."""
     dt = a.dtype
-    if dt is b.dtype and dt.kind == "f":
+    if dt is b.dtype and dt in FLOAT_DTYPES:
         return _broadcast2(a.shape, b.shape), dt
     return elementwise_rule(a, b)
 
