@@ -136,17 +136,6 @@ class _Same:
         return id(self.obj)
 
 
-def _params_key(params):
-    if not params:
-        return ()
-    key = tuple(params.items())
-    try:
-        hash(key)
-        return key
-    except TypeError:  # slices, arrays, lists: normalise them
-        return _freeze(params)
-
-
 def _ref_dtype(args):
     """The dtype Python scalars adopt: that of the first strongly typed float node."""
     a = args[0]
@@ -211,7 +200,14 @@ def _apply(op, args, params):
     if params and "rng" in params:
         key = None  # a random op is never shared: each call draws its own stream
     else:
-        pk = _params_key(params) if params else ()
+        if params:      # the params as a hashable key part
+            pk = tuple(params.items())
+            try:
+                hash(pk)
+            except TypeError:  # slices, arrays, lists: normalise them
+                pk = _freeze(params)
+        else:
+            pk = ()
         if len(inputs) == 2:
             key = (name, inputs[0].id, inputs[1].id, pk)
         elif len(inputs) == 1:

@@ -139,9 +139,6 @@ def _basic_shape(shape, index):
 
 
 def _index_shape(shape, index):
-    fast = _basic_shape(shape, index)
-    if fast is not None:
-        return fast
     # A zero-stride view indexes for free and gives numpy's exact result shape.
     try:
         return np.broadcast_to(np.empty((), np.int8), shape)[index].shape
@@ -162,8 +159,12 @@ def _scatter(g, index, shape):
     return out
 
 
-_getitem = defop("getitem", lambda x, index: x[index],
-                 lambda x, index: (_index_shape(x.shape, index), x.dtype),
+def _getitem_rule(x, index):
+    shape = _basic_shape(x.shape, index)
+    return (_index_shape(x.shape, index) if shape is None else shape), x.dtype
+
+
+_getitem = defop("getitem", lambda x, index: x[index], _getitem_rule,
                  vjp=(lambda g, ans, x, index: apply("getitem_grad", g, index=index, shape=shape_of(x)),),
                  row=Row((("f", (4, 5), -1.0, 1.0),), {"index": (slice(1, 3), 2)}))
 _getitem_grad = defop("getitem_grad", lambda g, index, shape: _scatter(g, index, shape),
