@@ -198,7 +198,7 @@ def compile_graph(g, outputs=None, **options):
 
 
 def _compile(g, outputs=None, *, grads=True, keep=(), backend=None, optimize_graph=True, verify=True,
-             device=None, use_cuda_for=()):
+             device=None, use_cuda_for=(), fuse_adds=True):
     targets, results = select(g, outputs, grads, keep)
     order = ancestors(targets)
     vals = ir.build(order, identities=optimize_graph)
@@ -208,7 +208,7 @@ def _compile(g, outputs=None, *, grads=True, keep=(), backend=None, optimize_gra
     if optimize_graph:
         kernel_ops = set(backend.ops) if backend is not None else set()
         # NOTE: the fused adds have host kernels only: none when values may go to a device.
-        host_ops = kernel_ops if device in (None, "cpu") and not use_cuda_for else set()
+        host_ops = kernel_ops if fuse_adds and device in (None, "cpu") and not use_cuda_for else set()
         kernel_ops |= device_kernel_ops(device, use_cuda_for)
         live, notes = optimize(live, roots, {id(vals[n.id]) for n in results}, kernel_ops, host_ops)
     em = _Emitter(backend)

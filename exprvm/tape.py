@@ -121,10 +121,11 @@ class TapeMachine:
         self.graph = g
         self.watch = list(watch)
         self.nan_watch, self.inf_watch, self.trace, self.logger = nan_watch, inf_watch, trace, logger
-        # NOTE: trace wants every node's value, so nothing may be fused or batched away.
+        # NOTE: trace wants every node's value, so nothing may be fused or batched away;
+        # the watches check every value an instruction makes, so no add is fused away.
         self.program = self.compile(g, outputs, grads=grads, keep=self.watch, backend=backend,
                                     optimize=optimize and not trace, verify=verify, device=device,
-                                    use_cuda_for=use_cuda_for)
+                                    use_cuda_for=use_cuda_for, fuse_adds=not (nan_watch or inf_watch))
         self._cuda = None
         self._device_bufs = {}
         if any(r.device != "cpu" for r in self.program.registers):
@@ -145,12 +146,12 @@ class TapeMachine:
 
     @staticmethod
     def compile(g, outputs=None, *, grads=True, keep=(), backend=None, optimize=True, verify=True,
-                device=None, use_cuda_for=()):
+                device=None, use_cuda_for=(), fuse_adds=True):
         """The Program a TapeMachine would run, without binding it: allocates nothing and
         needs no GPU (device placement can be inspected anywhere)."""
         return compile_graph(g, outputs, grads=grads, keep=keep, backend=_backend(backend),
                              optimize_graph=optimize, verify=verify, device=device,
-                             use_cuda_for=use_cuda_for)
+                             use_cuda_for=use_cuda_for, fuse_adds=fuse_adds)
 
     # -- binding -----------------------------------------------------------------
     def _bind(self):

@@ -429,6 +429,21 @@ def test_adds_in_front_of_kernels_fuse_into_them():
     np.testing.assert_array_equal(got[2], c.grad)
 
 
+def test_watches_keep_the_adds_a_kernel_would_fuse():
+    """inf_watch checks every value an instruction makes: an Inf in a + b must be
+    caught there, so a watching machine does not fuse the add into tanh."""
+    if not ev.kernels.available("tanh", F32, "c"):
+        pytest.skip("C kernels not built")
+    g = ev.Graph()
+    a, b = g.vector("a", 3, dtype=F32), g.vector("b", 3, dtype=F32)
+    cost = ev.sum(ev.tanh(a + b))
+    assert "tanh_add" in [i.op for i in ev.TapeMachine(g, [cost], backend="c").program]
+    m = ev.TapeMachine(g, [cost], backend="c", inf_watch=True)
+    big = np.array([3e38, 0, 0], F32)
+    with np.errstate(over="ignore"), pytest.raises(ev.NumericError, match=r"Inf in add#\d+ .*test_tape.py"):
+        m.run({a: big, b: big})
+
+
 def test_whole_graph_programs_keep_no_dead_instructions():
     """outputs=None: what a fusion leaves unread (tanh's 1 - y*y) is dropped, not run."""
     g = ev.Graph()
