@@ -43,7 +43,7 @@ class KernelBackend:
             grad = op == "unary_grad_add"
             kop, name = params["op"], params["op"] + ("_grad_add" if grad else "_add")
 
-            def bind(kop, *arrays):
+            def bind(kop, *arrays):    # bind_unary's call shape: (op, *ins, out, backend)
                 *ins, o, backend = arrays
                 return kernels.bind_fused(kop, ins, o, grad, backend)
         else:
