@@ -108,3 +108,57 @@ EV_OP(cube)
 EV_OP(square)
 EV_OP(relu)
 EV_OP(softplus)
+
+/* Softmax cross-entropy, row by row, in the order of exprvm's numpy lowering:
+ * the row's max m (NaN propagates, as in np.maximum), s = sum exp(z - m), then
+ * log(s) = log1p(s - 1) (s >= 1, so s - 1 loses nothing that matters). */
+static int64_t ev__bad_target(const int64_t* t, int64_t n, int64_t c) {
+    for (int64_t r = 0; r < n; r++)
+        if (t[r] < 0 || t[r] >= c) return r;
+    return -1;
+}
+
+#define EV_XENT(T, sfx)                                                       \
+    static T ev__row_max_##sfx(const T* row, int64_t c) {                    \
+        T m = row[0];                                                         \
+        for (int64_t j = 1; j < c; j++)                                       \
+            m = (row[j] > m || row[j] != row[j]) ? row[j] : m;                \
+        return m;                                                             \
+    }                                                                         \
+    int64_t ev_xent_##sfx(const T* z, const int64_t* t, T* loss, int64_t n,  \
+                          int64_t c) {                                        \
+        int64_t bad = ev__bad_target(t, n, c);                                \
+        if (bad >= 0) return bad;                                             \
+        for (int64_t r = 0; r < n; r++) {                                     \
+            const T* row = z + r * c;                                         \
+            const T m = ev__row_max_##sfx(row, c);                            \
+            T s = 0;                                                          \
+            _Pragma("omp simd reduction(+:s)")                                \
+            for (int64_t j = 0; j < c; j++) s += evm_exp_##sfx(row[j] - m);   \
+            loss[r] = evm_log1p_##sfx(s - 1) - (row[t[r]] - m);              \
+        }                                                                     \
+        return -1;                                                            \
+    }                                                                         \
+    int64_t ev_xent_grad_##sfx(const T* z, const int64_t* t, T* out,         \
+                               int64_t n, int64_t c) {                        \
+        int64_t bad = ev__bad_target(t, n, c);                                \
+        if (bad >= 0) return bad;                                             \
+        for (int64_t r = 0; r < n; r++) {                                     \
+            const T* row = z + r * c;                                         \
+            T* o = out + r * c;                                               \
+            const T m = ev__row_max_##sfx(row, c);                            \
+            T s = 0;                                                          \
+            _Pragma("omp simd reduction(+:s)")                                \
+            for (int64_t j = 0; j < c; j++) {                                 \
+                o[j] = evm_exp_##sfx(row[j] - m);                             \
+                s += o[j];                                                    \
+            }                                                                 \
+            _Pragma("omp simd")                                               \
+            for (int64_t j = 0; j < c; j++) o[j] = o[j] / s;                  \
+            o[t[r]] -= 1;                                                     \
+        }                                                                     \
+        return -1;                                                            \
+    }
+
+EV_XENT(float, f32)
+EV_XENT(double, f64)

@@ -95,5 +95,15 @@ void ev_softplus_grad_add_f32(const float* x, const float* ans, const float* g, 
 void ev_softplus_add_f64(const double* a, const double* b, double* out, int64_t n);
 void ev_softplus_grad_add_f64(const double* x, const double* ans, const double* g, const double* h, double* out, int64_t n);
 
+/* Softmax cross-entropy of the n rows of z (each c wide) against class ids t:
+ * loss[r] = log(sum_j exp(z[r,j] - m)) - (z[r,t[r]] - m), m the row's max (NaN if
+ * the row has one), and its gradient out[r,:] = softmax(z[r,:]) - onehot(t[r]).
+ * Every id is checked before anything is written: the return value is -1, or the
+ * first row whose id is outside [0, c). */
+int64_t ev_xent_f32(const float* z, const int64_t* t, float* loss, int64_t n, int64_t c);
+int64_t ev_xent_f64(const double* z, const int64_t* t, double* loss, int64_t n, int64_t c);
+int64_t ev_xent_grad_f32(const float* z, const int64_t* t, float* out, int64_t n, int64_t c);
+int64_t ev_xent_grad_f64(const double* z, const int64_t* t, double* out, int64_t n, int64_t c);
+
 /* Threads the kernels use for large arrays (1 without OpenMP). */
 int ev_num_threads(void);

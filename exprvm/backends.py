@@ -32,6 +32,8 @@ class KernelBackend:
     def lower(self, op, in_regs, fakes, out, params):
         if out.dtype not in FLOATS or out.nbytes == 0 or out.device != "cpu":
             return None
+        if op in ("cross_entropy", "xent_grad"):
+            return self._lower_xent(op, in_regs, fakes, out)
         if not all(r.shape == out.shape and r.dtype == out.dtype for r in in_regs):
             return None
         kernels = self.kernels
@@ -70,6 +72,17 @@ class KernelBackend:
                 call()
             return run, ()
         return Lowered(build, tmps=tmps, inplace=ALL, kernel=backend, name=name)
+
+
+    def _lower_xent(self, op, in_regs, fakes, out):
+        z, t = in_regs
+        if z.dtype != out.dtype or t.dtype != np.int64 or not all(_contiguous(f) for f in fakes):
+            return None
+        kernels = self.kernels
+
+        def build(ins, o, tmps):
+            return kernels.bind_xent(op, ins[0], ins[1], o, "c"), ()
+        return Lowered(build, kernel="c")
 
 
 def default_name():

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from exprvm import kernels
-from exprvm.errors import BackendError, DTypeError, ExprError, KernelError, ShapeError
+from exprvm.errors import BackendError, DTypeError, ExprError, IndexRangeError, KernelError, ShapeError
 from exprvm.kernels import reference, registry
 
 C_OK, C_WHY = kernels.backends()["c"]
@@ -321,6 +321,58 @@ def test_fused_add_kernels_in_place_sizes_and_errors(backend):
         kernels.bind_fused("tanh", (np.ones(4, np.float32), b), a, backend=backend)
     with pytest.raises(KernelError, match="expected 4 inputs"):
         kernels.bind_fused("tanh", (a, b), a, grad=True, backend=backend)
+
+
+def _xent_reference(z, t):
+    """Loss and gradient of softmax cross-entropy, in float64, by numpy's formula."""
+    zz = z.astype(np.float64)
+    with np.errstate(all="ignore"):
+        m = np.max(zz, axis=-1, keepdims=True)
+        e = np.exp(zz - m)
+        s = e.sum(axis=-1, keepdims=True)
+        loss = np.log(s[..., 0]) - (np.take_along_axis(zz, t[..., None], -1)[..., 0] - m[..., 0])
+        grad = e / s
+    np.put_along_axis(grad, t[..., None], np.take_along_axis(grad, t[..., None], -1) - 1, -1)
+    return loss.astype(z.dtype), grad.astype(z.dtype)
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, c", [(37, 65), (5, 1), (0, 4), (3, 1000)])
+def test_cross_entropy_kernels_match_numpy(dtype, n, c):
+    rng = np.random.default_rng(n + c)
+    z = (rng.standard_normal((n, c)) * 10).astype(dtype)
+    t = rng.integers(0, c, n)
+    if n >= 5:
+        z[1, 0], z[2, :], z[3, -1], z[4, :] = np.inf, -np.inf, np.nan, 1e30
+    loss, grad = np.empty(n, dtype), np.empty((n, c), dtype)
+    kernels.bind_xent("cross_entropy", z, t, loss, "c")()
+    kernels.bind_xent("xent_grad", z, t, grad, "c")()
+    want_loss, want_grad = _xent_reference(z, t)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    for got, want in ((loss, want_loss), (grad, want_grad)):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        ok = ~np.isnan(want)
+        np.testing.assert_allclose(got[ok], want[ok], rtol=rtol, atol=rtol)
+
+
+@needs_c
+def test_cross_entropy_kernels_check_ids_and_arrays():
+    z = np.zeros((3, 4), np.float32)
+    loss = np.full(3, 7.0, np.float32)
+    for bad in ([0, 4, 1], [0, -1, 1]):
+        run = kernels.bind_xent("cross_entropy", z, np.array(bad), loss, "c")
+        with pytest.raises(IndexRangeError, match=r"index out of range \[0, 4\)"):
+            run()
+        assert np.all(loss == 7.0)          # nothing written
+    with pytest.raises(KernelError, match="int64"):
+        kernels.bind_xent("cross_entropy", z, np.zeros(3, np.int32), loss, "c")
+    with pytest.raises(KernelError, match="leading shape"):
+        kernels.bind_xent("cross_entropy", z, np.zeros(4, np.int64), loss, "c")
+    with pytest.raises(KernelError, match="contiguous"):
+        kernels.bind_xent("xent_grad", np.zeros((4, 3), np.float32).T, np.zeros(3, np.int64), z, "c")
+    with pytest.raises(BackendError, match="C kernels"):
+        kernels.bind_xent("cross_entropy", z, np.zeros(3, np.int64), loss, "numpy")
 
 
 def test_backend_selection(monkeypatch):

@@ -11,7 +11,8 @@
 
 For a compiled program: prebind_unary / prebind_unary_grad (fixed size, few
 checks per call) and bind_unary / bind_unary_grad (fixed buffers, a bare C
-call).  bind_fused: a kernel and the add in front of it, in one bare C call.
+call).  bind_fused: a kernel and the add in front of it, in one bare C call;
+bind_xent: softmax cross-entropy and its gradient (C only).
 See registry.py for the contracts.
 """
 from exprvm.kernels.reference import BINARY_OPS, KERNEL_OPS
@@ -23,6 +24,7 @@ from exprvm.kernels.registry import (
     bind_fused,
     bind_unary,
     bind_unary_grad,
+    bind_xent,
     get_backend,
     prebind_unary,
     prebind_unary_grad,
@@ -33,6 +35,6 @@ from exprvm.kernels.registry import (
 
 __all__ = [
     "BACKENDS", "BINARY_OPS", "KERNEL_OPS", "available", "backends", "binary",
-    "bind_fused", "bind_unary", "bind_unary_grad", "get_backend", "prebind_unary",
+    "bind_fused", "bind_unary", "bind_unary_grad", "bind_xent", "get_backend", "prebind_unary",
     "prebind_unary_grad", "set_backend", "unary", "unary_grad",
 ]

@@ -15,8 +15,9 @@ Three flavours per op, fastest last:
 import importlib.util
 import os
 
+import numpy as np
 
-from exprvm.errors import KernelError
+from exprvm.errors import IndexRangeError, KernelError
 from exprvm.kernels import reference
 from exprvm.kernels.checks import CTYPE, SUFFIX, check_input, check_out, same_shape, separate
 
@@ -221,5 +222,33 @@ def bound_fused(backend, op, dt, grad, ins, out):
 
     def run():
         cfn(*ptrs, n)
+        return out
+    return run
+
+
+def bound_xent(op, dt, z, t, out):
+    """A bare call of the softmax cross-entropy kernel (op "cross_entropy": out holds
+    the per-row losses, t.shape) or of its gradient (op "xent_grad": out is z's shape),
+    for fixed buffers. An id outside [0, classes) raises IndexRangeError, as numpy's
+    lowering does, and leaves out unwritten."""
+    grad = op == "xent_grad"
+    z = _fixed(z, dt, op, "logits")
+    if not (isinstance(t, np.ndarray) and t.dtype == np.int64 and t.flags.c_contiguous
+            and t.flags.aligned):
+        raise KernelError(f"{op}: targets must be a C-contiguous int64 array")
+    if z.ndim < 1 or t.shape != z.shape[:-1]:
+        raise KernelError(f"{op}: targets {t.shape} must match the logits' leading shape {z.shape[:-1]}")
+    out = check_out(out, z.shape if grad else t.shape, dt, op)
+    if separate(z, out) is not z or separate(t, out) is not t:
+        raise KernelError(f"{op}: out overlaps an input")
+    c, n = z.shape[-1], t.size
+    cfn = getattr(_ev_c.lib, f"ev_{op.replace('cross_entropy', 'xent')}_{SUFFIX[dt]}")
+    buf, cdecl = _ev_c.ffi.from_buffer, CTYPE[dt] + "[]"
+    pz, pt, po = buf(cdecl, z), buf("int64_t[]", t), buf(cdecl, out, require_writable=True)
+
+    def run():
+        if cfn(pz, pt, po, n, c) >= 0:
+            raise IndexRangeError(f"cross_entropy target: index out of range [0, {c}): "
+                                  f"min {t.min()}, max {t.max()}")
         return out
     return run

@@ -193,6 +193,18 @@ def bind_fused(op, ins, out, grad=False, backend=None):
     return cpu.bound_fused(backend, op, dt, grad, ins, out)
 
 
+def bind_xent(op, z, t, out, backend=None):
+    """thunk() -> out for softmax cross-entropy: op "cross_entropy" writes the loss of
+    each row of logits z against the int64 class ids t, op "xent_grad" its gradient
+    softmax(z) - onehot(t). The C backend only (numpy runs the ops' own lowering)."""
+    dt = kernel_dtype(_dtype_of(op, z))
+    backend = get_backend() if backend is None else backend
+    if backend != "c":
+        raise BackendError(f"{op}: the cross-entropy kernels are C kernels; backend {backend!r} has none")
+    _require(backend)
+    return cpu.bound_xent(op, dt, z, t, out)
+
+
 def _reset_for_tests():
     """Forget the chosen backend so the next get_backend() re-reads the environment."""
     with _lock:
