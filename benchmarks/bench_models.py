@@ -75,7 +75,7 @@ def restorer(w):
     sink into subnormal floats, whose arithmetic is many times slower: a step's time
     would then depend on how many steps that implementation happened to run (the
     char-RNN tape step went from 2 to 12 ms so). measure() therefore restores the
-    weights before every timed block, and each block times the same steps.
+    weights before every timed call, and every call times the same step.
     """
     saved = copy.deepcopy(w)
     return lambda: [np.copyto(w[k], v) for k, v in saved.items()]
@@ -108,7 +108,13 @@ def implementations(name, backend=None):
 def measure(impls, rounds, target_s=0.02):
     """Median seconds per call of each implementation, interleaved round by round.
     impls: {label: step} or {label: (step, reset)}; reset() runs, untimed, before
-    every block of calls; a step runs step.warmup times (default 3) before any timing."""
+    every call, so that every timed call is the same step; a step runs step.warmup
+    times (default 3) before any timing.
+
+    NOTE: restoring before every call, not every block: on one fixed batch the char-RNN
+    b32 weights reach subnormal gradients by the 7th step after a restore (a 0.3 ms
+    matmul then takes 9 ms), so a block's time depended on how many steps it held.
+    """
     impls = {k: v if isinstance(v, tuple) else (v, None) for k, v in impls.items()}
     blocks = {}
     for k, (fn, reset) in impls.items():
@@ -120,15 +126,23 @@ def measure(impls, rounds, target_s=0.02):
         fn()
         blocks[k] = max(1, int(target_s / max(time.perf_counter() - t0, 1e-7)))
     times = {k: [] for k in impls}
+    clock = time.perf_counter
     for _ in range(rounds):
         for k, (fn, reset) in impls.items():
-            if reset is not None:
-                reset()
             n = blocks[k]
-            t0 = time.perf_counter()
+            if reset is None:
+                t0 = clock()
+                for _ in range(n):
+                    fn()
+                times[k].append((clock() - t0) / n)
+                continue
+            spent = 0.0
             for _ in range(n):
+                reset()
+                t0 = clock()
                 fn()
-            times[k].append((time.perf_counter() - t0) / n)
+                spent += clock() - t0
+            times[k].append(spent / n)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
