@@ -84,7 +84,8 @@ class LispMachine:
         self._cached_for = len(self.graph.nodes)
         self._order = None
         sig = self.graph.signature() if self.replay and self.cost is not None else None
-        self._key = None if sig is None else (sig, self.cost.id, tuple(o.id for o in self.outputs or ()))
+        self._key = None if sig is None else _replay.Key((sig, self.cost.id,
+                                                         tuple(o.id for o in self.outputs or ())))
 
     def _plan_walk(self):
         if self._order is not None:

@@ -30,13 +30,33 @@ MAX_STRUCTURES = 64     # structures remembered (being walked, or compiled)
 # so that which runs are replayed -- and their rounding -- is the same every time.
 WALKS_BEFORE_COMPILE = 8
 
-# key -> number of walks so far (int), a Program, or False (could not be compiled)
+# Key -> number of walks so far (int), a Program, or False (could not be compiled)
 _cache = OrderedDict()
+_last = [None]          # the Program program_for returned last, while it is the newest entry
+
+
+class Key:
+    """A structure's cache key: (signature, cost id, output ids), hashed once. A
+    signature is a long tuple of tuples, and each run looks its key up."""
+
+    __slots__ = ("parts", "_hash")
+
+    def __init__(self, parts):
+        self.parts = parts
+        self._hash = hash(parts)
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        return self is other or (type(other) is Key and other._hash == self._hash
+                                 and other.parts == self.parts)
 
 
 def clear():
     """Forget every structure seen and every program compiled."""
     _cache.clear()
+    _last[0] = None
 
 
 def stats():
@@ -53,6 +73,9 @@ def program_for(key, make):
     structure has been walked fewer than WALKS_BEFORE_COMPILE times, or when it could
     not be compiled. make() compiles it."""
     hit = _cache.get(key)
+    if hit is not None and hit is _last[0]:
+        return hit                  # NOTE: the newest entry already: no move_to_end lookup
+    _last[0] = None
     if hit is None:                 # never seen: walk, and remember it
         _cache[key] = 1
         if len(_cache) > MAX_STRUCTURES:
@@ -70,6 +93,8 @@ def program_for(key, make):
                           "it will be walked node by node", RuntimeWarning, stacklevel=3)
             hit = False
         _cache[key] = hit
+    if hit:
+        _last[0] = hit
     return hit or None
 
 

@@ -162,6 +162,26 @@ def test_structures_remembered_are_bounded():
     assert len(replay._cache) == replay.MAX_STRUCTURES
 
 
+def test_the_structure_replayed_last_stays_the_newest():
+    """A replayed structure keeps its place at the end of the cache even when it skips
+    the reordering (it was the last one looked up), so it outlives newer strangers."""
+    def graph(n):
+        g = ev.Graph()
+        x = g.vector("x", n, value=np.ones(n))
+        return g, ev.sum(ev.tanh(x))
+    for _ in range(replay.WALKS_BEFORE_COMPILE + 3):
+        run(*graph(2))
+    assert replay.stats()["compiled"] == 1
+    for n in range(3, 3 + replay.MAX_STRUCTURES - 1):   # fills the cache, A last-but-many
+        run(*graph(n))
+        run(*graph(2))                                   # A again: moved back to the end
+    run(*graph(1000))
+    assert replay.stats()["compiled"] == 1, "the structure used all along was evicted"
+    g, cost = graph(2)
+    run(g, cost)
+    assert float(cost.value) == pytest.approx(2 * np.tanh(1.0))
+
+
 def test_signature_tells_structures_apart():
     def sig(build):
         g = ev.Graph()
