@@ -166,39 +166,32 @@ def _fixed(a, dt, op, name):
     return a
 
 
-def bound_unary(backend, op, dt, x, out):
-    x = _fixed(x, dt, op, "x")
-    out = check_out(out, x.shape, dt, op)
-    if separate(x, out) is not x:
-        raise KernelError(f"{op}: out partially overlaps x")
+def _bound(backend, name, ref, dt, named, out):
+    """thunk() -> out: one bare call of the C kernel ev_<name>_<dtype> (or of its
+    numpy reference ref) over fixed buffers of one shape and dtype: named is
+    ((argument name, array), ...), out comes last."""
+    ins = tuple(_fixed(a, dt, name, n) for n, a in named)
+    out = check_out(out, same_shape(name, tuple(zip((n for n, _ in named), ins))), dt, name)
+    if any(separate(a, out) is not a for a in ins):
+        raise KernelError(f"{name}: out partially overlaps an input")
     if backend == "numpy":
-        ref = reference.FORWARD[op]
-        return lambda: ref(x, out)
-    cfn, buf, cdecl, n = _c_function(op, dt, False), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]", x.size
-    px, po = buf(cdecl, x), buf(cdecl, out, require_writable=True)
-
-    def run():
-        cfn(px, po, n)
-        return out
-    return run
-
-
-def bound_unary_grad(backend, op, dt, x, ans, g, out):
-    gop = op + "_grad"
-    x, ans, g = _fixed(x, dt, gop, "x"), _fixed(ans, dt, gop, "ans"), _fixed(g, dt, gop, "g")
-    out = check_out(out, same_shape(gop, (("x", x), ("ans", ans), ("g", g))), dt, gop)
-    if any(separate(a, out) is not a for a in (x, ans, g)):
-        raise KernelError(f"{gop}: out partially overlaps an input")
-    if backend == "numpy":
-        ref = reference.GRAD[op]
-        return lambda: ref(x, ans, g, out)
-    cfn, buf, cdecl, n = _c_function(op, dt, True), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]", x.size
-    ptrs = (buf(cdecl, x), buf(cdecl, ans), buf(cdecl, g), buf(cdecl, out, require_writable=True))
+        return lambda: ref(*ins, out)
+    cfn = getattr(_ev_c.lib, f"ev_{name}_{SUFFIX[dt]}")
+    buf, cdecl, n = _ev_c.ffi.from_buffer, CTYPE[dt] + "[]", out.size
+    ptrs = tuple(buf(cdecl, a) for a in ins) + (buf(cdecl, out, require_writable=True),)
 
     def run():
         cfn(*ptrs, n)
         return out
     return run
+
+
+def bound_unary(backend, op, dt, x, out):
+    return _bound(backend, op, reference.FORWARD[op], dt, (("x", x),), out)
+
+
+def bound_unary_grad(backend, op, dt, x, ans, g, out):
+    return _bound(backend, op + "_grad", reference.GRAD[op], dt, (("x", x), ("ans", ans), ("g", g)), out)
 
 
 def bound_fused(backend, op, dt, grad, ins, out):
@@ -209,21 +202,8 @@ def bound_fused(backend, op, dt, grad, ins, out):
     names = ("x", "ans", "g", "h") if grad else ("a", "b")
     if len(ins) != len(names):
         raise KernelError(f"{name}: expected {len(names)} inputs, got {len(ins)}")
-    ins = tuple(_fixed(a, dt, name, n) for a, n in zip(ins, names))
-    out = check_out(out, same_shape(name, tuple(zip(names, ins))), dt, name)
-    if any(separate(a, out) is not a for a in ins):
-        raise KernelError(f"{name}: out partially overlaps an input")
-    if backend == "numpy":
-        ref = reference.unary_grad_add if grad else reference.unary_add
-        return lambda: ref(op, *ins, out)
-    cfn = getattr(_ev_c.lib, f"ev_{name}_{SUFFIX[dt]}")
-    buf, cdecl, n = _ev_c.ffi.from_buffer, CTYPE[dt] + "[]", out.size
-    ptrs = tuple(buf(cdecl, a) for a in ins) + (buf(cdecl, out, require_writable=True),)
-
-    def run():
-        cfn(*ptrs, n)
-        return out
-    return run
+    ref = reference.unary_grad_add if grad else reference.unary_add
+    return _bound(backend, name, lambda *arrays: ref(op, *arrays), dt, tuple(zip(names, ins)), out)
 
 
 def bound_xent(op, dt, z, t, out):

@@ -337,13 +337,7 @@ def binary_rule(a, b):
 
 
 def elementwise_rule(*nodes, **_):
-    a = nodes[0]
-    if len(nodes) == 1 and a.dtype.kind == "f":
-        return a.shape, a.dtype
-    if len(nodes) == 2:
-        b = nodes[1]
-        if a.dtype is b.dtype and a.dtype.kind == "f":
-            return _broadcast2(a.shape, b.shape), a.dtype
+    """Broadcast shape, one float dtype (unary_rule and binary_rule take the hot cases)."""
     return broadcast(*nodes), same_float_dtype(*nodes)
 
 
