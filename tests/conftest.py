@@ -19,6 +19,6 @@ def rng():
 def _independent_replay_cache():
     """Each test starts with no LispMachine structure seen (see exprvm/replay.py), so no
     test's outcome depends on which tests ran before it."""
-    from exprvm import replay
+    from exprvm.machines import replay
     replay.clear()
     yield

@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
-from exprvm import checkpoint, solvers
+from exprvm.train import checkpoint, solvers
 from exprvm.errors import CheckpointError
 
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from exprvm import init
+from exprvm.train import init
 from exprvm.errors import DTypeError, ExprError, ShapeError
 
 RANDOM = [

@@ -5,7 +5,7 @@ import pytest
 
 from exprvm import kernels
 from exprvm.kernels import reference
-from exprvm.ops import OPS
+from exprvm.core import OPS
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

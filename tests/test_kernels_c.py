@@ -22,7 +22,7 @@ from hypothesis.extra import numpy as hnp
 
 from exprvm import kernels
 from exprvm.errors import BackendError, DTypeError, ExprError, IndexRangeError, KernelError, ShapeError
-from exprvm.kernels import reference, registry
+from exprvm.kernels import reference, dispatch
 
 C_OK, C_WHY = kernels.backends()["c"]
 needs_c = pytest.mark.skipif(not C_OK, reason=f"C backend unavailable: {C_WHY}")
@@ -393,14 +393,14 @@ def test_backend_selection(monkeypatch):
         assert not kernels.available("tanh", np.int32, "numpy")
         assert not kernels.available("nope", np.float32, "numpy")
         monkeypatch.setenv("EXPRVM_BACKEND", "numpy")
-        registry._reset_for_tests()
+        dispatch._reset_for_tests()
         assert kernels.get_backend() == "numpy"
         monkeypatch.setenv("EXPRVM_BACKEND", "tpu")
-        registry._reset_for_tests()
+        dispatch._reset_for_tests()
         with pytest.warns(RuntimeWarning, match="EXPRVM_BACKEND"):
             assert kernels.get_backend() == ("c" if C_OK else "numpy")
     finally:
-        registry._reset_for_tests()
+        dispatch._reset_for_tests()
         monkeypatch.delenv("EXPRVM_BACKEND", raising=False)
         kernels.set_backend(previous)
 

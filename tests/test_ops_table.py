@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import exprvm as ev
-from exprvm.ops import OPS
+from exprvm.core import OPS
 from machines import EVALUATORS
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}

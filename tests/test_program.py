@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import exprvm as ev
-from exprvm.compile import compile_graph
-from exprvm.program import Instr, Program, Register
+from exprvm.compiler import compile_graph
+from exprvm.compiler import Instr, Program, Register
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import models  # noqa: E402

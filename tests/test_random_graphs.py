@@ -90,7 +90,7 @@ def test_gradients_match_finite_differences(case):
 def test_lisp_replay_matches_the_walk(case, dtype):
     """A second graph of the same structure, over other values, is replayed from a
     compiled program; it must agree with walking it."""
-    from exprvm import replay as cache
+    from exprvm.machines import replay as cache
     shapes, program, seed = case
     cache.clear()
     results = []

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import exprvm as ev
-from exprvm.program import Instr, Program, Register
+from exprvm.compiler import Instr, Program, Register
 from exprvm.render.text import abbrev
 
 SVG = "{http://www.w3.org/2000/svg}"

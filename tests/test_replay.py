@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import exprvm as ev
-from exprvm import replay
+from exprvm.machines import replay
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from exprvm import solvers
+from exprvm.train import solvers
 from exprvm.errors import CheckpointError, DTypeError, ExprError, ShapeError
 
 

@@ -13,10 +13,10 @@ For a compiled program: prebind_unary / prebind_unary_grad (fixed size, few
 checks per call) and bind_unary / bind_unary_grad (fixed buffers, a bare C
 call).  bind_fused: a kernel and the add in front of it, in one bare C call;
 bind_xent: softmax cross-entropy and its gradient (C only).
-See registry.py for the contracts.
+See dispatch.py for the contracts.
 """
 from exprvm.kernels.reference import BINARY_OPS, KERNEL_OPS
-from exprvm.kernels.registry import (
+from exprvm.kernels.dispatch import (
     BACKENDS,
     available,
     backends,

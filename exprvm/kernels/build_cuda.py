@@ -25,6 +25,7 @@ import tempfile
 
 from exprvm.errors import BackendError
 from exprvm.kernels.build_c import csrc_dir
+from exprvm.kernels.cuda_driver import probe_driver
 
 SOURCES = ("ev_cuda.cu", "ev_cuda.h", "ev_math.h")
 # The oldest architecture nvcc 13 still targets; its PTX is JIT-compiled by
@@ -126,7 +127,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     capability = None
     if not args.arch:
-        from exprvm.kernels.cuda_lib import probe_driver  # noqa: PLC0415
         capability = probe_driver()[2]
     try:
         path = build(capability=capability, arch=args.arch, force=args.force)

@@ -6,7 +6,7 @@ either the forward or the backward pass.
 """
 import numpy as np
 
-from .. import init as _init
+from ..train import init as _init
 from ..errors import DTypeError, ShapeError
 from ..ops import cross_entropy, mean, one_hot, reshape, square, take
 from .module import Module, draw, draw_weight, graph_of, sub_seed

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..errors import DTypeError, ExprError, ShapeError
-from ..graph import FLOAT_DTYPES, Graph, Node
+from ..core import FLOAT_DTYPES, Graph, Node
 
 
 class Param:

@@ -21,9 +21,9 @@ State is a tuple per cell: (h,) or, for the LSTM, (h, c). A state of None means 
 """
 import numpy as np
 
-from .. import init as _init
+from ..train import init as _init
 from ..errors import ExprError, ShapeError
-from ..graph import Node
+from ..core import Node
 from ..ops import getitem, one_hot, sigmoid, tanh
 from .layers import ONE_HOT_MAX, apply_matrix, is_ids
 from .module import Module, draw_weight, graph_of, sub_seed

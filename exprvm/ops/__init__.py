@@ -1,18 +1,21 @@
 """The op library. Every function builds a node when given nodes and evaluates
-eagerly (numpy) when given arrays; see registry.apply."""
+eagerly (numpy) when given arrays; see core.op.apply. This package holds op
+definitions only: each op's numpy impl, shape rule, VJP and test row side by side."""
 import types as _types
 
-from .registry import OPS, Op, Row, apply, defop, unbroadcast  # noqa: F401
+from ..core import OPS, Op, Row, apply, defop, unbroadcast  # noqa: F401
 from .elementwise import (  # noqa: F401
     abs, add, astype, cos, cube, divide, equal, exp, expm1, greater, greater_equal, leaky_relu,
     less, less_equal, log, log1p, maximum, minimum, multiply, negative, not_equal, power, relu,
     sigmoid, sign, sin, softplus, sqrt, square, subtract, tanh, where)
 from .reduce import logsumexp, max, mean, min, sum  # noqa: F401
-from .shape_ops import (  # noqa: F401
+from .shape import (  # noqa: F401
     broadcast_to, concat, concatenate, embedding, getitem, reshape, stack, take, transpose)
 from .linalg import dot, matmul, outer  # noqa: F401
-from .nn import cross_entropy, dropout, log_softmax, one_hot, softmax  # noqa: F401
-from . import rewrites  # noqa: F401  (registers the build-time rewrites)
+from .neural import cross_entropy, dropout, log_softmax, one_hot, softmax  # noqa: F401
+from . import operators as _operators
+
+_operators.install()
 
 # Short aliases, as the op table names them.
 sub, mul, div, neg = subtract, multiply, divide, negative
@@ -20,6 +23,5 @@ pow = power
 lt, le, gt, ge, eq, ne = less, less_equal, greater, greater_equal, equal, not_equal
 
 # `from exprvm.ops import *` exports the op functions, never this package's submodules
-# (ops.nn would otherwise shadow exprvm.nn).
 __all__ = sorted(name for name, value in globals().items()
                  if not name.startswith("_") and not isinstance(value, _types.ModuleType))

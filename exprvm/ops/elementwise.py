@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..errors import DTypeError
-from .registry import (Row, apply, binary_rule, broadcast, compare_rule, defop, elementwise_rule,
+from ..core import (Row, apply, binary_rule, broadcast, compare_rule, defop, elementwise_rule,
                        unary_rule, unbroadcast as ub)
 
 F34 = ("f", (3, 4), -2.0, 2.0)

@@ -2,9 +2,9 @@
 import numpy as np
 
 from ..errors import ShapeError
-from ..graph import FLOAT_DTYPES
-from .registry import Row, defop, same_float_dtype, unbroadcast
-from .shape_ops import reshape, swapaxes_last, transpose
+from ..core import FLOAT_DTYPES
+from ..core import Row, defop, same_float_dtype, unbroadcast
+from .shape import reshape, swapaxes_last, transpose
 
 
 def broadcast_batch(a, b):

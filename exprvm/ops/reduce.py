@@ -1,7 +1,7 @@
 """Reductions with numpy's axis= and keepdims= semantics."""
 import numpy as np
 
-from .registry import ndim_of, Row, apply, defop, norm_axis, same_float_dtype
+from ..core import ndim_of, Row, apply, defop, norm_axis, same_float_dtype
 
 
 
@@ -72,4 +72,4 @@ min = _reduction("min")
 logsumexp = _reduction("logsumexp")
 
 from .elementwise import astype, equal, exp  # noqa: E402
-from .shape_ops import broadcast_to  # noqa: E402
+from .shape import broadcast_to  # noqa: E402

@@ -22,8 +22,8 @@ import os
 import graphviz
 
 from ..errors import BackendError, ExprError
-from ..graph import Graph, Node, ancestors
-from ..program import Program
+from ..core import Graph, Node, ancestors
+from ..compiler import Program
 from .graphs import graph_dot
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}

@@ -19,7 +19,7 @@ import re
 from collections import Counter, deque
 
 from ..errors import ExprError
-from ..graph import Node
+from ..core import Node
 
 _DIGITS = re.compile(r"\d+")
 

@@ -1,6 +1,7 @@
-"""The op registry: one record per primitive, and apply(), the one entry point.
+"""The op record: one Op per primitive, the table OPS of them, and build_node(), the one
+way a node of an op is made.
 
-apply() builds a graph node when any argument is a Node and otherwise evaluates
+apply() and every op function build a graph node when any argument is a Node and otherwise evaluates
 the numpy reference eagerly. VJP rules are written with exprvm's own functions,
 so the same rule yields gradient *nodes* under ev.grad and gradient *arrays*
 inside the LispMachine.
@@ -12,10 +13,11 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import DTypeError, ExprError, ShapeError
-from ..graph import _PKG_DIR, FLOAT_DTYPES, Node, user_site
+from .graph import Node
+from .site import PKG_DIR, user_site
 
 OPS = {}
-# NOTE: module-level names for _apply's hot path (a class attribute costs a type lookup)
+# NOTE: module-level names for build_node.s hot path (a class attribute costs a type lookup)
 _new = object.__new__
 _DTYPE = np.dtype
 
@@ -84,7 +86,7 @@ def defop(name, impl, rule, vjp=None, row=None, **kw):
     op = OPS[name]
 
     def build(*args, **params):
-        return _apply(op, args, params)
+        return build_node(op, args, params)
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = kw.get("doc") or f"exprvm op {name}"
@@ -92,15 +94,6 @@ def defop(name, impl, rule, vjp=None, row=None, **kw):
 
 
 # -- apply ---------------------------------------------------------------------
-
-def ndim_of(x):
-    """ndim of a Node, an ndarray or a Python value."""
-    return x.ndim if hasattr(x, "ndim") else np.ndim(x)
-
-
-def shape_of(x):
-    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
-
 
 def _freeze(v):
     if isinstance(v, (list, tuple)):
@@ -169,10 +162,10 @@ def operands(nodes):
 
 
 def apply(name, *args, **params):
-    return _apply(OPS[name], args, params)
+    return build_node(OPS[name], args, params)
 
 
-def _apply(op, args, params):
+def build_node(op, args, params):
     """Build a node of op over args (converting Python values to constants), or evaluate
     eagerly when no argument is a Node. The hot path of graph building: a new node costs
     one CSE lookup, one shape rule and a stack probe or two for its creation site."""
@@ -223,14 +216,14 @@ def _apply(op, args, params):
         raise type(e)(f"{name}: {e}\n  operands: {operands(inputs)}\n  built at {user_site()}") from None
     if type(shape) is not tuple or not isinstance(dtype, _DTYPE):   # a custom op's rule may
         shape, dtype = tuple(shape), np.dtype(dtype)                # give a list, a type
-    # NOTE: graph.caller(2), inlined: the user's frame is two or more above this one
-    # (_apply is reached through a wrapper: build, apply, or an op's own function), and
+    # NOTE: site.caller(2), inlined: the user's frame is two or more above this one
+    # (build_node is reached through a wrapper: build, apply, or an op's own function), and
     # returning the site as a pair would make a tuple per node.
     try:
         depth = 2
         f = _getframe(2)
         code = f.f_code
-        while code.co_filename.startswith(_PKG_DIR):
+        while code.co_filename.startswith(PKG_DIR):
             depth += 1
             f = _getframe(depth)
             code = f.f_code
@@ -265,114 +258,3 @@ def _apply(op, args, params):
 
 
 REWRITES = {}  # op name -> fn(*inputs, **params) returning a better node or None; see rewrites.py
-
-
-# -- shape/dtype rules shared by many ops ------------------------------------------
-
-def same_float_dtype(*nodes):
-    dt = nodes[0].dtype
-    if dt.kind == "f":
-        for n in nodes:
-            if n.dtype != dt:
-                break
-        else:
-            return dt
-    dts = {n.dtype for n in nodes}
-    if len(dts) > 1:
-        raise DTypeError("operands mix dtypes " + " and ".join(sorted(d.name for d in dts))
-                         + " (cast one with ev.astype)")
-    dt = next(iter(dts))
-    if dt.kind != "f":
-        raise DTypeError(f"expected float operands, got {dt.name}")
-    return dt
-
-
-def _broadcast2(a, b):
-    """numpy's broadcasting of two shapes, in plain Python (the hot case of node building)."""
-    if a == b or not b:
-        return a
-    if not a:
-        return b
-    if len(a) < len(b):
-        a, b = b, a
-    out = list(a)
-    off = len(a) - len(b)
-    for i, d in enumerate(b):
-        e = a[off + i]
-        if d != e and d != 1:
-            if e != 1:
-                raise ShapeError(f"cannot broadcast shapes {a} and {b}")
-            out[off + i] = d
-    return tuple(out)
-
-
-def broadcast(*nodes):
-    first = nodes[0].shape
-    if len(nodes) == 2:
-        return _broadcast2(first, nodes[1].shape)
-    if all(n.shape == first for n in nodes):
-        return first
-    try:
-        return tuple(np.broadcast_shapes(*(n.shape for n in nodes)))
-    except ValueError:
-        raise ShapeError("cannot broadcast shapes " + " and ".join(str(n.shape) for n in nodes)) from None
-
-
-# NOTE: the hot cases of elementwise_rule, without its argument packing; `in
-# FLOAT_DTYPES` compares identities first, where dtype.kind is a slow attribute.
-
-def unary_rule(x):
-    """The rule of a unary elementwise op."""
-    if x.dtype in FLOAT_DTYPES:
-        return x.shape, x.dtype
-    return elementwise_rule(x)
-
-
-def binary_rule(a, b):
-    """The rule of a binary elementwise op."""
-    dt = a.dtype
-    if dt is b.dtype and dt in FLOAT_DTYPES:
-        return _broadcast2(a.shape, b.shape), dt
-    return elementwise_rule(a, b)
-
-
-def elementwise_rule(*nodes, **_):
-    """Broadcast shape, one float dtype (unary_rule and binary_rule take the hot cases)."""
-    return broadcast(*nodes), same_float_dtype(*nodes)
-
-
-def compare_rule(a, b):
-    if a.dtype != b.dtype:
-        raise DTypeError(f"cannot compare {a.dtype.name} with {b.dtype.name}")
-    return broadcast(a, b), np.dtype(bool)
-
-
-def norm_axis(axis, ndim):
-    """Normalise axis= to a sorted tuple of non-negative ints (None -> all axes)."""
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    out = []
-    for a in axes:
-        if not -ndim <= a < max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
-            raise ShapeError(f"axis {a} is out of range for a {ndim}-d operand")
-        out.append(int(a) % max(ndim, 1))
-    if len(set(out)) != len(out):
-        raise ShapeError(f"repeated axis in {axis}")
-    return tuple(sorted(out))
-
-
-# -- gradients through broadcasting ----------------------------------------------------
-
-def unbroadcast(g, shape):
-    """Sum g down to `shape`, undoing numpy broadcasting (works on nodes and arrays)."""
-    gshape = tuple(g.shape)
-    shape = tuple(shape)
-    if gshape == shape:
-        return g
-    lead = len(gshape) - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and gshape[lead + i] != 1)
-    # NOTE: .sum/.reshape are methods of both Node and ndarray: arrays skip apply().
-    if axes:
-        g = g.sum(axis=axes)
-    return g if tuple(g.shape) == shape else g.reshape(shape)

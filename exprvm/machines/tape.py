@@ -21,12 +21,12 @@ next run; copy them to keep them (`watch=` does that for you).
 """
 import numpy as np
 
-from .compile import compile_graph
-from .errors import ExprError, NumericError, RunError
-from .graph import bound_value, check_value, let
+from ..compiler import compile_graph
+from ..errors import ExprError, NumericError, RunError
+from ..core import bound_value, check_value, let
 from .lisp import _log, check_finite
-from .ops import OPS
-from .placement import require_cuda
+from ..core import OPS
+from ..compiler.placement import require_cuda
 
 
 def _plain(arr, node):
@@ -363,5 +363,5 @@ def _arena(nbytes):
 
 def _backend(name):
     """The kernel backend object the compiler asks for compiled kernels (None: numpy only)."""
-    from .backends import resolve
+    from ..compiler.backends import resolve
     return resolve(name)

@@ -13,21 +13,12 @@ Three flavours per op, fastest last:
                               a bare C call.
 """
 import importlib.util
-import os
 
 import numpy as np
 
 from exprvm.errors import IndexRangeError, KernelError
 from exprvm.kernels import reference
 from exprvm.kernels.checks import CTYPE, SUFFIX, check_input, check_out, same_shape, separate
-
-# NOTE: OpenMP workers that spin between parallel regions (libgomp's
-# default) stall every kernel by a scheduler slice when another process is
-# busy on a small machine: 8 ms instead of 1.1 ms for sigmoid on 1M floats on
-# a 2-core box.  Sleeping workers cost a few microseconds of wake-up instead.
-# libgomp reads this when it loads, i.e. with the extension just below; a
-# value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 try:
     from exprvm.kernels import _ev_c

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from .errors import DTypeError, ExprError, ShapeError
+from ..errors import DTypeError, ExprError, ShapeError
 
 _rng = np.random.default_rng()
 

@@ -4,67 +4,16 @@ A Node is immutable once built except for `.value` and `.grad`, which machines
 fill in. Node ids grow in creation order and inputs are always built before the
 nodes that read them, so sorting a node set by id is a topological order.
 """
-import os
-import sys
-
 import numpy as np
 
-from .errors import DTypeError, ExprError, FeedError, ShapeError
+from ..errors import DTypeError, ExprError, FeedError, ShapeError
+from .site import caller, format_site, user_site
 
-_PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 LEAF_OPS = ("input", "param", "const")
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-_BASENAMES = {}
-
-
-def caller(depth=1):
-    """Where the user's code stands: (code, offset) of the first stack frame outside the
-    exprvm package, looking from `depth` frames above the caller's (the frames in
-    between are known to be exprvm's), or (None, "<unknown>"). A node's creation site,
-    kept raw: turning it into file:line costs more than building most nodes, and is
-    done only when shown.
-
-    NOTE: each probe asks sys._getframe for one frame; walking f_back instead makes a
-    frame object for every exprvm frame on the way, which cost more than the rest of
-    building a node. ops.registry._apply has its own copy of this loop (see there).
-    """
-    depth += 1
-    try:
-        f = sys._getframe(depth)
-        while f.f_code.co_filename.startswith(_PKG_DIR):
-            depth += 1
-            f = sys._getframe(depth)
-    except ValueError:          # the stack ended inside exprvm
-        return None, "<unknown>"
-    return f.f_code, f.f_lasti
-
-
-def _line(code, offset):
-    for start, end, line in code.co_lines():
-        if start <= offset < end and line is not None:
-            return line
-    return code.co_firstlineno
-
-
-def format_site(code, offset):
-    """file:line of a site from caller(); with code None, offset is the site's text."""
-    if code is None:
-        return offset
-    path = code.co_filename
-    base = _BASENAMES.get(path)
-    if base is None:
-        base = _BASENAMES[path] = os.path.basename(path)
-    return f"{base}:{_line(code, offset)}"
-
-
-def user_site():
-    """file:line of the first stack frame outside the exprvm package."""
-    return format_site(*caller())
-
-
-def _norm_dtype(dtype):
+def norm_dtype(dtype):
     dt = np.dtype(dtype)
     if dt.kind == "f" and dt not in FLOAT_DTYPES:
         raise DTypeError(f"dtype {dt} is not supported; use float32 or float64")
@@ -136,41 +85,10 @@ class Node:
             raise ExprError(f"len() of 0-d node {self.label}")
         return self.shape[0]
 
-    # -- operators (numpy's names) ----------------------------------------
-    # NOTE: straight to the op (no wrapper frame): node building is the LispMachine's
-    # hot path, and each frame between the user and _apply costs a probe in caller().
-    def __add__(self, o): return _apply(_OPS["add"], (self, o), {})
-    def __radd__(self, o): return _apply(_OPS["add"], (o, self), {})
-    def __sub__(self, o): return _apply(_OPS["sub"], (self, o), {})
-    def __rsub__(self, o): return _apply(_OPS["sub"], (o, self), {})
-    def __mul__(self, o): return _apply(_OPS["mul"], (self, o), {})
-    def __rmul__(self, o): return _apply(_OPS["mul"], (o, self), {})
-    def __truediv__(self, o): return _apply(_OPS["div"], (self, o), {})
-    def __rtruediv__(self, o): return _apply(_OPS["div"], (o, self), {})
-    def __pow__(self, o): return _apply(_OPS["pow"], (self, o), {})
-    def __rpow__(self, o): return _apply(_OPS["pow"], (o, self), {})
-    def __matmul__(self, o): return _apply(_OPS["matmul"], (self, o), {})
-    def __rmatmul__(self, o): return _apply(_OPS["matmul"], (o, self), {})
-    def __neg__(self): return _apply(_OPS["neg"], (self,), {})
-    def __abs__(self): return _ops.abs(self)
-    def __lt__(self, o): return _ops.less(self, o)
-    def __le__(self, o): return _ops.less_equal(self, o)
-    def __gt__(self, o): return _ops.greater(self, o)
-    def __ge__(self, o): return _ops.greater_equal(self, o)
     # NOTE: == and hash stay identity-based so nodes work as dict keys (feeds); use ev.equal.
+    # The arithmetic operators, indexing and the numpy-style methods (.T, .sum, ...) are
+    # installed by exprvm.ops (ops/operators.py), which defines the ops they build.
     __hash__ = object.__hash__
-
-    # __getitem__ is ops.getitem itself, set below (one frame fewer for caller() to probe)
-
-    @property
-    def T(self): return _ops.transpose(self)
-
-    def reshape(self, *shape):
-        return _ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
-
-    def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis=axis, keepdims=keepdims)
-    def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis=axis, keepdims=keepdims)
-    def astype(self, dtype): return _ops.astype(self, dtype)
 
 
 class Graph:
@@ -196,7 +114,7 @@ class Graph:
         return len(self.nodes)
 
     def _repr_svg_(self):
-        from .render import svg  # NOTE: lazy: graphviz is needed only to draw (Jupyter calls this)
+        from ..render import svg  # NOTE: lazy: graphviz is needed only to draw (Jupyter calls this)
         return svg(self)
 
     # -- leaves --------------------------------------------------------------
@@ -204,7 +122,7 @@ class Graph:
         shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
         if any(s < 0 for s in shape):
             raise ShapeError(f"{name}: negative dimension in shape {shape} (at {user_site()})")
-        dt = _norm_dtype(dtype)
+        dt = norm_dtype(dtype)
         kind = "param" if (init is not None or value is not None) else "input"
         node = self._add(Node(self, kind, None, (), {}, shape, dt, name, *caller()))
         if value is not None:
@@ -229,7 +147,7 @@ class Graph:
         weak = dtype is None and isinstance(value, (int, float)) and not isinstance(value, bool)
         arr = np.array(value, dtype=np.float64 if weak else dtype)
         if arr.dtype.kind == "f":
-            _norm_dtype(arr.dtype)
+            norm_dtype(arr.dtype)
         arr.setflags(write=False)
         key = None
         if arr.size <= 64:
@@ -289,8 +207,6 @@ def ancestors(targets):
     return [seen[i] for i in sorted(seen)]
 
 
-toposort = ancestors
-
 
 def _castable(src, dst, strict):
     """May a value of dtype src be cast to a leaf of dtype dst?"""
@@ -335,9 +251,3 @@ def let(node, value):
         raise FeedError(f"cannot bind {node.label}: it is computed by op {node.op} (made at {node.site})")
     node.value = check_value(node, value)
     return node
-
-
-from . import ops as _ops  # noqa: E402  (ops needs Node; Node's operators need ops)
-from .ops.registry import OPS as _OPS, _apply  # noqa: E402
-
-Node.__getitem__ = _ops.getitem

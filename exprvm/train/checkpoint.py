@@ -33,7 +33,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 FORMAT_VERSION = 1
 _MARK = "__exprvm_checkpoint__"

@@ -3,7 +3,7 @@ stack, indexing and gathers (whose gradients scatter)."""
 import numpy as np
 
 from ..errors import DTypeError, IndexRangeError, ShapeError
-from .registry import OPS, ndim_of, shape_of, Row, _apply, apply, defop, norm_axis, unbroadcast
+from ..core import OPS, ndim_of, shape_of, Row, build_node, apply, defop, norm_axis, unbroadcast
 
 
 
@@ -184,7 +184,7 @@ def getitem(x, index):
             if any(hasattr(i, "graph") for i in index):
                 raise ShapeError("indexing with a node: use ev.take(x, indices, axis)")
             break
-    return _apply(_getitem_op, (x,), {"index": index})
+    return build_node(_getitem_op, (x,), {"index": index})
 
 
 def _take_rule(x, idx, axis):

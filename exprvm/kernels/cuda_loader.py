@@ -16,47 +16,11 @@ from cffi import FFI
 
 from exprvm.errors import BackendError, KernelError
 from exprvm.kernels.build_c import csrc_dir
-
-_DRIVER_NAMES = ("libcuda.so.1", "libcuda.so", "nvcuda.dll")
-_DRIVER_CDEF = """
-int cuInit(unsigned int flags);
-int cuDeviceGetCount(int* count);
-int cuDeviceGet(int* device, int ordinal);
-int cuDeviceGetAttribute(int* value, int attrib, int device);
-"""
-_CC_MAJOR, _CC_MINOR = 75, 76  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_*
+from exprvm.kernels import build_cuda
+from exprvm.kernels.cuda_driver import probe_driver
 
 _lock = threading.RLock()
 _state = {}
-
-
-def probe_driver():
-    """(ok, reason, (major, minor) of device 0 or None), asking the driver only."""
-    ffi = FFI()
-    ffi.cdef(_DRIVER_CDEF)
-    drv = None
-    for name in _DRIVER_NAMES:
-        try:
-            drv = ffi.dlopen(name)
-            break
-        except OSError:
-            continue
-    if drv is None:
-        return False, f"no CUDA driver: none of {', '.join(_DRIVER_NAMES)} could be loaded", None
-    rc = drv.cuInit(0)
-    if rc != 0:
-        return False, f"CUDA driver failed to initialise (cuInit returned CUresult {rc})", None
-    count = ffi.new("int*")
-    rc = drv.cuDeviceGetCount(count)
-    if rc != 0 or count[0] == 0:
-        return False, f"no CUDA device (cuDeviceGetCount returned {rc}, count {count[0]})", None
-    dev, major, minor = ffi.new("int*"), ffi.new("int*"), ffi.new("int*")
-    cap = None
-    if (drv.cuDeviceGet(dev, 0) == 0
-            and drv.cuDeviceGetAttribute(major, _CC_MAJOR, dev[0]) == 0
-            and drv.cuDeviceGetAttribute(minor, _CC_MINOR, dev[0]) == 0):
-        cap = (major[0], minor[0])
-    return True, f"{count[0]} device(s)", cap
 
 
 def open_library(path):
@@ -75,7 +39,6 @@ def _load():
         raise BackendError(reason)
     path = os.environ.get("EXPRVM_CUDA_LIB")
     if not path:
-        from exprvm.kernels import build_cuda  # noqa: PLC0415
         try:
             path = build_cuda.build(capability=cap)
         except BackendError:

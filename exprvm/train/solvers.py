@@ -35,7 +35,7 @@ import math
 
 import numpy as np
 
-from .errors import CheckpointError, DTypeError, ExprError, ShapeError
+from ..errors import CheckpointError, DTypeError, ExprError, ShapeError
 
 
 class _Slot:

@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .graph import Graph, Node, bound_value
+from ..core import Graph, Node, bound_value
 
 MAX_STRUCTURES = 64     # structures remembered (being walked, or compiled)
 # NOTE: a structure is walked this many times before it is compiled. Compiling costs
@@ -103,7 +103,7 @@ class Program:
     cost, the outputs and the gradients come out."""
 
     def __init__(self, g, order, cost, outputs, wrt):
-        from .grad import grad
+        from ..core import grad
         from .tape import TapeMachine
 
         clone = Graph(f"{g.name} (replay)")

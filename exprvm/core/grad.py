@@ -3,8 +3,9 @@
 Each op's VJP is called with nodes, so the result is ordinary graph nodes that
 any machine can run, render, or differentiate again.
 """
-from .errors import GradError
+from ..errors import GradError
 from .graph import Node, ancestors
+from .op import apply
 
 
 def check_cost(cost, who):
@@ -60,13 +61,12 @@ def grad(cost, wrt):
             gi = n.opdef.input_vjp(i, gn, n, n.inputs, n.params)
             adj[x.id] = gi if x.id not in adj else adj[x.id] + gi
 
-    from .ops import broadcast_to
     out = []
     for w in wrt:
         # A cost that reaches w only through non-differentiable ops has zero gradient.
         r = adj.get(w.id)
         if r is None:
-            r = broadcast_to(g.constant(0.0, dtype=w.dtype), w.shape)
+            r = apply("broadcast_to", g.constant(0.0, dtype=w.dtype), shape=w.shape)
         out.append(r)
     for n in g.nodes[start:]:
         n.role = "grad"

@@ -25,10 +25,10 @@ import gc
 import numpy as np
 
 from . import ir
-from .errors import CompileError
-from .graph import ancestors
+from ..errors import CompileError
+from ..core import ancestors
 from .lowering import Lowered, generic, is_basic_index, lower
-from .ops import OPS
+from ..core import OPS
 from .optimize import optimize
 from .placement import device_kernel_ops, lower_cuda, place
 from .plan import plan

@@ -7,7 +7,7 @@ the instruction runs numpy (lowering.py).
 """
 import numpy as np
 
-from .errors import BackendError
+from ..errors import BackendError
 from .lowering import ALL, Lowered
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -21,7 +21,7 @@ class KernelBackend:
     """Host kernels of exprvm.kernels ("c"), bound to fixed buffers: one C call per instruction."""
 
     def __init__(self, name):
-        from . import kernels
+        from .. import kernels
         self.name = name
         self.kernels = kernels
         self.ops = set(kernels.KERNEL_OPS)
@@ -86,7 +86,7 @@ class KernelBackend:
 
 
 def default_name():
-    from . import kernels
+    from .. import kernels
     return kernels.get_backend()
 
 
@@ -104,11 +104,11 @@ def resolve(name):
     if name != "c":
         raise BackendError(f"unknown backend {name!r}; choose 'numpy' or 'c'")
     if not available("c"):
-        from . import kernels
+        from .. import kernels
         raise BackendError(f"backend 'c' is not available: {kernels.backends()['c'][1]}")
     return KernelBackend("c")
 
 
 def available(name):
-    from . import kernels
+    from .. import kernels
     return bool(kernels.backends()[name][0])

@@ -46,7 +46,7 @@ def _roles(v):
 
 
 def _elementwise_ops():
-    from .ops import OPS
+    from ..core import OPS
     return {name for name, op in OPS.items() if op.elementwise and not op.variadic} | {"where"}
 
 

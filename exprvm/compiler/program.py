@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .errors import CompileError
+from ..errors import CompileError
 
 LEAF_KINDS = ("input", "param", "const")
 
@@ -119,7 +119,7 @@ class Program:
         return iter(self.instrs)
 
     def _repr_svg_(self):
-        from .render import svg  # NOTE: lazy: graphviz is needed only to draw (Jupyter calls this)
+        from ..render import svg  # NOTE: lazy: graphviz is needed only to draw (Jupyter calls this)
         return svg(self)
 
     @property

@@ -13,8 +13,8 @@ Leaves live on the host; results come back to the host at the end of a run.
 """
 import numpy as np
 
-from .errors import BackendError
-from .kernels.reference import BINARY_OPS, KERNEL_OPS
+from ..errors import BackendError
+from ..kernels.reference import BINARY_OPS, KERNEL_OPS
 from .lowering import ALL, Lowered
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -69,7 +69,7 @@ def device_kernel_ops(device=None, use_cuda_for=()):
 
 def lower_cuda(op, params, dtype):
     """How a device instruction runs: exprvm.kernels' checked CUDA kernels on DeviceArrays."""
-    from . import kernels
+    from .. import kernels
 
     if op == "to_device":
         return Lowered(lambda ins, out, tmps: (out.set, (ins[0],)), kernel="cuda")
@@ -87,7 +87,7 @@ def lower_cuda(op, params, dtype):
 
 
 def require_cuda():
-    from . import cuda
+    from .. import cuda
     if not cuda.is_available():
         raise BackendError(f"device 'cuda' is not available: {cuda.unavailable_reason()}; "
                            "compile without running with TapeMachine.compile(..., device='cuda')")

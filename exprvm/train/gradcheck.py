@@ -1,10 +1,10 @@
 """ev.check_grad: compare autodiff and symbolic gradients with central differences."""
 import numpy as np
 
-from .errors import GradCheckError
-from .grad import check_cost, grad
-from .graph import Graph, ancestors
-from .lisp import LispMachine
+from ..errors import GradCheckError
+from ..core import check_cost, grad
+from ..core import Graph, ancestors
+from ..machines import LispMachine
 
 
 def check_grad(fn, arrays, eps=1e-6, rtol=1e-5, atol=1e-7):

@@ -18,9 +18,9 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ExprError, IndexRangeError
-from .kernels.reference import GRAD, unary_add, unary_grad_add
-from .ops import OPS
+from ..errors import ExprError, IndexRangeError
+from ..kernels.reference import GRAD, unary_add, unary_grad_add
+from ..core import OPS
 
 ALL = "all"  # every input position may share the output buffer
 

@@ -1,4 +1,4 @@
-"""CUDA kernel wrappers over exprvm.cuda.DeviceArray.
+"""CUDA kernel wrappers over DeviceArray (device_array.py; public as ev.cuda.DeviceArray).
 
 Same contract as the host wrappers: fn(x, out=None) -> out, every argument
 checked (type, dtype, shape, not freed) before the launch; out=None
@@ -7,13 +7,9 @@ Launches are asynchronous on the default stream; DeviceArray.numpy() and
 exprvm.cuda.synchronize() wait for them.
 """
 from exprvm.errors import DTypeError, KernelError, ShapeError
-from exprvm.kernels import cuda_lib
+from exprvm.kernels import cuda_loader
 from exprvm.kernels.checks import SUFFIX, same_shape
-
-
-def _device_array():
-    from exprvm.cuda import DeviceArray  # noqa: PLC0415 - exprvm.cuda imports this package
-    return DeviceArray
+from exprvm.kernels.device_array import DeviceArray
 
 
 def _ptr(a, dt, op, name, cls):
@@ -33,39 +29,39 @@ def _out(out, shape, dt, op, cls):
 
 
 def unary(op, dt):
-    _, lib = cuda_lib.load()
-    cfn, cls = getattr(lib, f"ev_cuda_{op}_{SUFFIX[dt]}"), _device_array()
+    _, lib = cuda_loader.load()
+    cfn, cls = getattr(lib, f"ev_cuda_{op}_{SUFFIX[dt]}"), DeviceArray
 
     def run(x, out=None):
         px = _ptr(x, dt, op, "x", cls)
         out, po = _out(out, x.shape, dt, op, cls)
-        cuda_lib.check_kernel(cfn(px, po, x.size), op)
+        cuda_loader.check_kernel(cfn(px, po, x.size), op)
         return out
     return run
 
 
 def unary_grad(op, dt):
-    _, lib = cuda_lib.load()
+    _, lib = cuda_loader.load()
     gop = op + "_grad"
-    cfn, cls = getattr(lib, f"ev_cuda_{gop}_{SUFFIX[dt]}"), _device_array()
+    cfn, cls = getattr(lib, f"ev_cuda_{gop}_{SUFFIX[dt]}"), DeviceArray
 
     def run(x, ans, g, out=None):
         ptrs = [_ptr(a, dt, gop, name, cls) for name, a in (("x", x), ("ans", ans), ("g", g))]
         shape = same_shape(gop, (("x", x), ("ans", ans), ("g", g)))
         out, po = _out(out, shape, dt, gop, cls)
-        cuda_lib.check_kernel(cfn(*ptrs, po, x.size), gop)
+        cuda_loader.check_kernel(cfn(*ptrs, po, x.size), gop)
         return out
     return run
 
 
 def binary(op, dt):
-    _, lib = cuda_lib.load()
-    cfn, cls = getattr(lib, f"ev_cuda_{op}_{SUFFIX[dt]}"), _device_array()
+    _, lib = cuda_loader.load()
+    cfn, cls = getattr(lib, f"ev_cuda_{op}_{SUFFIX[dt]}"), DeviceArray
 
     def run(a, b, out=None):
         pa, pb = _ptr(a, dt, op, "a", cls), _ptr(b, dt, op, "b", cls)
         shape = same_shape(op, (("a", a), ("b", b)))
         out, po = _out(out, shape, dt, op, cls)
-        cuda_lib.check_kernel(cfn(pa, pb, po, a.size), op)
+        cuda_loader.check_kernel(cfn(pa, pb, po, a.size), op)
         return out
     return run

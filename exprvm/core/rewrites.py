@@ -5,7 +5,7 @@ log(softmax(x)) -> log_softmax(x), and x ** 2 / 3 / 0.5 -> square / cube / sqrt.
 """
 import numpy as np
 
-from .registry import REWRITES
+from .op import REWRITES, apply
 
 
 def _const(node, v):
@@ -17,27 +17,25 @@ def _log(x):
         a, b = x.inputs
         for one, other in ((a, b), (b, a)):
             if _const(one, 1) and other.shape == x.shape:
-                return _ops.log1p(other)
+                return apply("log1p", other)
     if x.op == "sigmoid":
-        return -_ops.softplus(-x.inputs[0])
+        return -apply("softplus", -x.inputs[0])
     if x.op == "softmax":
-        return _ops.log_softmax(x.inputs[0], axis=x.params["axis"])
+        return apply("log_softmax", x.inputs[0], axis=x.params["axis"])
     return None
 
 
 def _sub(a, b):
     if a.op == "exp" and _const(b, 1) and a.shape == np.broadcast_shapes(a.shape, b.shape):
-        return _ops.expm1(a.inputs[0])
+        return apply("expm1", a.inputs[0])
     return None
 
 
 def _pow(x, y):
     if y.op != "const" or y.value.ndim != 0:
         return None
-    return {2.0: _ops.square, 3.0: _ops.cube, 0.5: _ops.sqrt}.get(float(y.value), lambda _: None)(x)
+    name = {2.0: "square", 3.0: "cube", 0.5: "sqrt"}.get(float(y.value))
+    return None if name is None else apply(name, x)
 
 
 REWRITES.update({"log": _log, "sub": _sub, "pow": _pow})
-
-
-from .. import ops as _ops  # noqa: E402

@@ -9,9 +9,9 @@ import heapq
 
 import numpy as np
 
-from .errors import CompileError
+from ..errors import CompileError
 
-from .ops import OPS
+from ..core import OPS
 
 # Ops only the compiler makes (fusions); lowering.py knows how to run them.
 INTERNAL_OPS = ("xent_grad", "unary_grad", "unary_add", "unary_grad_add")

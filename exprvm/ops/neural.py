@@ -2,8 +2,8 @@
 import numpy as np
 
 from ..errors import DTypeError, ExprError, ShapeError
-from .registry import ndim_of, Row, apply, defop, norm_axis, same_float_dtype
-from .shape_ops import check_range
+from ..core import ndim_of, Row, apply, defop, norm_axis, same_float_dtype
+from .shape import check_range
 
 
 

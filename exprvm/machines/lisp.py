@@ -8,10 +8,10 @@ same way) is replayed instead of walked: see replay.py.
 """
 import numpy as np
 
-from .errors import ExprError, NumericError, RunError
-from .grad import check_cost, depends_on
+from ..errors import ExprError, NumericError, RunError
+from ..core import check_cost, depends_on
 from . import replay as _replay
-from .graph import ancestors, bound_value, let
+from ..core import ancestors, bound_value, let
 
 
 def _log(logger, msg):

@@ -5,8 +5,8 @@ function; lookups are cached, so asking again is cheap too.
 
 Backends:
   "numpy"  reference.py, always available;
-  "c"      the cffi extension built at install time (cpu.py);
-  "cuda"   the nvcc-built library (cuda_lib.py); its kernels take
+  "c"      the cffi extension built at install time (host.py);
+  "cuda"   the nvcc-built library (cuda_loader.py); its kernels take
            exprvm.cuda.DeviceArray, not numpy arrays.
 
 The initial backend is $EXPRVM_BACKEND if set and available, else "c" when
@@ -18,7 +18,7 @@ import threading
 import warnings
 
 from exprvm.errors import BackendError, KernelError
-from exprvm.kernels import cpu
+from exprvm.kernels import host
 from exprvm.kernels.checks import kernel_dtype
 from exprvm.kernels.reference import BINARY_OPS, KERNEL_OPS
 
@@ -30,13 +30,13 @@ _cache = {}
 
 
 def _cuda_status():
-    from exprvm.kernels import cuda_lib  # noqa: PLC0415 - keeps import of exprvm GPU-free
-    return cuda_lib.status()
+    from exprvm.kernels import cuda_loader  # noqa: PLC0415 - keeps import of exprvm GPU-free
+    return cuda_loader.status()
 
 
 def backends():
     """{name: (available, reason)} for every backend."""
-    return {"numpy": (True, "reference"), "c": cpu.C_STATUS, "cuda": _cuda_status()}
+    return {"numpy": (True, "reference"), "c": host.C_STATUS, "cuda": _cuda_status()}
 
 
 def _check_name(name):
@@ -48,7 +48,7 @@ def _require(name):
     _check_name(name)
     if name == "numpy":
         return
-    ok, reason = cpu.C_STATUS if name == "c" else _cuda_status()
+    ok, reason = host.C_STATUS if name == "c" else _cuda_status()
     if not ok:
         raise BackendError(f"backend {name!r} is not available: {reason}")
 
@@ -68,9 +68,9 @@ def _initial():
             return env
         except BackendError as e:
             warnings.warn(f"EXPRVM_BACKEND={env!r} ignored: {e}", RuntimeWarning, stacklevel=4)
-    if cpu.C_STATUS[0]:
+    if host.C_STATUS[0]:
         return "c"
-    warnings.warn(f"exprvm runs its kernels on numpy: {cpu.C_STATUS[1]}", RuntimeWarning, stacklevel=4)
+    warnings.warn(f"exprvm runs its kernels on numpy: {host.C_STATUS[1]}", RuntimeWarning, stacklevel=4)
     return "numpy"
 
 
@@ -110,14 +110,14 @@ def _lookup(kind, op, ops, dtype, backend, make):
 
 
 def _cuda():
-    from exprvm.kernels import cuda  # noqa: PLC0415
-    return cuda
+    from exprvm.kernels import device  # noqa: PLC0415 - keeps import of exprvm GPU-free
+    return device
 
 
 def unary(op, dtype, backend=None):
     """fn(x, out=None) -> out computing op elementwise, with every argument checked."""
     def make(b, op, dt):
-        return _cuda().unary(op, dt) if b == "cuda" else cpu.checked_unary(b, op, dt)
+        return _cuda().unary(op, dt) if b == "cuda" else host.checked_unary(b, op, dt)
     return _lookup("unary", op, KERNEL_OPS, dtype, backend, make)
 
 
@@ -125,7 +125,7 @@ def unary_grad(op, dtype, backend=None):
     """fn(x, ans, g, out=None) -> out: the gradient of op wrt x, given the
     forward result ans and the upstream gradient g."""
     def make(b, op, dt):
-        return _cuda().unary_grad(op, dt) if b == "cuda" else cpu.checked_unary_grad(b, op, dt)
+        return _cuda().unary_grad(op, dt) if b == "cuda" else host.checked_unary_grad(b, op, dt)
     return _lookup("grad", op, KERNEL_OPS, dtype, backend, make)
 
 
@@ -133,7 +133,7 @@ def binary(op, dtype, backend=None):
     """fn(a, b, out=None) -> out for op in add/sub/mul/div, same shapes (no
     broadcasting).  Host backends use numpy's ufuncs."""
     def make(b, op, dt):
-        return _cuda().binary(op, dt) if b == "cuda" else cpu.checked_binary(op, dt)
+        return _cuda().binary(op, dt) if b == "cuda" else host.checked_binary(op, dt)
     return _lookup("binary", op, BINARY_OPS, dtype, backend, make)
 
 
@@ -145,7 +145,7 @@ def prebind_unary(op, dtype, size, backend=None):
     dt, backend = _resolve(op, KERNEL_OPS, dtype, backend)
     if backend == "cuda":
         return _cuda().unary(op, dt)
-    return cpu.prebound_unary(backend, op, dt, int(size))
+    return host.prebound_unary(backend, op, dt, int(size))
 
 
 def prebind_unary_grad(op, dtype, size, backend=None):
@@ -153,7 +153,7 @@ def prebind_unary_grad(op, dtype, size, backend=None):
     dt, backend = _resolve(op, KERNEL_OPS, dtype, backend)
     if backend == "cuda":
         return _cuda().unary_grad(op, dt)
-    return cpu.prebound_unary_grad(backend, op, dt, int(size))
+    return host.prebound_unary_grad(backend, op, dt, int(size))
 
 
 def _dtype_of(op, x):
@@ -171,7 +171,7 @@ def bind_unary(op, x, out, backend=None):
     if backend == "cuda":
         fn = _cuda().unary(op, dt)
         return lambda: fn(x, out)
-    return cpu.bound_unary(backend, op, dt, x, out)
+    return host.bound_unary(backend, op, dt, x, out)
 
 
 def bind_unary_grad(op, x, ans, g, out, backend=None):
@@ -180,7 +180,7 @@ def bind_unary_grad(op, x, ans, g, out, backend=None):
     if backend == "cuda":
         fn = _cuda().unary_grad(op, dt)
         return lambda: fn(x, ans, g, out)
-    return cpu.bound_unary_grad(backend, op, dt, x, ans, g, out)
+    return host.bound_unary_grad(backend, op, dt, x, ans, g, out)
 
 
 def bind_fused(op, ins, out, grad=False, backend=None):
@@ -190,7 +190,7 @@ def bind_fused(op, ins, out, grad=False, backend=None):
     dt, backend = _resolve(op, KERNEL_OPS, _dtype_of(op, out), backend)
     if backend == "cuda":
         raise BackendError(f"{op}: no fused CUDA kernel; fused instructions run on the host")
-    return cpu.bound_fused(backend, op, dt, grad, ins, out)
+    return host.bound_fused(backend, op, dt, grad, ins, out)
 
 
 def bind_xent(op, z, t, out, backend=None):
@@ -202,7 +202,7 @@ def bind_xent(op, z, t, out, backend=None):
     if backend != "c":
         raise BackendError(f"{op}: the cross-entropy kernels are C kernels; backend {backend!r} has none")
     _require(backend)
-    return cpu.bound_xent(op, dt, z, t, out)
+    return host.bound_xent(op, dt, z, t, out)
 
 
 def _reset_for_tests():

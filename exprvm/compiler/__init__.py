@@ -1,0 +1,9 @@
+"""The compiler: Graph -> Program.
+
+In: a Graph and the nodes wanted from it. Out: a Program (plain data: registers,
+instructions with their kernels chosen, a verified buffer plan, a disassembly),
+which exprvm.machines.TapeMachine binds to arrays and runs. The user's graph is
+never changed.
+"""
+from .pipeline import compile_graph, select  # noqa: F401
+from .program import Instr, Program, Register  # noqa: F401

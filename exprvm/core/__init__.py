@@ -1,0 +1,16 @@
+"""The graph core: nodes, graphs, the op record, build-time rewrites and ev.grad.
+
+In: the user's calls that build a graph (leaves through a Graph, op nodes through
+exprvm.ops, which registers every op here). Out: plain-data Graphs of Nodes, each
+op node pointing at its Op record (numpy impl, shape rule, VJPs, test row), which
+the compiler and the machines read.
+"""
+from .graph import (  # noqa: F401
+    FLOAT_DTYPES, LEAF_OPS, Graph, Node, ancestors, bound_value, check_value, let, norm_dtype)
+from .op import OPS, REWRITES, Op, Row, apply, build_node, defop, operands  # noqa: F401
+from .rules import (  # noqa: F401
+    binary_rule, broadcast, compare_rule, elementwise_rule, ndim_of, norm_axis, same_float_dtype,
+    shape_of, unary_rule, unbroadcast)
+from .site import caller, format_site, user_site  # noqa: F401
+from .grad import check_cost, depends_on, grad  # noqa: F401
+from . import rewrites  # noqa: F401  (registers the build-time rewrites)

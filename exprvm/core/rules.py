@@ -1,0 +1,123 @@
+"""Shape and dtype rules shared by many ops, and unbroadcast for their gradients."""
+import numpy as np
+
+from ..errors import DTypeError, ShapeError
+from .graph import FLOAT_DTYPES
+
+
+def ndim_of(x):
+    """ndim of a Node, an ndarray or a Python value."""
+    return x.ndim if hasattr(x, "ndim") else np.ndim(x)
+
+
+def shape_of(x):
+    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
+def same_float_dtype(*nodes):
+    dt = nodes[0].dtype
+    if dt.kind == "f":
+        for n in nodes:
+            if n.dtype != dt:
+                break
+        else:
+            return dt
+    dts = {n.dtype for n in nodes}
+    if len(dts) > 1:
+        raise DTypeError("operands mix dtypes " + " and ".join(sorted(d.name for d in dts))
+                         + " (cast one with ev.astype)")
+    dt = next(iter(dts))
+    if dt.kind != "f":
+        raise DTypeError(f"expected float operands, got {dt.name}")
+    return dt
+
+
+def _broadcast2(a, b):
+    """numpy's broadcasting of two shapes, in plain Python (the hot case of node building)."""
+    if a == b or not b:
+        return a
+    if not a:
+        return b
+    if len(a) < len(b):
+        a, b = b, a
+    out = list(a)
+    off = len(a) - len(b)
+    for i, d in enumerate(b):
+        e = a[off + i]
+        if d != e and d != 1:
+            if e != 1:
+                raise ShapeError(f"cannot broadcast shapes {a} and {b}")
+            out[off + i] = d
+    return tuple(out)
+
+
+def broadcast(*nodes):
+    first = nodes[0].shape
+    if len(nodes) == 2:
+        return _broadcast2(first, nodes[1].shape)
+    if all(n.shape == first for n in nodes):
+        return first
+    try:
+        return tuple(np.broadcast_shapes(*(n.shape for n in nodes)))
+    except ValueError:
+        raise ShapeError("cannot broadcast shapes " + " and ".join(str(n.shape) for n in nodes)) from None
+
+
+# NOTE: the hot cases of elementwise_rule, without its argument packing; `in
+# FLOAT_DTYPES` compares identities first, where dtype.kind is a slow attribute.
+
+def unary_rule(x):
+    """The rule of a unary elementwise op."""
+    if x.dtype in FLOAT_DTYPES:
+        return x.shape, x.dtype
+    return elementwise_rule(x)
+
+
+def binary_rule(a, b):
+    """The rule of a binary elementwise op."""
+    dt = a.dtype
+    if dt is b.dtype and dt in FLOAT_DTYPES:
+        return _broadcast2(a.shape, b.shape), dt
+    return elementwise_rule(a, b)
+
+
+def elementwise_rule(*nodes, **_):
+    """Broadcast shape, one float dtype (unary_rule and binary_rule take the hot cases)."""
+    return broadcast(*nodes), same_float_dtype(*nodes)
+
+
+def compare_rule(a, b):
+    if a.dtype != b.dtype:
+        raise DTypeError(f"cannot compare {a.dtype.name} with {b.dtype.name}")
+    return broadcast(a, b), np.dtype(bool)
+
+
+def norm_axis(axis, ndim):
+    """Normalise axis= to a sorted tuple of non-negative ints (None -> all axes)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
+            raise ShapeError(f"axis {a} is out of range for a {ndim}-d operand")
+        out.append(int(a) % max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ShapeError(f"repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+# -- gradients through broadcasting ----------------------------------------------------
+
+def unbroadcast(g, shape):
+    """Sum g down to `shape`, undoing numpy broadcasting (works on nodes and arrays)."""
+    gshape = tuple(g.shape)
+    shape = tuple(shape)
+    if gshape == shape:
+        return g
+    lead = len(gshape) - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and gshape[lead + i] != 1)
+    # NOTE: .sum/.reshape are methods of both Node and ndarray: arrays skip apply().
+    if axes:
+        g = g.sum(axis=axes)
+    return g if tuple(g.shape) == shape else g.reshape(shape)

@@ -1,0 +1,55 @@
+"""The one creation-site probe: where the user's code stands when exprvm builds a node.
+
+A site is kept raw, as (code object, bytecode offset) of the first stack frame
+outside the exprvm package: turning it into file:line costs more than building
+most nodes, and is done only when an error or a drawing shows it.
+"""
+import os
+import sys
+
+PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+_BASENAMES = {}
+
+
+def caller(depth=1):
+    """(code, offset) of the first stack frame outside the exprvm package, looking from
+    `depth` frames above the caller's (the frames in between are known to be exprvm's),
+    or (None, "<unknown>") when the stack ends inside exprvm.
+
+    NOTE: each probe asks sys._getframe for one frame; walking f_back instead makes a
+    frame object for every exprvm frame on the way, which cost more than the rest of
+    building a node.
+    """
+    depth += 1
+    try:
+        f = sys._getframe(depth)
+        while f.f_code.co_filename.startswith(PKG_DIR):
+            depth += 1
+            f = sys._getframe(depth)
+    except ValueError:          # the stack ended inside exprvm
+        return None, "<unknown>"
+    return f.f_code, f.f_lasti
+
+
+def _line(code, offset):
+    for start, end, line in code.co_lines():
+        if start <= offset < end and line is not None:
+            return line
+    return code.co_firstlineno
+
+
+def format_site(code, offset):
+    """file:line of a site from caller(); with code None, offset is the site's text."""
+    if code is None:
+        return offset
+    path = code.co_filename
+    base = _BASENAMES.get(path)
+    if base is None:
+        base = _BASENAMES[path] = os.path.basename(path)
+    return f"{base}:{_line(code, offset)}"
+
+
+def user_site():
+    """file:line of the first stack frame outside the exprvm package."""
+    return format_site(*caller())

@@ -1,0 +1,53 @@
+"""Python operators and numpy-style methods on Node, installed when exprvm.ops loads.
+
+The core defines Node as plain data; the operators live here, with the ops they
+build, so that the core never imports the op library (the frontend extends the
+core, never the reverse).
+"""
+from ..core import OPS, Node, build_node
+from . import elementwise, reduce, shape as shape_ops
+
+
+def install():
+    """Give Node its operators: + - * / ** @, unary -, abs, comparisons, indexing, .T,
+    .reshape, .sum, .mean, .astype."""
+    add, sub, mul, div = OPS["add"], OPS["sub"], OPS["mul"], OPS["div"]
+    pow_, matmul, neg = OPS["pow"], OPS["matmul"], OPS["neg"]
+
+    # NOTE: straight to build_node (no wrapper frame): node building is the LispMachine's
+    # hot path, and each frame between the user and build_node costs a creation-site probe.
+    methods = {
+        "__add__": lambda self, o: build_node(add, (self, o), {}),
+        "__radd__": lambda self, o: build_node(add, (o, self), {}),
+        "__sub__": lambda self, o: build_node(sub, (self, o), {}),
+        "__rsub__": lambda self, o: build_node(sub, (o, self), {}),
+        "__mul__": lambda self, o: build_node(mul, (self, o), {}),
+        "__rmul__": lambda self, o: build_node(mul, (o, self), {}),
+        "__truediv__": lambda self, o: build_node(div, (self, o), {}),
+        "__rtruediv__": lambda self, o: build_node(div, (o, self), {}),
+        "__pow__": lambda self, o: build_node(pow_, (self, o), {}),
+        "__rpow__": lambda self, o: build_node(pow_, (o, self), {}),
+        "__matmul__": lambda self, o: build_node(matmul, (self, o), {}),
+        "__rmatmul__": lambda self, o: build_node(matmul, (o, self), {}),
+        "__neg__": lambda self: build_node(neg, (self,), {}),
+        "__abs__": lambda self: elementwise.abs(self),
+        "__lt__": lambda self, o: elementwise.less(self, o),
+        "__le__": lambda self, o: elementwise.less_equal(self, o),
+        "__gt__": lambda self, o: elementwise.greater(self, o),
+        "__ge__": lambda self, o: elementwise.greater_equal(self, o),
+        # getitem itself: one frame fewer for the creation-site probe
+        "__getitem__": shape_ops.getitem,
+        "T": property(lambda self: shape_ops.transpose(self)),
+        "reshape": _reshape,
+        "sum": lambda self, axis=None, keepdims=False: reduce.sum(self, axis=axis, keepdims=keepdims),
+        "mean": lambda self, axis=None, keepdims=False: reduce.mean(self, axis=axis, keepdims=keepdims),
+        "astype": lambda self, dtype: elementwise.astype(self, dtype),
+    }
+    for name, fn in methods.items():
+        setattr(Node, name, fn)
+
+
+def _reshape(self, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return shape_ops.reshape(self, shape)
