@@ -1,8 +1,10 @@
 """Argument checks shared by every host kernel wrapper (numpy and C backends).
 
 Policy, the same for every backend so that errors do not depend on it:
-  * arrays must be ``numpy.ndarray`` of exactly the kernel's dtype (float32 or
-    float64, native byte order): anything else is a DTypeError, never a cast;
+  * arrays must be exactly ``numpy.ndarray`` (no subclass, no look-alike: either
+    could report a size its buffer does not have; KernelError) of exactly the
+    kernel's dtype (float32 or float64, native byte order): anything else is a
+    DTypeError, never a cast;
   * inputs that are not C-contiguous and aligned are copied transparently;
     so is an input that partially overlaps ``out`` (numpy's own semantics);
   * ``out`` must have the input's shape (ShapeError) and be C-contiguous,
@@ -33,7 +35,7 @@ def kernel_dtype(dtype):
 
 def check_input(x, dt, op, name="x"):
     """x as a C-contiguous aligned ndarray of dtype dt (copied if needed)."""
-    if not isinstance(x, np.ndarray):
+    if type(x) is not np.ndarray:
         raise KernelError(f"{op}: {name} must be a numpy.ndarray, got {type(x).__name__}")
     if x.dtype is not dt and x.dtype != dt:
         raise DTypeError(f"{op}: {name} has dtype {x.dtype}, kernel is {dt}")
@@ -47,7 +49,7 @@ def check_out(out, shape, dt, op):
     """out validated for writing a result of `shape`, or a new array."""
     if out is None:
         return np.empty(shape, dt)
-    if not isinstance(out, np.ndarray):
+    if type(out) is not np.ndarray:
         raise KernelError(f"{op}: out must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype is not dt and out.dtype != dt:
         raise DTypeError(f"{op}: out has dtype {out.dtype}, kernel is {dt}")

@@ -83,6 +83,14 @@ def loaded():
     return (_state["ffi"], _state["lib"]) if "lib" in _state else None
 
 
+def use(ffi, lib, reason):
+    """Take (ffi, lib) as the loaded library: one opened by the caller, or a stand-in
+    with the same ABI (the tests' fake device). reset() forgets it."""
+    with _lock:
+        _state.clear()
+        _state.update(ffi=ffi, lib=lib, reason=reason)
+
+
 def reset():
     """Forget the cached outcome (tests; a driver installed meanwhile)."""
     with _lock:

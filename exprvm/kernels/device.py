@@ -13,17 +13,23 @@ from exprvm.kernels.device_array import DeviceArray
 
 
 def _ptr(a, dt, op, name, cls):
-    if not isinstance(a, cls):
+    # NOTE: the exact type, and the size checked against the bytes really allocated: a
+    # subclass or a changed .size would send the kernel past the end of the allocation.
+    if type(a) is not cls:
         raise KernelError(f"{op}: {name} must be an exprvm.cuda.DeviceArray, got {type(a).__name__}")
     if a.dtype != dt:
         raise DTypeError(f"{op}: {name} has dtype {a.dtype}, kernel is {dt}")
-    return a._device()  # KernelError once freed
+    ptr = a._device()  # KernelError once freed
+    if a.size * dt.itemsize > a._allocated:
+        raise KernelError(f"{op}: {name} claims {a.size} elements, its allocation holds "
+                          f"{a._allocated // dt.itemsize}")
+    return ptr
 
 
 def _out(out, shape, dt, op, cls):
     if out is None:
         out = cls(shape, dt)
-    elif isinstance(out, cls) and out.shape != shape:
+    elif type(out) is cls and out.shape != shape:
         raise ShapeError(f"{op}: out has shape {out.shape}, result has shape {shape}")
     return out, _ptr(out, dt, op, "out", cls)
 

@@ -176,7 +176,7 @@ def _check_shape(shape):
 class DeviceArray:
     """A C-contiguous array in CUDA device memory, owned by this object."""
 
-    __slots__ = ("shape", "dtype", "size", "nbytes", "_ptr", "_cptr", "__weakref__")
+    __slots__ = ("shape", "dtype", "size", "nbytes", "_ptr", "_cptr", "_allocated", "__weakref__")
 
     def __init__(self, shape, dtype):
         dtype = np.dtype(dtype)
@@ -187,10 +187,12 @@ class DeviceArray:
         self.size = int(np.prod(self.shape, dtype=np.int64))
         self.nbytes = self.size * dtype.itemsize
         self._ptr = None
+        self._allocated = 0     # bytes the allocation really holds (kernels check sizes against it)
         ffi, lib = cuda_loader.load()
         out = ffi.new("void**")
         if self.nbytes:
             cuda_loader.check(lib.ev_cuda_malloc(out, self.nbytes), f"cudaMalloc({self.nbytes} bytes)")
+            self._allocated = self.nbytes
         self._cptr = out[0]
         self._ptr = int(ffi.cast("uintptr_t", out[0]))
         stack = _scopes()
@@ -235,9 +237,10 @@ class DeviceArray:
         """A host copy (into `out` when given)."""
         if out is None:
             out = np.empty(self.shape, self.dtype)
-        elif not (isinstance(out, np.ndarray) and out.dtype == self.dtype and out.nbytes == self.nbytes
+        elif not (type(out) is np.ndarray and out.dtype == self.dtype and out.nbytes == self.nbytes
                   and out.flags.c_contiguous and out.flags.writeable):
             raise KernelError("numpy(out=): out must be a writable C-contiguous array of the same dtype and size")
+        self._check_size()
         if self.nbytes:
             ffi, lib = cuda_loader.load()
             cuda_loader.check(lib.ev_cuda_memcpy_dtoh(ffi.from_buffer(out, require_writable=True),
@@ -249,6 +252,7 @@ class DeviceArray:
         host = np.ascontiguousarray(host)
         if host.dtype != self.dtype or host.nbytes != self.nbytes:
             raise ShapeError(f"set: host array {host.dtype}{host.shape} does not match {self.dtype}{self.shape}")
+        self._check_size()
         if self.nbytes:
             ffi, lib = cuda_loader.load()
             cuda_loader.check(lib.ev_cuda_memcpy_htod(self._device(), ffi.from_buffer(host), self.nbytes),
@@ -257,12 +261,17 @@ class DeviceArray:
 
     def copy(self):
         """A new DeviceArray with the same contents (device to device)."""
+        self._check_size()
         new = DeviceArray(self.shape, self.dtype)
         if self.nbytes:
             ffi, lib = cuda_loader.load()
             cuda_loader.check(lib.ev_cuda_memcpy_dtod(new._device(), self._device(), self.nbytes),
                            "cudaMemcpy device->device")
         return new
+
+    def _check_size(self):
+        if self.nbytes > self._allocated:
+            raise KernelError(f"DeviceArray claims {self.nbytes} bytes, its allocation holds {self._allocated}")
 
     def _device(self):
         if self._ptr is None:

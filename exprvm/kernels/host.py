@@ -5,12 +5,18 @@ Three flavours per op, fastest last:
   * prebound(x, out)          for a fixed size and dtype, validated once at
                               compile time; per call it keeps only the checks
                               that stand between a wrong argument and memory
-                              corruption (dtype identity, size, alignment,
-                              contiguity via the buffer protocol) and hands
-                              anything unusual to `checked`, which copies or
-                              raises the typed error;
+                              corruption (exact numpy.ndarray type, dtype
+                              identity, size, alignment, contiguity and the
+                              real buffer length via the buffer protocol) and
+                              hands anything unusual to `checked`, which copies
+                              or raises the typed error;
   * bound()                   buffers fixed at bind time, pointers taken once:
                               a bare C call.
+
+NOTE: every pointer handed to C comes from `pointer()` (or, on the fast path,
+the same checks inline): an object is trusted for nothing it says about itself.
+A bytearray subclass claiming `.size == 4194304` over 16 bytes passed the old
+duck-typed fast path and C wrote 16 MiB past its end.
 """
 import importlib.util
 
@@ -32,6 +38,20 @@ else:
     C_STATUS = (True, f"cffi extension, {_ev_c.lib.ev_num_threads()} OpenMP thread(s)")
 
 
+def pointer(a, cdecl, n, op, writable=False):
+    """A C pointer to a's buffer, which must be an exact numpy.ndarray whose real buffer
+    holds at least n items of cdecl, or KernelError naming op."""
+    if type(a) is not np.ndarray:
+        raise KernelError(f"{op}: expected a numpy.ndarray, got {type(a).__name__}")
+    try:
+        p = _ev_c.ffi.from_buffer(cdecl, a, require_writable=writable)
+    except (TypeError, ValueError, BufferError) as e:
+        raise KernelError(f"{op}: cannot pass this array to C: {e}") from None
+    if len(p) < n:
+        raise KernelError(f"{op}: the buffer holds {len(p)} elements, the kernel needs {n}")
+    return p
+
+
 def _c_function(op, dt, grad):
     name = f"ev_{op}_grad_{SUFFIX[dt]}" if grad else f"ev_{op}_{SUFFIX[dt]}"
     return getattr(_ev_c.lib, name)
@@ -49,14 +69,15 @@ def checked_unary(backend, op, dt):
             return ref(x, out)
         return run
 
-    cfn, buf, cdecl = _c_function(op, dt, False), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]"
+    cfn, cdecl = _c_function(op, dt, False), CTYPE[dt] + "[]"
 
     def run(x, out=None):
         x = check_input(x, dt, op)
         out = check_out(out, x.shape, dt, op)
         x = separate(x, out)
-        if x.size:
-            cfn(buf(cdecl, x), buf(cdecl, out, require_writable=True), x.size)
+        n = x.size
+        if n:
+            cfn(pointer(x, cdecl, n, op), pointer(out, cdecl, n, op, writable=True), n)
         return out
     return run
 
@@ -72,15 +93,17 @@ def checked_unary_grad(backend, op, dt):
             return ref(x, ans, g, check_out(out, shape, dt, gop))
         return run
 
-    cfn, buf, cdecl = _c_function(op, dt, True), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]"
+    cfn, cdecl = _c_function(op, dt, True), CTYPE[dt] + "[]"
 
     def run(x, ans, g, out=None):
         x, ans, g = check_input(x, dt, gop), check_input(ans, dt, gop, "ans"), check_input(g, dt, gop, "g")
         shape = same_shape(gop, (("x", x), ("ans", ans), ("g", g)))
         out = check_out(out, shape, dt, gop)
         x, ans, g = separate(x, out), separate(ans, out), separate(g, out)
-        if x.size:
-            cfn(buf(cdecl, x), buf(cdecl, ans), buf(cdecl, g), buf(cdecl, out, require_writable=True), x.size)
+        n = x.size
+        if n:
+            cfn(pointer(x, cdecl, n, gop), pointer(ans, cdecl, n, gop), pointer(g, cdecl, n, gop),
+                pointer(out, cdecl, n, gop, writable=True), n)
         return out
     return run
 
@@ -103,18 +126,22 @@ def prebound_unary(backend, op, dt, size):
     slow = checked_unary(backend, op, dt)
     if backend == "numpy":
         return slow
-    cfn, buf, cdecl = _c_function(op, dt, False), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]"
+    cfn, buf, cdecl, nd = _c_function(op, dt, False), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]", np.ndarray
 
     def run(x, out):
-        # NOTE: anything but the expected case (including a wrong type, which
-        # makes an attribute lookup fail) goes to the checked wrapper.
-        try:
-            if (x.dtype is dt and out.dtype is dt and x.size == size and out.size == size
-                    and x.flags.aligned and out.flags.aligned and size):
-                cfn(buf(cdecl, x), buf(cdecl, out, require_writable=True), size)
+        # NOTE: anything but the expected case goes to the checked wrapper, which raises
+        # the typed error. The exact type comes first: any other object may claim any
+        # .dtype, .size and .flags. len() of a from_buffer pointer is the real buffer's.
+        if (type(x) is nd and type(out) is nd and x.dtype is dt and out.dtype is dt
+                and x.size == size and out.size == size and x.flags.aligned and out.flags.aligned
+                and size):
+            try:
+                px, po = buf(cdecl, x), buf(cdecl, out, require_writable=True)
+            except (TypeError, ValueError, BufferError):
+                px = po = None
+            if px is not None and len(px) == size and len(po) == size:
+                cfn(px, po, size)
                 return out
-        except (AttributeError, TypeError, ValueError, BufferError):
-            pass
         return _sized(slow(x, out), size, op)
     return run
 
@@ -123,19 +150,21 @@ def prebound_unary_grad(backend, op, dt, size):
     slow = checked_unary_grad(backend, op, dt)
     if backend == "numpy":
         return slow
-    cfn, buf, cdecl = _c_function(op, dt, True), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]"
+    cfn, buf, cdecl, nd = _c_function(op, dt, True), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]", np.ndarray
 
     def run(x, ans, g, out):
-        try:
-            if (x.dtype is dt and ans.dtype is dt and g.dtype is dt and out.dtype is dt
-                    and x.size == size and ans.size == size and g.size == size and out.size == size
-                    and x.flags.aligned and ans.flags.aligned and g.flags.aligned
-                    and out.flags.aligned and size):
-                cfn(buf(cdecl, x), buf(cdecl, ans), buf(cdecl, g),
-                    buf(cdecl, out, require_writable=True), size)
+        if (type(x) is nd and type(ans) is nd and type(g) is nd and type(out) is nd
+                and x.dtype is dt and ans.dtype is dt and g.dtype is dt and out.dtype is dt
+                and x.size == size and ans.size == size and g.size == size and out.size == size
+                and x.flags.aligned and ans.flags.aligned and g.flags.aligned
+                and out.flags.aligned and size):
+            try:
+                ps = (buf(cdecl, x), buf(cdecl, ans), buf(cdecl, g), buf(cdecl, out, require_writable=True))
+            except (TypeError, ValueError, BufferError):
+                ps = None
+            if ps is not None and all(len(p) == size for p in ps):
+                cfn(*ps, size)
                 return out
-        except (AttributeError, TypeError, ValueError, BufferError):
-            pass
         return _sized(slow(x, ans, g, out), size, op)
     return run
 
@@ -168,8 +197,8 @@ def _bound(backend, name, ref, dt, named, out):
     if backend == "numpy":
         return lambda: ref(*ins, out)
     cfn = getattr(_ev_c.lib, f"ev_{name}_{SUFFIX[dt]}")
-    buf, cdecl, n = _ev_c.ffi.from_buffer, CTYPE[dt] + "[]", out.size
-    ptrs = tuple(buf(cdecl, a) for a in ins) + (buf(cdecl, out, require_writable=True),)
+    cdecl, n = CTYPE[dt] + "[]", out.size
+    ptrs = tuple(pointer(a, cdecl, n, name) for a in ins) + (pointer(out, cdecl, n, name, writable=True),)
 
     def run():
         cfn(*ptrs, n)
@@ -204,7 +233,7 @@ def bound_xent(op, dt, z, t, out):
     lowering does, and leaves out unwritten."""
     grad = op == "xent_grad"
     z = _fixed(z, dt, op, "logits")
-    if not (isinstance(t, np.ndarray) and t.dtype == np.int64 and t.flags.c_contiguous
+    if not (type(t) is np.ndarray and t.dtype == np.int64 and t.flags.c_contiguous
             and t.flags.aligned):
         raise KernelError(f"{op}: targets must be a C-contiguous int64 array")
     if z.ndim < 1 or t.shape != z.shape[:-1]:
@@ -214,8 +243,9 @@ def bound_xent(op, dt, z, t, out):
         raise KernelError(f"{op}: out overlaps an input")
     c, n = z.shape[-1], t.size
     cfn = getattr(_ev_c.lib, f"ev_{op.replace('cross_entropy', 'xent')}_{SUFFIX[dt]}")
-    buf, cdecl = _ev_c.ffi.from_buffer, CTYPE[dt] + "[]"
-    pz, pt, po = buf(cdecl, z), buf("int64_t[]", t), buf(cdecl, out, require_writable=True)
+    cdecl = CTYPE[dt] + "[]"
+    pz, pt = pointer(z, cdecl, z.size, op), pointer(t, "int64_t[]", n, op)
+    po = pointer(out, cdecl, out.size, op, writable=True)
 
     def run():
         if cfn(pz, pt, po, n, c) >= 0:
