@@ -84,3 +84,72 @@ def test_kernel_calls_refuse_lookalikes_and_subclasses_without_crashing():
     assert proc.returncode == 0, f"rc {proc.returncode}: {proc.stdout}{proc.stderr}"
     lines = proc.stdout.splitlines()
     assert len(lines) == 9 and all(ln.startswith("refused") for ln in lines), proc.stdout
+
+
+# -- solvers never step silently on nothing ---------------------------------------------------
+
+def _param(name, value, grad=None):
+    g = ev.Graph()
+    p = g.tensor(name, np.shape(value), value=np.array(value, dtype=float))
+    p.grad = grad
+    return p
+
+
+def test_solver_step_with_no_gradient_anywhere_raises_naming_the_params():
+    W, b = _param("W", np.ones((2, 2))), _param("b", np.zeros(2))
+    opt = ev.solvers.Adam(lr=0.1)
+    with pytest.raises(GradError, match="no parameter has a gradient.*'W', 'b'"):
+        opt.step([W, b])
+    np.testing.assert_array_equal(W.value, np.ones((2, 2)))
+    assert opt.steps == 0
+
+
+def test_solver_warns_once_for_params_without_gradient_and_strict_raises():
+    W, b = _param("W", np.ones(2), np.ones(2)), _param("b", np.zeros(2))
+    opt = ev.solvers.SGD(lr=0.5)
+    with pytest.warns(ev.solvers.MissingGradWarning, match="no gradient for 'b'") as seen:
+        opt.step([W, b])
+    assert len(seen) == 1 and HERE in seen[0].filename   # points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                    # once: a second step is quiet
+        opt.step([W, b])
+    np.testing.assert_allclose(W.value, [0.0, 0.0])
+    np.testing.assert_array_equal(b.value, [0.0, 0.0])
+    W.grad = np.ones(2)
+    with pytest.raises(GradError, match="'b'.*strict"):
+        ev.solvers.SGD(lr=0.5, strict=True).step([W, b])
+    np.testing.assert_allclose(W.value, [0.0, 0.0])     # nothing was updated
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_solver_refuses_a_non_finite_gradient(bad):
+    W = _param("W", np.ones(3), np.array([0.1, bad, 0.2]))
+    b = _param("b", np.zeros(2), np.ones(2))
+    opt = ev.solvers.Adam(lr=0.1, clip=1.0)              # clipping must not hide it
+    with pytest.raises(NumericError, match="'W' \\(\\d NaN, \\d Inf of 3\\)"):
+        opt.step([W, b])
+    np.testing.assert_array_equal(W.value, np.ones(3))
+    np.testing.assert_array_equal(b.value, np.zeros(2))
+
+
+def test_solver_nonfinite_skip_skips_the_whole_step_and_counts_it():
+    W = _param("W", np.ones(2, np.float32).astype(float), np.array([np.nan, 1.0]))
+    b = _param("b", np.zeros(2), np.ones(2))
+    opt = ev.solvers.Momentum(lr=0.1, nonfinite="skip")
+    assert opt.step([W, b]) is False
+    assert opt.skipped == 1 and opt.steps == 0
+    np.testing.assert_array_equal(b.value, np.zeros(2))
+    W.grad = np.array([1.0, 1.0])
+    assert opt.step([W, b]) is True
+    np.testing.assert_allclose(b.value, [-0.1, -0.1])
+    with pytest.raises(ExprError, match="nonfinite"):
+        ev.solvers.SGD(nonfinite="ignore")
+
+
+def test_solver_refuses_a_gradient_that_overflows_in_the_params_dtype():
+    g = ev.Graph()
+    W = g.vector("W", 2, np.float32, value=np.ones(2, np.float32))
+    W.grad = np.array([1e300, 1.0])                      # float64, Inf once cast to float32
+    with pytest.raises(NumericError, match="'W' \\(0 NaN, 1 Inf"):
+        ev.solvers.SGD(lr=0.1).step([W])
+    np.testing.assert_array_equal(W.value, np.ones(2, np.float32))

@@ -221,7 +221,8 @@ def test_none_grad_is_skipped_and_adam_counts_steps_per_parameter():
     opt = solvers.Adam(lr=0.1)
     a = Param("a", np.zeros(2), np.array([1.0, -2.0]))
     b = Param("b", np.ones(2), None)
-    opt.step([a, b])
+    with pytest.warns(solvers.MissingGradWarning, match="no gradient for 'b'"):
+        opt.step([a, b])
     np.testing.assert_array_equal(b.value, np.ones(2))
     assert "b/m" not in opt.state_dict()
     b.grad = np.array([0.3, -5.0])

@@ -24,6 +24,18 @@ name), ``"step"`` (calls to step), and per parameter ``"<name>/t"`` (steps that
 parameter took) and ``"<name>/<buffer>"`` for each state buffer. Buffer names
 contain no "/", so keys cannot collide even when parameter names contain "/".
 
+Nothing is skipped silently:
+
+* a step where no parameter has a gradient raises ``GradError`` naming them (the
+  "loss stays flat, nothing learns" trap: a machine that never computed them);
+* parameters without a gradient among others that have one are named in one
+  ``MissingGradWarning`` (once per solver and parameter) and left as they are;
+  ``strict=True`` makes that a ``GradError`` too;
+* a NaN or Inf in any gradient (after the cast to the parameter's dtype) raises
+  ``NumericError`` naming the parameters and updates nothing; with
+  ``nonfinite="skip"`` the whole step is skipped instead (no parameter moves,
+  ``step`` returns False) and counted in ``opt.skipped``.
+
 NOTE: state is keyed by the parameter *object*. With a fresh graph per batch
 (LispMachine, variable-length sequences) pass the same objects every step:
 ``model.collect_grads(g)`` of an ``ev.nn`` model returns its stable parameters
@@ -32,10 +44,19 @@ the solver's state afresh each step.
 """
 
 import math
+import warnings
 
 import numpy as np
 
-from ..errors import CheckpointError, DTypeError, ExprError, ShapeError
+from ..errors import CheckpointError, ExprError, GradError, NumericError, ShapeError
+from .solver_checks import (check_grad, check_value, count_bad, entry, finite, named, nonneg,
+                            positive, unit)
+
+NONFINITE = ("raise", "skip")
+
+
+class MissingGradWarning(UserWarning):
+    """Some parameters passed to a solver step had no gradient and were not updated."""
 
 
 class _Slot:
@@ -57,36 +78,62 @@ class Solver:
 
     buffers = ()                    # names of the per-parameter state arrays
 
-    def __init__(self, lr, *, l1=0.0, l2=0.0, clip=None, clip_norm=None):
-        self.lr = _positive("lr", lr)
-        self.l1 = _nonneg("l1", l1)
-        self.l2 = _nonneg("l2", l2)
-        self.clip = None if clip is None else _positive("clip", clip)
-        self.clip_norm = None if clip_norm is None else _positive("clip_norm", clip_norm)
+    def __init__(self, lr, *, l1=0.0, l2=0.0, clip=None, clip_norm=None, strict=False,
+                 nonfinite="raise"):
+        self.lr = positive("lr", lr)
+        self.l1 = nonneg("l1", l1)
+        self.l2 = nonneg("l2", l2)
+        self.clip = None if clip is None else positive("clip", clip)
+        self.clip_norm = None if clip_norm is None else positive("clip_norm", clip_norm)
+        if nonfinite not in NONFINITE:
+            raise ExprError(f"solver: nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
+        self.strict = bool(strict)
+        self.nonfinite = nonfinite
         self.steps = 0
+        self.skipped = 0            # steps skipped for a NaN/Inf gradient (nonfinite="skip")
         self._slots = {}            # id(param) -> _Slot
+        self._warned = set()        # names already reported without a gradient
 
     def step(self, params):
-        """Update every parameter that has a gradient, in place.
+        """Update every parameter that has a gradient, in place; True if it did.
 
         ``params`` is a list of parameters (state is named by ``.name``) or a
         dict name -> parameter (state is named by the key). Nothing is updated
-        if any parameter or gradient is malformed.
+        if any parameter or gradient is malformed, if no parameter has a
+        gradient (GradError), or if a gradient holds a NaN or Inf (NumericError;
+        with nonfinite="skip" the step is skipped, counted, and False returned).
         """
-        active = []
+        active, missing = [], []
         seen = set()
-        for name, p in _named(params):
+        for name, p in named(params):
             if id(p) in seen:
                 raise ExprError(f"{self._kind()}.step: parameter {name!r} is listed twice")
             seen.add(id(p))
             if p.grad is None:
+                missing.append(name)
                 continue
             slot = self._slot(name, p)
-            grad = _check_grad(name, p.value, p.grad)
-            np.copyto(slot.g, grad, casting="same_kind")
+            grad = check_grad(name, p.value, p.grad)
+            if grad.dtype is slot.g.dtype:
+                np.copyto(slot.g, grad)
+            else:
+                with np.errstate(over="ignore"):    # an overflow to Inf is caught below
+                    np.copyto(slot.g, grad, casting="same_kind")
+            active.append(slot)
+        if missing:
+            self._report_missing(missing, bool(active))
+        bad = [slot for slot in active if not finite(slot.g)]
+        if bad:
+            if self.nonfinite == "skip":
+                self.skipped += 1
+                return False
+            raise NumericError(
+                f"{self._kind()}.step: non-finite gradient for "
+                + "; ".join(count_bad(s.name, s.g) for s in bad)
+                + ". Nothing was updated; pass nonfinite='skip' to skip such steps and count them")
+        for slot in active:
             if self.clip is not None:
                 np.clip(slot.g, -self.clip, self.clip, out=slot.g)
-            active.append(slot)
         if self.clip_norm is not None:
             self._clip_global_norm(active)
         for slot in active:
@@ -94,12 +141,31 @@ class Solver:
             slot.t += 1
             self._update(slot.param.value, slot.g, slot)
         self.steps += 1
+        return True
+
+    def _report_missing(self, names, some_have):
+        listed = ", ".join(repr(n) for n in names)
+        if not some_have:
+            raise GradError(
+                f"{self._kind()}.step: no parameter has a gradient ({listed or 'no parameters given'}); "
+                "nothing would be updated. Compute them first: ev.grad(cost, params) before "
+                "compiling a TapeMachine, or LispMachine(g, cost=cost); with a fresh graph per "
+                "batch pass model.collect_grads(g)")
+        if self.strict:
+            raise GradError(f"{self._kind()}.step: no gradient for {listed} (strict=True); "
+                            "nothing was updated")
+        new = [n for n in names if n not in self._warned]
+        if new:
+            self._warned.update(new)
+            warnings.warn(f"{self._kind()}.step: no gradient for {', '.join(repr(n) for n in new)}; "
+                          "left as they are (reported once; strict=True makes this an error)",
+                          MissingGradWarning, stacklevel=3)
 
     def _update(self, w, g, slot):
         raise NotImplementedError
 
     def _slot(self, name, p):
-        value = _check_value(name, p.value)
+        value = check_value(name, p.value)
         slot = self._slots.get(id(p))
         if slot is None:
             slot = self._slots[id(p)] = _Slot(p, name, value, self.buffers)
@@ -152,19 +218,19 @@ class Solver:
         dtype; entries for parameters not listed are ignored. Nothing changes
         unless the whole state fits.
         """
-        kind = _entry(d, "kind", "solver kind")
+        kind = entry(d, "kind", "solver kind")
         if str(kind) != self._kind():
             raise CheckpointError(f"state was saved by {kind}, cannot load it into {self._kind()}")
-        steps = _entry(d, "step", "step count")
+        steps = entry(d, "step", "step count")
         slots = {}
-        for name, p in _named(params):
-            value = _check_value(name, p.value)
-            t = _entry(d, f"{name}/t", f"state of parameter {name!r}")
+        for name, p in named(params):
+            value = check_value(name, p.value)
+            t = entry(d, f"{name}/t", f"state of parameter {name!r}")
             if t.shape != () or t.dtype.kind not in "iu":
                 raise CheckpointError(f"parameter {name!r}: step count must be an integer scalar")
             saved = {}
             for b in self.buffers:
-                arr = _entry(d, f"{name}/{b}", f"{b!r} state of parameter {name!r}")
+                arr = entry(d, f"{name}/{b}", f"{b!r} state of parameter {name!r}")
                 if arr.shape != value.shape or arr.dtype != value.dtype:
                     raise CheckpointError(
                         f"parameter {name!r}: saved {b!r} state is {arr.shape} {arr.dtype}, "
@@ -200,7 +266,7 @@ class Momentum(Solver):
 
     def __init__(self, lr=0.01, momentum=0.9, nesterov=False, **common):
         super().__init__(lr, **common)
-        self.momentum = _unit("momentum", momentum)
+        self.momentum = unit("momentum", momentum)
         self.nesterov = bool(nesterov)
 
     def _update(self, w, g, slot):
@@ -224,7 +290,7 @@ class AdaGrad(Solver):
 
     def __init__(self, lr=0.01, eps=1e-8, **common):
         super().__init__(lr, **common)
-        self.eps = _positive("eps", eps)
+        self.eps = positive("eps", eps)
 
     def _update(self, w, g, slot):
         s, tmp = slot.bufs["sum_sq"], slot.tmp
@@ -240,8 +306,8 @@ class RMSProp(Solver):
 
     def __init__(self, lr=0.001, rho=0.9, eps=1e-8, **common):
         super().__init__(lr, **common)
-        self.rho = _unit("rho", rho)
-        self.eps = _positive("eps", eps)
+        self.rho = unit("rho", rho)
+        self.eps = positive("eps", eps)
 
     def _update(self, w, g, slot):
         s, tmp = slot.bufs["mean_sq"], slot.tmp
@@ -263,9 +329,9 @@ class Adam(Solver):
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, **common):
         super().__init__(lr, **common)
-        self.beta1 = _unit("beta1", beta1)
-        self.beta2 = _unit("beta2", beta2)
-        self.eps = _positive("eps", eps)
+        self.beta1 = unit("beta1", beta1)
+        self.beta2 = unit("beta2", beta2)
+        self.eps = positive("eps", eps)
 
     def _update(self, w, g, slot):
         m, v, tmp = slot.bufs["m"], slot.bufs["v"], slot.tmp
@@ -288,9 +354,10 @@ class AdamW(Adam):
     before the Adam step. The decay stays out of m and v, unlike an l2 term, so there is no l2."""
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, *,
-                 l1=0.0, clip=None, clip_norm=None):
-        super().__init__(lr, beta1, beta2, eps, l1=l1, clip=clip, clip_norm=clip_norm)
-        self.weight_decay = _nonneg("weight_decay", weight_decay)
+                 l1=0.0, clip=None, clip_norm=None, strict=False, nonfinite="raise"):
+        super().__init__(lr, beta1, beta2, eps, l1=l1, clip=clip, clip_norm=clip_norm,
+                         strict=strict, nonfinite=nonfinite)
+        self.weight_decay = nonneg("weight_decay", weight_decay)
 
     def _update(self, w, g, slot):
         if self.weight_decay:
@@ -307,63 +374,3 @@ def _scaled_step(w, num, sq, tmp, lr, sq_scale, eps):
     np.divide(num, tmp, out=tmp)
     tmp *= lr
     w -= tmp
-
-
-def _named(params):
-    """(name, param) pairs from a list of parameters or a dict name -> parameter."""
-    if isinstance(params, dict):
-        for name in params:
-            if not isinstance(name, str) or not name:
-                raise ExprError(f"solver: parameter names must be non-empty strings, got {name!r}")
-        return list(params.items())
-    pairs = []
-    for p in params:
-        name = getattr(p, "name", None)
-        if not isinstance(name, str) or not name:
-            raise ExprError(f"solver: parameter {p!r} has no name; pass a dict name -> parameter")
-        pairs.append((name, p))
-    return pairs
-
-
-def _check_value(name, value):
-    if not isinstance(value, np.ndarray) or value.dtype not in (np.float32, np.float64):
-        got = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
-        raise DTypeError(f"parameter {name!r}: value must be a float32 or float64 array, got {got}")
-    if not value.flags.writeable:
-        raise ExprError(f"parameter {name!r}: value is read-only and cannot be updated in place")
-    return value
-
-
-def _check_grad(name, value, grad):
-    # NOTE: a scalar parameter's gradient may arrive as a numpy scalar, not a 0-d array.
-    grad = np.asarray(grad)
-    if grad.dtype.kind != "f":
-        raise DTypeError(f"parameter {name!r}: gradient dtype {grad.dtype} is not a float type")
-    if grad.shape != value.shape:
-        raise ShapeError(
-            f"parameter {name!r}: gradient shape {grad.shape} does not match value {value.shape}")
-    return grad
-
-
-def _entry(d, key, what):
-    if key not in d:
-        raise CheckpointError(f"solver state has no {what} (key {key!r})")
-    return np.asarray(d[key])
-
-
-def _positive(name, x):
-    if not (isinstance(x, (int, float, np.floating, np.integer)) and x > 0 and math.isfinite(x)):
-        raise ExprError(f"solver: {name} must be a finite number > 0, got {x!r}")
-    return float(x)
-
-
-def _nonneg(name, x):
-    if not (isinstance(x, (int, float, np.floating, np.integer)) and x >= 0 and math.isfinite(x)):
-        raise ExprError(f"solver: {name} must be a finite number >= 0, got {x!r}")
-    return float(x)
-
-
-def _unit(name, x):
-    if not (isinstance(x, (int, float, np.floating, np.integer)) and 0 <= x < 1):
-        raise ExprError(f"solver: {name} must be in [0, 1), got {x!r}")
-    return float(x)

@@ -1,0 +1,82 @@
+"""Argument checks for the solvers (solvers.py): parameters, gradients, hyper-parameters.
+
+In: what a user passed to a solver. Out: the validated values, or a typed ExprError
+naming the parameter or the hyper-parameter.
+"""
+import math
+
+import numpy as np
+
+from ..errors import CheckpointError, DTypeError, ExprError, ShapeError
+
+
+def named(params):
+    """(name, param) pairs from a list of parameters or a dict name -> parameter."""
+    if isinstance(params, dict):
+        for name in params:
+            if not isinstance(name, str) or not name:
+                raise ExprError(f"solver: parameter names must be non-empty strings, got {name!r}")
+        return list(params.items())
+    pairs = []
+    for p in params:
+        name = getattr(p, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ExprError(f"solver: parameter {p!r} has no name; pass a dict name -> parameter")
+        pairs.append((name, p))
+    return pairs
+
+
+def check_value(name, value):
+    if not isinstance(value, np.ndarray) or value.dtype not in (np.float32, np.float64):
+        got = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
+        raise DTypeError(f"parameter {name!r}: value must be a float32 or float64 array, got {got}")
+    if not value.flags.writeable:
+        raise ExprError(f"parameter {name!r}: value is read-only and cannot be updated in place")
+    return value
+
+
+def check_grad(name, value, grad):
+    # NOTE: a scalar parameter's gradient may arrive as a numpy scalar, not a 0-d array.
+    grad = np.asarray(grad)
+    if grad.dtype.kind != "f":
+        raise DTypeError(f"parameter {name!r}: gradient dtype {grad.dtype} is not a float type")
+    if grad.shape != value.shape:
+        raise ShapeError(
+            f"parameter {name!r}: gradient shape {grad.shape} does not match value {value.shape}")
+    return grad
+
+
+def finite(g):
+    # NOTE: one reduction, no allocation on the steady path; a NaN or Inf makes the sum
+    # non-finite. A sum that overflows from finite values is confirmed element by element.
+    total = np.add.reduce(g.reshape(-1))
+    return bool(np.isfinite(total)) or bool(np.isfinite(g).all())
+
+
+def count_bad(name, g):
+    nan, inf = int(np.isnan(g).sum()), int(np.isinf(g).sum())
+    return f"parameter {name!r} ({nan} NaN, {inf} Inf of {g.size})"
+
+
+def entry(d, key, what):
+    if key not in d:
+        raise CheckpointError(f"solver state has no {what} (key {key!r})")
+    return np.asarray(d[key])
+
+
+def positive(name, x):
+    if not (isinstance(x, (int, float, np.floating, np.integer)) and x > 0 and math.isfinite(x)):
+        raise ExprError(f"solver: {name} must be a finite number > 0, got {x!r}")
+    return float(x)
+
+
+def nonneg(name, x):
+    if not (isinstance(x, (int, float, np.floating, np.integer)) and x >= 0 and math.isfinite(x)):
+        raise ExprError(f"solver: {name} must be a finite number >= 0, got {x!r}")
+    return float(x)
+
+
+def unit(name, x):
+    if not (isinstance(x, (int, float, np.floating, np.integer)) and 0 <= x < 1):
+        raise ExprError(f"solver: {name} must be in [0, 1), got {x!r}")
+    return float(x)
