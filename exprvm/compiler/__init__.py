@@ -5,5 +5,6 @@ instructions with their kernels chosen, a verified buffer plan, a disassembly),
 which exprvm.machines.TapeMachine binds to arrays and runs. The user's graph is
 never changed.
 """
+from .options import CompileOptions  # noqa: F401
 from .pipeline import compile_graph, select  # noqa: F401
 from .program import Instr, Program, Register  # noqa: F401

@@ -4,53 +4,28 @@ each step of an unrolled loop) become one op over stacked rows.
     logits_t = h_t @ Why + by      for t = 1..25
  -> L = concat(h_1..h_25) @ Why + by;  logits_t = L[t*B:(t+1)*B]   (views: free)
 
-Only ops that act on rows independently take part (elementwise ops, matmul with
-a shared right operand, take, the softmax family, cross_entropy); the copies
+Only ops that act on rows independently take part (their records say how: Op.batch;
+elementwise ops, matmul with a shared right operand, take, the softmax family,
+cross_entropy); the copies
 must not depend on each other (checked with ancestor bitmasks), so the merged
 op can run once all of their inputs exist. Operands that are already
 consecutive row slices of one array -- the per-step views of a fed (steps,
 batch) array, or of an earlier batched result -- are taken as one slice, so
 chains of batched ops cost no copies.
 """
+from ..core import OPS
 from .ir import Builder
 
 MIN_COPIES = 3
 
 
 def _roles(v):
-    """Per input: "b" (stacked along axis 0) or "s" (shared by every copy), or None."""
+    """Per input: "b" (stacked along axis 0) or "s" (shared by every copy), or None; the
+    op's own record says (Op.batch)."""
     if v.kind != "op" or len(v.shape) == 0 or v.shape[0] == 0:
         return None
-    op, ins = v.op, v.ins
-    if op in _ELEMENTWISE or op == "unary_grad":
-        roles = []
-        for x in ins:
-            if x.shape == v.shape:
-                roles.append("b")
-            elif len(x.shape) < len(v.shape) or (len(x.shape) == len(v.shape) and x.shape[0] == 1):
-                roles.append("s")
-            else:
-                return None
-        return tuple(roles)
-    if op == "matmul" and len(ins[0].shape) == 2 and len(ins[1].shape) == 2:
-        return ("b", "s")
-    if op == "take" and v.params["axis"] == 0 and len(ins[1].shape) >= 1:
-        return ("s", "b")
-    if op in ("cross_entropy", "xent_grad") and len(ins[0].shape) == 2:
-        return ("b", "b")
-    if op in ("softmax", "log_softmax") and len(v.shape) >= 2 and v.params["axis"] == len(v.shape) - 1:
-        return ("b",)
-    if op == "one_hot" and len(ins[0].shape) >= 1:
-        return ("b",)
-    return None
-
-
-def _elementwise_ops():
-    from ..core import OPS
-    return {name for name, op in OPS.items() if op.elementwise and not op.variadic} | {"where"}
-
-
-_ELEMENTWISE = _elementwise_ops()
+    batch = OPS[v.op].batch
+    return None if batch is None else batch([x.shape for x in v.ins], v.shape, v.params)
 
 
 def _key(v, roles):

@@ -13,12 +13,6 @@ from ..errors import CompileError
 
 from ..core import OPS
 
-# Ops only the compiler makes (fusions); lowering.py knows how to run them.
-INTERNAL_OPS = ("xent_grad", "unary_grad", "unary_add", "unary_grad_add")
-# Ops that only reinterpret memory: numpy returns views for them.
-VIEW_OPS = ("reshape", "transpose", "broadcast_to", "getitem")
-
-
 class Val:
     __slots__ = ("key", "kind", "op", "ins", "params", "shape", "dtype", "value", "nodes", "users", "rid")
 
@@ -42,34 +36,20 @@ class Val:
     def node(self):
         return self.nodes[0] if self.nodes else None
 
-
-def _is_const(v, number):
-    return v.kind == "const" and v.value.size > 0 and bool(np.all(v.value == number))
-
-
-def _same(v, shape, dtype):
-    return v.shape == tuple(shape) and v.dtype == dtype
+    @property
+    def const_value(self):
+        """The array of a constant Val, else None (what Op.identity rules look at)."""
+        return self.value if self.kind == "const" else None
 
 
 def simplify(node, ins):
-    """An existing Val equal to node's value, or None. Only identities that are exact."""
-    op, p, shape, dt = node.op, node.params, node.shape, node.dtype
-    if op in ("reshape", "broadcast_to") and _same(ins[0], shape, dt):
-        return ins[0]
-    if op == "transpose" and tuple(p["axes"]) == tuple(range(len(shape))):
-        return ins[0]
-    if op == "astype" and _same(ins[0], shape, dt):
-        return ins[0]
-    if op == "mul":
-        for a, b in ((ins[0], ins[1]), (ins[1], ins[0])):
-            if _is_const(b, 1) and _same(a, shape, dt):
-                return a
-    if op in ("add", "sub"):
-        pairs = ((ins[0], ins[1]), (ins[1], ins[0])) if op == "add" else ((ins[0], ins[1]),)
-        for a, b in pairs:
-            if _is_const(b, 0) and _same(a, shape, dt):
-                return a
-    return None
+    """An existing Val equal to node's value, or None: the op record's exact identities
+    (Op.identity: x * 1, x + 0, a reshape to the same shape, ...)."""
+    identity = node.opdef.identity
+    if identity is None:
+        return None
+    pos = identity(ins, node.shape, node.dtype, node.params)
+    return None if pos is None else ins[pos]
 
 
 def fold(node, ins):
@@ -170,7 +150,7 @@ class Builder:
 
     def op(self, name, ins, out_shape, out_dtype, /, **params):
         # NOTE: positional-only, so that an op's own params (one_hot's dtype) pass through
-        assert name in OPS or name in INTERNAL_OPS, name
+        assert name in OPS, name
         key = (name, tuple(id(x) for x in ins), repr(sorted(params.items())))
         hit = self.memo.get(key)
         if hit is not None:

@@ -1,10 +1,10 @@
 """Graph-level optimizations on the compiler IR. Each pass rewrites Vals in place
 and reports what it did; the user's graph is never touched.
 
-fuse_grads    g * (1 - ans*ans) after tanh (and the VJPs of sigmoid, relu,
-              softplus) -> one unary_grad instruction, when a compiled kernel
-              backend runs it
-fuse_xent     softmax(z) - one_hot(t) (cross_entropy's VJP) -> one xent_grad
+Nothing here recognises how a formula is spelled: the fused gradients of the kernel
+ops (unary_grad) and of cross-entropy (xent_grad) are built by their VJPs directly
+(ops/internal.py).
+
 fuse_adds     tanh(a + b), and tanh's gradient of g + h, -> one kernel call each
               (unary_add, unary_grad_add), when the host C backend runs them
 merge_sums    a sum of many matmuls / axis-0 sums / embedding scatters of the
@@ -32,57 +32,6 @@ def _same(a, b):
     return a.shape == b.shape and a.dtype == b.dtype
 
 
-# -- fused gradients of kernel ops -----------------------------------------------------
-
-def _unary_grad_pattern(v, keep):
-    """(op, x, ans, g) if v is a known kernel VJP, else None.
-
-    NOTE: tanh's and sigmoid's gradients read only ans, and relu's and softplus's
-    only x, so the operand the formula ignores is passed the other one's value.
-    """
-    if v.op == "mul":
-        for g, s in (v.ins, v.ins[::-1]):
-            # tanh: g * (1 - ans * ans)
-            if s.op == "sub" and _single(s, keep) and _const(s.ins[0], 1):
-                m = s.ins[1]
-                if m.op == "mul" and m.ins[0] is m.ins[1] and m.ins[0].op == "tanh":
-                    a = m.ins[0]
-                    if _same(a, v) and _same(g, v):
-                        return "tanh", a, a, g
-            # softplus: g * sigmoid(x)
-            if s.op == "sigmoid" and _single(s, keep) and _same(s, v) and _same(g, v):
-                return "softplus", s.ins[0], s.ins[0], g
-        for ga, s in (v.ins, v.ins[::-1]):
-            # sigmoid: (g * ans) * (1 - ans)
-            if (s.op == "sub" and _single(s, keep) and _const(s.ins[0], 1) and s.ins[1].op == "sigmoid"
-                    and ga.op == "mul" and _single(ga, keep)):
-                a = s.ins[1]
-                for g, a2 in (ga.ins, ga.ins[::-1]):
-                    if a2 is a and _same(a, v) and _same(g, v):
-                        return "sigmoid", a, a, g
-    if v.op == "where":
-        c, g, z = v.ins
-        # relu: where(x > 0, g, 0)
-        if c.op == "gt" and _single(c, keep) and _const(c.ins[1], 0) and _const(z, 0):
-            x = c.ins[0]
-            if _same(x, v) and _same(g, v):
-                return "relu", x, x, g
-    return None
-
-
-def fuse_grads(live, keep, ops):
-    n = 0
-    for v in live:
-        if v.kind != "op" or v.op not in ("mul", "where"):
-            continue
-        hit = _unary_grad_pattern(v, keep)
-        if hit is not None and hit[0] in ops:
-            op, x, ans, g = hit
-            v.op, v.ins, v.params = "unary_grad", [x, ans, g], {"op": op}
-            n += 1
-    return n
-
-
 # -- an add in front of a kernel op -------------------------------------------------------
 
 def _fusable_add(v, keep, like):
@@ -104,22 +53,6 @@ def fuse_adds(live, keep, ops):
             n += 1
         elif v.op == "unary_grad" and v.params["op"] in ops and _fusable_add(v.ins[2], keep, v):
             v.op, v.ins = "unary_grad_add", v.ins[:2] + list(v.ins[2].ins)
-            n += 1
-    return n
-
-
-# -- cross-entropy gradient ----------------------------------------------------------------
-
-def fuse_xent(live, keep):
-    n = 0
-    for v in live:
-        if v.kind != "op" or v.op != "sub":
-            continue
-        s, o = v.ins
-        if (s.op == "softmax" and o.op == "one_hot" and _single(s, keep) and _single(o, keep)
-                and s.params["axis"] == len(s.shape) - 1 and s.shape == v.shape
-                and o.shape == v.shape and o.dtype == v.dtype and o.ins[0].shape == s.shape[:-1]):
-            v.op, v.ins, v.params = "xent_grad", [s.ins[0], o.ins[0]], {}
             n += 1
     return n
 
@@ -293,21 +226,10 @@ def merge_sums(live, keep):
     return merged
 
 
-def optimize(live, roots, keep, kernel_ops=(), host_ops=()):
-    """Run the passes; returns (live Vals, notes for the disassembly). kernel_ops: ops
-    whose fused gradient a compiled kernel will run (on the host backend or a device);
-    host_ops: those the host backend runs with the add in front fused too."""
+def optimize(live, roots, keep, host_ops=()):
+    """Run the passes; returns (live Vals, notes for the disassembly). host_ops: the
+    kernel ops the host backend runs with the add in front fused too."""
     notes = []
-    # NOTE: fuse_xent may run on fuse_grads' stale users: each fusion there replaces a user
-    # of every Val it touches by another, so the single-user counts it checks still hold.
-    n = fuse_grads(live, keep, set(kernel_ops)) if kernel_ops else 0
-    if n:
-        notes.append(f"fused {n} gradient expressions into unary_grad kernels")
-    m = fuse_xent(live, keep)
-    if m:
-        notes.append(f"fused {m} cross-entropy gradients")
-    if n or m:
-        live = ir.live_vals(roots)
     n = batch_siblings(live, roots)
     if n:
         notes.append(f"batched {n} independent per-step ops into single ops over stacked rows")

@@ -14,28 +14,21 @@ Leaves live on the host; results come back to the host at the end of a run.
 import numpy as np
 
 from ..errors import BackendError
-from ..kernels.reference import BINARY_OPS, KERNEL_OPS
-from .lowering import ALL, Lowered
+from ..kernels.reference import KERNEL_OPS
+from .lowering import has_row
+from .lowering.cuda import BINARY
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-# exprvm op names of the element-wise binary kernels
-BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "div"}
-assert set(BINARY.values()) <= set(BINARY_OPS)
 
 
 def cuda_op(v):
-    """The CUDA kernel name for Val v (op, "unary_grad:<op>" ...), or None if it has none."""
+    """The op of Val v if it can run on the device (a CUDA row in the lowering table, and
+    the equal shapes those kernels take), else None."""
     if v.kind != "op" or v.dtype not in FLOATS or not v.shape or 0 in v.shape:
         return None
     if any(x.shape != v.shape or x.dtype != v.dtype for x in v.ins):
         return None         # NOTE: the CUDA kernels take equal shapes only (no broadcasting)
-    if v.op in KERNEL_OPS and len(v.ins) == 1:
-        return v.op
-    if v.op == "unary_grad" and v.params["op"] in KERNEL_OPS:
-        return v.op
-    if v.op in BINARY and len(v.ins) == 2:
-        return v.op
-    return None
+    return v.op if has_row(v.op, "cuda") else None
 
 
 def place(live, device=None, use_cuda_for=()):
@@ -58,32 +51,6 @@ def place(live, device=None, use_cuda_for=()):
         if device == "cuda" or name in wanted or op in wanted:
             out[id(v)] = "cuda"
     return out
-
-
-def device_kernel_ops(device=None, use_cuda_for=()):
-    """Kernel ops whose gradients will run on the device (so fusing them pays)."""
-    if device == "cuda":
-        return set(KERNEL_OPS)
-    return set(use_cuda_for or ()) & set(KERNEL_OPS)
-
-
-def lower_cuda(op, params, dtype):
-    """How a device instruction runs: exprvm.kernels' checked CUDA kernels on DeviceArrays."""
-    from .. import kernels
-
-    if op == "to_device":
-        return Lowered(lambda ins, out, tmps: (out.set, (ins[0],)), kernel="cuda")
-    if op == "to_host":
-        return Lowered(lambda ins, out, tmps: (ins[0].numpy, (out,)), kernel="cuda")
-    if op == "unary_grad":
-        g = params["op"]
-        return Lowered(lambda ins, out, tmps: (kernels.unary_grad(g, dtype, "cuda"), (*ins, out)),
-                       inplace=ALL, kernel="cuda", name=g + "_grad")
-    if op in BINARY:
-        return Lowered(lambda ins, out, tmps: (kernels.binary(BINARY[op], dtype, "cuda"), (*ins, out)),
-                       inplace=ALL, kernel="cuda")
-    return Lowered(lambda ins, out, tmps: (kernels.unary(op, dtype, "cuda"), (*ins, out)),
-                   inplace=ALL, kernel="cuda")
 
 
 def require_cuda():

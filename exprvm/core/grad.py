@@ -59,6 +59,8 @@ def grad(cost, wrt):
             if x.id not in dep or x.dtype.kind != "f" or not n.opdef.has_vjp(i):
                 continue
             gi = n.opdef.input_vjp(i, gn, n, n.inputs, n.params)
+            if gi is None:      # a rule may find, for these params, that it reads no input i
+                continue
             adj[x.id] = gi if x.id not in adj else adj[x.id] + gi
 
     out = []

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import DTypeError, ExprError, ShapeError
 from .graph import Node
+from .rules import batch_elementwise
 from .site import PKG_DIR, user_site
 
 OPS = {}
@@ -45,19 +46,26 @@ class Op:
     rule: Callable                      # rule(*nodes, **params) -> (shape, dtype)
     vjp: Optional[tuple] = None         # per input: fn(g, ans, *inputs, **params) or None
     row: Optional[Row] = None
-    kernel: Optional[str] = None        # name of a compiled kernel (exprvm.kernels) if any
     ufunc: Optional[np.ufunc] = None    # impl is this ufunc: callable with out=
     int_args: tuple = ()                # positions whose Python values are integer data
     elementwise: bool = False           # output may reuse a same-shaped input's buffer
     variadic: bool = False              # any number of inputs; vjp[0](i, g, ans, *xs) for input i
     doc: str = ""
+    # What the compiler may know of the op (read by compiler/, defined with the op):
+    view: bool = False                  # numpy returns a view of input 0 (free on the tape)
+    identity: Optional[Callable] = None  # identity(ins, shape, dtype, params) -> the position
+                                        # of an operand equal to the result, or None (x * 1)
+    batch: Optional[Callable] = None    # batch(in_shapes, shape, params) -> per input "b"
+                                        # (stacked along axis 0) or "s" (shared), or None:
+                                        # k copies over rows can run as one op over stacked rows
 
     @property
     def differentiable(self):
         return self.vjp is not None and any(v is not None for v in self.vjp)
 
     def input_vjp(self, i, g, ans, inputs, params):
-        """Gradient wrt input i, or None if that input is not differentiable."""
+        """Gradient wrt input i, or None if that input is not differentiable (a rule may
+        return None too: unary_grad's for an operand its op's formula does not read)."""
         if self.vjp is None:
             return None
         if self.variadic:
@@ -81,6 +89,8 @@ def defop(name, impl, rule, vjp=None, row=None, **kw):
         raise ExprError(f"op {name!r} is already registered")
     if vjp is not None and not isinstance(vjp, tuple):
         vjp = (vjp,)
+    if kw.get("elementwise") and not kw.get("variadic") and "batch" not in kw:
+        kw["batch"] = batch_elementwise
     OPS[name] = Op(name, impl, rule, vjp, row, **kw)
 
     op = OPS[name]

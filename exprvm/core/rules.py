@@ -121,3 +121,48 @@ def unbroadcast(g, shape):
     if axes:
         g = g.sum(axis=axes)
     return g if tuple(g.shape) == shape else g.reshape(shape)
+
+
+# -- what the compiler may know of an op (Op.identity, Op.batch) ------------------------
+
+def passthrough(ins, shape, dtype, params):
+    """Op.identity of reshape / broadcast_to / astype: the operand, when it already has
+    the result's shape and dtype."""
+    x = ins[0]
+    return 0 if tuple(x.shape) == tuple(shape) and x.dtype == dtype else None
+
+
+def neutral(number, commutative=True):
+    """Op.identity of x + 0, x - 0, x * 1: the operand whose partner is a constant equal
+    to `number` everywhere, when it has the result's shape and dtype (exact, never a cast
+    or a broadcast). Operands expose .shape, .dtype and .const_value (None unless constant)."""
+    pairs = ((0, 1), (1, 0)) if commutative else ((0, 1),)
+
+    def identity(ins, shape, dtype, params):
+        for i, j in pairs:
+            c = ins[j].const_value
+            if (c is not None and c.size > 0 and bool(np.all(c == number))
+                    and tuple(ins[i].shape) == tuple(shape) and ins[i].dtype == dtype):
+                return i
+        return None
+    return identity
+
+
+def batch_elementwise(in_shapes, shape, params):
+    """Op.batch of an elementwise op: same-shaped operands stack, broadcast ones are shared."""
+    roles = []
+    for s in in_shapes:
+        if s == shape:
+            roles.append("b")
+        elif len(s) < len(shape) or (len(s) == len(shape) and s[0] == 1):
+            roles.append("s")
+        else:
+            return None
+    return tuple(roles)
+
+
+def batch_rows(*roles):
+    """Op.batch of an op acting on the rows of its operands (2-d or more) independently."""
+    def batch(in_shapes, shape, params):
+        return roles if all(len(s) >= 1 for s in in_shapes) and len(shape) >= 1 else None
+    return batch

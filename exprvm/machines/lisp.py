@@ -170,6 +170,8 @@ class LispMachine:
                 if x.id not in diff or not opdef.has_vjp(i):
                     continue
                 gi = opdef.input_vjp(i, gn, n.value, xs, n.params)
+                if gi is None:
+                    continue
                 if watch:
                     check_finite(np.asarray(gi), f"gradient of {x.label} through {n.op} made at {n.site}",
                                  self.nan_watch, self.inf_watch)

@@ -21,7 +21,7 @@ next run; copy them to keep them (`watch=` does that for you).
 """
 import numpy as np
 
-from ..compiler import compile_graph
+from ..compiler import CompileOptions, compile_graph
 from ..errors import ExprError, NumericError, RunError
 from ..core import bound_value, check_value, let
 from .lisp import _log, check_finite
@@ -123,9 +123,11 @@ class TapeMachine:
         self.nan_watch, self.inf_watch, self.trace, self.logger = nan_watch, inf_watch, trace, logger
         # NOTE: trace wants every node's value, so nothing may be fused or batched away;
         # the watches check every value an instruction makes, so no add is fused away.
-        self.program = self.compile(g, outputs, grads=grads, keep=self.watch, backend=backend,
-                                    optimize=optimize and not trace, verify=verify, device=device,
-                                    use_cuda_for=use_cuda_for, fuse_adds=not (nan_watch or inf_watch))
+        self.options = CompileOptions(grads=grads, keep=tuple(self.watch), backend=backend,
+                                      optimize=optimize and not trace, verify=verify, device=device,
+                                      use_cuda_for=tuple(use_cuda_for or ()),
+                                      fuse_adds=not (nan_watch or inf_watch))
+        self.program = compile_graph(g, outputs, self.options)
         self._cuda = None
         self._device_bufs = {}
         if any(r.device != "cpu" for r in self.program.registers):
@@ -145,13 +147,11 @@ class TapeMachine:
         self._bind()
 
     @staticmethod
-    def compile(g, outputs=None, *, grads=True, keep=(), backend=None, optimize=True, verify=True,
-                device=None, use_cuda_for=(), fuse_adds=True):
+    def compile(g, outputs=None, **options):
         """The Program a TapeMachine would run, without binding it: allocates nothing and
-        needs no GPU (device placement can be inspected anywhere)."""
-        return compile_graph(g, outputs, grads=grads, keep=keep, backend=_backend(backend),
-                             optimize_graph=optimize, verify=verify, device=device,
-                             use_cuda_for=use_cuda_for, fuse_adds=fuse_adds)
+        needs no GPU (device placement can be inspected anywhere). Keyword arguments are
+        CompileOptions fields (grads, keep, backend, optimize, verify, device, ...)."""
+        return compile_graph(g, outputs, CompileOptions(**options))
 
     # -- binding -----------------------------------------------------------------
     def _bind(self):
@@ -360,8 +360,3 @@ def _arena(nbytes):
     skip = -raw.ctypes.data % 64
     return raw[skip:skip + nbytes]
 
-
-def _backend(name):
-    """The kernel backend object the compiler asks for compiled kernels (None: numpy only)."""
-    from ..compiler.backends import resolve
-    return resolve(name)

@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..errors import DTypeError
+from ..core.rules import batch_elementwise, neutral, passthrough
 from ..core import (Row, apply, binary_rule, broadcast, compare_rule, defop, elementwise_rule,
                        unary_rule, unbroadcast as ub)
 
@@ -11,27 +12,41 @@ F4 = ("f", (4,), -2.0, 2.0)
 POS4 = ("f", (4,), 0.5, 2.0)
 
 
-def unary(name, impl, vjp, domain=F34, ref=None, kernel=None, ufunc=None, grad=True):
+def unary(name, impl, vjp, domain=F34, ref=None, ufunc=None, grad=True):
     return defop(name, impl, unary_rule, vjp=(vjp,) if vjp else None,
                  row=Row((domain,), ref=ref, grad=grad and vjp is not None),
-                 kernel=kernel, ufunc=ufunc, elementwise=True)
-
-
-def binary(name, impl, vjp_x, vjp_y, args=(F34, F4), ufunc=None):
-    return defop(name, impl, binary_rule, vjp=(vjp_x, vjp_y), row=Row(args),
                  ufunc=ufunc, elementwise=True)
+
+
+# NOTE: the gradient of an op with a kernel (exprvm.kernels.KERNEL_OPS) is one
+# unary_grad node (ops/internal.py) built right here, so the compiler runs it as one
+# kernel without recognising any formula. Such an op's gradient reads only its
+# result (ans) or only its input (x), and is passed that operand twice.
+def grad_from_ans(op):
+    return lambda g, ans, x: apply("unary_grad", ans, ans, g, op=op)
+
+
+def grad_from_x(op):
+    return lambda g, ans, x: apply("unary_grad", x, x, g, op=op)
+
+
+def binary(name, impl, vjp_x, vjp_y, args=(F34, F4), ufunc=None, identity=None):
+    return defop(name, impl, binary_rule, vjp=(vjp_x, vjp_y), row=Row(args),
+                 ufunc=ufunc, elementwise=True, identity=identity)
 
 
 # -- arithmetic --------------------------------------------------------------------
 add = binary("add", np.add,
              lambda g, ans, x, y: ub(g, x.shape),
-             lambda g, ans, x, y: ub(g, y.shape), ufunc=np.add)
+             lambda g, ans, x, y: ub(g, y.shape), ufunc=np.add, identity=neutral(0))
 subtract = binary("sub", np.subtract,
                   lambda g, ans, x, y: ub(g, x.shape),
-                  lambda g, ans, x, y: ub(-g, y.shape), ufunc=np.subtract)
+                  lambda g, ans, x, y: ub(-g, y.shape), ufunc=np.subtract,
+                  identity=neutral(0, commutative=False))
 multiply = binary("mul", np.multiply,
                   lambda g, ans, x, y: ub(g * y, x.shape),
-                  lambda g, ans, x, y: ub(g * x, y.shape), ufunc=np.multiply)
+                  lambda g, ans, x, y: ub(g * x, y.shape), ufunc=np.multiply,
+                  identity=neutral(1))
 divide = binary("div", np.divide,
                 lambda g, ans, x, y: ub(g / y, x.shape),
                 lambda g, ans, x, y: ub(-g * ans / y, y.shape), args=(F34, POS4), ufunc=np.divide)
@@ -52,21 +67,20 @@ abs = unary("abs", np.abs, lambda g, ans, x: g * sign(x), ufunc=np.abs)
 sign = unary("sign", np.sign, None, ufunc=np.sign)
 
 # -- transcendental -------------------------------------------------------------------
-exp = unary("exp", np.exp, lambda g, ans, x: g * ans, kernel="exp", ufunc=np.exp)
+exp = unary("exp", np.exp, grad_from_ans("exp"), ufunc=np.exp)
 log = unary("log", np.log, lambda g, ans, x: g / x, domain=POS34, ufunc=np.log)
-log1p = unary("log1p", np.log1p, lambda g, ans, x: g / (1 + x), domain=POS34,
-              ref=lambda x: np.log(1 + x), kernel="log1p", ufunc=np.log1p)
-expm1 = unary("expm1", np.expm1, lambda g, ans, x: g * (ans + 1),
-              ref=lambda x: np.exp(x) - 1, kernel="expm1", ufunc=np.expm1)
+log1p = unary("log1p", np.log1p, grad_from_x("log1p"), domain=POS34,
+              ref=lambda x: np.log(1 + x), ufunc=np.log1p)
+expm1 = unary("expm1", np.expm1, grad_from_ans("expm1"),
+              ref=lambda x: np.exp(x) - 1, ufunc=np.expm1)
 sqrt = unary("sqrt", np.sqrt, lambda g, ans, x: g * 0.5 / ans, domain=POS34, ufunc=np.sqrt)
-square = unary("square", np.square, lambda g, ans, x: g * 2 * x,
-               ref=lambda x: x * x, kernel="square", ufunc=np.square)
-cube = unary("cube", lambda x: x * x * x, lambda g, ans, x: g * 3 * square(x),
-             ref=lambda x: x ** 3, kernel="cube")
+square = unary("square", np.square, grad_from_x("square"),
+               ref=lambda x: x * x, ufunc=np.square)
+cube = unary("cube", lambda x: x * x * x, grad_from_x("cube"), ref=lambda x: x ** 3)
 sin = unary("sin", np.sin, lambda g, ans, x: g * cos(x), ufunc=np.sin)
 cos = unary("cos", np.cos, lambda g, ans, x: -g * sin(x), ufunc=np.cos)
-tanh = unary("tanh", np.tanh, lambda g, ans, x: g * (1 - ans * ans),
-             ref=lambda x: (np.exp(2 * x) - 1) / (np.exp(2 * x) + 1), kernel="tanh", ufunc=np.tanh)
+tanh = unary("tanh", np.tanh, grad_from_ans("tanh"),
+             ref=lambda x: (np.exp(2 * x) - 1) / (np.exp(2 * x) + 1), ufunc=np.tanh)
 
 
 def _sigmoid(x):
@@ -75,12 +89,10 @@ def _sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-sigmoid = unary("sigmoid", _sigmoid, lambda g, ans, x: g * ans * (1 - ans),
-                ref=lambda x: 1 / (1 + np.exp(-x)), kernel="sigmoid")
-softplus = unary("softplus", lambda x: np.logaddexp(0, x), lambda g, ans, x: g * sigmoid(x),
-                 ref=lambda x: np.log(1 + np.exp(x)), kernel="softplus")
-relu = unary("relu", lambda x: np.maximum(x, 0), lambda g, ans, x: where(x > 0, g, 0),
-             ref=lambda x: x * (x > 0), kernel="relu")
+sigmoid = unary("sigmoid", _sigmoid, grad_from_ans("sigmoid"), ref=lambda x: 1 / (1 + np.exp(-x)))
+softplus = unary("softplus", lambda x: np.logaddexp(0, x), grad_from_x("softplus"),
+                 ref=lambda x: np.log(1 + np.exp(x)))
+relu = unary("relu", lambda x: np.maximum(x, 0), grad_from_x("relu"), ref=lambda x: x * (x > 0))
 _leaky_relu = defop(
     "leaky_relu", lambda x, alpha=0.01: np.where(x > 0, x, alpha * x), elementwise_rule,
     vjp=(lambda g, ans, x, alpha=0.01: where(x > 0, g, alpha * g),),
@@ -116,7 +128,7 @@ where = defop("where", np.where, _where_rule,
               vjp=(None,
                    lambda g, ans, c, x, y: ub(where(c, g, 0), x.shape),
                    lambda g, ans, c, x, y: ub(where(c, 0, g), y.shape)),
-              row=Row((("b", (3, 4)), F34, F4)))
+              row=Row((("b", (3, 4)), F34, F4)), batch=batch_elementwise)
 
 
 def _astype_rule(x, dtype):
@@ -125,7 +137,7 @@ def _astype_rule(x, dtype):
 
 _astype = defop("astype", lambda x, dtype: np.asarray(x).astype(dtype), _astype_rule,
                vjp=(lambda g, ans, x, dtype: astype(g, x.dtype),),
-               row=Row((F34,), {"dtype": "float64"}))
+               row=Row((F34,), {"dtype": "float64"}), identity=passthrough)
 
 
 def astype(x, dtype):

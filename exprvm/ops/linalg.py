@@ -84,7 +84,12 @@ def _matmul(a, b):
     return np.matmul(a, b)
 
 
-matmul = defop("matmul", _matmul, _matmul_rule, vjp=(_vjp_a, _vjp_b), ufunc=np.matmul,
+def _matmul_batch(in_shapes, shape, params):
+    # rows of a matrix against one shared matrix: k copies are one taller product
+    return ("b", "s") if len(in_shapes[0]) == 2 and len(in_shapes[1]) == 2 else None
+
+
+matmul = defop("matmul", _matmul, _matmul_rule, vjp=(_vjp_a, _vjp_b), ufunc=np.matmul, batch=_matmul_batch,
                row=Row((("f", (2, 3, 4), -1.0, 1.0), ("f", (4, 5), -1.0, 1.0))))
 
 

@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..errors import DTypeError, ExprError, ShapeError
+from ..core.rules import batch_rows
 from ..core import ndim_of, Row, apply, defop, norm_axis, same_float_dtype
 from .shape import check_range
 
@@ -25,14 +26,25 @@ def _log_softmax(x, axis):
     return s - np.log(np.exp(s).sum(axis=axis, keepdims=True))
 
 
+def _last_axis_rows(in_shapes, shape, params):
+    return ("b",) if len(shape) >= 2 and params["axis"] == len(shape) - 1 else None
+
+
+def logit_rows(in_shapes, shape, params):
+    """Op.batch of an op over (rows, classes) logits and per-row targets."""
+    return ("b", "b") if len(in_shapes[0]) == 2 else None
+
+
 X = ("f", (3, 5), -3.0, 3.0)
 _sm = defop("softmax", _softmax, _axis_rule,
             vjp=(lambda g, ans, x, axis: ans * (g - sum(g * ans, axis=axis, keepdims=True)),),
-            row=Row((X,), {"axis": 1}, ref=lambda x, axis: np.exp(x) / np.exp(x).sum(axis, keepdims=True)))
+            row=Row((X,), {"axis": 1}, ref=lambda x, axis: np.exp(x) / np.exp(x).sum(axis, keepdims=True)),
+            batch=_last_axis_rows)
 _lsm = defop("log_softmax", _log_softmax, _axis_rule,
              vjp=(lambda g, ans, x, axis: g - exp(ans) * sum(g, axis=axis, keepdims=True),),
              row=Row((X,), {"axis": 0},
-                     ref=lambda x, axis: np.log(np.exp(x) / np.exp(x).sum(axis, keepdims=True))))
+                     ref=lambda x, axis: np.log(np.exp(x) / np.exp(x).sum(axis, keepdims=True))),
+             batch=_last_axis_rows)
 
 
 def softmax(x, axis=-1):
@@ -56,7 +68,7 @@ def _one_hot(t, depth, dtype):
     return np.equal(np.asarray(t)[..., None], np.arange(depth)).astype(dtype)
 
 
-_oh = defop("one_hot", _one_hot, _one_hot_rule, int_args=(0,),
+_oh = defop("one_hot", _one_hot, _one_hot_rule, int_args=(0,), batch=batch_rows("b"),
             row=Row((("i", (5,), 4),), {"depth": 4, "dtype": "float64"}, grad=False))
 
 
@@ -83,13 +95,12 @@ def _xent(logits, t):
 
 
 def _xent_vjp(g, ans, logits, t):
-    dt = logits.dtype
-    onehot = one_hot(t, logits.shape[-1], dt)
-    return g.reshape(tuple(g.shape) + (1,)) * (softmax(logits, -1) - onehot)
+    # NOTE: the fused op itself (ops/internal.py), so the compiler runs one kernel for it
+    return g.reshape(tuple(g.shape) + (1,)) * apply("xent_grad", logits, t)
 
 
 cross_entropy = defop(
-    "cross_entropy", _xent, _xent_rule, vjp=(_xent_vjp, None), int_args=(1,),
+    "cross_entropy", _xent, _xent_rule, vjp=(_xent_vjp, None), int_args=(1,), batch=logit_rows,
     row=Row((("f", (5, 4), -2.0, 2.0), ("i", (5,), 4)),
             ref=lambda z, t: np.log(np.exp(z).sum(-1)) - z[np.arange(len(t)), t]),
     doc="Per-example softmax cross-entropy of logits (..., C) against integer targets (...).")

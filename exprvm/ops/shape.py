@@ -3,6 +3,7 @@ stack, indexing and gathers (whose gradients scatter)."""
 import numpy as np
 
 from ..errors import DTypeError, IndexRangeError, ShapeError
+from ..core.rules import passthrough
 from ..core import OPS, ndim_of, shape_of, Row, build_node, apply, defop, norm_axis, unbroadcast
 
 
@@ -18,7 +19,7 @@ def _reshape_rule(x, shape):
 
 _reshape = defop("reshape", lambda x, shape: np.reshape(x, shape), _reshape_rule,
                  vjp=(lambda g, ans, x, shape: reshape(g, shape_of(x)),),
-                 row=Row((("f", (3, 4), -1.0, 1.0),), {"shape": (2, 6)}))
+                 row=Row((("f", (3, 4), -1.0, 1.0),), {"shape": (2, 6)}), view=True, identity=passthrough)
 
 
 def reshape(x, shape):
@@ -38,7 +39,8 @@ def _transpose_rule(x, axes):
 
 _transpose = defop("transpose", lambda x, axes: np.transpose(x, axes), _transpose_rule,
                    vjp=(lambda g, ans, x, axes: transpose(g, tuple(np.argsort(axes))),),
-                   row=Row((("f", (2, 3, 4), -1.0, 1.0),), {"axes": (2, 0, 1)}))
+                   row=Row((("f", (2, 3, 4), -1.0, 1.0),), {"axes": (2, 0, 1)}), view=True,
+                   identity=lambda ins, shape, dtype, p: 0 if tuple(p["axes"]) == tuple(range(len(shape))) else None)
 
 
 def transpose(x, axes=None):
@@ -62,7 +64,8 @@ def _broadcast_rule(x, shape):
 
 _broadcast_to = defop("broadcast_to", lambda x, shape: np.broadcast_to(x, shape), _broadcast_rule,
                       vjp=(lambda g, ans, x, shape: unbroadcast(g, shape_of(x)),),
-                      row=Row((("f", (3, 1), -1.0, 1.0),), {"shape": (2, 3, 4)}))
+                      row=Row((("f", (3, 1), -1.0, 1.0),), {"shape": (2, 3, 4)}), view=True,
+                      identity=passthrough)
 
 
 def broadcast_to(x, shape):
@@ -166,7 +169,7 @@ def _getitem_rule(x, index):
 
 _getitem = defop("getitem", lambda x, index: x[index], _getitem_rule,
                  vjp=(lambda g, ans, x, index: apply("getitem_grad", g, index=index, shape=shape_of(x)),),
-                 row=Row((("f", (4, 5), -1.0, 1.0),), {"index": (slice(1, 3), 2)}))
+                 row=Row((("f", (4, 5), -1.0, 1.0),), {"index": (slice(1, 3), 2)}), view=True)
 _getitem_grad = defop("getitem_grad", lambda g, index, shape: _scatter(g, index, shape),
                       lambda g, index, shape: (tuple(shape), g.dtype),
                       vjp=(lambda gg, ans, g, index, shape: getitem(gg, index),),
@@ -219,7 +222,8 @@ def _take_impl(x, idx, axis):
 
 _take = defop("take", _take_impl, _take_rule,
               vjp=(lambda g, ans, x, idx, axis: apply("take_grad", g, idx, axis=axis, shape=shape_of(x)), None),
-              int_args=(1,), row=Row((("f", (5, 3), -1.0, 1.0), ("i", (4,), 5)), {"axis": 0}))
+              int_args=(1,), row=Row((("f", (5, 3), -1.0, 1.0), ("i", (4,), 5)), {"axis": 0}),
+              batch=lambda in_shapes, shape, p: ("s", "b") if p["axis"] == 0 and len(in_shapes[1]) >= 1 else None)
 _take_grad = defop("take_grad", _take_scatter, _take_grad_rule,
                    vjp=(lambda gg, ans, g, idx, axis, shape: take(gg, idx, axis), None),
                    int_args=(1,), row=Row((("f", (4, 3), -1.0, 1.0), ("i", (4,), 5)), {"axis": 0, "shape": (5, 3)}))

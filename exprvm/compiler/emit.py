@@ -1,0 +1,132 @@
+"""The emitter: optimized IR Vals -> registers and instructions, kernels chosen.
+
+Each Val becomes a register: a leaf's own (input, param, const), a view of another
+register where numpy would return a view (the op's record says it is a view op; the
+view is made once at bind time), or a planned buffer written by one instruction whose
+kernel the lowering table chooses. Values crossing between host and device get one
+transfer per direction.
+"""
+import numpy as np
+
+from ..core import OPS
+from .lowering import Request, generic, is_basic_index, lower
+from .program import Instr, Register
+
+_FAKES = {}
+
+
+def fake_array(shape, dtype):
+    """An array with real strides and no real memory, to ask numpy whether a view exists."""
+    # NOTE: never read from it: only its shape and strides are real.
+    key = (shape, dtype)
+    f = _FAKES.get(key)
+    if f is None:
+        if len(_FAKES) > 4096:
+            _FAKES.clear()
+        f = _FAKES[key] = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape,
+                                                          _c_strides(shape, np.dtype(dtype).itemsize))
+    return f
+
+
+def _c_strides(shape, itemsize):
+    out, acc = [], itemsize
+    for s in reversed(shape):
+        out.append(acc)
+        acc *= max(int(s), 1)
+    return tuple(reversed(out))
+
+
+def _reshapes_as_view(a):
+    try:
+        np.reshape(a, -1, copy=False)
+        return True
+    except ValueError:
+        return False
+
+
+def as_view(op, params, base):
+    """The view of array `base` that view op `op` makes, or None if numpy would copy (or
+    give a scalar, as an all-integer index does)."""
+    if op == "reshape":
+        try:
+            return np.reshape(base, params["shape"], copy=False)
+        except ValueError:
+            return None
+    if op == "getitem" and not is_basic_index(params["index"]):
+        return None
+    view = OPS[op].impl(base, **params)
+    return view if isinstance(view, np.ndarray) else None
+
+
+class Emitter:
+    def __init__(self, backend, placement):
+        self.backend = backend      # "c" or "numpy": the host rows tried first
+        self.placement = placement  # {id(Val): "cuda"}
+        self.regs = []
+        self.instrs = []
+        self.fake = {}
+        self.moved = {}             # (register, device) -> its copy there
+
+    def reg(self, shape, dtype, kind, **kw):
+        r = Register(len(self.regs), tuple(shape), np.dtype(dtype), kind, **kw)
+        self.regs.append(r)
+        if kind in ("buffer", "input", "param"):
+            self.fake[r.id] = fake_array(r.shape, r.dtype)
+        return r
+
+    def val(self, v):
+        if v.kind in ("input", "param"):
+            r = self.reg(v.shape, v.dtype, v.kind)
+        elif v.kind == "const":
+            r = self.reg(v.shape, v.dtype, "const", const=v.value)
+        else:
+            device = self.placement.get(id(v), "cpu")
+            view = None
+            if device == "cpu" and OPS[v.op].view:
+                base = self.on(v.ins[0].rid, "cpu")
+                if self.regs[base].kind != "const":
+                    view = as_view(v.op, v.params, self.fake[base])
+            if view is not None:
+                r = self.reg(v.shape, v.dtype, "view", base=base, view=(v.op, v.params))
+                self.fake[r.id] = view
+            else:
+                ins = [self.on(x.rid, device) for x in v.ins]
+                r = self.reg(v.shape, v.dtype, "buffer", device=device)
+                self.emit(v.op, ins, r, v.params, v.node, note="" if v.nodes else "optimizer")
+        r.nodes = list(v.nodes)
+        v.rid = r.id
+        return r
+
+    def on(self, rid, device):
+        """Register rid's value on `device`: itself, or a transfer (made once)."""
+        r = self.regs[rid]
+        if r.device == device:
+            return rid
+        moved = self.moved.get((rid, device))
+        if moved is None:
+            t = self.reg(r.shape, r.dtype, "buffer", device=device)
+            self.emit("to_host" if device == "cpu" else "to_device", [rid], t, {}, note="transfer")
+            moved = self.moved[(rid, device)] = t.id
+        return moved
+
+    def emit(self, op, ins, out, params, node=None, note=""):
+        low = self.kernel(op, ins, out, params)
+        tmps = tuple(self.reg(s, d, "buffer", scratch=True).id for s, d in low.tmps)
+        self.instrs.append(Instr(low.name or op, tuple(ins), out.id, node, low.kernel, low.build, tmps,
+                                 low.inplace, low.allocates, note))
+        return self.instrs[-1]
+
+    def kernel(self, op, ins, out, params):
+        regs = self.regs
+        on_device = out.device != "cpu" or op in ("to_device", "to_host")
+        req = Request(op, params, [regs[i].shape for i in ins], [regs[i].dtype for i in ins],
+                      out.shape, out.dtype, [self.fake.get(i, regs[i].const) for i in ins],
+                      device=out.device, backend="cuda" if on_device else self.backend)
+        low = lower(req)
+        for pos in low.flattens:
+            # NOTE: build() reshapes these operands once; a reshape that copies would
+            # read a stale snapshot on every later run.
+            fake = self.fake.get(ins[pos])
+            if fake is not None and not _reshapes_as_view(fake):
+                return generic(op, params)
+        return low

@@ -1,0 +1,10 @@
+"""Lowering: how each op runs on the tape, as one table of rows keyed by (op, backend).
+
+The rows live by op family, numpy, C and CUDA next to each other: elementwise.py,
+reduce.py, neural.py, shape.py, linalg.py, internal.py; cuda.py holds the device
+rows. table.py is the table itself and the lookup (see there for the fallbacks).
+Where does softmax run on C? `grep -rn 'lowers("softmax"' exprvm/compiler/lowering`.
+"""
+from .table import ALL, ROWS, Lowered, Request, generic, has_row, lower, lowers  # noqa: F401
+from . import elementwise, reduce, neural, shape, linalg, internal, cuda  # noqa: F401  (register rows)
+from .shape import check_index, is_basic_index  # noqa: F401

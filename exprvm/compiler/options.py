@@ -1,0 +1,33 @@
+"""CompileOptions: everything that steers one compile, in one record."""
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """How to compile a graph (TapeMachine's keyword arguments of the same names).
+
+    grads       also compile the ev.grad gradients of the costs compiled
+    keep        extra nodes whose values must survive the run (watches)
+    backend     host kernel backend: "numpy", "c", or None for exprvm.kernels' default
+    optimize    fold identities, batch per-step ops, merge summed gradients, fuse adds
+    fuse_adds   fuse an add into the kernel op that reads it (off under nan/inf watches,
+                so that an Inf made by the add is reported at the add)
+    verify      prove the buffer plan sound with Program.verify
+    device      None / "cpu", or "cuda": every instruction with a CUDA kernel on the GPU
+    use_cuda_for  only these ops on the GPU
+    """
+    grads: bool = True
+    keep: tuple = ()
+    backend: Optional[str] = None
+    optimize: bool = True
+    fuse_adds: bool = True
+    verify: bool = True
+    device: Optional[str] = None
+    use_cuda_for: tuple = ()
+
+    def with_(self, **changes):
+        """A copy with some fields changed."""
+        fields = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        fields.update(changes)
+        return CompileOptions(**fields)
