@@ -8,8 +8,8 @@ transfer per direction.
 """
 import numpy as np
 
-from ..core import OPS
-from .lowering import Request, generic, is_basic_index, lower
+from ..core import OPS, is_basic_index
+from .lowering import Request, generic, lower
 from .program import Instr, Register
 
 _FAKES = {}

@@ -24,10 +24,6 @@ def _single(v, keep):
     return len(v.users) == 1 and id(v) not in keep
 
 
-def _const(v, number):
-    return v.kind == "const" and v.value.size > 0 and bool(np.all(v.value == number))
-
-
 def _same(a, b):
     return a.shape == b.shape and a.dtype == b.dtype
 

@@ -16,6 +16,7 @@ class CompileOptions:
     verify      prove the buffer plan sound with Program.verify
     device      None / "cpu", or "cuda": every instruction with a CUDA kernel on the GPU
     use_cuda_for  only these ops on the GPU
+    comm        an ev.distributed Context: average the gradients over its ranks (allreduce.py)
     """
     grads: bool = True
     keep: tuple = ()
@@ -25,6 +26,7 @@ class CompileOptions:
     verify: bool = True
     device: Optional[str] = None
     use_cuda_for: tuple = ()
+    comm: object = None
 
     def with_(self, **changes):
         """A copy with some fields changed."""

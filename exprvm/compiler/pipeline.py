@@ -29,6 +29,7 @@ from . import ir
 from .backends import resolve_backend
 from .emit import Emitter
 from .optimize import optimize
+from . import allreduce
 from .options import CompileOptions
 from .placement import place
 from .plan import plan
@@ -115,7 +116,9 @@ def _compile(g, outputs, options):
             rid = cp.id
         taken.add(rid)
         grad_regs.append((w, rid))
-    outs = sorted({rid for _, rid in out_values} | taken)
+    if options.comm is not None:
+        grad_regs = allreduce.insert(em, grad_regs, options.comm)
+    outs = sorted({rid for _, rid in out_values} | {rid for _, rid in grad_regs})
     slots, bases, bound = plan(em.regs, em.instrs, outs)
     prog = Program(em.regs, em.instrs, slots, outs, bound, notes,
                    values=out_values, grads=grad_regs, index=index, bases=bases)

@@ -11,20 +11,19 @@ value crosses between host and device (each value crosses at most once per
 direction), so consecutive device instructions keep their values on the GPU.
 Leaves live on the host; results come back to the host at the end of a run.
 """
-import numpy as np
 
+from ..core import FLOAT_DTYPES
 from ..errors import BackendError
 from ..kernels.reference import KERNEL_OPS
 from .lowering import has_row
 from .lowering.cuda import BINARY
 
-FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def cuda_op(v):
     """The op of Val v if it can run on the device (a CUDA row in the lowering table, and
     the equal shapes those kernels take), else None."""
-    if v.kind != "op" or v.dtype not in FLOATS or not v.shape or 0 in v.shape:
+    if v.kind != "op" or v.dtype not in FLOAT_DTYPES or not v.shape or 0 in v.shape:
         return None
     if any(x.shape != v.shape or x.dtype != v.dtype for x in v.ins):
         return None         # NOTE: the CUDA kernels take equal shapes only (no broadcasting)

@@ -18,9 +18,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..core import LEAF_OPS as LEAF_KINDS  # a leaf register's kind is its node's op
 from ..errors import CompileError
 
-LEAF_KINDS = ("input", "param", "const")
 
 
 @dataclass(eq=False)

@@ -5,6 +5,12 @@ from ..errors import DTypeError, ShapeError
 from .graph import FLOAT_DTYPES
 
 
+def is_basic_index(index):
+    """Does an index tuple hold only ints, slices, None and Ellipsis (numpy's basic
+    indexing, which gives views)?"""
+    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in index)
+
+
 def ndim_of(x):
     """ndim of a Node, an ndarray or a Python value."""
     return x.ndim if hasattr(x, "ndim") else np.ndim(x)

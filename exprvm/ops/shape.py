@@ -4,7 +4,7 @@ import numpy as np
 
 from ..errors import DTypeError, IndexRangeError, ShapeError
 from ..core.rules import passthrough
-from ..core import OPS, ndim_of, shape_of, Row, build_node, apply, defop, norm_axis, unbroadcast
+from ..core import OPS, is_basic_index, ndim_of, shape_of, Row, build_node, apply, defop, norm_axis, unbroadcast
 
 
 
@@ -149,13 +149,9 @@ def _index_shape(shape, index):
         raise ShapeError(f"index {index!r} does not fit shape {shape}: {e}") from None
 
 
-def _is_basic(index):
-    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in index)
-
-
 def _scatter(g, index, shape):
     out = np.zeros(shape, dtype=g.dtype)
-    if _is_basic(index):
+    if is_basic_index(index):
         out[index] = g
     else:
         np.add.at(out, index, g)  # repeated indices accumulate

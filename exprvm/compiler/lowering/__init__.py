@@ -7,4 +7,4 @@ Where does softmax run on C? `grep -rn 'lowers("softmax"' exprvm/compiler/loweri
 """
 from .table import ALL, ROWS, Lowered, Request, generic, has_row, lower, lowers  # noqa: F401
 from . import elementwise, reduce, neural, shape, linalg, internal, cuda  # noqa: F401  (register rows)
-from .shape import check_index, is_basic_index  # noqa: F401
+from .shape import check_index  # noqa: F401

@@ -6,12 +6,9 @@ import math
 
 import numpy as np
 
+from ...core import is_basic_index
 from ...errors import IndexRangeError
 from .table import Lowered, lowers
-
-
-def is_basic_index(index):
-    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in index)
 
 
 def check_index(flat_unsigned, n, what):
