@@ -18,13 +18,21 @@ string is a valid name ("encoder.layer0/W" included) and no name can collide
 with another, with numpy's ".npy" suffix, or with a directory in the archive.
 
 Writes are atomic: the file goes to a temporary file in the same directory,
-is flushed and fsynced, then renamed over ``path`` with os.replace, so a crash
-mid-write leaves the previous checkpoint intact. ``path`` is used exactly as
-given (no ".npz" is appended). Loading never unpickles: a file holding Python
-objects is refused.
+``.<basename>.<random>.tmp`` (hidden, beside ``path``), is flushed and fsynced,
+then renamed over ``path`` with os.replace, so a crash mid-write leaves the
+previous checkpoint intact. A writer holds an advisory lock (flock) on its temp
+file; a save first removes the temps of the same target that no live writer
+holds (those of saves that were killed), so they cannot pile up. ``path`` is
+used exactly as given (no ".npz" is appended).
+
+Loading never unpickles: a file holding Python objects is refused. Every member
+must be a ``.npy`` array whose header fits the bytes it really holds, checked
+before anything is allocated; what does not fit raises CheckpointError naming
+the entry.
 """
 
 import contextlib
+import glob
 import os
 import tempfile
 import zipfile
@@ -32,6 +40,11 @@ import zlib
 from collections.abc import Mapping
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:     # no flock (Windows): stale temps are left for the user to remove
+    fcntl = None
 
 from ..errors import CheckpointError
 
@@ -144,13 +157,62 @@ def _array(name, value):
     return arr
 
 
+def _temp_prefix(path):
+    return f".{os.path.basename(path)}."
+
+
+def _locked_temp(directory, path):
+    """(fd, name) of a new temp file for path, locked by this writer."""
+    while True:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=".tmp")
+        if fcntl is None:
+            return fd, tmp
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # NOTE: a cleaner may have taken the unlocked new file for a stale one and removed
+        # it before our lock: then start again with a fresh one.
+        try:
+            if os.stat(tmp).st_ino == os.fstat(fd).st_ino:
+                return fd, tmp
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def remove_stale_temps(path):
+    """Remove the temp files of earlier saves of path that no live writer holds (their
+    writer was killed); returns their names. Without flock (Windows) it removes none."""
+    if fcntl is None:
+        return []
+    directory = os.path.dirname(os.path.abspath(path))
+    removed = []
+    pattern = os.path.join(glob.escape(directory), glob.escape(_temp_prefix(path)) + "*.tmp")
+    for name in glob.glob(pattern):
+        try:
+            fd = os.open(name, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:     # a live writer holds it
+            os.close(fd)
+            continue
+        try:
+            os.unlink(name)
+            removed.append(name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 def _atomic_write(path, arrays):
     directory = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
         mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else _NEW_FILE_MODE
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                                   suffix=".tmp")
+        remove_stale_temps(path)
+        fd, tmp = _locked_temp(directory, path)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
@@ -181,33 +243,92 @@ def _fsync_dir(directory):
 
 # -- reading -----------------------------------------------------------------
 
-# What a damaged or foreign file can make np.load / zipfile raise.
+# What a damaged or foreign file can make zipfile / numpy's .npy reader raise.
 _READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+_NPY_MAGIC = b"\x93NUMPY"
+# NOTE: deflate cannot expand data more than ~1032 times; a member claiming more lies.
+_MAX_RATIO = 1100
 
 
 def _read(path):
     try:
-        data = np.load(path, allow_pickle=False)
+        zf = zipfile.ZipFile(path)
     except FileNotFoundError as e:
         raise CheckpointError(f"no checkpoint at {path!r}") from e
     except _READ_ERRORS as e:
+        if _starts_with(path, _NPY_MAGIC):
+            raise CheckpointError(f"{path!r} is a single .npy array, not an .npz checkpoint") from e
         raise CheckpointError(f"{path!r} is not a readable checkpoint: {e}") from e
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise CheckpointError(f"{path!r} is a single .npy array, not an .npz checkpoint")
     try:
-        with data:
-            if _MARK in data.files:
-                return _read_sections(path, data)
-            return Checkpoint({name: data[name] for name in data.files}, {})
+        with zf:
+            members = _members(path, zf)
+            if _MARK in members:
+                return _read_sections(path, zf, members)
+            return Checkpoint({key: _member(path, zf, info, f"entry {key!r}")
+                               for key, info in members.items()}, {})
     except _READ_ERRORS as e:
         raise CheckpointError(f"{path!r} is corrupt or not a checkpoint: {e}") from e
 
 
-def _read_sections(path, data):
-    version = data[_MARK]
+def _starts_with(path, magic):
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
+def _members(path, zf):
+    """{key: ZipInfo} of an .npz's members ("W.npy" -> "W"); every member must be a .npy."""
+    members = {}
+    for info in zf.infolist():
+        if not info.filename.endswith(".npy"):
+            raise CheckpointError(f"{path!r}: member {info.filename!r} is not a .npy array "
+                                  "(a checkpoint holds only .npy members)")
+        members[info.filename[:-4]] = info
+    return members
+
+
+def _member(path, zf, info, what):
+    """The array of one .npy member, its header checked against the bytes it holds before
+    anything is allocated."""
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise CheckpointError(f"{path!r}: {what} is a .npy of unsupported version {version}")
+        header = f.tell()
+    if dtype.hasobject:
+        raise CheckpointError(f"{path!r}: {what} holds Python objects; loading it would need "
+                              "allow_pickle=True, which checkpoints never use")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    need = count * dtype.itemsize
+    held = info.file_size - header
+    if need != held:
+        raise CheckpointError(f"{path!r}: {what} (member {info.filename!r}) claims shape {shape} "
+                              f"{dtype} ({need} bytes), but holds {held} bytes")
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > _MAX_RATIO * info.compress_size + 4096:
+        raise CheckpointError(f"{path!r}: {what} (member {info.filename!r}) claims {info.file_size} "
+                              f"bytes from {info.compress_size} compressed")
+    with zf.open(info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def _read_sections(path, zf, members):
+    def member(key, what):
+        if key not in members:
+            raise CheckpointError(f"{path!r}: damaged checkpoint, no {what} (member {key}.npy)")
+        return _member(path, zf, members[key], what)
+
+    version = member(_MARK, "format version")
     if version.shape != () or version.dtype.kind not in "iu" or int(version) != FORMAT_VERSION:
         raise CheckpointError(f"{path!r}: unsupported checkpoint format {version!r}")
-    sections, names = data["__sections__"], data["__names__"]
+    sections, names = member("__sections__", "index of sections"), member("__names__", "index of names")
     if (sections.ndim != 1 or names.shape != sections.shape
             or sections.dtype.kind != "U" or names.dtype.kind != "U"):
         raise CheckpointError(f"{path!r}: damaged index of names")
@@ -217,7 +338,7 @@ def _read_sections(path, data):
         target = params if section == _PARAMS else extra.setdefault(section, {})
         if name in target:
             raise CheckpointError(f"{path!r}: {name!r} appears twice in section {section!r}")
-        target[name] = data[f"a{i}"]
+        target[name] = member(f"a{i}", f"entry {name!r} of section {section!r}")
     return Checkpoint(params, extra)
 
 
