@@ -105,7 +105,7 @@ def test_lisp_replay_matches_the_walk(case, dtype):
             results.append([np.asarray(cost.value)] + [leaf.grad for leaf in leaves if leaf.grad is not None])
     finally:
         cache.WALKS_BEFORE_COMPILE = default
-    assert isinstance(cache._cache.get(next(iter(cache._cache))), cache.Program)
+    assert isinstance(next(iter(cache.DEFAULT._entries.values())), cache.CompiledStructure)
     tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-11)
     replayed, walked = results[1], results[2]
     assert len(replayed) == len(walked)

@@ -49,7 +49,7 @@ def test_same_structure_new_values_matches_the_walk(rng):
         np.testing.assert_allclose(cost.value, cw.value, rtol=1e-10)
         for p, q in zip(params, pw):
             np.testing.assert_allclose(p.grad, q.grad, rtol=1e-9, atol=1e-12)
-    assert sum(isinstance(v, replay.Program) for v in replay._cache.values()) == 1
+    assert sum(isinstance(v, replay.CompiledStructure) for v in replay.DEFAULT._entries.values()) == 1
 
 
 def test_replayed_runs_leave_intermediates_without_values(rng):
@@ -76,7 +76,7 @@ def test_replay_off_and_watches_always_walk(rng):
             g, cost, _ = rnn_graph(W, U, *data)
             run(g, cost, **kw)
             assert all(n.value is not None for n in g.nodes)
-    assert not any(isinstance(v, replay.Program) for v in replay._cache.values())
+    assert not any(isinstance(v, replay.CompiledStructure) for v in replay.DEFAULT._entries.values())
 
 
 def test_weak_scalars_with_other_values_are_fed_not_baked_in():
@@ -137,7 +137,7 @@ def test_a_graph_that_cannot_be_compiled_is_walked_with_a_warning(monkeypatch):
     def broken(*args, **kw):
         raise ev.CompileError("no program for this graph")
 
-    monkeypatch.setattr(replay, "Program", broken)
+    monkeypatch.setattr(replay, "CompiledStructure", broken)
     values = []
     for k in range(3):
         g = ev.Graph()
@@ -159,7 +159,7 @@ def test_structures_remembered_are_bounded():
         g = ev.Graph()
         x = g.vector("x", n + 1, value=np.ones(n + 1))
         run(g, ev.sum(x))
-    assert len(replay._cache) == replay.MAX_STRUCTURES
+    assert len(replay.DEFAULT) == replay.MAX_STRUCTURES
 
 
 def test_the_structure_replayed_last_stays_the_newest():

@@ -13,10 +13,23 @@ LEAF_OPS = ("input", "param", "const")
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:12]}... ({len(text)} characters)"
+
+
 def norm_dtype(dtype):
-    dt = np.dtype(dtype)
+    """np.dtype(dtype) if nodes may hold it: float32 or float64 for values, integers and
+    bool for indices and masks. float16, complex, object, str and the rest: DTypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise DTypeError(f"not a dtype: {dtype!r}") from None
     if dt.kind == "f" and dt not in FLOAT_DTYPES:
         raise DTypeError(f"dtype {dt} is not supported; use float32 or float64")
+    if dt.kind not in "fiub":
+        raise DTypeError(f"dtype {dt} is not supported: nodes hold float32 or float64 values "
+                         "(integers and bool for indices and masks)")
     return dt
 
 
@@ -103,7 +116,6 @@ class Graph:
         # values (the LispMachine replays one program for them; see replay.py).
         self._sig = []
         self._replayable = True
-        self._walked = False     # a LispMachine walk left values on intermediate nodes
         self.grads = {}          # wrt node -> gradient node, filled by ev.grad
         self.costs = {}          # wrt node -> the cost it was differentiated from
 
@@ -122,7 +134,10 @@ class Graph:
         shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
         if any(s < 0 for s in shape):
             raise ShapeError(f"{name}: negative dimension in shape {shape} (at {user_site()})")
-        dt = norm_dtype(dtype)
+        try:
+            dt = norm_dtype(dtype)
+        except DTypeError as e:
+            raise DTypeError(f"{name}: {e} (at {user_site()})") from None
         kind = "param" if (init is not None or value is not None) else "input"
         node = self._add(Node(self, kind, None, (), {}, shape, dt, name, *caller()))
         if value is not None:
@@ -145,9 +160,11 @@ class Graph:
     def constant(self, value, dtype=None, name=None):
         """A constant. A bare Python number is 'weak': it takes its partner's dtype in an op."""
         weak = dtype is None and isinstance(value, (int, float)) and not isinstance(value, bool)
-        arr = np.array(value, dtype=np.float64 if weak else dtype)
-        if arr.dtype.kind == "f":
+        try:
+            arr = np.array(value, dtype=np.float64 if weak else dtype)
             norm_dtype(arr.dtype)
+        except (OverflowError, DTypeError) as e:   # 10**400; complex, object or str values
+            raise DTypeError(f"constant {_short(value)}: {e} (at {user_site()})") from None
         arr.setflags(write=False)
         key = None
         if arr.size <= 64:
@@ -167,15 +184,52 @@ class Graph:
         key = ("py", value, dtype.char)
         hit = self._cse.get(key)
         if hit is None:
-            hit = self._cse[key] = self.constant(np.asarray(value, dtype=dtype), dtype=dtype)
+            try:
+                with np.errstate(over="raise"):
+                    arr = np.asarray(value, dtype=dtype)
+            except (OverflowError, FloatingPointError):   # 10**400, or 1e300 in float32
+                raise DTypeError(f"the number {_short(value)} overflows {dtype.name}") from None
+            hit = self._cse[key] = self.constant(arr, dtype=dtype)
         return hit
 
-    # -- leaves (op nodes are added by ops.registry._apply) -------------------------
+    # -- adding nodes ---------------------------------------------------------------
     def _add(self, node):
         """Append a leaf."""
         self.nodes.append(node)
         self._sig.append((node.op, node.shape, node.dtype))
         return node
+
+    def append_node(self, node, key):
+        """Append an op node built by core.op.build_node (or a clone's), under its CSE key:
+        a node of the same op, inputs and params is shared from then on. key None: never
+        shared (a random op draws its own stream), and the graph has no replayable
+        signature any more."""
+        self.nodes.append(node)
+        self._sig.append(key)
+        if key is not None:
+            self._cse[key] = node
+        else:
+            self._replayable = False
+        return node
+
+    def clone(self, name, constants_as_inputs=False):
+        """A structural copy with the same node ids, ops, params, shapes, dtypes and
+        creation sites; parameters keep their values (the same arrays), inputs none.
+        constants_as_inputs: constants become inputs too (a replay program's clone, so
+        that one program serves graphs that differ only in their constants)."""
+        twin = Graph(name)
+        for n in self.nodes:
+            if n.is_leaf:
+                kind = "input" if (n.op == "const" and constants_as_inputs) else n.op
+                c = twin._add(Node(twin, kind, None, (), {}, n.shape, n.dtype, n.label, n._code, n._offset))
+                if kind in ("param", "const"):
+                    c.value = n.value
+                c.weak = n.weak and kind == "const"
+            else:
+                ins = tuple(twin.nodes[x.id] for x in n.inputs)
+                twin.append_node(Node(twin, n.op, n.opdef, ins, n.params, n.shape, n.dtype, n.name,
+                                      n._code, n._offset), self._sig[n.id])
+        return twin
 
     def signature(self):
         """A hashable description of the graph's structure, or None for a graph with

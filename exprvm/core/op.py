@@ -7,7 +7,6 @@ so the same rule yields gradient *nodes* under ev.grad and gradient *arrays*
 inside the LispMachine.
 """
 from dataclasses import dataclass, field
-from sys import _getframe
 from typing import Callable, Optional
 
 import numpy as np
@@ -15,7 +14,7 @@ import numpy as np
 from ..errors import DTypeError, ExprError, ShapeError
 from .graph import Node
 from .rules import batch_elementwise
-from .site import PKG_DIR, user_site
+from .site import caller, user_site
 
 OPS = {}
 # NOTE: module-level names for build_node.s hot path (a class attribute costs a type lookup)
@@ -178,7 +177,8 @@ def apply(name, *args, **params):
 def build_node(op, args, params):
     """Build a node of op over args (converting Python values to constants), or evaluate
     eagerly when no argument is a Node. The hot path of graph building: a new node costs
-    one CSE lookup, one shape rule and a stack probe or two for its creation site."""
+    one CSE lookup, one shape rule and a stack probe or two for its creation site. The key
+    (None for a random op, which is never shared) goes to Graph.append_node."""
     graph = None
     for a in args:
         if type(a) is Node:
@@ -192,8 +192,11 @@ def build_node(op, args, params):
         if type(a) is not Node or a.weak or a.graph is not graph:
             ref = _ref_dtype(args)
             int_args = op.int_args
-            inputs = tuple(a if type(a) is Node and not a.weak and a.graph is graph
-                           else _as_node(a, graph, ref, i in int_args) for i, a in enumerate(args))
+            try:
+                inputs = tuple(a if type(a) is Node and not a.weak and a.graph is graph
+                               else _as_node(a, graph, ref, i in int_args) for i, a in enumerate(args))
+            except DTypeError as e:     # a Python value no node can hold
+                raise DTypeError(f"{op.name}: {e}\n  built at {user_site()}") from None
             break
     name = op.name
     if name in REWRITES:
@@ -226,45 +229,10 @@ def build_node(op, args, params):
         raise type(e)(f"{name}: {e}\n  operands: {operands(inputs)}\n  built at {user_site()}") from None
     if type(shape) is not tuple or not isinstance(dtype, _DTYPE):   # a custom op's rule may
         shape, dtype = tuple(shape), np.dtype(dtype)                # give a list, a type
-    # NOTE: site.caller(2), inlined: the user's frame is two or more above this one
-    # (build_node is reached through a wrapper: build, apply, or an op's own function), and
-    # returning the site as a pair would make a tuple per node.
-    try:
-        depth = 2
-        f = _getframe(2)
-        code = f.f_code
-        while code.co_filename.startswith(PKG_DIR):
-            depth += 1
-            f = _getframe(depth)
-            code = f.f_code
-        offset = f.f_lasti
-    except ValueError:          # the stack ended inside exprvm
-        code, offset = None, "<unknown>"
-    nodes = graph.nodes
-    # NOTE: Node.__init__'s work, inlined (a call less per node); a test checks every
-    # slot is set.
-    node = _new(Node)
-    node.graph = graph
-    node.id = len(nodes)
-    node.op = name
-    node.opdef = op
-    node.inputs = inputs
-    node.params = params
-    node.shape = shape
-    node.dtype = dtype
-    node.name = None
-    node._code = code
-    node._offset = offset
-    node.value = node.grad = node.grad_of = None
-    node.weak = False
-    node.role = "forward"
-    nodes.append(node)
-    graph._sig.append(key)
-    if key is not None:
-        graph._cse[key] = node
-    else:
-        graph._replayable = False  # a random op: its stream is not part of any key
-    return node
+    # NOTE: the user's frame is two or more above this one: build_node is reached
+    # through a wrapper (build, apply, an op's own function or a Node operator).
+    code, offset = caller(2)
+    return graph.append_node(Node(graph, name, op, inputs, params, shape, dtype, None, code, offset), key)
 
 
 REWRITES = {}  # op name -> fn(*inputs, **params) returning a better node or None; see rewrites.py

@@ -8,37 +8,10 @@ same way) is replayed instead of walked: see replay.py.
 """
 import numpy as np
 
-from ..errors import ExprError, NumericError, RunError
-from ..core import check_cost, depends_on
+from ..core import ancestors, bound_value, check_cost, check_value, depends_on, let
+from ..errors import ExprError
 from . import replay as _replay
-from ..core import ancestors, bound_value, let
-
-
-def _log(logger, msg):
-    if logger is None:
-        return
-    if callable(getattr(logger, "debug", None)):
-        logger.debug(msg)
-    else:
-        logger(msg)
-
-
-def check_finite(value, what, nan, inf):
-    """Raise NumericError if value holds a NaN (nan=True) or an Inf (inf=True)."""
-    if value.dtype.kind != "f":
-        return
-    if nan and np.isnan(value).any():
-        raise NumericError(f"NaN in {what}")
-    if inf and np.isinf(value).any():
-        raise NumericError(f"Inf in {what}")
-
-
-def run_error(e, node, where=""):
-    """Re-raise a failure inside an op as a typed error naming the node and its line."""
-    msg = f"{node.label} = {node.op}(...) made at {node.site}{where}: {e}"
-    if isinstance(e, ExprError):
-        return type(e)(msg)
-    return RunError(f"{type(e).__name__} in {msg}")
+from .common import check_feed_graph, check_finite, log, node_site, run_error
 
 
 class LispMachine:
@@ -54,10 +27,13 @@ class LispMachine:
     replay      run a compiled program for a structure walked often enough before
                 (default True; see replay.py): values then land on the cost, the
                 outputs and the leaves' gradients only
+    comm        an ev.distributed Context: after every run (walked or replayed) each
+                parameter's .grad is averaged over its ranks (bucketed all-reduce)
     """
 
     def __init__(self, g, cost=None, fwd_only=False, bwd_only=False, nan_watch=False,
-                 inf_watch=False, watch=(), logger=None, outputs=None, replay=True):
+                 inf_watch=False, watch=(), logger=None, outputs=None, replay=True, comm=None,
+                 replay_cache=None):
         if fwd_only and bwd_only:
             raise ExprError("LispMachine: fwd_only and bwd_only exclude each other")
         if cost is not None:
@@ -74,7 +50,9 @@ class LispMachine:
         # NOTE: watching, logging and half passes want the node-by-node walk itself.
         self.replay = bool(replay and cost is not None and not (fwd_only or bwd_only or nan_watch
                                                                 or inf_watch or watch or logger))
+        self.replay_cache = _replay.DEFAULT if replay_cache is None else replay_cache
         self._cached_for = -1
+        self.comm = comm
 
     # Re-plan only when the graph has grown since the last run. The replay key is all a
     # replayed run needs; the walk's order is worked out only when a walk needs it.
@@ -101,34 +79,39 @@ class LispMachine:
     def _compile(self):
         self._plan_walk()
         wrt = [n for n in self._leaves if n.id in self._diff]
-        return _replay.Program(self.graph, self._order, self.cost, self.outputs or [], wrt)
+        return _replay.CompiledStructure(self.graph, self._order, self.cost, self.outputs or [], wrt)
 
     def _replayed(self):
         """Run the compiled program of this graph's structure; False if there is none yet."""
-        prog = _replay.program_for(self._key, self._compile)
+        prog = self.replay_cache.program_for(self._key, self._compile)
         if prog is None:
             return False
         g = self.graph
-        if g._walked:      # values a walk left on intermediate nodes would be stale now
+        if self.cost.value is not None:
+            # this graph ran before: values a walk left on intermediate nodes would be stale
             for n in g.nodes:
                 if n.opdef is not None:
                     n.value = None
-            g._walked = False
         prog.run(g)
+        if self.comm is not None:
+            ids = {i for i, _ in prog.params}
+            self.comm.allreduce_grads([g.nodes[i] for i, _ in prog.grads if i in ids])
         return True
 
     def run(self, feeds=None):
         for node, value in (feeds or {}).items():
+            check_feed_graph(node, self.graph, "LispMachine.run")
             let(node, value)
         self._plan()
         if self._key is not None and self._replayed():
             return
         self._plan_walk()
         if not self.bwd_only:
-            self.graph._walked = True
             self._forward()
         if self.cost is not None and not self.fwd_only:
             self._backward()
+            if self.comm is not None:
+                self.comm.allreduce_grads([n for n in self._leaves if n.op == "param" and n.id in self._diff])
         for n, values in self.history.items():
             values.append(None if n.value is None else np.array(n.value, copy=True))
 
@@ -139,16 +122,17 @@ class LispMachine:
         for n in self._order:
             opdef = n.opdef
             if opdef is None:           # a leaf
-                if n.value is None:
-                    bound_value(n)  # raises FeedError naming the input
+                v = n.value
+                if type(v) is not ndarray or v.shape != n.shape or v.dtype != n.dtype:
+                    check_value(n, bound_value(n))  # FeedError naming the leaf, as on the tape
                 continue
             try:
                 v = opdef.impl(*[x.value for x in n.inputs], **n.params)
             except Exception as e:
-                raise run_error(e, n) from e
+                raise run_error(e, node_site(n)) from e
             n.value = v if type(v) is ndarray else np.asarray(v)
             if logger is not None:      # NOTE: formatting the line costs more than most ops
-                _log(logger, f"{n.label} = {n.op}({', '.join(x.label for x in n.inputs)}) -> {n.shape}")
+                log(logger, f"{n.label} = {n.op}({', '.join(x.label for x in n.inputs)}) -> {n.shape}")
             if watch:
                 check_finite(n.value, f"{n.label} = {n.op}(...) made at {n.site}",
                              self.nan_watch, self.inf_watch)

@@ -22,11 +22,10 @@ next run; copy them to keep them (`watch=` does that for you).
 import numpy as np
 
 from ..compiler import CompileOptions, compile_graph
-from ..errors import ExprError, NumericError, RunError
-from ..core import bound_value, check_value, let
-from .lisp import _log, check_finite
-from ..core import OPS
 from ..compiler.placement import require_cuda
+from ..core import OPS, bound_value, check_value, let
+from ..errors import ExprError, NumericError
+from .common import check_feed_graph, check_finite, log, run_error
 
 
 def _plain(arr, node):
@@ -113,11 +112,13 @@ class TapeMachine:
     device, use_cuda_for   run instructions on a CUDA GPU (see placement.py)
     logger      a logging.Logger or a callable, told every instruction executed
     verify      check the buffer plan with Program.verify (default True)
+    comm        an ev.distributed Context: the tape averages every gradient over the
+                ranks (bucketed MPI all-reduce instructions; compiler/allreduce.py)
     """
 
     def __init__(self, g, outputs=None, *, grads=True, backend=None, watch=(), nan_watch=False,
                  inf_watch=False, trace=False, logger=None, verify=True, optimize=True,
-                 device=None, use_cuda_for=()):
+                 device=None, use_cuda_for=(), comm=None):
         self.graph = g
         self.watch = list(watch)
         self.nan_watch, self.inf_watch, self.trace, self.logger = nan_watch, inf_watch, trace, logger
@@ -126,7 +127,7 @@ class TapeMachine:
         self.options = CompileOptions(grads=grads, keep=tuple(self.watch), backend=backend,
                                       optimize=optimize and not trace, verify=verify, device=device,
                                       use_cuda_for=tuple(use_cuda_for or ()),
-                                      fuse_adds=not (nan_watch or inf_watch))
+                                      fuse_adds=not (nan_watch or inf_watch), comm=comm)
         self.program = compile_graph(g, outputs, self.options)
         self._cuda = None
         self._device_bufs = {}
@@ -247,7 +248,8 @@ class TapeMachine:
                 for fn, args in self._steps:
                     fn(*args)
             except Exception as e:
-                raise self._error(e, next((k for k, s in enumerate(self._steps) if s[1] is args), 0)) from e
+                k = next((k for k, s in enumerate(self._steps) if s[1] is args), 0)
+                raise run_error(e, self._where(k)) from e
         for node, arr in self._values:
             node.value = arr
         for w, arr in self._grads:
@@ -260,6 +262,7 @@ class TapeMachine:
         for node, value in feeds.items():
             i = leaf.get(node)
             if i is None:
+                check_feed_graph(node, self.graph, "TapeMachine.run")
                 let(node, value)
             else:
                 i.feed(value, self)
@@ -295,7 +298,7 @@ class TapeMachine:
         self._bind()
 
     def _run_watched(self):
-        prog, arrays, log = self.program, self._arrays, self.logger
+        prog, arrays, logger = self.program, self._arrays, self.logger
         if self.trace:
             for n, a in self._trace_start:
                 n.value = np.array(a, copy=True)
@@ -304,9 +307,9 @@ class TapeMachine:
             try:
                 fn(*args)
             except Exception as e:
-                raise self._error(e, k) from e
-            if log is not None:
-                _log(log, f"{ins.text()}  ; {ins.comment()} -> {prog.registers[ins.out].shape}")
+                raise run_error(e, self._where(k)) from e
+            if logger is not None:
+                log(logger, f"{ins.text()}  ; {ins.comment()} -> {prog.registers[ins.out].shape}")
             if self.nan_watch or self.inf_watch:
                 try:
                     check_finite(_host(arrays[ins.out]), self._where(k), self.nan_watch, self.inf_watch)
@@ -321,12 +324,6 @@ class TapeMachine:
         node = ins.node
         what = f"{node.label} (made at {node.site})" if node is not None else ins.note or "a temporary"
         return f"{what}, instruction {k} `{ins.text()}`"
-
-    def _error(self, e, k):
-        msg = f"{self._where(k)}: {e}"
-        if isinstance(e, ExprError):
-            return type(e)(msg)
-        return RunError(f"{type(e).__name__} in {msg}")
 
     # -- resources ---------------------------------------------------------------
     def close(self):
