@@ -42,8 +42,10 @@ def _inplace_input(ins, k, regs, root, last, out):
         if (x.kind != "buffer" or last.get(rid) != k or x.shape != out.shape or x.dtype != out.dtype
                 or x.device != out.device):
             continue
-        # Another operand reading the same memory through a different view would be clobbered.
-        if any(root[j] == rid and j != rid for j in ins.ins):
+        # NOTE: every operand position counts: the same register at a position the kernel
+        # may not alias (where(c, u, u) aliases only its third), or another view of the
+        # same memory, would be read after the output overwrote it.
+        if any(root[j] == rid and (j != rid or not ins.may_alias(q)) for q, j in enumerate(ins.ins)):
             continue
         return rid
     return None

@@ -150,6 +150,15 @@ class Program:
             r = self.registers[r.base]
         return r
 
+    def folded_constants(self):
+        """(op node, value) of every op node the compiler folded into a constant, whether
+        an instruction reads it or not (a watch must still see what such a node made)."""
+        out = list(self.folded)
+        for r in self.registers:
+            if r.kind == "const":
+                out.extend((n, r.const) for n in r.nodes if not n.is_leaf)
+        return out
+
     def kernels(self):
         """How many instructions each backend runs."""
         out = {}

@@ -135,6 +135,10 @@ class TapeMachine:
             self._cuda = require_cuda()
         self.history = {n: [] for n in self.watch}
         self._slow = bool(nan_watch or inf_watch or trace or logger is not None)
+        # NOTE: a NaN a constant fold made (log(-1) of constants) is made by no instruction:
+        # the watches check those values too, naming the node that made them.
+        self._bad_folds = [(n, v) for n, v in self.program.folded_constants()
+                           if (nan_watch and np.isnan(v).any()) or (inf_watch and np.isinf(v).any())]
         self._arenas = {}
         self._inputs = []
         self._params = []
@@ -299,6 +303,9 @@ class TapeMachine:
 
     def _run_watched(self):
         prog, arrays, logger = self.program, self._arrays, self.logger
+        for n, v in self._bad_folds:
+            check_finite(v, f"{n.label} = {n.op}(...) made at {n.site} (constant, folded when compiled)",
+                         self.nan_watch, self.inf_watch)
         if self.trace:
             for n, a in self._trace_start:
                 n.value = np.array(a, copy=True)

@@ -87,7 +87,8 @@ def _getitem_grad(index):
     def build(ins, out, tmps):
         g, = ins
         if is_basic_index(index):
-            view = out[index]
+            # NOTE: out[1] of a vector is a scalar, not a view; out[1, ...] is a 0-d view
+            view = out[index if Ellipsis in index else index + (Ellipsis,)]
 
             def run():
                 out.fill(0)
