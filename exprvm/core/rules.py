@@ -1,8 +1,11 @@
 """Shape and dtype rules shared by many ops, and unbroadcast for their gradients."""
+import operator
+
 import numpy as np
 
 from ..errors import DTypeError, ShapeError
 from .graph import FLOAT_DTYPES
+from .site import user_site
 
 
 def is_basic_index(index):
@@ -98,18 +101,40 @@ def compare_rule(a, b):
     return broadcast(a, b), np.dtype(bool)
 
 
-def norm_axis(axis, ndim):
-    """Normalise axis= to a sorted tuple of non-negative ints (None -> all axes)."""
+def arg_error(op, msg):
+    """A ShapeError for an op's bad argument, raised before its node is built: it names
+    the op and the user's line, as the errors of a shape rule do."""
+    return ShapeError(f"{op + ': ' if op else ''}{msg}\n  built at {user_site()}")
+
+
+def int_tuple(values, what, op=None):
+    """values (an int or a sequence of ints) as a tuple of Python ints; a float, a bool or
+    anything else is a ShapeError naming op (int() would truncate 1.5 to 1 silently)."""
+    seq = (values,) if isinstance(values, (int, np.integer)) else values
+    try:
+        out = tuple(operator.index(v) for v in seq)
+    except TypeError:
+        raise arg_error(op, f"{what} must be an int or a tuple of ints, got {values!r}") from None
+    if any(isinstance(v, (bool, np.bool_)) for v in seq):
+        raise arg_error(op, f"{what} must be an int or a tuple of ints, got {values!r}")
+    return out
+
+
+def norm_axis(axis, ndim, op=None):
+    """Normalise axis= to a sorted tuple of non-negative ints (None -> all axes).
+
+    As numpy: an axis outside [-ndim, ndim) is an error, never wrapped; a ShapeError
+    names op and the user's line."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = int_tuple(axis, "axis", op)
     out = []
     for a in axes:
         if not -ndim <= a < max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
-            raise ShapeError(f"axis {a} is out of range for a {ndim}-d operand")
-        out.append(int(a) % max(ndim, 1))
+            raise arg_error(op, f"axis {a} is out of range for a {ndim}-d operand")
+        out.append(a % max(ndim, 1))
     if len(set(out)) != len(out):
-        raise ShapeError(f"repeated axis in {axis}")
+        raise arg_error(op, f"repeated axis in {axis}")
     return tuple(sorted(out))
 
 

@@ -48,11 +48,11 @@ _lsm = defop("log_softmax", _log_softmax, _axis_rule,
 
 
 def softmax(x, axis=-1):
-    return apply("softmax", x, axis=norm_axis(axis, ndim_of(x))[0])
+    return apply("softmax", x, axis=norm_axis(axis, ndim_of(x), "softmax")[0])
 
 
 def log_softmax(x, axis=-1):
-    return apply("log_softmax", x, axis=norm_axis(axis, ndim_of(x))[0])
+    return apply("log_softmax", x, axis=norm_axis(axis, ndim_of(x), "log_softmax")[0])
 
 
 # -- one_hot / cross_entropy ---------------------------------------------------------

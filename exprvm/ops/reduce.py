@@ -59,7 +59,7 @@ _lse = defop("logsumexp", _logsumexp, _rule,
 
 def _reduction(name):
     def reduce(x, axis=None, keepdims=False):
-        return apply(name, x, axis=norm_axis(axis, ndim_of(x)), keepdims=bool(keepdims))
+        return apply(name, x, axis=norm_axis(axis, ndim_of(x), name), keepdims=bool(keepdims))
     reduce.__name__ = name
     reduce.__doc__ = f"{name} over axis (None: all axes), like numpy.{name}"
     return reduce

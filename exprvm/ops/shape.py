@@ -3,7 +3,7 @@ stack, indexing and gathers (whose gradients scatter)."""
 import numpy as np
 
 from ..errors import DTypeError, IndexRangeError, ShapeError
-from ..core.rules import passthrough
+from ..core.rules import arg_error, int_tuple, passthrough
 from ..core import OPS, is_basic_index, ndim_of, shape_of, Row, build_node, apply, defop, norm_axis, unbroadcast
 
 
@@ -12,6 +12,9 @@ from ..core import OPS, is_basic_index, ndim_of, shape_of, Row, build_node, appl
 # -- reshape / transpose / broadcast_to ------------------------------------------------
 
 def _reshape_rule(x, shape):
+    if any(s < 0 for s in shape):
+        raise ShapeError(f"negative dimension in shape {shape} (one -1 may stand for the "
+                         f"length the others leave of {x.size} elements)")
     if int(np.prod(shape, dtype=np.int64)) != x.size:
         raise ShapeError(f"cannot reshape {x.shape} ({x.size} elements) to {shape}")
     return shape, x.dtype
@@ -23,7 +26,7 @@ _reshape = defop("reshape", lambda x, shape: np.reshape(x, shape), _reshape_rule
 
 
 def reshape(x, shape):
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+    shape = int_tuple(shape, "shape", "reshape")
     if shape.count(-1) == 1:
         known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
         size = int(np.prod(shape_of(x), dtype=np.int64))
@@ -44,7 +47,7 @@ _transpose = defop("transpose", lambda x, axes: np.transpose(x, axes), _transpos
 
 
 def transpose(x, axes=None):
-    axes = tuple(reversed(range(ndim_of(x)))) if axes is None else tuple(int(a) for a in axes)
+    axes = tuple(reversed(range(ndim_of(x)))) if axes is None else int_tuple(axes, "axes", "transpose")
     return apply("transpose", x, axes=axes)
 
 
@@ -69,7 +72,7 @@ _broadcast_to = defop("broadcast_to", lambda x, shape: np.broadcast_to(x, shape)
 
 
 def broadcast_to(x, shape):
-    return apply("broadcast_to", x, shape=tuple(int(s) for s in shape))
+    return apply("broadcast_to", x, shape=int_tuple(shape, "shape", "broadcast_to"))
 
 
 # -- concat / stack ------------------------------------------------------------------
@@ -96,8 +99,15 @@ _concat = defop("concat", lambda *xs, axis: np.concatenate(xs, axis=axis), _conc
 
 
 def concat(xs, axis=0):
+    xs = _operands(xs, "concat")
+    return apply("concat", *xs, axis=norm_axis(axis, ndim_of(xs[0]), "concat")[0])
+
+
+def _operands(xs, op):
     xs = list(xs)
-    return apply("concat", *xs, axis=norm_axis(axis, ndim_of(xs[0]))[0])
+    if not xs:
+        raise arg_error(op, "needs at least one array")
+    return xs
 
 
 concatenate = concat
@@ -118,8 +128,8 @@ _stack = defop("stack", lambda *xs, axis: np.stack(xs, axis=axis), _stack_rule,
 
 
 def stack(xs, axis=0):
-    xs = list(xs)
-    return apply("stack", *xs, axis=norm_axis(axis, ndim_of(xs[0]) + 1)[0])
+    xs = _operands(xs, "stack")
+    return apply("stack", *xs, axis=norm_axis(axis, ndim_of(xs[0]) + 1, "stack")[0])
 
 
 # -- indexing ------------------------------------------------------------------------
@@ -227,7 +237,8 @@ _take_grad = defop("take_grad", _take_scatter, _take_grad_rule,
 
 def take(x, indices, axis=0):
     """Gather along axis (numpy.take); the gradient scatters and accumulates repeats."""
-    return apply("take", x, indices, axis=int(axis) % max(ndim_of(x), 1))
+    # NOTE: norm_axis, not axis % ndim: axis=5 on a 2-d x is an error, as in numpy.
+    return apply("take", x, indices, axis=norm_axis(axis, max(ndim_of(x), 1), "take")[0])
 
 
 def embedding(table, ids):
