@@ -20,7 +20,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = pathlib.Path(__file__).resolve().parent
 C_MODULE = "exprvm.kernels._ev_c"
-CSRC_FILES = ("ev_math.h", "ev_kernels.h", "ev_kernels.c", "ev_cuda.h", "ev_cuda.cu")
+CSRC_FILES = ("ev_math.h", "ev_kernels.h", "ev_kernels.c", "ev_conv.h", "ev_conv.c", "ev_cuda.h", "ev_cuda.cu")
 
 
 def _flag_sets():

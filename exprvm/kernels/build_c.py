@@ -62,12 +62,13 @@ def make_builder(relative=True):
     path = _relative if relative else str
     builder = FFI()
     builder.cdef((src / "ev_kernels.h").read_text())
+    builder.cdef((src / "ev_conv.h").read_text())
     builder.set_source(
         MODULE,
-        '#include <stdint.h>\n#include "ev_kernels.h"\n',
-        sources=[path(src / "ev_kernels.c")],
+        '#include <stdint.h>\n#include "ev_kernels.h"\n#include "ev_conv.h"\n',
+        sources=[path(src / "ev_kernels.c"), path(src / "ev_conv.c")],
         include_dirs=[path(src)],
-        depends=[path(src / "ev_math.h"), path(src / "ev_kernels.h")],
+        depends=[path(src / "ev_math.h"), path(src / "ev_kernels.h"), path(src / "ev_conv.h")],
         extra_compile_args=FLAG_SETS[0][1],
         extra_link_args=FLAG_SETS[0][2],
     )

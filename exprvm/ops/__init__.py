@@ -14,6 +14,9 @@ from .shape import (  # noqa: F401
 from .linalg import dot, matmul, outer  # noqa: F401
 from .neural import cross_entropy, dropout, log_softmax, one_hot, softmax  # noqa: F401
 from .internal import unary_grad, xent_grad  # noqa: F401
+from .conv import conv1d, conv2d  # noqa: F401
+from .pool import avg_pool2d, global_avg_pool2d, max_pool2d  # noqa: F401
+from .norm import batch_norm, batch_norm_update, layer_norm  # noqa: F401
 from . import operators as _operators
 
 _operators.install()

@@ -6,5 +6,5 @@ rows. table.py is the table itself and the lookup (see there for the fallbacks).
 Where does softmax run on C? `grep -rn 'lowers("softmax"' exprvm/compiler/lowering`.
 """
 from .table import ALL, ROWS, Lowered, Request, generic, has_row, lower, lowers  # noqa: F401
-from . import elementwise, reduce, neural, shape, linalg, internal, cuda  # noqa: F401  (register rows)
+from . import elementwise, reduce, neural, shape, linalg, internal, conv, cuda  # noqa: F401  (register rows)
 from .shape import check_index  # noqa: F401
