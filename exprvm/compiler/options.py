@@ -17,6 +17,8 @@ class CompileOptions:
     device      None / "cpu", or "cuda": every instruction with a CUDA kernel on the GPU
     use_cuda_for  only these ops on the GPU
     comm        an ev.distributed Context: average the gradients over its ranks (allreduce.py)
+    updates     ((state leaf, new value node), ...): at the end of every run the new
+                value is written into the state parameter's array (Theano's updates)
     """
     grads: bool = True
     keep: tuple = ()
@@ -27,6 +29,7 @@ class CompileOptions:
     device: Optional[str] = None
     use_cuda_for: tuple = ()
     comm: object = None
+    updates: tuple = ()
 
     def with_(self, **changes):
         """A copy with some fields changed."""

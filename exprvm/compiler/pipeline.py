@@ -22,6 +22,8 @@ The pipeline, each step linear in the graph's size:
 """
 import gc
 
+import numpy as np
+
 from ..core import ancestors
 from ..errors import CompileError
 from ..kernels import KERNEL_OPS
@@ -29,11 +31,44 @@ from . import ir
 from .backends import resolve_backend
 from .emit import Emitter
 from .optimize import optimize
-from . import allreduce
+from . import allreduce, fusion, threads
 from .options import CompileOptions
 from .placement import place
 from .plan import plan
-from .program import Program
+from .program import Instr, Program
+
+
+def check_updates(g, updates):
+    """The (state leaf, new value node) pairs of an updates= option, checked."""
+    pairs = list(updates.items()) if isinstance(updates, dict) else list(updates)
+    seen = set()
+    for state, new in pairs:
+        for n in (state, new):
+            if getattr(n, "graph", None) is not g:
+                raise CompileError(f"updates: {n!r} is not a node of graph {g.name!r}")
+        if state.op != "param":
+            raise CompileError(f"updates: {state.describe()} is not a parameter (a leaf with a value) "
+                               "and cannot hold state")
+        if (state.shape, state.dtype) != (new.shape, new.dtype):
+            raise CompileError(f"updates: {state.describe()} cannot take the value of {new.describe()} "
+                               "(shape or dtype differs)")
+        if state.id in seen:
+            raise CompileError(f"updates: {state.describe()} is updated twice")
+        seen.add(state.id)
+    return pairs
+
+
+def emit_update(em, index, state, new):
+    """The instruction writing `new` into state's own array, at the end of the tape (after
+    every instruction that reads the state)."""
+    src = em.on(index[new], "cpu")
+    rid = index.get(state)
+    if rid is None:                 # the state is not read by the program: its own register
+        rid = em.reg(state.shape, state.dtype, "param").id
+        em.regs[rid].nodes = [state]
+        index[state] = rid
+    em.instrs.append(Instr("update", (src,), rid, state, "numpy",
+                           lambda ins, out, tmps: (np.copyto, (out, ins[0])), (), (), False, "update"))
 
 
 def select(g, outputs, grads=True, keep=()):
@@ -80,7 +115,8 @@ def compile_graph(g, outputs=None, options=None, **changes):
 def _compile(g, outputs, options):
     backend = resolve_backend(options.backend)
     device, use_cuda_for = options.device, tuple(options.use_cuda_for or ())
-    targets, results = select(g, outputs, options.grads, options.keep)
+    updates = check_updates(g, options.updates)
+    targets, results = select(g, outputs, options.grads, tuple(options.keep) + tuple(n for _, n in updates))
     order = ancestors(targets)
     vals = ir.build(order, identities=options.optimize)
     roots = [vals[n.id] for n in targets]
@@ -90,10 +126,11 @@ def _compile(g, outputs, options):
         # NOTE: the fused adds have host kernels only: none when values may go to a device.
         fuse = (backend == "c" and options.fuse_adds and device in (None, "cpu") and not use_cuda_for)
         live, notes = optimize(live, roots, {id(vals[n.id]) for n in results},
-                               set(KERNEL_OPS) if fuse else set())
+                               set(KERNEL_OPS) if fuse else set(), fuse=fuse and fusion.available()[0])
     em = Emitter(backend, place(live, device, use_cuda_for))
     for v in live:             # live_vals keeps them in topological order
         em.val(v)
+    fusion.annotate(live, em.instrs)
     index = {}
     for v in live:
         for n in v.nodes:
@@ -118,11 +155,14 @@ def _compile(g, outputs, options):
         grad_regs.append((w, rid))
     if options.comm is not None:
         grad_regs = allreduce.insert(em, grad_regs, options.comm)
+    for state, new in updates:
+        emit_update(em, index, state, new)
     outs = sorted({rid for _, rid in out_values} | {rid for _, rid in grad_regs})
     slots, bases, bound = plan(em.regs, em.instrs, outs)
     prog = Program(em.regs, em.instrs, slots, outs, bound, notes,
                    values=out_values, grads=grad_regs, index=index, bases=bases)
     prog.folded = folded
+    threads.apply(prog, getattr(options, "threads", None))
     if options.verify:
         prog.verify()
     return prog

@@ -59,6 +59,8 @@ def _units(regs, instrs, outputs):
     units, unit_of = [], {}
     for k, ins in enumerate(instrs):
         out = regs[ins.out]
+        if out.kind != "buffer":        # an update writes a parameter's own array
+            continue
         shared = _inplace_input(ins, k, regs, root, last, out)
         if shared is not None:
             u = unit_of[shared]

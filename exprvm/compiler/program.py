@@ -203,6 +203,15 @@ class Program:
             for rid in ins.ins:
                 self._check_read(rid, valid, produced, where, f" reads r{rid}")
             out = regs[ins.out]
+            if ins.op == "update" and out.kind == "param":
+                # a state parameter's new value, written in place: no later read may see it
+                if any(self.root(i).id == out.id for later in self.instrs[k + 1:] for i in later.ins
+                       if later.op != "update"):
+                    raise CompileError(f"{where} updates r{out.id} before the end of the tape")
+                if out.id in produced:
+                    raise CompileError(f"{where} updates r{out.id} a second time")
+                produced.add(out.id)
+                continue
             if out.kind != "buffer" or out.scratch:
                 raise CompileError(f"{where} writes r{out.id}, a {out.kind} register")
             if out.id in produced:

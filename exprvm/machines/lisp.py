@@ -9,7 +9,8 @@ same way) is replayed instead of walked: see replay.py.
 import numpy as np
 
 from ..core import ancestors, bound_value, check_cost, check_value, depends_on, let
-from ..errors import ExprError
+from ..compiler import check_updates
+from ..errors import ExprError, FeedError
 from . import replay as _replay
 from .common import check_feed_graph, check_finite, log, node_site, run_error
 
@@ -29,11 +30,15 @@ class LispMachine:
                 outputs and the leaves' gradients only
     comm        an ev.distributed Context: after every run (walked or replayed) each
                 parameter's .grad is averaged over its ranks (bucketed all-reduce)
+    replay_cache  the ReplayCache holding those programs (default: replay.DEFAULT,
+                shared by the process's LispMachines, safe across threads)
+    updates     {state parameter: new value node}: after every run each new value is
+                written into the state's own .value array (batch norm's running stats)
     """
 
     def __init__(self, g, cost=None, fwd_only=False, bwd_only=False, nan_watch=False,
                  inf_watch=False, watch=(), logger=None, outputs=None, replay=True, comm=None,
-                 replay_cache=None):
+                 replay_cache=None, updates=()):
         if fwd_only and bwd_only:
             raise ExprError("LispMachine: fwd_only and bwd_only exclude each other")
         if cost is not None:
@@ -42,7 +47,10 @@ class LispMachine:
             raise ExprError("LispMachine: bwd_only needs a cost")
         self.graph = g
         self.cost = cost
+        self.updates = check_updates(g, updates)
         self.outputs = list(outputs) if outputs is not None else None
+        if self.updates:     # the new values are computed (walked or replayed) as outputs
+            self.outputs = (self.outputs or []) + [n for _, n in self.updates]
         self.fwd_only, self.bwd_only = fwd_only, bwd_only
         self.nan_watch, self.inf_watch = nan_watch, inf_watch
         self.history = {n: [] for n in watch}
@@ -78,7 +86,8 @@ class LispMachine:
 
     def _compile(self):
         self._plan_walk()
-        wrt = [n for n in self._leaves if n.id in self._diff]
+        reached = {n.id for n in ancestors([self.cost])}    # not what only the outputs read
+        wrt = [n for n in self._leaves if n.id in self._diff and n.id in reached]
         return _replay.CompiledStructure(self.graph, self._order, self.cost, self.outputs or [], wrt)
 
     def _replayed(self):
@@ -104,6 +113,7 @@ class LispMachine:
             let(node, value)
         self._plan()
         if self._key is not None and self._replayed():
+            self._apply_updates()
             return
         self._plan_walk()
         if not self.bwd_only:
@@ -112,8 +122,19 @@ class LispMachine:
             self._backward()
             if self.comm is not None:
                 self.comm.allreduce_grads([n for n in self._leaves if n.op == "param" and n.id in self._diff])
+        self._apply_updates()
         for n, values in self.history.items():
             values.append(None if n.value is None else np.array(n.value, copy=True))
+
+    def _apply_updates(self):
+        for state, new in self.updates:
+            if new.value is None:       # bwd_only: nothing was computed
+                continue
+            value = state.value
+            if not (type(value) is np.ndarray and value.flags.writeable):
+                raise FeedError(f"updates: state {state.label} (made at {state.site}) must hold a "
+                                "writable array to be updated in place")
+            np.copyto(value, new.value)
 
     def _forward(self):
         watch = self.nan_watch or self.inf_watch

@@ -24,7 +24,7 @@ import numpy as np
 from ..compiler import CompileOptions, compile_graph
 from ..compiler.placement import require_cuda
 from ..core import OPS, bound_value, check_value, let
-from ..errors import ExprError, NumericError
+from ..errors import ExprError, FeedError, NumericError
 from .common import check_feed_graph, check_finite, log, run_error
 
 
@@ -112,13 +112,16 @@ class TapeMachine:
     device, use_cuda_for   run instructions on a CUDA GPU (see placement.py)
     logger      a logging.Logger or a callable, told every instruction executed
     verify      check the buffer plan with Program.verify (default True)
+    updates     {state parameter: new value node}: at the end of every run each new value
+                is written into the state's own .value array (shown as `update`
+                instructions in the disassembly; batch norm's running statistics)
     comm        an ev.distributed Context: the tape averages every gradient over the
                 ranks (bucketed MPI all-reduce instructions; compiler/allreduce.py)
     """
 
     def __init__(self, g, outputs=None, *, grads=True, backend=None, watch=(), nan_watch=False,
                  inf_watch=False, trace=False, logger=None, verify=True, optimize=True,
-                 device=None, use_cuda_for=(), comm=None):
+                 device=None, use_cuda_for=(), comm=None, updates=()):
         self.graph = g
         self.watch = list(watch)
         self.nan_watch, self.inf_watch, self.trace, self.logger = nan_watch, inf_watch, trace, logger
@@ -127,7 +130,8 @@ class TapeMachine:
         self.options = CompileOptions(grads=grads, keep=tuple(self.watch), backend=backend,
                                       optimize=optimize and not trace, verify=verify, device=device,
                                       use_cuda_for=tuple(use_cuda_for or ()),
-                                      fuse_adds=not (nan_watch or inf_watch), comm=comm)
+                                      fuse_adds=not (nan_watch or inf_watch), comm=comm,
+                                      updates=_pairs(updates))
         self.program = compile_graph(g, outputs, self.options)
         self._cuda = None
         self._device_bufs = {}
@@ -191,6 +195,9 @@ class TapeMachine:
         self._arrays = arrays
         self._steps = []
         for ins in prog.instrs:
+            if ins.op == "update":
+                self._steps.append((_update, (ins.node, arrays[ins.ins[0]])))
+                continue
             fn, args = ins.build([arrays[i] for i in ins.ins], arrays[ins.out], [arrays[t] for t in ins.tmps])
             self._steps.append((fn, args))
         self._values = [(n, arrays[rid]) for n, rid in prog.values]
@@ -352,6 +359,21 @@ class TapeMachine:
 
     def __repr__(self):
         return f"<TapeMachine {len(self.program)} instructions, {self.program.peak_bytes} B planned>"
+
+
+def _pairs(updates):
+    return tuple(updates.items()) if isinstance(updates, dict) else tuple(updates or ())
+
+
+def _update(node, new):
+    """An update instruction: new written into the state parameter's own .value (whatever
+    array it holds now, even when the machine reads a private copy of it)."""
+    value = node.value
+    if not (type(value) is np.ndarray and value.shape == node.shape and value.dtype == node.dtype
+            and value.flags.writeable):
+        raise FeedError(f"updates: state {node.label} (made at {node.site}) must hold a writable "
+                        f"{node.dtype.name} array of shape {node.shape} to be updated in place")
+    np.copyto(value, new)
 
 
 def _host(a):
