@@ -13,8 +13,10 @@ from .core import Graph, Node, ancestors, grad, let  # noqa: F401
 from .ops import *  # noqa: F401,F403
 from .ops import OPS, Row, apply, defop, unbroadcast  # noqa: F401
 from .ops import abs, max, min, pow, sum  # noqa: F401  (numpy's names shadow builtins on purpose)
+from .ops import random, round  # noqa: F401  (ev.random.normal / uniform / bernoulli; numpy's round)
 from .machines import LispMachine, TapeMachine, replay  # noqa: F401
 from .train import check_grad, init, load, save, solvers  # noqa: F401
+from .train import schedules  # noqa: F401  (learning-rate schedules for any solver's lr=)
 from .render import render, to_dot  # noqa: F401
 from . import nn  # noqa: F401
 from .kernels import backends, get_backend, set_backend  # noqa: F401

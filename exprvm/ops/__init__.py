@@ -13,10 +13,18 @@ from .shape import (  # noqa: F401
     broadcast_to, concat, concatenate, embedding, getitem, reshape, stack, take, transpose)
 from .linalg import dot, matmul, outer  # noqa: F401
 from .neural import cross_entropy, dropout, log_softmax, one_hot, softmax  # noqa: F401
+from .activations import elu, erf, gelu, log2  # noqa: F401
+from .rounding import ceil, floor, round  # noqa: F401
+from .arrays import clip, pad, split, stop_gradient  # noqa: F401
+from .contraction import einsum, tensordot  # noqa: F401
+from . import random  # noqa: F401  (ev.random.normal / uniform / bernoulli)
 from .internal import unary_grad, xent_grad  # noqa: F401
 from .conv import conv1d, conv2d  # noqa: F401
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d  # noqa: F401
 from .norm import batch_norm, batch_norm_update, layer_norm  # noqa: F401
+# NOTE: after `.norm`: importing the submodule ops/norm.py binds the name `norm` to it,
+# and ev.norm is numpy's norm (statistics.py)
+from .statistics import argmax, argmin, norm, std, var  # noqa: F401
 from . import operators as _operators
 
 _operators.install()

@@ -1,4 +1,5 @@
-"""Gradient-descent solvers: SGD, Momentum, AdaGrad, RMSProp, Adam, AdamW.
+"""Gradient-descent solvers: SGD, Momentum, AdaGrad, RMSProp, Adam, AdamW (and
+BarzilaiBorwein, in bb.py).
 
 A solver only needs parameter objects with ``.name``, ``.value`` (a float32 or
 float64 ndarray) and ``.grad`` (an array of the same shape, or None to skip the
@@ -17,6 +18,9 @@ Each step prepares the gradient in a scratch buffer, never touching ``.grad``:
 
 Clipping comes before regularization so that it bounds the loss gradient, the
 part that explodes; the regularization term is bounded by the weights.
+
+``lr=`` takes a number or a schedule from ``ev.schedules`` (step t runs with
+lr = schedule(t)); ``state_dict()`` records the lr and the schedule too.
 
 ``state_dict()`` is a flat ``{str: ndarray}`` (saveable with np.savez or
 ``ev.save(..., solver=opt.state_dict())``): ``"kind"`` (the solver's class
@@ -51,6 +55,7 @@ import numpy as np
 from ..errors import CheckpointError, ExprError, GradError, NumericError, ShapeError
 from .solver_checks import (check_grad, check_value, count_bad, entry, finite, named, nonneg,
                             positive, unit)
+from . import schedules
 
 NONFINITE = ("raise", "skip")
 
@@ -80,6 +85,7 @@ class Solver:
 
     def __init__(self, lr, *, l1=0.0, l2=0.0, clip=None, clip_norm=None, strict=False,
                  nonfinite="raise"):
+        self.schedule, lr = schedules.split_lr(lr)   # lr= may be an ev.schedules schedule
         self.lr = positive("lr", lr)
         self.l1 = nonneg("l1", l1)
         self.l2 = nonneg("l2", l2)
@@ -136,6 +142,8 @@ class Solver:
                 np.clip(slot.g, -self.clip, self.clip, out=slot.g)
         if self.clip_norm is not None:
             self._clip_global_norm(active)
+        if self.schedule is not None:
+            self.lr = self.schedule(self.steps)
         for slot in active:
             self._regularize(slot)
             slot.t += 1
@@ -209,6 +217,7 @@ class Solver:
             d[f"{slot.name}/t"] = np.array(slot.t, dtype=np.int64)
             for b, arr in slot.bufs.items():
                 d[f"{slot.name}/{b}"] = arr.copy()
+        d.update(schedules.state(self.schedule, self.lr))
         return d
 
     def load_state_dict(self, d, params):
@@ -221,6 +230,7 @@ class Solver:
         kind = entry(d, "kind", "solver kind")
         if str(kind) != self._kind():
             raise CheckpointError(f"state was saved by {kind}, cannot load it into {self._kind()}")
+        schedules.check_state(self.schedule, d, self._kind())
         steps = entry(d, "step", "step count")
         slots = {}
         for name, p in named(params):
@@ -374,3 +384,6 @@ def _scaled_step(w, num, sq, tmp, lr, sq_scale, eps):
     np.divide(num, tmp, out=tmp)
     tmp *= lr
     w -= tmp
+
+
+from .bb import BarzilaiBorwein  # noqa: E402,F401  (it builds on Solver)
