@@ -360,10 +360,6 @@ def test_complex_and_str_constants_are_refused():
 
 # -- uint8 ids out of range: the message reports the values fed --------------------------------
 
-# NOTE: the TapeMachine's index check (compiler/lowering/shape.py: check_index) reads the
-# ids through a signed view, right for int64 ids but not for uint8 ones: 200 shows as -56.
-@pytest.mark.xfail(strict=True, reason="needs compiler/lowering/shape.py check_index to view "
-                                        "only signed ids as signed (integration item)")
 @pytest.mark.parametrize("build", [
     lambda z, t: ev.sum(ev.cross_entropy(z, t)),
     lambda z, t: ev.sum(ev.take(z, t, axis=1)),

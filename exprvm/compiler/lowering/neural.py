@@ -48,7 +48,7 @@ def _cross_entropy(ins, out, tmps):
     s2 = s.reshape(n, c)
 
     def run():
-        check_index(tu, c, "cross_entropy target")
+        check_index(tu, c, "cross_entropy target", t.dtype.kind == "i")
         np.maximum.reduce(z2, 1, None, m, True)
         np.subtract(z2, m, s2)
         np.add(tf, offs, idx)
@@ -74,7 +74,7 @@ def _one_hot(ins, out, tmps):
     flat = out.reshape(-1)
 
     def run():
-        check_index(tu, depth, "one_hot")
+        check_index(tu, depth, "one_hot", t.dtype.kind == "i")
         out.fill(0)
         np.add(tf, offs, idx)
         flat.put(idx, 1)
@@ -90,7 +90,7 @@ def _xent_grad(ins, out, tmps):
     offs, tf, tu = _flat_targets(t, n, c)
 
     def run():
-        check_index(tu, c, "cross_entropy target")
+        check_index(tu, c, "cross_entropy target", t.dtype.kind == "i")
         np.maximum.reduce(z2, 1, None, m, True)
         np.subtract(z2, m, o2)
         np.exp(o2, o2)

@@ -11,11 +11,12 @@ from ...errors import IndexRangeError
 from .table import Lowered, lowers
 
 
-def check_index(flat_unsigned, n, what):
-    """Every index in [0, n)? One reduction over the unsigned view catches negatives too."""
+def check_index(flat_unsigned, n, what, signed=True):
+    """Every index in [0, n)? One reduction over the unsigned view catches negatives too.
+    signed: the ids' own dtype is signed (the message shows their values as they are)."""
     if flat_unsigned.size and np.maximum.reduce(flat_unsigned) >= n:
-        signed = flat_unsigned.view(flat_unsigned.dtype.str.replace("u", "i"))
-        raise IndexRangeError(f"{what}: index out of range [0, {n}): min {signed.min()}, max {signed.max()}")
+        ids = flat_unsigned.view(flat_unsigned.dtype.str.replace("u", "i")) if signed else flat_unsigned
+        raise IndexRangeError(f"{what}: index out of range [0, {n}): min {ids.min()}, max {ids.max()}")
 
 
 def unsigned(t):
@@ -28,10 +29,12 @@ def _take(axis):
         x, idx = ins
         n = x.shape[axis]
         idx_u = unsigned(idx) if idx.flags.c_contiguous else None
+        signed = idx.dtype.kind == "i"
 
         def run():
             # NOTE: take would wrap negative ids around; they are errors, as in the op itself.
-            check_index(idx_u if idx_u is not None else unsigned(np.ascontiguousarray(idx)), n, "take")
+            check_index(idx_u if idx_u is not None else unsigned(np.ascontiguousarray(idx)), n, "take",
+                        signed)
             x.take(idx, axis, out)
         return run, ()
     return build
@@ -66,7 +69,7 @@ def _take_grad_onehot(ins, out, tmps):
     oh_flat = oh.reshape(-1)
 
     def run():
-        check_index(idx_u, v, "take_grad index")
+        check_index(idx_u, v, "take_grad index", idx.dtype.kind == "i")
         np.multiply(flat_idx, n, flat_pos)
         np.add(flat_pos, cols, flat_pos)
         oh.fill(0)
