@@ -19,6 +19,7 @@ from .train import check_grad, init, load, save, solvers  # noqa: F401
 from .train import schedules  # noqa: F401  (learning-rate schedules for any solver's lr=)
 from .render import render, to_dot  # noqa: F401
 from . import nn  # noqa: F401
+from . import distributed  # noqa: F401  (imports mpi4py only in ev.distributed.init())
 from .kernels import backends, get_backend, set_backend  # noqa: F401
 from . import cuda  # noqa: F401
 from .cuda import tidy  # noqa: F401

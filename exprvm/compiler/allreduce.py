@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import CompileError
 from .lowering import ALL
 from .program import Instr
 
@@ -106,9 +107,13 @@ def buckets_of(em, grad_regs, cap):
 def insert(em, grad_regs, comm):
     """Add the all-reduce instructions to em's tape; returns the new grad_regs (see the
     module docstring)."""
+    if not all(hasattr(comm, a) for a in ("check_layout", "start", "complete", "size", "bucket_bytes")):
+        raise CompileError(f"comm= must be an ev.distributed Context (ctx = ev.distributed.init()), "
+                           f"got {type(comm).__name__}")
     if not grad_regs:
         comm.check_layout([], "gradient")
         return grad_regs
+    _hoist_copies(em, {rid for _, rid in grad_regs})
     placed = buckets_of(em, grad_regs, comm.bucket_bytes)
     comm.check_layout([(w.label, tuple(shape), np.dtype(em.regs[rid].dtype).str, f"bucket {b.index}")
                        for _, b in placed for w, rid, _, _, shape in b.members], "gradient")
@@ -137,6 +142,34 @@ def insert(em, grad_regs, comm):
             view_of[rid] = _view(em, avg, offset, size, shape)
     em.instrs[:] = tape
     return [(w, view_of[rid]) for w, rid in grad_regs]
+
+
+def _hoist_copies(em, grads):
+    """Move each copy that gives a gradient its own buffer to right after the instruction
+    making its source.
+
+    NOTE: the pipeline emits those copies after the whole tape; left there, every bucket
+    holding one could only start at the end. Reading a value earlier is always sound
+    before planning (a register is written once)."""
+    producer = {ins.out: k for k, ins in enumerate(em.instrs)}
+    moved = {}
+    for k, ins in enumerate(em.instrs):
+        if ins.op == "copy" and ins.out in grads and len(ins.ins) == 1 and not ins.tmps:
+            src = em.regs[ins.ins[0]]
+            while src.kind == "view":
+                src = em.regs[src.base]
+            moved[k] = producer.get(src.id, -1)
+    if not moved:
+        return
+    after = {}
+    for k, to in moved.items():
+        after.setdefault(to, []).append(em.instrs[k])
+    tape = list(after.get(-1, ()))
+    for k, ins in enumerate(em.instrs):
+        if k not in moved:
+            tape.append(ins)
+        tape.extend(after.get(k, ()))
+    em.instrs[:] = tape
 
 
 def _view(em, avg, offset, size, shape):

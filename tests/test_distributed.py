@@ -1,0 +1,201 @@
+"""ev.distributed under a real `mpirun` (Open MPI from PyPI): the scripts in tests/mpi/
+run on 1, 2 and 3 ranks, write what each rank saw to JSON, and these tests assert.
+
+Needs the `mpi` extra (pip install -e ".[mpi]"; `make test` installs it); without
+mpi4py or mpirun the MPI tests skip and say so.
+"""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import exprvm as ev
+from exprvm.compiler.allreduce import plan_buckets
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, "tests", "mpi")
+
+
+def _mpirun():
+    here = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    return here if os.path.exists(here) else shutil.which("mpirun")
+
+
+MPIRUN = _mpirun()
+needs_mpi = pytest.mark.skipif(
+    importlib.util.find_spec("mpi4py") is None or MPIRUN is None,
+    reason='needs mpi4py and mpirun: pip install -e ".[mpi]"')
+
+
+def mpirun(n, script, *args, timeout=90):
+    """Run tests/mpi/<script> (or any path) on n ranks; returns (CompletedProcess, seconds)."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    path = script if os.path.isabs(script) else os.path.join(SCRIPTS, script)
+    cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-n", str(n), sys.executable, path, *map(str, args)]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return proc, time.monotonic() - t0
+
+
+def ranks(out, n):
+    return [json.load(open(os.path.join(out, f"rank{r}.json"))) for r in range(n)]
+
+
+def run_ok(n, script, *args):
+    proc, _ = mpirun(n, script, *args)
+    assert proc.returncode == 0, f"mpirun -n {n} {script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+# -- without MPI ------------------------------------------------------------------
+
+def test_import_needs_no_mpi4py():
+    code = "import sys; sys.modules['mpi4py'] = None; import exprvm as ev; print(ev.distributed.init.__name__)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "init", proc.stderr
+
+
+def test_missing_mpi4py_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)      # import mpi4py now raises ImportError
+    with pytest.raises(ev.distributed.DistributedError, match=r"pip install \"exprvm\[mpi\]\"") as e:
+        ev.distributed.init()
+    assert isinstance(e.value, ev.ExprError)
+
+
+def test_comm_must_be_a_context():
+    g = ev.Graph()
+    w = g.vector("w", 3, value=np.ones(3))
+    cost = ev.sum(w * w)
+    ev.grad(cost, [w])
+    with pytest.raises(ev.CompileError, match="ev.distributed.init"):
+        ev.TapeMachine(g, outputs=[cost], comm="world")
+
+
+def test_plan_buckets_greedy_per_dtype():
+    f8, f4 = np.dtype(np.float64), np.dtype(np.float32)
+    assert plan_buckets([(40, f8), (40, f8), (40, f8)], 100) == [[0, 1], [2]]
+    assert plan_buckets([(300, f8), (10, f8)], 100) == [[0], [1]]          # too big: alone
+    assert plan_buckets([(10, f8), (10, f4), (10, f8)], 100) == [[1], [0, 2]]   # by last item
+    assert plan_buckets([], 100) == []
+
+
+# -- under mpirun -------------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=[1, 2, 3], ids=lambda n: f"{n}ranks")
+def equivalence(request, tmp_path_factory):
+    if importlib.util.find_spec("mpi4py") is None or MPIRUN is None:
+        pytest.skip('needs mpi4py and mpirun: pip install -e ".[mpi]"')
+    n = request.param
+    out = tmp_path_factory.mktemp(f"eq{n}")
+    run_ok(n, "equivalence.py", out)
+    return n, ranks(out, n)
+
+
+@needs_mpi
+@pytest.mark.parametrize("case,tol", [("tape-float64", 1e-10), ("tape-float32", 1e-5),
+                                      ("lisp-float64", 1e-10), ("lisp-float32", 1e-5),
+                                      ("tape-float64-blocking", 1e-10)])
+def test_n_ranks_train_like_one_process(equivalence, case, tol):
+    """N ranks with B/N rows each, after 12 Adam steps, agree with one process with B rows."""
+    n, results = equivalence
+    for r in results:
+        c = r["cases"][case]
+        assert r["size"] == n
+        assert c["rel"] < tol, f"rank {r['rank']}: {case} differs from one process by {c['rel']:.2e}"
+        assert c["spread"] < tol / 100, f"ranks disagree by {c['spread']:.2e}"
+    if "loss_first" in results[0]["cases"][case]:
+        c = results[0]["cases"][case]
+        assert c["loss_last"] < c["loss_first"]                 # it trained
+        assert abs(c["loss_last"] - c["ref_loss_last"]) <= 1e-4 * abs(c["ref_loss_last"])
+
+
+@needs_mpi
+def test_compiled_allreduce_in_the_tape(equivalence):
+    n, results = equivalence
+    for r in results:
+        p = r["program"]
+        assert len(p["starts"]) >= 2, "64-byte buckets: several buckets expected"
+        assert len(p["waits"]) == len(p["starts"])
+        assert p["waits"] == list(range(p["n_instrs"] - len(p["waits"]), p["n_instrs"]))   # at the end
+        assert p["starts"][0] < p["last_node_instr"], "the first bucket starts before the backward pass ends"
+        assert p["verified"] and p["grads_are_views"]
+        assert "allreduce_start[mpi]" in p["text"] and "; bucket 0: " in p["text"]
+        assert f"average over {n} rank" in p["text"]
+        assert p["grad_vs_mean_of_local"] < 1e-12     # .grad is the mean of the ranks' own gradients
+        assert p["grads_spread"] == 0.0
+    assert results[0]["program"]["svg_has_allreduce"]
+
+
+@needs_mpi
+def test_allreduce_grads_shard_mean_any(equivalence):
+    n, results = equivalence
+    for r in results:
+        d = r["direct"]
+        np.testing.assert_allclose(d["a"], np.full((2, 3), (n - 1) / 2))
+        np.testing.assert_allclose(d["b"], np.arange(4) * (n + 1) / 2, rtol=1e-6)
+        assert d["b_dtype"] == "float32" and d["c_is_none"]
+        assert d["mean"] == (n - 1) / 2 and d["any_rank1"] == (n > 1) and not d["any_none"]
+        parts = d["shards"]
+        assert sorted(i for p in parts for i in p) == list(range(10))      # disjoint, complete
+        assert d["shards_again"] == parts                                  # reproducible
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+        assert [i for p in d["plain_shards"] for i in p] == list(range(7))  # no seed: in order
+    assert results[0]["direct"]["shards"] == results[-1]["direct"]["shards"]   # same on every rank
+
+
+@needs_mpi
+@pytest.mark.parametrize("n", [2, 3])
+def test_mismatched_params_refused_on_every_rank(tmp_path, n):
+    run_ok(n, "mismatch.py", tmp_path)
+    expect = {"name": "'other.", "shape": "7", "dtype": "float32"}      # what rank 1 has
+    for r in ranks(tmp_path, n):
+        for case, paths in r["cases"].items():
+            for path, msg in paths.items():
+                assert msg is not None, f"rank {r['rank']}: {case} mismatch not refused by {path}"
+                assert "differ" in msg and expect[case] in msg.split("rank 1 has")[1], msg
+        assert r["after"] == 1.0
+
+
+@needs_mpi
+@pytest.mark.parametrize("n", [2, 3])
+def test_exception_on_one_rank_ends_the_job(n):
+    proc, seconds = mpirun(n, "fault.py", timeout=60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "RuntimeError: rank 1 fails at step 3" in out
+    assert "aborts the MPI job" in out and "not reached" not in out
+    assert seconds < 30, f"the job took {seconds:.0f} s to end"
+
+
+@needs_mpi
+def test_checkpoint_saved_on_2_ranks_resumes_on_3(tmp_path):
+    ck = tmp_path / "ckpt.npz"
+    run_ok(2, "checkpoint.py", "save", tmp_path / "a", ck)
+    assert ck.exists() and sorted(os.listdir(tmp_path)) == ["a", "ckpt.npz"]   # no temp file left
+    assert ev.load(ck).section("meta")["ranks"] == 2
+    run_ok(3, "checkpoint.py", "resume", tmp_path / "b", ck)
+    for r in ranks(tmp_path / "b", 3):
+        assert r["saved_by_ranks"] == 2
+        assert r["rel"] < 1e-10, f"rank {r['rank']}: resumed run differs by {r['rel']:.2e}"
+        assert "could not load" in r["missing"]
+
+
+@needs_mpi
+def test_char_rnn_distributed(tmp_path):
+    script = os.path.join(ROOT, "examples", "char_rnn.py")
+    ck = tmp_path / "ck.npz"
+    args = ["--distributed", "--smoke", "--steps", "6", "--out", tmp_path,
+            "--checkpoint", ck, "--svg", ""]
+    proc = run_ok(2, script, *args)
+    out = proc.stdout
+    assert out.count("step 2 loss") == 1 and out.count("step 6 loss") == 1     # rank 0 prints
+    assert "2 ranks" in out and out.count("--- sample") == 1
+    assert (tmp_path / "loss.png").exists() and ck.exists()
+    proc = run_ok(3, script, *args)                       # resume on another rank count
+    assert "resumed from" in proc.stdout and "step 12 loss" in proc.stdout
