@@ -3,6 +3,8 @@
 Each op's VJP is called with nodes, so the result is ordinary graph nodes that
 any machine can run, render, or differentiate again.
 """
+import numpy as np
+
 from ..errors import GradError
 from .graph import Node, ancestors
 from .op import apply
@@ -31,11 +33,46 @@ def depends_on(order, sources):
     return dep
 
 
-def grad(cost, wrt):
-    """Gradient nodes of scalar `cost` with respect to a node or a list of nodes."""
+def seed_node(y, seed, who):
+    """The gradient flowing into y: seed (a node of y's graph, or an array) checked against
+    y's shape and dtype; a float array becomes a constant, Python numbers take y's dtype."""
+    if not isinstance(y, Node):
+        raise GradError(f"{who}: y must be a Node, got {type(y).__name__}")
+    if y.dtype.kind != "f":
+        raise GradError(f"{who}: {y.label} must be float to be differentiated, got {y.dtype.name} "
+                        f"(made at {y.site})")
+    if isinstance(seed, Node):
+        if seed.graph is not y.graph:
+            raise GradError(f"{who}: seed {seed.describe()} belongs to another graph than {y.label}")
+        got_shape, got_dtype = seed.shape, seed.dtype
+    else:
+        arr = np.asarray(seed)
+        got_shape, got_dtype = arr.shape, arr.dtype
+        if not isinstance(seed, (np.ndarray, np.generic)) and arr.dtype.kind in "iuf":
+            got_dtype = y.dtype     # Python numbers and lists take y's dtype
+    if got_shape != y.shape:
+        raise GradError(f"{who}: seed of shape {got_shape} for {y.label} of shape {y.shape} (made at "
+                        f"{y.site}); the seed is the gradient flowing into y and has y's shape")
+    if got_dtype != y.dtype:
+        raise GradError(f"{who}: seed of dtype {got_dtype} for {y.label} of dtype {y.dtype.name} "
+                        f"(made at {y.site}); convert it with .astype(np.{y.dtype.name})")
+    return seed if isinstance(seed, Node) else y.graph.constant(np.asarray(seed, y.dtype), dtype=y.dtype)
+
+
+def grad(cost, wrt, seed=None):
+    """Gradient nodes of scalar `cost` with respect to a node or a list of nodes.
+
+    With seed= the cost may have any shape: seed is the gradient flowing into it (a
+    node, or an array of its shape and dtype), and the result is the vector-Jacobian
+    product sum(seed * d cost / d wrt) (PyTorch's backward(gradient), Gorgonia's
+    Backpropagate with output gradients). A node seed may be an input, fed at run time.
+    """
     single = isinstance(wrt, Node)
     wrt = [wrt] if single else list(wrt)
-    check_cost(cost, "grad")
+    if seed is None:
+        check_cost(cost, "grad")
+    elif not isinstance(cost, Node):
+        raise GradError(f"grad: y must be a Node, got {type(cost).__name__}")
     g = cost.graph
     order = ancestors([cost])
     present = {n.id for n in order}
@@ -50,7 +87,7 @@ def grad(cost, wrt):
 
     dep = depends_on(order, wrt)
     start = len(g.nodes)
-    adj = {cost.id: g.constant(1.0, dtype=cost.dtype)}
+    adj = {cost.id: g.constant(1.0, dtype=cost.dtype) if seed is None else seed_node(cost, seed, "grad")}
     for n in reversed(order):
         gn = adj.get(n.id)
         if gn is None or n.is_leaf or n.id not in dep:
