@@ -2,6 +2,7 @@
 
     python examples/char_rnn.py --minutes 1                  # stdlib source, no download
     python examples/char_rnn.py --text shakespeare.txt --cell lstm --minutes 5
+    mpirun -n 2 python examples/char_rnn.py --distributed --minutes 1   # data parallel
 
 The TapeMachine path compiles one unrolled graph (seq steps, batch streams)
 once and runs it every step; the final hidden state of a batch is fed as the
@@ -9,6 +10,12 @@ initial state of the next (truncated backprop through time), because batch row
 b always continues row b of the previous batch (see text_data.Streams).
 Loss is cross-entropy in nats per character; `step N loss X` lines show an
 exponential moving average of it.
+
+--distributed (under mpirun): every rank trains the same model on its own
+contiguous part of the text, --batch streams per rank; the tape averages the
+gradients over the ranks (ev.distributed), so every rank takes the same Adam step.
+Rank 0 prints progress (the loss averaged over the ranks), the sample, the loss
+PNG and the checkpoints; a checkpoint resumes on any number of ranks.
 """
 import argparse
 import math
@@ -55,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--plot", help="loss-curve PNG (default OUT/loss.png; '' for none)")
     p.add_argument("--svg", help="one unrolled step with gradients (default OUT/char_rnn_step.svg; '' for none)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes and few steps, for tests")
+    p.add_argument("--distributed", action="store_true",
+                   help="data parallel over MPI: run under mpirun -n N (needs exprvm[mpi]); "
+                        "--batch is per rank")
     a = p.parse_args(argv)
     if a.smoke:
         a.hidden, a.seq, a.batch = min(a.hidden, 16), min(a.seq, 8), min(a.batch, 4)
@@ -88,11 +98,12 @@ class CharModel(ev.nn.Module):
         return ids, targets, state0, loss, final
 
 
-def make_machine(kind, g, loss=None, outputs=()):
-    """A machine that computes `outputs` (and the parameters' gradients, given a loss)."""
+def make_machine(kind, g, loss=None, outputs=(), comm=None):
+    """A machine that computes `outputs` (and the parameters' gradients, given a loss;
+    averaged over the ranks of comm, an ev.distributed Context, when given)."""
     if kind == "tape":
-        return ev.TapeMachine(g, outputs=([loss] if loss is not None else []) + list(outputs))
-    return ev.LispMachine(g, cost=loss, outputs=list(outputs))
+        return ev.TapeMachine(g, outputs=([loss] if loss is not None else []) + list(outputs), comm=comm)
+    return ev.LispMachine(g, cost=loss, outputs=list(outputs), comm=comm)
 
 
 class Sampler:
@@ -141,17 +152,27 @@ def state_arrays(state0, feeds):
     return {n.name: feeds[n] for ins in state0 for n in ins}
 
 
-def save_checkpoint(path, model, opt, state0, feeds, streams, smooth, losses, vocab, args, step):
+def save_checkpoint(path, model, opt, state0, feeds, streams, smooth, losses, vocab, args, step, ctx=None):
     meta = {"step": step, "pos": streams.pos, "epoch": streams.epoch, "ema": smooth.ema,
             "ema_n": smooth.n, "vocab": vocab.codes(), "losses": np.asarray(losses, F32),
             "config": f"{args.cell} hidden={args.hidden} layers={args.layers} "
                       f"batch={args.batch} seq={args.seq}"}
-    ev.save(path, model, solver=opt.state_dict(), state=state_arrays(state0, feeds), meta=meta)
+    state = state_arrays(state0, feeds)
+    if ctx is None:
+        ev.save(path, model, solver=opt.state_dict(), state=state, meta=meta)
+        return
+    # NOTE: each rank carries its own streams' hidden state; rank 0 writes every rank's.
+    every = ctx.comm.gather(state, root=0)
+    if ctx.is_root:
+        state = {f"rank{r}/{k}": v for r, st in enumerate(every) for k, v in st.items()}
+    meta["ranks"] = ctx.size
+    ctx.save(path, model, solver=opt.state_dict(), state=state, meta=meta)
 
 
-def resume(path, model, opt, state0, feeds, streams, smooth, vocab, args):
-    """Restore everything save_checkpoint wrote; returns (step, losses)."""
-    ck = ev.load(path)
+def resume(path, model, opt, state0, feeds, streams, smooth, vocab, args, ctx=None):
+    """Restore everything save_checkpoint wrote; returns (step, losses, carried): carried
+    is False when the streams restart (a checkpoint of another number of ranks)."""
+    ck = ev.load(path) if ctx is None else ctx.load(path)
     meta = ck.section("meta")
     config = (f"{args.cell} hidden={args.hidden} layers={args.layers} "
               f"batch={args.batch} seq={args.seq}")
@@ -161,13 +182,16 @@ def resume(path, model, opt, state0, feeds, streams, smooth, vocab, args):
         raise SystemExit(f"{path} was trained on a text with another alphabet")
     ev.load(path, model)
     opt.load_state_dict(ck.section("solver"), model.params())
-    saved = ck.section("state")
-    for ins in state0:
-        for n in ins:
-            feeds[n] = np.array(saved[n.name], dtype=n.dtype)
-    streams.pos, streams.epoch = int(meta["pos"]), int(meta["epoch"])
     smooth.ema, smooth.n = float(meta["ema"]), int(meta["ema_n"])
-    return int(meta["step"]), list(meta["losses"].astype(float))
+    saved_ranks = int(meta["ranks"]) if "ranks" in meta else None
+    carried = saved_ranks == (None if ctx is None else ctx.size)
+    if carried:     # the same parts of the text: every stream continues where it was
+        saved, prefix = ck.section("state"), "" if ctx is None else f"rank{ctx.rank}/"
+        for ins in state0:
+            for n in ins:
+                feeds[n] = np.array(saved[prefix + n.name], dtype=n.dtype)
+        streams.pos, streams.epoch = int(meta["pos"]), int(meta["epoch"])
+    return int(meta["step"]), list(meta["losses"].astype(float)), carried
 
 
 def plot_losses(path, losses, args):
@@ -204,16 +228,32 @@ def render_step(path, model, batch):
         print(f"could not draw the graph: {e}")
 
 
-def train(args):
+def my_part(data, ctx):
+    """This rank's contiguous part of the encoded text (all of it without ctx). Every part
+    has the same length, so every rank's streams wrap at the same step."""
+    if ctx is None:
+        return data
+    n = (len(data) - 1) // ctx.size
+    return data[ctx.rank * n:(ctx.rank + 1) * n + 1]
+
+
+def train(args, ctx=None):
     from tqdm import tqdm
 
+    root = ctx is None or ctx.is_root
+    say = print if root else (lambda *a, **k: None)
     ev.init.seed(args.seed)
     text, where = load_text(args.text)
     vocab = Vocab(text)
-    streams = Streams(vocab.encode(text), args.batch, args.seq)
+    data = my_part(vocab.encode(text), ctx)
+    streams = Streams(data, args.batch, args.seq)
     model = CharModel(len(vocab), args.cell, args.hidden, args.layers, args.seed)
-    print(f"text: {where}, {len(vocab)} distinct chars; model: {args.layers}x{args.cell} "
-          f"hidden {args.hidden}, {model.num_parameters():,} parameters; machine: {args.machine}")
+    say(f"text: {where}, {len(vocab)} distinct chars; model: {args.layers}x{args.cell} "
+        f"hidden {args.hidden}, {model.num_parameters():,} parameters; machine: {args.machine}")
+    if ctx is not None:
+        ctx.broadcast(model)    # the same start everywhere (refused if the ranks' models differ)
+        say(f"data parallel: {ctx.size} ranks, each on its own {len(data):,} chars, batch {args.batch} "
+            f"per rank ({args.batch * ctx.size} in all)")
 
     g = ev.Graph("char_rnn")
     ids, targets, state0, loss, final = model.unrolled(g, args.seq, args.batch)
@@ -221,26 +261,31 @@ def train(args):
     if args.machine == "tape":
         ev.grad(loss, params)
     t0 = time.perf_counter()
-    m = make_machine(args.machine, g, loss, ev.nn.flat(final))
-    print(f"graph: {len(g.nodes)} nodes; machine ready in {time.perf_counter() - t0:.2f} s")
+    m = make_machine(args.machine, g, loss, ev.nn.flat(final), comm=ctx)
+    say(f"graph: {len(g.nodes)} nodes; machine ready in {time.perf_counter() - t0:.2f} s")
 
     opt = ev.solvers.Adam(lr=args.lr, clip_norm=args.clip)
     feeds = {}
     zero = model.rnn.zero_state(args.batch)
     smooth, losses, step = Smoother(), [], 0
     if args.checkpoint and os.path.exists(args.checkpoint):
-        step, losses = resume(args.checkpoint, model, opt, state0, feeds, streams, smooth, vocab, args)
-        print(f"resumed from {args.checkpoint} at step {step}")
+        step, losses, carried = resume(args.checkpoint, model, opt, state0, feeds, streams, smooth,
+                                       vocab, args, ctx)
+        say(f"resumed from {args.checkpoint} at step {step}"
+            + ("" if carried else " (saved on another number of ranks: the streams start afresh)"))
     first_step = step
 
     budget = None if args.minutes is None else args.minutes * 60.0
-    bar = tqdm(total=args.steps, unit="step", mininterval=1.0, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=args.steps, unit="step", mininterval=1.0, file=sys.stderr, dynamic_ncols=True,
+               disable=not root)
     start = time.perf_counter()
     try:
         while True:
             done = step - first_step
-            if (args.steps is not None and done >= args.steps) or \
-                    (budget is not None and time.perf_counter() - start >= budget):
+            late = budget is not None and time.perf_counter() - start >= budget
+            if ctx is not None and budget is not None:
+                late = ctx.any(late)        # NOTE: every rank stops at the same step, or they hang
+            if (args.steps is not None and done >= args.steps) or late:
                 break
             x, y, reset = streams.next()
             if reset:
@@ -248,7 +293,7 @@ def train(args):
                     feeds.update(zip(ins, vals))
             feeds[ids], feeds[targets] = x, y
             m.run(feeds)
-            value = float(loss.value)
+            value = float(loss.value) if ctx is None else ctx.mean(float(loss.value))
             if not math.isfinite(value):
                 raise SystemExit(f"step {step + 1}: loss is {value}; try a smaller --lr")
             opt.step(model.collect_grads(g))
@@ -257,13 +302,15 @@ def train(args):
             losses.append(value)
             smooth.add(value)
             bar.update(1)
-            if step % args.print_every == 0:
+            if step % args.print_every == 0 and root:
                 bar.set_postfix(loss=f"{smooth.value:.3f}")
                 bar.write(f"step {step} loss {smooth.value:.4f} ({time.perf_counter() - start:.0f} s)")
             if args.checkpoint and step % args.save_every == 0:
                 save_checkpoint(args.checkpoint, model, opt, state0, feeds, streams, smooth, losses,
-                                vocab, args, step)
+                                vocab, args, step, ctx)
     except KeyboardInterrupt:
+        if ctx is not None:     # NOTE: the other ranks wait in a collective: end the whole job
+            raise
         # NOTE: Ctrl-C ends training, not the program: the checkpoint, sample and plot still follow.
         bar.write(f"interrupted at step {step}")
     bar.close()
@@ -272,18 +319,23 @@ def train(args):
     if done:
         k = max(1, min(10, done // 3))
         run = losses[-done:]
-        print(f"{done} steps in {elapsed:.1f} s ({1000 * elapsed / done:.1f} ms/step), "
-              f"epoch {streams.epoch}, smoothed loss {smooth.value:.4f} nats/char")
-        print(f"loss first {np.mean(run[:k]):.4f} last {np.mean(run[-k:]):.4f}")
+        chars = done * args.seq * args.batch * (1 if ctx is None else ctx.size)
+        say(f"{done} steps in {elapsed:.1f} s ({1000 * elapsed / done:.1f} ms/step, "
+            f"{chars / elapsed:,.0f} chars/s), epoch {streams.epoch}, smoothed loss {smooth.value:.4f} nats/char")
+        say(f"loss first {np.mean(run[:k]):.4f} last {np.mean(run[-k:]):.4f}")
     if args.checkpoint:
-        save_checkpoint(args.checkpoint, model, opt, state0, feeds, streams, smooth, losses, vocab, args, step)
-        print(f"saved {args.checkpoint} at step {step}")
+        save_checkpoint(args.checkpoint, model, opt, state0, feeds, streams, smooth, losses, vocab, args,
+                        step, ctx)
+        say(f"saved {args.checkpoint} at step {step}")
     return model, vocab, losses
 
 
 def main(argv=None):
     args = parse_args(argv)
-    model, vocab, losses = train(args)
+    ctx = ev.distributed.init() if args.distributed else None
+    model, vocab, losses = train(args, ctx)
+    if ctx is not None and not ctx.is_root:
+        return                  # rank 0 samples, plots and draws
     if args.sample:
         sampler = Sampler(model, args.machine, args.temperature)
         text = sampler.sample(vocab, args.sample, np.random.default_rng(args.seed))
