@@ -68,11 +68,16 @@ def conv_tmps(which, backend, geo, groups, out_channels, dtype):
     return (cols, prod) if backend == "c" else (padded, cols, prod)
 
 
-def _scratch(tmps, which, backend, geo, groups, out_channels, dt, op):
+def _scratch(tmps, which, backend, geo, groups, out_channels, dt, op, *others):
+    """The scratch buffers, checked: shapes as conv_tmps says, apart from each other and
+    from `others` (the instruction's inputs and output)."""
     want = conv_tmps(which, backend, geo, groups, out_channels, dt)
     if len(tmps) != len(want):
         raise KernelError(f"{op}: expected {len(want)} scratch buffers, got {len(tmps)}")
-    return [_fixed(t, s, dt, op, f"scratch {i}", writable=True) for i, (t, (s, _)) in enumerate(zip(tmps, want))]
+    bufs = [_fixed(t, s, dt, op, f"scratch {i}", writable=True) for i, (t, (s, _)) in enumerate(zip(tmps, want))]
+    for i, t in enumerate(bufs):
+        _apart(op, t, *bufs[:i], *others)
+    return bufs
 
 
 def _im2col_into(backend, x, cols, xp, geo, dt, op):
@@ -99,7 +104,7 @@ def bind_conv(backend, x, w, out, tmps, geo, groups=1):
     w = _fixed(w, (g * og, k // (geo.kernel[0] * geo.kernel[1])) + geo.kernel, dt, op, "w")
     out = _fixed(out, (n, g * og) + geo.out_hw, dt, op, "out", writable=True)
     _apart(op, out, x, w)
-    bufs = _scratch(tmps, _FORWARD, backend, geo, groups, w.shape[0], dt, op)
+    bufs = _scratch(tmps, _FORWARD, backend, geo, groups, w.shape[0], dt, op, x, w, out)
     xp, cols = (None, bufs[0]) if backend == "c" else bufs
     fill = _im2col_into(backend, x, cols, xp, geo, dt, op)
     w3, cols4, out4 = _view(w, (g, og, k), op), _view(cols, (n, g, k, p), op), _view(out, (n, g, og, p), op)
@@ -120,7 +125,7 @@ def bind_conv_grad_input(backend, gy, w, out, tmps, geo, groups=1):
     w = _fixed(w, (g * og, k // (geo.kernel[0] * geo.kernel[1])) + geo.kernel, dt, op, "w")
     out = _fixed(out, geo.x_shape, dt, op, "out", writable=True)
     _apart(op, out, gy, w)
-    bufs = _scratch(tmps, _GRAD_INPUT, backend, geo, groups, w.shape[0], dt, op)
+    bufs = _scratch(tmps, _GRAD_INPUT, backend, geo, groups, w.shape[0], dt, op, gy, w, out)
     cols = bufs[0]
     wt, g4, cols4 = _view(w, (g, og, k), op).transpose(0, 2, 1), _view(gy, (n, g, og, p), op), \
         _view(cols, (n, g, k, p), op)
@@ -158,7 +163,7 @@ def bind_conv_grad_weight(backend, x, gy, out, tmps, geo, groups=1):
     gy = _fixed(gy, (n, g * og) + geo.out_hw, dt, op, "g")
     out = _fixed(out, (g * og, k // (geo.kernel[0] * geo.kernel[1])) + geo.kernel, dt, op, "out", writable=True)
     _apart(op, out, x, gy)
-    bufs = _scratch(tmps, _GRAD_WEIGHT, backend, geo, groups, gy.shape[1], dt, op)
+    bufs = _scratch(tmps, _GRAD_WEIGHT, backend, geo, groups, gy.shape[1], dt, op, x, gy, out)
     xp, cols, prod = (None, *bufs) if backend == "c" else bufs
     fill = _im2col_into(backend, x, cols, xp, geo, dt, op)
     g4, cols_t = _view(gy, (n, g, og, p), op), _view(cols, (n, g, k, p), op).swapaxes(2, 3)
@@ -182,11 +187,12 @@ def _pool_io(x, out, geo, op, out_shape):
     return x, out, dt
 
 
-def _padded_windows(backend, x, tmps, geo, dt, op, fill_value):
+def _padded_windows(x, out, tmps, geo, dt, op, fill_value):
     """numpy: a thunk copying x into its padded scratch, and that scratch's windows."""
     if len(tmps) != 1:
         raise KernelError(f"{op}: the numpy runner takes one scratch buffer (the padded input)")
     xp = _fixed(tmps[0], geo.padded_shape, dt, op, "scratch 0", writable=True)
+    _apart(op, xp, x, out)
     inner = geo.interior(xp)
 
     def fill():
@@ -202,7 +208,7 @@ def bind_max_pool2d(backend, x, out, tmps, geo):
     if backend == "c":
         cfn, px, po, gp, null = _cfn(op, dt), _ptr(x, dt, op), _ptr(out, dt, op, True), geo.cdata(), _lib().ffi.NULL
         return (lambda: _check(cfn(px, po, null, gp), op)), ()
-    fill, win = _padded_windows(backend, x, tmps, geo, dt, op, -np.inf)
+    fill, win = _padded_windows(x, out, tmps, geo, dt, op, -np.inf)
 
     def run():
         fill()
@@ -225,6 +231,7 @@ def bind_max_pool2d_grad(backend, gy, x, out, tmps, geo):
         raise KernelError(f"{op}: expected one scratch buffer (the arg-maxes)")
     am = tmps[0]
     pa_w = _idx_ptr(am, op, gy.size, writable=True)
+    _apart(op, am, x, gy, out)
     fwd, bwd = _cfn("max_pool2d", dt), _cfn(op, dt)
     px, pg, po, gp, null = _ptr(x, dt, op), _ptr(gy, dt, op), _ptr(out, dt, op, True), geo.cdata(), _lib().ffi.NULL
 
@@ -241,7 +248,7 @@ def bind_avg_pool2d(backend, x, out, tmps, geo):
     if backend == "c":
         cfn, px, po, gp = _cfn(op, dt), _ptr(x, dt, op), _ptr(out, dt, op, True), geo.cdata()
         return (lambda: _check(cfn(px, po, gp), op)), ()
-    fill, win = _padded_windows(backend, x, tmps, geo, dt, op, 0.0)
+    fill, win = _padded_windows(x, out, tmps, geo, dt, op, 0.0)
     scale = 1.0 / (geo.kernel[0] * geo.kernel[1])
 
     def run():
