@@ -1,76 +1,78 @@
 // CUDA kernels and runtime entry points of exprvm, loaded from Python through
-// cffi's ABI mode (exprvm/kernels/cuda_lib.py).  The math is ev_math.h, the
+// cffi's ABI mode (exprvm/kernels/cuda_loader.py).  The math is ev_math.h, the
 // same code the CPU kernels run, so both backends agree to the ulp.
 //
 // Every entry point returns the cudaError_t of what it did as an int instead
 // of aborting: with no driver, cudaGetDeviceCount returns
 // cudaErrorInsufficientDriver and Python reports that, never a crash.
-#include <cuda_runtime.h>
+//
+// Built with EV_HOST_TWIN (a plain C++ compile, build_cuda.build_twin) the same
+// kernels run serially on the host and the runtime entry points manage host
+// memory: the host twin the tests run where there is no GPU.
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "ev_math.h"
+#include "ev_cuda_launch.h"
 
 extern "C" {
 #include "ev_cuda.h"
 }
 
-namespace {
+// NOTE: one body template per loop shape instead of 52 hand-copied kernels.
+// Inputs are not __restrict__: out may be the same buffer as an input (in place).
+template <class T>
+struct UnaryArgs {
+    const T* x;
+    T* out;
+};
 
-const int kBlock = 256;
-// Enough blocks to fill any current GPU several times over; the grid-stride
-// loops cover larger arrays, and small arrays launch only what they need.
-const int64_t kMaxBlocks = 8192;
+template <class T>
+struct GradArgs {
+    const T* x;
+    const T* ans;
+    const T* g;
+    T* out;
+};
 
-int grid_for(int64_t n) {
-    int64_t blocks = (n + kBlock - 1) / kBlock;
-    return (int)(blocks < kMaxBlocks ? blocks : kMaxBlocks);
-}
+template <class T>
+struct BinaryArgs {
+    const T* a;
+    const T* b;
+    T* out;
+};
 
-// A kernel launch reports bad configurations through cudaGetLastError; faults
-// during execution surface at the next synchronizing call.
-int launched() { return (int)cudaGetLastError(); }
-
-}  // namespace
-
-#define EV_GRID_STRIDE(i, n)                                              \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-         i += (int64_t)blockDim.x * gridDim.x)
-
-// NOTE: one macro per loop shape instead of 52 hand-copied kernels.  Inputs
-// are not __restrict__: out may be the same buffer as an input (in place).
-#define EV_CUDA_UNARY(op, T, sfx)                                          \
-    __global__ void k_##op##_##sfx(const T* x, T* out, int64_t n) {       \
-        EV_GRID_STRIDE(i, n) out[i] = evm_##op##_##sfx(x[i]);             \
-    }                                                                      \
-    extern "C" int ev_cuda_##op##_##sfx(const T* x, T* out, int64_t n) {  \
-        if (n <= 0) return 0;                                              \
-        k_##op##_##sfx<<<grid_for(n), kBlock>>>(x, out, n);                \
-        return launched();                                                 \
+#define EV_CUDA_UNARY(op, T, sfx)                                                      \
+    struct op##_##sfx {                                                                \
+        EV_KD static void run(const UnaryArgs<T>& a, int64_t i) {                     \
+            a.out[i] = evm_##op##_##sfx(a.x[i]);                                       \
+        }                                                                              \
+    };                                                                                 \
+    extern "C" int ev_cuda_##op##_##sfx(const T* x, T* out, int64_t n) {              \
+        return ev_launch<op##_##sfx>(UnaryArgs<T>{x, out}, n);                         \
     }
 
-#define EV_CUDA_UNARY_GRAD(op, T, sfx)                                          \
-    __global__ void k_##op##_grad_##sfx(const T* x, const T* ans, const T* g,  \
-                                        T* out, int64_t n) {                    \
-        EV_GRID_STRIDE(i, n) out[i] = evm_##op##_grad_##sfx(x[i], ans[i], g[i]); \
-    }                                                                           \
-    extern "C" int ev_cuda_##op##_grad_##sfx(const T* x, const T* ans,         \
-                                             const T* g, T* out, int64_t n) {  \
-        if (n <= 0) return 0;                                                   \
-        k_##op##_grad_##sfx<<<grid_for(n), kBlock>>>(x, ans, g, out, n);        \
-        return launched();                                                      \
+#define EV_CUDA_UNARY_GRAD(op, T, sfx)                                                 \
+    struct op##_grad_##sfx {                                                           \
+        EV_KD static void run(const GradArgs<T>& a, int64_t i) {                      \
+            a.out[i] = evm_##op##_grad_##sfx(a.x[i], a.ans[i], a.g[i]);                \
+        }                                                                              \
+    };                                                                                 \
+    extern "C" int ev_cuda_##op##_grad_##sfx(const T* x, const T* ans, const T* g,    \
+                                             T* out, int64_t n) {                      \
+        return ev_launch<op##_grad_##sfx>(GradArgs<T>{x, ans, g, out}, n);             \
     }
 
-#define EV_CUDA_BINARY(op, expr, T, sfx)                                        \
-    __global__ void k_##op##_##sfx(const T* a, const T* b, T* out, int64_t n) { \
-        EV_GRID_STRIDE(i, n) { T u = a[i], v = b[i]; out[i] = (expr); }         \
-    }                                                                           \
-    extern "C" int ev_cuda_##op##_##sfx(const T* a, const T* b, T* out,         \
-                                        int64_t n) {                            \
-        if (n <= 0) return 0;                                                   \
-        k_##op##_##sfx<<<grid_for(n), kBlock>>>(a, b, out, n);                  \
-        return launched();                                                      \
+#define EV_CUDA_BINARY(op, expr, T, sfx)                                               \
+    struct op##_##sfx {                                                                \
+        EV_KD static void run(const BinaryArgs<T>& a, int64_t i) {                    \
+            T u = a.a[i], v = a.b[i];                                                  \
+            a.out[i] = (expr);                                                         \
+        }                                                                              \
+    };                                                                                 \
+    extern "C" int ev_cuda_##op##_##sfx(const T* a, const T* b, T* out, int64_t n) {  \
+        return ev_launch<op##_##sfx>(BinaryArgs<T>{a, b, out}, n);                     \
     }
 
 #define EV_CUDA_OP(op)                 \
@@ -98,9 +100,28 @@ EV_CUDA_BINARY(mul, u * v, double, f64)
 EV_CUDA_BINARY(div, u / v, float, f32)
 EV_CUDA_BINARY(div, u / v, double, f64)
 
+#if !defined(EV_HOST_TWIN)
+
 // ---- runtime: devices, memory, copies ------------------------------------
 
+__device__ int g_ev_status;
+
+int* ev_status_word(void) {
+    static int* addr = NULL;
+    if (addr == NULL && cudaGetSymbolAddress((void**)&addr, g_ev_status) != cudaSuccess) {
+        cudaGetLastError();  // NOTE: leave no sticky error behind; kernels then skip the flag
+        addr = NULL;
+    }
+    return addr;
+}
+
+int ev_zero(void* ptr, size_t nbytes) {
+    return nbytes ? (int)cudaMemsetAsync(ptr, 0, nbytes) : 0;
+}
+
 extern "C" const char* ev_cuda_error_string(int code) {
+    if (code == EV_ERR_DIMS) return "exprvm: too many dimensions for a CUDA kernel";
+    if (code == EV_ERR_ARGS) return "exprvm: bad sizes passed to a CUDA kernel";
     return cudaGetErrorString((cudaError_t)code);
 }
 
@@ -148,7 +169,120 @@ extern "C" int ev_cuda_memcpy_dtoh(void* dst, const void* src, size_t nbytes) {
 }
 
 extern "C" int ev_cuda_memcpy_dtod(void* dst, const void* src, size_t nbytes) {
-    return (int)cudaMemcpy(dst, src, nbytes, cudaMemcpyDeviceToDevice);
+    // NOTE: asynchronous on the default stream, like a kernel (used as one by the tape)
+    return (int)cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice);
+}
+
+extern "C" int ev_cuda_memset(void* dst, int byte, size_t nbytes) {
+    return nbytes ? (int)cudaMemsetAsync(dst, byte, nbytes) : 0;
 }
 
 extern "C" int ev_cuda_synchronize(void) { return (int)cudaDeviceSynchronize(); }
+
+extern "C" int ev_cuda_status(int* out, int reset) {
+    *out = 0;
+    int* word = ev_status_word();
+    if (word == NULL) return (int)cudaErrorInvalidSymbol;
+    int rc = (int)cudaMemcpy(out, word, sizeof(int), cudaMemcpyDeviceToHost);
+    if (rc == 0 && reset) rc = (int)cudaMemset(word, 0, sizeof(int));
+    return rc;
+}
+
+extern "C" int ev_cuda_is_twin(void) { return 0; }
+
+#else  // EV_HOST_TWIN: the same entry points over host memory
+
+static int g_ev_status;
+static size_t g_twin_used;
+static const size_t kTwinTotal = (size_t)1 << 30;
+static const char* const kTwinName = "exprvm host twin (kernels run serially on the CPU)";
+
+int* ev_status_word(void) { return &g_ev_status; }
+
+int ev_zero(void* ptr, size_t nbytes) {
+    if (nbytes) memset(ptr, 0, nbytes);
+    return 0;
+}
+
+extern "C" const char* ev_cuda_error_string(int code) {
+    if (code == EV_ERR_DIMS) return "exprvm: too many dimensions for a CUDA kernel";
+    if (code == EV_ERR_ARGS) return "exprvm: bad sizes passed to a CUDA kernel";
+    if (code == 2) return "out of memory (host twin)";
+    if (code == 1) return "invalid argument (host twin)";
+    return "unknown error (host twin)";
+}
+
+extern "C" int ev_cuda_device_count(int* count) { *count = 1; return 0; }
+extern "C" int ev_cuda_set_device(int device) { return device == 0 ? 0 : 1; }
+extern "C" int ev_cuda_get_device(int* device) { *device = 0; return 0; }
+
+extern "C" int ev_cuda_device_info(int device, char* name, int name_len,
+                                   size_t* total_bytes, int* major, int* minor) {
+    if (device != 0) return 1;
+    if (name_len > 0) {
+        strncpy(name, kTwinName, (size_t)name_len - 1);
+        name[name_len - 1] = '\0';
+    }
+    *total_bytes = kTwinTotal;
+    *major = 0;
+    *minor = 0;
+    return 0;
+}
+
+extern "C" int ev_cuda_mem_info(size_t* free_bytes, size_t* total_bytes) {
+    *total_bytes = kTwinTotal;
+    *free_bytes = kTwinTotal - g_twin_used;
+    return 0;
+}
+
+// Each block carries its size in front (16 bytes, so the data stays 16-aligned).
+extern "C" int ev_cuda_malloc(void** ptr, size_t nbytes) {
+    *ptr = NULL;
+    if (nbytes > kTwinTotal - g_twin_used) return 2;  // cudaErrorMemoryAllocation
+    char* raw = (char*)malloc(nbytes + 16);
+    if (raw == NULL) return 2;
+    *(size_t*)raw = nbytes;
+    g_twin_used += nbytes;
+    *ptr = raw + 16;
+    return 0;
+}
+
+extern "C" int ev_cuda_free(void* ptr) {
+    if (ptr == NULL) return 0;
+    char* raw = (char*)ptr - 16;
+    g_twin_used -= *(size_t*)raw;
+    free(raw);
+    return 0;
+}
+
+extern "C" int ev_cuda_memcpy_htod(void* dst, const void* src, size_t nbytes) {
+    if (nbytes) memmove(dst, src, nbytes);
+    return 0;
+}
+
+extern "C" int ev_cuda_memcpy_dtoh(void* dst, const void* src, size_t nbytes) {
+    if (nbytes) memmove(dst, src, nbytes);
+    return 0;
+}
+
+extern "C" int ev_cuda_memcpy_dtod(void* dst, const void* src, size_t nbytes) {
+    if (nbytes) memmove(dst, src, nbytes);
+    return 0;
+}
+
+extern "C" int ev_cuda_memset(void* dst, int byte, size_t nbytes) {
+    if (nbytes) memset(dst, byte, nbytes);
+    return 0;
+}
+
+extern "C" int ev_cuda_synchronize(void) { return 0; }
+
+extern "C" int ev_cuda_status(int* out, int reset) {
+    *out = g_ev_status;
+    if (reset) g_ev_status = 0;
+    return 0;
+}
+
+extern "C" int ev_cuda_is_twin(void) { return 1; }
+
+#endif

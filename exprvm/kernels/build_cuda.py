@@ -1,20 +1,30 @@
-"""Builds csrc/ev_cuda.cu into a shared library with nvcc, cached by content.
+"""Builds exprvm's CUDA library with nvcc, and its host twin with a C++ compiler,
+both cached by content.
 
-The library file is named by a hash of the CUDA sources, the nvcc flags and
-nvcc's version, so an edited kernel or another GPU architecture gets a fresh
-build and a stale library is never loaded.  Builds go to a temporary file and
-are renamed into place, so concurrent processes cannot see a half-written
-library.
+    build()        csrc/ev_cuda*.cu -> libev_cuda-<arch>-<hash>.so (nvcc; the GPU library)
+    build_twin()   the same sources + ev_cuda_twin.cc -> libev_cuda_twin-<hash>.so, a plain
+                   C++ build (-DEV_HOST_TWIN) whose kernels run serially on the CPU over
+                   host memory, with a reference column-major GEMM under cuBLAS's names:
+                   the CUDA code's indexing and math, tested where there is no GPU
+
+A library file is named by a hash of the sources, the flags and the compiler's
+version, so an edited kernel or another GPU architecture gets a fresh build and a
+stale library is never loaded.  Builds go to a temporary file and are renamed
+into place, so concurrent processes cannot see a half-written library.  The .cu
+files compile in parallel (one nvcc each, ~3 s a file), then link.
 
     python -m exprvm.kernels.build_cuda            # build (if needed), print the path
     python -m exprvm.kernels.build_cuda --arch sm_90 --force
+    python -m exprvm.kernels.build_cuda --twin
 
 Environment:
   EXPRVM_NVCC        nvcc to use (else PATH, $CUDA_HOME/bin, /usr/local/cuda/bin)
   EXPRVM_CUDA_ARCH   e.g. "sm_90"; default: the GPU found, else sm_75 + PTX
+  EXPRVM_CXX         the twin's C++ compiler (else $CXX, g++, c++, clang++)
   EXPRVM_CACHE_DIR   where libraries go (default: $XDG_CACHE_HOME/exprvm or ~/.cache/exprvm)
 """
 import argparse
+import concurrent.futures
 import hashlib
 import os
 import pathlib
@@ -27,7 +37,10 @@ from exprvm.errors import BackendError
 from exprvm.kernels.build_c import csrc_dir
 from exprvm.kernels.cuda_driver import probe_driver
 
-SOURCES = ("ev_cuda.cu", "ev_cuda.h", "ev_math.h")
+CUDA_SOURCES = ("ev_cuda.cu", "ev_cuda_nn.cu", "ev_cuda_train.cu")
+HEADERS = ("ev_cuda.h", "ev_cuda_launch.h", "ev_math.h")
+TWIN_SOURCES = CUDA_SOURCES + ("ev_cuda_twin.cc",)
+SOURCES = CUDA_SOURCES + HEADERS
 # The oldest architecture nvcc 13 still targets; its PTX is JIT-compiled by
 # the driver for anything newer.
 DEFAULT_ARCH = "sm_75"
@@ -79,20 +92,49 @@ def _nvcc_version(nvcc):
         raise BackendError(f"cannot run {nvcc}: {e}") from e
 
 
-def library_path(nvcc, arch):
-    """Where the library for these sources, flags and nvcc lives."""
+def _digest(names, *extra):
     src = csrc_dir()
     h = hashlib.sha256()
-    for name in SOURCES:
+    for name in names:
         h.update(name.encode())
         h.update((src / name).read_bytes())
-    h.update(" ".join(nvcc_flags(arch)).encode())
-    h.update(_nvcc_version(nvcc).encode())
-    return cache_dir() / f"libev_cuda-{arch}-{h.hexdigest()[:16]}.so"
+    for e in extra:
+        h.update(e.encode())
+    return h.hexdigest()[:16]
+
+
+def library_path(nvcc, arch):
+    """Where the library for these sources, flags and nvcc lives."""
+    digest = _digest(SOURCES, " ".join(nvcc_flags(arch)), _nvcc_version(nvcc))
+    return cache_dir() / f"libev_cuda-{arch}-{digest}.so"
+
+
+def _run(cmd, what):
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise BackendError(f"{what} could not run: {e}") from e
+    if proc.returncode != 0:
+        raise BackendError(f"{what} failed ({proc.returncode}): {' '.join(map(str, cmd))}\n"
+                           f"{proc.stderr.strip()}")
+
+
+def _install(target, make):
+    """make(tmp_path) writes the library; it is renamed to target only once complete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        make(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
 
 
 def build(capability=None, arch=None, force=False):
-    """Path of an up-to-date library, building it if needed (BackendError on failure)."""
+    """Path of an up-to-date GPU library, building it if needed (BackendError on failure)."""
     nvcc = find_nvcc()
     if nvcc is None:
         raise BackendError("nvcc not found (set EXPRVM_NVCC or put CUDA's bin/ on PATH)")
@@ -102,34 +144,66 @@ def build(capability=None, arch=None, force=False):
     target = library_path(nvcc, arch)
     if target.is_file() and not force:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     src = csrc_dir()
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    cmd = [nvcc, *nvcc_flags(arch), f"-I{src}", "-o", tmp, str(src / "ev_cuda.cu")]
+    flags = nvcc_flags(arch)
+
+    def make(tmp):
+        with tempfile.TemporaryDirectory(dir=target.parent) as work:
+            objs = [os.path.join(work, name + ".o") for name in CUDA_SOURCES]
+            compile_flags = [f for f in flags if f != "-shared"]
+            jobs = [[nvcc, *compile_flags, f"-I{src}", "-c", str(src / name), "-o", obj]
+                    for name, obj in zip(CUDA_SOURCES, objs)]
+            with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+                for f in [pool.submit(_run, cmd, "nvcc") for cmd in jobs]:
+                    f.result()
+            _run([nvcc, *flags, *objs, "-o", tmp], "nvcc (link)")
+    return _install(target, make)
+
+
+def find_cxx():
+    """A C++ compiler for the host twin, or None."""
+    for cand in (os.environ.get("EXPRVM_CXX"), os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if cand:
+            found = shutil.which(cand)
+            if found:
+                return found
+    return None
+
+
+TWIN_FLAGS = ("-x", "c++", "-std=c++17", "-O2", "-fPIC", "-shared", "-DEV_HOST_TWIN")
+
+
+def build_twin(force=False):
+    """Path of the host twin library (see the module docstring), building it if needed."""
+    cxx = find_cxx()
+    if cxx is None:
+        raise BackendError("no C++ compiler found for the CUDA host twin (set EXPRVM_CXX)")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            raise BackendError(f"nvcc failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr.strip()}")
-        os.replace(tmp, target)
+        version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as e:
-        raise BackendError(f"nvcc could not run: {e}") from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+        raise BackendError(f"cannot run {cxx}: {e}") from e
+    target = cache_dir() / f"libev_cuda_twin-{_digest(TWIN_SOURCES + HEADERS, ' '.join(TWIN_FLAGS), version)}.so"
+    if target.is_file() and not force:
+        return target
+    src = csrc_dir()
+    return _install(target, lambda tmp: _run(
+        [cxx, *TWIN_FLAGS, f"-I{src}", *[str(src / n) for n in TWIN_SOURCES], "-o", tmp], cxx))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Build exprvm's CUDA kernels with nvcc.")
     parser.add_argument("--arch", help="e.g. sm_90 (default: the GPU found, else sm_75 + PTX)")
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
+    parser.add_argument("--twin", action="store_true", help="build the host twin instead")
     args = parser.parse_args(argv)
     capability = None
-    if not args.arch:
+    if not args.arch and not args.twin:
         capability = probe_driver()[2]
     try:
-        path = build(capability=capability, arch=args.arch, force=args.force)
+        if args.twin:
+            path = build_twin(force=args.force)
+        else:
+            path = build(capability=capability, arch=args.arch, force=args.force)
     except BackendError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

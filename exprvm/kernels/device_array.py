@@ -20,6 +20,7 @@ array passes to the enclosing scope, if any, which frees it in turn unless it
 is kept there too.  ``tidy(fn, *args)`` runs fn in a scope and keeps what it
 returns (a DeviceArray, or DeviceArrays in a tuple, list or dict).
 """
+import math
 import threading
 
 import numpy as np
@@ -173,10 +174,23 @@ def _check_shape(shape):
     return shape
 
 
-class DeviceArray:
-    """A C-contiguous array in CUDA device memory, owned by this object."""
+def _c_strides(shape, itemsize):
+    out, acc = [], itemsize
+    for n in reversed(shape):
+        out.append(acc)
+        acc *= max(n, 1)
+    return tuple(reversed(out))
 
-    __slots__ = ("shape", "dtype", "size", "nbytes", "_ptr", "_cptr", "_allocated", "__weakref__")
+
+class DeviceArray:
+    """An array in CUDA device memory: C-contiguous and owning its allocation, or a view
+    of one (reshape, transpose, basic indexing, broadcast_to: strided, owning nothing).
+
+    A view is valid while its owner lives; freeing the owner makes every view report
+    `freed` and refuse kernels. `strides` are in bytes, as numpy's."""
+
+    __slots__ = ("shape", "dtype", "size", "nbytes", "strides", "_ptr", "_cptr", "_allocated",
+                 "_base", "_offset", "__weakref__")
 
     def __init__(self, shape, dtype):
         dtype = np.dtype(dtype)
@@ -186,6 +200,8 @@ class DeviceArray:
         self.dtype = dtype
         self.size = int(np.prod(self.shape, dtype=np.int64))
         self.nbytes = self.size * dtype.itemsize
+        self.strides = _c_strides(self.shape, dtype.itemsize)
+        self._base, self._offset = None, 0
         self._ptr = None
         self._allocated = 0     # bytes the allocation really holds (kernels check sizes against it)
         ffi, lib = cuda_loader.load()
@@ -201,18 +217,36 @@ class DeviceArray:
 
     @property
     def freed(self):
-        return self._ptr is None
+        return self._ptr is None or (self._base is not None and self._base._ptr is None)
 
     @property
     def ptr(self):
         """The device address as an int (KernelError once freed)."""
-        if self._ptr is None:
-            raise KernelError("DeviceArray was freed")
+        self._device()
         return self._ptr
 
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def base(self):
+        """The DeviceArray owning this view's memory, or None for an owner."""
+        return self._base
+
+    @property
+    def contiguous(self):
+        """C-contiguous (size-1 dimensions' strides ignored, as numpy does)?"""
+        c = _c_strides(self.shape, self.dtype.itemsize)
+        return all(n == 1 or s == t for n, s, t in zip(self.shape, self.strides, c))
+
     def free(self):
-        """Release the device memory now; later frees do nothing."""
+        """Release the device memory now (a view only lets go of its owner); later frees
+        do nothing."""
         ptr, self._ptr = self._ptr, None
+        if self._base is not None:
+            self._cptr = None
+            return
         if ptr:
             ffi, lib = cuda_loader.load()
             cuda_loader.check(lib.ev_cuda_free(self._cptr), "cudaFree")
@@ -234,7 +268,10 @@ class DeviceArray:
         return False
 
     def numpy(self, out=None):
-        """A host copy (into `out` when given)."""
+        """A host copy (into `out` when given); a strided view is gathered on the device first."""
+        if not self.contiguous:
+            with self.compact() as packed:
+                return packed.numpy(out)
         if out is None:
             out = np.empty(self.shape, self.dtype)
         elif not (type(out) is np.ndarray and out.dtype == self.dtype and out.nbytes == self.nbytes
@@ -249,6 +286,8 @@ class DeviceArray:
 
     def set(self, host):
         """Overwrite the contents from a host array of the same dtype and size."""
+        if not self.contiguous:
+            raise KernelError(f"set: a strided view {self.shape} {self.strides} cannot be written from the host")
         host = np.ascontiguousarray(host)
         if host.dtype != self.dtype or host.nbytes != self.nbytes:
             raise ShapeError(f"set: host array {host.dtype}{host.shape} does not match {self.dtype}{self.shape}")
@@ -260,7 +299,9 @@ class DeviceArray:
         return self
 
     def copy(self):
-        """A new DeviceArray with the same contents (device to device)."""
+        """A new DeviceArray with the same contents (device to device), C-contiguous."""
+        if not self.contiguous:
+            return self.compact()
         self._check_size()
         new = DeviceArray(self.shape, self.dtype)
         if self.nbytes:
@@ -274,16 +315,95 @@ class DeviceArray:
             raise KernelError(f"DeviceArray claims {self.nbytes} bytes, its allocation holds {self._allocated}")
 
     def _device(self):
-        if self._ptr is None:
+        if self._ptr is None or (self._base is not None and self._base._ptr is None):
             raise KernelError("DeviceArray was freed")
         return self._cptr
+
+    # -- views ---------------------------------------------------------------------------
+    def compact(self):
+        """A new C-contiguous DeviceArray with this (possibly strided) view's contents."""
+        from exprvm.kernels import device  # NOTE: device.py imports this module
+        return device.copy_strided(self)
+
+    def fake(self):
+        """A host array with this array's shape and strides and no real memory: numpy's view
+        functions applied to it describe the view they would make (never read from it)."""
+        return np.lib.stride_tricks.as_strided(np.zeros(1, self.dtype), self.shape, self.strides)
+
+    def apply_view(self, fn):
+        """The view fn makes of this array: fn maps a numpy array to a view of it (np.reshape,
+        np.transpose, basic indexing...). KernelError when fn would copy."""
+        fake = self.fake()
+        try:
+            view = fn(fake)
+        except ValueError as e:     # numpy: "Unable to avoid creating a copy ..."
+            raise KernelError(f"a view of a DeviceArray {self.shape}: {e}") from None
+        if not (isinstance(view, np.ndarray) and (view.size == 0 or np.shares_memory(view, fake))):
+            raise KernelError(f"a view of a DeviceArray {self.shape}: the operation would copy")
+        delta = view.__array_interface__["data"][0] - fake.__array_interface__["data"][0]
+        return self._view(view.shape, view.strides, delta, view.dtype)
+
+    def _view(self, shape, strides, delta, dtype):
+        owner = self._base if self._base is not None else self
+        self._device()
+        offset = self._offset + int(delta)
+        lo = hi = offset
+        for n, st in zip(shape, strides):
+            if n == 0:
+                lo, hi = offset, offset - dtype.itemsize
+                break
+            lo, hi = lo + min(0, (n - 1) * st), hi + max(0, (n - 1) * st)
+        if math.prod(shape) and (lo < 0 or hi + dtype.itemsize > owner._allocated):
+            raise KernelError(f"view {shape} {strides} at byte {offset} leaves the allocation "
+                              f"of {owner._allocated} bytes")
+        v = object.__new__(DeviceArray)
+        v.shape, v.dtype, v.strides = tuple(int(n) for n in shape), np.dtype(dtype), tuple(strides)
+        v.size = math.prod(v.shape)
+        v.nbytes = v.size * v.dtype.itemsize
+        v._base, v._offset = owner, offset
+        v._allocated = owner._allocated - offset
+        v._ptr = owner._ptr + offset
+        ffi, _ = cuda_loader.load()
+        v._cptr = ffi.cast("void*", v._ptr)
+        return v
+
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)) else shape
+        return self.apply_view(lambda a: np.reshape(a, shape, copy=False))
+
+    def transpose(self, *axes):
+        axes = axes[0] if len(axes) == 1 and not isinstance(axes[0], (int, np.integer)) else axes
+        return self.apply_view(lambda a: np.transpose(a, axes or None))
+
+    @property
+    def T(self):
+        return self.transpose()
+
+    def broadcast_to(self, shape):
+        return self.apply_view(lambda a: np.broadcast_to(a, shape))
+
+    def __getitem__(self, index):
+        index = index if isinstance(index, tuple) else (index,)
+        if not all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in index):
+            raise KernelError("DeviceArray takes basic indices only (ints, slices, None, ...); "
+                              "use exprvm's take kernel to gather")
+        tail = () if Ellipsis in index else (Ellipsis,)  # NOTE: keeps a full int index a 0-d view
+        return self.apply_view(lambda a: a[index + tail])
+
+    def __array__(self, dtype=None, copy=None):
+        # NOTE: always a copy to the host (ev.save, np.asarray); copy=False cannot be honoured.
+        if copy is False:
+            raise ValueError("a DeviceArray cannot be viewed as a host array without a copy")
+        host = self.numpy()
+        return host if dtype is None else host.astype(dtype, copy=False)
 
     @property
     def __cuda_array_interface__(self):
         # Version 3; stream 1 is the legacy default stream our kernels run on,
         # so a consumer on another stream knows to wait for them.
         return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False),
-                "version": 3, "strides": None, "descr": [("", self.dtype.str)], "stream": 1}
+                "version": 3, "strides": None if self.contiguous else self.strides,
+                "descr": [("", self.dtype.str)], "stream": 1}
 
     def __len__(self):
         if not self.shape:
@@ -291,8 +411,9 @@ class DeviceArray:
         return self.shape[0]
 
     def __repr__(self):
-        state = "freed" if self._ptr is None else hex(self._ptr)
-        return f"DeviceArray(shape={self.shape}, dtype={self.dtype}, at {state})"
+        state = "freed" if self.freed else hex(self._ptr)
+        view = "" if self._base is None else f", view strides={self.strides}"
+        return f"DeviceArray(shape={self.shape}, dtype={self.dtype}{view}, at {state})"
 
 
 def empty(shape, dtype):
