@@ -13,6 +13,8 @@ from exprvm.core import OPS
 from machines import EVALUATORS
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
+# A reference takes another route to the result (its own rounding): float32 rounding apart.
+REF_TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
 
 
 def make_arg(spec, dtype, rng):
@@ -53,6 +55,15 @@ def test_every_op_has_a_row():
     assert not missing, f"ops without a test-table row: {missing}"
 
 
+def test_every_op_has_an_independent_reference():
+    # Row.ref: the op's formula written apart from its impl (a random op's ref checks the
+    # distribution of a sample instead).
+    missing = sorted(n for n, op in OPS.items() if op.row is not None and op.row.ref is None)
+    assert not missing, f"ops whose test-table row has no independent ref=: {missing}"
+    same = sorted(n for n, op in OPS.items() if op.row is not None and op.row.ref is op.impl)
+    assert not same, f"ops whose ref= is their impl: {same}"
+
+
 def test_differentiable_rows_match_vjps():
     # A row may only skip the gradient check for an op that has no VJP.
     skipped = sorted(n for n, op in OPS.items() if not op.row.grad and op.differentiable)
@@ -76,15 +87,17 @@ def test_forward(name, dtype, machine):
         assert set(np.unique(got)) <= {0.0, np.float32(1 / (1 - rate))}
         assert abs((got == 0).mean() - rate) < 0.1
         return
-    expected = np.asarray(OPS[name].impl(*arrays, **params))
-    assert node.shape == expected.shape, f"{name}: rule says {node.shape}, numpy gives {expected.shape}"
-    assert node.dtype == expected.dtype, f"{name}: rule says {node.dtype}, numpy gives {expected.dtype}"
+    # NOTE: the machines are checked against the row's independent formula, never against
+    # OPS[name].impl: the LispMachine's walk calls that impl, so it would check itself.
+    impl = np.asarray(OPS[name].impl(*arrays, **params))
+    assert node.shape == impl.shape, f"{name}: rule says {node.shape}, numpy gives {impl.shape}"
+    assert node.dtype == impl.dtype, f"{name}: rule says {node.dtype}, numpy gives {impl.dtype}"
+    want = np.asarray(row.ref(*arrays, **params))
+    assert want.shape == node.shape, f"{name}: the reference gives {want.shape}, the rule {node.shape}"
+    np.testing.assert_allclose(impl, want, **REF_TOL[dtype], err_msg=f"{name}: impl vs reference")
     (got,) = EVALUATORS[machine](g, [node])
-    assert got.shape == expected.shape and got.dtype == expected.dtype
-    np.testing.assert_allclose(got, expected, **TOL[dtype])
-    if row.ref is not None:
-        np.testing.assert_allclose(expected, row.ref(*arrays, **params), rtol=1e-4 if dtype == np.float32 else 1e-10,
-                                   atol=1e-5 if dtype == np.float32 else 1e-12)
+    assert got.shape == node.shape and got.dtype == node.dtype
+    np.testing.assert_allclose(got, want, **REF_TOL[dtype], err_msg=f"{name} on {machine} vs reference")
 
 
 def _cost_fn(name, arrays, params, seed=1):
@@ -126,3 +139,27 @@ def test_gradient_machines_agree(name, dtype, machine):
     for n, gv in zip(nodes, got):
         assert gv.dtype == n.dtype
         np.testing.assert_allclose(np.broadcast_to(gv, n.shape), n.grad, **TOL[dtype])
+
+
+# NOTE: a row makes one sample per op; matmul's shape cases each take another path (the
+# inner dimension of 1 is an outer product, 1-d operands are promoted, batches broadcast).
+MATMUL_SHAPES = [((3, 1), (1, 4)), ((3,), (3,)), ((3,), (3, 4)), ((2, 3), (3,)),
+                 ((2, 1, 3), (3, 2)), ((4, 2, 3), (4, 3, 5)), ((3, 4), (4, 5)), ((1, 3), (3, 1))]
+
+
+@pytest.mark.parametrize("machine", sorted(EVALUATORS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sa, sb", MATMUL_SHAPES)
+def test_matmul_shapes_against_the_reference(sa, sb, dtype, machine):
+    from exprvm.ops import refs
+    rng = np.random.default_rng(5)
+    a, b = rng.uniform(-1, 1, sa).astype(dtype), rng.uniform(-1, 1, sb).astype(dtype)
+    want = refs.matmul(a, b)
+    np.testing.assert_allclose(ev.matmul(a, b), want, **REF_TOL[dtype])   # the eager impl
+    g, _, node = build("matmul", [a, b], {})
+    assert node.shape == want.shape
+    (got,) = EVALUATORS[machine](g, [node])
+    np.testing.assert_allclose(got, want, **REF_TOL[dtype])
+    if dtype == np.float64:
+        assert ev.check_grad(lambda x, y: ev.sum(ev.matmul(x, y) * np.cos(np.arange(want.size))
+                                                 .reshape(want.shape)), [a, b])

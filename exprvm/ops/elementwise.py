@@ -3,6 +3,7 @@ import numpy as np
 
 from ..errors import DTypeError
 from ..core.rules import batch_elementwise, neutral, passthrough
+from . import refs
 from ..core import (Row, apply, binary_rule, broadcast, compare_rule, defop, elementwise_rule,
                        unary_rule, unbroadcast as ub)
 
@@ -30,55 +31,65 @@ def grad_from_x(op):
     return lambda g, ans, x: apply("unary_grad", x, x, g, op=op)
 
 
-def binary(name, impl, vjp_x, vjp_y, args=(F34, F4), ufunc=None, identity=None):
-    return defop(name, impl, binary_rule, vjp=(vjp_x, vjp_y), row=Row(args),
+def binary(name, impl, vjp_x, vjp_y, args=(F34, F4), ufunc=None, identity=None, ref=None):
+    return defop(name, impl, binary_rule, vjp=(vjp_x, vjp_y), row=Row(args, ref=ref),
                  ufunc=ufunc, elementwise=True, identity=identity)
 
 
 # -- arithmetic --------------------------------------------------------------------
 add = binary("add", np.add,
              lambda g, ans, x, y: ub(g, x.shape),
-             lambda g, ans, x, y: ub(g, y.shape), ufunc=np.add, identity=neutral(0))
+             lambda g, ans, x, y: ub(g, y.shape), ufunc=np.add, identity=neutral(0),
+             ref=lambda x, y: x + y)
 subtract = binary("sub", np.subtract,
                   lambda g, ans, x, y: ub(g, x.shape),
                   lambda g, ans, x, y: ub(-g, y.shape), ufunc=np.subtract,
-                  identity=neutral(0, commutative=False))
+                  identity=neutral(0, commutative=False), ref=lambda x, y: x + (-y))
 multiply = binary("mul", np.multiply,
                   lambda g, ans, x, y: ub(g * y, x.shape),
                   lambda g, ans, x, y: ub(g * x, y.shape), ufunc=np.multiply,
-                  identity=neutral(1))
+                  identity=neutral(1), ref=lambda x, y: x * y)
 divide = binary("div", np.divide,
                 lambda g, ans, x, y: ub(g / y, x.shape),
-                lambda g, ans, x, y: ub(-g * ans / y, y.shape), args=(F34, POS4), ufunc=np.divide)
+                lambda g, ans, x, y: ub(-g * ans / y, y.shape), args=(F34, POS4), ufunc=np.divide,
+                ref=lambda x, y: x / y)
 power = binary("pow", np.power,
                lambda g, ans, x, y: ub(g * y * x ** (y - 1), x.shape),
                lambda g, ans, x, y: ub(g * ans * log(x), y.shape),
-               args=(POS34, ("f", (4,), -1.0, 2.0)), ufunc=np.power)
+               args=(POS34, ("f", (4,), -1.0, 2.0)), ufunc=np.power,
+               ref=lambda x, y: np.exp(y * np.log(x)))
 # NOTE: at a tie the gradient goes to x only, so it is never counted twice.
 maximum = binary("maximum", np.maximum,
                  lambda g, ans, x, y: ub(where(x >= y, g, 0), x.shape),
-                 lambda g, ans, x, y: ub(where(x < y, g, 0), y.shape), ufunc=np.maximum)
+                 lambda g, ans, x, y: ub(where(x < y, g, 0), y.shape), ufunc=np.maximum,
+                 ref=lambda x, y: np.where(x >= y, x, y))
 minimum = binary("minimum", np.minimum,
                  lambda g, ans, x, y: ub(where(x <= y, g, 0), x.shape),
-                 lambda g, ans, x, y: ub(where(x > y, g, 0), y.shape), ufunc=np.minimum)
+                 lambda g, ans, x, y: ub(where(x > y, g, 0), y.shape), ufunc=np.minimum,
+                 ref=lambda x, y: np.where(x <= y, x, y))
 
-negative = unary("neg", np.negative, lambda g, ans, x: -g, ufunc=np.negative)
-abs = unary("abs", np.abs, lambda g, ans, x: g * sign(x), ufunc=np.abs)
-sign = unary("sign", np.sign, None, ufunc=np.sign)
+negative = unary("neg", np.negative, lambda g, ans, x: -g, ufunc=np.negative, ref=lambda x: 0 - x)
+abs = unary("abs", np.abs, lambda g, ans, x: g * sign(x), ufunc=np.abs,
+            ref=lambda x: np.where(x < 0, -x, x))
+sign = unary("sign", np.sign, None, ufunc=np.sign, ref=refs.sign)
 
 # -- transcendental -------------------------------------------------------------------
-exp = unary("exp", np.exp, grad_from_ans("exp"), ufunc=np.exp)
-log = unary("log", np.log, lambda g, ans, x: g / x, domain=POS34, ufunc=np.log)
+exp = unary("exp", np.exp, grad_from_ans("exp"), ufunc=np.exp, ref=lambda x: np.e ** x)
+log = unary("log", np.log, lambda g, ans, x: g / x, domain=POS34, ufunc=np.log,
+            ref=lambda x: np.log2(x) * np.log(2.0))
 log1p = unary("log1p", np.log1p, grad_from_x("log1p"), domain=POS34,
               ref=lambda x: np.log(1 + x), ufunc=np.log1p)
 expm1 = unary("expm1", np.expm1, grad_from_ans("expm1"),
               ref=lambda x: np.exp(x) - 1, ufunc=np.expm1)
-sqrt = unary("sqrt", np.sqrt, lambda g, ans, x: g * 0.5 / ans, domain=POS34, ufunc=np.sqrt)
+sqrt = unary("sqrt", np.sqrt, lambda g, ans, x: g * 0.5 / ans, domain=POS34, ufunc=np.sqrt,
+             ref=lambda x: x ** 0.5)
 square = unary("square", np.square, grad_from_x("square"),
                ref=lambda x: x * x, ufunc=np.square)
 cube = unary("cube", lambda x: x * x * x, grad_from_x("cube"), ref=lambda x: x ** 3)
-sin = unary("sin", np.sin, lambda g, ans, x: g * cos(x), ufunc=np.sin)
-cos = unary("cos", np.cos, lambda g, ans, x: -g * sin(x), ufunc=np.cos)
+sin = unary("sin", np.sin, lambda g, ans, x: g * cos(x), ufunc=np.sin,
+            ref=lambda x: np.exp(1j * x).imag)
+cos = unary("cos", np.cos, lambda g, ans, x: -g * sin(x), ufunc=np.cos,
+            ref=lambda x: np.exp(1j * x).real)
 tanh = unary("tanh", np.tanh, grad_from_ans("tanh"),
              ref=lambda x: (np.exp(2 * x) - 1) / (np.exp(2 * x) + 1), ufunc=np.tanh)
 
@@ -105,16 +116,18 @@ def leaky_relu(x, alpha=0.01):
 # -- comparisons (not differentiable) -----------------------------------------------
 
 
-def compare(name, impl):
-    return defop(name, impl, compare_rule, row=Row((F34, F4), grad=False), ufunc=impl)
+def compare(name, impl, ref):
+    return defop(name, impl, compare_rule, row=Row((F34, F4), grad=False, ref=ref), ufunc=impl)
 
 
-less = compare("lt", np.less)
-less_equal = compare("le", np.less_equal)
-greater = compare("gt", np.greater)
-greater_equal = compare("ge", np.greater_equal)
-equal = compare("eq", np.equal)
-not_equal = compare("ne", np.not_equal)
+# NOTE: the references compare through a difference: with gradual underflow, x - y is 0
+# exactly when x == y.
+less = compare("lt", np.less, lambda x, y: y - x > 0)
+less_equal = compare("le", np.less_equal, lambda x, y: y - x >= 0)
+greater = compare("gt", np.greater, lambda x, y: x - y > 0)
+greater_equal = compare("ge", np.greater_equal, lambda x, y: x - y >= 0)
+equal = compare("eq", np.equal, lambda x, y: x - y == 0)
+not_equal = compare("ne", np.not_equal, lambda x, y: x - y != 0)
 
 
 def _where_rule(c, x, y):
@@ -128,7 +141,8 @@ where = defop("where", np.where, _where_rule,
               vjp=(None,
                    lambda g, ans, c, x, y: ub(where(c, g, 0), x.shape),
                    lambda g, ans, c, x, y: ub(where(c, 0, g), y.shape)),
-              row=Row((("b", (3, 4)), F34, F4)), batch=batch_elementwise)
+              row=Row((("b", (3, 4)), F34, F4), ref=lambda c, x, y: x * c + y * ~c),
+              batch=batch_elementwise)
 
 
 def _astype_rule(x, dtype):
@@ -137,7 +151,8 @@ def _astype_rule(x, dtype):
 
 _astype = defop("astype", lambda x, dtype: np.asarray(x).astype(dtype), _astype_rule,
                vjp=(lambda g, ans, x, dtype: astype(g, x.dtype),),
-               row=Row((F34,), {"dtype": "float64"}), identity=passthrough)
+               row=Row((F34,), {"dtype": "float64"},
+                       ref=lambda x, dtype: np.array(x.tolist(), dtype=dtype)), identity=passthrough)
 
 
 def astype(x, dtype):

@@ -4,6 +4,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..core import FLOAT_DTYPES
 from ..core import Row, defop, same_float_dtype, unbroadcast
+from . import refs
 from .shape import reshape, swapaxes_last, transpose
 
 
@@ -90,7 +91,7 @@ def _matmul_batch(in_shapes, shape, params):
 
 
 matmul = defop("matmul", _matmul, _matmul_rule, vjp=(_vjp_a, _vjp_b), ufunc=np.matmul, batch=_matmul_batch,
-               row=Row((("f", (2, 3, 4), -1.0, 1.0), ("f", (4, 5), -1.0, 1.0))))
+               row=Row((("f", (2, 3, 4), -1.0, 1.0), ("f", (4, 5), -1.0, 1.0)), ref=refs.matmul))
 
 
 def _outer_rule(a, b):
@@ -102,5 +103,5 @@ def _outer_rule(a, b):
 
 outer = defop("outer", np.outer, _outer_rule,
               vjp=(lambda g, ans, a, b: matmul(g, b), lambda g, ans, a, b: matmul(transpose(g), a)),
-              row=Row((("f", (3,), -1.0, 1.0), ("f", (4,), -1.0, 1.0))))
+              row=Row((("f", (3,), -1.0, 1.0), ("f", (4,), -1.0, 1.0)), ref=lambda a, b: a[:, None] * b[None, :]))
 dot = matmul

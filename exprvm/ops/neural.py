@@ -69,7 +69,8 @@ def _one_hot(t, depth, dtype):
 
 
 _oh = defop("one_hot", _one_hot, _one_hot_rule, int_args=(0,), batch=batch_rows("b"),
-            row=Row((("i", (5,), 4),), {"depth": 4, "dtype": "float64"}, grad=False))
+            row=Row((("i", (5,), 4),), {"depth": 4, "dtype": "float64"}, grad=False,
+                    ref=lambda t, depth, dtype: np.eye(depth, dtype=dtype)[t]))
 
 
 def one_hot(indices, depth, dtype=np.float64):
@@ -114,7 +115,9 @@ def _mask(x, rate, rng):
 
 
 _dm = defop("dropout_mask", _mask, lambda x, rate, rng: (x.shape, same_float_dtype(x)),
-            row=Row((("f", (20, 30), -1.0, 1.0),), {"rate": 0.5}, grad=False, random=True))
+            row=Row((("f", (20, 30), -1.0, 1.0),), {"rate": 0.5}, grad=False, random=True,
+                    ref=lambda m, x, rate, rng: set(np.unique(m)) <= {0.0, m.dtype.type(1 / (1 - rate))}
+                    and abs((m == 0).mean() - rate) < 0.1))
 
 
 def dropout(x, rate=0.5, seed=None, train=True):

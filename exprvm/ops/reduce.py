@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..core import ndim_of, Row, apply, defop, norm_axis, same_float_dtype
+from . import refs
 
 
 
@@ -41,15 +42,15 @@ def _logsumexp(x, axis, keepdims):
 X = ("f", (3, 4, 2), -2.0, 2.0)
 _sum = defop("sum", lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims), _rule,
              vjp=(lambda g, ans, x, axis, keepdims: broadcast_to(_kept(g, x, axis, keepdims), x.shape),),
-             row=Row((X,), {"axis": (1,), "keepdims": False}))
+             row=Row((X,), {"axis": (1,), "keepdims": False}, ref=refs.sum))
 _mean = defop("mean", lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims), _rule,
               vjp=(lambda g, ans, x, axis, keepdims:
                    broadcast_to(_kept(g, x, axis, keepdims), x.shape) / _count(x, axis),),
-              row=Row((X,), {"axis": (0, 2), "keepdims": True}))
+              row=Row((X,), {"axis": (0, 2), "keepdims": True}, ref=refs.mean))
 _max = defop("max", lambda x, axis, keepdims: np.max(x, axis=axis, keepdims=keepdims), _rule,
-             vjp=(_extreme_vjp,), row=Row((X,), {"axis": (2,), "keepdims": False}))
+             vjp=(_extreme_vjp,), row=Row((X,), {"axis": (2,), "keepdims": False}, ref=refs.max))
 _min = defop("min", lambda x, axis, keepdims: np.min(x, axis=axis, keepdims=keepdims), _rule,
-             vjp=(_extreme_vjp,), row=Row((X,), {"axis": (0, 1, 2), "keepdims": False}))
+             vjp=(_extreme_vjp,), row=Row((X,), {"axis": (0, 1, 2), "keepdims": False}, ref=refs.min))
 _lse = defop("logsumexp", _logsumexp, _rule,
              vjp=(lambda g, ans, x, axis, keepdims:
                   _kept(g, x, axis, keepdims) * exp(x - _kept(ans, x, axis, keepdims)),),

@@ -4,6 +4,7 @@ import numpy as np
 
 from ..errors import DTypeError, IndexRangeError, ShapeError
 from ..core.rules import arg_error, int_tuple, passthrough
+from . import refs
 from ..core import OPS, is_basic_index, ndim_of, shape_of, Row, build_node, apply, defop, norm_axis, unbroadcast
 
 
@@ -22,7 +23,8 @@ def _reshape_rule(x, shape):
 
 _reshape = defop("reshape", lambda x, shape: np.reshape(x, shape), _reshape_rule,
                  vjp=(lambda g, ans, x, shape: reshape(g, shape_of(x)),),
-                 row=Row((("f", (3, 4), -1.0, 1.0),), {"shape": (2, 6)}), view=True, identity=passthrough)
+                 row=Row((("f", (3, 4), -1.0, 1.0),), {"shape": (2, 6)}, ref=refs.reshape), view=True,
+                 identity=passthrough)
 
 
 def reshape(x, shape):
@@ -42,7 +44,8 @@ def _transpose_rule(x, axes):
 
 _transpose = defop("transpose", lambda x, axes: np.transpose(x, axes), _transpose_rule,
                    vjp=(lambda g, ans, x, axes: transpose(g, tuple(np.argsort(axes))),),
-                   row=Row((("f", (2, 3, 4), -1.0, 1.0),), {"axes": (2, 0, 1)}), view=True,
+                   row=Row((("f", (2, 3, 4), -1.0, 1.0),), {"axes": (2, 0, 1)}, ref=refs.transpose),
+                   view=True,
                    identity=lambda ins, shape, dtype, p: 0 if tuple(p["axes"]) == tuple(range(len(shape))) else None)
 
 
@@ -67,7 +70,8 @@ def _broadcast_rule(x, shape):
 
 _broadcast_to = defop("broadcast_to", lambda x, shape: np.broadcast_to(x, shape), _broadcast_rule,
                       vjp=(lambda g, ans, x, shape: unbroadcast(g, shape_of(x)),),
-                      row=Row((("f", (3, 1), -1.0, 1.0),), {"shape": (2, 3, 4)}), view=True,
+                      row=Row((("f", (3, 1), -1.0, 1.0),), {"shape": (2, 3, 4)},
+                              ref=lambda x, shape: x + np.zeros(shape, x.dtype)), view=True,
                       identity=passthrough)
 
 
@@ -95,7 +99,7 @@ def _concat_vjp(i, g, ans, *xs, axis):
 
 _concat = defop("concat", lambda *xs, axis: np.concatenate(xs, axis=axis), _concat_rule,
                 vjp=(_concat_vjp,), variadic=True,
-                row=Row((("f", (2, 3), -1.0, 1.0), ("f", (2, 1), -1.0, 1.0)), {"axis": 1}))
+                row=Row((("f", (2, 3), -1.0, 1.0), ("f", (2, 1), -1.0, 1.0)), {"axis": 1}, ref=refs.concat))
 
 
 def concat(xs, axis=0):
@@ -124,7 +128,7 @@ def _stack_rule(*xs, axis):
 
 _stack = defop("stack", lambda *xs, axis: np.stack(xs, axis=axis), _stack_rule,
                vjp=(lambda i, g, ans, *xs, axis: getitem(g, (slice(None),) * axis + (i,)),), variadic=True,
-               row=Row((("f", (2, 3), -1.0, 1.0), ("f", (2, 3), -1.0, 1.0)), {"axis": 1}))
+               row=Row((("f", (2, 3), -1.0, 1.0), ("f", (2, 3), -1.0, 1.0)), {"axis": 1}, ref=refs.stack))
 
 
 def stack(xs, axis=0):
@@ -175,11 +179,13 @@ def _getitem_rule(x, index):
 
 _getitem = defop("getitem", lambda x, index: x[index], _getitem_rule,
                  vjp=(lambda g, ans, x, index: apply("getitem_grad", g, index=index, shape=shape_of(x)),),
-                 row=Row((("f", (4, 5), -1.0, 1.0),), {"index": (slice(1, 3), 2)}), view=True)
+                 row=Row((("f", (4, 5), -1.0, 1.0),), {"index": (slice(1, 3), 2)}, ref=refs.getitem),
+                 view=True)
 _getitem_grad = defop("getitem_grad", lambda g, index, shape: _scatter(g, index, shape),
                       lambda g, index, shape: (tuple(shape), g.dtype),
                       vjp=(lambda gg, ans, g, index, shape: getitem(gg, index),),
-                      row=Row((("f", (2,), -1.0, 1.0),), {"index": (slice(1, 3), 2), "shape": (4, 5)}))
+                      row=Row((("f", (2,), -1.0, 1.0),), {"index": (slice(1, 3), 2), "shape": (4, 5)},
+                              ref=refs.getitem_grad))
 _getitem_op = OPS["getitem"]
 
 
@@ -228,11 +234,12 @@ def _take_impl(x, idx, axis):
 
 _take = defop("take", _take_impl, _take_rule,
               vjp=(lambda g, ans, x, idx, axis: apply("take_grad", g, idx, axis=axis, shape=shape_of(x)), None),
-              int_args=(1,), row=Row((("f", (5, 3), -1.0, 1.0), ("i", (4,), 5)), {"axis": 0}),
+              int_args=(1,), row=Row((("f", (5, 3), -1.0, 1.0), ("i", (4,), 5)), {"axis": 0}, ref=refs.take),
               batch=lambda in_shapes, shape, p: ("s", "b") if p["axis"] == 0 and len(in_shapes[1]) >= 1 else None)
 _take_grad = defop("take_grad", _take_scatter, _take_grad_rule,
                    vjp=(lambda gg, ans, g, idx, axis, shape: take(gg, idx, axis), None),
-                   int_args=(1,), row=Row((("f", (4, 3), -1.0, 1.0), ("i", (4,), 5)), {"axis": 0, "shape": (5, 3)}))
+                   int_args=(1,), row=Row((("f", (4, 3), -1.0, 1.0), ("i", (4,), 5)), {"axis": 0, "shape": (5, 3)},
+                                          ref=refs.take_grad))
 
 
 def take(x, indices, axis=0):
