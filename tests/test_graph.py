@@ -157,22 +157,56 @@ def test_identical_subexpressions_are_shared():
     assert len(g) == n
 
 
-@pytest.mark.parametrize("build, op", [
-    (lambda x: ev.log(1 + x), "log1p"),
-    (lambda x: ev.log(x + 1.0), "log1p"),
-    (lambda x: ev.exp(x) - 1, "expm1"),
-    (lambda x: ev.log(ev.softmax(x)), "log_softmax"),
-    (lambda x: x ** 2, "square"),
-    (lambda x: x ** 3, "cube"),
+def _exact(fn, xs):
+    """fn over exact decimal expansions of the floats xs (60 digits), rounded once."""
+    import decimal
+    with decimal.localcontext() as ctx:
+        ctx.prec = 60
+        return np.array([float(v) for v in fn([decimal.Decimal(float(x)) for x in xs])])
+
+
+def _log_softmax_exact(ds):
+    total = sum(d.exp() for d in ds)
+    return [d - total.ln() for d in ds]
+
+
+# NOTE: inputs where the plain formula loses digits (1 + 1e-13 keeps 3 of x's 16; softmax
+# of -800 underflows to 0 and its log is -inf), so that the test shows the rewrite is more
+# accurate, not merely close to the unstable form.
+TINY = np.array([-3e-13, -1e-15, 1e-14, 2e-13, 7e-12])
+WIDE = np.array([0.0, -30.0, -800.0, -1000.0, 5.0])
+
+
+@pytest.mark.parametrize("build, op, xs, exact", [
+    (lambda x: ev.log(1 + x), "log1p", TINY, lambda ds: [(1 + d).ln() for d in ds]),
+    (lambda x: ev.log(x + 1.0), "log1p", TINY, lambda ds: [(d + 1).ln() for d in ds]),
+    (lambda x: ev.exp(x) - 1, "expm1", TINY, lambda ds: [d.exp() - 1 for d in ds]),
+    (lambda x: ev.log(ev.softmax(x)), "log_softmax", WIDE, _log_softmax_exact),
 ])
-def test_stability_rewrites(build, op):
+def test_stability_rewrites_are_more_accurate_than_the_plain_formula(build, op, xs, exact):
     g = ev.Graph()
-    x = g.vector("x", 5, value=np.linspace(-1, 1, 5) * 1e-9)
+    x = g.vector("x", 5, value=xs)
     y = build(x)
     assert y.op == op
-    ev.LispMachine(g, outputs=[y]).run()
-    eager = build(x.value)  # eager evaluation applies the plain formula
-    np.testing.assert_allclose(y.value, eager, rtol=1e-6, atol=1e-300)
+    ev.LispMachine(g, outputs=[y], replay=False).run()
+    want = _exact(exact, xs)
+    # within 2 ulp, of the result or (log_softmax's x - lse cancels) of the inputs
+    np.testing.assert_allclose(y.value, want, rtol=4e-16, atol=4e-16 * np.abs(xs).max())
+    with np.errstate(divide="ignore"):
+        plain = build(x.value)      # eager evaluation applies the plain formula
+    err = np.abs(plain - want) / np.abs(want)
+    assert np.nanmax(np.where(np.isfinite(err), err, np.inf)) > 1e-6, "the plain form should lose digits"
+
+
+@pytest.mark.parametrize("build, op, power", [(lambda x: x ** 2, "square", 2), (lambda x: x ** 3, "cube", 3)])
+def test_power_rewrites_are_exactly_rounded_products(build, op, power):
+    g = ev.Graph()
+    xs = np.array([-1.7, -1e-9, 3e-5, 0.1, 123.456])
+    x = g.vector("x", 5, value=xs)
+    y = build(x)
+    assert y.op == op
+    ev.LispMachine(g, outputs=[y], replay=False).run()
+    np.testing.assert_allclose(y.value, _exact(lambda ds: [d ** power for d in ds], xs), rtol=4e-16, atol=0)
 
 
 def test_log_sigmoid_becomes_minus_softplus_and_stays_finite():

@@ -409,9 +409,18 @@ def test_render_writes_the_format_of_the_suffix(tmp_path, suffix, magic):
 
 
 def test_render_format_argument_overrides_the_suffix(tmp_path):
-    g, *_ = square()
+    g, x, y, dx = square()
     path = ev.render(g, tmp_path / "square.out", format="svg")
-    parse(open(path, encoding="utf-8").read())
+    assert path == str(tmp_path / "square.out") and os.listdir(tmp_path) == ["square.out"]
+    text = open(path, encoding="utf-8").read()
+    assert text.startswith("<?xml")
+    svg, want = parse(text), draw(g)
+    # the drawing of the graph itself: its nodes, the cost outlined red, the one dashed
+    # gradient edge from dx to x, the same labels as the drawing made in memory
+    assert set(groups(svg, "node")) == set(groups(want, "node")) and len(groups(svg, "node")) == 5
+    assert shape(node_of(svg, y)).get("stroke") == "red"
+    assert [e.find(f"{SVG}title").text for e in dashed_edges(svg)] == [f"n{dx.id}->n{x.id}"]
+    assert sorted(all_texts(svg)) == sorted(all_texts(want)) and "x" in all_texts(svg)
 
 
 def test_repr_svg_for_jupyter():
