@@ -94,3 +94,49 @@ def test_seed_errors_name_y_and_the_mismatch():
     ids = ev.argmax(W @ X, axis=0)
     with pytest.raises(ev.GradError, match="argmax#\\d+ must be float"):
         ev.grad(ids, W, seed=np.ones(5))
+
+
+# -- the LispMachine --------------------------------------------------------------------------
+
+def test_lisp_machine_seed_on_the_machine_and_per_run():
+    g, W, X, y = model()
+    m = ev.LispMachine(g, cost=y, seed=G0)
+    m.run()
+    want_W, want_X = numpy_vjp(G0)
+    np.testing.assert_allclose(W.grad, want_W, rtol=1e-12)
+    np.testing.assert_allclose(X.grad, want_X, rtol=1e-12)
+    G1 = RNG.normal(size=(3, 5))
+    m.run(seed=G1)                                     # this run only
+    np.testing.assert_allclose(W.grad, numpy_vjp(G1)[0], rtol=1e-12)
+    m.run()
+    np.testing.assert_allclose(W.grad, want_W, rtol=1e-12)
+
+
+def test_lisp_machine_seed_agrees_with_ev_grad_and_takes_an_input_node():
+    g, W, X, y = model()
+    G = g.matrix("G", (3, 5))
+    gW = ev.grad(y, W, seed=G)
+    m = ev.LispMachine(g, cost=y, seed=G, outputs=[gW])
+    for _ in range(ev.replay.WALKS_BEFORE_COMPILE + 2):    # a seeded run is always walked
+        Gk = RNG.normal(size=(3, 5))
+        m.run({G: Gk})
+        np.testing.assert_allclose(W.grad, numpy_vjp(Gk)[0], rtol=1e-12)
+        np.testing.assert_allclose(W.grad, gW.value, rtol=1e-12)
+
+
+def test_lisp_machine_seed_errors():
+    g, W, X, y = model()
+    with pytest.raises(ev.GradError, match="must be a scalar"):
+        ev.LispMachine(g, cost=y)
+    with pytest.raises(ev.GradError, match="seed of shape \\(3,\\)"):
+        ev.LispMachine(g, cost=y, seed=np.ones(3))
+    m = ev.LispMachine(g, cost=y, seed=G0)
+    with pytest.raises(ev.GradError, match="seed of dtype float32"):
+        m.run(seed=G0.astype(np.float32))
+    with pytest.raises(ev.ExprError, match="seed= needs a cost"):
+        ev.LispMachine(g, seed=G0)
+    scalar = ev.LispMachine(g, cost=ev.sum(y))
+    scalar.run(seed=2.0)                                # a scalar cost takes a number
+    ref = W.grad.copy()
+    scalar.run()
+    np.testing.assert_allclose(ref, 2 * W.grad)

@@ -6,13 +6,18 @@ The backward pass calls the same VJP rules as ev.grad, on arrays.
 A graph whose structure the machine has met before (a new graph per batch, built the
 same way) is replayed instead of walked: see replay.py.
 """
+from time import perf_counter
+
 import numpy as np
 
 from ..core import ancestors, bound_value, check_cost, check_value, depends_on, let
+from ..core.grad import seed_node
 from ..compiler import check_updates
 from ..errors import ExprError, FeedError
 from . import replay as _replay
 from .common import check_feed_graph, check_finite, log, node_site, run_error
+from .logfmt import formatter
+from .profile import profile_walk
 
 
 class LispMachine:
@@ -24,7 +29,13 @@ class LispMachine:
     nan_watch, inf_watch raise NumericError naming the first node (or gradient) with a
                 NaN / Inf and the line that built it
     watch       nodes whose values are recorded after every run in .history
-    logger      a logging.Logger or a callable, told every node evaluated
+    logger      a logging.Logger or a callable, told every node evaluated and every
+                gradient the backward pass adds
+    value_fmt   how the logger shows values: None (no values), a format spec for each
+                element (".3f"), or a callable array -> str (see logfmt.py)
+    seed        the gradient flowing into the cost (an array of its shape, or a node whose
+                value is read each run): with a seed the cost may be non-scalar, and
+                run(seed=) overrides it for one run; a seeded run is always walked
     replay      run a compiled program for a structure walked often enough before
                 (default True; see replay.py): values then land on the cost, the
                 outputs and the leaves' gradients only
@@ -38,11 +49,15 @@ class LispMachine:
 
     def __init__(self, g, cost=None, fwd_only=False, bwd_only=False, nan_watch=False,
                  inf_watch=False, watch=(), logger=None, outputs=None, replay=True, comm=None,
-                 replay_cache=None, updates=()):
+                 replay_cache=None, updates=(), seed=None, value_fmt=None):
         if fwd_only and bwd_only:
             raise ExprError("LispMachine: fwd_only and bwd_only exclude each other")
-        if cost is not None:
+        if cost is not None and seed is None:
             check_cost(cost, "LispMachine")
+        elif cost is not None:
+            seed_node(cost, seed if hasattr(seed, "graph") else np.asarray(seed), "LispMachine")
+        elif seed is not None:
+            raise ExprError("LispMachine: seed= needs a cost")
         elif bwd_only:
             raise ExprError("LispMachine: bwd_only needs a cost")
         self.graph = g
@@ -55,9 +70,12 @@ class LispMachine:
         self.nan_watch, self.inf_watch = nan_watch, inf_watch
         self.history = {n: [] for n in watch}
         self.logger = logger
+        self.seed = seed
+        self._fmt = formatter(value_fmt)
+        self._clock = None              # set by profile(): told every node's time
         # NOTE: watching, logging and half passes want the node-by-node walk itself.
-        self.replay = bool(replay and cost is not None and not (fwd_only or bwd_only or nan_watch
-                                                                or inf_watch or watch or logger))
+        self.replay = bool(replay and cost is not None and seed is None
+                           and not (fwd_only or bwd_only or nan_watch or inf_watch or watch or logger))
         self.replay_cache = _replay.DEFAULT if replay_cache is None else replay_cache
         self._cached_for = -1
         self.comm = comm
@@ -107,12 +125,13 @@ class LispMachine:
             self.comm.allreduce_grads([g.nodes[i] for i, _ in prog.grads if i in ids])
         return True
 
-    def run(self, feeds=None):
+    def run(self, feeds=None, seed=None):
         for node, value in (feeds or {}).items():
             check_feed_graph(node, self.graph, "LispMachine.run")
             let(node, value)
         self._plan()
-        if self._key is not None and self._replayed():
+        self._seed = self.seed if seed is None else seed
+        if self._seed is None and self._key is not None and self._replayed():
             self._apply_updates()
             return
         self._plan_walk()
@@ -138,7 +157,7 @@ class LispMachine:
 
     def _forward(self):
         watch = self.nan_watch or self.inf_watch
-        logger = self.logger
+        logger, fmt, clock = self.logger, self._fmt, self._clock
         ndarray = np.ndarray
         for n in self._order:
             opdef = n.opdef
@@ -147,20 +166,30 @@ class LispMachine:
                 if type(v) is not ndarray or v.shape != n.shape or v.dtype != n.dtype:
                     check_value(n, bound_value(n))  # FeedError naming the leaf, as on the tape
                 continue
+            if clock is not None:
+                t = perf_counter()
             try:
                 v = opdef.impl(*[x.value for x in n.inputs], **n.params)
             except Exception as e:
                 raise run_error(e, node_site(n)) from e
+            if clock is not None:
+                clock(n, "forward", perf_counter() - t)
             n.value = v if type(v) is ndarray else np.asarray(v)
             if logger is not None:      # NOTE: formatting the line costs more than most ops
-                log(logger, f"{n.label} = {n.op}({', '.join(x.label for x in n.inputs)}) -> {n.shape}")
+                log(logger, f"{n.label} = {n.op}({', '.join(x.label for x in n.inputs)}) -> {n.shape}"
+                    + ("" if fmt is None else f" = {fmt(n.value)}"))
             if watch:
                 check_finite(n.value, f"{n.label} = {n.op}(...) made at {n.site}",
                              self.nan_watch, self.inf_watch)
 
     def _backward(self):
         cost, diff, watch = self.cost, self._diff, self.nan_watch or self.inf_watch
-        adj = {cost.id: np.ones((), dtype=cost.dtype)}
+        logger, fmt, clock = self.logger, self._fmt, self._clock
+        adj = {cost.id: self._seed_value()}
+        if logger is not None:
+            log(logger, f"backward from {cost.label}: d{cost.label} = "
+                        f"{'1' if self._seed is None else 'seed'} -> {cost.shape}"
+                        + ("" if fmt is None else f" = {fmt(adj[cost.id])}"))
         for n in reversed(self._order):
             gn = adj.pop(n.id, None)
             if gn is None:
@@ -174,9 +203,16 @@ class LispMachine:
             for i, x in enumerate(n.inputs):
                 if x.id not in diff or not opdef.has_vjp(i):
                     continue
+                if clock is not None:
+                    t = perf_counter()
                 gi = opdef.input_vjp(i, gn, n.value, xs, n.params)
+                if clock is not None:
+                    clock(n, "backward", perf_counter() - t)
                 if gi is None:
                     continue
+                if logger is not None:
+                    log(logger, f"d{x.label} += vjp of {n.label} = {n.op}(...) wrt input {i} "
+                                f"-> {np.shape(gi)}" + ("" if fmt is None else f" = {fmt(gi)}"))
                 if watch:
                     check_finite(np.asarray(gi), f"gradient of {x.label} through {n.op} made at {n.site}",
                                  self.nan_watch, self.inf_watch)
@@ -190,3 +226,27 @@ class LispMachine:
                 gv = np.zeros(leaf.shape, leaf.dtype)
             # NOTE: VJPs may return broadcast (read-only) views; .grad must be a plain array.
             leaf.grad = np.array(np.broadcast_to(gv, leaf.shape), dtype=leaf.dtype, copy=True)
+            if logger is not None:
+                log(logger, f"{leaf.label}.grad -> {leaf.shape}" + ("" if fmt is None else f" = {fmt(leaf.grad)}"))
+
+    def _seed_value(self):
+        """The gradient flowing into the cost this run: 1, or the seed (checked)."""
+        cost, seed = self.cost, self._seed
+        if seed is None:
+            if cost.shape != ():
+                check_cost(cost, "LispMachine.run")     # a non-scalar cost needs a seed
+            return np.ones((), dtype=cost.dtype)
+        if hasattr(seed, "graph"):      # a node: its value this run
+            seed_node(cost, seed, "LispMachine")
+            seed = bound_value(seed) if seed.is_leaf else seed.value
+            if seed is None:
+                raise ExprError("LispMachine: the seed node has no value; add it to outputs")
+        arr = np.asarray(seed)
+        seed_node(cost, arr if isinstance(seed, np.ndarray) else arr.astype(cost.dtype), "LispMachine")
+        return arr.astype(cost.dtype, copy=False)
+
+    def profile(self, feeds=None, runs=5, warmup=1):
+        """Time a walk per node kind (forward evaluations and backward VJP calls, summed per
+        op, median over `runs` walks; never replayed): a WalkProfile, which prints as a
+        table sorted by time and holds the data."""
+        return profile_walk(self, feeds, runs, warmup)

@@ -123,6 +123,16 @@ def _ref_pad(x, pad_width, mode, value):
     return out
 
 
+def _ref_pad_grad(g, pad_width, mode, shape):
+    # the adjoint by its definition: d<g, pad(x)>/dx_j = <g, pad(e_j)> for each basis e_j
+    out = np.zeros(int(np.prod(shape)), np.float64)
+    for j in range(out.size):
+        e = np.zeros(out.size)
+        e[j] = 1.0
+        out[j] = np.sum(g * np.pad(e.reshape(shape), pad_width, mode=mode))
+    return out.reshape(shape)
+
+
 _pad_op = defop("pad", _pad, _pad_rule,
                 vjp=(lambda g, ans, x, pad_width, mode, value:
                      apply("pad_grad", g, pad_width=pad_width, mode=mode, shape=shape_of(x)),),
@@ -132,7 +142,8 @@ _pad_grad_op = defop("pad_grad", _pad_grad, _pad_grad_rule,
                      vjp=(lambda gg, ans, g, pad_width, mode, shape:
                           apply("pad", gg, pad_width=pad_width, mode=mode, value=0.0),),
                      row=Row((("f", (5, 6), -1.0, 1.0),),
-                             {"pad_width": ((1, 1), (2, 1)), "mode": "reflect", "shape": (3, 3)}))
+                             {"pad_width": ((1, 1), (2, 1)), "mode": "reflect", "shape": (3, 3)},
+                             ref=_ref_pad_grad))
 
 
 def pad(x, pad_width, mode="constant", constant_values=0.0):

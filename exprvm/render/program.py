@@ -8,7 +8,9 @@ slot has its own fill colour, so two instructions of one colour share memory,
 and an instruction that takes over a slot says whose value it overwrites.
 Host/device transfers are drawn as bold purple arrow-shaped nodes. Leaf registers
 (inputs, params, constants) keep the graph colours; the registers the run
-returns (outputs) are outlined red.
+returns (outputs) are outlined red. With profile= (m.profile()'s TapeProfile of this
+program) instructions are filled from white to red by their time instead, and
+labelled with it.
 """
 import graphviz
 
@@ -25,7 +27,7 @@ NODE_ATTR = dict(shape="box", style="rounded,filled", fillcolor="white", fontnam
                  fontsize="10", height="0.3", margin="0.08,0.04")
 EDGE_ATTR = dict(arrowsize="0.6", fontname="Helvetica", fontsize="8", fontcolor="grey30")
 ORDER = dict(style="invis", weight="20")
-OPTIONS = ("title", "constants")
+OPTIONS = ("title", "constants", "profile")
 
 
 def slot_colour(slot):
@@ -95,7 +97,7 @@ def _source(prog, rid, writer):
     return f"r{root.id}", text
 
 
-def program_dot(prog, title=None, constants=True, **unknown):
+def program_dot(prog, title=None, constants=True, profile=None, **unknown):
     if unknown:
         raise ExprError(f"render: a Program takes only {', '.join(OPTIONS)}; "
                         f"not {', '.join(sorted(unknown))}")
@@ -105,6 +107,9 @@ def program_dot(prog, title=None, constants=True, **unknown):
                            edge_attr=EDGE_ATTR)
     head = (f"program: {len(prog.instrs)} instructions, {len(regs)} registers, "
             f"{len(prog.slots)} buffer slots, {prog.peak_bytes} B planned")
+    if profile is not None:     # a TapeProfile of this program: fill by time, not by slot
+        profile.check(prog)
+        head += "\n" + profile.headline()
     dot.attr(label=label([title, head] if title else [head]))
 
     read = {prog.root(i).id for ins in prog.instrs for i in ins.ins} | {prog.root(i).id for i in outputs}
@@ -122,13 +127,16 @@ def program_dot(prog, title=None, constants=True, **unknown):
     holder, writer = {}, {}
     for k, ins in enumerate(prog.instrs):
         out = regs[ins.out]
-        attrs = {"fillcolor": slot_colour(out.slot)}
+        attrs = {"fillcolor": slot_colour(out.slot) if profile is None else profile.colour(k)}
         if ins.op in TRANSFERS:
             attrs.update(TRANSFER)
         if out.id in outputs:
             attrs.update(ROOT)
         tip = out.describe()
-        dot.node(f"i{k}", label(_instr_lines(k, ins, prog, holder, grad_of)), tooltip=plain(tip), **attrs)
+        lines = _instr_lines(k, ins, prog, holder, grad_of)
+        if profile is not None:
+            lines.insert(1, profile.note(k))
+        dot.node(f"i{k}", label(lines), tooltip=plain(tip), **attrs)
         for rid in ins.ins:
             src, text = _source(prog, rid, writer)
             if src is not None and (src.startswith("i") or src in shown):

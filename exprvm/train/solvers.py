@@ -386,4 +386,10 @@ def _scaled_step(w, num, sq, tmp, lr, sq_scale, eps):
     w -= tmp
 
 
-from .bb import BarzilaiBorwein  # noqa: E402,F401  (it builds on Solver)
+def __getattr__(name):
+    # NOTE: BarzilaiBorwein (bb.py) builds on Solver, so this module cannot import it at
+    # import time; ev.solvers.BarzilaiBorwein is looked up here on first use (PEP 562).
+    if name == "BarzilaiBorwein":
+        from .bb import BarzilaiBorwein
+        return BarzilaiBorwein
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
