@@ -16,8 +16,10 @@
 #include <string.h>
 #include "ev_conv.h"
 
-/* Below this many elements touched, threads cost more than they save. */
-#define EV_CONV_PAR_MIN ((int64_t)1 << 15)
+/* Below this many elements touched, threads cost more than they save: these loops
+ * are copies and compares, memory-bound, and a thread waiting at the join for a
+ * partner descheduled by another process costs milliseconds. */
+#define EV_CONV_PAR_MIN ((int64_t)1 << 18)
 
 static int ev__geom_ok(const ev_conv_geom* g) {
     return g->n >= 0 && g->c >= 0 && g->h >= 1 && g->w >= 1 && g->kh >= 1 && g->kw >= 1
