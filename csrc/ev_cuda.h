@@ -76,7 +76,7 @@ int ev_cuda_div_f64(const double* a, const double* b, double* out, int64_t n);
  * elements (0 for a broadcast dimension), host arrays; out is C-contiguous unless
  * it has strides of its own.  n is the number of elements of shape.
  * Row ops take (outer, length, inner) with the reduced / softmax axis in the middle.
- * Indices are int64; an index out of range sets bit 1 of the status word and
+ * Indices are int64 (or int32: the _i32_ variants); an index out of range sets bit 1 of the status word and
  * makes its output NaN (take_grad: skipped), never an access out of bounds. */
 #define EV_CONCAT_MAX 32
 int ev_cuda_bcast_add_f32(const float* a, const float* b, float* out, int ndim, const int64_t* shape, const int64_t* astride, const int64_t* bstride, int64_t n);
@@ -125,6 +125,16 @@ int ev_cuda_take_f32(const float* x, const int64_t* idx, float* out, int64_t out
 int ev_cuda_take_f64(const double* x, const int64_t* idx, double* out, int64_t outer, int64_t n, int64_t inner, int64_t m);
 int ev_cuda_take_grad_f32(const float* g, const int64_t* idx, float* out, int64_t outer, int64_t n, int64_t inner, int64_t m);
 int ev_cuda_take_grad_f64(const double* g, const int64_t* idx, double* out, int64_t outer, int64_t n, int64_t inner, int64_t m);
+
+/* the same four with int32 indices (numpy int32 ids) */
+int ev_cuda_cross_entropy_i32_f32(const float* z, const int32_t* t, float* out, int64_t n, int64_t c);
+int ev_cuda_cross_entropy_i32_f64(const double* z, const int32_t* t, double* out, int64_t n, int64_t c);
+int ev_cuda_xent_grad_i32_f32(const float* z, const int32_t* t, float* out, int64_t n, int64_t c);
+int ev_cuda_xent_grad_i32_f64(const double* z, const int32_t* t, double* out, int64_t n, int64_t c);
+int ev_cuda_take_i32_f32(const float* x, const int32_t* idx, float* out, int64_t outer, int64_t n, int64_t inner, int64_t m);
+int ev_cuda_take_i32_f64(const double* x, const int32_t* idx, double* out, int64_t outer, int64_t n, int64_t inner, int64_t m);
+int ev_cuda_take_grad_i32_f32(const float* g, const int32_t* idx, float* out, int64_t outer, int64_t n, int64_t inner, int64_t m);
+int ev_cuda_take_grad_i32_f64(const double* g, const int32_t* idx, double* out, int64_t outer, int64_t n, int64_t inner, int64_t m);
 
 /* solver updates in place, the gradient prepared in front (clip > 0, l1, l2, and a
  * global-norm scale read from device memory when scale is not NULL) */

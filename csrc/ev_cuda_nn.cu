@@ -190,10 +190,10 @@ int reduce(const T* x, T* out, T* partial, int64_t outer, int64_t r, int64_t inn
 // NOTE: a thread per row walks its row three times; fine for class counts up to
 // a few thousand (the rows are many); a block per row would suit huge rows.
 
-template <class T>
+template <class T, class I = int64_t>
 struct RowArgs {
     const T* x;
-    const int64_t* t;   // cross-entropy targets, one per row
+    const I* t;         // cross-entropy targets, one per row
     T* out;
     int64_t c, inner;
     int* status;
@@ -229,11 +229,11 @@ struct Softmax {
 };
 
 // Rows of (n, c): loss[r] = log(sum exp(z - m)) - (z[t] - m).
-template <class T>
+template <class T, class I>
 struct Xent {
-    EV_KD static void run(const RowArgs<T>& a, int64_t r) {
+    EV_KD static void run(const RowArgs<T, I>& a, int64_t r) {
         const T* z = a.x + r * a.c;
-        const int64_t t = a.t[r];
+        const int64_t t = (int64_t)a.t[r];
         if (t < 0 || t >= a.c) {
             if (a.status) EV_ATOMIC_OR(a.status, EV_STATUS_INDEX);
             a.out[r] = ev_nan<T>();
@@ -247,12 +247,12 @@ struct Xent {
 };
 
 // Rows of (n, c): softmax(z) - one_hot(t), the gradient of cross_entropy.
-template <class T>
+template <class T, class I>
 struct XentGrad {
-    EV_KD static void run(const RowArgs<T>& a, int64_t r) {
+    EV_KD static void run(const RowArgs<T, I>& a, int64_t r) {
         const T* z = a.x + r * a.c;
         T* o = a.out + r * a.c;
-        const int64_t t = a.t[r];
+        const int64_t t = (int64_t)a.t[r];
         if (t < 0 || t >= a.c) {
             if (a.status) EV_ATOMIC_OR(a.status, EV_STATUS_INDEX);
             for (int64_t j = 0; j < a.c; j++) o[j] = ev_nan<T>();
@@ -271,20 +271,20 @@ struct XentGrad {
 
 // ---- take and its scatter-add gradient over (outer, n, inner) ----------------------
 
-template <class T>
+template <class T, class I>
 struct TakeArgs {
     const T* x;
-    const int64_t* idx;
+    const I* idx;
     T* out;
     int64_t n, inner, m;  // n: rows of the table axis; m: indices
     int* status;
 };
 
-template <class T>
+template <class T, class I>
 struct Take {  // i over out (outer, m, inner)
-    EV_KD static void run(const TakeArgs<T>& a, int64_t i) {
+    EV_KD static void run(const TakeArgs<T, I>& a, int64_t i) {
         const int64_t in = i % a.inner, j = (i / a.inner) % a.m, o = i / (a.inner * a.m);
-        const int64_t id = a.idx[j];
+        const int64_t id = (int64_t)a.idx[j];
         if (id < 0 || id >= a.n) {
             if (a.status) EV_ATOMIC_OR(a.status, EV_STATUS_INDEX);
             a.out[i] = ev_nan<T>();
@@ -294,11 +294,11 @@ struct Take {  // i over out (outer, m, inner)
     }
 };
 
-template <class T>
+template <class T, class I>
 struct TakeGrad {  // i over g (outer, m, inner); out (outer, n, inner) zeroed first
-    EV_KD static void run(const TakeArgs<T>& a, int64_t i) {
+    EV_KD static void run(const TakeArgs<T, I>& a, int64_t i) {
         const int64_t in = i % a.inner, j = (i / a.inner) % a.m, o = i / (a.inner * a.m);
-        const int64_t id = a.idx[j];
+        const int64_t id = (int64_t)a.idx[j];
         if (id < 0 || id >= a.n) {
             if (a.status) EV_ATOMIC_OR(a.status, EV_STATUS_INDEX);
             return;
@@ -373,34 +373,41 @@ struct TakeGrad {  // i over g (outer, m, inner); out (outer, n, inner) zeroed f
         if (c <= 0) return outer * inner > 0 && c < 0 ? EV_ERR_ARGS : 0;                       \
         RowArgs<T> a = {x, NULL, out, c, inner, NULL};                                         \
         return ev_launch<Softmax<T, true> >(a, outer * inner);                                 \
-    }                                                                                          \
-    extern "C" int ev_cuda_cross_entropy_##sfx(const T* z, const int64_t* t, T* out,           \
-                                               int64_t n, int64_t c) {                         \
+    }
+
+// cross-entropy and take, for int64 (name_sfx) and int32 (name_i32_sfx) indices
+#define EV_INDEXED(T, sfx, I, isfx)                                                            \
+    extern "C" int ev_cuda_cross_entropy##isfx##_##sfx(const T* z, const I* t, T* out,         \
+                                                       int64_t n, int64_t c) {                 \
         if (c <= 0) return n > 0 ? EV_ERR_ARGS : 0;                                            \
-        RowArgs<T> a = {z, t, out, c, 1, ev_status_word()};                                    \
-        return ev_launch<Xent<T> >(a, n);                                                      \
+        RowArgs<T, I> a = {z, t, out, c, 1, ev_status_word()};                                 \
+        return ev_launch<Xent<T, I> >(a, n);                                                   \
     }                                                                                          \
-    extern "C" int ev_cuda_xent_grad_##sfx(const T* z, const int64_t* t, T* out, int64_t n,    \
-                                           int64_t c) {                                        \
+    extern "C" int ev_cuda_xent_grad##isfx##_##sfx(const T* z, const I* t, T* out, int64_t n,  \
+                                                   int64_t c) {                                \
         if (c <= 0) return n > 0 ? EV_ERR_ARGS : 0;                                            \
-        RowArgs<T> a = {z, t, out, c, 1, ev_status_word()};                                    \
-        return ev_launch<XentGrad<T> >(a, n);                                                  \
+        RowArgs<T, I> a = {z, t, out, c, 1, ev_status_word()};                                 \
+        return ev_launch<XentGrad<T, I> >(a, n);                                               \
     }                                                                                          \
-    extern "C" int ev_cuda_take_##sfx(const T* x, const int64_t* idx, T* out, int64_t outer,   \
-                                      int64_t n, int64_t inner, int64_t m) {                   \
+    extern "C" int ev_cuda_take##isfx##_##sfx(const T* x, const I* idx, T* out, int64_t outer, \
+                                              int64_t n, int64_t inner, int64_t m) {           \
         if (outer < 0 || n < 0 || inner < 0 || m < 0) return EV_ERR_ARGS;                      \
-        TakeArgs<T> a = {x, idx, out, n, inner, m, ev_status_word()};                          \
-        return ev_launch<Take<T> >(a, outer * m * inner);                                      \
+        TakeArgs<T, I> a = {x, idx, out, n, inner, m, ev_status_word()};                       \
+        return ev_launch<Take<T, I> >(a, outer * m * inner);                                   \
     }                                                                                          \
-    extern "C" int ev_cuda_take_grad_##sfx(const T* g, const int64_t* idx, T* out,             \
-                                           int64_t outer, int64_t n, int64_t inner,            \
-                                           int64_t m) {                                        \
+    extern "C" int ev_cuda_take_grad##isfx##_##sfx(const T* g, const I* idx, T* out,           \
+                                                   int64_t outer, int64_t n, int64_t inner,    \
+                                                   int64_t m) {                                \
         if (outer < 0 || n < 0 || inner < 0 || m < 0) return EV_ERR_ARGS;                      \
         int rc = ev_zero(out, (size_t)(outer * n * inner) * sizeof(T));                        \
         if (rc) return rc;                                                                     \
-        TakeArgs<T> a = {g, idx, out, n, inner, m, ev_status_word()};                          \
-        return ev_launch<TakeGrad<T> >(a, outer * m * inner);                                  \
+        TakeArgs<T, I> a = {g, idx, out, n, inner, m, ev_status_word()};                       \
+        return ev_launch<TakeGrad<T, I> >(a, outer * m * inner);                               \
     }
 
 EV_NN(float, f32)
 EV_NN(double, f64)
+EV_INDEXED(float, f32, int64_t, )
+EV_INDEXED(double, f64, int64_t, )
+EV_INDEXED(float, f32, int32_t, _i32)
+EV_INDEXED(double, f64, int32_t, _i32)

@@ -163,8 +163,10 @@ def test_cross_entropy_and_fused_gradient(device, dtype):
         with pytest.raises(IndexRangeError, match="out of range"):
             dk.check_status("step 1")
         dk.check_status()                   # cleared by the check that reported it
+        near(dn.cross_entropy(dz, cuda.to_device(t.astype(np.int32))).numpy(), lse - picked, dtype)
+        near(dn.xent_grad(dz, cuda.to_device(t.astype(np.int32))).numpy(), p - np.eye(5)[t], dtype)
         with pytest.raises(DTypeError):
-            dn.cross_entropy(dz, cuda.to_device(t.astype(np.int32)))
+            dn.cross_entropy(dz, cuda.to_device(t.astype(np.int16)))
 
 
 # -- data movement ----------------------------------------------------------------------------
@@ -184,6 +186,9 @@ def test_take_and_scatter_add(device, dtype):
         for (j, k), row in np.ndenumerate(ids):     # a plain loop: repeats accumulate
             want[row] += g[j, k]
         near(dn.take_grad(cuda.to_device(g), di, table.shape).numpy(), want, dtype)
+        i32 = cuda.to_device(ids.astype(np.int32))
+        np.testing.assert_array_equal(dn.take(dt_, i32).numpy(), table[ids])
+        near(dn.take_grad(cuda.to_device(g), i32, table.shape).numpy(), want, dtype)
         got = dn.take(dt_, cuda.to_device(np.array([2, -1, 10])), 0).numpy()
         assert np.isnan(got[1:]).all() and np.array_equal(got[0], table[2])
         with pytest.raises(IndexRangeError):

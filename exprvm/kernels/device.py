@@ -27,6 +27,7 @@ BCAST_OPS = ("add", "sub", "mul", "div", "maximum", "minimum")
 MAX_DIMS = 8                # EV_MAX_DIMS of csrc/ev_cuda_launch.h
 BOOL = np.dtype(np.bool_)
 I64 = np.dtype(np.int64)
+I32 = np.dtype(np.int32)
 
 
 def device_pointer(a, dt, op, name, contiguous=False):

@@ -14,7 +14,7 @@ import numpy as np
 from exprvm.errors import DTypeError, KernelError, ShapeError
 from exprvm.kernels import cuda_loader
 from exprvm.kernels.checks import SUFFIX
-from exprvm.kernels.device import I64, bind_copy, checked, device_pointer, eager, int64s, lib_fn
+from exprvm.kernels.device import I64, I32, bind_copy, checked, device_pointer, eager, int64s, lib_fn
 from exprvm.kernels.device_array import DeviceArray
 
 CONCAT_MAX = 32             # EV_CONCAT_MAX of csrc/ev_cuda.h
@@ -98,33 +98,38 @@ def bind_softmax(x, out, axis=-1, log=False):
     return checked(lib_fn(f"ev_cuda_{name}_{SUFFIX[dt]}"), name), (px, po, outer, c, inner)
 
 
-def _xent_args(name, z, t, out, out_shape):
+INDEX_DTYPES = {I64: "", I32: "_i32"}     # index dtype -> the kernels' symbol infix
+
+
+def index_infix(name, idx):
+    if idx.dtype not in INDEX_DTYPES:
+        raise DTypeError(f"{name}: indices must be int64 or int32 on the device, got {idx.dtype}")
+    return INDEX_DTYPES[idx.dtype]
+
+
+def _xent(name, z, t, out, out_shape):
     dt = out.dtype
     if z.ndim < 1 or t.shape != z.shape[:-1] or out.shape != out_shape:
         raise ShapeError(f"{name}: logits {z.shape}, targets {t.shape}, out {out.shape}")
-    if t.dtype != I64:
-        raise DTypeError(f"{name}: targets must be int64 on the device, got {t.dtype}")
+    infix = index_infix(name, t)
     pz = device_pointer(z, dt, name, "logits", contiguous=True)
-    pt = device_pointer(t, I64, name, "targets", contiguous=True)
+    pt = device_pointer(t, t.dtype, name, "targets", contiguous=True)
     po = device_pointer(out, dt, name, "out", contiguous=True)
-    return pz, pt, po, math.prod(t.shape), z.shape[-1]
+    cfn = lib_fn(f"ev_cuda_{name}{infix}_{SUFFIX[dt]}")
+    return checked(cfn, name), (pz, pt, po, math.prod(t.shape), z.shape[-1])
 
 
 def bind_cross_entropy(z, t, out):
     """out (...) = logsumexp(z) - z[t] over the last axis of logits z (..., C)."""
-    args = _xent_args("cross_entropy", z, t, out, t.shape)
-    return checked(lib_fn(f"ev_cuda_cross_entropy_{SUFFIX[out.dtype]}"), "cross_entropy"), args
+    return _xent("cross_entropy", z, t, out, t.shape)
 
 
 def bind_xent_grad(z, t, out):
     """out (..., C) = softmax(z) - one_hot(t): cross_entropy's gradient for a weight of 1."""
-    args = _xent_args("xent_grad", z, t, out, z.shape)
-    return checked(lib_fn(f"ev_cuda_xent_grad_{SUFFIX[out.dtype]}"), "xent_grad"), args
+    return _xent("xent_grad", z, t, out, z.shape)
 
 
 def _take_args(name, table_shape, idx, axis):
-    if idx.dtype != I64:
-        raise DTypeError(f"{name}: indices must be int64 on the device, got {idx.dtype}")
     outer, n, inner = around(table_shape, axis)
     return outer, n, inner, idx.size
 
@@ -136,11 +141,12 @@ def bind_take(x, idx, out, axis=0):
     want = x.shape[:axis] + idx.shape + x.shape[axis + 1:]
     if out.shape != want:
         raise ShapeError(f"take: out {out.shape}, result {want}")
+    infix = index_infix("take", idx)
     dims = _take_args("take", x.shape, idx, axis)
     px = device_pointer(x, dt, "take", "x", contiguous=True)
-    pi = device_pointer(idx, I64, "take", "indices", contiguous=True)
+    pi = device_pointer(idx, idx.dtype, "take", "indices", contiguous=True)
     po = device_pointer(out, dt, "take", "out", contiguous=True)
-    return checked(lib_fn(f"ev_cuda_take_{SUFFIX[dt]}"), "take"), (px, pi, po, *dims)
+    return checked(lib_fn(f"ev_cuda_take{infix}_{SUFFIX[dt]}"), "take"), (px, pi, po, *dims)
 
 
 def bind_take_grad(g, idx, out, axis=0):
@@ -150,11 +156,12 @@ def bind_take_grad(g, idx, out, axis=0):
     want = out.shape[:axis] + idx.shape + out.shape[axis + 1:]
     if g.shape != want:
         raise ShapeError(f"take_grad: g {g.shape}, expected {want} for out {out.shape}")
+    infix = index_infix("take_grad", idx)
     dims = _take_args("take_grad", out.shape, idx, axis)
     pg = device_pointer(g, dt, "take_grad", "g", contiguous=True)
-    pi = device_pointer(idx, I64, "take_grad", "indices", contiguous=True)
+    pi = device_pointer(idx, idx.dtype, "take_grad", "indices", contiguous=True)
     po = device_pointer(out, dt, "take_grad", "out", contiguous=True)
-    return checked(lib_fn(f"ev_cuda_take_grad_{SUFFIX[dt]}"), "take_grad"), (pg, pi, po, *dims)
+    return checked(lib_fn(f"ev_cuda_take_grad{infix}_{SUFFIX[dt]}"), "take_grad"), (pg, pi, po, *dims)
 
 
 def bind_concat(xs, out, axis=0):
