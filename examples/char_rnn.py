@@ -321,7 +321,8 @@ def train(args, ctx=None):
         run = losses[-done:]
         chars = done * args.seq * args.batch * (1 if ctx is None else ctx.size)
         say(f"{done} steps in {elapsed:.1f} s ({1000 * elapsed / done:.1f} ms/step, "
-            f"{chars / elapsed:,.0f} chars/s), epoch {streams.epoch}, smoothed loss {smooth.value:.4f} nats/char")
+            f"{chars / elapsed:,.0f} chars/s), epoch {streams.epoch}, "
+            f"smoothed loss {smooth.value:.4f} nats/char")
         say(f"loss first {np.mean(run[:k]):.4f} last {np.mean(run[-k:]):.4f}")
     if args.checkpoint:
         save_checkpoint(args.checkpoint, model, opt, state0, feeds, streams, smooth, losses, vocab, args,

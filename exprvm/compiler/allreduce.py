@@ -68,6 +68,8 @@ def plan_buckets(items, cap):
 
 
 def kilobytes(nbytes):
+    if nbytes < 1000:
+        return f"{nbytes} B"
     return f"{nbytes / 1000:.1f} kB" if nbytes < 10 ** 6 else f"{nbytes / 10 ** 6:.2f} MB"
 
 

@@ -107,7 +107,8 @@ class Context:
             if g is not None and np.shape(g) != v.shape:
                 raise ExprError(f"allreduce_grads: parameter {n!r} is {v.shape} but its .grad "
                                 f"is {np.shape(g)}")
-            layout.append((n, v.shape, v.dtype.str) if g is not None else (n, v.shape, v.dtype.str, "no .grad"))
+            entry = (n, v.shape, v.dtype.str)
+            layout.append(entry if g is not None else entry + ("no .grad",))
         layout = tuple(layout)
         self._agree(layout, "gradient")
         plan = self._plans.get(layout)
@@ -222,7 +223,8 @@ class _HostBuckets:
         for idx in plan_buckets(items, cap):
             members = [active[j] for j in idx]
             shapes = [layout[i][1] for i in members]
-            buf = np.empty(sum(int(np.prod(s, dtype=np.int64)) for s in shapes), np.dtype(layout[members[0]][2]))
+            total = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
+            buf = np.empty(total, np.dtype(layout[members[0]][2]))
             views, o = [], 0
             for s in shapes:
                 n = int(np.prod(s, dtype=np.int64))

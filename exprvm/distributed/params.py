@@ -61,8 +61,9 @@ def mismatch(layouts, what):
                 break
         else:
             longer, r_long = (ref, 0) if len(ref) > len(mine) else (mine, r)
+            extra = describe(longer[min(len(ref), len(mine))])
             lines.append(f"rank 0 has {len(ref)} {what}s, rank {r} has {len(mine)} "
-                         f"(the first extra one, on rank {r_long}: {describe(longer[min(len(ref), len(mine))])})")
+                         f"(the first extra one, on rank {r_long}: {extra})")
         if len(lines) >= 4:
             lines.append("...")
             break

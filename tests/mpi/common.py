@@ -37,7 +37,8 @@ def data(steps, batch, dtype):
     """Fixed inputs and targets (steps, batch, ...) for every rank alike."""
     rng = np.random.default_rng(123)
     X = rng.normal(size=(steps, batch, IN)).astype(dtype)
-    Y = np.sin(X @ rng.normal(size=(IN, OUT))).astype(dtype) + 0.1 * rng.normal(size=(steps, batch, OUT)).astype(dtype)
+    noise = 0.1 * rng.normal(size=(steps, batch, OUT))
+    Y = (np.sin(X @ rng.normal(size=(IN, OUT))) + noise).astype(dtype)
     return X, Y
 
 

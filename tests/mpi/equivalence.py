@@ -10,7 +10,9 @@ training the same weights on the whole batch. Also records the compiled program'
 all-reduce instructions, ctx.shard's parts, ctx.allreduce_grads on its own,
 ctx.mean and ctx.any, for the test to assert on.
 """
+import os
 import sys
+import tempfile
 
 from common import MLP, data, rel_diff, write
 
@@ -82,7 +84,6 @@ def program_facts(ctx):
              "grad_vs_mean_of_local": rel_diff(averaged, mean_local),
              "grads_spread": spread(ctx, averaged)}
     if ctx.rank == 0:
-        import tempfile, os
         path = os.path.join(tempfile.mkdtemp(), "prog.svg")
         ev.render(prog, path)
         with open(path) as f:
