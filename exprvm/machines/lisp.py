@@ -169,7 +169,7 @@ class LispMachine:
             if clock is not None:
                 t = perf_counter()
             try:
-                v = opdef.impl(*[x.value for x in n.inputs], **n.params)
+                v = (opdef.eager or opdef.impl)(*[x.value for x in n.inputs], **n.params)
             except Exception as e:
                 raise run_error(e, node_site(n)) from e
             if clock is not None:

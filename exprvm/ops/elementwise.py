@@ -2,6 +2,8 @@
 import numpy as np
 
 from ..errors import DTypeError
+from ..kernels import KERNEL_OPS
+from ..kernels.eager import eager_unary
 from ..core.rules import batch_elementwise, neutral, passthrough
 from . import refs
 from ..core import (Row, apply, binary_rule, broadcast, compare_rule, defop, elementwise_rule,
@@ -14,9 +16,11 @@ POS4 = ("f", (4,), 0.5, 2.0)
 
 
 def unary(name, impl, vjp, domain=F34, ref=None, ufunc=None, grad=True):
+    # NOTE: an op with a C kernel evaluates big arrays with it (the LispMachine's walk too)
+    eager = eager_unary(name, impl) if name in KERNEL_OPS else None
     return defop(name, impl, unary_rule, vjp=(vjp,) if vjp else None,
                  row=Row((domain,), ref=ref, grad=grad and vjp is not None),
-                 ufunc=ufunc, elementwise=True)
+                 ufunc=ufunc, elementwise=True, eager=eager)
 
 
 # NOTE: the gradient of an op with a kernel (exprvm.kernels.KERNEL_OPS) is one
