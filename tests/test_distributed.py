@@ -130,6 +130,7 @@ def test_compiled_allreduce_in_the_tape(equivalence):
         assert len(p["waits"]) == len(p["starts"])
         assert p["waits"] == list(range(p["n_instrs"] - len(p["waits"]), p["n_instrs"]))   # at the end
         assert p["starts"][0] < p["last_node_instr"], "the first bucket starts before the backward pass ends"
+        assert p["starts_follow_producers"], "a bucket starts right after its last gradient is written"
         assert p["verified"] and p["grads_are_views"]
         assert "allreduce_start[mpi]" in p["text"] and "; bucket 0: " in p["text"]
         assert f"average over {n} rank" in p["text"]

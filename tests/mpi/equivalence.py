@@ -78,7 +78,14 @@ def program_facts(ctx):
     local = [gn.value.copy() for gn in grads]         # this rank's own gradient nodes
     averaged = [n.grad.copy() for n in model.nodes(g)]
     mean_local = [ctx.mean(v) for v in local]
+    follows = []        # each start comes right after the instruction writing one of its gradients
+    for k in starts:
+        j = k - 1
+        while prog.instrs[j].op == "allreduce_start":
+            j -= 1
+        follows.append(prog.instrs[j].out in prog.instrs[k].ins)
     facts = {"text": str(prog), "starts": starts, "waits": waits, "n_instrs": len(ops),
+             "starts_follow_producers": all(follows),
              "last_node_instr": backward[-1], "verified": prog.verify(),
              "grads_are_views": all(prog.registers[rid].kind == "view" for _, rid in prog.grads),
              "grad_vs_mean_of_local": rel_diff(averaged, mean_local),
