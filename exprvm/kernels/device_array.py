@@ -192,7 +192,9 @@ class DeviceArray:
     __slots__ = ("shape", "dtype", "size", "nbytes", "strides", "_ptr", "_cptr", "_allocated",
                  "_base", "_offset", "__weakref__")
 
-    def __init__(self, shape, dtype):
+    def __init__(self, shape, dtype, scoped=True):
+        """scoped=False: never owned by a tidy scope (a machine's or a solver's own buffers,
+        freed by their owner)."""
         dtype = np.dtype(dtype)
         if dtype.kind not in _DTYPE_KINDS:
             raise DTypeError(f"DeviceArray cannot hold dtype {dtype}")
@@ -211,7 +213,7 @@ class DeviceArray:
             self._allocated = self.nbytes
         self._cptr = out[0]
         self._ptr = int(ffi.cast("uintptr_t", out[0]))
-        stack = _scopes()
+        stack = _scopes() if scoped else None
         if stack:
             stack[-1].track(self)
 
@@ -306,8 +308,12 @@ class DeviceArray:
         new = DeviceArray(self.shape, self.dtype)
         if self.nbytes:
             ffi, lib = cuda_loader.load()
-            cuda_loader.check(lib.ev_cuda_memcpy_dtod(new._device(), self._device(), self.nbytes),
-                           "cudaMemcpy device->device")
+            try:
+                cuda_loader.check(lib.ev_cuda_memcpy_dtod(new._device(), self._device(), self.nbytes),
+                                  "cudaMemcpy device->device")
+            except BaseException:
+                new.free()      # NOTE: a failed copy must not leave its new array allocated
+                raise
         return new
 
     def _check_size(self):
