@@ -159,7 +159,7 @@ def test_verify_catches_a_hand_edited_output_buffer():
     model, _, _ = models.build("rnn_b1", small=True)
     prog = compile_graph(model.graph, [model.cost])
     victim, writer = _clobber_candidates(prog)
-    writer.slot, writer.offset = victim.slot, victim.offset   # write over a live value
+    writer.slot = victim.slot                                  # write over a live value
     with pytest.raises(ev.CompileError, match="overwritten"):
         prog.verify()
 
@@ -181,7 +181,9 @@ def test_verify_catches_partial_overlap_with_an_input():
     sum_ins = next(i for i in prog if i.op == "sum")
     out = prog.registers[sum_ins.out]
     src = prog.root(sum_ins.ins[0])
-    out.slot, out.offset = src.slot, src.offset + 8                # inside the input, not on it
+    prog.bases.append(prog.bases[src.slot] + 8)                     # inside the input, not on it
+    prog.slots.append(out.nbytes)
+    out.slot = len(prog.bases) - 1
     with pytest.raises(ev.CompileError, match="overlaps input"):
         prog.verify()
 

@@ -169,7 +169,7 @@ def _color(units, regs, slots, bases):
             bases.append(0)
         pool.append((u[2], s))
         for rid in u[4]:
-            regs[rid].slot, regs[rid].offset = s, 0
+            regs[rid].slot = s
 
 
 def plan(regs, instrs, outputs):
@@ -196,6 +196,5 @@ def plan(regs, instrs, outputs):
                 bases.append(off)
             slots[s] = max(slots[s], u[0])
             for rid in u[4]:
-                regs[rid].offset = 0
                 regs[rid].slot = s
     return slots, bases, lower_bound(units)

@@ -31,7 +31,6 @@ class Register:
     kind: str                       # "buffer", "input", "param", "const" or "view"
     nodes: list = field(default_factory=list)   # graph nodes whose value this is
     slot: int = -1                  # buffer registers: the slot (a start address) holding them
-    offset: int = 0                 # buffer registers: byte offset from the slot's start
     base: int = -1                  # view registers: the register viewed
     view: Optional[tuple] = None    # view registers: (op name, params); OPS[op].impl makes it
     const: Optional[np.ndarray] = None
@@ -48,7 +47,7 @@ class Register:
         return "scratch" if self.scratch else f"r{self.id}"
 
     def describe(self):
-        where = {"buffer": f"slot {self.slot}" + (f" @{self.offset}" if self.offset else ""), "view": f"view of r{self.base}"}.get(self.kind, self.kind)
+        where = {"buffer": f"slot {self.slot}", "view": f"view of r{self.base}"}.get(self.kind, self.kind)
         dev = "" if self.device == "cpu" else f" on {self.device}"
         names = ", ".join(n.label for n in self.nodes[:3]) + (" ..." if len(self.nodes) > 3 else "")
         return (f"r{self.id}: {self.dtype.name}{list(self.shape)} {self.nbytes} B, {where}{dev}"
@@ -99,7 +98,7 @@ class Program:
             if r.kind == "buffer":
                 used.setdefault(r.device, set()).add(r.slot)
                 if bases is not None and r.device == "cpu":
-                    end = bases[r.slot] + r.offset + r.nbytes
+                    end = bases[r.slot] + r.nbytes
                     self.arenas[r.device] = max(self.arenas.get(r.device, 0), end)
         for d, ss in used.items():
             if bases is None or d != "cpu":     # separate buffers, one per slot
@@ -134,8 +133,8 @@ class Program:
     def memory(self, r):
         """(arena key, first byte, end byte) of a buffer register."""
         if self.bases is None or r.device != "cpu":
-            return (r.device, r.slot), r.offset, r.offset + r.nbytes
-        lo = self.bases[r.slot] + r.offset
+            return (r.device, r.slot), 0, r.nbytes
+        lo = self.bases[r.slot]
         return r.device, lo, lo + r.nbytes
 
     def overlap(self, a, b):
