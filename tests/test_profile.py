@@ -2,7 +2,11 @@
 coloured by time), a LispMachine's per-op times of a walk. No timing thresholds: the
 tests check the structure, that every instruction is timed, and that the run's results
 are the ones an unprofiled run gives."""
+import os
+import pathlib
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -36,7 +40,7 @@ def test_tape_profile_times_every_instruction_and_leaves_results_alone():
     prof = m.profile(feed, runs=3)
     assert len(prof.rows) == len(m.program.instrs) and prof.runs == 3
     assert [r.index for r in prof.rows] == list(range(len(prof.rows)))
-    assert all(r.median_s > 0 and r.min_s <= r.median_s for r in prof.rows)
+    assert all(0 <= r.min_s <= r.median_s for r in prof.rows) and sum(r.median_s > 0 for r in prof.rows) > 1
     assert sum(r.share for r in prof.rows) == pytest.approx(1.0)
     assert prof.total_s == pytest.approx(sum(r.median_s for r in prof.rows)) and prof.run_s > 0
     assert [r.text for r in prof.rows] == [ins.text() for ins in m.program.instrs]
@@ -104,7 +108,7 @@ def test_walk_profile_reports_time_per_node_kind():
     prof = lm.profile(feed, runs=3)
     ops = {r.op: r for r in prof.rows}
     assert ops["tanh"].nodes == 3 and ops["matmul"].nodes == 4   # x @ U.T is built once
-    assert ops["tanh"].forward_s > 0 and ops["tanh"].backward_s > 0 and ops["matmul"].backward_s > 0
+    assert ops["matmul"].forward_s > 0 and ops["matmul"].backward_s > 0 and ops["tanh"].backward_s >= 0
     assert sum(r.share for r in prof.rows) == pytest.approx(1.0)
     assert prof.forward_s > 0 and prof.backward_s > 0 and prof.run_s > 0
     totals = [r.total_s for r in prof.rows]
@@ -119,3 +123,15 @@ def test_walk_profile_reports_time_per_node_kind():
     np.testing.assert_allclose(gW, W.grad, rtol=1e-6)
     assert lm.replay and lm._clock is None
     assert prof.records()[0].keys() >= {"op", "nodes", "forward_s", "backward_s", "total_s"}
+
+
+def test_the_char_rnn_profile_script_runs_in_smoke_mode(tmp_path):
+    root = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "profile_char_rnn.py"), "--smoke"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(root)))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert re.search(r"^profile: \d+ instructions, median of 3 runs", out, re.M)
+    assert "char_rnn.py:" in out and "walk profile:" in out and "by op:" in out
+    assert (tmp_path / "out" / "char_rnn_profile.svg").stat().st_size > 1000

@@ -10,8 +10,8 @@
 A TapeMachine profile runs the program `warmup` times untimed (binding, first feeds),
 then `runs` times with every instruction timed (perf_counter around its prebound
 call) and `runs` times whole, untimed inside; each instruction's figure is its median
-over the runs, and `run_s` is the median of a whole run (feeds, copies and the loop
-included). A LispMachine profile walks the graph (never replays) and times each node's
+over the runs (less the cost of reading the clock), and `run_s` is the median of a
+whole run (feeds, copies and the loop included). A LispMachine profile walks the graph (never replays) and times each node's
 forward evaluation and each VJP call of the backward pass, summed per op per run.
 
 NOTE: timings are of this machine at this moment: on a busy machine they say little.
@@ -81,10 +81,9 @@ class TapeProfile:
     def table(self, top=None):
         rows = self.sorted()[:top]
         width = max([len(r.text) for r in rows] + [11])
-        over = self.run_s - self.total_s
         lines = [f"profile: {len(self.rows)} instructions, median of {self.runs} runs; "
-                 f"instructions {self.total_s * 1e6:.1f} us, whole run {self.run_s * 1e6:.1f} us "
-                 f"(feeds, copies and the loop {over * 1e6:.1f} us)",
+                 f"instructions {self.total_s * 1e6:.1f} us (summed), a whole run "
+                 f"{self.run_s * 1e6:.1f} us (timed apart)",
                  f"{'#':>4} {'time us':>10} {'share':>6} {'cum':>6}  {'instruction':<{width}}  line"]
         cum = 0.0
         for r in rows:
@@ -130,6 +129,15 @@ def _timed(fn, k, acc):
     return call
 
 
+def clock_overhead(n=2000):
+    """What two back-to-back perf_counter calls measure: taken off every sample."""
+    ts = []
+    for _ in range(n):
+        t = perf_counter()
+        ts.append(perf_counter() - t)
+    return median(ts)
+
+
 def profile_tape(m, feeds=None, runs=10, warmup=1):
     """Profile TapeMachine m on feeds: see the module docstring. Returns a TapeProfile."""
     _runs(runs, warmup)
@@ -159,6 +167,8 @@ def profile_tape(m, feeds=None, runs=10, warmup=1):
         t = perf_counter()
         m.run(feeds)
         whole.append(perf_counter() - t)
+    zero = clock_overhead()
+    samples = [[max(t - zero, 0.0) for t in s] for s in samples]
     med = [median(s) if s else 0.0 for s in samples]
     total = sum(med) or 1.0
     rows = []
@@ -226,11 +236,12 @@ class _Clock:
     """What the LispMachine calls per timed node: (node, "forward" | "backward", seconds)."""
 
     def __init__(self):
-        self.times = {}
+        self.times, self.calls = {}, {}
 
     def __call__(self, node, phase, seconds):
         key = (node.op, phase)
         self.times[key] = self.times.get(key, 0.0) + seconds
+        self.calls[key] = self.calls.get(key, 0) + 1
 
 
 def profile_walk(m, feeds=None, runs=5, warmup=1):
@@ -239,7 +250,7 @@ def profile_walk(m, feeds=None, runs=5, warmup=1):
     saved = m.replay
     m.replay = False
     m._cached_for = -1          # re-plan without the replay key
-    per_run, whole = [], []
+    per_run, calls, whole = [], [], []
     try:
         for _ in range(warmup):
             m.run(feeds)
@@ -253,6 +264,7 @@ def profile_walk(m, feeds=None, runs=5, warmup=1):
                 m._clock = None
             whole.append(perf_counter() - t)
             per_run.append(clock.times)
+            calls.append(clock.calls)
     finally:
         m.replay = saved
         m._cached_for = -1
@@ -260,6 +272,10 @@ def profile_walk(m, feeds=None, runs=5, warmup=1):
     for n in m._order:
         if n.opdef is not None:
             counts[n.op] = counts.get(n.op, 0) + 1
+    zero = clock_overhead()
+    for times, count in zip(per_run, calls):
+        for key, n in count.items():
+            times[key] = max(times[key] - n * zero, 0.0)
     keys = {op for times in per_run for op, _ in times}
     med = {(op, ph): median(t.get((op, ph), 0.0) for t in per_run)
            for op in keys for ph in ("forward", "backward")}
