@@ -13,7 +13,7 @@ merge_sums    a sum of many matmuls / axis-0 sums / embedding scatters of the
 """
 import numpy as np
 
-from . import ir
+from . import fusion, ir
 from .batching import batch_siblings, stack_rows
 from .ir import Builder
 
@@ -222,9 +222,10 @@ def merge_sums(live, keep):
     return merged
 
 
-def optimize(live, roots, keep, host_ops=()):
+def optimize(live, roots, keep, host_ops=(), fuse=False):
     """Run the passes; returns (live Vals, notes for the disassembly). host_ops: the
-    kernel ops the host backend runs with the add in front fused too."""
+    kernel ops the host backend runs with the add in front fused too; fuse: turn every
+    elementwise group into one generated kernel (fusion.py; it covers the fused adds)."""
     notes = []
     n = batch_siblings(live, roots)
     if n:
@@ -235,8 +236,12 @@ def optimize(live, roots, keep, host_ops=()):
         notes.append(f"merged {n} summed terms (per-step gradients) into single ops")
         live = ir.live_vals(roots)
     # NOTE: last, so that the passes above still see the adds (merge_sums' trees).
-    n = fuse_adds(live, keep, set(host_ops)) if host_ops else 0
+    n = fuse_adds(live, keep, set(host_ops)) if host_ops and not fuse else 0
     if n:
         notes.append(f"fused {n} adds into the kernels that read them")
         live = ir.live_vals(roots)
+    if fuse:
+        live, note = fusion.fuse(live, roots, keep)
+        if note:
+            notes.append(note)
     return live, notes

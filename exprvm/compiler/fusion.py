@@ -1,0 +1,282 @@
+"""Fusion: every maximal connected group of elementwise ops over one shape becomes one
+instruction running one generated C kernel (compiler/lowering/fused.py, kernels/generated.py).
+
+In: the optimized IR (live Vals in topological order), the roots and the Vals whose values
+must survive. Out: the IR with each group replaced by one `fused` Val (its inputs are the
+group's operands; its value the member read outside the group, or those members stacked,
+each then a free view of it), and a note for the disassembly.
+
+Who may join: an op with a scalar formula (lowering/scalar.py) in float32/float64, over
+operands that are the group's shape ("full": also a gate sliced out of a wider matrix,
+read in place), a row broadcast along the leading axes (a bias), a column (one value per
+row), or a scalar (a size-1 constant is written into the source). Comparisons join as
+int temporaries read by `where`; a comparison read outside its group stays outside.
+
+Groups are convex by construction: a Val's level is the most non-member edges on any
+path to it (an edge between two members of one shape and dtype costs 0, any other 1), and
+only members of equal level are joined. A path leaving a group and coming back would
+cross a costly edge, so its end would sit a level higher: no fused instruction ever
+waits on a value that needs its own result. Forward and backward (gradient) groups fuse
+alike; nothing here looks at how a formula is spelled.
+"""
+import numpy as np
+
+from ..core import FLOAT_DTYPES, is_basic_index
+from ..errors import BackendError
+from ..kernels import generated
+from . import ir
+from .lowering import fused as _fused  # noqa: F401  (registers the fused op and its rows)
+from .lowering.fused import FusedGroup
+from .lowering.scalar import fusable, result_kind
+
+BOOL = np.dtype(bool)
+MIN_MEMBERS = 2
+ROUNDS = 8
+
+
+def available():
+    """(True, how) when fused kernels can be generated here, else (False, why)."""
+    return generated.available()
+
+
+def _size(shape):
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _kind(xshape, shape):
+    """How an operand of xshape broadcasts over a group of `shape`, or None."""
+    if tuple(xshape) == tuple(shape):
+        return "full"
+    if _size(xshape) == 1 and len(xshape) <= len(shape):
+        return "scalar"
+    if shape and xshape and xshape[-1] == shape[-1] and all(d == 1 for d in xshape[:-1]) \
+            and len(xshape) <= len(shape):
+        return "row"
+    if len(shape) >= 2 and tuple(xshape) == tuple(shape[:-1]) + (1,):
+        return "col"
+    return None
+
+
+def _literal(x, t):
+    """The Python value of a size-1 constant of dtype t (or bool), else None."""
+    if x.kind != "const" or x.value is None or x.value.size != 1 or x.dtype not in (t, BOOL):
+        return None
+    v = x.value.reshape(-1)[0]
+    return bool(v) if x.dtype == BOOL else float(v)
+
+
+def _class(v, keep, roots):
+    """(shape, float dtype) of an op that may join a group, else None."""
+    if v.kind != "op" or not fusable(v.op, v.params) or _size(v.shape) == 0:
+        return None
+    floats = [x.dtype for x in v.ins if x.dtype != BOOL]
+    if result_kind(v.op) == "bool":
+        if v.dtype != BOOL or id(v) in keep or id(v) in roots or len(set(floats)) != 1:
+            return None
+        t = floats[0]
+    else:
+        t = v.dtype
+    if t not in FLOAT_DTYPES or any(d != t for d in floats):
+        return None
+    for pos, x in enumerate(v.ins):
+        if _literal(x, t) is not None:
+            continue
+        if x.dtype == BOOL and not (v.op == "where" and pos == 0):
+            return None
+        if _kind(x.shape, v.shape) is None:
+            return None
+    return (v.shape, t.str)
+
+
+def _find(parent, a):
+    while parent[a] != a:
+        parent[a] = parent[parent[a]]
+        a = parent[a]
+    return a
+
+
+def _components(live, cls):
+    """Members of equal level joined along free edges: {root id: [Vals in order]}."""
+    level = {}
+    for v in live:
+        lv = 0
+        for x in v.ins:
+            free = cls.get(id(x)) is not None and cls.get(id(x)) == cls.get(id(v))
+            lv = max(lv, level.get(id(x), 0) + (0 if free else 1))
+        level[id(v)] = lv
+    parent = {id(v): id(v) for v in live if cls.get(id(v)) is not None}
+    for v in live:
+        c = cls.get(id(v))
+        if c is None:
+            continue
+        for x in v.ins:
+            if cls.get(id(x)) == c and level[id(x)] == level[id(v)]:
+                ra, rb = _find(parent, id(x)), _find(parent, id(v))
+                if ra != rb:
+                    parent[rb] = ra
+    groups = {}
+    for v in live:
+        if id(v) in parent:
+            groups.setdefault(_find(parent, id(v)), []).append(v)
+    return groups
+
+
+def _groups(live, keep, roots):
+    """The groups to fuse: lists of member Vals in topological order."""
+    root_ids = {id(r) for r in roots}
+    cls = {}
+    for v in live:
+        c = _class(v, keep, root_ids)
+        if c is not None:
+            cls[id(v)] = c
+    for _ in range(ROUNDS):
+        groups = _components(live, cls)
+        dropped = False
+        for members in groups.values():
+            inside = {id(m) for m in members}
+            for m in members:
+                # NOTE: a comparison is an int temporary inside a kernel; one read outside
+                # its group (or alone) runs on its own instead.
+                if m.dtype == BOOL and (len(members) < MIN_MEMBERS
+                                        or any(id(u) not in inside for u in m.users)):
+                    del cls[id(m)]
+                    dropped = True
+        if not dropped:
+            break
+    else:
+        for v in live:
+            if v.dtype == BOOL:
+                cls.pop(id(v), None)
+        groups = _components(live, cls)
+    return [ms for ms in groups.values()
+            if len(ms) >= MIN_MEMBERS and any(m.dtype != BOOL for m in ms)]
+
+
+def _push_slices(live, keep, root_ids):
+    """z = op(a, b) read only through slices (an LSTM's gates z[:, :H], ...) -> each slice
+    op(a[...], b[...]): the slices of same-shaped operands are free views, and the op joins
+    the group its slice feeds instead of running alone over all of z. Returns the count."""
+    n = 0
+    for v in live:
+        if (v.kind != "op" or id(v) in keep or id(v) in root_ids or not v.users
+                or not fusable(v.op, v.params) or result_kind(v.op) != "T" or v.dtype not in FLOAT_DTYPES):
+            continue
+        users = list({id(u): u for u in v.users}.values())
+        if not all(u.op == "getitem" and u.ins[0] is v and is_basic_index(u.params["index"])
+                   and u.users and all(_class(w, keep, root_ids) is not None for w in u.users)
+                   for u in users):
+            continue
+        if not all(x.shape == v.shape and x.dtype == v.dtype or _literal(x, v.dtype) is not None
+                   for x in v.ins):
+            continue
+        for u in users:
+            index = u.params["index"]
+            ins = [x if _literal(x, v.dtype) is not None else
+                   ir.Val((u.key[0], u.key[1] - 0.5 + 0.01 * i), "op", "getitem", [x], {"index": index},
+                          u.shape, x.dtype)
+                   for i, x in enumerate(v.ins)]
+            u.op, u.ins, u.params = v.op, ins, dict(v.params)
+        n += 1
+    return n
+
+
+def _concat_of(stored, shape, t):
+    """A last-axis concatenation of stored members only (the gates' gradients that a
+    matmul reads as one matrix), the longest, or None."""
+    ids = {id(m) for m in stored}
+    best = None
+    for m in stored:
+        for u in m.users:
+            if (u.kind == "op" and u.op == "concat" and shape and u.params.get("axis") == len(shape) - 1
+                    and u.dtype == t and len(u.ins) >= 2 and all(id(p) in ids for p in u.ins)
+                    and len({id(p) for p in u.ins}) == len(u.ins)
+                    and (best is None or len(u.ins) > len(best.ins))):
+                best = u
+    return best
+
+
+def _spec(members, keep, root_ids):
+    """(FusedGroup, external input Vals, stored members, dtype, concat absorbed or None)."""
+    shape = members[0].shape
+    t = np.dtype(members[0].dtype if members[0].dtype != BOOL else
+                 next(x.dtype for x in members[0].ins if x.dtype != BOOL))
+    index = {id(m): j for j, m in enumerate(members)}
+    ext, ext_pos, specs, sites = [], {}, [], []
+    for m in members:
+        refs = []
+        for x in m.ins:
+            if id(x) in index:
+                refs.append(("v", index[id(x)]))
+                continue
+            lit = _literal(x, t)
+            if lit is not None:
+                refs.append(("lit", lit))
+                continue
+            if id(x) not in ext_pos:
+                ext_pos[id(x)] = len(ext)
+                ext.append(x)
+            refs.append(("in", ext_pos[id(x)]))
+        specs.append((m.op, tuple(sorted(m.params.items())), tuple(refs)))
+        sites.append(m.node.site if m.nodes else "")
+    stored = [m for m in members if id(m) in keep or id(m) in root_ids
+              or any(id(u) not in index for u in m.users)]
+    cat = _concat_of(stored, shape, t) if len(stored) > 1 else None
+    if cat is not None:     # its parts first, in its order: the concatenation is a view
+        stored = list(cat.ins) + [m for m in stored if not any(m is p for p in cat.ins)]
+    inputs = tuple((_kind(x.shape, shape), x.dtype == BOOL) for x in ext)
+    group = FusedGroup(shape=tuple(shape), inputs=inputs, members=tuple(specs),
+                       outputs=tuple(index[id(m)] for m in stored),
+                       layout="concat" if cat is not None else "stack",
+                       sites=tuple(s for s in sites if s))
+    return group, ext, stored, t, cat
+
+
+def _rewrite(members, group, ext, stored, t, cat):
+    last = members[-1]
+    if len(stored) == 1:
+        v = stored[0]
+        v.op, v.ins, v.params = "fused", list(ext), {"group": group}
+        return v
+    if cat is not None and len(cat.ins) == len(stored):
+        packed = cat            # the concatenation is the fused value itself
+        packed.op, packed.ins, packed.params = "fused", list(ext), {"group": group}
+    else:
+        packed = ir.Val((last.key[0], last.key[1] - 0.5), "op", "fused", ext, {"group": group},
+                        group.out_shape, t)
+        if cat is not None:
+            width = len(cat.ins) * group.shape[-1]
+            cat.op, cat.ins = "getitem", [packed]
+            cat.params = {"index": (slice(None),) * (len(group.shape) - 1) + (slice(0, width),)}
+    for q, v in enumerate(stored):
+        # NOTE: each stored member is a view of the fused value: no copy, no instruction.
+        v.op, v.ins, v.params = "getitem", [packed], {"index": group.output_index(q)}
+    return packed
+
+
+def fuse(live, roots, keep):
+    """Rewrite the IR's elementwise groups into fused Vals. Returns (live, note or None).
+    Nothing changes when no kernel can be built (no compiler: the note says why)."""
+    root_ids = {id(r) for r in roots}
+    if _push_slices(live, keep, root_ids):
+        live = ir.live_vals(roots)
+    found = [(ms, *_spec(ms, keep, root_ids)) for ms in _groups(live, keep, roots)]
+    if not found:
+        return live, None
+    try:
+        generated.prepare([f[1].kernel(f[4]) for f in found])
+    except BackendError as e:
+        return live, f"no fusion: {str(e).splitlines()[0]}"
+    for members, group, ext, stored, t, cat in found:
+        _rewrite(members, group, ext, stored, t, cat)
+    n = sum(len(f[0]) for f in found)
+    return ir.live_vals(roots), f"fused {n} elementwise ops into {len(found)} generated kernels"
+
+
+def annotate(live, instrs):
+    """Name each fused instruction's members and lines in its disassembly comment."""
+    by_out = {ins.out: ins for ins in instrs}
+    for v in live:
+        if v.op == "fused" and v.rid in by_out:
+            ins = by_out[v.rid]
+            text = v.params["group"].describe()
+            ins.note = text if ins.note in ("", "optimizer") else f"{ins.note} {text}"
