@@ -15,7 +15,7 @@ from .module import Module, draw, draw_weight, graph_of, sub_seed
 # Up to this many classes, ids go through a one-hot matmul rather than a row gather.
 # NOTE: take's gradient scatters with np.add.at, ~6x slower than the one-hot matmul's
 # GEMM at char-RNN sizes (65 x 512 table, 32 ids); a gather wins for large vocabularies.
-ONE_HOT_MAX = 1024
+ONE_HOT_MAX_CLASSES = 1024
 
 
 def is_ids(x):
@@ -26,7 +26,7 @@ def apply_matrix(x, W, who):
     """x @ W for x of shape (..., in); integer x is taken as one-hot ids and gathers rows."""
     n_in = W.shape[0]
     if is_ids(x):
-        if n_in <= ONE_HOT_MAX:
+        if n_in <= ONE_HOT_MAX_CLASSES:
             x = one_hot(x, n_in, W.dtype)
         else:
             return take(W, x, axis=0)

@@ -25,7 +25,7 @@ from ..train import init as _init
 from ..errors import ExprError, ShapeError
 from ..core import Node
 from ..ops import getitem, one_hot, sigmoid, tanh
-from .layers import ONE_HOT_MAX, apply_matrix, is_ids
+from .layers import ONE_HOT_MAX_CLASSES, apply_matrix, is_ids
 from .module import Module, draw_weight, graph_of, sub_seed
 
 
@@ -230,7 +230,7 @@ class StackedRNN(Module):
         Returns (list of top-layer h per step, final state).
         """
         first = self.cells[0]
-        hoist = isinstance(xs, Node) and is_ids(xs) and first.in_features <= ONE_HOT_MAX
+        hoist = isinstance(xs, Node) and is_ids(xs) and first.in_features <= ONE_HOT_MAX_CLASSES
         if hoist:
             # One one_hot op for the whole sequence; its per-step rows are views
             # (ids have no gradient, so no scatter comes back through them).

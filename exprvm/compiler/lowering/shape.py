@@ -52,7 +52,7 @@ def _take_grad(axis):
     return build
 
 
-ONE_HOT_MAX = 1 << 22     # elements of the one-hot matrix take_grad's scatter may use
+SCATTER_BY_MATMUL_MAX = 1 << 22     # elements of the one-hot matrix take_grad's scatter may use
 
 
 def _take_grad_onehot(ins, out, tmps):
@@ -119,7 +119,7 @@ def _take_row(req):
 def _take_grad_row(req):
     shape = req.shape
     n = math.prod(req.in_shapes[1])
-    if req.params["axis"] == 0 and len(shape) >= 1 and shape[0] * n <= ONE_HOT_MAX:
+    if req.params["axis"] == 0 and len(shape) >= 1 and shape[0] * n <= SCATTER_BY_MATMUL_MAX:
         return Lowered(_take_grad_onehot, tmps=(((shape[0], n), req.dtype), ((n,), np.dtype(np.intp))),
                        flattens=(0, 1))
     return Lowered(_take_grad(req.params["axis"]))
