@@ -13,10 +13,8 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")     # as char_rnn.py: one BLAS thread
-
-import numpy as np  # noqa: E402
-
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")     # as char_rnn.py: one BLAS thread, set
+                                                       # before numpy loads
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
 sys.path.insert(0, os.path.dirname(HERE))

@@ -140,3 +140,14 @@ def test_lisp_machine_seed_errors():
     ref = W.grad.copy()
     scalar.run()
     np.testing.assert_allclose(ref, 2 * W.grad)
+
+
+def test_seeded_runs_leave_the_graph_as_it_was():
+    g, W, X, y = model(np.float32)
+    n = len(g)
+    m = ev.LispMachine(g, cost=y, seed=G0.astype(np.float32))
+    for _ in range(3):
+        m.run()
+    m.run(seed=G0.tolist())                  # a list takes the cost's dtype
+    assert len(g) == n
+    np.testing.assert_allclose(W.grad, numpy_vjp(G0)[0], rtol=2e-5, atol=1e-6)

@@ -33,9 +33,9 @@ def depends_on(order, sources):
     return dep
 
 
-def seed_node(y, seed, who):
-    """The gradient flowing into y: seed (a node of y's graph, or an array) checked against
-    y's shape and dtype; a float array becomes a constant, Python numbers take y's dtype."""
+def check_seed(y, seed, who):
+    """GradError unless seed (a node of y's graph, or an array; Python numbers take y's
+    dtype) fits as the gradient flowing into y: y's shape and dtype."""
     if not isinstance(y, Node):
         raise GradError(f"{who}: y must be a Node, got {type(y).__name__}")
     if y.dtype.kind != "f":
@@ -56,6 +56,11 @@ def seed_node(y, seed, who):
     if got_dtype != y.dtype:
         raise GradError(f"{who}: seed of dtype {got_dtype} for {y.label} of dtype {y.dtype.name} "
                         f"(made at {y.site}); convert it with .astype(np.{y.dtype.name})")
+
+
+def seed_node(y, seed, who):
+    """The seed as a node of y's graph (an array becomes a constant), checked by check_seed."""
+    check_seed(y, seed, who)
     return seed if isinstance(seed, Node) else y.graph.constant(np.asarray(seed, y.dtype), dtype=y.dtype)
 
 

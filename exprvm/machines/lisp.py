@@ -11,7 +11,7 @@ from time import perf_counter
 import numpy as np
 
 from ..core import ancestors, bound_value, check_cost, check_value, depends_on, let
-from ..core.grad import seed_node
+from ..core.grad import check_seed
 from ..compiler import check_updates
 from ..errors import ExprError, FeedError
 from . import replay as _replay
@@ -55,7 +55,7 @@ class LispMachine:
         if cost is not None and seed is None:
             check_cost(cost, "LispMachine")
         elif cost is not None:
-            seed_node(cost, seed if hasattr(seed, "graph") else np.asarray(seed), "LispMachine")
+            check_seed(cost, seed, "LispMachine")
         elif seed is not None:
             raise ExprError("LispMachine: seed= needs a cost")
         elif bwd_only:
@@ -237,13 +237,12 @@ class LispMachine:
                 check_cost(cost, "LispMachine.run")     # a non-scalar cost needs a seed
             return np.ones((), dtype=cost.dtype)
         if hasattr(seed, "graph"):      # a node: its value this run
-            seed_node(cost, seed, "LispMachine")
+            check_seed(cost, seed, "LispMachine")
             seed = bound_value(seed) if seed.is_leaf else seed.value
             if seed is None:
                 raise ExprError("LispMachine: the seed node has no value; add it to outputs")
-        arr = np.asarray(seed)
-        seed_node(cost, arr if isinstance(seed, np.ndarray) else arr.astype(cost.dtype), "LispMachine")
-        return arr.astype(cost.dtype, copy=False)
+        check_seed(cost, seed, "LispMachine")
+        return np.asarray(seed, dtype=cost.dtype)
 
     def profile(self, feeds=None, runs=5, warmup=1):
         """Time a walk per node kind (forward evaluations and backward VJP calls, summed per

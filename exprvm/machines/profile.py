@@ -11,8 +11,9 @@ A TapeMachine profile runs the program `warmup` times untimed (binding, first fe
 then `runs` times with every instruction timed (perf_counter around its prebound
 call) and `runs` times whole, untimed inside; each instruction's figure is its median
 over the runs (less the cost of reading the clock), and `run_s` is the median of a
-whole run (feeds, copies and the loop included). A LispMachine profile walks the graph (never replays) and times each node's
-forward evaluation and each VJP call of the backward pass, summed per op per run.
+whole run (feeds, copies and the loop included). A LispMachine profile walks the
+graph (never replays) and times each node's forward evaluation and each VJP call of
+the backward pass, summed per op per run.
 
 NOTE: timings are of this machine at this moment: on a busy machine they say little.
 """

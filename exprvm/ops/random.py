@@ -89,7 +89,7 @@ def _setup(params, shape, dtype, graph):
         raise ExprError(f"graph= must be an ev.Graph, got {type(graph).__name__}")
     g = nodes[0].graph if nodes else graph
     if nodes and graph is not None and g is not graph:
-        raise ExprError(f"the parameters belong to another graph than graph=")
+        raise ExprError("the parameters belong to another graph than graph=")
     if nodes:
         dt = same_float_dtype(*nodes)
         if dtype is not None and norm_dtype(dtype) != dt:
