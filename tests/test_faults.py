@@ -54,12 +54,12 @@ _LIARS = textwrap.dedent("""
     big = np.zeros(N, F32)
     small = np.zeros(4, F32)
     cases = {
-        "prebind out": lambda: kernels.prebind_unary("tanh", F32, N, "c")(big, Liar(16)),
-        "prebind x": lambda: kernels.prebind_unary("tanh", F32, N, "c")(Liar(16), big),
-        "prebind grad": lambda: kernels.prebind_unary_grad("tanh", F32, N, "c")(big, big, Liar(16), big),
+        "checked out": lambda: kernels.unary("tanh", F32, "c")(big, Liar(16)),
+        "checked x": lambda: kernels.unary("tanh", F32, "c")(Liar(16), big),
+        "checked grad": lambda: kernels.unary_grad("tanh", F32, "c")(big, big, Liar(16), big),
         "checked subclass": lambda: kernels.unary("tanh", F32, "c")(sub()),
         "checked grad subclass": lambda: kernels.unary_grad("tanh", F32, "c")(sub(), sub(), sub()),
-        "prebind subclass": lambda: kernels.prebind_unary("exp", F32, N, "c")(sub(), big),
+        "bind out": lambda: kernels.bind_unary("tanh", big, Liar(16), "c")(),
         "bind subclass": lambda: kernels.bind_unary("tanh", sub(), small, "c")(),
         "bind fused subclass": lambda: kernels.bind_fused("tanh", (sub(), small), small, False, "c")(),
         "bind xent subclass": lambda: kernels.bind_xent(

@@ -9,9 +9,8 @@
     dg = kernels.unary_grad("tanh", np.float32)   # dg(x, ans, g, out=None) -> out
     kernels.binary("add", np.float32, "cuda")     # add/sub/mul/div
 
-For a compiled program: prebind_unary / prebind_unary_grad (fixed size, few
-checks per call) and bind_unary / bind_unary_grad (fixed buffers, a bare C
-call).  bind_fused: a kernel and the add in front of it, in one bare C call;
+For a compiled program: bind_unary / bind_unary_grad (fixed buffers, checked
+once, then a bare C call).  bind_fused: a kernel and the add in front of it, in one bare C call;
 bind_xent: softmax cross-entropy and its gradient (C only).
 See dispatch.py for the contracts.
 """
@@ -26,8 +25,6 @@ from exprvm.kernels.dispatch import (
     bind_unary_grad,
     bind_xent,
     get_backend,
-    prebind_unary,
-    prebind_unary_grad,
     set_backend,
     unary,
     unary_grad,
@@ -35,6 +32,6 @@ from exprvm.kernels.dispatch import (
 
 __all__ = [
     "BACKENDS", "BINARY_OPS", "KERNEL_OPS", "available", "backends", "binary",
-    "bind_fused", "bind_unary", "bind_unary_grad", "bind_xent", "get_backend", "prebind_unary",
-    "prebind_unary_grad", "set_backend", "unary", "unary_grad",
+    "bind_fused", "bind_unary", "bind_unary_grad", "bind_xent", "get_backend",
+    "set_backend", "unary", "unary_grad",
 ]

@@ -137,25 +137,6 @@ def binary(op, dtype, backend=None):
     return _lookup("binary", op, BINARY_OPS, dtype, backend, make)
 
 
-def prebind_unary(op, dtype, size, backend=None):
-    """fn(x, out) -> out for arrays of exactly `size` elements, for a compiler
-    that validated shapes and dtypes once.  It skips the shape and copy logic
-    but still refuses (through the checked path) anything that could make the
-    C code read or write out of bounds.  out must not partially overlap x."""
-    dt, backend = _resolve(op, KERNEL_OPS, dtype, backend)
-    if backend == "cuda":
-        return _cuda().unary(op, dt)
-    return host.prebound_unary(backend, op, dt, int(size))
-
-
-def prebind_unary_grad(op, dtype, size, backend=None):
-    """fn(x, ans, g, out) -> out; see prebind_unary."""
-    dt, backend = _resolve(op, KERNEL_OPS, dtype, backend)
-    if backend == "cuda":
-        return _cuda().unary_grad(op, dt)
-    return host.prebound_unary_grad(backend, op, dt, int(size))
-
-
 def _dtype_of(op, x):
     dtype = getattr(x, "dtype", None)
     if dtype is None:

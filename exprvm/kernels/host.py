@@ -1,20 +1,13 @@
 """Host kernel wrappers: the C extension (cffi API mode) and numpy.
 
-Three flavours per op, fastest last:
+Two flavours per op:
   * checked(x, out=None)      every argument validated (see checks.py);
-  * prebound(x, out)          for a fixed size and dtype, validated once at
-                              compile time; per call it keeps only the checks
-                              that stand between a wrong argument and memory
-                              corruption (exact numpy.ndarray type, dtype
-                              identity, size, alignment, contiguity and the
-                              real buffer length via the buffer protocol) and
-                              hands anything unusual to `checked`, which copies
-                              or raises the typed error;
-  * bound()                   buffers fixed at bind time, pointers taken once:
-                              a bare C call.
+  * bound()                   buffers fixed at bind time, validated and their
+                              pointers taken once: a bare C call per run (what a
+                              compiled program uses).
 
-NOTE: every pointer handed to C comes from `pointer()` (or, on the fast path,
-the same checks inline): an object is trusted for nothing it says about itself.
+NOTE: every pointer handed to C comes from `pointer()`: an object is trusted for
+nothing it says about itself.
 A bytearray subclass claiming `.size == 4194304` over 16 bytes passed the old
 duck-typed fast path and C wrote 16 MiB past its end.
 """
@@ -118,61 +111,6 @@ def checked_binary(op, dt):
         shape = same_shape(op, (("a", a), ("b", b)))
         return ufunc(a, b, out=check_out(out, shape, dt, op))
     return run
-
-
-# ---- prebound: fixed size, minimal per-call checks -----------------------
-
-def prebound_unary(backend, op, dt, size):
-    slow = checked_unary(backend, op, dt)
-    if backend == "numpy":
-        return slow
-    cfn, buf, cdecl, nd = _c_function(op, dt, False), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]", np.ndarray
-
-    def run(x, out):
-        # NOTE: anything but the expected case goes to the checked wrapper, which raises
-        # the typed error. The exact type comes first: any other object may claim any
-        # .dtype, .size and .flags. len() of a from_buffer pointer is the real buffer's.
-        if (type(x) is nd and type(out) is nd and x.dtype is dt and out.dtype is dt
-                and x.size == size and out.size == size and x.flags.aligned and out.flags.aligned
-                and size):
-            try:
-                px, po = buf(cdecl, x), buf(cdecl, out, require_writable=True)
-            except (TypeError, ValueError, BufferError):
-                px = po = None
-            if px is not None and len(px) == size and len(po) == size:
-                cfn(px, po, size)
-                return out
-        return _sized(slow(x, out), size, op)
-    return run
-
-
-def prebound_unary_grad(backend, op, dt, size):
-    slow = checked_unary_grad(backend, op, dt)
-    if backend == "numpy":
-        return slow
-    cfn, buf, cdecl, nd = _c_function(op, dt, True), _ev_c.ffi.from_buffer, CTYPE[dt] + "[]", np.ndarray
-
-    def run(x, ans, g, out):
-        if (type(x) is nd and type(ans) is nd and type(g) is nd and type(out) is nd
-                and x.dtype is dt and ans.dtype is dt and g.dtype is dt and out.dtype is dt
-                and x.size == size and ans.size == size and g.size == size and out.size == size
-                and x.flags.aligned and ans.flags.aligned and g.flags.aligned
-                and out.flags.aligned and size):
-            try:
-                ps = (buf(cdecl, x), buf(cdecl, ans), buf(cdecl, g), buf(cdecl, out, require_writable=True))
-            except (TypeError, ValueError, BufferError):
-                ps = None
-            if ps is not None and all(len(p) == size for p in ps):
-                cfn(*ps, size)
-                return out
-        return _sized(slow(x, ans, g, out), size, op)
-    return run
-
-
-def _sized(out, size, op):
-    if out.size != size:
-        raise KernelError(f"{op}: prebound for {size} elements, called with {out.size}")
-    return out
 
 
 # ---- bound: fixed buffers --------------------------------------------------
