@@ -18,7 +18,8 @@ int ev_cuda_memcpy_dtoh(void* dst, const void* src, size_t nbytes);
 int ev_cuda_memcpy_dtod(void* dst, const void* src, size_t nbytes);
 int ev_cuda_memset(void* dst, int byte, size_t nbytes);
 int ev_cuda_synchronize(void);
-/* The status word bad inputs set (1: an index out of range), copied to *out; reset: clear it. */
+/* The status word bad inputs set (1: an index out of range, 2: a NaN or Inf gradient in a
+ * solver update), copied to *out; reset: clear it. */
 int ev_cuda_status(int* out, int reset);
 /* 1 in the host twin (build_cuda.build_twin: kernels run serially on the CPU), else 0. */
 int ev_cuda_is_twin(void);

@@ -42,6 +42,7 @@
 
 /* Bits of the status word kernels set when their input is bad (ev_cuda_status). */
 #define EV_STATUS_INDEX 1      /* an index out of range: take, take_grad, cross_entropy */
+#define EV_STATUS_NONFINITE 2  /* a NaN or Inf gradient reached a solver update */
 
 #if defined(EV_HOST_TWIN)
 #define EV_ATOMIC_ADD(p, v) (*(p) += (v))

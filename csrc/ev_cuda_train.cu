@@ -10,7 +10,8 @@
 // A global-norm clip needs the norm of every clipped gradient before any
 // update: ev_cuda_sumsq_* accumulates each parameter's sum of squares into one
 // device double, ev_cuda_clip_scale turns it into the scale, and the updates
-// read that scale from device memory: no copy to the host, no sync.
+// read that scale from device memory: no copy to the host, no sync.  A NaN or Inf
+// gradient sets EV_STATUS_NONFINITE in the status word (reported at the next sync).
 #include <stddef.h>
 #include <math.h>
 #include <stdint.h>
@@ -30,6 +31,7 @@ template <class T>
 struct Prep {
     T clip, l1, l2;
     const double* scale;
+    int* status;        // EV_STATUS_NONFINITE is set here for a NaN / Inf gradient
 };
 
 template <class T>
@@ -43,6 +45,7 @@ EV_KD T sign_of(T w) { return (w > 0) ? (T)1 : ((w < 0) ? (T)-1 : w); }  // sign
 
 template <class T>
 EV_KD T prepared(const Prep<T>& p, T g, T w) {
+    if (g - g != 0 && p.status) EV_ATOMIC_OR(p.status, EV_STATUS_NONFINITE);  // NaN or +-Inf
     if (p.clip > 0) g = clip_to(g, p.clip);
     if (p.scale) g = g * (T)(*p.scale);
     if (p.l1 != 0) g = g + sign_of(w) * p.l1;
@@ -130,7 +133,7 @@ struct ClipScale {
 
 template <class T>
 Prep<T> prep_of(T clip, T l1, T l2, const double* scale) {
-    Prep<T> p = {clip, l1, l2, scale};
+    Prep<T> p = {clip, l1, l2, scale, ev_status_word()};
     return p;
 }
 

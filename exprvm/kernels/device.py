@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from exprvm.errors import DTypeError, IndexRangeError, KernelError, ShapeError
+from exprvm.errors import DTypeError, IndexRangeError, KernelError, NumericError, ShapeError
 from exprvm.kernels import cuda_loader
 from exprvm.kernels.checks import SUFFIX, kernel_dtype, same_shape
 from exprvm.kernels.device_array import DeviceArray
@@ -265,15 +265,22 @@ def where(c, x, y, out=None):
 
 # -- the status word -----------------------------------------------------------------------
 
+STATUS_INDEX, STATUS_NONFINITE = 1, 2      # bits of the status word (ev_cuda_launch.h)
+
+
 def check_status(where="a device kernel"):
-    """Raise IndexRangeError if a kernel met an index out of range since the last check
-    (the word is cleared). Waits for the device: call it where a step syncs anyway."""
+    """Raise IndexRangeError if a kernel met an index out of range since the last check,
+    NumericError if a solver update met a NaN / Inf gradient (the word is cleared). Waits
+    for the device: call it where a step syncs anyway."""
     ffi, lib = cuda_loader.load()
     word = ffi.new("int*")
     cuda_loader.check(lib.ev_cuda_status(word, 1), "reading the CUDA status word", KernelError)
-    if word[0] & 1:
+    if word[0] & STATUS_INDEX:
         raise IndexRangeError(f"{where}: an index out of range reached take, take_grad or "
                               "cross_entropy on the device (its outputs are NaN)")
+    if word[0] & STATUS_NONFINITE:
+        raise NumericError(f"{where}: a NaN or Inf gradient reached a solver update on the device "
+                           "(the parameters it updated hold NaN / Inf now)")
 
 
 def nbytes_of(shape, dtype):

@@ -47,6 +47,7 @@ except ImportError:     # no flock (Windows): stale temps are left for the user 
     fcntl = None
 
 from ..errors import CheckpointError
+from . import device
 
 FORMAT_VERSION = 1
 _MARK = "__exprvm_checkpoint__"
@@ -124,6 +125,7 @@ def _param_values(params):
             raise CheckpointError(f"two parameters are named {name!r}")
         seen.add(name)
         value = obj if isinstance(obj, np.ndarray) else getattr(obj, "value", obj)
+        value = device.fresh(value)     # a parameter a device machine holds: its device value
         if value is None:
             raise CheckpointError(f"parameter {name!r} has no value to save")
         out.append((name, value))

@@ -55,7 +55,7 @@ import numpy as np
 from ..errors import CheckpointError, ExprError, GradError, NumericError, ShapeError
 from .solver_checks import (check_grad, check_value, count_bad, entry, finite, named, nonneg,
                             positive, unit)
-from . import schedules
+from . import device, schedules
 
 NONFINITE = ("raise", "skip")
 
@@ -109,6 +109,8 @@ class Solver:
         gradient (GradError), or if a gradient holds a NaN or Inf (NumericError;
         with nonfinite="skip" the step is skipped, counted, and False returned).
         """
+        if device.holds(params):    # parameters on a CUDA device: their updates run there
+            return device.step(self, params)
         active, missing = [], []
         seen = set()
         for name, p in named(params):
@@ -216,7 +218,7 @@ class Solver:
                     f"{self._kind()}.state_dict: two parameters are named {slot.name!r}")
             d[f"{slot.name}/t"] = np.array(slot.t, dtype=np.int64)
             for b, arr in slot.bufs.items():
-                d[f"{slot.name}/{b}"] = arr.copy()
+                d[f"{slot.name}/{b}"] = np.array(arr)     # NOTE: device state too: a host copy
         d.update(schedules.state(self.schedule, self.lr))
         return d
 
