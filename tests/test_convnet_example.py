@@ -31,3 +31,15 @@ def test_digits_convnet_smoke(tmp_path, machine):
     assert (figs / "digits_confusion.png").stat().st_size > 1000
     svg = (figs / "digits_convnet.svg").read_text()
     assert svg.lstrip().startswith("<") and "conv2d" in svg and "batch_norm" in svg
+
+
+def test_conv_benchmark_runs_in_smoke_mode(tmp_path):
+    """Only that it runs and that its rows agree (it checks them against the handwritten
+    numpy step); the timings are for a quiet machine, never for a test."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_conv.py"), "--smoke"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for row in ("numpy (handwritten im2col)", "exprvm TapeMachine (c)", "exprvm TapeMachine (numpy)",
+                "exprvm LispMachine (graph per step)"):
+        assert row in proc.stdout

@@ -15,11 +15,10 @@ from hypothesis import strategies as st
 import exprvm as ev
 from exprvm.errors import DTypeError, IndexRangeError, KernelError, ShapeError
 from exprvm.kernels import conv as kc
-from exprvm.kernels import host
+from exprvm.kernels import conv_bind as kb
 from exprvm.ops import pool as P
 
-pytestmark = pytest.mark.skipif(host._ev_c is None or not hasattr(host._ev_c.lib, "ev_im2col_f32"),
-                                reason="C extension with the conv kernels not built")
+pytestmark = pytest.mark.skipif(not kc.available(), reason="C extension with the conv kernels not built")
 
 GUARD = 64
 SENTINEL = -12345.0
@@ -224,7 +223,7 @@ def _conv_case(backend, groups, dtype=np.float32, seed=0):
     geo = kc.Geometry((3, 4, 7, 6), (3, 2), (2, 1), ((1, 2), (0, 1)), (1, 2))
     x = rng.standard_normal(geo.x_shape).astype(dtype)
     w = rng.standard_normal((6, 4 // groups) + geo.kernel).astype(dtype)
-    tmps = [np.empty(s, d) for s, d in kc.conv_tmps("forward", backend, geo, groups, 6, np.dtype(dtype))]
+    tmps = [np.empty(s, d) for s, d in kb.conv_tmps("forward", backend, geo, groups, 6, np.dtype(dtype))]
     return geo, x, w, tmps
 
 
@@ -234,19 +233,19 @@ def test_bound_conv_runners_match_the_ops(backend, groups):
     geo, x, w, tmps = _conv_case(backend, groups)
     params = dict(stride=geo.stride, padding=geo.padding, dilation=geo.dilation, groups=groups)
     out = np.empty((3, 6) + geo.out_hw, np.float32)
-    fn, args = kc.bind_conv(backend, x, w, out, tmps, geo, groups)
+    fn, args = kb.bind_conv(backend, x, w, out, tmps, geo, groups)
     fn(*args)
     np.testing.assert_allclose(out, ev.apply("conv2d", x, w, **params), rtol=1e-5, atol=1e-5)
     gy = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
     dx = np.empty_like(x)
-    t = [np.empty(s, d) for s, d in kc.conv_tmps("grad_input", backend, geo, groups, 6, x.dtype)]
-    fn, args = kc.bind_conv_grad_input(backend, gy, w, dx, t, geo, groups)
+    t = [np.empty(s, d) for s, d in kb.conv_tmps("grad_input", backend, geo, groups, 6, x.dtype)]
+    fn, args = kb.bind_conv_grad_input(backend, gy, w, dx, t, geo, groups)
     fn(*args)
     np.testing.assert_allclose(dx, ev.apply("conv2d_grad_input", gy, w, in_size=geo.x_shape[2:], **params),
                                rtol=1e-5, atol=1e-5)
     dw = np.empty_like(w)
-    t = [np.empty(s, d) for s, d in kc.conv_tmps("grad_weight", backend, geo, groups, 6, x.dtype)]
-    fn, args = kc.bind_conv_grad_weight(backend, x, gy, dw, t, geo, groups)
+    t = [np.empty(s, d) for s, d in kb.conv_tmps("grad_weight", backend, geo, groups, 6, x.dtype)]
+    fn, args = kb.bind_conv_grad_weight(backend, x, gy, dw, t, geo, groups)
     fn(*args)
     np.testing.assert_allclose(dw, ev.apply("conv2d_grad_weight", x, gy, kernel_size=geo.kernel, **params),
                                rtol=1e-5, atol=1e-4)
@@ -256,16 +255,16 @@ def test_bound_runners_refuse_what_they_cannot_bind():
     geo, x, w, tmps = _conv_case("c", 1)
     out = np.empty((3, 6) + geo.out_hw, np.float32)
     with pytest.raises(KernelError, match="contiguous"):
-        kc.bind_conv("c", np.asfortranarray(x), w, out, tmps, geo)
+        kb.bind_conv("c", np.asfortranarray(x), w, out, tmps, geo)
     with pytest.raises(ShapeError):
-        kc.bind_conv("c", x[:2], w, out, tmps, geo)
+        kb.bind_conv("c", x[:2], w, out, tmps, geo)
     with pytest.raises(KernelError, match="dtype"):
-        kc.bind_conv("c", x.astype(np.float64), w, out, tmps, geo)
+        kb.bind_conv("c", x.astype(np.float64), w, out, tmps, geo)
     with pytest.raises(KernelError, match="scratch"):
-        kc.bind_conv("c", x, w, out, [], geo)
+        kb.bind_conv("c", x, w, out, [], geo)
     with pytest.raises(ShapeError):
-        kc.bind_conv("c", x, w, out, [np.empty((1, 2, 3), np.float32)], geo)
+        kb.bind_conv("c", x, w, out, [np.empty((1, 2, 3), np.float32)], geo)
     with pytest.raises(KernelError, match="overlaps"):
-        kc.bind_conv("c", x, w, tmps[0].reshape(-1)[:out.size].reshape(out.shape), tmps, geo)
+        kb.bind_conv("c", x, w, tmps[0].reshape(-1)[:out.size].reshape(out.shape), tmps, geo)
     with pytest.raises(KernelError, match="numpy.ndarray"):
-        kc.bind_conv("c", x.view(np.recarray), w, out, tmps, geo)
+        kb.bind_conv("c", x.view(np.recarray), w, out, tmps, geo)

@@ -12,10 +12,11 @@ allocates:
 
 padding is an int, two ints, or ((top, bottom), (left, right)).
 
-Bound runners, bind_*(backend, ..., geo) -> (fn, args), for a compiled program: every
-check, view and C pointer is made once, when a machine binds its buffers; fn(*args)
-then makes one C call (backend "c") or a few numpy out= calls ("numpy") and the
-matrix products (numpy matmul with out=, i.e. BLAS), and allocates nothing.
+The bound runners a compiled program uses are in conv_bind.py: bind_*(backend, ...,
+geo) -> (fn, args), every check, view and C pointer made once, when a machine binds
+its buffers; fn(*args) then makes one C call (backend "c") or a few numpy out= calls
+("numpy") and the matrix products (numpy matmul with out=, i.e. BLAS), and allocates
+nothing.
 Convolutions are im2col + one batched GEMM (groups batch too); conv1d runs as conv2d
 over a height of 1 (the caller reshapes).
 """
@@ -104,6 +105,11 @@ class Geometry:
     def interior(self, xp):
         (t, _), (l, _) = self.padding
         return xp[:, :, t:t + self.x_shape[2], l:l + self.x_shape[3]]
+
+
+def available():
+    """Are the conv kernels built (the C extension loads and has them)?"""
+    return host._ev_c is not None and hasattr(host._ev_c.lib, "ev_im2col_f32")
 
 
 def _lib():
@@ -227,7 +233,3 @@ def avg_pool2d_grad(g, x_shape, kernel_size, stride=None, padding=0, out=None):
                                        geo.cdata()), "avg_pool2d_grad")
     return out
 
-
-from exprvm.kernels.conv_bind import (  # noqa: E402,F401
-    bind_avg_pool2d, bind_avg_pool2d_grad, bind_conv, bind_conv_grad_input, bind_conv_grad_weight,
-    bind_max_pool2d, bind_max_pool2d_grad, conv_tmps)

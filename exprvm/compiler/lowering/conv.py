@@ -6,7 +6,7 @@ Convolutions run as im2col into a planned scratch buffer, then one batched GEMM
 GEMM then col2im (input) or im2col then a GEMM and a sum over the batch (weight).
 The C rows use csrc/ev_conv.c for im2col / col2im and for pooling; the numpy rows
 do the same with strided views over a padded scratch copy. conv1d runs as conv2d
-over a height of 1 (views). The runners themselves are exprvm.kernels.conv's
+over a height of 1 (views). The runners themselves are exprvm.kernels.conv_bind's
 bind_* (all checks and pointers taken when the program is bound).
 
 Not here, so they run their numpy impl (allocating): max_pool2d_select, and on
@@ -16,7 +16,7 @@ import numpy as np
 
 from ...core import FLOAT_DTYPES
 from ...kernels import conv as kconv
-from ...kernels import host
+from ...kernels import conv_bind
 from .kernel_calls import contiguous
 from .table import Lowered, lowers
 
@@ -41,7 +41,7 @@ def _usable(req, backend):
         return False
     if any(d != req.dtype for d in req.in_dtypes) or not all(contiguous(f) for f in req.layouts):
         return False
-    return backend != "c" or (host._ev_c is not None and hasattr(host._ev_c.lib, "ev_im2col_f32"))
+    return backend != "c" or kconv.available()
 
 
 def _conv_row(which, backend):
@@ -51,17 +51,17 @@ def _conv_row(which, backend):
         groups = req.params["groups"]
         if which == "forward":
             x_shape, w_shape = req.in_shapes
-            kernel, bind = w_shape[2:], kconv.bind_conv
+            kernel, bind = w_shape[2:], conv_bind.bind_conv
         elif which == "grad_input":
             g_shape, w_shape = req.in_shapes
             x_shape = tuple(g_shape[:1]) + (w_shape[1] * groups,) + tuple(req.params["in_size"])
-            kernel, bind = w_shape[2:], kconv.bind_conv_grad_input
+            kernel, bind = w_shape[2:], conv_bind.bind_conv_grad_input
         else:
             x_shape, g_shape = req.in_shapes
-            kernel, bind = req.params["kernel_size"], kconv.bind_conv_grad_weight
+            kernel, bind = req.params["kernel_size"], conv_bind.bind_conv_grad_weight
         out_channels = w_shape[0] if which != "grad_weight" else g_shape[1]
         geo = _geometry(req, x_shape, kernel)
-        tmps = kconv.conv_tmps(which, backend, geo, groups, out_channels, req.dtype)
+        tmps = conv_bind.conv_tmps(which, backend, geo, groups, out_channels, req.dtype)
 
         def build(ins, out, tmps):
             a, b = (x.reshape(_four_d(x.shape)) for x in ins)
@@ -97,7 +97,7 @@ def _pool_row(op, backend):
             tmps = ((geo.padded_shape, req.dtype),)
         else:
             tmps = ()
-        bind = getattr(kconv, "bind_" + op)
+        bind = getattr(conv_bind, "bind_" + op)
 
         def build(ins, out, tmps):
             return bind(backend, *ins, out, tmps, geo)
