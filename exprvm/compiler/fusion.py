@@ -31,6 +31,7 @@ from .lowering.scalar import fusable, result_kind
 
 BOOL = np.dtype(bool)
 MIN_MEMBERS = 2
+MAX_MEMBERS = 48        # a longer group is cut into several (a 10,000-op chain compiles quickly)
 ROUNDS = 8
 
 
@@ -148,8 +149,33 @@ def _groups(live, keep, roots):
             if v.dtype == BOOL:
                 cls.pop(id(v), None)
         groups = _components(live, cls)
-    return [ms for ms in groups.values()
-            if len(ms) >= MIN_MEMBERS and any(m.dtype != BOOL for m in ms)]
+    return [c for ms in groups.values() for c in _chunks(ms)
+            if len(c) >= MIN_MEMBERS and any(m.dtype != BOOL for m in c)]
+
+
+def _chunks(members):
+    """members (topological order) cut into runs of about MAX_MEMBERS. A run of a convex
+    group is convex (a path between two of its members passes only members in between),
+    and a later run never feeds an earlier one. No cut separates a comparison from the
+    members reading it (it is never stored)."""
+    out, cur = [], []
+    pending = {}            # a comparison in cur -> its readers not yet in cur
+    for m in members:
+        if len(cur) >= MAX_MEMBERS and not pending:
+            out.append(cur)
+            cur = []
+        cur.append(m)
+        for x in m.ins:
+            left = pending.get(id(x))
+            if left is not None:
+                left.discard(id(m))
+                if not left:
+                    del pending[id(x)]
+        if m.dtype == BOOL:
+            pending[id(m)] = {id(u) for u in m.users}
+    if cur:
+        out.append(cur)
+    return out
 
 
 def _push_slices(live, keep, root_ids):

@@ -11,6 +11,10 @@ class CompileOptions:
     keep        extra nodes whose values must survive the run (watches)
     backend     host kernel backend: "numpy", "c", or None for exprvm.kernels' default
     optimize    fold identities, batch per-step ops, merge summed gradients, fuse adds
+    fuse        run each group of elementwise ops over one shape as one generated C kernel
+                (compiler/fusion.py; on the C backend when a C compiler is available)
+    threads     the thread policy: None (chosen from the shapes, compiler/threads.py), an int
+                (at most that many threads), or a threads.Policy
     fuse_adds   fuse an add into the kernel op that reads it (off under nan/inf watches,
                 so that an Inf made by the add is reported at the add)
     verify      prove the buffer plan sound with Program.verify
@@ -24,6 +28,8 @@ class CompileOptions:
     keep: tuple = ()
     backend: Optional[str] = None
     optimize: bool = True
+    fuse: bool = True
+    threads: object = None
     fuse_adds: bool = True
     verify: bool = True
     device: Optional[str] = None

@@ -126,10 +126,12 @@ def _compile(g, outputs, options):
         # NOTE: the fused adds have host kernels only: none when values may go to a device.
         fuse = (backend == "c" and options.fuse_adds and device in (None, "cpu") and not use_cuda_for)
         live, notes = optimize(live, roots, {id(vals[n.id]) for n in results},
-                               set(KERNEL_OPS) if fuse else set(), fuse=fuse and fusion.available()[0])
+                               set(KERNEL_OPS) if fuse else set(),
+                               fuse=fuse and options.fuse and fusion.available()[0])
     em = Emitter(backend, place(live, device, use_cuda_for))
-    for v in live:             # live_vals keeps them in topological order
-        em.val(v)
+    with threads.using(options.threads):    # a fused kernel's threads are chosen as it is lowered
+        for v in live:             # live_vals keeps them in topological order
+            em.val(v)
     fusion.annotate(live, em.instrs)
     index = {}
     for v in live:
@@ -162,7 +164,7 @@ def _compile(g, outputs, options):
     prog = Program(em.regs, em.instrs, slots, outs, bound, notes,
                    values=out_values, grads=grad_regs, index=index, bases=bases)
     prog.folded = folded
-    threads.apply(prog, getattr(options, "threads", None))
+    threads.apply(prog, options.threads)
     if options.verify:
         prog.verify()
     return prog

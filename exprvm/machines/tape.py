@@ -114,6 +114,10 @@ class TapeMachine:
     device, use_cuda_for   run instructions on a CUDA GPU (see placement.py)
     logger      a logging.Logger or a callable, told every instruction executed
     verify      check the buffer plan with Program.verify (default True)
+    fuse        each group of elementwise ops as one generated C kernel (default True; off
+                under trace, nan_watch and inf_watch: those see every value)
+    threads     thread policy: None (chosen from the shapes), an int cap, or a Policy
+                (compiler/threads.py)
     updates     {state parameter: new value node}: at the end of every run each new value
                 is written into the state's own .value array (shown as `update`
                 instructions in the disassembly; batch norm's running statistics)
@@ -123,7 +127,7 @@ class TapeMachine:
 
     def __init__(self, g, outputs=None, *, grads=True, backend=None, watch=(), nan_watch=False,
                  inf_watch=False, trace=False, logger=None, verify=True, optimize=True,
-                 device=None, use_cuda_for=(), comm=None, updates=()):
+                 device=None, use_cuda_for=(), comm=None, updates=(), fuse=True, threads=None):
         self.graph = g
         self.watch = list(watch)
         self.nan_watch, self.inf_watch, self.trace, self.logger = nan_watch, inf_watch, trace, logger
@@ -133,6 +137,7 @@ class TapeMachine:
                                       optimize=optimize and not trace, verify=verify, device=device,
                                       use_cuda_for=tuple(use_cuda_for or ()),
                                       fuse_adds=not (nan_watch or inf_watch), comm=comm,
+                                      fuse=fuse and not (nan_watch or inf_watch), threads=threads,
                                       updates=_pairs(updates))
         self.program = compile_graph(g, outputs, self.options)
         self._cuda = None
