@@ -29,7 +29,7 @@ def tanh_layer():
 
 def test_disassembly_lists_instructions_registers_and_bytes():
     g, v, h1, cost = tanh_layer()
-    prog = compile_graph(g, [cost])
+    prog = compile_graph(g, [cost], fuse=False)     # one instruction per op (no fused groups)
     text = str(prog)
     lines = text.splitlines()
     # one line per instruction, e.g. "r5 = tanh r4   ; tanh#5 (test_program.py:24)"
@@ -58,9 +58,11 @@ def test_c_backend_is_shown_per_instruction():
         pytest.skip("C kernels not built")
     g, v, h1, cost = tanh_layer()
     m = ev.TapeMachine(g, [cost], backend="c")
-    # tanh(W @ v + b): the add is fused into the kernel call
-    assert any(i.kernel == "c" and i.op == "tanh_add" for i in m.program)
-    assert re.search(r"r\d+ = tanh_add\[c\] r\d+, r\d+", str(m.program))
+    # tanh(W @ v + b): the add and tanh run as one generated kernel when a C compiler is
+    # here (compiler/fusion.py), else as one call of the fused tanh_add kernel
+    fused = [i for i in m.program if i.kernel == "c" and i.op in ("fused", "tanh_add")]
+    assert fused, str(m.program)
+    assert re.search(r"r\d+ = (fused|tanh_add)\[c\] r\d+, r\d+", str(m.program))
     n = ev.TapeMachine(g, [cost], backend="numpy")
     assert all(i.kernel == "numpy" for i in n.program)
 
@@ -76,7 +78,7 @@ def long_elementwise_chain(n=40, size=1000):
 
 def test_dead_intermediates_share_buffers():
     g, x, y = long_elementwise_chain()
-    prog = compile_graph(g, [y])
+    prog = compile_graph(g, [y], fuse=False)        # one buffer per op (fused: test_fusion.py)
     buffers = [r for r in prog.registers if r.kind == "buffer"]
     assert len(buffers) > 100
     assert prog.peak_bytes <= 2 * 4000           # a couple of live vectors, not 100+
@@ -132,7 +134,9 @@ def test_constants_fold_and_dead_code_goes():
 @pytest.mark.parametrize("name", ["rnn_b1", "rnn_b32", "lstm_b32", "mlp", "chain_bwd"])
 def test_peak_bytes_within_ten_percent_of_lower_bound(name):
     model, _, _ = models.build(name, small=True)
-    prog = compile_graph(model.graph, [model.cost])
+    # NOTE: the planner's packing of one value per register; a fused group's stored
+    # results are one unit, bounded in tests/test_fusion.py
+    prog = compile_graph(model.graph, [model.cost], fuse=False)
     assert prog.verify()
     assert prog.lower_bound <= prog.peak_bytes <= 1.1 * prog.lower_bound
     biggest = max(r.nbytes for r in prog.registers if r.kind == "buffer")
@@ -211,7 +215,7 @@ def test_a_ten_thousand_node_graph_compiles():
     for _ in range(5000):
         x = ev.tanh(x * 0.9)
     assert len(g) >= 10_000
-    m = ev.TapeMachine(g, [x])
+    m = ev.TapeMachine(g, [x], fuse=False)
     assert len(m.program) == 10_000
     m.run({g.nodes[0]: np.ones(4)})
     assert np.all(np.isfinite(x.value))
