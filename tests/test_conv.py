@@ -3,6 +3,8 @@ more geometries against the naive definitions on both machines and both tape
 backends, the torch-style arguments and their errors, gradients of gradients,
 the tie rule of max pooling, batch norm's running statistics, and PyTorch as a
 second reference where it is installed."""
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -90,6 +92,30 @@ def test_the_tape_runs_the_kernels_and_allocates_nothing():
         prog = ev.TapeMachine(g, backend=backend).program
         numpy_impl = {"max_pool2d_grad", "avg_pool2d_grad"} if backend == "numpy" else set()
         assert [i.op for i in prog if i.allocates and i.op not in numpy_impl] == [], backend
+
+
+def test_a_compiled_convnet_step_allocates_no_arrays():
+    rng = np.random.default_rng(0)
+    g = ev.Graph()
+    x = g.tensor("x", (8, 16, 16, 16), np.float32)      # 128 kB: any temporary array would show
+    w = g.tensor("w", (32, 8, 3, 3), np.float32, value=rng.standard_normal((32, 8, 3, 3)).astype(np.float32))
+    y = ev.avg_pool2d(ev.max_pool2d(ev.relu(ev.conv2d(x, w, padding=1, groups=2)), 2), 2, 1, 1)
+    y = ev.batch_norm(y, None, None, training=True)
+    ev.grad(ev.sum(y * y), [x, w])
+    m = ev.TapeMachine(g, backend="c")
+    assert not any(i.allocates for i in m.program)
+    feeds = {x: rng.standard_normal((8, 16, 16, 16)).astype(np.float32)}
+    m.run(feeds)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(3):
+            m.run(feeds)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # NOTE: numpy's broadcasting ufuncs take an 8192-element iterator buffer per call
+    assert peak - base < 8192 * 4 + 4096, peak - base
 
 
 def test_second_order_gradients_through_the_gradient_ops():
