@@ -75,6 +75,18 @@ struct BinaryArgs {
         return ev_launch<op##_##sfx>(BinaryArgs<T>{a, b, out}, n);                     \
     }
 
+// Elementwise ops of one operand written as an expression of u (not ev_math.h kernels).
+#define EV_CUDA_MAP(op, expr, T, sfx)                                                  \
+    struct op##_##sfx {                                                                \
+        EV_KD static void run(const UnaryArgs<T>& a, int64_t i) {                     \
+            T u = a.x[i];                                                              \
+            a.out[i] = (expr);                                                         \
+        }                                                                              \
+    };                                                                                 \
+    extern "C" int ev_cuda_##op##_##sfx(const T* x, T* out, int64_t n) {              \
+        return ev_launch<op##_##sfx>(UnaryArgs<T>{x, out}, n);                         \
+    }
+
 #define EV_CUDA_OP(op)                 \
     EV_CUDA_UNARY(op, float, f32)      \
     EV_CUDA_UNARY(op, double, f64)     \
@@ -99,6 +111,8 @@ EV_CUDA_BINARY(mul, u * v, float, f32)
 EV_CUDA_BINARY(mul, u * v, double, f64)
 EV_CUDA_BINARY(div, u / v, float, f32)
 EV_CUDA_BINARY(div, u / v, double, f64)
+EV_CUDA_MAP(neg, -u, float, f32)
+EV_CUDA_MAP(neg, -u, double, f64)
 
 #if !defined(EV_HOST_TWIN)
 

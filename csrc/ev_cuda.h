@@ -71,6 +71,9 @@ int ev_cuda_mul_f32(const float* a, const float* b, float* out, int64_t n);
 int ev_cuda_mul_f64(const double* a, const double* b, double* out, int64_t n);
 int ev_cuda_div_f32(const float* a, const float* b, float* out, int64_t n);
 int ev_cuda_div_f64(const double* a, const double* b, double* out, int64_t n);
+/* out = -x */
+int ev_cuda_neg_f32(const float* x, float* out, int64_t n);
+int ev_cuda_neg_f64(const double* x, double* out, int64_t n);
 
 /* ---- a training step's kernels (ev_cuda_nn.cu, ev_cuda_train.cu) ----------------------
  * Strided operands: ndim <= 8 (else error 10001), shape[ndim] and strides in
@@ -127,7 +130,12 @@ int ev_cuda_take_f64(const double* x, const int64_t* idx, double* out, int64_t o
 int ev_cuda_take_grad_f32(const float* g, const int64_t* idx, float* out, int64_t outer, int64_t n, int64_t inner, int64_t m);
 int ev_cuda_take_grad_f64(const double* g, const int64_t* idx, double* out, int64_t outer, int64_t n, int64_t inner, int64_t m);
 
-/* the same four with int32 indices (numpy int32 ids) */
+/* one_hot: out (n, depth) = 1 where the column is t's id, else 0 (a bad id: its row NaN) */
+int ev_cuda_one_hot_f32(const int64_t* t, float* out, int64_t n, int64_t depth);
+int ev_cuda_one_hot_f64(const int64_t* t, double* out, int64_t n, int64_t depth);
+int ev_cuda_one_hot_i32_f32(const int32_t* t, float* out, int64_t n, int64_t depth);
+int ev_cuda_one_hot_i32_f64(const int32_t* t, double* out, int64_t n, int64_t depth);
+/* cross_entropy, xent_grad, take, take_grad with int32 indices (numpy int32 ids) */
 int ev_cuda_cross_entropy_i32_f32(const float* z, const int32_t* t, float* out, int64_t n, int64_t c);
 int ev_cuda_cross_entropy_i32_f64(const double* z, const int32_t* t, double* out, int64_t n, int64_t c);
 int ev_cuda_xent_grad_i32_f32(const float* z, const int32_t* t, float* out, int64_t n, int64_t c);

@@ -269,6 +269,21 @@ struct XentGrad {
     }
 };
 
+// One-hot rows of (n, depth): out[r, j] = (j == t[r]); a bad id makes its row NaN.
+template <class T, class I>
+struct OneHot {
+    EV_KD static void run(const RowArgs<T, I>& a, int64_t i) {
+        const int64_t r = i / a.c, j = i % a.c;
+        const int64_t t = (int64_t)a.t[r];
+        if (t < 0 || t >= a.c) {
+            if (a.status && j == 0) EV_ATOMIC_OR(a.status, EV_STATUS_INDEX);
+            a.out[i] = ev_nan<T>();
+            return;
+        }
+        a.out[i] = (j == t) ? (T)1 : (T)0;
+    }
+};
+
 // ---- take and its scatter-add gradient over (outer, n, inner) ----------------------
 
 template <class T, class I>
@@ -375,7 +390,7 @@ struct TakeGrad {  // i over g (outer, m, inner); out (outer, n, inner) zeroed f
         return ev_launch<Softmax<T, true> >(a, outer * inner);                                 \
     }
 
-// cross-entropy and take, for int64 (name_sfx) and int32 (name_i32_sfx) indices
+// cross-entropy, one_hot and take, for int64 (name_sfx) and int32 (name_i32_sfx) indices
 #define EV_INDEXED(T, sfx, I, isfx)                                                            \
     extern "C" int ev_cuda_cross_entropy##isfx##_##sfx(const T* z, const I* t, T* out,         \
                                                        int64_t n, int64_t c) {                 \
@@ -388,6 +403,11 @@ struct TakeGrad {  // i over g (outer, m, inner); out (outer, n, inner) zeroed f
         if (c <= 0) return n > 0 ? EV_ERR_ARGS : 0;                                            \
         RowArgs<T, I> a = {z, t, out, c, 1, ev_status_word()};                                 \
         return ev_launch<XentGrad<T, I> >(a, n);                                               \
+    }                                                                                          \
+    extern "C" int ev_cuda_one_hot##isfx##_##sfx(const I* t, T* out, int64_t n, int64_t depth) {  \
+        if (n < 0 || depth < 0) return EV_ERR_ARGS;                                            \
+        RowArgs<T, I> a = {NULL, t, out, depth, 1, ev_status_word()};                          \
+        return ev_launch<OneHot<T, I> >(a, n * depth);                                         \
     }                                                                                          \
     extern "C" int ev_cuda_take##isfx##_##sfx(const T* x, const I* idx, T* out, int64_t outer, \
                                               int64_t n, int64_t inner, int64_t m) {           \

@@ -3,6 +3,7 @@
     python examples/char_rnn.py --minutes 1                  # stdlib source, no download
     python examples/char_rnn.py --text shakespeare.txt --cell lstm --minutes 5
     mpirun -n 2 python examples/char_rnn.py --distributed --minutes 1   # data parallel
+    python examples/char_rnn.py --device cuda --minutes 1    # the training step on a GPU
 
 The TapeMachine path compiles one unrolled graph (seq steps, batch streams)
 once and runs it every step; the final hidden state of a batch is fed as the
@@ -62,6 +63,9 @@ def parse_args(argv=None):
     p.add_argument("--plot", help="loss-curve PNG (default OUT/loss.png; '' for none)")
     p.add_argument("--svg", help="one unrolled step with gradients (default OUT/char_rnn_step.svg; '' for none)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes and few steps, for tests")
+    p.add_argument("--device", choices=["cpu", "cuda", "twin"], default="cpu",
+                   help="cuda: the compiled step and Adam on a GPU; twin: the same device "
+                        "program on the CPU's host twin of the CUDA code (slow; a check)")
     p.add_argument("--distributed", action="store_true",
                    help="data parallel over MPI: run under mpirun -n N (needs exprvm[mpi]); "
                         "--batch is per rank")
@@ -74,6 +78,8 @@ def parse_args(argv=None):
         a.minutes = 1.0
     a.plot = os.path.join(a.out, "loss.png") if a.plot is None else a.plot
     a.svg = os.path.join(a.out, "char_rnn_step.svg") if a.svg is None else a.svg
+    if a.device != "cpu" and a.machine != "tape":
+        p.error(f"--device {a.device} compiles the step: use --machine tape")
     if a.machine == "tape" and not hasattr(ev, "TapeMachine"):
         p.error("--machine tape: this exprvm has no TapeMachine yet; use --machine lisp")
     return a
@@ -98,11 +104,12 @@ class CharModel(ev.nn.Module):
         return ids, targets, state0, loss, final
 
 
-def make_machine(kind, g, loss=None, outputs=(), comm=None):
+def make_machine(kind, g, loss=None, outputs=(), comm=None, device=None):
     """A machine that computes `outputs` (and the parameters' gradients, given a loss;
     averaged over the ranks of comm, an ev.distributed Context, when given)."""
     if kind == "tape":
-        return ev.TapeMachine(g, outputs=([loss] if loss is not None else []) + list(outputs), comm=comm)
+        return ev.TapeMachine(g, outputs=([loss] if loss is not None else []) + list(outputs), comm=comm,
+                              device=device)
     return ev.LispMachine(g, cost=loss, outputs=list(outputs), comm=comm)
 
 
@@ -261,7 +268,8 @@ def train(args, ctx=None):
     if args.machine == "tape":
         ev.grad(loss, params)
     t0 = time.perf_counter()
-    m = make_machine(args.machine, g, loss, ev.nn.flat(final), comm=ctx)
+    m = make_machine(args.machine, g, loss, ev.nn.flat(final), comm=ctx,
+                     device="cuda" if args.device in ("cuda", "twin") else None)
     say(f"graph: {len(g.nodes)} nodes; machine ready in {time.perf_counter() - t0:.2f} s")
 
     opt = ev.solvers.Adam(lr=args.lr, clip_norm=args.clip)
@@ -328,13 +336,22 @@ def train(args, ctx=None):
         save_checkpoint(args.checkpoint, model, opt, state0, feeds, streams, smooth, losses, vocab, args,
                         step, ctx)
         say(f"saved {args.checkpoint} at step {step}")
+    if args.device != "cpu":
+        from exprvm.train import device as device_params
+        device_params.to_host()     # the model's host arrays get the trained values (sampling)
+        m.close()
     return model, vocab, losses
 
 
 def main(argv=None):
     args = parse_args(argv)
     ctx = ev.distributed.init() if args.distributed else None
-    model, vocab, losses = train(args, ctx)
+    if args.device == "twin":
+        from exprvm.kernels import twin
+        with twin.use():
+            model, vocab, losses = train(args, ctx)
+    else:
+        model, vocab, losses = train(args, ctx)
     if ctx is not None and not ctx.is_root:
         return                  # rank 0 samples, plots and draws
     if args.sample:

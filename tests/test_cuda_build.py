@@ -19,7 +19,8 @@ def declared():
 def test_header_declares_every_kernel_family():
     names = set(declared())
     for family in ("bcast_add", "where", "copy_strided", "reduce_sum", "reduce_max", "softmax",
-                   "log_softmax", "cross_entropy", "xent_grad", "take", "take_grad", "concat",
+                   "log_softmax", "cross_entropy", "xent_grad", "take", "take_grad", "concat", "one_hot",
+                   "take_i32", "one_hot_i32", "cross_entropy_i32",
                    "sgd", "momentum", "adam", "sumsq", "tanh_grad"):
         assert {f"ev_cuda_{family}_f32", f"ev_cuda_{family}_f64"} <= names, family
     assert len(names) == len(declared()), "a symbol is declared twice"

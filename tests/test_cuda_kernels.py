@@ -48,6 +48,14 @@ def test_unary_kernels_and_grads(device, op, dtype):
         near(dg.numpy(), reference.GRAD[op](x, want, g, None), dtype)
 
 
+def test_neg(device):
+    x = np.array([1.5, -0.0, 0.0, np.inf, np.nan, -3.0], np.float32)
+    with cuda.tidy():
+        got = dk.unary("neg", np.float32)(cuda.to_device(x)).numpy()
+    np.testing.assert_array_equal(got, -x)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(-x)), "-(+0) is -0, as numpy has it"
+
+
 BCAST_CASES = [((5, 7), (7,)), ((4, 1, 3), (1, 5, 3)), ((), (3, 2)), ((6, 1), (6, 6)), ((2, 3), (2, 3))]
 
 
@@ -172,7 +180,7 @@ def test_cross_entropy_and_fused_gradient(device, dtype):
 # -- data movement ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_take_and_scatter_add(device, dtype):
+def test_take_one_hot_and_scatter_add(device, dtype):
     table = rand((10, 3, 4), dtype)
     ids = np.array([[1, 9, 1], [0, 1, 4]])
     with cuda.tidy():
@@ -189,6 +197,13 @@ def test_take_and_scatter_add(device, dtype):
         i32 = cuda.to_device(ids.astype(np.int32))
         np.testing.assert_array_equal(dn.take(dt_, i32).numpy(), table[ids])
         near(dn.take_grad(cuda.to_device(g), i32, table.shape).numpy(), want, dtype)
+        for idt in (np.int64, np.int32):
+            oh = dn.one_hot(cuda.to_device(ids.astype(idt)), 10, dtype).numpy()
+            np.testing.assert_array_equal(oh, (ids[..., None] == np.arange(10)).astype(dtype))
+        oh = dn.one_hot(cuda.to_device(np.array([3, 12])), 10, dtype).numpy()
+        assert np.isnan(oh[1]).all() and oh[0, 3] == 1 and oh[0].sum() == 1
+        with pytest.raises(IndexRangeError):
+            dk.check_status()
         got = dn.take(dt_, cuda.to_device(np.array([2, -1, 10])), 0).numpy()
         assert np.isnan(got[1:]).all() and np.array_equal(got[0], table[2])
         with pytest.raises(IndexRangeError):

@@ -30,6 +30,21 @@ def step(name, weights=None):
     return models.graph(name, w, small=True), data
 
 
+def char_model(cell="lstm", vocab=12, hidden=8, seq=5, batch=3):
+    """The step of examples/char_rnn.py's CharModel (ev.nn blocks, int32 ids, carried state):
+    (graph, loss, outputs, number of inputs)."""
+    rnn = ev.nn.StackedRNN(cell, vocab, hidden, 1, name=cell, dtype=np.float32, seed=(0, 0))
+    head = ev.nn.Linear(hidden, vocab, name="head", dtype=np.float32, seed=(0, 1))
+    g = ev.Graph("char_rnn")
+    ids = g.tensor("ids", (seq, batch), np.int32)
+    targets = g.tensor("targets", (seq, batch), np.int32)
+    state0 = rnn.state_inputs(g, batch)
+    hs, final = rnn.unroll(ids, state0)
+    loss = ev.nn.mean_cross_entropy(head(ev.stack(hs)), targets)
+    ev.grad(loss, rnn.nodes(g) + head.nodes(g))
+    return g, loss, [loss] + ev.nn.flat(final), 2 + len(ev.nn.flat(state0))
+
+
 def compute(prog):
     return [i for i in prog.instrs if i.op not in TRANSFERS]
 
@@ -46,6 +61,15 @@ def test_every_instruction_of_the_step_runs_on_the_device(name):
     for ins in prog.instrs:     # every instruction reads and writes one device
         devs = {prog.registers[r].device for r in ins.ins} | {prog.registers[ins.out].device}
         assert len(devs) == 1 or ins.op in TRANSFERS, ins.text()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_every_instruction_of_the_char_rnn_example_runs_on_the_device(cell):
+    g, loss, outputs, _ = char_model(cell)
+    prog = ev.TapeMachine.compile(g, outputs, device="cuda")
+    assert prog.verify()
+    host = [i.text() for i in compute(prog) if i.kernel != "cuda"]
+    assert not host, host
 
 
 def _placement(m):
@@ -95,16 +119,22 @@ def test_an_op_without_a_device_row_stays_on_the_host_with_transfers():
 @pytest.mark.xfail(strict=True, reason="needs the emitter to keep device leaves on the device, move "
                    "the feeds first and leave device gradients there (placement.leaves / feeds / "
                    "grads; see the hooks in the issue-14 note)")
-@pytest.mark.parametrize("name", ["mlp", "rnn_b32"])
+@pytest.mark.parametrize("name", ["mlp", "rnn_b32", "char_rnn example"])
 def test_compiled_step_has_no_transfer_between_first_and_last_instruction(name):
-    m, _ = step(name)
-    prog = ev.TapeMachine.compile(m.graph, [m.cost], device="cuda")
+    if name == "char_rnn example":
+        g, loss, outputs, n_in = char_model()
+    else:
+        m, _ = step(name)
+        g, outputs, n_in = m.graph, [m.cost], len(m.inputs)
+    prog = ev.TapeMachine.compile(g, outputs, device="cuda")
     ops = [i.op for i in prog.instrs]
     work = [k for k, op in enumerate(ops) if op not in TRANSFERS]
     inside = [ops[k] for k in range(work[0], work[-1] + 1) if ops[k] in TRANSFERS]
     assert not inside, f"transfers inside the step: {inside}"
-    assert sum(op == "to_device" for op in ops) == len(m.inputs), "feeds in"
-    assert sum(op == "to_host" for op in ops) == 1, "the loss out"
+    assert sum(op == "to_device" for op in ops) == n_in, "the feeds in"
+    assert sum(op == "to_host" for op in ops) == len(outputs), "the loss (and carried state) out"
+    for w, rid in prog.grads:
+        assert prog.registers[rid].device == "cuda", "gradients stay with the device parameters"
 
 
 # -- end to end on the host twin (and on a GPU where there is one) ----------------------------
@@ -148,3 +178,22 @@ def test_an_index_out_of_range_on_the_device_is_an_error(twin):
             tm.run(m.feeds(bad))
         tm.run(m.feeds(data))       # the status word was cleared: the next good run is fine
         assert np.isfinite(float(np.asarray(m.cost.value)))
+
+
+@pytest.mark.parametrize("script,args", [("mlp.py", ["--smoke", "--device", "twin"]),
+                                         ("char_rnn.py", ["--smoke", "--device", "twin", "--sample", "0",
+                                                          "--plot", "", "--svg", ""])])
+def test_examples_train_through_the_device_path_on_the_twin(tmp_path, script, args):
+    import subprocess
+    root = pathlib.Path(__file__).resolve().parents[1]
+    if __import__("exprvm.kernels.build_cuda", fromlist=["x"]).find_cxx() is None:
+        pytest.skip("no C++ compiler for the host twin")
+    proc = subprocess.run([sys.executable, str(root / "examples" / script), *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if script == "mlp.py":
+        acc = [float(ln.rsplit(" ", 1)[1]) for ln in proc.stdout.splitlines() if "test accuracy" in ln]
+        assert acc and acc[-1] > 0.8, proc.stdout
+    else:
+        first, last = [float(x) for x in proc.stdout.split("loss first ")[1].split()[0:3:2]]
+        assert last < first, proc.stdout

@@ -62,7 +62,8 @@ def reduce_scratch(shape, axes):
 
 
 def bind_reduce(kind, x, out, axes, partial=None):
-    """out = sum / mean / max of x over `axes` (keepdims or not: out's shape decides)."""
+    """out = sum / mean / max of x over `axes` (keepdims or not: out's shape decides);
+    partial: reduce_scratch() elements of scratch for the two-pass form, or None."""
     if kind not in ("sum", "mean", "max"):
         raise KernelError(f"no CUDA reduction {kind!r}")
     dt = out.dtype
@@ -74,10 +75,11 @@ def bind_reduce(kind, x, out, axes, partial=None):
         raise ShapeError(f"{kind}: out {out.shape} does not hold the reduction of {x.shape} over {tuple(axes)}")
     px = device_pointer(x, dt, kind, "x", contiguous=True)
     po = device_pointer(out, dt, kind, "out", contiguous=True)
-    parts = reduce_parts(outer, r, inner)
+    # NOTE: without scratch, one pass (a thread per output walks its whole row)
+    parts = reduce_parts(outer, r, inner) if partial is not None else 1
     if parts > 1:
-        if partial is None or partial.size < outer * parts * inner:
-            raise ShapeError(f"{kind}: needs {outer * parts * inner} elements of scratch")
+        if partial.size < outer * parts * inner:
+            raise ShapeError(f"{kind}: needs {outer * parts * inner} elements of scratch, got {partial.size}")
         pp = device_pointer(partial, dt, kind, "partial", contiguous=True)
     else:
         pp = cuda_loader.load()[0].NULL
@@ -127,6 +129,21 @@ def bind_cross_entropy(z, t, out):
 def bind_xent_grad(z, t, out):
     """out (..., C) = softmax(z) - one_hot(t): cross_entropy's gradient for a weight of 1."""
     return _xent("xent_grad", z, t, out, z.shape)
+
+
+def bind_one_hot(t, out):
+    """out (..., depth) = one_hot(t): 1.0 in the column of each id, 0.0 elsewhere."""
+    dt = out.dtype
+    if out.shape[:-1] != t.shape or out.ndim < 1:
+        raise ShapeError(f"one_hot: out {out.shape} for ids {t.shape}")
+    infix = index_infix("one_hot", t)
+    pt = device_pointer(t, t.dtype, "one_hot", "ids", contiguous=True)
+    po = device_pointer(out, dt, "one_hot", "out", contiguous=True)
+    return checked(lib_fn(f"ev_cuda_one_hot{infix}_{SUFFIX[dt]}"), "one_hot"), (pt, po, t.size, out.shape[-1])
+
+
+def one_hot(t, depth, dtype=np.float32, out=None):
+    return eager(bind_one_hot, t, _new(t.shape + (depth,), dtype) if out is None else out)
 
 
 def _take_args(name, table_shape, idx, axis):
@@ -262,5 +279,5 @@ def concat(xs, axis=0, out=None):
 
 
 __all__ = ["around", "reduce_plan", "reduce_parts", "reduce_scratch", "bind_reduce", "bind_softmax",
-           "bind_cross_entropy", "bind_xent_grad", "bind_take", "bind_take_grad", "bind_concat",
+           "bind_cross_entropy", "bind_xent_grad", "bind_one_hot", "one_hot", "bind_take", "bind_take_grad", "bind_concat",
            "reduce", "softmax", "cross_entropy", "xent_grad", "take", "take_grad", "concat"]

@@ -131,6 +131,13 @@ def _copy_back(host, d):
         host[...] = d.numpy()
 
 
+def to_host():
+    """Copy every resident parameter's device value into its host array, whichever machine
+    holds it (a sync point; TapeMachine.params_to_host does this for one machine)."""
+    for host, d in list(_RESIDENT.values()):
+        _copy_back(host, d)
+
+
 def fresh(value):
     """value, or a host copy of its device copy while a device machine holds it (ev.save)."""
     d = resident(value) if isinstance(value, np.ndarray) else None

@@ -16,6 +16,7 @@ from ...core import FLOAT_DTYPES, is_basic_index
 from ...kernels import KERNEL_OPS, cublas
 from ...kernels import device as dk
 from ...kernels import device_nn as dn
+from ...kernels.device_array import DeviceArray
 from .table import ALL, Lowered, lowers
 
 BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "div",
@@ -138,7 +139,9 @@ def _reduce(kind):
         need = dn.reduce_scratch(req.in_shapes[0], axes)
 
         def build(ins, out, tmps):
-            return dn.bind_reduce(kind, ins[0], out, axes, tmps[0] if need else None)
+            # NOTE: scratch the emitter left on the host cannot serve: one pass instead
+            partial = tmps[0] if need and type(tmps[0]) is DeviceArray else None
+            return dn.bind_reduce(kind, ins[0], out, axes, partial)
         return _gather(req, (0,), build, tmps=(((need,), req.dtype),) if need else ())
     return row
 
@@ -163,6 +166,13 @@ def _xent(bind):
 
 lowers("cross_entropy", "cuda")(_xent(dn.bind_cross_entropy))
 lowers("xent_grad", "cuda")(_xent(dn.bind_xent_grad))
+
+
+@lowers("one_hot", "cuda")
+def _one_hot(req):
+    if req.dtype not in FLOAT_DTYPES or req.in_dtypes[0] not in INDEX:
+        return None
+    return _gather(req, (0,), lambda ins, out, tmps: dn.bind_one_hot(ins[0], out))
 
 
 # -- data movement ------------------------------------------------------------------------
@@ -287,7 +297,7 @@ def _matmul(req):
 
 for _op, _kernel in BINARY.items():
     lowers(_op, "cuda")(_binary(_kernel))
-for _op in KERNEL_OPS:
+for _op in (*KERNEL_OPS, "neg"):
     lowers(_op, "cuda")(_unary(_op))
 for _kind in ("sum", "mean", "max"):
     lowers(_kind, "cuda")(_reduce(_kind))
