@@ -176,3 +176,11 @@ def test_dropout_block():
     assert d(x) is x
     with pytest.raises(ev.ExprError):
         nn.Dropout(1.0)
+
+
+def test_flatten_refuses_a_dim_out_of_range():
+    g = ev.Graph()
+    x = g.tensor("x", (2, 3, 4), np.float32)
+    assert ev.nn.Flatten()(x).shape == (2, 12)
+    with pytest.raises(ev.ShapeError, match="out of range"):
+        ev.nn.Flatten(start_dim=3)(x)

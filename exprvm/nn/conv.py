@@ -25,7 +25,7 @@ import weakref
 
 import numpy as np
 
-from ..errors import ExprError
+from ..errors import ExprError, ShapeError
 from ..ops import (avg_pool2d, batch_norm, batch_norm_update, conv2d, dropout, layer_norm, max_pool2d,
                    reshape)
 from ..ops.conv import ints
@@ -142,6 +142,9 @@ class Flatten(Module):
     def __call__(self, x):
         graph_of(x, self.name)
         nd = x.ndim
+        for d in (self.start_dim, self.end_dim):
+            if not -nd <= d < nd:       # NOTE: never wrapped silently (numpy's rule for axes)
+                raise ShapeError(f"{self.name}: dim {d} is out of range for {x.describe()}")
         a, b = self.start_dim % nd, self.end_dim % nd
         if a > b:
             raise ExprError(f"{self.name}: start_dim {self.start_dim} is after end_dim {self.end_dim} "

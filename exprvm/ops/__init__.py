@@ -21,9 +21,7 @@ from . import random  # noqa: F401  (ev.random.normal / uniform / bernoulli)
 from .internal import unary_grad, xent_grad  # noqa: F401
 from .conv import conv1d, conv2d  # noqa: F401
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d  # noqa: F401
-from .norm import batch_norm, batch_norm_update, layer_norm  # noqa: F401
-# NOTE: after `.norm`: importing the submodule ops/norm.py binds the name `norm` to it,
-# and ev.norm is numpy's norm (statistics.py)
+from .normalization import batch_norm, batch_norm_update, layer_norm  # noqa: F401
 from .statistics import argmax, argmin, norm, std, var  # noqa: F401
 from . import operators as _operators
 

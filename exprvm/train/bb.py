@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from ..errors import CheckpointError, ExprError
-from .solvers import Solver
+from .solver_base import Solver
 from .solver_checks import entry
 
 VARIANTS = ("short", "long")

@@ -1,5 +1,5 @@
 """Lowering rows of convolution, pooling and normalization (ops/conv.py, ops/pool.py,
-ops/norm.py), numpy and C next to each other.
+ops/normalization.py), numpy and C next to each other.
 
 Convolutions run as im2col into a planned scratch buffer, then one batched GEMM
 (numpy matmul with out=, so BLAS) straight into the output; their gradients as a
