@@ -98,7 +98,10 @@ def main(argv=None):
     else:
         where = contextlib.nullcontext()
     with where:
-        m = ev.TapeMachine(g, [loss], device=place)
+        try:
+            m = ev.TapeMachine(g, [loss], device=place)
+        except ev.BackendError as e:
+            raise SystemExit(f"--device {a.device}: {e}") from None
         moves = [i.op for i in m.program.instrs if i.op in ("to_device", "to_host")]
         print(f"data: {source}, {len(X)} train / {len(Xt)} test; device {a.device}; "
               f"{len(m.program)} instructions, transfers: {moves or 'none'}")
