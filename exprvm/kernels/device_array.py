@@ -21,12 +21,12 @@ is kept there too.  ``tidy(fn, *args)`` runs fn in a scope and keeps what it
 returns (a DeviceArray, or DeviceArrays in a tuple, list or dict).
 """
 import math
-import threading
 
 import numpy as np
 
 from exprvm.errors import BackendError, DTypeError, KernelError, ShapeError
 from exprvm.kernels import cuda_loader
+from exprvm.kernels.device_tidy import _scopes, keep, tidy  # noqa: F401  (ev.cuda's tidy, keep)
 
 # Everything numpy can hand over as raw bytes; object and string dtypes hold
 # host pointers and make no sense on a device.
@@ -78,86 +78,6 @@ def synchronize():
     """Wait for every kernel launched so far; raises if one of them failed."""
     ffi, lib = cuda_loader.load()
     cuda_loader.check(lib.ev_cuda_synchronize(), "cudaDeviceSynchronize", KernelError)
-
-
-# ---- tidy scopes ---------------------------------------------------------
-
-_local = threading.local()
-
-
-def _scopes():
-    stack = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
-    return stack
-
-
-class _Scope:
-    def __init__(self):
-        self._arrays = []
-        self._kept = set()
-
-    def __enter__(self):
-        _scopes().append(self)
-        return self
-
-    def track(self, arr):
-        self._arrays.append(arr)
-
-    def keep(self, *arrays):
-        """Exempt arrays from this scope's freeing; returns its argument."""
-        for a in arrays:
-            self._kept.add(id(a))
-        return arrays[0] if len(arrays) == 1 else arrays
-
-    def __exit__(self, *exc):
-        stack = _scopes()
-        stack.remove(self)
-        parent = stack[-1] if stack else None
-        for a in self._arrays:
-            if id(a) in self._kept:
-                if parent is not None:
-                    parent.track(a)
-            else:
-                a.free()
-        self._arrays.clear()
-        return False
-
-
-def keep(*arrays):
-    """Keep arrays out of the innermost tidy scope's freeing (no-op outside one)."""
-    stack = _scopes()
-    if stack:
-        return stack[-1].keep(*arrays)
-    return arrays[0] if len(arrays) == 1 else arrays
-
-
-def _device_arrays(value):
-    if isinstance(value, DeviceArray):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [a for v in value for a in _device_arrays(v)]
-    if isinstance(value, dict):
-        return [a for v in value.values() for a in _device_arrays(v)]
-    return []
-
-
-def tidy(fn=None, *args, **kwargs):
-    """A scope that frees the DeviceArrays created in it (see the module doc).
-
-    ``with tidy() as scope:`` or ``tidy(fn, *args)``, which keeps fn's result.
-    """
-    if fn is None:
-        return _Scope()
-    with _Scope() as scope:
-        result = fn(*args, **kwargs)
-        found = _device_arrays(result)
-        if found:
-            scope.keep(*found)
-        return result
-
-
-tidy.keep = keep
 
 
 # ---- DeviceArray ---------------------------------------------------------
