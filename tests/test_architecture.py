@@ -156,8 +156,8 @@ def test_public_functions_survive_compiling_a_tape_machine():
 def _program_ops(g, outputs, backend="c"):
     # NOTE: one instruction per op (fuse=False: no generated groups; fuse_adds=False: no fused adds),
     # to see which kernel each op runs
-    return [ins.op for ins in ev.TapeMachine.compile(g, outputs, backend=backend, fuse=False,
-                                                                fuse_adds=False)]
+    prog = ev.TapeMachine.compile(g, outputs, backend=backend, fuse=False, fuse_adds=False)
+    return [ins.op for ins in prog]
 
 
 @pytest.mark.parametrize("op", ["tanh", "sigmoid", "relu", "softplus"])
