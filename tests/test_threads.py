@@ -1,0 +1,131 @@
+"""The thread policy (compiler/threads.py): BLAS threads per matrix product from its shape,
+applied while a program runs and restored after it; threads of a fused kernel; overrides.
+
+The run-time checks read the BLAS's own thread setting through threadpoolctl from inside
+a run (a recording op placed after each product), so they need nothing but numpy's BLAS.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import exprvm as ev
+from exprvm.compiler import threads
+from exprvm.compiler.lowering.fused import FusedGroup
+
+F32 = np.float32
+CTL = threads.blas_control()
+needs_blas = pytest.mark.skipif(CTL is None, reason="no BLAS threadpoolctl can control")
+needs_cores = pytest.mark.skipif(threads.cores() < 2, reason="one core: every count is 1")
+
+
+def test_policy_gives_small_products_one_thread_and_big_ones_the_cap():
+    p = threads.Policy(max_threads=4)
+    assert p.blas_threads(2 * 32 * 128 * 128) == 1             # a batch-32 RNN step
+    assert p.blas_threads(3 * threads.BLAS_FLOPS_PER_THREAD) == 3
+    assert p.blas_threads(10**12) == 4
+    assert threads.Policy(max_threads=1).blas_threads(10**12) == 1
+    assert p.fused_threads(1000) == 1
+    assert p.fused_threads(10**9) == 4
+    assert threads.resolve(2) == threads.Policy(max_threads=2)
+    assert threads.resolve(None) is threads.current()
+
+
+def test_flops_of_the_products_a_program_runs():
+    g = ev.Graph()
+    a = g.matrix("a", (8, 16), dtype=F32)
+    b = g.matrix("b", (16, 4), dtype=F32, value=np.ones((16, 4), F32))
+    y = ev.tanh(a @ b)
+    m = ev.TapeMachine(g, [y])
+    (k, n), = m.program.blas_threads
+    ins = m.program.instrs[k]
+    assert ins.op == "matmul" and threads.flops(ins, m.program.registers) == 2 * 8 * 16 * 4 and n == 1
+
+
+def _probe_program(small, big):
+    """A program with a small product, a big one and a small one; after each of the first
+    two, an op that records the BLAS's thread setting at that moment (the setting found
+    when the run started comes back after the last product)."""
+    seen = []
+
+    def record(x):
+        seen.append(CTL.get())
+        return x
+
+    name = f"record_threads_{len(ev.OPS)}"
+    ev.defop(name, record, lambda x: (x.shape, x.dtype), row=ev.Row((("f", (2,), 0.0, 1.0),), grad=False))
+    g = ev.Graph()
+    a = g.matrix("a", small, dtype=F32, value=np.full(small, 0.01, F32))
+    A = g.matrix("A", big, dtype=F32, value=np.full(big, 0.01, F32))
+    s = ev.apply(name, a @ a)
+    t = ev.apply(name, A @ (A + ev.sum(s)))
+    return g, ev.sum(a @ (a + ev.sum(t))), seen
+
+
+@needs_blas
+@needs_cores
+def test_each_product_runs_with_its_threads_and_the_setting_comes_back():
+    g, cost, seen = _probe_program((16, 16), (400, 400))
+    m = ev.TapeMachine(g, [cost])
+    before = CTL.get()
+    m.run()
+    assert seen[-2:] == [1, min(before, threads.current().blas_threads(2 * 400 ** 3))]
+    assert CTL.get() == before
+    m.run()
+    assert seen[-2:] == seen[-4:-2] and CTL.get() == before
+
+
+@needs_blas
+def test_a_pinned_blas_pins_exprvm_too():
+    from threadpoolctl import threadpool_limits
+    g, cost, seen = _probe_program((16, 16), (400, 400))
+    m = ev.TapeMachine(g, [cost])
+    with threadpool_limits(limits=1, user_api="blas"):
+        m.run()
+        assert seen[-2:] == [1, 1] and CTL.get() == 1
+
+
+@needs_blas
+def test_threads_option_caps_the_policy():
+    g, cost, seen = _probe_program((16, 16), (400, 400))
+    m = ev.TapeMachine(g, [cost], threads=1)
+    m.run()
+    assert seen[-2:] == [1, 1]
+    assert [n for _, n in m.program.blas_threads] == [1, 1, 1]
+
+
+def test_a_fused_kernel_splits_only_big_groups():
+    group = FusedGroup(shape=(512, 512), inputs=(("full", False),),
+                       members=(("tanh", (), (("in", 0),)), ("sigmoid", (), (("v", 0),))), outputs=(1,))
+    with threads.using(threads.Policy(max_threads=2)):
+        assert threads.current().fused_threads(group.work()) == 2
+        small = FusedGroup(shape=(32, 128), inputs=group.inputs, members=group.members, outputs=(1,))
+        assert threads.current().fused_threads(small.work()) == 1
+    assert threads.current() == threads.Policy() or threads.current() is not None
+
+
+def test_environment_caps_every_count():
+    code = ("from exprvm.compiler import threads; p = threads.Policy(); "
+            "print(p.cap, p.blas_threads(10**12), p.fused_threads(10**12))")
+    env = dict(os.environ, EXPRVM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("EXPRVM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.split()[2] == "1"
+
+
+def test_set_policy_changes_later_compiles():
+    old = threads.current()
+    try:
+        threads.set_policy(1)
+        g = ev.Graph()
+        a = g.matrix("a", (300, 300), dtype=F32)
+        m = ev.TapeMachine(g, [a @ a])
+        assert [n for _, n in m.program.blas_threads] == [1]
+    finally:
+        threads.set_policy(old)
