@@ -315,10 +315,10 @@ def test_lstm_step_is_one_matmul_and_one_fused_kernel_each_way():
     ops = [i.op for i in prog]
     steps = models.sizes("lstm_b32", small=True)["steps"]
     assert ops.count("fused") >= 2 * (steps - 1)
-    forward = [i for i in prog if i.op == "fused" and i.note.startswith("fused 13: add sigmoid add sigmoid")]
+    # x_t + bias + h @ W per gate, then the gates: the per-step adds run inside the kernel
+    forward = [i for i in prog if i.op == "fused" and "add add sigmoid add add sigmoid" in i.note]
     assert len(forward) >= steps - 2, str(prog)
-    # the two biases over all steps, and step 0's, whose gates the batching pass stacked
-    assert ops.count("add") <= 3, str(prog)
+    assert ops.count("add") <= 2, str(prog)        # the output layer's bias add, at most one more
     by_out = {i.out: i for i in prog}
     for ins in prog:        # no last-axis concatenation of one fused value's parts: laid out in place
         shapes = [prog.registers[r].shape for r in ins.ins]

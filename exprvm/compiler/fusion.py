@@ -11,13 +11,19 @@ operands that are the group's shape ("full": also a gate sliced out of a wider m
 read in place), a row broadcast along the leading axes (a bias), a column (one value per
 row), or a scalar (a size-1 constant is written into the source). Comparisons join as
 int temporaries read by `where`; a comparison read outside its group stays outside.
+Before grouping, an op read only through slices (z = x_t + h @ W, then z's four gates)
+is pushed into them (x_t[:, :H] + (h @ W)[:, :H], ...: views), so it joins each gate's
+group. After grouping, a last-axis concatenation of a group's results (the gates'
+gradients a matmul reads as one matrix) becomes the layout of the fused value: no copy.
 
-Groups are convex by construction: a Val's level is the most non-member edges on any
-path to it (an edge between two members of one shape and dtype costs 0, any other 1), and
-only members of equal level are joined. A path leaving a group and coming back would
-cross a costly edge, so its end would sit a level higher: no fused instruction ever
-waits on a value that needs its own result. Forward and backward (gradient) groups fuse
-alike; nothing here looks at how a formula is spelled.
+Groups are convex by construction. Every edge costs 1, except one between two would-be
+members of one shape and dtype (0); each Val gets a level with level(v) >= level(x) +
+cost(x, v) on every edge x -> v (the longest path, then members raised to the level of
+the members reading them where their other readers allow), and only members of equal
+level are joined. A path leaving a group and coming back crosses a costly edge, so its
+end would sit a level higher: no fused instruction ever waits on a value that needs its
+own result. Groups longer than MAX_MEMBERS are cut into runs. Forward and backward
+(gradient) groups fuse alike; nothing here looks at how a formula is spelled.
 """
 import numpy as np
 
@@ -96,15 +102,30 @@ def _find(parent, a):
     return a
 
 
+def _cost(cls, x, v):
+    """0 for an edge between two would-be members of one shape and dtype, else 1."""
+    c = cls.get(id(x))
+    return 0 if c is not None and c == cls.get(id(v)) else 1
+
+
 def _components(live, cls):
     """Members of equal level joined along free edges: {root id: [Vals in order]}."""
     level = {}
     for v in live:
         lv = 0
         for x in v.ins:
-            free = cls.get(id(x)) is not None and cls.get(id(x)) == cls.get(id(v))
-            lv = max(lv, level.get(id(x), 0) + (0 if free else 1))
+            lv = max(lv, level.get(id(x), 0) + _cost(cls, x, v))
         level[id(v)] = lv
+    # NOTE: any levels with level(v) >= level(x) + cost(x, v) on every edge keep groups
+    # convex. A member is raised to the level of the members reading it where its other
+    # readers allow (a bias add computed early for a later gate): it then joins them.
+    for v in reversed(live):
+        if cls.get(id(v)) is None or not v.users:
+            continue
+        cap = min(level[id(u)] - _cost(cls, v, u) for u in v.users)
+        up = [level[id(u)] for u in v.users if not _cost(cls, v, u) and level[id(u)] <= cap]
+        if up:
+            level[id(v)] = max(level[id(v)], max(up))
     parent = {id(v): id(v) for v in live if cls.get(id(v)) is not None}
     for v in live:
         c = cls.get(id(v))
@@ -188,41 +209,58 @@ def _push_slices(live, keep, root_ids):
                 or not fusable(v.op, v.params) or result_kind(v.op) != "T" or v.dtype not in FLOAT_DTYPES):
             continue
         users = list({id(u): u for u in v.users}.values())
-        if not all(u.op == "getitem" and u.ins[0] is v and is_basic_index(u.params["index"])
+        if not all(u.op == "getitem" and u.ins[0] is v and _plain_index(u.params["index"], v.shape)
                    and u.users and all(_class(w, keep, root_ids) is not None for w in u.users)
                    for u in users):
             continue
-        if not all(x.shape == v.shape and x.dtype == v.dtype or _literal(x, v.dtype) is not None
-                   for x in v.ins):
+        if not all(x.dtype == v.dtype and _kind(x.shape, v.shape) in ("full", "row")
+                   or _literal(x, v.dtype) is not None for x in v.ins):
             continue
         for u in users:
-            index = u.params["index"]
-            ins = [x if _literal(x, v.dtype) is not None else
-                   ir.Val((u.key[0], u.key[1] - 0.5 + 0.01 * i), "op", "getitem", [x], {"index": index},
-                          u.shape, x.dtype)
-                   for i, x in enumerate(v.ins)]
+            ins = []
+            for i, x in enumerate(v.ins):
+                index = _index_of(x, u.params["index"], v.shape)
+                if _literal(x, v.dtype) is not None or index is None:
+                    ins.append(x)       # a scalar, or a row the index keeps whole
+                    continue
+                shape = np.zeros(x.shape, np.int8)[index].shape
+                ins.append(ir.Val((u.key[0], u.key[1] - 0.5 + 0.01 * i), "op", "getitem", [x],
+                                  {"index": index}, shape, x.dtype))
             u.op, u.ins, u.params = v.op, ins, dict(v.params)
         n += 1
     return n
 
 
-def _concat_of(stored, shape, t):
-    """A last-axis concatenation of stored members only (the gates' gradients that a
-    matmul reads as one matrix), the longest, or None."""
+def _plain_index(index, shape):
+    return (len(index) <= len(shape) and is_basic_index(index)
+            and all(type(i) in (int, slice) for i in index))
+
+
+def _index_of(x, index, shape):
+    """The index of operand x (v's shape, or a row broadcast over it) that picks what
+    v[index] reads of it; None if it is x whole."""
+    full = tuple(index) + (slice(None),) * (len(shape) - len(index))
+    mine = full[len(full) - len(x.shape):] if x.shape else ()
+    out = tuple((0 if type(i) is int else slice(None)) if d == 1 and s != 1 else i
+                for i, d, s in zip(mine, x.shape, shape[len(shape) - len(x.shape):]))
+    return None if all(i == slice(None) for i in out) else out
+
+
+def _concats_of(stored, shape, t):
+    """Last-axis concatenations of stored members only (the gates' gradients a matmul
+    reads as one matrix), longest first."""
     ids = {id(m) for m in stored}
-    best = None
+    found = {}
     for m in stored:
         for u in m.users:
             if (u.kind == "op" and u.op == "concat" and shape and u.params.get("axis") == len(shape) - 1
-                    and u.dtype == t and len(u.ins) >= 2 and all(id(p) in ids for p in u.ins)
-                    and len({id(p) for p in u.ins}) == len(u.ins)
-                    and (best is None or len(u.ins) > len(best.ins))):
-                best = u
-    return best
+                    and u.dtype == t and len(u.ins) >= 2 and all(id(p) in ids for p in u.ins)):
+                found[id(u)] = u
+    return sorted(found.values(), key=lambda u: -len(u.ins))
 
 
 def _spec(members, keep, root_ids):
-    """(FusedGroup, external input Vals, stored members, dtype, concat absorbed or None)."""
+    """(FusedGroup, external input Vals, stored members, dtype, concatenations laid out)."""
     shape = members[0].shape
     t = np.dtype(members[0].dtype if members[0].dtype != BOOL else
                  next(x.dtype for x in members[0].ins if x.dtype != BOOL))
@@ -246,34 +284,43 @@ def _spec(members, keep, root_ids):
         sites.append(m.node.site if m.nodes else "")
     stored = [m for m in members if id(m) in keep or id(m) in root_ids
               or any(id(u) not in index for u in m.users)]
-    cat = _concat_of(stored, shape, t) if len(stored) > 1 else None
-    if cat is not None:     # its parts first, in its order: the concatenation is a view
-        stored = list(cat.ins) + [m for m in stored if not any(m is p for p in cat.ins)]
+    cats = _concats_of(stored, shape, t) if len(stored) > 1 else []
+    # NOTE: with concatenations, the results lie side by side along the last axis: each
+    # concatenation's parts in its order (a member two of them read is stored twice), then
+    # the other results; every concatenation is then a view, as is every result.
+    blocks = [p for c in cats for p in c.ins]
+    blocks += [m for m in stored if not any(m is b for b in blocks)]
     inputs = tuple((_kind(x.shape, shape), x.dtype == BOOL) for x in ext)
     group = FusedGroup(shape=tuple(shape), inputs=inputs, members=tuple(specs),
-                       outputs=tuple(index[id(m)] for m in stored),
-                       layout="concat" if cat is not None else "stack",
+                       outputs=tuple(index[id(m)] for m in blocks),
+                       layout="concat" if cats else "stack",
                        sites=tuple(s for s in sites if s))
-    return group, ext, stored, t, cat
+    return group, ext, blocks, t, cats
 
 
-def _rewrite(members, group, ext, stored, t, cat):
+def _rewrite(members, group, ext, blocks, t, cats):
     last = members[-1]
-    if len(stored) == 1:
-        v = stored[0]
+    if len(blocks) == 1:
+        v = blocks[0]
         v.op, v.ins, v.params = "fused", list(ext), {"group": group}
         return v
-    if cat is not None and len(cat.ins) == len(stored):
-        packed = cat            # the concatenation is the fused value itself
+    if len(cats) == 1 and len(cats[0].ins) == len(blocks):
+        packed = cats[0]        # the concatenation is the fused value itself
         packed.op, packed.ins, packed.params = "fused", list(ext), {"group": group}
+        cats = []
     else:
         packed = ir.Val((last.key[0], last.key[1] - 0.5), "op", "fused", ext, {"group": group},
                         group.out_shape, t)
-        if cat is not None:
-            width = len(cat.ins) * group.shape[-1]
-            cat.op, cat.ins = "getitem", [packed]
-            cat.params = {"index": (slice(None),) * (len(group.shape) - 1) + (slice(0, width),)}
-    for q, v in enumerate(stored):
+    c, lead, start = group.shape[-1] if group.shape else 1, (slice(None),) * (len(group.shape) - 1), 0
+    for cat in cats:
+        width = len(cat.ins) * c
+        cat.op, cat.ins, cat.params = "getitem", [packed], {"index": lead + (slice(start, start + width),)}
+        start += width
+    done = set()
+    for q, v in enumerate(blocks):
+        if id(v) in done:       # stored twice: the first copy stands for it
+            continue
+        done.add(id(v))
         # NOTE: each stored member is a view of the fused value: no copy, no instruction.
         v.op, v.ins, v.params = "getitem", [packed], {"index": group.output_index(q)}
     return packed
@@ -283,7 +330,9 @@ def fuse(live, roots, keep):
     """Rewrite the IR's elementwise groups into fused Vals. Returns (live, note or None).
     Nothing changes when no kernel can be built (no compiler: the note says why)."""
     root_ids = {id(r) for r in roots}
-    if _push_slices(live, keep, root_ids):
+    for _ in range(ROUNDS):     # a slice pushed into an op may make that op's operand pushable
+        if not _push_slices(live, keep, root_ids):
+            break
         live = ir.live_vals(roots)
     found = [(ms, *_spec(ms, keep, root_ids)) for ms in _groups(live, keep, roots)]
     if not found:
