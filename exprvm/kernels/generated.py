@@ -45,9 +45,9 @@ from cffi import FFI
 from exprvm.errors import BackendError, DTypeError, KernelError, ShapeError
 from exprvm.kernels.build_c import FLAG_SETS, csrc_dir
 from exprvm.kernels.build_cuda import cache_dir
+from exprvm.kernels.generated_source import PRELUDE, decl, source
 
 KINDS = ("full", "row", "col", "scalar")
-BLOCK = 16384               # elements a thread takes at a time when a kernel is split
 # NOTE: the build_c flags but -ffp-contract=off: a member's a * b + c then rounds twice,
 # as numpy's separate ops do (a fused multiply-add would be more exact, and differ).
 FLAGS = [(name, [f for f in cflags if not f.startswith("-ffp-contract")] + ["-ffp-contract=off"], ld)
@@ -89,7 +89,7 @@ class Kernel:
 
     def body(self, name):
         """The kernel's C source, its function called `name`."""
-        return _source(self, name)
+        return source(self, name)
 
     @property
     def name(self):
@@ -100,85 +100,6 @@ class Kernel:
             n = "evf_" + h.hexdigest()[:24]
             object.__setattr__(self, "_name", n)
         return n
-
-
-# -- C source -------------------------------------------------------------------------
-
-_PRELUDE = """#include <stdint.h>
-#include <math.h>
-#include "ev_math.h"
-"""
-
-
-def _source(k, name):
-    T = k.ctype
-    load, hoist, row = [], [], []
-    for i, (kind, is_bool) in enumerate(k.inputs):
-        ct = "uint8_t" if is_bool else T
-        load.append(f"    const {ct}* const in{i} = (const {ct}*)p[{i + 1}]; "
-                    f"const int64_t ld{i} = m[{3 + 2 * len(k.outputs) + i}];")
-        val = "int" if is_bool else T
-        conv = " != 0" if is_bool else ""
-        if kind == "scalar":
-            hoist.append(f"    const {val} a{i} = in{i}[0]{conv};")
-        elif kind == "col":
-            row.append(f"        const {val} a{i} = in{i}[r * ld{i}]{conv};")
-        else:       # full, or row (ld 0)
-            row.append(f"        const {ct}* const in{i}r = in{i} + r * ld{i};")
-    inner = []
-    for i, (kind, is_bool) in enumerate(k.inputs):
-        if kind in ("full", "row"):
-            inner.append(f"            const {'int' if is_bool else T} a{i} = in{i}r[c]{' != 0' if is_bool else ''};")
-    for j, (res, expr) in enumerate(k.stmts):
-        inner.append(f"            const {'int' if res == 'bool' else T} v{j} = {expr};")
-    for q, j in enumerate(k.outputs):
-        load.append(f"    const int64_t off{q} = m[{3 + 2 * q}], old{q} = m[{4 + 2 * q}];")
-        row.append(f"        {T}* const o{q} = o + off{q} + r * old{q};")
-        inner.append(f"            o{q}[c] = v{j};")
-    lines = [
-        f"static void {name}_rows(int64_t r0, int64_t r1, int64_t c0, int64_t c1, const int64_t* m, char** p) {{",
-        f"    {T}* const o = ({T}*)p[0];",
-        *load, *hoist,
-        "    for (int64_t r = r0; r < r1; r++) {",
-        *row,
-        "#pragma omp simd",
-        "        for (int64_t c = c0; c < c1; c++) {",
-        *inner,
-        "        }",
-        "    }",
-        "}",
-        f"void {name}(const int64_t* m, char** p) {{",
-        "    const int64_t R = m[0], C = m[1], nt = m[2];",
-        "#ifdef _OPENMP",
-        "    if (nt > 1) {",
-        "        if (R == 1) {",
-        f"            const int64_t nb = (C + {BLOCK} - 1) / {BLOCK};",
-        "#pragma omp parallel for num_threads((int)nt) schedule(dynamic, 1)",
-        "            for (int64_t b = 0; b < nb; b++) {",
-        f"                const int64_t c0 = b * {BLOCK}, c1 = c0 + {BLOCK} < C ? c0 + {BLOCK} : C;",
-        f"                {name}_rows(0, 1, c0, c1, m, p);",
-        "            }",
-        "        } else {",
-        f"            const int64_t rb = C >= {BLOCK} ? 1 : {BLOCK} / (C > 0 ? C : 1);",
-        "            const int64_t nb = (R + rb - 1) / rb;",
-        "#pragma omp parallel for num_threads((int)nt) schedule(dynamic, 1)",
-        "            for (int64_t b = 0; b < nb; b++) {",
-        "                const int64_t r0 = b * rb, r1 = r0 + rb < R ? r0 + rb : R;",
-        f"                {name}_rows(r0, r1, 0, C, m, p);",
-        "            }",
-        "        }",
-        "        return;",
-        "    }",
-        "#endif",
-        "    (void)nt;",
-        f"    {name}_rows(0, R, 0, C, m, p);",
-        "}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _decl(name):
-    return f"void {name}(const int64_t* m, char** p);"
 
 
 # -- the compiler and the build environment ----------------------------------------------
@@ -248,7 +169,7 @@ def _environment():
         import cffi
         native = any(f.startswith("-march") for f in FLAGS[0][1])
         _state["env"] = "|".join([
-            hashlib.sha256(math_h).hexdigest(), ident, " ".join(FLAGS[0][1]), _PRELUDE,
+            hashlib.sha256(math_h).hexdigest(), ident, " ".join(FLAGS[0][1]), PRELUDE,
             sysconfig.get_config_var("EXT_SUFFIX") or "", cffi.__version__, platform.machine(),
             _cpu_flags() if native else ""])
     return _state["env"]
@@ -266,6 +187,7 @@ def _write_atomic(path, data):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -307,8 +229,8 @@ def _compile(kernels):
     modname = "_evf_" + hashlib.sha256(" ".join(names).encode()).hexdigest()[:20]
     by_name = {k.name: k for k in kernels}
     ffi = FFI()
-    ffi.cdef("\n".join(_decl(n) for n in names))
-    src = _PRELUDE + "\n".join(by_name[n].body(n) for n in names)
+    ffi.cdef("\n".join(decl(n) for n in names))
+    src = PRELUDE + "\n".join(by_name[n].body(n) for n in names)
     ffi.set_source(modname, src, compiler_verbose=False)   # NOTE: else cffi prints "generating ..."
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -327,6 +249,7 @@ def _compile(kernels):
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
                 if proc.returncode == 0:
+                    os.chmod(tmp, 0o755)
                     os.replace(tmp, target)
                     break
                 errors.append(f"[{label}] {proc.stderr.strip()[-2000:]}")
