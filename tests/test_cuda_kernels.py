@@ -230,7 +230,6 @@ def test_concat_many_and_strided_pieces(device, dtype):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_matmul_row_major_by_operand_swapping(device, dtype):
-    rng = np.random.default_rng(0)
     A, B = rand((4, 6), dtype), rand((6, 3), dtype, 1)
     with cuda.tidy():
         dA, dB = cuda.to_device(A), cuda.to_device(B)
@@ -256,7 +255,6 @@ def test_matmul_row_major_by_operand_swapping(device, dtype):
             cublas.matmul(dA, dA)
         with pytest.raises(DTypeError):
             cublas.matmul(dA, cuda.to_device(B.astype(np.float64 if dtype == np.float32 else np.float32)))
-        del rng
 
 
 # -- argument checks --------------------------------------------------------------------------
