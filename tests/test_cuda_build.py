@@ -5,10 +5,11 @@ import re
 
 import pytest
 
+from exprvm.errors import BackendError
 from exprvm.kernels import build_cuda, cuda_loader
 from exprvm.kernels.build_c import csrc_dir
 
-from cuda_twin import GPU_OK
+from cuda_twin import GPU_OK, twin  # noqa: F401  (fixture)
 
 
 def declared():
@@ -61,7 +62,6 @@ def test_twin_builds_with_every_symbol():
 
 
 def test_build_failure_is_a_backend_error(tmp_path, monkeypatch):
-    from exprvm.errors import BackendError
     monkeypatch.setenv("EXPRVM_CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setattr(build_cuda.shutil, "which", lambda name: None)
@@ -70,3 +70,34 @@ def test_build_failure_is_a_backend_error(tmp_path, monkeypatch):
     with pytest.raises(BackendError, match="bad CUDA architecture"):
         monkeypatch.setattr(build_cuda, "find_nvcc", lambda: "/bin/true")
         build_cuda.build(arch="sm_x")
+
+
+def test_cublas_not_found_names_every_place_searched(tmp_path, monkeypatch):
+    from exprvm.kernels import cublas
+    fake = tmp_path / "libcublas.so.13"
+    fake.write_bytes(b"not a library")
+    monkeypatch.setenv("EXPRVM_CUBLAS", str(fake))
+    monkeypatch.setattr(cublas, "_SYSTEM_NAMES", ("libcublas-that-does-not-exist.so",))
+    monkeypatch.setattr(cublas.shutil, "which", lambda name: None)
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    saved = dict(cublas._state)
+    cublas._state.clear()
+    try:
+        ok, why = cublas.status()
+        assert not ok and "cuBLAS not found" in why and str(fake) in why
+        with pytest.raises(BackendError, match="libcublas-that-does-not-exist"):
+            cublas.load()
+    finally:
+        cublas._state.clear()
+        cublas._state.update(saved)
+
+
+def test_twin_gemm_stands_in_for_cublas_and_a_bad_ld_is_refused(twin):
+    from exprvm.kernels import cublas
+    ffi, lib, handle = cublas.load()
+    a = ffi.new("float[]", 4)
+    one = ffi.new("float*", 1.0)
+    # lda 1 < 2 rows: cuBLAS's own argument check, CUBLAS_STATUS_INVALID_VALUE (7)
+    assert lib.cublasSgemm_v2(handle, 0, 0, 2, 2, 2, one, a, 1, a, 2, one, a, 2) == 7
+    assert cublas.status_string(7) == "CUBLAS_STATUS_INVALID_VALUE"

@@ -53,6 +53,8 @@ int cublasDgemmStridedBatched(cublasHandle_t h, int transa, int transb, int m, i
                    const double* B, int ldb, long long strideB, const double* beta,
                    double* C, int ldc, long long strideC, int batchCount);
 """
+NEEDED = ("cublasCreate_v2", "cublasDestroy_v2", "cublasSgemm_v2", "cublasDgemm_v2",
+          "cublasSgemmStridedBatched", "cublasDgemmStridedBatched")
 OP_N, OP_T = 0, 1
 _STATUS = {0: "CUBLAS_STATUS_SUCCESS", 1: "CUBLAS_STATUS_NOT_INITIALIZED",
            3: "CUBLAS_STATUS_ALLOC_FAILED", 7: "CUBLAS_STATUS_INVALID_VALUE",
@@ -99,9 +101,15 @@ def _open():
             tried.append(f"{path} (missing)")
             continue
         try:
-            return ffi, ffi.dlopen(path), path
+            lib = ffi.dlopen(path)
         except OSError as e:
             tried.append(f"{path} ({str(e).splitlines()[0][:80]})")
+            continue
+        missing = [name for name in NEEDED if not hasattr(lib, name)]
+        if missing:
+            tried.append(f"{path} (lacks {', '.join(missing)})")
+            continue
+        return ffi, lib, path
     raise BackendError("cuBLAS not found; install the nvidia-cublas wheel, set CUDA_HOME, or "
                        "point EXPRVM_CUBLAS at libcublas.so. Tried: " + "; ".join(tried))
 
