@@ -1,20 +1,39 @@
 """Training steps of the issue's models: exprvm's two machines against handwritten
-numpy (and PyTorch eager / jax.jit when installed), timed in one interleaved run.
+numpy (and, when installed, PyTorch eager, PyTorch's fused torch.nn.RNN / LSTM / GRU and
+jax.jit), timed in one interleaved run; compile times of the tape, cold and warm cache.
 
-Run through run_all.py, which pins BLAS threads before numpy is imported.
+Run through run_all.py, which runs every row in the default environment and pinned to
+one thread (the pinning must happen before numpy is imported).
 """
 import copy
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
 
 import exprvm as ev
+import gru
 import handwritten as hw
 import models
 import peers
 
 LR = 0.01
+RECURRENT = ("rnn_b1", "rnn_b32", "lstm_b32", gru.NAME)
+
+
+def weights_and_data(name, small=False):
+    return gru.weights_and_data(small) if name == gru.NAME else models.weights_and_data(name, small)
+
+
+def graph(name, w, small=False, grads=True, data=None):
+    if name == gru.NAME:
+        return gru.graph(w, small, grads, data)
+    return models.graph(name, w, small, grads, data)
 
 
 def _sgd(params):
@@ -27,6 +46,8 @@ def numpy_step(name, w, data):
         return lambda: hw.rnn_step(w, data["ids"], data["targets"], LR)
     if name == "lstm_b32":
         return lambda: hw.lstm_step(w, data["ids"], data["targets"], LR)
+    if name == gru.NAME:
+        return lambda: gru.step(w, data["ids"], data["targets"], LR)
     if name == "mlp":
         return lambda: hw.mlp_step(w, data["x"], data["y"], LR)
     wv = np.linspace(0.5, 1.0, 16).astype(np.float32)
@@ -37,12 +58,12 @@ def numpy_step(name, w, data):
     return lambda: hw.expr(data["x"], data["y"])
 
 
-def tape_step(name, w, data, backend=None):
+def tape_step(name, w, data, backend=None, small=False):
     """The graph is built and compiled once (step.machine)."""
-    m = models.graph(name, w)
+    m = graph(name, w, small)
     tm = ev.TapeMachine(m.graph, outputs=m.outputs or [m.cost], backend=backend)
     feeds = m.feeds(data)
-    params = m.params if name in ("rnn_b1", "rnn_b32", "lstm_b32", "mlp") else []
+    params = m.params if name in RECURRENT + ("mlp",) else []
 
     def step():
         tm.run(feeds)
@@ -51,7 +72,7 @@ def tape_step(name, w, data, backend=None):
     return step
 
 
-def lisp_step(name, w, data, replay=True):
+def lisp_step(name, w, data, replay=True, small=False):
     """The graph is built anew every step (what the LispMachine is for). With replay, the
     steps after the structure's first walks run the program compiled for it; without,
     every step is walked node by node and differentiated at run time."""
@@ -59,7 +80,7 @@ def lisp_step(name, w, data, replay=True):
         return None
 
     def step():
-        m = models.graph(name, w, grads=False, data=data)
+        m = graph(name, w, small, grads=False, data=data)
         ev.LispMachine(m.graph, cost=m.cost, replay=replay).run()
         _sgd(m.params)
     # NOTE: time the steady state: the structure is compiled after its first walks.
@@ -81,9 +102,9 @@ def restorer(w):
     return lambda: [np.copyto(w[k], v) for k, v in saved.items()]
 
 
-def implementations(name, backend=None):
+def implementations(name, backend=None, small=False):
     """{label: (step, reset)}, and the tape's machine; reset() restores the weights."""
-    w, data = models.weights_and_data(name)
+    w, data = weights_and_data(name, small)
     impls = {}
 
     def add(label, factory, *args):
@@ -94,10 +115,11 @@ def implementations(name, backend=None):
         return fn
 
     add("numpy", numpy_step)
-    tm = add("tape", tape_step, backend).machine
-    add("lisp", lisp_step)
-    add("lisp-walk", lisp_step, False)
-    for label, factory in (("torch", peers.torch_step), ("jax.jit", peers.jax_step)):
+    tm = add("tape", tape_step, backend, small).machine
+    add("lisp", lisp_step, True, small)
+    add("lisp-walk", lisp_step, False, small)
+    for label, factory in (("torch", peers.torch_step), ("torch.nn", peers.torch_nn_step),
+                           ("jax.jit", peers.jax_step)):
         try:
             add(label, factory, LR)
         except Exception as e:      # a peer that fails is reported, not fatal
@@ -150,6 +172,7 @@ TITLES = {
     "rnn_b1": "(a) char-RNN BPTT+SGD, batch 1",
     "rnn_b32": "(a) char-RNN BPTT+SGD, batch 32",
     "lstm_b32": "(b) LSTM BPTT+SGD, batch 32",
+    gru.NAME: "(b) GRU BPTT+SGD, batch 32",
     "mlp": "(c) MLP 784-128-10 +SGD, batch 64",
     "chain_fwd": "(d) 50x tanh(x*w), 16 floats, forward",
     "chain_bwd": "(d) 50x tanh(x*w), 16 floats, forward+backward",
@@ -164,14 +187,16 @@ def ufunc_call_seconds(rounds):
     return measure({"ufunc": lambda: np.multiply(a, b, c)}, rounds, target_s=0.005)["ufunc"]
 
 
-def run(names, rounds, backend=None):
+def run(names, rounds, backend=None, small=False, target_s=0.02):
+    """Time every implementation of each benchmark; print a table per benchmark and return
+    [(name, implementation, seconds, ratio to numpy)]."""
     rows = []
     if any(n.startswith("chain") or n == "expr" for n in names):
         u = ufunc_call_seconds(rounds)
         print(f"\nyardstick: one numpy ufunc call on 16 floats = {u * 1e6:.2f} us now")
     for name in names:
-        impls, tm = implementations(name, backend)
-        med = measure(impls, rounds)
+        impls, tm = implementations(name, backend, small)
+        med = measure(impls, rounds, target_s)
         base = med["numpy"]
         print(f"\n{TITLES[name]}   [tape: {len(tm.program)} instructions, {tm.program.kernels()}]")
         for k, t in med.items():
@@ -183,3 +208,48 @@ def run(names, rounds, backend=None):
             print(f"  {k:9s} {t * 1e3:9.4f} ms   {t / base:6.2f}x numpy{extra}")
             rows.append((name, k, t, t / base))
     return rows
+
+
+# -- compile times: cold and warm cache, each in a fresh process ------------------------
+
+_COMPILE = """
+import json, sys, time
+sys.path[:0] = {path!r}
+import bench_models
+w, data = bench_models.weights_and_data({name!r}, {small!r})
+m = bench_models.graph({name!r}, w, {small!r})
+t0 = time.perf_counter()
+tm = bench_models.ev.TapeMachine(m.graph, outputs=[m.cost])
+t = time.perf_counter() - t0
+from exprvm.kernels import generated
+print(json.dumps([t, generated.STATS["compiled"], len(tm.program), tm.program.kernels()]))
+"""
+
+
+def compile_times(name, small=False):
+    """(cold, warm) seconds to compile benchmark `name` into a TapeMachine, each in a new
+    process: cold with an empty kernel cache (the fused kernels are built), warm with the
+    cache the cold run left (nothing is built)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = _COMPILE.format(path=[here, os.path.dirname(here)], name=name, small=small)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="exprvm-cache-") as cache:
+        env = dict(os.environ, EXPRVM_CACHE_DIR=cache)
+        for _ in range(2):
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                  timeout=600)
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr.strip().splitlines()[-1])
+            out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def print_compile_times(names, small=False):
+    for name in names:
+        try:
+            (cold, built, n, kinds), (warm, rebuilt, _, _) = compile_times(name, small)
+        except (RuntimeError, subprocess.SubprocessError, ValueError) as e:
+            print(f"compile {name}: failed ({e})")
+            continue
+        print(f"compile {name}: {n} instructions {kinds}; cold cache {cold * 1e3:.0f} ms "
+              f"({built} C build), warm cache {warm * 1e3:.0f} ms ({rebuilt} builds)")

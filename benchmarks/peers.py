@@ -1,4 +1,6 @@
-"""The same benchmark steps in PyTorch (eager) and JAX (jax.jit), when installed.
+"""The same benchmark steps in PyTorch (eager), in PyTorch's fused recurrent layers
+(torch.nn.RNN / LSTM / GRU: one matrix product and one fused cell per step, forward and
+backward) and in JAX (jax.jit), when installed.
 
 Each factory returns step() -> None or None when the library is missing. The
 peers train their own copies of the weights with the same SGD; step.reset() puts
@@ -51,6 +53,14 @@ def torch_step(name, w, data, lr=0.01):
         X = P["Wxh"][ids] + P["bh"]         # NOTE: batched as in models.py and handwritten.py
         hs = []
         for t in range(ids.shape[0]):
+            if name == "gru_b32":           # as benchmarks/gru.py
+                x, hh = X[t], h @ P["Whh"] + P["bhh"]
+                r = torch.sigmoid(x[:, :H] + hh[:, :H])
+                u = torch.sigmoid(x[:, H:2 * H] + hh[:, H:2 * H])
+                n = torch.tanh(x[:, 2 * H:] + r * hh[:, 2 * H:])
+                h = (1 - u) * n + u * h
+                hs.append(h)
+                continue
             z = X[t] + h @ P["Whh"]
             if name == "lstm_b32":
                 i, f, o = torch.sigmoid(z[:, :H]), torch.sigmoid(z[:, H:2 * H]), torch.sigmoid(z[:, 2 * H:3 * H])
@@ -80,6 +90,64 @@ def torch_step(name, w, data, lr=0.01):
     return step
 
 
+# -- PyTorch's fused recurrent layers --------------------------------------------------------
+
+LAYERS = {"rnn_b1": "RNN", "rnn_b32": "RNN", "lstm_b32": "LSTM", "gru_b32": "GRU"}
+
+
+def _gate_blocks(a, H, order):
+    """a's column blocks of width H reordered (exprvm's gate order -> PyTorch's)."""
+    return np.concatenate([a[..., k * H:(k + 1) * H] for k in order], axis=-1)
+
+
+def torch_nn_step(name, w, data, lr=0.01):
+    """The recurrent models in torch.nn.RNN / LSTM / GRU (the fused engines), on one-hot
+    inputs, with the same weights: W_ih = Wxh.T (gates in PyTorch's order), b_ih = bh,
+    W_hh = Whh.T, b_hh = bhh (GRU) or 0. The output layer and the summed cross-entropy as
+    in the other implementations; SGD over every parameter."""
+    torch = _torch()
+    if torch is None or name not in LAYERS:
+        return None
+    F = torch.nn.functional
+    V, GH = w["Wxh"].shape
+    H = w["Whh"].shape[0]
+    order = [0, 1, 3, 2] if name == "lstm_b32" else list(range(GH // H))   # exprvm i f o g -> i f g o
+    layer = getattr(torch.nn, LAYERS[name])(V, H)
+    with torch.no_grad():
+        layer.weight_ih_l0.copy_(torch.tensor(_gate_blocks(w["Wxh"], H, order).T.copy()))
+        layer.weight_hh_l0.copy_(torch.tensor(_gate_blocks(w["Whh"], H, order).T.copy()))
+        layer.bias_ih_l0.copy_(torch.tensor(_gate_blocks(w["bh"], H, order)))
+        layer.bias_hh_l0.copy_(torch.tensor(w["bhh"] if "bhh" in w else np.zeros(GH, np.float32)))
+    Why = torch.tensor(w["Why"], requires_grad=True)
+    by = torch.tensor(w["by"], requires_grad=True)
+    params = list(layer.parameters()) + [Why, by]
+    ids = torch.tensor(data["ids"])
+    x = F.one_hot(ids, V).to(Why.dtype)                 # (steps, batch, vocab), made once
+    tg = torch.tensor(data["targets"]).reshape(-1)
+
+    def step():
+        out, _ = layer(x)
+        loss = F.cross_entropy(out.reshape(-1, H) @ Why + by, tg, reduction="sum")
+        loss.backward()
+        with torch.no_grad():
+            for p in params:
+                p -= lr * p.grad
+                p.grad = None
+
+    saved = [p.detach().clone() for p in params]
+
+    def reset():
+        with torch.no_grad():
+            for p, v in zip(params, saved):
+                p.copy_(v)
+    step.reset = reset
+    def loss():
+        with torch.no_grad():
+            return float(F.cross_entropy(layer(x)[0].reshape(-1, H) @ Why + by, tg, reduction="sum"))
+    step.loss = loss            # for the tests: the same loss as the other implementations
+    return step
+
+
 # -- JAX --------------------------------------------------------------------------------------
 
 def jax_step(name, w, data, lr=0.01):
@@ -104,6 +172,13 @@ def jax_step(name, w, data, lr=0.01):
         X = P["Wxh"][ids] + P["bh"]
         hs = []
         for t in range(ids.shape[0]):
+            if name == "gru_b32":
+                x, hh = X[t], h @ P["Whh"] + P["bhh"]
+                r = jax.nn.sigmoid(x[:, :H] + hh[:, :H])
+                u = jax.nn.sigmoid(x[:, H:2 * H] + hh[:, H:2 * H])
+                h = (1 - u) * jnp.tanh(x[:, 2 * H:] + r * hh[:, 2 * H:]) + u * h
+                hs.append(h)
+                continue
             z = X[t] + h @ P["Whh"]
             if name == "lstm_b32":
                 i, f, o = (jax.nn.sigmoid(z[:, :H]), jax.nn.sigmoid(z[:, H:2 * H]),

@@ -534,3 +534,36 @@ def test_without_a_compiler_everything_runs_per_op(tmp_path):
 def test_fusion_reports_its_availability():
     ok, why = fusion.available()
     assert ok and str(generated.cache_root()) in why
+
+
+# -- the benchmark models the targets are measured on ----------------------------------------
+
+def test_gru_benchmark_fuses_and_matches_its_handwritten_numpy():
+    import copy
+    import gru
+    w, data = gru.weights_and_data(small=True)
+    w = {k: v.astype(F64) + np.random.default_rng(3).standard_normal(v.shape) * 0.1 for k, v in w.items()}
+    m = gru.graph(w, small=True)
+    tm = ev.TapeMachine(m.graph, [m.cost])
+    assert [i.op for i in tm.program].count("fused") >= 2 * models.sizes("lstm_b32", True)["steps"] - 2
+    tm.run(m.feeds(data))
+    by_hand = copy.deepcopy(w)
+    loss = gru.step(by_hand, data["ids"], data["targets"], lr=1.0)
+    assert float(m.cost.value) == pytest.approx(loss, rel=1e-12)
+    for p in m.params:
+        np.testing.assert_allclose(p.grad, w[p.name] - by_hand[p.name], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["rnn_b32", "lstm_b32", "gru_b32"])
+def test_torch_recurrent_layers_train_the_same_model(name):
+    """peers.torch_nn_step (torch.nn.RNN / LSTM / GRU) computes the loss of the same
+    weights as the handwritten numpy step."""
+    pytest.importorskip("torch")
+    import copy
+    import gru
+    import handwritten as hw
+    import peers
+    w, data = gru.weights_and_data(True) if name == "gru_b32" else models.weights_and_data(name, True)
+    step = peers.torch_nn_step(name, copy.deepcopy(w), data)
+    fn = {"rnn_b32": hw.rnn_step, "lstm_b32": hw.lstm_step, "gru_b32": gru.step}[name]
+    assert step.loss() == pytest.approx(float(fn(copy.deepcopy(w), data["ids"], data["targets"], 0.0)), rel=1e-5)
