@@ -154,9 +154,9 @@ def test_public_functions_survive_compiling_a_tape_machine():
 # -- fusion by construction ------------------------------------------------------------------
 
 def _program_ops(g, outputs, backend="c"):
-    # NOTE: one instruction per op (fuse=False: no generated groups; fuse_adds=False: no fused adds),
+    # NOTE: one instruction per op (fuse=False: no generated groups),
     # to see which kernel each op runs
-    prog = ev.TapeMachine.compile(g, outputs, backend=backend, fuse=False, fuse_adds=False)
+    prog = ev.TapeMachine.compile(g, outputs, backend=backend, fuse=False)
     return [ins.op for ins in prog]
 
 

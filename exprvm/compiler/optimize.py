@@ -5,11 +5,12 @@ Nothing here recognises how a formula is spelled: the fused gradients of the ker
 ops (unary_grad) and of cross-entropy (xent_grad) are built by their VJPs directly
 (ops/internal.py).
 
-fuse_adds     tanh(a + b), and tanh's gradient of g + h, -> one kernel call each
-              (unary_add, unary_grad_add), when the host C backend runs them
+batch_siblings  k independent copies of one op over rows -> one op (batching.py)
 merge_sums    a sum of many matmuls / axis-0 sums / embedding scatters of the
               same shape (weight gradients accumulated over the steps of an
               unrolled loop) -> one op over the concatenated operands
+fusion.fuse   every group of elementwise ops over one shape -> one generated C kernel
+              (fusion.py; last, on the C backend with a C compiler, no watches)
 """
 import numpy as np
 
@@ -26,31 +27,6 @@ def _single(v, keep):
 
 def _same(a, b):
     return a.shape == b.shape and a.dtype == b.dtype
-
-
-# -- an add in front of a kernel op -------------------------------------------------------
-
-def _fusable_add(v, keep, like):
-    """Is v an add of two operands of like's shape and dtype, read only by like?"""
-    return (v.kind == "op" and v.op == "add" and len(v.ins) == 2 and _single(v, keep)
-            and _same(v, like) and all(_same(x, like) for x in v.ins))
-
-
-def fuse_adds(live, keep, ops):
-    """op(a + b) -> unary_add, and op's gradient for g + h -> unary_grad_add: one kernel
-    call each instead of two, and the sum is never stored (an RNN step's
-    tanh(x_t + h @ W), and its backward's tanh gradient of the summed dh)."""
-    n = 0
-    for v in live:
-        if v.kind != "op":
-            continue
-        if v.op in ops and len(v.ins) == 1 and _fusable_add(v.ins[0], keep, v):
-            v.op, v.ins, v.params = "unary_add", list(v.ins[0].ins), {"op": v.op}
-            n += 1
-        elif v.op == "unary_grad" and v.params["op"] in ops and _fusable_add(v.ins[2], keep, v):
-            v.op, v.ins = "unary_grad_add", v.ins[:2] + list(v.ins[2].ins)
-            n += 1
-    return n
 
 
 # -- sums of per-step terms ------------------------------------------------------------------
@@ -222,10 +198,9 @@ def merge_sums(live, keep):
     return merged
 
 
-def optimize(live, roots, keep, host_ops=(), fuse=False):
-    """Run the passes; returns (live Vals, notes for the disassembly). host_ops: the
-    kernel ops the host backend runs with the add in front fused too; fuse: turn every
-    elementwise group into one generated kernel (fusion.py; it covers the fused adds)."""
+def optimize(live, roots, keep, fuse=False):
+    """Run the passes; returns (live Vals, notes for the disassembly). fuse: turn every
+    elementwise group into one generated kernel (fusion.py)."""
     notes = []
     n = batch_siblings(live, roots)
     if n:
@@ -235,11 +210,7 @@ def optimize(live, roots, keep, host_ops=(), fuse=False):
     if n:
         notes.append(f"merged {n} summed terms (per-step gradients) into single ops")
         live = ir.live_vals(roots)
-    # NOTE: last, so that the passes above still see the adds (merge_sums' trees).
-    n = fuse_adds(live, keep, set(host_ops)) if host_ops and not fuse else 0
-    if n:
-        notes.append(f"fused {n} adds into the kernels that read them")
-        live = ir.live_vals(roots)
+    # NOTE: last, so that the passes above still see the elementwise ops (merge_sums' adds).
     if fuse:
         live, note = fusion.fuse(live, roots, keep)
         if note:

@@ -10,13 +10,12 @@ class CompileOptions:
     grads       also compile the ev.grad gradients of the costs compiled
     keep        extra nodes whose values must survive the run (watches)
     backend     host kernel backend: "numpy", "c", or None for exprvm.kernels' default
-    optimize    fold identities, batch per-step ops, merge summed gradients, fuse adds
+    optimize    fold identities, batch per-step ops, merge summed gradients, fuse
     fuse        run each group of elementwise ops over one shape as one generated C kernel
-                (compiler/fusion.py; on the C backend when a C compiler is available)
+                (compiler/fusion.py; on the C backend when a C compiler is available; off
+                under nan/inf watches, so that a NaN is reported at the op that made it)
     threads     the thread policy: None (chosen from the shapes, compiler/threads.py), an int
                 (at most that many threads), or a threads.Policy
-    fuse_adds   fuse an add into the kernel op that reads it (off under nan/inf watches,
-                so that an Inf made by the add is reported at the add)
     verify      prove the buffer plan sound with Program.verify
     device      None / "cpu", or "cuda": every instruction with a CUDA kernel on the GPU
     use_cuda_for  only these ops on the GPU
@@ -30,7 +29,6 @@ class CompileOptions:
     optimize: bool = True
     fuse: bool = True
     threads: object = None
-    fuse_adds: bool = True
     verify: bool = True
     device: Optional[str] = None
     use_cuda_for: tuple = ()

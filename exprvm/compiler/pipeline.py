@@ -26,7 +26,6 @@ import numpy as np
 
 from ..core import ancestors
 from ..errors import CompileError
-from ..kernels import KERNEL_OPS
 from . import ir
 from .backends import resolve_backend
 from .emit import Emitter
@@ -123,11 +122,10 @@ def _compile(g, outputs, options):
     live = ir.live_vals(roots)
     notes = []
     if options.optimize:
-        # NOTE: the fused adds have host kernels only: none when values may go to a device.
-        fuse = (backend == "c" and options.fuse_adds and device in (None, "cpu") and not use_cuda_for)
-        live, notes = optimize(live, roots, {id(vals[n.id]) for n in results},
-                               set(KERNEL_OPS) if fuse else set(),
-                               fuse=fuse and options.fuse and fusion.available()[0])
+        # NOTE: generated kernels run on the host only: none when values may go to a device.
+        fuse = (backend == "c" and options.fuse and device in (None, "cpu") and not use_cuda_for
+                and fusion.available()[0])
+        live, notes = optimize(live, roots, {id(vals[n.id]) for n in results}, fuse=fuse)
     em = Emitter(backend, place(live, device, use_cuda_for))
     with threads.using(options.threads):    # a fused kernel's threads are chosen as it is lowered
         for v in live:             # live_vals keeps them in topological order

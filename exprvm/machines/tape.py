@@ -136,7 +136,7 @@ class TapeMachine:
         self.options = CompileOptions(grads=grads, keep=tuple(self.watch), backend=backend,
                                       optimize=optimize and not trace, verify=verify, device=device,
                                       use_cuda_for=tuple(use_cuda_for or ()),
-                                      fuse_adds=not (nan_watch or inf_watch), comm=comm,
+                                      comm=comm,
                                       fuse=fuse and not (nan_watch or inf_watch), threads=threads,
                                       updates=_pairs(updates))
         self.program = compile_graph(g, outputs, self.options)
