@@ -11,8 +11,6 @@ unary_grad(x, ans, g, op)      op's gradient given its input x, its result ans a
                                x and ans is passed that one twice, so the other's
                                buffer may die early)
 xent_grad(logits, t)           softmax(logits) - one_hot(t): cross_entropy's gradient
-unary_add(a, b, op)            op(a + b)              (compiler-made: optimize.fuse_adds)
-unary_grad_add(x, ans, g, h, op)   unary_grad for g + h   (compiler-made)
 copy(x)                        a private copy (compiler-made, for .grad buffers)
 """
 import numpy as np
@@ -113,16 +111,6 @@ def xent_grad(logits, targets):
 
 # -- compiler-made fusions and copies ------------------------------------------------------
 
-_unary_add = defop(
-    "unary_add", lambda a, b, op: reference.FORWARD[op](np.add(a, b), None), _same_shape_rule,
-    elementwise=True,
-    row=Row((("f", (3, 4), -2.0, 2.0), ("f", (3, 4), -2.0, 2.0)), {"op": "tanh"}, grad=False,
-            ref=lambda a, b, op: np.tanh(a + b)))
-_unary_grad_add = defop(
-    "unary_grad_add", lambda x, ans, g, h, op: reference.GRAD[op](x, ans, np.add(g, h), None),
-    _same_shape_rule, elementwise=True,
-    row=Row((("f", (3, 4), -2.0, 2.0),) * 4, {"op": "relu"}, grad=False,
-            ref=lambda x, ans, g, h, op: (g + h) * (x > 0)))
 _copy = defop(
     "copy", lambda x: np.array(x, copy=True), lambda x: (x.shape, x.dtype),
     vjp=(lambda g, ans, x: g,), elementwise=True,

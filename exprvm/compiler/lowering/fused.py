@@ -27,8 +27,7 @@ from .. import threads
 from .scalar import CType, formula, result_kind
 from .table import Lowered, lowers
 
-HEAVY = {"exp", "expm1", "log1p", "log", "tanh", "sigmoid", "softplus", "sin", "cos", "pow",
-         "unary_add"}
+HEAVY = {"exp", "expm1", "log1p", "log", "tanh", "sigmoid", "softplus", "sin", "cos", "pow"}
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Lowering rows of the internal ops (ops/internal.py): a kernel op's gradient
-(unary_grad), the fused adds, numpy and C side by side.
+(unary_grad), numpy and C side by side.
 
 On numpy each kernel op's gradient is a short sequence of out= calls over one scratch
 buffer (the same formula and order as exprvm.kernels.reference.GRAD, so no backend
@@ -8,7 +8,7 @@ rounds differently from the reference), allocating nothing.
 import numpy as np
 
 from .elementwise import sigmoid_into
-from .kernel_calls import c_unary_add, c_unary_grad, c_unary_grad_add
+from .kernel_calls import c_unary_grad
 from .table import ALL, Lowered, lowers
 
 
@@ -79,5 +79,3 @@ def _unary_grad_row(req):
 
 
 lowers("unary_grad", "c")(c_unary_grad)
-lowers("unary_add", "c")(c_unary_add)
-lowers("unary_grad_add", "c")(c_unary_grad_add)

@@ -57,17 +57,6 @@ def c_unary_grad(req):
     return c_elementwise(req, lambda x, a, g, o, b: kernels.bind_unary_grad(op, x, a, g, o, b), op + "_grad")
 
 
-def c_unary_add(req):
-    op = req.params["op"]
-    return c_elementwise(req, lambda a, b_, o, b: kernels.bind_fused(op, (a, b_), o, False, b), op + "_add")
-
-
-def c_unary_grad_add(req):
-    op = req.params["op"]
-    return c_elementwise(req, lambda x, a, g, h, o, b: kernels.bind_fused(op, (x, a, g, h), o, True, b),
-                         op + "_grad_add")
-
-
 def c_xent(req):
     """cross_entropy / xent_grad on the C kernels: int64 targets, contiguous logits."""
     if (req.dtype not in FLOAT_DTYPES or req.in_dtypes[0] != req.dtype or req.in_dtypes[1] != np.int64

@@ -110,17 +110,7 @@ def _unary_grad(a, t, op):
     return f"evm_{op}_grad_{t.sfx}({a[0]}, {a[1]}, {a[2]})"
 
 
-@scalar("unary_add")
-def _unary_add(a, t, op):
-    return f"evm_{op}_{t.sfx}({a[0]} + {a[1]})"
-
-
-@scalar("unary_grad_add")
-def _unary_grad_add(a, t, op):
-    return f"evm_{op}_grad_{t.sfx}({a[0]}, {a[1]}, {a[2]} + {a[3]})"
-
-
-_KERNEL_PARAM = ("unary_grad", "unary_add", "unary_grad_add")
+_KERNEL_PARAM = ("unary_grad",)
 
 
 def fusable(op, params):
