@@ -20,7 +20,8 @@ from setuptools.command.build_py import build_py
 
 ROOT = pathlib.Path(__file__).resolve().parent
 C_MODULE = "exprvm.kernels._ev_c"
-CSRC_FILES = ("ev_math.h", "ev_kernels.h", "ev_kernels.c", "ev_conv.h", "ev_conv.c", "ev_cuda.h", "ev_cuda.cu")
+# every C, CUDA and header source: an installed exprvm builds its CUDA library from them
+CSRC_PATTERNS = ("*.h", "*.c", "*.cc", "*.cu")
 
 
 def _flag_sets():
@@ -94,9 +95,9 @@ class BuildPyWithCsrc(build_py):
         super().run()
         dest = pathlib.Path(self.build_lib) / "exprvm" / "kernels" / "_csrc"
         dest.mkdir(parents=True, exist_ok=True)
-        for name in CSRC_FILES:
-            if (ROOT / "csrc" / name).is_file():
-                shutil.copy2(ROOT / "csrc" / name, dest / name)
+        for pattern in CSRC_PATTERNS:
+            for path in sorted((ROOT / "csrc").glob(pattern)):
+                shutil.copy2(path, dest / path.name)
 
 
 setup(

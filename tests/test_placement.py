@@ -116,9 +116,6 @@ def test_an_op_without_a_device_row_stays_on_the_host_with_transfers():
     assert any(i.op == "to_host" for i in prog.instrs) and any(i.op == "to_device" for i in prog.instrs)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the emitter to keep device leaves on the device, move "
-                   "the feeds first and leave device gradients there (placement.leaves / feeds / "
-                   "grads; see the hooks in the issue-14 note)")
 @pytest.mark.parametrize("name", ["mlp", "rnn_b32", "char_rnn example"])
 def test_compiled_step_has_no_transfer_between_first_and_last_instruction(name):
     if name == "char_rnn example":

@@ -252,15 +252,18 @@ def test_device_placement_moves_values_only_where_they_cross():
     _devices_consistent(prog)
     on_gpu = [i.op for i in prog if i.kernel == "cuda" and not i.op.startswith("to_")]
     assert {"sigmoid", "tanh", "exp", "mul", "tanh_grad"} <= set(on_gpu)
-    # sigmoid -> mul -> tanh -> exp stay on the device: nothing moves between them
+    # the feed moves in first, the loss out last; parameters, constants and everything
+    # between them stay on the device
     ops = [i.op for i in prog]
-    start = ops.index("sigmoid")
-    assert ops[start:start + 5] == ["sigmoid", "to_device", "mul", "tanh", "exp"]   # w comes over
+    assert ops[0] == "to_device" and ops[-1] == "to_host"
+    assert "to_device" not in ops[1:] and "to_host" not in ops[:-1]
+    assert prog.registers[prog.instrs[0].ins[0]].nodes == [x]
+    assert prog.registers[[r for n, r in prog.index.items() if n is w][0]].device == "cuda"
     moved = [(i.op, i.ins[0]) for i in prog if i.op.startswith("to_")]
     assert len(moved) == len(set(moved)), "a value crossed twice in one direction"
-    # what the host reads back: results and gradients are host registers
-    for _, rid in prog.values + prog.grads:
-        assert prog.registers[rid].device == "cpu"
+    # the loss comes back to the host; w's gradient stays beside w for the device solvers
+    assert {prog.registers[rid].device for _, rid in prog.values if _ is y} == {"cpu"}
+    assert {prog.registers[rid].device for _, rid in prog.grads} == {"cuda"}
     assert "to_device r" in str(prog) and "to_host r" in str(prog) and "tanh[cuda]" in str(prog)
 
 

@@ -75,19 +75,21 @@ class Emitter:
         return r
 
     def val(self, v):
+        # parameters and constants the device reads live there (placement.leaves)
+        leaf_device = getattr(self.placement, "leaves", {}).get(id(v), "cpu")
         if v.kind in ("input", "param"):
-            r = self.reg(v.shape, v.dtype, v.kind)
+            r = self.reg(v.shape, v.dtype, v.kind, device=leaf_device if v.kind == "param" else "cpu")
         elif v.kind == "const":
-            r = self.reg(v.shape, v.dtype, "const", const=v.value)
+            r = self.reg(v.shape, v.dtype, "const", const=v.value, device=leaf_device)
         else:
             device = self.placement.get(id(v), "cpu")
             view = None
-            if device == "cpu" and OPS[v.op].view:
-                base = self.on(v.ins[0].rid, "cpu")
-                if self.regs[base].kind != "const":
-                    view = as_view(v.op, v.params, self.fake[base])
+            if OPS[v.op].view:      # views of device registers too (DeviceArray views)
+                base = self.on(v.ins[0].rid, device)
+                if self.regs[base].kind != "const" or device != "cpu":
+                    view = as_view(v.op, v.params, self.fake.get(base, self.regs[base].const))
             if view is not None:
-                r = self.reg(v.shape, v.dtype, "view", base=base, view=(v.op, v.params))
+                r = self.reg(v.shape, v.dtype, "view", base=base, view=(v.op, v.params), device=device)
                 self.fake[r.id] = view
             else:
                 ins = [self.on(x.rid, device) for x in v.ins]
@@ -111,7 +113,7 @@ class Emitter:
 
     def emit(self, op, ins, out, params, node=None, note=""):
         low = self.kernel(op, ins, out, params)
-        tmps = tuple(self.reg(s, d, "buffer", scratch=True).id for s, d in low.tmps)
+        tmps = tuple(self.reg(s, d, "buffer", scratch=True, device=out.device).id for s, d in low.tmps)
         self.instrs.append(Instr(low.name or op, tuple(ins), out.id, node, low.kernel, low.build, tmps,
                                  low.inplace, low.allocates, note))
         return self.instrs[-1]

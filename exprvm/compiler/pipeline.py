@@ -126,9 +126,20 @@ def _compile(g, outputs, options):
         fuse = (backend == "c" and options.fuse and device in (None, "cpu") and not use_cuda_for
                 and fusion.available()[0])
         live, notes = optimize(live, roots, {id(vals[n.id]) for n in results}, fuse=fuse)
-    em = Emitter(backend, place(live, device, use_cuda_for))
+    where = place(live, device, use_cuda_for)
+    em = Emitter(backend, where)
+    order = live               # live_vals keeps them in topological order
+    if where.feeds:
+        # NOTE: leaves first, then the feeds' transfers: a device step moves its inputs in
+        # before its first instruction, however late the graph made them.
+        for v in live:
+            if v.kind != "op":
+                em.val(v)
+        for v in where.feeds:
+            em.on(v.rid, "cuda")
+        order = [v for v in live if v.kind == "op"]
     with threads.using(options.threads):    # a fused kernel's threads are chosen as it is lowered
-        for v in live:             # live_vals keeps them in topological order
+        for v in order:
             em.val(v)
     fusion.annotate(live, em.instrs)
     index = {}
@@ -138,17 +149,19 @@ def _compile(g, outputs, options):
     # constants folded away entirely: their values, for trace=True
     folded = [(n, v.value) for v in vals.values() if v.kind == "const"
               for n in v.nodes if not n.is_leaf and n not in index]
-    out_values = [(n, em.on(index[n], "cpu")) for n in results if n in index]
+    # gradients of parameters on the device stay there (the device solvers update them)
+    stays = {gn: em.regs[index[w]].device for w, gn in g.grads.items() if w in index and gn in index}
+    out_values = [(n, em.on(index[n], stays.get(n, "cpu"))) for n in results if n in index]
     grad_regs = []
     taken = set()
     for w, gn in g.grads.items():
         if gn not in index or not any(gn is n for n in results):
             continue
-        rid = em.on(index[gn], "cpu")
+        rid = em.on(index[gn], stays.get(gn, "cpu"))
         r = em.regs[rid]
         if r.kind != "buffer" or r.shape != w.shape or r.dtype != w.dtype or rid in taken:
             # .grad must be a writable array of w's shape that no other .grad shares.
-            cp = em.reg(w.shape, w.dtype, "buffer")
+            cp = em.reg(w.shape, w.dtype, "buffer", device=r.device)
             em.emit("copy", [rid], cp, {}, gn, note="")
             rid = cp.id
         taken.add(rid)

@@ -27,6 +27,7 @@ from ..core import OPS, bound_value, check_value, let
 from ..errors import ExprError, FeedError, NumericError
 from .common import check_feed_graph, check_finite, log, run_error
 from .profile import profile_tape
+from ..kernels.device_params import DeviceParams
 
 
 def _plain(arr, node):
@@ -153,9 +154,13 @@ class TapeMachine:
         self._arenas = {}
         self._inputs = []
         self._params = []
+        self._device_params = []    # [node, register, DeviceArray, host value]: on the device
+        self._resident = DeviceParams() if self._cuda is not None else None
         for r in self.program.registers:
             if r.kind == "input":
                 self._inputs.append(_Input(r.nodes[0], r.id, self.program))
+            elif r.kind == "param" and r.device != "cpu":
+                self._device_params.append([r.nodes[0], r.id, None, None])
             elif r.kind == "param":
                 self._params.append(_Param(r.nodes[0], r.id))
         self._leaf = {i.node: i for i in self._inputs}
@@ -178,6 +183,9 @@ class TapeMachine:
             arrays[i.rid] = i.cur
         for p in self._params:
             arrays[p.rid] = p.bind()
+        for dp in self._device_params:
+            arrays[dp[1]] = dp[2] = self._resident.bind(dp[0])
+            dp[3] = dp[0].value
         shared = {}
         for r in regs:
             if r.kind == "buffer" and r.device != "cpu":
@@ -191,8 +199,13 @@ class TapeMachine:
                 if a is None:
                     a = shared[same] = self._arena(key)[lo:hi].view(r.dtype).reshape(r.shape)
                 arrays[r.id] = a
+            elif r.kind == "const" and r.device != "cpu":
+                arrays[r.id] = self._resident.constant(r.id, r.const)
             elif r.kind == "const":
                 arrays[r.id] = r.const
+            elif r.kind == "view" and r.device != "cpu":
+                op, params = r.view
+                arrays[r.id] = arrays[r.base].apply_view(lambda a: OPS[op].impl(a, **params))
             elif r.kind == "view":
                 base = arrays[r.base]
                 a = OPS[r.view[0]].impl(base, **r.view[1])
@@ -218,7 +231,7 @@ class TapeMachine:
         # NOTE: registers share a device slot only with equal shape and dtype (plan._color).
         buf = self._device_bufs.get(r.slot)
         if buf is None:
-            buf = self._device_bufs[r.slot] = self._cuda.DeviceArray(r.shape, r.dtype)
+            buf = self._device_bufs[r.slot] = self._cuda.DeviceArray(r.shape, r.dtype, scoped=False)
         return buf
 
     def _arena(self, key):
@@ -258,6 +271,12 @@ class TapeMachine:
                 break
         for p in self._copied:
             p.refresh()
+        for dp in self._device_params:
+            if dp[0].value is not dp[3]:    # .value assigned: upload it (rebind if it moved)
+                dp[3] = dp[0].value
+                if self._resident.bind(dp[0]) is not dp[2]:
+                    self._bind()
+                    break
         if self._slow:
             self._run_watched()
         else:
@@ -368,8 +387,16 @@ class TapeMachine:
         for buf in self._device_bufs.values():
             buf.free()
         self._device_bufs = {}
+        if self._resident is not None:
+            self._resident.close()      # the parameters' values back in their host arrays
         self._values = self._grads = []
         self._closed = True
+
+    def params_to_host(self):
+        """Copy the device parameters' values into their host arrays (ev.nn blocks, a host
+        machine sampling from the same model, a checkpoint of the host arrays)."""
+        if self._resident is not None:
+            self._resident.to_host()
 
     def __enter__(self):
         return self
