@@ -62,42 +62,11 @@ int ev_num_threads(void) {
             out[i] = evm_##op##_grad_##sfx(x[i], ans[i], g[i]);               \
     }
 
-/* An elementwise add fused in front: the sum is formed in a register, never stored. */
-#define EV_UNARY_ADD(op, T, sfx)                                              \
-    void ev_##op##_add_##sfx(const T* a, const T* b, T* out, int64_t n) {    \
-        if (n < EV_PAR_MIN) {                                                 \
-            _Pragma("omp simd")                                               \
-            for (int64_t i = 0; i < n; i++)                                   \
-                out[i] = evm_##op##_##sfx(a[i] + b[i]);                       \
-            return;                                                           \
-        }                                                                     \
-        _Pragma("omp parallel for simd schedule(dynamic, EV_CHUNK)")         \
-        for (int64_t i = 0; i < n; i++) out[i] = evm_##op##_##sfx(a[i] + b[i]); \
-    }
-
-#define EV_UNARY_GRAD_ADD(op, T, sfx)                                         \
-    void ev_##op##_grad_add_##sfx(const T* x, const T* ans, const T* g,      \
-                                  const T* h, T* out, int64_t n) {            \
-        if (n < EV_PAR_MIN) {                                                 \
-            _Pragma("omp simd")                                               \
-            for (int64_t i = 0; i < n; i++)                                   \
-                out[i] = evm_##op##_grad_##sfx(x[i], ans[i], g[i] + h[i]);    \
-            return;                                                           \
-        }                                                                     \
-        _Pragma("omp parallel for simd schedule(dynamic, EV_CHUNK)")         \
-        for (int64_t i = 0; i < n; i++)                                       \
-            out[i] = evm_##op##_grad_##sfx(x[i], ans[i], g[i] + h[i]);        \
-    }
-
 #define EV_OP(op)                    \
     EV_UNARY(op, float, f32)         \
     EV_UNARY(op, double, f64)        \
     EV_UNARY_GRAD(op, float, f32)    \
-    EV_UNARY_GRAD(op, double, f64)   \
-    EV_UNARY_ADD(op, float, f32)     \
-    EV_UNARY_ADD(op, double, f64)    \
-    EV_UNARY_GRAD_ADD(op, float, f32) \
-    EV_UNARY_GRAD_ADD(op, double, f64)
+    EV_UNARY_GRAD(op, double, f64)
 
 EV_OP(tanh)
 EV_OP(sigmoid)

@@ -48,53 +48,6 @@ void ev_softplus_grad_f32(const float* x, const float* ans, const float* g, floa
 void ev_softplus_f64(const double* x, double* out, int64_t n);
 void ev_softplus_grad_f64(const double* x, const double* ans, const double* g, double* out, int64_t n);
 
-/* Fused with the add before them (the optimizer's fuse_adds): out = op(a + b), and
- * op's gradient for the summed upstream gradient g + h.  Same rules for out. */
-void ev_tanh_add_f32(const float* a, const float* b, float* out, int64_t n);
-void ev_tanh_grad_add_f32(const float* x, const float* ans, const float* g, const float* h, float* out, int64_t n);
-void ev_tanh_add_f64(const double* a, const double* b, double* out, int64_t n);
-void ev_tanh_grad_add_f64(const double* x, const double* ans, const double* g, const double* h, double* out, int64_t n);
-
-void ev_sigmoid_add_f32(const float* a, const float* b, float* out, int64_t n);
-void ev_sigmoid_grad_add_f32(const float* x, const float* ans, const float* g, const float* h, float* out, int64_t n);
-void ev_sigmoid_add_f64(const double* a, const double* b, double* out, int64_t n);
-void ev_sigmoid_grad_add_f64(const double* x, const double* ans, const double* g, const double* h, double* out, int64_t n);
-
-void ev_exp_add_f32(const float* a, const float* b, float* out, int64_t n);
-void ev_exp_grad_add_f32(const float* x, const float* ans, const float* g, const float* h, float* out, int64_t n);
-void ev_exp_add_f64(const double* a, const double* b, double* out, int64_t n);
-void ev_exp_grad_add_f64(const double* x, const double* ans, const double* g, const double* h, double* out, int64_t n);
-
-void ev_expm1_add_f32(const float* a, const float* b, float* out, int64_t n);
-void ev_expm1_grad_add_f32(const float* x, const float* ans, const float* g, const float* h, float* out, int64_t n);
-void ev_expm1_add_f64(const double* a, const double* b, double* out, int64_t n);
-void ev_expm1_grad_add_f64(const double* x, const double* ans, const double* g, const double* h, double* out, int64_t n);
-
-void ev_log1p_add_f32(const float* a, const float* b, float* out, int64_t n);
-void ev_log1p_grad_add_f32(const float* x, const float* ans, const float* g, const float* h, float* out, int64_t n);
-void ev_log1p_add_f64(const double* a, const double* b, double* out, int64_t n);
-void ev_log1p_grad_add_f64(const double* x, const double* ans, const double* g, const double* h, double* out, int64_t n);
-
-void ev_cube_add_f32(const float* a, const float* b, float* out, int64_t n);
-void ev_cube_grad_add_f32(const float* x, const float* ans, const float* g, const float* h, float* out, int64_t n);
-void ev_cube_add_f64(const double* a, const double* b, double* out, int64_t n);
-void ev_cube_grad_add_f64(const double* x, const double* ans, const double* g, const double* h, double* out, int64_t n);
-
-void ev_square_add_f32(const float* a, const float* b, float* out, int64_t n);
-void ev_square_grad_add_f32(const float* x, const float* ans, const float* g, const float* h, float* out, int64_t n);
-void ev_square_add_f64(const double* a, const double* b, double* out, int64_t n);
-void ev_square_grad_add_f64(const double* x, const double* ans, const double* g, const double* h, double* out, int64_t n);
-
-void ev_relu_add_f32(const float* a, const float* b, float* out, int64_t n);
-void ev_relu_grad_add_f32(const float* x, const float* ans, const float* g, const float* h, float* out, int64_t n);
-void ev_relu_add_f64(const double* a, const double* b, double* out, int64_t n);
-void ev_relu_grad_add_f64(const double* x, const double* ans, const double* g, const double* h, double* out, int64_t n);
-
-void ev_softplus_add_f32(const float* a, const float* b, float* out, int64_t n);
-void ev_softplus_grad_add_f32(const float* x, const float* ans, const float* g, const float* h, float* out, int64_t n);
-void ev_softplus_add_f64(const double* a, const double* b, double* out, int64_t n);
-void ev_softplus_grad_add_f64(const double* x, const double* ans, const double* g, const double* h, double* out, int64_t n);
-
 /* Softmax cross-entropy of the n rows of z (each c wide) against class ids t:
  * loss[r] = log(sum_j exp(z[r,j] - m)) - (z[r,t[r]] - m), m the row's max (NaN if
  * the row has one), and its gradient out[r,:] = softmax(z[r,:]) - onehot(t[r]).

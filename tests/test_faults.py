@@ -34,6 +34,7 @@ _LIARS = textwrap.dedent("""
     import numpy as np
     from exprvm import kernels
     from exprvm.errors import KernelError
+    from exprvm.kernels import generated
 
     N = 4194304
     F32 = np.dtype(np.float32)
@@ -61,7 +62,9 @@ _LIARS = textwrap.dedent("""
         "checked grad subclass": lambda: kernels.unary_grad("tanh", F32, "c")(sub(), sub(), sub()),
         "bind out": lambda: kernels.bind_unary("tanh", big, Liar(16), "c")(),
         "bind subclass": lambda: kernels.bind_unary("tanh", sub(), small, "c")(),
-        "bind fused subclass": lambda: kernels.bind_fused("tanh", (sub(), small), small, False, "c")(),
+        "bind generated subclass": lambda: generated.bind(
+            generated.Kernel(F32, (("full", False),), (("T", "evm_tanh_f32(a0)"),), (0,)),
+            [sub()], small, (4,))(),
         "bind xent subclass": lambda: kernels.bind_xent(
             "cross_entropy", np.zeros((2, 3), F32), np.zeros(2, np.int64).view(Sub),
             np.zeros(2, F32), "c")(),

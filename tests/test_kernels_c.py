@@ -267,48 +267,6 @@ def test_bind():
     assert_matches(bound(), ref_grad("cube", x, ans, g), np.float32, zero_sign=False)
 
 
-@needs_c
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("op", kernels.KERNEL_OPS)
-def test_fused_add_kernels_match_the_add_then_the_op(op, dtype):
-    """ev_<op>_add and ev_<op>_grad_add: the sum is formed in the kernel, in the
-    operands' dtype, exactly as numpy's add rounds it; then the op as unfused."""
-    x = inputs(op, dtype)
-    split = np.random.default_rng(2).uniform(-1, 1, x.shape).astype(dtype)
-    with np.errstate(all="ignore"):
-        a, b = x - split, split         # a + b is x up to one rounding
-        out = np.empty_like(x)
-        assert kernels.bind_fused(op, (a, b), out, backend="c")() is out
-        assert_matches(out, ref_forward(op, a + b), dtype)
-        ans, g = ref_forward(op, a + b), upstream(x)
-        h = upstream(x, seed=5)
-        got = kernels.bind_fused(op, (a + b, ans, g, h), out, grad=True, backend="c")()
-        slack = np.finfo(dtype).eps * np.abs((g + h).astype(np.float64)) if op == "tanh" else 0.0
-        assert_matches(got, ref_grad(op, a + b, ans, g + h), dtype, extra_atol=slack, zero_sign=False)
-
-
-@pytest.mark.parametrize("backend", ["numpy", pytest.param("c", marks=needs_c)])
-def test_fused_add_kernels_in_place_sizes_and_errors(backend):
-    for n in (0, 1, 3, 1023, 100003):
-        a = np.linspace(-3, 3, n, dtype=np.float32)
-        b = np.linspace(1, -2, n, dtype=np.float32)
-        want = np.tanh(a + b)
-        kernels.bind_fused("tanh", (a, b), a, backend=backend)()       # out is a: in place
-        np.testing.assert_allclose(a, want, rtol=1e-6, atol=1e-7)
-    a, b = np.ones(8, np.float32), np.ones(8, np.float32)
-    with pytest.raises(KernelError, match="contiguous"):
-        kernels.bind_fused("tanh", (np.ones(16, np.float32)[::2], b), a, backend=backend)
-    with pytest.raises(KernelError, match="overlaps"):
-        buf = np.ones(9, np.float32)
-        kernels.bind_fused("tanh", (buf[:8], b), buf[1:], backend=backend)
-    with pytest.raises(DTypeError):
-        kernels.bind_fused("tanh", (np.ones(8), b), a, backend=backend)
-    with pytest.raises(ShapeError):
-        kernels.bind_fused("tanh", (np.ones(4, np.float32), b), a, backend=backend)
-    with pytest.raises(KernelError, match="expected 4 inputs"):
-        kernels.bind_fused("tanh", (a, b), a, grad=True, backend=backend)
-
-
 def _xent_reference(z, t):
     """Loss and gradient of softmax cross-entropy, in float64, by numpy's formula."""
     zz = z.astype(np.float64)

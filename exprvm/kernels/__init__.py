@@ -10,8 +10,8 @@
     kernels.binary("add", np.float32, "cuda")     # add/sub/mul/div
 
 For a compiled program: bind_unary / bind_unary_grad (fixed buffers, checked
-once, then a bare C call).  bind_fused: a kernel and the add in front of it, in one bare C call;
-bind_xent: softmax cross-entropy and its gradient (C only).
+once, then a bare C call); bind_xent: softmax cross-entropy and its gradient (C
+only). Fused elementwise kernels are generated per program: generated.py.
 See dispatch.py for the contracts.
 """
 from exprvm.kernels.reference import BINARY_OPS, KERNEL_OPS
@@ -20,7 +20,6 @@ from exprvm.kernels.dispatch import (
     available,
     backends,
     binary,
-    bind_fused,
     bind_unary,
     bind_unary_grad,
     bind_xent,
@@ -32,6 +31,6 @@ from exprvm.kernels.dispatch import (
 
 __all__ = [
     "BACKENDS", "BINARY_OPS", "KERNEL_OPS", "available", "backends", "binary",
-    "bind_fused", "bind_unary", "bind_unary_grad", "bind_xent", "get_backend",
+    "bind_unary", "bind_unary_grad", "bind_xent", "get_backend",
     "set_backend", "unary", "unary_grad",
 ]

@@ -164,16 +164,6 @@ def bind_unary_grad(op, x, ans, g, out, backend=None):
     return host.bound_unary_grad(backend, op, dt, x, ans, g, out)
 
 
-def bind_fused(op, ins, out, grad=False, backend=None):
-    """thunk() -> out for op fused with the add in front of it: out = op(a + b)
-    for ins (a, b), or op's gradient for g + h for ins (x, ans, g, h) (grad=True);
-    see bind_unary. Host backends only: CUDA has no fused kernels."""
-    dt, backend = _resolve(op, KERNEL_OPS, _dtype_of(op, out), backend)
-    if backend == "cuda":
-        raise BackendError(f"{op}: no fused CUDA kernel; fused instructions run on the host")
-    return host.bound_fused(backend, op, dt, grad, ins, out)
-
-
 def bind_xent(op, z, t, out, backend=None):
     """thunk() -> out for softmax cross-entropy: op "cross_entropy" writes the loss of
     each row of logits z against the int64 class ids t, op "xent_grad" its gradient

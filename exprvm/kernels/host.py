@@ -152,18 +152,6 @@ def bound_unary_grad(backend, op, dt, x, ans, g, out):
     return _bound(backend, op + "_grad", reference.GRAD[op], dt, (("x", x), ("ans", ans), ("g", g)), out)
 
 
-def bound_fused(backend, op, dt, grad, ins, out):
-    """A bare call of op fused with the add in front of it, for fixed buffers:
-    out = op(a + b) for ins (a, b), or op's gradient for the upstream gradient
-    g + h for ins (x, ans, g, h)."""
-    name = f"{op}_grad_add" if grad else f"{op}_add"
-    names = ("x", "ans", "g", "h") if grad else ("a", "b")
-    if len(ins) != len(names):
-        raise KernelError(f"{name}: expected {len(names)} inputs, got {len(ins)}")
-    ref = reference.unary_grad_add if grad else reference.unary_add
-    return _bound(backend, name, lambda *arrays: ref(op, *arrays), dt, tuple(zip(names, ins)), out)
-
-
 def bound_xent(op, dt, z, t, out):
     """A bare call of the softmax cross-entropy kernel (op "cross_entropy": out holds
     the per-row losses, t.shape) or of its gradient (op "xent_grad": out is z's shape),

@@ -67,15 +67,6 @@ GRAD = {
 }
 
 
-# The fused kernels (ev_<op>_add, ev_<op>_grad_add): the add, then the op.
-def unary_add(op, a, b, out):
-    return FORWARD[op](np.add(a, b), out)
-
-
-def unary_grad_add(op, x, ans, g, h, out):
-    return GRAD[op](x, ans, np.add(g, h), out)
-
-
 BINARY = {
     "add": np.add,
     "sub": np.subtract,
