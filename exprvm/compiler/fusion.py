@@ -201,8 +201,10 @@ def _chunks(members):
 
 def _push_slices(live, keep, root_ids):
     """z = op(a, b) read only through slices (an LSTM's gates z[:, :H], ...) -> each slice
-    op(a[...], b[...]): the slices of same-shaped operands are free views, and the op joins
-    the group its slice feeds instead of running alone over all of z. Returns the count."""
+    op(a[...], b[...]): the slices of same-shaped operands and bias rows are free views, a
+    slice that is one part of a concatenation is that part (which undoes the batching of
+    independent elementwise ops), and each op joins the group of what it reads or feeds
+    instead of running alone over all of z. Returns the count."""
     n = 0
     for v in live:
         if (v.kind != "op" or id(v) in keep or id(v) in root_ids or not v.users
@@ -210,25 +212,75 @@ def _push_slices(live, keep, root_ids):
             continue
         users = list({id(u): u for u in v.users}.values())
         if not all(u.op == "getitem" and u.ins[0] is v and _plain_index(u.params["index"], v.shape)
-                   and u.users and all(_class(w, keep, root_ids) is not None for w in u.users)
-                   for u in users):
+                   and u.users for u in users):
             continue
         if not all(x.dtype == v.dtype and _kind(x.shape, v.shape) in ("full", "row")
                    or _literal(x, v.dtype) is not None for x in v.ins):
             continue
-        for u in users:
+        plans = [_sliced_operands(v, u) for u in users]
+        # NOTE: worth it only if every slice then has a neighbour to fuse with, else one op
+        # over z would become several.
+        if not all(any(_class(w, keep, root_ids) is not None for w in u.users)
+                   or any(p is not None and p.shape == u.shape and _class(p, keep, root_ids) is not None
+                          for p, _ in ops) for u, ops in zip(users, plans)):
+            continue
+        views, first = {}, {}
+        for u, ops in zip(users, plans):
+            same = first.setdefault(_index_key(u.params["index"], v.shape), u)
+            if same is not u:       # the same slice twice: its readers read the first one
+                for w in u.users:
+                    w.ins = [same if x is u else x for x in w.ins]
+                continue
             ins = []
-            for i, x in enumerate(v.ins):
-                index = _index_of(x, u.params["index"], v.shape)
-                if _literal(x, v.dtype) is not None or index is None:
-                    ins.append(x)       # a scalar, or a row the index keeps whole
-                    continue
-                shape = np.zeros(x.shape, np.int8)[index].shape
-                ins.append(ir.Val((u.key[0], u.key[1] - 0.5 + 0.01 * i), "op", "getitem", [x],
-                                  {"index": index}, shape, x.dtype))
+            for i, (part, (x, index)) in enumerate(ops):
+                if part is not None:
+                    ins.append(part)
+                elif index is None:
+                    ins.append(x)
+                else:
+                    key = (id(x), repr(index))
+                    if key not in views:
+                        shape = np.zeros(x.shape, np.int8)[index].shape
+                        views[key] = ir.Val((u.key[0], u.key[1] - 0.5 + 0.01 * i), "op", "getitem", [x],
+                                            {"index": index}, shape, x.dtype)
+                    ins.append(views[key])
             u.op, u.ins, u.params = v.op, ins, dict(v.params)
         n += 1
     return n
+
+
+def _index_key(index, shape):
+    """A basic index as a comparable key: padded to every axis, slices resolved."""
+    full = tuple(index) + (slice(None),) * (len(shape) - len(index))
+    return tuple(i.indices(d) if type(i) is slice else ("i", i % d if d else i) for i, d in zip(full, shape))
+
+
+def _sliced_operands(v, u):
+    """Per operand of v, what u = v[index] reads of it: (a concatenation's part or None,
+    (operand, its index, or None for the operand whole: a scalar, or a row kept whole))."""
+    out = []
+    for x in v.ins:
+        index = None if _literal(x, v.dtype) is not None else _index_of(x, u.params["index"], v.shape)
+        out.append((None if index is None else _concat_part(x, index), (x, index)))
+    return out
+
+
+def _concat_part(x, index):
+    """The operand of concatenation x that x[index] is exactly (the batching pass stacks
+    the rows of independent ops; sliced back, each op reads its own operand), or None."""
+    if x.kind != "op" or x.op != "concat" or len(index) > len(x.shape):
+        return None
+    axis = x.params["axis"]
+    full = tuple(index) + (slice(None),) * (len(x.shape) - len(index))
+    if any(i != slice(None) for a, i in enumerate(full) if a != axis) or type(full[axis]) is not slice:
+        return None
+    start, stop, step = full[axis].indices(x.shape[axis])
+    at = 0
+    for p in x.ins:
+        if (at, at + p.shape[axis]) == (start, stop) and step == 1:
+            return p
+        at += p.shape[axis]
+    return None
 
 
 def _plain_index(index, shape):
