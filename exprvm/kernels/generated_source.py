@@ -13,6 +13,9 @@ BLOCK = 16384               # elements a thread takes at a time when a kernel is
 PRELUDE = """#include <stdint.h>
 #include <math.h>
 #include "ev_math.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 """
 
 
@@ -57,10 +60,12 @@ def source(k, name):
         f"void {name}(const int64_t* m, char** p) {{",
         "    const int64_t R = m[0], C = m[1], nt = m[2];",
         "#ifdef _OPENMP",
-        "    if (nt > 1) {",
+        "    if (nt > 1 && omp_get_max_threads() > 1) {   /* the caller's OpenMP limit caps nt */",
+        "        const int64_t cap = omp_get_max_threads();",
+        "        const int64_t nt_ = nt < cap ? nt : cap;",
         "        if (R == 1) {",
         f"            const int64_t nb = (C + {BLOCK} - 1) / {BLOCK};",
-        "#pragma omp parallel for num_threads((int)nt) schedule(dynamic, 1)",
+        "#pragma omp parallel for num_threads((int)nt_) schedule(dynamic, 1)",
         "            for (int64_t b = 0; b < nb; b++) {",
         f"                const int64_t c0 = b * {BLOCK}, c1 = c0 + {BLOCK} < C ? c0 + {BLOCK} : C;",
         f"                {name}_rows(0, 1, c0, c1, m, p);",
@@ -68,7 +73,7 @@ def source(k, name):
         "        } else {",
         f"            const int64_t rb = C >= {BLOCK} ? 1 : {BLOCK} / (C > 0 ? C : 1);",
         "            const int64_t nb = (R + rb - 1) / rb;",
-        "#pragma omp parallel for num_threads((int)nt) schedule(dynamic, 1)",
+        "#pragma omp parallel for num_threads((int)nt_) schedule(dynamic, 1)",
         "            for (int64_t b = 0; b < nb; b++) {",
         "                const int64_t r0 = b * rb, r1 = r0 + rb < R ? r0 + rb : R;",
         f"                {name}_rows(r0, r1, 0, C, m, p);",
