@@ -391,8 +391,15 @@ def out_shape(shape, nout, layout="stack"):
 
 
 def bind(k, ins, out, shape, layout="stack", threads=1):
-    """call() -> None running kernel k over fixed arrays, for a group of `shape` whose
-    stored members lie in out as out_shape(shape, len(k.outputs), layout) says.
+    """call() -> None running kernel k over fixed arrays; see bind_call."""
+    fn, args = bind_call(k, ins, out, shape, layout, threads)
+    return lambda: fn(*args)
+
+
+def bind_call(k, ins, out, shape, layout="stack", threads=1):
+    """(fn, args): fn(*args) runs kernel k over fixed arrays, for a group of `shape` whose
+    stored members lie in out as out_shape(shape, len(k.outputs), layout) says. fn is the
+    bare cffi function: a compiled program's run loop calls it with no Python in between.
 
     Everything is checked here, once: exact numpy.ndarray types, dtypes, shapes, that
     each input can be read in place (else KernelError: gather it first), that out is
@@ -418,7 +425,7 @@ def bind(k, ins, out, shape, layout="stack", threads=1):
     n, R, C = _grid(shape)
     fn = function(k)
     if n == 0:
-        return lambda: None
+        return _nothing, ()
     if nout > 1 and layout == "concat":
         outs = [(q * C, nout * C) for q in range(nout)]
     else:
@@ -448,9 +455,11 @@ def bind(k, ins, out, shape, layout="stack", threads=1):
     bufs += [ffi.from_buffer(ct, v) for v, ct in views]
     ptrs = ffi.new("char *[]", [ffi.cast("char *", b) for b in bufs])
     meta = ffi.new("int64_t[]", [R, C, max(1, int(threads)), *[x for o in outs for x in o], *lds])
-    keep = (bufs, views, ins, out)
+    # NOTE: the pointers are only valid while these arrays live: the handle, an argument,
+    # holds them for as long as anyone holds the arguments.
+    keep = ffi.new_handle((bufs, views, list(ins), out))
+    return fn, (meta, ptrs, keep)
 
-    def call():
-        fn(meta, ptrs)
-    call.keep = keep        # NOTE: the pointers are only valid while these arrays live
-    return call
+
+def _nothing():
+    pass

@@ -3,8 +3,10 @@
 In: the element type, the inputs' kinds, one C expression per member, the members stored.
 Out: a `rows` function looping over R rows of C elements (gcc vectorizes the inner loop:
 `omp simd`, every member's formula inlined; csrc/ev_math.h supplies exp, tanh, sigmoid...)
-and the entry point NAME(m, p): m holds R, C, the thread count, each output's offset and
-row stride and each input's row stride (int64); p the output's then each input's address.
+and the entry point NAME(m, p, keep): m holds R, C, the thread count, each output's offset
+and row stride and each input's row stride (int64); p the output's then each input's
+address; keep is unused (a cffi handle that keeps the arrays alive while a caller holds
+the arguments).
 With threads > 1 (and OpenMP) rows, or chunks of a single row, are shared out dynamically.
 """
 
@@ -57,7 +59,8 @@ def source(k, name):
         "        }",
         "    }",
         "}",
-        f"void {name}(const int64_t* m, char** p) {{",
+        f"void {name}(const int64_t* m, char** p, void* keep) {{",
+        "    (void)keep;     /* the caller's handle on the arrays p points into */",
         "    const int64_t R = m[0], C = m[1], nt = m[2];",
         "#ifdef _OPENMP",
         "    if (nt > 1 && omp_get_max_threads() > 1) {   /* the caller's OpenMP limit caps nt */",
@@ -91,4 +94,4 @@ def source(k, name):
 
 def decl(name):
     """The declaration of an entry point (the cffi cdef)."""
-    return f"void {name}(const int64_t* m, char** p);"
+    return f"void {name}(const int64_t* m, char** p, void* keep);"

@@ -153,13 +153,13 @@ def _fused_c(req):
         for i, buf in zip(gather, t):
             pairs.append((buf, ins[i]))
             ins[i] = buf
-        call = generated.bind(kernel, ins, out, group.shape, group.layout, nthreads)
+        fn, args = generated.bind_call(kernel, ins, out, group.shape, group.layout, nthreads)
         if not pairs:
-            return call, ()
+            return fn, args
 
         def run():
             for buf, src in pairs:
                 np.copyto(buf, src)
-            call()
+            fn(*args)
         return run, ()
     return Lowered(build, tmps=tmps, inplace=inplace, kernel="c", name="fused")
