@@ -25,6 +25,8 @@ end would sit a level higher: no fused instruction ever waits on a value that ne
 own result. Groups longer than MAX_MEMBERS are cut into runs. Forward and backward
 (gradient) groups fuse alike; nothing here looks at how a formula is spelled.
 """
+import math
+
 import numpy as np
 
 from ..core import FLOAT_DTYPES, is_basic_index
@@ -47,7 +49,7 @@ def available():
 
 
 def _size(shape):
-    return int(np.prod(shape, dtype=np.int64))
+    return math.prod(shape)    # NOTE: not np.prod: a Python call per use, on the compile path
 
 
 def _kind(xshape, shape):

@@ -16,6 +16,8 @@ numpy row: every member's numpy impl in order (the per-op path; allocates). C ro
 generated kernel (exprvm/kernels/generated.py) over the operands in place; an operand
 whose layout a kernel cannot read (a transposed view) is gathered into scratch first.
 """
+import functools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,7 +72,11 @@ class FusedGroup:
         return (np.concatenate if axis == -1 else np.stack)(outs, axis).astype(dtype, copy=False)
 
     def kernel(self, dtype):
-        """The generated.Kernel of this group in `dtype`."""
+        """The generated.Kernel of this group in `dtype` (one object per group and dtype, so
+        that its source is written and hashed once however often it is compiled)."""
+        return _kernel_of(self, np.dtype(dtype))
+
+    def _make_kernel(self, dtype):
         t = CType(dtype)
         stmts = []
         for op, params, refs in self.members:
@@ -81,7 +87,7 @@ class FusedGroup:
 
     def work(self):
         """Elements times a rough per-element cost (the thread policy's input)."""
-        n = int(np.prod(self.shape, dtype=np.int64))
+        n = math.prod(self.shape)
         return n * sum(4 if op in HEAVY or dict(p).get("op") in HEAVY else 1 for op, p, _ in self.members)
 
     def describe(self):
@@ -90,6 +96,11 @@ class FusedGroup:
         where = sorted(set(self.sites), key=self.sites.index) if self.sites else []
         shown = ", ".join(where[:6]) + (f", ... ({len(where)} lines)" if len(where) > 6 else "")
         return f"fused {len(self.members)}: {ops}" + (f"  [{shown}]" if shown else "")
+
+
+@functools.lru_cache(maxsize=4096)
+def _kernel_of(group, dtype):
+    return group._make_kernel(dtype)
 
 
 def _rule(*xs, group):

@@ -14,6 +14,7 @@ and last to the op's numpy impl, copied into the output (allocates every run).
 Lowered.build(ins, out, tmps) -> (fn, args) is called once, when a machine binds
 the program to arrays; the run loop then calls fn(*args) and nothing else.
 """
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional
@@ -54,7 +55,7 @@ class Request:
 
     @property
     def nbytes(self):
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 def lowers(op, backend="numpy"):
