@@ -24,11 +24,9 @@ import os
 import sys
 import time
 
-# NOTE: set before numpy loads. This example's matmuls are small (32 x 128 x 512):
-# a second BLAS thread gains nothing, and spinning BLAS threads slow a step
-# several-fold whenever another process shares the cores.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
+# NOTE: no thread pinning here: the compiler's thread policy gives each matrix product
+# of the step its BLAS threads from its shape (a step's small h @ W one thread, the
+# weight gradients summed over all steps more); see README, "Fused kernels and threads".
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
