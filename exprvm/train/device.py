@@ -35,6 +35,7 @@ from ..kernels.checks import SUFFIX
 from ..kernels.device import checked, device_pointer, lib_fn
 from ..kernels.device_array import DeviceArray
 from ..kernels.device_params import DeviceParams, device_value, fresh, resident, to_host  # noqa: F401
+from .solver_checks import named
 
 # -- solver steps on the device ------------------------------------------------------------
 
@@ -71,7 +72,6 @@ def _kind(solver):
 
 def step(solver, params):
     """Solver.step for device parameters (see the module docstring). True if it updated."""
-    from .solver_checks import named   # NOTE: solvers.py imports this module lazily
     kind = _kind(solver)
     active, missing, seen = [], [], set()
     for name, p in named(params):

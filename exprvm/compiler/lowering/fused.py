@@ -27,6 +27,7 @@ from ...errors import BackendError, ShapeError
 from ...kernels import generated
 from .. import threads
 from .scalar import CType, formula, result_kind
+from .kernel_calls import gathering
 from .table import Lowered, lowers
 
 HEAVY = {"exp", "expm1", "log1p", "log", "tanh", "sigmoid", "softplus", "sin", "cos", "pow"}
@@ -158,19 +159,6 @@ def _fused_c(req):
     inplace = tuple(i for i, (kind, b) in enumerate(group.inputs)
                     if len(group.outputs) == 1 and kind == "full" and not b)
 
-    def build(ins, out, t):
-        ins = list(ins)
-        pairs = []
-        for i, buf in zip(gather, t):
-            pairs.append((buf, ins[i]))
-            ins[i] = buf
-        fn, args = generated.bind_call(kernel, ins, out, group.shape, group.layout, nthreads)
-        if not pairs:
-            return fn, args
-
-        def run():
-            for buf, src in pairs:
-                np.copyto(buf, src)
-            fn(*args)
-        return run, ()
+    build = gathering(gather, lambda ins, out: generated.bind_call(kernel, ins, out, group.shape,
+                                                                   group.layout, nthreads))
     return Lowered(build, tmps=tmps, inplace=inplace, kernel="c", name="fused")

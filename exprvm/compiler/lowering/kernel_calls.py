@@ -28,23 +28,30 @@ def c_elementwise(req, bind, name):
     gather = tuple(i for i, f in enumerate(req.layouts) if f is not None and not contiguous(f))
     tmps = tuple((req.shape, req.dtype) for _ in gather)
     backend = req.backend
+    build = gathering(gather, lambda ins, o: (bind(*ins, o, backend), ()))
+    return Lowered(build, tmps=tmps, inplace=ALL, kernel=backend, name=name)
 
-    def build(ins, o, t):
+
+def gathering(gather, bind):
+    """build(ins, out, tmps) of a kernel bound by bind(ins, out) -> (fn, args), whose
+    operands at the positions `gather` (strided ones the kernel cannot read) are copied
+    into the instruction's scratch buffers before each call."""
+    def build(ins, out, tmps):
         ins = list(ins)
         pairs = []
-        for i, buf in zip(gather, t):
+        for i, buf in zip(gather, tmps):
             pairs.append((buf, ins[i]))
             ins[i] = buf
-        call = bind(*ins, o, backend)
+        fn, args = bind(ins, out)
         if not pairs:
-            return call, ()
+            return fn, args
 
         def run():
             for buf, src in pairs:
                 np.copyto(buf, src)
-            call()
+            fn(*args)
         return run, ()
-    return Lowered(build, tmps=tmps, inplace=ALL, kernel=backend, name=name)
+    return build
 
 
 def c_unary(op):
