@@ -23,81 +23,12 @@ import numpy as np
 
 from ..compiler import CompileOptions, compile_graph
 from ..compiler.placement import require_cuda
-from ..core import OPS, bound_value, check_value, let
+from ..core import OPS, bound_value, let
 from ..errors import ExprError, FeedError, NumericError
 from .common import check_feed_graph, check_finite, log, run_error
+from .leaves import BoundParam, FedInput
 from .profile import profile_tape
 from ..kernels.device_params import DeviceParams
-
-
-def _plain(arr, node):
-    """May the machine read this array directly (no per-run copy)?"""
-    return (type(arr) is np.ndarray and arr.dtype == node.dtype and arr.shape == node.shape
-            and arr.flags.c_contiguous and arr.flags.aligned)
-
-
-class _Input:
-    """An input leaf. Feeds are copied into its private buffer, except that a large input
-    read by few instructions binds a fed C-contiguous array directly (no copy of a batch)."""
-
-    __slots__ = ("node", "rid", "buf", "cur", "byref", "views", "steps", "dtype", "shape")
-    BYREF_BYTES = 16384
-    BYREF_STEPS = 8
-
-    def __init__(self, node, rid, prog):
-        r = prog.registers[rid]
-        self.node, self.rid = node, rid
-        self.buf = self.cur = np.empty(r.shape, r.dtype)
-        self.views = [v.id for v in prog.registers if v.kind == "view" and prog.root(v.id).id == rid]
-        mine = {rid, *self.views}
-        self.steps = [k for k, ins in enumerate(prog.instrs) if mine.intersection(ins.ins)]
-        self.byref = r.nbytes >= self.BYREF_BYTES and len(self.steps) <= self.BYREF_STEPS
-        self.dtype, self.shape = self.buf.dtype, r.shape
-
-    def feed(self, value, m):
-        node = self.node
-        if type(value) is np.ndarray and value.dtype == node.dtype and value.shape == node.shape:
-            if value is self.cur:
-                node.value = value
-                return
-            if self.byref and value.flags.c_contiguous and value.flags.aligned and m._private(value):
-                m._rebind_input(self, value)
-                node.value = value
-                return
-        else:
-            value = check_value(node, value)
-        if self.cur is not self.buf:
-            m._rebind_input(self, self.buf)
-        np.copyto(self.buf, value)
-        node.value = self.buf
-
-
-class _Param:
-    """A parameter leaf: its own array is read directly (buf None), or copied into buf each run."""
-
-    __slots__ = ("node", "rid", "seen", "buf")
-
-    def __init__(self, node, rid):
-        self.node, self.rid, self.seen, self.buf = node, rid, None, None
-
-    def bind(self):
-        node = self.node
-        value = bound_value(node)
-        checked = check_value(node, value)
-        self.seen = value
-        if self.buf is None and checked is value and _plain(value, node):
-            return value
-        if self.buf is None:
-            self.buf = np.empty(node.shape, node.dtype)
-        np.copyto(self.buf, checked)
-        return self.buf
-
-    def refresh(self):
-        value = self.node.value
-        if value is not self.seen:
-            value = check_value(self.node, bound_value(self.node))
-            self.seen = self.node.value
-        np.copyto(self.buf, value, casting="unsafe")
 
 
 class TapeMachine:
@@ -158,11 +89,11 @@ class TapeMachine:
         self._resident = DeviceParams() if self._cuda is not None else None
         for r in self.program.registers:
             if r.kind == "input":
-                self._inputs.append(_Input(r.nodes[0], r.id, self.program))
+                self._inputs.append(FedInput(r.nodes[0], r.id, self.program))
             elif r.kind == "param" and r.device != "cpu":
                 self._device_params.append([r.nodes[0], r.id, None, None])
             elif r.kind == "param":
-                self._params.append(_Param(r.nodes[0], r.id))
+                self._params.append(BoundParam(r.nodes[0], r.id))
         self._leaf = {i.node: i for i in self._inputs}
         self._closed = False
         self._bind()
