@@ -9,32 +9,8 @@ transfer per direction.
 import numpy as np
 
 from ..core import OPS, is_basic_index
-from .lowering import Request, generic, lower
+from .lowering import Request, fake_array, generic, lower
 from .program import Instr, Register
-
-_FAKES = {}
-
-
-def fake_array(shape, dtype):
-    """An array with real strides and no real memory, to ask numpy whether a view exists."""
-    # NOTE: never read from it: only its shape and strides are real.
-    key = (shape, dtype)
-    f = _FAKES.get(key)
-    if f is None:
-        if len(_FAKES) > 4096:
-            _FAKES.clear()
-        f = _FAKES[key] = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape,
-                                                          _c_strides(shape, np.dtype(dtype).itemsize))
-    return f
-
-
-def _c_strides(shape, itemsize):
-    out, acc = [], itemsize
-    for s in reversed(shape):
-        out.append(acc)
-        acc *= max(int(s), 1)
-    return tuple(reversed(out))
-
 
 def _reshapes_as_view(a):
     try:

@@ -6,6 +6,6 @@ generated kernels of fused groups (scalar.py: each elementwise op's scalar C for
 cuda.py holds the device rows. table.py is the table itself and the lookup (see there for the fallbacks).
 Where does softmax run on C? `grep -rn 'lowers("softmax"' exprvm/compiler/lowering`.
 """
-from .table import ALL, ROWS, Lowered, Request, generic, has_row, lower, lowers  # noqa: F401
+from .table import ALL, ROWS, Lowered, Request, fake_array, generic, has_row, lower, lowers  # noqa: F401
 from . import elementwise, reduce, neural, shape, linalg, internal, conv, fused, cuda  # noqa: F401  (rows)
 from .shape import check_index  # noqa: F401
