@@ -27,6 +27,7 @@ import numpy as np
 
 from ..core import bound_value, check_value, grad
 from ..errors import FeedError
+from .tape import TapeMachine
 
 MAX_STRUCTURES = 64     # structures remembered (being walked, or compiled)
 # NOTE: a structure is walked this many times before it is compiled. Compiling costs
@@ -158,8 +159,6 @@ class CompiledStructure:
     cost, the outputs and the gradients come out."""
 
     def __init__(self, g, order, cost, outputs, wrt):
-        from .tape import TapeMachine      # NOTE: lazy: tape.py imports nothing of the LispMachine
-
         # NOTE: every node is cloned, so that the clone's ids (and the labels in its
         # error messages) are the original's; only what the cost needs is compiled.
         clone = g.clone(f"{g.name} (replay)", constants_as_inputs=True)
