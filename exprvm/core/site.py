@@ -8,6 +8,7 @@ import os
 import sys
 
 PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_getframe = sys._getframe      # NOTE: a module-level name: the probe runs once per node built
 
 _BASENAMES = {}
 
@@ -23,10 +24,10 @@ def caller(depth=1):
     """
     depth += 1
     try:
-        f = sys._getframe(depth)
+        f = _getframe(depth)
         while f.f_code.co_filename.startswith(PKG_DIR):
             depth += 1
-            f = sys._getframe(depth)
+            f = _getframe(depth)
     except ValueError:          # the stack ended inside exprvm
         return None, "<unknown>"
     return f.f_code, f.f_lasti

@@ -28,18 +28,28 @@ log2 = defop("log2", np.log2, unary_rule, vjp=(lambda g, ans, x: g / (x * LN2),)
 # -- erf ----------------------------------------------------------------------------
 # NOTE: numpy has no erf. scipy's (a ufunc, Cephes) is used when scipy is installed;
 # otherwise the C library's, through math.erf element by element (exact, but slow on
-# large arrays). Both are libm-accurate, so results agree to the last bits.
-try:
-    from scipy.special import erf as _scipy_erf
-except ImportError:     # pragma: no cover - depends on the environment
-    _scipy_erf = None
+# large arrays). Both are libm-accurate, so results agree to the last bits. scipy is
+# looked up on the first erf evaluated, not at import (importing scipy.special takes
+# longer than importing the rest of exprvm).
 _math_erf = np.frompyfunc(math.erf, 1, 1)
+_ERF = []       # [scipy's erf or None], once looked up
+
+
+def _scipy_erf():
+    if not _ERF:
+        try:
+            from scipy.special import erf as scipy_erf
+        except ImportError:     # pragma: no cover - depends on the environment
+            scipy_erf = None
+        _ERF.append(scipy_erf)
+    return _ERF[0]
 
 
 def _erf(x):
     x = np.asarray(x)
-    if _scipy_erf is not None:
-        return _scipy_erf(x)
+    fn = _scipy_erf()
+    if fn is not None:
+        return fn(x)
     return _math_erf(x).astype(x.dtype)
 
 
