@@ -13,12 +13,7 @@
 Freeing is deterministic: DeviceArray.free(), ``with DeviceArray``, or a
 tidy() scope.  __del__ frees a forgotten array only as a safety net.
 
-tidy semantics (as deeplearn.js's): every DeviceArray created while a scope
-is open belongs to the innermost scope and is freed when it closes, unless it
-was kept (``scope.keep(a)``, ``cuda.keep(a)`` or ``tidy.keep(a)``).  A kept
-array passes to the enclosing scope, if any, which frees it in turn unless it
-is kept there too.  ``tidy(fn, *args)`` runs fn in a scope and keeps what it
-returns (a DeviceArray, or DeviceArrays in a tuple, list or dict).
+tidy()'s semantics (scopes, keep) are described in device_tidy.py.
 """
 import math
 
