@@ -131,3 +131,21 @@ static int64_t ev__bad_target(const int64_t* t, int64_t n, int64_t c) {
 
 EV_XENT(float, f32)
 EV_XENT(double, f64)
+
+#define EV_SCATTER_ROWS(T, sfx)                                                    \
+    int64_t ev_scatter_rows_##sfx(const T* g, const int64_t* ids, T* out, int64_t n, \
+                                  int64_t width, int64_t rows) {                   \
+        int64_t bad = ev__bad_target(ids, n, rows);                                \
+        if (bad >= 0) return bad;                                                  \
+        for (int64_t i = 0; i < rows * width; i++) out[i] = 0;                     \
+        for (int64_t k = 0; k < n; k++) {                                          \
+            const T* src = g + k * width;                                          \
+            T* dst = out + ids[k] * width;                                         \
+            _Pragma("omp simd")                                                    \
+            for (int64_t j = 0; j < width; j++) dst[j] += src[j];                  \
+        }                                                                          \
+        return -1;                                                                 \
+    }
+
+EV_SCATTER_ROWS(float, f32)
+EV_SCATTER_ROWS(double, f64)

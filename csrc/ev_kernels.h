@@ -58,5 +58,14 @@ int64_t ev_xent_f64(const double* z, const int64_t* t, double* loss, int64_t n, 
 int64_t ev_xent_grad_f32(const float* z, const int64_t* t, float* out, int64_t n, int64_t c);
 int64_t ev_xent_grad_f64(const double* z, const int64_t* t, double* out, int64_t n, int64_t c);
 
+/* The gradient of a row gather (take along axis 0): out (rows x width) is zeroed, then
+ * row ids[k] of out accumulates row k of g (n x width; repeated ids add up). Every id is
+ * checked before anything is written: the return value is -1, or the first k whose id
+ * is outside [0, rows). */
+int64_t ev_scatter_rows_f32(const float* g, const int64_t* ids, float* out, int64_t n, int64_t width,
+                            int64_t rows);
+int64_t ev_scatter_rows_f64(const double* g, const int64_t* ids, double* out, int64_t n, int64_t width,
+                            int64_t rows);
+
 /* Threads the kernels use for large arrays (1 without OpenMP). */
 int ev_num_threads(void);

@@ -22,6 +22,7 @@ from exprvm.kernels.dispatch import (
     binary,
     bind_unary,
     bind_unary_grad,
+    bind_scatter_rows,
     bind_xent,
     get_backend,
     set_backend,
@@ -31,6 +32,6 @@ from exprvm.kernels.dispatch import (
 
 __all__ = [
     "BACKENDS", "BINARY_OPS", "KERNEL_OPS", "available", "backends", "binary",
-    "bind_unary", "bind_unary_grad", "bind_xent", "get_backend",
+    "bind_scatter_rows", "bind_unary", "bind_unary_grad", "bind_xent", "get_backend",
     "set_backend", "unary", "unary_grad",
 ]

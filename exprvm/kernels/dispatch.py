@@ -176,6 +176,17 @@ def bind_xent(op, z, t, out, backend=None):
     return host.bound_xent(op, dt, z, t, out)
 
 
+def bind_scatter_rows(g, ids, out, backend=None):
+    """thunk() -> out for take's gradient along axis 0: out zeroed, then out[ids[k]] += g[k]
+    (int64 ids, repeated ids accumulating). The C backend only."""
+    dt = kernel_dtype(_dtype_of("take_grad", out))
+    backend = get_backend() if backend is None else backend
+    if backend != "c":
+        raise BackendError(f"take_grad: the row scatter is a C kernel; backend {backend!r} has none")
+    _require(backend)
+    return host.bound_scatter_rows(dt, g, ids, out)
+
+
 def _reset_for_tests():
     """Forget the chosen backend so the next get_backend() re-reads the environment."""
     with _lock:

@@ -152,6 +152,38 @@ def bound_unary_grad(backend, op, dt, x, ans, g, out):
     return _bound(backend, op + "_grad", reference.GRAD[op], dt, (("x", x), ("ans", ans), ("g", g)), out)
 
 
+def bound_scatter_rows(dt, g, ids, out):
+    """A bare call of the row scatter-add (take's gradient along axis 0) for fixed buffers:
+    out (rows, ...) is zeroed, then out[ids[k]] += g[k] for each k (g of shape
+    ids.shape + out.shape[1:]). An id outside [0, rows) raises IndexRangeError, as numpy's
+    lowering does, and leaves out unwritten."""
+    op = "take_grad"
+    g = _fixed(g, dt, op, "g")
+    if not (type(ids) is np.ndarray and ids.dtype == np.int64 and ids.flags.c_contiguous
+            and ids.flags.aligned):
+        raise KernelError(f"{op}: ids must be a C-contiguous int64 array")
+    if type(out) is not np.ndarray:
+        raise KernelError(f"{op}: out must be a numpy.ndarray, got {type(out).__name__}")
+    out = check_out(out, out.shape, dt, op)
+    if out.ndim < 1 or g.shape != ids.shape + out.shape[1:]:
+        raise KernelError(f"{op}: g {g.shape} must be ids {ids.shape} + the rows' shape {out.shape[1:]}")
+    if separate(g, out) is not g or separate(ids, out) is not ids:
+        raise KernelError(f"{op}: out overlaps an input")
+    rows, n = out.shape[0], ids.size
+    width = out.size // rows if rows else 0
+    cfn = getattr(_ev_c.lib, f"ev_scatter_rows_{SUFFIX[dt]}")
+    cdecl = CTYPE[dt] + "[]"
+    pg, pi = pointer(g, cdecl, n * width, op), pointer(ids, "int64_t[]", n, op)
+    po = pointer(out, cdecl, out.size, op, writable=True)
+
+    def run():
+        if cfn(pg, pi, po, n, width, rows) >= 0:
+            raise IndexRangeError(f"take_grad index: index out of range [0, {rows}): "
+                                  f"min {ids.min()}, max {ids.max()}")
+        return out
+    return run
+
+
 def bound_xent(op, dt, z, t, out):
     """A bare call of the softmax cross-entropy kernel (op "cross_entropy": out holds
     the per-row losses, t.shape) or of its gradient (op "xent_grad": out is z's shape),

@@ -6,8 +6,10 @@ import math
 
 import numpy as np
 
-from ...core import is_basic_index
+from ... import kernels
+from ...core import FLOAT_DTYPES, is_basic_index
 from ...errors import IndexRangeError
+from .kernel_calls import contiguous
 from .table import Lowered, lowers
 
 
@@ -123,6 +125,20 @@ def _take_grad_row(req):
         return Lowered(_take_grad_onehot, tmps=(((shape[0], n), req.dtype), ((n,), np.dtype(np.intp))),
                        flattens=(0, 1))
     return Lowered(_take_grad(req.params["axis"]))
+
+
+@lowers("take_grad", "c")
+def _take_grad_c(req):
+    """Axis 0, int64 ids, contiguous operands: one C loop adding each row of g into its
+    row of out (a batch-1 char-RNN's embedding gradient: 25 rows; the one-hot matmul
+    above costs a BLAS call and a fill of rows x ids)."""
+    if (req.params["axis"] != 0 or req.dtype not in FLOAT_DTYPES or req.in_dtypes[1] != np.int64
+            or not req.shape or not all(contiguous(f) for f in req.layouts)):
+        return None
+
+    def build(ins, out, tmps):
+        return kernels.bind_scatter_rows(ins[0], ins[1], out, "c"), ()
+    return Lowered(build, kernel="c")
 
 
 @lowers("getitem_grad")
