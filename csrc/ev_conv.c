@@ -29,6 +29,11 @@ static int ev__geom_ok(const ev_conv_geom* g) {
 
 /* The outputs o in [lo, hi) of a row of `count` whose tap o*s + off lies in [0, size). */
 static void ev__span(int64_t count, int64_t s, int64_t off, int64_t size, int64_t* lo, int64_t* hi) {
+    if (off >= 0 && off + (count - 1) * s < size) {    /* all taps inside: no division */
+        *lo = 0;
+        *hi = count;
+        return;
+    }
     int64_t a = off >= 0 ? 0 : (-off + s - 1) / s;
     int64_t b = size - 1 - off < 0 ? 0 : (size - 1 - off) / s + 1;
     if (a > count) a = count;
@@ -127,6 +132,28 @@ static void ev__window(const ev_conv_geom* g, int64_t oy, int64_t ox,
 
 #define EV_POOL(T, sfx)                                                       \
     static void ev__max_plane_##sfx(const T* x, T* out, int64_t* am, const ev_conv_geom* g) { \
+        if (g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0 \
+                && g->dh == 1 && g->dw == 1) {                                \
+            /* NOTE: the common 2x2/2 window, with the general loop's rule: taps in */ \
+            /* row-major order, the first max wins a tie, a NaN beats any number */ \
+            const int64_t w = g->w, ow = g->ow;                               \
+            for (int64_t oy = 0; oy < g->oh; oy++)                            \
+                for (int64_t ox = 0; ox < ow; ox++) {                         \
+                    int64_t at = 2 * oy * w + 2 * ox, best_at = at;           \
+                    T best = x[at];                                           \
+                    const int64_t taps[3] = {at + 1, at + w, at + w + 1};     \
+                    for (int k = 0; k < 3; k++) {                             \
+                        const T v = x[taps[k]];                               \
+                        if (v > best || (v != v && best == best)) {           \
+                            best = v;                                         \
+                            best_at = taps[k];                                \
+                        }                                                     \
+                    }                                                         \
+                    if (out) out[oy * ow + ox] = best;                        \
+                    if (am) am[oy * ow + ox] = best_at;                       \
+                }                                                             \
+            return;                                                           \
+        }                                                                     \
         for (int64_t oy = 0; oy < g->oh; oy++)                                \
             for (int64_t ox = 0; ox < g->ow; ox++) {                          \
                 int64_t i0, i1, j0, j1, best_at = -1;                         \

@@ -268,3 +268,16 @@ def test_bound_runners_refuse_what_they_cannot_bind():
         kb.bind_conv("c", x, w, tmps[0].reshape(-1)[:out.size].reshape(out.shape), tmps, geo)
     with pytest.raises(KernelError, match="numpy.ndarray"):
         kb.bind_conv("c", x.view(np.recarray), w, out, tmps, geo)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hw", [(2, 2), (5, 7), (8, 8), (9, 4)])
+def test_the_2x2_stride_2_fast_path_keeps_the_general_rule(dtype, hw):
+    # few distinct values and some NaNs: ties and NaN windows everywhere
+    rng = np.random.default_rng(hw[0] * 10 + hw[1])
+    x = rng.integers(0, 3, (3, 2) + hw).astype(dtype)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    out, am = kc.max_pool2d(x, 2, 2)
+    assert np.array_equal(am, P.argmax(x, (2, 2), (2, 2), (0, 0)))
+    planes = x.reshape(6, -1)
+    np.testing.assert_array_equal(out.reshape(6, -1), np.take_along_axis(planes, am.reshape(6, -1), 1))
