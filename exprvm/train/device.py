@@ -29,13 +29,13 @@ import math
 
 import numpy as np
 
-from ..errors import BackendError, DTypeError, ExprError, ShapeError
+from ..errors import BackendError, DTypeError, ShapeError
 from ..kernels import cuda_loader
 from ..kernels.checks import SUFFIX
 from ..kernels.device import checked, device_pointer, lib_fn
 from ..kernels.device_array import DeviceArray
 from ..kernels.device_params import DeviceParams, device_value, fresh, resident, to_host  # noqa: F401
-from .solver_checks import named
+from .solver_checks import split_by_grad
 
 # -- solver steps on the device ------------------------------------------------------------
 
@@ -73,14 +73,9 @@ def _kind(solver):
 def step(solver, params):
     """Solver.step for device parameters (see the module docstring). True if it updated."""
     kind = _kind(solver)
-    active, missing, seen = [], [], set()
-    for name, p in named(params):
-        if id(p) in seen:
-            raise ExprError(f"{solver._kind()}.step: parameter {name!r} is listed twice")
-        seen.add(id(p))
-        if p.grad is None:
-            missing.append(name)
-            continue
+    active = []
+    having, missing = split_by_grad(params, solver._kind())
+    for name, p in having:
         w = device_value(p)
         if w is None:
             raise DTypeError(f"parameter {name!r}: its value is on the host and its gradient on the "

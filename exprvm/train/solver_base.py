@@ -7,7 +7,8 @@ import warnings
 import numpy as np
 
 from ..errors import CheckpointError, ExprError, GradError, NumericError, ShapeError
-from .solver_checks import check_grad, check_value, count_bad, entry, finite, named, nonneg, positive
+from .solver_checks import (check_grad, check_value, count_bad, entry, finite, named, nonneg, positive,
+                            split_by_grad)
 from . import device, schedules
 
 NONFINITE = ("raise", "skip")
@@ -64,15 +65,9 @@ class Solver:
         """
         if device.holds(params):    # parameters on a CUDA device: their updates run there
             return device.step(self, params)
-        active, missing = [], []
-        seen = set()
-        for name, p in named(params):
-            if id(p) in seen:
-                raise ExprError(f"{self._kind()}.step: parameter {name!r} is listed twice")
-            seen.add(id(p))
-            if p.grad is None:
-                missing.append(name)
-                continue
+        active = []
+        having, missing = split_by_grad(params, self._kind())
+        for name, p in having:
             slot = self._slot(name, p)
             grad = check_grad(name, p.value, p.grad)
             if grad.dtype is slot.g.dtype:

@@ -26,6 +26,21 @@ def named(params):
     return pairs
 
 
+def split_by_grad(params, who):
+    """(the (name, param) pairs that have a gradient, the names of those that have none),
+    refusing a parameter listed twice."""
+    having, missing, seen = [], [], set()
+    for name, p in named(params):
+        if id(p) in seen:
+            raise ExprError(f"{who}.step: parameter {name!r} is listed twice")
+        seen.add(id(p))
+        if p.grad is None:
+            missing.append(name)
+        else:
+            having.append((name, p))
+    return having, missing
+
+
 def check_value(name, value):
     if not isinstance(value, np.ndarray) or value.dtype not in (np.float32, np.float64):
         got = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
