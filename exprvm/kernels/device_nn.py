@@ -151,34 +151,31 @@ def _take_args(name, table_shape, idx, axis):
     return outer, n, inner, idx.size
 
 
+def _bind_rows(op, data, idx, out, axis, table_shape, rows_of):
+    """One launch of a gather (take) or its scatter-add (take_grad): data holds the gathered
+    rows (take's out, take_grad's g), table_shape is the indexed array's."""
+    dt = out.dtype
+    if not 0 <= axis < max(len(table_shape), 1):      # NOTE: never wrapped silently
+        raise ShapeError(f"{op}: axis {axis} out of range for {table_shape}")
+    want = table_shape[:axis] + idx.shape + table_shape[axis + 1:]
+    if rows_of.shape != want:
+        raise ShapeError(f"{op}: {rows_of.shape} where {want} is expected for {table_shape}")
+    infix = index_infix(op, idx)
+    dims = _take_args(op, table_shape, idx, axis)
+    pd = device_pointer(data, dt, op, "x" if op == "take" else "g", contiguous=True)
+    pi = device_pointer(idx, idx.dtype, op, "indices", contiguous=True)
+    po = device_pointer(out, dt, op, "out", contiguous=True)
+    return checked(lib_fn(f"ev_cuda_{op}{infix}_{SUFFIX[dt]}"), op), (pd, pi, po, *dims)
+
+
 def bind_take(x, idx, out, axis=0):
     """out = numpy.take(x, idx, axis); an index out of range gives NaN and sets the status word."""
-    dt = out.dtype
-    axis %= max(x.ndim, 1)
-    want = x.shape[:axis] + idx.shape + x.shape[axis + 1:]
-    if out.shape != want:
-        raise ShapeError(f"take: out {out.shape}, result {want}")
-    infix = index_infix("take", idx)
-    dims = _take_args("take", x.shape, idx, axis)
-    px = device_pointer(x, dt, "take", "x", contiguous=True)
-    pi = device_pointer(idx, idx.dtype, "take", "indices", contiguous=True)
-    po = device_pointer(out, dt, "take", "out", contiguous=True)
-    return checked(lib_fn(f"ev_cuda_take{infix}_{SUFFIX[dt]}"), "take"), (px, pi, po, *dims)
+    return _bind_rows("take", x, idx, out, axis, x.shape, out)
 
 
 def bind_take_grad(g, idx, out, axis=0):
     """out = zeros, then out[idx along axis] += g (repeated indices accumulate)."""
-    dt = out.dtype
-    axis %= max(out.ndim, 1)
-    want = out.shape[:axis] + idx.shape + out.shape[axis + 1:]
-    if g.shape != want:
-        raise ShapeError(f"take_grad: g {g.shape}, expected {want} for out {out.shape}")
-    infix = index_infix("take_grad", idx)
-    dims = _take_args("take_grad", out.shape, idx, axis)
-    pg = device_pointer(g, dt, "take_grad", "g", contiguous=True)
-    pi = device_pointer(idx, idx.dtype, "take_grad", "indices", contiguous=True)
-    po = device_pointer(out, dt, "take_grad", "out", contiguous=True)
-    return checked(lib_fn(f"ev_cuda_take_grad{infix}_{SUFFIX[dt]}"), "take_grad"), (pg, pi, po, *dims)
+    return _bind_rows("take_grad", g, idx, out, axis, out.shape, g)
 
 
 def bind_concat(xs, out, axis=0):

@@ -177,20 +177,18 @@ def _one_hot(req):
 
 # -- data movement ------------------------------------------------------------------------
 
-@lowers("take", "cuda")
-def _take(req):
-    if not _floats(req, 0) or req.in_dtypes[1] not in INDEX:
-        return None
-    axis = req.params["axis"]
-    return _gather(req, (0, 1), lambda ins, out, tmps: dn.bind_take(ins[0], ins[1], out, axis))
+def _rows(bind):
+    """The device row of take or take_grad (float data, integer ids)."""
+    def row(req):
+        if not _floats(req, 0) or req.in_dtypes[1] not in INDEX:
+            return None
+        axis = req.params["axis"]
+        return _gather(req, (0, 1), lambda ins, out, tmps: bind(ins[0], ins[1], out, axis))
+    return row
 
 
-@lowers("take_grad", "cuda")
-def _take_grad(req):
-    if not _floats(req, 0) or req.in_dtypes[1] not in INDEX:
-        return None
-    axis = req.params["axis"]
-    return _gather(req, (0, 1), lambda ins, out, tmps: dn.bind_take_grad(ins[0], ins[1], out, axis))
+lowers("take", "cuda")(_rows(dn.bind_take))
+lowers("take_grad", "cuda")(_rows(dn.bind_take_grad))
 
 
 @lowers("concat", "cuda")
