@@ -71,14 +71,18 @@ static void ev__span(int64_t count, int64_t s, int64_t off, int64_t size, int64_
                     T* r = row + oy * g->ow;                                  \
                     const int64_t iy = oy * g->sh - g->ph + i * g->dh;        \
                     if (iy < 0 || iy >= g->h || lo == hi) {                   \
-                        memset(r, 0, (size_t)g->ow * sizeof(T));              \
+                        for (int64_t ox = 0; ox < g->ow; ox++) r[ox] = 0;     \
                         continue;                                             \
                     }                                                         \
                     const T* xr = x + iy * g->w;                              \
                     for (int64_t ox = 0; ox < lo; ox++) r[ox] = 0;            \
-                    if (g->sw == 1)                                           \
-                        memcpy(r + lo, xr + lo + off, (size_t)(hi - lo) * sizeof(T)); \
-                    else                                                      \
+                    if (g->sw == 1) {                                         \
+                        /* a loop, not memcpy: rows are short (a call each   \
+                         * cost as much as the copy) */                        \
+                        const T* xs = xr + off;                               \
+                        _Pragma("omp simd")                                   \
+                        for (int64_t ox = lo; ox < hi; ox++) r[ox] = xs[ox];  \
+                    } else                                                    \
                         for (int64_t ox = lo; ox < hi; ox++) r[ox] = xr[ox * g->sw + off]; \
                     for (int64_t ox = hi; ox < g->ow; ox++) r[ox] = 0;        \
                 }                                                             \

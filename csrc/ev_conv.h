@@ -39,3 +39,18 @@ int ev_avg_pool2d_f32(const float* x, float* out, const ev_conv_geom* g);
 int ev_avg_pool2d_f64(const double* x, double* out, const ev_conv_geom* g);
 int ev_avg_pool2d_grad_f32(const float* gout, float* dx, const ev_conv_geom* g);
 int ev_avg_pool2d_grad_f64(const double* gout, double* dx, const ev_conv_geom* g);
+
+/* float32 convolutions made one sample at a time (csrc/ev_conv_gemm.c): the sample's
+ * im2col columns, then ev_gemm_f32 per group, so the columns stay in cache between
+ * the two.  x (n, c, h, w), w (o, c/groups, kh, kw), out / gy (n, o, oh, ow); dw is
+ * overwritten with the batch's sum.  work holds ev_conv_gemm_work_f32(g, o, groups)
+ * floats (-1 if groups < 1).
+ * Return 0, or -1 (writing nothing) for a bad geometry, groups not dividing c and o,
+ * or a work buffer too small. */
+int64_t ev_conv_gemm_work_f32(const ev_conv_geom* g, int64_t o, int64_t groups);
+int ev_conv2d_gemm_f32(const float* x, const float* w, float* out, const ev_conv_geom* g, int64_t o,
+                       int64_t groups, float* work, int64_t work_size);
+int ev_conv2d_grad_input_gemm_f32(const float* gy, const float* w, float* dx, const ev_conv_geom* g, int64_t o,
+                                  int64_t groups, float* work, int64_t work_size);
+int ev_conv2d_grad_weight_gemm_f32(const float* x, const float* gy, float* dw, const ev_conv_geom* g, int64_t o,
+                                   int64_t groups, float* work, int64_t work_size);

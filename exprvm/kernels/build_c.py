@@ -63,12 +63,14 @@ def make_builder(relative=True):
     builder = FFI()
     builder.cdef((src / "ev_kernels.h").read_text())
     builder.cdef((src / "ev_conv.h").read_text())
+    builder.cdef((src / "ev_gemm.h").read_text())
     builder.set_source(
         MODULE,
-        '#include <stdint.h>\n#include "ev_kernels.h"\n#include "ev_conv.h"\n',
-        sources=[path(src / "ev_kernels.c"), path(src / "ev_conv.c")],
+        '#include <stdint.h>\n#include "ev_kernels.h"\n#include "ev_conv.h"\n#include "ev_gemm.h"\n',
+        sources=[path(src / "ev_kernels.c"), path(src / "ev_conv.c"), path(src / "ev_conv_gemm.c"),
+                 path(src / "ev_gemm.c")],
         include_dirs=[path(src)],
-        depends=[path(src / "ev_math.h"), path(src / "ev_kernels.h"), path(src / "ev_conv.h")],
+        depends=[path(src / name) for name in ("ev_math.h", "ev_kernels.h", "ev_conv.h", "ev_gemm.h")],
         extra_compile_args=FLAG_SETS[0][1],
         extra_link_args=FLAG_SETS[0][2],
     )

@@ -15,6 +15,7 @@ out (n, groups, o/groups, oh*ow), which is out's own NCHW memory.
 import numpy as np
 
 from exprvm.errors import KernelError, ShapeError
+from exprvm.kernels import gemm
 from exprvm.kernels.checks import kernel_dtype
 from exprvm.kernels.conv import _cfn, _check, _idx_ptr, _lib, _ptr
 
@@ -55,12 +56,20 @@ def _split(geo, groups, out_channels):
     return n, groups, out_channels // groups, k, geo.out_hw[0] * geo.out_hw[1]
 
 
+def own_gemm(backend, dtype):
+    """Do the C runners of this dtype make their products with csrc/ev_gemm.c (built
+    for 512-bit vectors, float32) rather than numpy's BLAS?"""
+    return backend == "c" and np.dtype(dtype) == np.float32 and gemm.wide()
+
+
 def conv_tmps(which, backend, geo, groups, out_channels, dtype):
     """((shape, dtype), ...) of the scratch the runner `which` takes on `backend`."""
     n, g, og, k, p = _split(geo, groups, out_channels)
     cols = (geo.cols_shape, dtype)
     padded = (geo.padded_shape, dtype)
     prod = ((n, g, og, k), dtype)
+    if own_gemm(backend, dtype):
+        return (((int(_lib().lib.ev_conv_gemm_work_f32(geo.cdata(), out_channels, groups)),), dtype),)
     if which == _FORWARD:
         return (cols,) if backend == "c" else (padded, cols)
     if which == _GRAD_INPUT:
@@ -78,6 +87,16 @@ def _scratch(tmps, which, backend, geo, groups, out_channels, dt, op, *others):
     for i, t in enumerate(bufs):
         _apart(op, t, *bufs[:i], *others)
     return bufs
+
+
+def _per_sample(name, a, b, out, work, geo, out_channels, groups, op):
+    """The C runner of csrc/ev_conv_gemm.c (im2col and the product one sample at a time);
+    a, b, out and work already checked by the caller."""
+    cfn = getattr(_lib().lib, f"ev_{name}_gemm_f32")
+    f32 = np.dtype(np.float32)
+    args = (_ptr(a, f32, op), _ptr(b, f32, op), _ptr(out, f32, op, True), geo.cdata(), out_channels, groups,
+            _ptr(work, f32, op, True), work.size)
+    return (lambda: _check(cfn(*args), op)), ()
 
 
 def _im2col_into(backend, x, cols, xp, geo, dt, op):
@@ -105,6 +124,8 @@ def bind_conv(backend, x, w, out, tmps, geo, groups=1):
     out = _fixed(out, (n, g * og) + geo.out_hw, dt, op, "out", writable=True)
     _apart(op, out, x, w)
     bufs = _scratch(tmps, _FORWARD, backend, geo, groups, w.shape[0], dt, op, x, w, out)
+    if own_gemm(backend, dt):
+        return _per_sample("conv2d", x, w, out, bufs[0], geo, g * og, groups, op)
     xp, cols = (None, bufs[0]) if backend == "c" else bufs
     fill = _im2col_into(backend, x, cols, xp, geo, dt, op)
     w3, cols4, out4 = _view(w, (g, og, k), op), _view(cols, (n, g, k, p), op), _view(out, (n, g, og, p), op)
@@ -126,6 +147,8 @@ def bind_conv_grad_input(backend, gy, w, out, tmps, geo, groups=1):
     out = _fixed(out, geo.x_shape, dt, op, "out", writable=True)
     _apart(op, out, gy, w)
     bufs = _scratch(tmps, _GRAD_INPUT, backend, geo, groups, w.shape[0], dt, op, gy, w, out)
+    if own_gemm(backend, dt):
+        return _per_sample("conv2d_grad_input", gy, w, out, bufs[0], geo, g * og, groups, op)
     cols = bufs[0]
     wt, g4, cols4 = _view(w, (g, og, k), op).transpose(0, 2, 1), _view(gy, (n, g, og, p), op), \
         _view(cols, (n, g, k, p), op)
@@ -164,6 +187,8 @@ def bind_conv_grad_weight(backend, x, gy, out, tmps, geo, groups=1):
     out = _fixed(out, (g * og, k // (geo.kernel[0] * geo.kernel[1])) + geo.kernel, dt, op, "out", writable=True)
     _apart(op, out, x, gy)
     bufs = _scratch(tmps, _GRAD_WEIGHT, backend, geo, groups, gy.shape[1], dt, op, x, gy, out)
+    if own_gemm(backend, dt):
+        return _per_sample("conv2d_grad_weight", x, gy, out, bufs[0], geo, g * og, groups, op)
     xp, cols, prod = (None, *bufs) if backend == "c" else bufs
     fill = _im2col_into(backend, x, cols, xp, geo, dt, op)
     g4, cols_t = _view(gy, (n, g, og, p), op), _view(cols, (n, g, k, p), op).swapaxes(2, 3)

@@ -1,0 +1,110 @@
+"""The C float32 matrix product of csrc/ev_gemm.c.
+
+    out = gemm.matmul(a, b)              # a (batch, m, k), b (batch, k, n): out (batch, m, n)
+    gemm.matmul(a, b, out2d)             # out2d (m, n) = the sum over the batch of a[i] @ b[i]
+    gemm.wide()                          # built for 512-bit vectors (the conv runners use it)
+
+The convolutions call the C product from C (csrc/ev_conv_gemm.c); this checked call
+is the kernel's own entry point, fuzzed against numpy by the tests. Operands are
+numpy views of any strides (a transpose, a weight broadcast over the batch with
+stride 0): the kernel packs them itself, so nothing is copied. Checked: exact
+ndarray type, float32, every element a view reaches inside its base array's buffer,
+out writable, with contiguous rows that do not overlap, and apart from a and b.
+"""
+import numpy as np
+
+from exprvm.errors import KernelError, ShapeError
+from exprvm.kernels import host
+
+_F32 = np.dtype(np.float32)
+
+
+def available():
+    """Is the C product built (the extension loads and has it)?"""
+    return host._ev_c is not None and hasattr(host._ev_c.lib, "ev_gemm_f32")
+
+
+def wide():
+    """Is it built for 512-bit vectors (then the conv runners use it for float32)?"""
+    return available() and bool(host._ev_c.lib.ev_gemm_wide())
+
+
+def work_shape():
+    """The shape of the float32 work buffer the C product packs its panels into."""
+    return (int(host._ev_c.lib.ev_gemm_work_f32()),)
+
+
+def _owner(v):
+    base = v
+    while isinstance(base.base, np.ndarray):
+        base = base.base
+    return base
+
+
+def _operand(v, op, name, writable=False):
+    """(pointer to v's first element, its element strides): v a view of an exact,
+    C-contiguous numpy array whose buffer holds every element v reaches."""
+    if type(v) is not np.ndarray:
+        raise KernelError(f"{op}: {name} must be a numpy.ndarray, got {type(v).__name__}")
+    if v.dtype != _F32:
+        raise KernelError(f"{op}: {name} has dtype {v.dtype}; the C product is float32")
+    if writable and not v.flags.writeable:
+        raise KernelError(f"{op}: {name} is read-only")
+    base = _owner(v)
+    if not (base.flags.c_contiguous and base.flags.aligned) or base.dtype.itemsize != 4:
+        raise KernelError(f"{op}: {name} must be a view of a C-contiguous 4-byte array")
+    item = 4
+    if any(s < 0 or s % item for s in v.strides):
+        raise KernelError(f"{op}: {name} has strides {v.strides}: the C product takes non-negative "
+                          "whole-element strides")
+    strides = tuple(s // item for s in v.strides)
+    p = host.pointer(base, "float[]", base.size, op, writable)
+    first = (v.__array_interface__["data"][0] - base.__array_interface__["data"][0])
+    if first % item:
+        raise KernelError(f"{op}: {name} does not start on an element boundary")
+    first //= item
+    last = first + sum((d - 1) * s for d, s in zip(v.shape, strides)) if v.size else first
+    if first < 0 or (v.size and last >= base.size):
+        raise KernelError(f"{op}: {name} reaches outside its array's buffer")
+    return p, p + first, strides
+
+
+def matmul(a, b, out=None, accumulate=False):
+    """out = a @ b for a (batch, m, k) and b (batch, k, n), or out (m, n) = the sum over
+    the batch of a[i] @ b[i]; accumulate: added to what out holds. A checked call
+    (every argument validated, see the module's docstring); it allocates its work."""
+    op = "gemm"
+    if type(a) is not np.ndarray or type(b) is not np.ndarray:
+        raise KernelError(f"{op}: a and b must be numpy.ndarrays")
+    if a.ndim != 3 or b.ndim != 3:
+        raise ShapeError(f"{op}: the C product takes (batch, m, k) @ (batch, k, n), got {a.shape} @ {b.shape}")
+    batch, m, k = a.shape
+    if b.shape[:2] != (batch, k):
+        raise ShapeError(f"{op}: cannot multiply {a.shape} by {b.shape}")
+    n = b.shape[2]
+    if out is None:
+        out = np.zeros((batch, m, n), _F32)
+    want = (batch, m, n) if out.ndim == 3 else (m, n)
+    if out.shape != want:
+        raise ShapeError(f"{op}: out has shape {out.shape}, the product {want}")
+    if out.size == 0:
+        return out
+    if out.strides[-1] != 4:
+        raise KernelError(f"{op}: out's rows must be contiguous")
+    for other, name in ((a, "a"), (b, "b")):
+        if np.may_share_memory(out, other):
+            raise KernelError(f"{op}: out overlaps {name}")
+    keep_a, pa, (a_batch, a_rs, a_cs) = _operand(a, op, "a")
+    keep_b, pb, (b_batch, b_rs, b_cs) = _operand(b, op, "b")
+    keep_c, pc, c_strides = _operand(out, op, "out", writable=True)
+    c_batch, c_rs = (c_strides[0], c_strides[1]) if out.ndim == 3 else (0, c_strides[0])
+    if (m > 1 and c_rs < n) or (out.ndim == 3 and batch > 1 and c_batch < (m - 1) * c_rs + n):
+        raise KernelError(f"{op}: out's rows or batches overlap (strides {out.strides})")
+    work = np.empty(work_shape(), _F32)
+    pw = host.pointer(work, "float[]", work.size, op, writable=True)
+    rc = host._ev_c.lib.ev_gemm_f32(batch, m, n, k, pa, a_batch, a_rs, a_cs, pb, b_batch, b_rs, b_cs,
+                                   pc, c_batch, c_rs, int(bool(accumulate)), pw, work.size)
+    if rc:
+        raise KernelError(f"{op}: the C product rejected its sizes")
+    del keep_a, keep_b, keep_c
+    return out
