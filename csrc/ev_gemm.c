@@ -7,10 +7,15 @@
  * (forward, input and weight gradients) are most of a convnet's step.
  *
  * Blocking (sizes in floats): C is computed in MR x NR tiles kept in 24 vector
- * registers; K runs in blocks of KC so that one packed B panel (KC x NR, 48 KB)
- * and a packed A panel stay in L1 while the tile accumulates; B is packed NC
- * columns at a time (NC x KC in L2) and A MC rows at a time.  Packing reads any
- * strides (transposes included) and pads the edges with zeros, so the kernel only
+ * registers (MR x 32 in 16 when the columns fit those better); K runs in blocks of
+ * KC so that a B panel (KC x NR, 48 KB) and an A panel stay in L1 while the tile
+ * accumulates; B is taken NC columns at a time (NC x KC in L2), A MC rows.
+ *
+ * An operand whose rows are contiguous along the product's inner loops (A along
+ * k, B along n) is read in place, its rows anywhere (an offset table, ev_mat):
+ * that is how a stride-1 convolution reads its taps straight from the padded
+ * image.  Other operands (transposes, strided views) and the last, partial panels
+ * are packed into the work buffer, edges padded with zeros, so the kernel only
  * ever sees full panels; partial tiles of C go through a local tile.
  *
  * Written with gcc's vector extensions, not intrinsics: a build without
@@ -21,12 +26,11 @@
 #include "ev_gemm.h"
 
 #define MR 8
-#define NR 48
+#define NR 48           /* the widest panel; narrow ones are 32 (see ev__width) */
 #define KC 256
 #define MC 192
-#define NC 480          /* a multiple of NR */
+#define NC 480          /* a multiple of both panel widths */
 #define VL 16           /* floats per vector */
-#define NV (NR / VL)
 
 typedef float v16 __attribute__((vector_size(64)));
 
@@ -54,95 +58,157 @@ static inline void ev__store(float* p, v16 v) { memcpy(p, &v, sizeof v); }
  * rules (-0), so gcc would keep it, one extra instruction per multiply-add row. */
 static inline v16 ev__splat(float x) { return (v16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
 
+/* Where row r of a matrix starts (ev_mat in ev_gemm.h). */
+static inline const float* ev__row(const ev_mat* x, int64_t r) { return x->p + (x->off ? x->off[r] : r * x->rs); }
+
 /* A rows [0, mc) x columns [0, kc) into panels of MR rows: panel r holds, for each p,
- * the MR values A(r*MR + i, p), zero past mc. */
-static void ev__pack_a(int64_t mc, int64_t kc, const float* a, int64_t rs, int64_t cs, float* ap) {
+ * the MR values A(r*MR + i, p), zero past mc.  (A as seen from row r0, column p0.) */
+static void ev__pack_a(const ev_mat* a, int64_t r0, int64_t p0, int64_t mc, int64_t kc, float* ap) {
     for (int64_t r = 0; r < mc; r += MR) {
         const int64_t rows = mc - r < MR ? mc - r : MR;
-        for (int64_t p = 0; p < kc; p++) {
-            const float* src = a + r * rs + p * cs;
-            for (int64_t i = 0; i < rows; i++) ap[i] = src[i * rs];
-            for (int64_t i = rows; i < MR; i++) ap[i] = 0.0f;
-            ap += MR;
+        for (int64_t i = 0; i < MR; i++) {
+            if (i >= rows) {
+                for (int64_t p = 0; p < kc; p++) ap[p * MR + i] = 0.0f;
+                continue;
+            }
+            const float* src = ev__row(a, r0 + r + i) + p0 * a->cs;
+            for (int64_t p = 0; p < kc; p++) ap[p * MR + i] = src[p * a->cs];
         }
+        ap += kc * MR;
     }
 }
 
-/* B rows [0, kc) x columns [0, nc) into panels of NR columns, zero past nc. */
-static void ev__pack_b(int64_t kc, int64_t nc, const float* b, int64_t rs, int64_t cs, float* bp) {
-    for (int64_t j0 = 0; j0 < nc; j0 += NR, bp += kc * NR) {
-        const int64_t cols = nc - j0 < NR ? nc - j0 : NR;
-        if (rs == 1 && cs != 1) {
+/* B rows [0, kc) x columns [0, nc) into panels of nr columns, zero past nc. */
+static void ev__pack_b(const ev_mat* b, int64_t p0, int64_t j0, int64_t kc, int64_t nc, int64_t nr, float* bp) {
+    for (int64_t jp = 0; jp < nc; jp += nr, bp += kc * nr) {
+        const int64_t cols = nc - jp < nr ? nc - jp : nr;
+        if (b->off == NULL && b->rs == 1 && b->cs != 1) {
             /* B is a transpose (its columns contiguous): read down each column, write
-             * across the panel (in cache), rather than gather NR columns far apart. */
+             * across the panel (in cache), rather than gather nr columns far apart. */
             for (int64_t j = 0; j < cols; j++) {
-                const float* col = b + (j0 + j) * cs;
-                for (int64_t p = 0; p < kc; p++) bp[p * NR + j] = col[p];
+                const float* col = b->p + p0 + (j0 + jp + j) * b->cs;
+                for (int64_t p = 0; p < kc; p++) bp[p * nr + j] = col[p];
             }
         } else {
             for (int64_t p = 0; p < kc; p++) {
-                const float* src = b + p * rs + j0 * cs;
-                for (int64_t j = 0; j < cols; j++) bp[p * NR + j] = src[j * cs];
+                const float* src = ev__row(b, p0 + p) + (j0 + jp) * b->cs;
+                for (int64_t j = 0; j < cols; j++) bp[p * nr + j] = src[j * b->cs];
             }
         }
         for (int64_t p = 0; p < kc; p++)
-            for (int64_t j = cols; j < NR; j++) bp[p * NR + j] = 0.0f;
+            for (int64_t j = cols; j < nr; j++) bp[p * nr + j] = 0.0f;
     }
 }
 
-/* The MR x NR tile at t (row stride t_rs) = the product of an A panel and a B panel
- * over kc; added to what t holds when acc, else written.  A's element (i, p) is at
- * ap[i*a_rs + p*a_cs] (packed: 1, MR; read in place: A's row stride, 1), B's row p
- * at bp + p*b_rs (packed: NR; in place: B's row stride). */
-static void ev__kernel(int64_t kc, const float* restrict ap, int64_t a_rs, int64_t a_cs,
-                       const float* restrict bp, int64_t b_rs, float* restrict t, int64_t t_rs, int acc) {
-    v16 c[MR][NV];
-    for (int i = 0; i < MR; i++)
-        for (int v = 0; v < NV; v++) c[i][v] = acc ? ev__load(t + i * t_rs + v * VL) : (v16){0};
-    for (int64_t p = 0; p < kc; p++) {
-        v16 b[NV];
-        for (int v = 0; v < NV; v++) b[v] = ev__load(bp + v * VL);
-        for (int i = 0; i < MR; i++) {
-            const v16 ai = ev__splat(ap[i * a_rs]);
-            for (int v = 0; v < NV; v++) c[i][v] += ai * b[v];
-        }
-        ap += a_cs;
-        bp += b_rs;
-    }
-    for (int i = 0; i < MR; i++)
-        for (int v = 0; v < NV; v++) ev__store(t + i * t_rs + v * VL, c[i][v]);
+/* The panel width for n columns: 48 (three vectors) unless 32-wide panels pad n
+ * clearly less (n = 32 would waste a third of a 48-wide tile). */
+static int64_t ev__width(int64_t n) {
+    const int64_t pad48 = (n + 47) / 48 * 48, pad32 = (n + 31) / 32 * 32;
+    return 10 * pad32 < 9 * pad48 ? 32 : 48;
 }
 
-/* C block (mc x nc at c, row stride c_rs) from A's and B's panels over kc.  A panel
- * i (MR rows) is read in place from ad (row stride a_rs) when ad is not NULL and the
- * panel is full, else from the packed ap; B panel j (NR columns) likewise from bd
- * (row stride b_rs) or bp.  Full tiles are made in C itself, edge tiles in a local
- * tile, then copied.  acc: add to C. */
-static void ev__block(int64_t mc, int64_t nc, int64_t kc, const float* ad, int64_t a_rs, const float* ap,
-                      const float* bd, int64_t b_rs, const float* bp, float* c, int64_t c_rs, int acc) {
+/* B's rows for one panel: row p at base + off[p] (off not NULL) or base + p*rs. */
+typedef struct {
+    const float* base;
+    const int64_t* off;
+    int64_t rs;
+} ev__rows;
+
+/* The MR x (NVEC*16) tile at t (row stride t_rs) = the product of an A panel (row
+ * i's element p at a[i][p*a_cs]) and a B panel over kc; added to what t holds when
+ * acc, else written.  One function per panel width. */
+#define EV__KERNEL(NVEC)                                                                              \
+    static void ev__kernel_##NVEC(int64_t kc, const float* const* a, int64_t a_cs, ev__rows b,       \
+                                  float* restrict t, int64_t t_rs, int acc) {                        \
+        v16 c[MR][NVEC];                                                                              \
+        const float* ar[MR];                                                                          \
+        for (int i = 0; i < MR; i++) ar[i] = a[i];                                                    \
+        for (int i = 0; i < MR; i++)                                                                  \
+            for (int v = 0; v < NVEC; v++) c[i][v] = acc ? ev__load(t + i * t_rs + v * VL) : (v16){0}; \
+        for (int64_t p = 0; p < kc; p++) {                                                            \
+            const float* bp = b.off ? b.base + b.off[p] : b.base + p * b.rs;                          \
+            v16 bv[NVEC];                                                                             \
+            for (int v = 0; v < NVEC; v++) bv[v] = ev__load(bp + v * VL);                             \
+            for (int i = 0; i < MR; i++) {                                                            \
+                const v16 ai = ev__splat(ar[i][p * a_cs]);                                            \
+                for (int v = 0; v < NVEC; v++) c[i][v] += ai * bv[v];                                 \
+            }                                                                                         \
+        }                                                                                             \
+        for (int i = 0; i < MR; i++)                                                                  \
+            for (int v = 0; v < NVEC; v++) ev__store(t + i * t_rs + v * VL, c[i][v]);                 \
+    }
+EV__KERNEL(3)
+EV__KERNEL(2)
+
+static void ev__kernel(int64_t nr, int64_t kc, const float* const* a, int64_t a_cs, ev__rows b, float* t,
+                       int64_t t_rs, int acc) {
+    if (nr == 48)
+        ev__kernel_3(kc, a, a_cs, b, t, t_rs, acc);
+    else
+        ev__kernel_2(kc, a, a_cs, b, t, t_rs, acc);
+}
+
+int ev_gemm_mat_f32(int64_t m, int64_t n, int64_t k, const ev_mat* a, const ev_mat* b, float* c, int64_t c_rs,
+                    int accumulate, float* work, int64_t work_size) {
+    if (m < 0 || n < 0 || k < 0 || work_size < ev_gemm_work_f32()) return -1;
+    if (k == 0) {                                   /* an empty sum: C = 0, or C as it is */
+        if (!accumulate)
+            for (int64_t i = 0; i < m; i++) memset(c + i * c_rs, 0, (size_t)n * sizeof(float));
+        return 0;
+    }
+    float* ap = (float*)(((uintptr_t)work + 63) & ~(uintptr_t)63);
+    float* bp = ap + (int64_t)MC * KC;
     float tile[MR * NR] __attribute__((aligned(64)));
-    for (int64_t j0 = 0; j0 < nc; j0 += NR) {
-        const int64_t cols = nc - j0 < NR ? nc - j0 : NR;
-        const int bdir = bd != NULL && cols == NR;
-        const float* bpanel = bdir ? bd + j0 : bp + (j0 / NR) * kc * NR;
-        const int64_t bstride = bdir ? b_rs : NR;
-        for (int64_t i0 = 0; i0 < mc; i0 += MR) {
-            const int64_t rows = mc - i0 < MR ? mc - i0 : MR;
-            const int adir = ad != NULL && rows == MR;
-            const float* apanel = adir ? ad + i0 * a_rs : ap + (i0 / MR) * kc * MR;
-            const int64_t ars = adir ? a_rs : 1, acs = adir ? 1 : MR;
-            float* ct = c + i0 * c_rs + j0;
-            if (rows == MR && cols == NR) {
-                ev__kernel(kc, apanel, ars, acs, bpanel, bstride, ct, c_rs, acc);
-                continue;
+    /* NOTE: operands whose rows are contiguous along the product's inner loops (A
+     * along p, B along j) are read in place: packing them would copy them once
+     * more for nothing.  Only their last, partial panels are packed (a full-width
+     * read would run past a row). */
+    const int a_direct = a->cs == 1, b_direct = b->cs == 1;
+    const int64_t nr = ev__width(n);
+    for (int64_t jc = 0; jc < n; jc += NC) {
+        const int64_t nc = n - jc < NC ? n - jc : NC;
+        for (int64_t pc = 0; pc < k; pc += KC) {
+            const int64_t kc = k - pc < KC ? k - pc : KC;
+            const int acc = accumulate || pc > 0;
+            const int64_t nfull = b_direct ? nc - nc % nr : 0;
+            if (nfull < nc) ev__pack_b(b, pc, jc + nfull, kc, nc - nfull, nr, bp + (nfull / nr) * kc * nr);
+            for (int64_t ic = 0; ic < m; ic += MC) {
+                const int64_t mc = m - ic < MC ? m - ic : MC;
+                const int64_t mfull = a_direct ? mc - mc % MR : 0;
+                if (mfull < mc) ev__pack_a(a, ic + mfull, pc, mc - mfull, kc, ap + (mfull / MR) * kc * MR);
+                for (int64_t j0 = 0; j0 < nc; j0 += nr) {
+                    const int64_t cols = nc - j0 < nr ? nc - j0 : nr;
+                    ev__rows brows = {bp + (j0 / nr) * kc * nr, NULL, nr};
+                    if (j0 < nfull) {
+                        brows.base = b->off ? b->p + jc + j0 : b->p + pc * b->rs + jc + j0;
+                        brows.off = b->off ? b->off + pc : NULL;
+                        brows.rs = b->rs;
+                    }
+                    for (int64_t i0 = 0; i0 < mc; i0 += MR) {
+                        const int64_t rows = mc - i0 < MR ? mc - i0 : MR;
+                        const float* arow[MR];
+                        int64_t a_cs = MR;
+                        for (int i = 0; i < MR; i++) arow[i] = ap + (i0 / MR) * kc * MR + i;
+                        if (i0 < mfull) {
+                            for (int i = 0; i < MR; i++) arow[i] = ev__row(a, ic + i0 + i) + pc;
+                            a_cs = 1;
+                        }
+                        float* ct = c + (ic + i0) * c_rs + jc + j0;
+                        if (rows == MR && cols == nr) {
+                            ev__kernel(nr, kc, arow, a_cs, brows, ct, c_rs, acc);
+                            continue;
+                        }
+                        if (acc)
+                            for (int64_t i = 0; i < rows; i++)
+                                memcpy(tile + i * nr, ct + i * c_rs, (size_t)cols * sizeof(float));
+                        ev__kernel(nr, kc, arow, a_cs, brows, tile, nr, acc);
+                        for (int64_t i = 0; i < rows; i++) memcpy(ct + i * c_rs, tile + i * nr, (size_t)cols * sizeof(float));
+                    }
+                }
             }
-            if (acc) {
-                for (int64_t i = 0; i < rows; i++) memcpy(tile + i * NR, ct + i * c_rs, (size_t)cols * sizeof(float));
-            }
-            ev__kernel(kc, apanel, ars, acs, bpanel, bstride, tile, NR, acc);
-            for (int64_t i = 0; i < rows; i++) memcpy(ct + i * c_rs, tile + i * NR, (size_t)cols * sizeof(float));
         }
     }
+    return 0;
 }
 
 int ev_gemm_f32(int64_t batch, int64_t m, int64_t n, int64_t k,
@@ -151,51 +217,18 @@ int ev_gemm_f32(int64_t batch, int64_t m, int64_t n, int64_t k,
                 float* c, int64_t c_batch, int64_t c_rs, int accumulate,
                 float* work, int64_t work_size) {
     if (batch < 0 || m < 0 || n < 0 || k < 0 || work_size < ev_gemm_work_f32()) return -1;
-    float* ap = (float*)(((uintptr_t)work + 63) & ~(uintptr_t)63);
-    float* bp = ap + (int64_t)MC * KC;
     const int shared = c_batch == 0;
-    if (k == 0 || (batch == 0 && shared)) {         /* an empty sum: C = 0, or C as it is */
-        if (accumulate) return 0;
-        for (int64_t s = 0; s < (shared ? 1 : batch); s++)
-            for (int64_t i = 0; i < m; i++) memset(c + s * c_batch + i * c_rs, 0, (size_t)n * sizeof(float));
+    if (batch == 0) {
+        if (shared && !accumulate)
+            for (int64_t i = 0; i < m; i++) memset(c + i * c_rs, 0, (size_t)n * sizeof(float));
         return 0;
     }
     for (int64_t s = 0; s < batch; s++) {
-        const float* as = a + s * a_batch;
-        const float* bs = b + s * b_batch;
-        float* cs = c + s * c_batch;
-        for (int64_t jc = 0; jc < n; jc += NC) {
-            const int64_t nc = n - jc < NC ? n - jc : NC;
-            for (int64_t pc = 0; pc < k; pc += KC) {
-                const int64_t kc = k - pc < KC ? k - pc : KC;
-                const int acc = accumulate || pc > 0 || (shared && s > 0);
-                const float* bb = bs + pc * b_rs + jc * b_cs;
-                /* NOTE: rows of B already contiguous are read in place: packing them
-                 * would copy B once more for nothing; only a last, partial panel is
-                 * packed (a full-width read would run past B's row). */
-                const float* bd = b_cs == 1 ? bb : NULL;
-                if (bd == NULL) {
-                    ev__pack_b(kc, nc, bb, b_rs, b_cs, bp);
-                } else if (nc % NR) {
-                    const int64_t j0 = nc - nc % NR;
-                    ev__pack_b(kc, nc - j0, bb + j0, b_rs, 1, bp + (j0 / NR) * kc * NR);
-                }
-                for (int64_t ic = 0; ic < m; ic += MC) {
-                    const int64_t mc = m - ic < MC ? m - ic : MC;
-                    const float* aa = as + ic * a_rs + pc * a_cs;
-                    /* rows of A already contiguous are read in place too (the kernel
-                     * broadcasts one element of each row at a time) */
-                    const float* ad = a_cs == 1 ? aa : NULL;
-                    if (ad == NULL) {
-                        ev__pack_a(mc, kc, aa, a_rs, a_cs, ap);
-                    } else if (mc % MR) {
-                        const int64_t i0 = mc - mc % MR;
-                        ev__pack_a(mc - i0, kc, aa + i0 * a_rs, a_rs, 1, ap + (i0 / MR) * kc * MR);
-                    }
-                    ev__block(mc, nc, kc, ad, a_rs, ap, bd, b_rs, bp, cs + ic * c_rs + jc, c_rs, acc);
-                }
-            }
-        }
+        const ev_mat as = {a + s * a_batch, NULL, a_rs, a_cs};
+        const ev_mat bs = {b + s * b_batch, NULL, b_rs, b_cs};
+        if (ev_gemm_mat_f32(m, n, k, &as, &bs, c + s * c_batch, c_rs, accumulate || (shared && s > 0), work,
+                            work_size))
+            return -1;
     }
     return 0;
 }

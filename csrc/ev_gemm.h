@@ -13,6 +13,19 @@
  * holds ev_gemm_work_f32() floats, 64-byte alignment not needed.
  * Returns 0, or -1 (writing nothing) if a size is negative or work is too small. */
 int64_t ev_gemm_work_f32(void);
+
+/* A matrix for ev_gemm_mat_f32: row r starts at p + off[r] when off is not NULL
+ * (rows anywhere: e.g. the taps of a convolution, shifted views of one image),
+ * else at p + r*rs; the row's elements are cs apart. */
+typedef struct {
+    const float* p;
+    const int64_t* off;
+    int64_t rs, cs;
+} ev_mat;
+
+/* C (m x n, row stride c_rs) = A (m x k) @ B (k x n), added to C when accumulate. */
+int ev_gemm_mat_f32(int64_t m, int64_t n, int64_t k, const ev_mat* a, const ev_mat* b, float* c, int64_t c_rs,
+                    int accumulate, float* work, int64_t work_size);
 int ev_gemm_f32(int64_t batch, int64_t m, int64_t n, int64_t k,
                 const float* a, int64_t a_batch, int64_t a_rs, int64_t a_cs,
                 const float* b, int64_t b_batch, int64_t b_rs, int64_t b_cs,
