@@ -10,7 +10,10 @@ once and runs it every step; the final hidden state of a batch is fed as the
 initial state of the next (truncated backprop through time), because batch row
 b always continues row b of the previous batch (see text_data.Streams).
 Loss is cross-entropy in nats per character; `step N loss X` lines show an
-exponential moving average of it.
+exponential moving average of it. Adam's lr starts at --lr and falls along half a
+cosine to --min-lr (a tenth of it) over the run's budget, by the clock for
+--minutes (on tinyshakespeare, 5 minutes: 1.29 nats/char against 1.33 at a
+constant 4e-3 and 1.34 at a constant 2e-3); --decay none keeps it constant.
 
 --distributed (under mpirun): every rank trains the same model on its own
 contiguous part of the text, --batch streams per rank; the tape averages the
@@ -47,8 +50,12 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=32, help="parallel streams")
     p.add_argument("--steps", type=int, help="train this many more steps")
     p.add_argument("--minutes", type=float, help="train this long (default 1 if no --steps)")
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=4e-3, help="the peak lr (see --decay)")
     p.add_argument("--clip", type=float, default=5.0, help="global gradient-norm clip")
+    p.add_argument("--decay", choices=["cosine", "none"], default="cosine",
+                   help="cosine: the lr falls along half a cosine to --min-lr over the run's budget "
+                        "(the --minutes by the clock, else the --steps)")
+    p.add_argument("--min-lr", type=float, default=None, help="the lr at the budget's end (default lr/10)")
     p.add_argument("--machine", choices=["tape", "lisp"],
                    default="tape" if hasattr(ev, "TapeMachine") else "lisp")
     p.add_argument("--seed", type=int, default=0)
@@ -71,7 +78,7 @@ def parse_args(argv=None):
     if a.smoke:
         a.hidden, a.seq, a.batch = min(a.hidden, 16), min(a.seq, 8), min(a.batch, 4)
         a.steps = 30 if a.steps is None else a.steps
-        a.sample, a.print_every, a.lr = min(a.sample, 40), 1, max(a.lr, 1e-2)
+        a.sample, a.print_every, a.lr = min(a.sample, 40), 1, max(a.lr, 3e-2)
     if a.steps is None and a.minutes is None:
         a.minutes = 1.0
     a.plot = os.path.join(a.out, "loss.png") if a.plot is None else a.plot
@@ -135,6 +142,15 @@ class Sampler:
             out.append(c)
             feeds.update(ev.nn.StackedRNN.carry(self.state0, self.final))
         return vocab.decode(out)
+
+
+def decayed_lr(args, frac):
+    """The lr at fraction `frac` of the run's budget: --lr along half a cosine to --min-lr
+    (with --decay cosine; the whole budget at --lr with --decay none)."""
+    if args.decay == "none":
+        return args.lr
+    low = args.lr / 10 if args.min_lr is None else args.min_lr
+    return low + (args.lr - low) * (1 + math.cos(math.pi * frac)) / 2
 
 
 class Smoother:
@@ -288,11 +304,16 @@ def train(args, ctx=None):
     try:
         while True:
             done = step - first_step
-            late = budget is not None and time.perf_counter() - start >= budget
+            elapsed = time.perf_counter() - start
             if ctx is not None and budget is not None:
-                late = ctx.any(late)        # NOTE: every rank stops at the same step, or they hang
-            if (args.steps is not None and done >= args.steps) or late:
+                # NOTE: one clock for all ranks: they stop at the same step (or they hang)
+                # and take the same lr (or their parameters part).
+                elapsed = ctx.max(elapsed)
+            frac = max(elapsed / budget if budget is not None else 0.0,
+                       (done / args.steps if args.steps else 1.0) if args.steps is not None else 0.0)
+            if frac >= 1:
                 break
+            opt.lr = decayed_lr(args, frac)
             x, y, reset = streams.next()
             if reset:
                 for ins, vals in zip(state0, zero):

@@ -6,6 +6,7 @@ mpi4py or mpirun the MPI tests skip and say so.
 """
 import importlib.util
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -148,6 +149,7 @@ def test_allreduce_grads_shard_mean_any(equivalence):
         np.testing.assert_allclose(d["b"], np.arange(4) * (n + 1) / 2, rtol=1e-6)
         assert d["b_dtype"] == "float32" and d["c_is_none"]
         assert d["mean"] == (n - 1) / 2 and d["any_rank1"] == (n > 1) and not d["any_none"]
+        assert d["max"] == 0.1 * (n - 1) + 0.05        # the same float on every rank, exactly
         parts = d["shards"]
         assert sorted(i for p in parts for i in p) == list(range(10))      # disjoint, complete
         assert d["shards_again"] == parts                                  # reproducible
@@ -211,3 +213,16 @@ def test_char_rnn_distributed(tmp_path):
     assert "resumed from" in out and "afresh" not in out and "step 12 loss" in out
     out = run_ok(3, script, *args).stdout                 # another rank count: fresh streams
     assert "resumed from" in out and "afresh" in out and "step 18 loss" in out
+
+
+@needs_mpi
+def test_char_rnn_distributed_stops_by_the_clock_on_every_rank_together(tmp_path):
+    # A time budget read on each rank's own clock would stop the ranks at different
+    # steps (a hang in the next collective) and give them different lrs.
+    script = os.path.join(ROOT, "examples", "char_rnn.py")
+    (tmp_path / "tiny.txt").write_text(TINY_TEXT)
+    out = run_ok(2, script, "--distributed", "--smoke", "--steps", "1000000", "--minutes", "0.01",
+                 "--text", tmp_path / "tiny.txt", "--sample", "0", "--out", tmp_path, "--plot", "",
+                 "--svg", "").stdout
+    m = re.search(r"^(\d+) steps in (\S+) s", out, re.M)
+    assert m and 0 < int(m.group(1)) < 1000000 and float(m.group(2)) >= 0.6

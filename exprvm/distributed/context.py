@@ -160,6 +160,13 @@ class Context:
         out /= self.size
         return float(out) if out.ndim == 0 else out
 
+    def max(self, x):
+        """The largest over the ranks of a number: exactly the same float on every rank
+        (a max rounds nothing), so decisions made from it agree, e.g. a clock's reading."""
+        out = np.empty(1, np.float64)
+        self.comm.Allreduce(np.array([x], np.float64), out, op=self.MPI.MAX)
+        return float(out[0])
+
     def any(self, flag):
         """True on every rank if `flag` is true on any rank (to stop every rank together)."""
         out = np.empty(1, np.int32)

@@ -99,7 +99,7 @@ def program_facts(ctx):
 
 
 def direct_facts(ctx):
-    """ctx.allreduce_grads on Params, ctx.mean, ctx.any, ctx.shard."""
+    """ctx.allreduce_grads on Params, ctx.mean, ctx.max, ctx.any, ctx.shard."""
     a = ev.nn.Param("a", np.zeros((2, 3)))
     b = ev.nn.Param("b", np.zeros(4, np.float32))
     c = ev.nn.Param("c", np.zeros(1))
@@ -111,7 +111,8 @@ def direct_facts(ctx):
     again = ctx.comm.allgather(ctx.shard(10, seed=3).tolist())
     return {"a": a.grad.tolist(), "b": b.grad.tolist(), "b_dtype": str(b.grad.dtype),
             "c_is_none": c.grad is None, "mean": ctx.mean(ctx.rank), "any_rank1": ctx.any(ctx.rank == 1),
-            "any_none": ctx.any(False), "shards": parts, "shards_again": again,
+            "any_none": ctx.any(False), "max": ctx.max(0.1 * ctx.rank + 0.05),
+            "shards": parts, "shards_again": again,
             "plain_shards": ctx.comm.allgather(ctx.shard(7).tolist())}
 
 
