@@ -17,8 +17,9 @@ geo) -> (fn, args), every check, view and C pointer made once, when a machine bi
 its buffers; fn(*args) then makes one C call (backend "c") or a few numpy out= calls
 ("numpy") and the matrix products (numpy matmul with out=, i.e. BLAS), and allocates
 nothing.
-Convolutions are im2col + one batched GEMM (groups batch too); conv1d runs as conv2d
-over a height of 1 (the caller reshapes).
+Convolutions are im2col + one batched GEMM (groups batch too), or, float32 on the C
+backend of a 512-bit build, csrc/ev_conv_gemm.c's per-sample runners (conv_bind.own_gemm);
+conv1d runs as conv2d over a height of 1 (the caller reshapes).
 """
 import numpy as np
 

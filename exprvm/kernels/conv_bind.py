@@ -7,6 +7,9 @@ C-contiguity, real buffer sizes, no overlap of out with an input); fn(*args) the
 runs C kernels and numpy out= calls only. conv_tmps(...) says which scratch buffers
 each runner wants, in the order it takes them.
 
+float32 on the C backend of a 512-bit build (own_gemm): one C call per run,
+csrc/ev_conv_gemm.c, with one work buffer (conv_tmps says its size). Otherwise:
+
 Layouts: cols (n, groups, c/groups*kh*kw, oh*ow) is im2col's output seen per
 group; the weight (o, c/groups, kh, kw) is read as (groups, o/groups, c/groups*kh*kw),
 so one batched GEMM (numpy matmul broadcasting the weight over the batch) makes

@@ -1,11 +1,15 @@
 """Lowering rows of convolution, pooling and normalization (ops/conv.py, ops/pool.py,
 ops/normalization.py), numpy and C next to each other.
 
-Convolutions run as im2col into a planned scratch buffer, then one batched GEMM
-(numpy matmul with out=, so BLAS) straight into the output; their gradients as a
-GEMM then col2im (input) or im2col then a GEMM and a sum over the batch (weight).
-The C rows use csrc/ev_conv.c for im2col / col2im and for pooling; the numpy rows
-do the same with strided views over a padded scratch copy. conv1d runs as conv2d
+On the C backend in float32 (with the 512-bit build of csrc/ev_gemm.c) a
+convolution and its gradients are one C call each, a sample at a time with
+exprvm's own matrix product (csrc/ev_conv_gemm.c; at stride 1 no im2col at all),
+over one planned work buffer. Otherwise they run as im2col into a planned scratch
+buffer, then one batched GEMM (numpy matmul with out=, so BLAS) straight into the
+output; their gradients as a GEMM then col2im (input) or im2col then a GEMM and a
+sum over the batch (weight). The C rows use csrc/ev_conv.c for im2col / col2im and
+for pooling; the numpy rows do the same with strided views over a padded scratch
+copy. conv1d runs as conv2d
 over a height of 1 (views). The runners themselves are exprvm.kernels.conv_bind's
 bind_* (all checks and pointers taken when the program is bound).
 
