@@ -66,6 +66,15 @@ static inline const float* ev__row(const ev_mat* x, int64_t r) { return x->p + (
 static void ev__pack_a(const ev_mat* a, int64_t r0, int64_t p0, int64_t mc, int64_t kc, float* ap) {
     for (int64_t r = 0; r < mc; r += MR) {
         const int64_t rows = mc - r < MR ? mc - r : MR;
+        if (a->off == NULL && a->rs == 1 && rows == MR) {
+            /* A is a transpose (its columns contiguous, e.g. h^T in a weight gradient):
+             * each p's MR values are next to each other */
+            const float* src = a->p + (r0 + r) + p0 * a->cs;
+            for (int64_t p = 0; p < kc; p++)
+                for (int64_t i = 0; i < MR; i++) ap[p * MR + i] = src[p * a->cs + i];
+            ap += kc * MR;
+            continue;
+        }
         for (int64_t i = 0; i < MR; i++) {
             if (i >= rows) {
                 for (int64_t p = 0; p < kc; p++) ap[p * MR + i] = 0.0f;
@@ -148,6 +157,51 @@ static void ev__kernel(int64_t nr, int64_t kc, const float* const* a, int64_t a_
         ev__kernel_2(kc, a, a_cs, b, t, t_rs, acc);
 }
 
+/* One (jc, pc, ic) block: its A and B panels ready (packed or in place), the tiles
+ * of C left to make.
+ * NOTE: one thread.  Tiles could split over OpenMP threads, but on a 2-core machine
+ * an OpenMP team and the BLAS's threads (which numpy's other products use), both
+ * spinning after their work, took turns at 10-20x the time of a product; the
+ * compiler leaves the products it would give several threads to the BLAS. */
+typedef struct {
+    const ev_mat *a, *b;
+    const float *ap, *bp;
+    float* c;
+    int64_t c_rs, nr, jc, pc, ic, nc, kc, mc, nfull, mfull;
+    int acc;
+} ev__block;
+
+/* Tile t of the block: column panel t / row-panels, row panel t % row-panels. */
+static void ev__tile(const ev__block* k, int64_t t) {
+    const int64_t npan_i = (k->mc + MR - 1) / MR;
+    const int64_t j0 = (t / npan_i) * k->nr, i0 = (t % npan_i) * MR;
+    const int64_t cols = k->nc - j0 < k->nr ? k->nc - j0 : k->nr, rows = k->mc - i0 < MR ? k->mc - i0 : MR;
+    const ev_mat *a = k->a, *b = k->b;
+    ev__rows brows = {k->bp + (j0 / k->nr) * k->kc * k->nr, NULL, k->nr};
+    if (j0 < k->nfull) {
+        brows.base = b->off ? b->p + k->jc + j0 : b->p + k->pc * b->rs + k->jc + j0;
+        brows.off = b->off ? b->off + k->pc : NULL;
+        brows.rs = b->rs;
+    }
+    const float* arow[MR];
+    int64_t a_cs = MR;
+    for (int i = 0; i < MR; i++) arow[i] = k->ap + (i0 / MR) * k->kc * MR + i;
+    if (i0 < k->mfull) {
+        for (int i = 0; i < MR; i++) arow[i] = ev__row(a, k->ic + i0 + i) + k->pc;
+        a_cs = 1;
+    }
+    float* ct = k->c + (k->ic + i0) * k->c_rs + k->jc + j0;
+    if (rows == MR && cols == k->nr) {
+        ev__kernel(k->nr, k->kc, arow, a_cs, brows, ct, k->c_rs, k->acc);
+        return;
+    }
+    float tile[MR * NR] __attribute__((aligned(64)));
+    if (k->acc)
+        for (int64_t i = 0; i < rows; i++) memcpy(tile + i * k->nr, ct + i * k->c_rs, (size_t)cols * sizeof(float));
+    ev__kernel(k->nr, k->kc, arow, a_cs, brows, tile, k->nr, k->acc);
+    for (int64_t i = 0; i < rows; i++) memcpy(ct + i * k->c_rs, tile + i * k->nr, (size_t)cols * sizeof(float));
+}
+
 int ev_gemm_mat_f32(int64_t m, int64_t n, int64_t k, const ev_mat* a, const ev_mat* b, float* c, int64_t c_rs,
                     int accumulate, float* work, int64_t work_size) {
     if (m < 0 || n < 0 || k < 0 || work_size < ev_gemm_work_f32()) return -1;
@@ -158,53 +212,29 @@ int ev_gemm_mat_f32(int64_t m, int64_t n, int64_t k, const ev_mat* a, const ev_m
     }
     float* ap = (float*)(((uintptr_t)work + 63) & ~(uintptr_t)63);
     float* bp = ap + (int64_t)MC * KC;
-    float tile[MR * NR] __attribute__((aligned(64)));
     /* NOTE: operands whose rows are contiguous along the product's inner loops (A
      * along p, B along j) are read in place: packing them would copy them once
      * more for nothing.  Only their last, partial panels are packed (a full-width
      * read would run past a row). */
     const int a_direct = a->cs == 1, b_direct = b->cs == 1;
-    const int64_t nr = ev__width(n);
-    for (int64_t jc = 0; jc < n; jc += NC) {
-        const int64_t nc = n - jc < NC ? n - jc : NC;
-        for (int64_t pc = 0; pc < k; pc += KC) {
-            const int64_t kc = k - pc < KC ? k - pc : KC;
-            const int acc = accumulate || pc > 0;
-            const int64_t nfull = b_direct ? nc - nc % nr : 0;
-            if (nfull < nc) ev__pack_b(b, pc, jc + nfull, kc, nc - nfull, nr, bp + (nfull / nr) * kc * nr);
-            for (int64_t ic = 0; ic < m; ic += MC) {
-                const int64_t mc = m - ic < MC ? m - ic : MC;
-                const int64_t mfull = a_direct ? mc - mc % MR : 0;
-                if (mfull < mc) ev__pack_a(a, ic + mfull, pc, mc - mfull, kc, ap + (mfull / MR) * kc * MR);
-                for (int64_t j0 = 0; j0 < nc; j0 += nr) {
-                    const int64_t cols = nc - j0 < nr ? nc - j0 : nr;
-                    ev__rows brows = {bp + (j0 / nr) * kc * nr, NULL, nr};
-                    if (j0 < nfull) {
-                        brows.base = b->off ? b->p + jc + j0 : b->p + pc * b->rs + jc + j0;
-                        brows.off = b->off ? b->off + pc : NULL;
-                        brows.rs = b->rs;
-                    }
-                    for (int64_t i0 = 0; i0 < mc; i0 += MR) {
-                        const int64_t rows = mc - i0 < MR ? mc - i0 : MR;
-                        const float* arow[MR];
-                        int64_t a_cs = MR;
-                        for (int i = 0; i < MR; i++) arow[i] = ap + (i0 / MR) * kc * MR + i;
-                        if (i0 < mfull) {
-                            for (int i = 0; i < MR; i++) arow[i] = ev__row(a, ic + i0 + i) + pc;
-                            a_cs = 1;
-                        }
-                        float* ct = c + (ic + i0) * c_rs + jc + j0;
-                        if (rows == MR && cols == nr) {
-                            ev__kernel(nr, kc, arow, a_cs, brows, ct, c_rs, acc);
-                            continue;
-                        }
-                        if (acc)
-                            for (int64_t i = 0; i < rows; i++)
-                                memcpy(tile + i * nr, ct + i * c_rs, (size_t)cols * sizeof(float));
-                        ev__kernel(nr, kc, arow, a_cs, brows, tile, nr, acc);
-                        for (int64_t i = 0; i < rows; i++) memcpy(ct + i * c_rs, tile + i * nr, (size_t)cols * sizeof(float));
-                    }
-                }
+    ev__block blk = {a, b, ap, bp, c, c_rs, ev__width(n), 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    for (blk.jc = 0; blk.jc < n; blk.jc += NC) {
+        blk.nc = n - blk.jc < NC ? n - blk.jc : NC;
+        for (blk.pc = 0; blk.pc < k; blk.pc += KC) {
+            blk.kc = k - blk.pc < KC ? k - blk.pc : KC;
+            blk.acc = accumulate || blk.pc > 0;
+            blk.nfull = b_direct ? blk.nc - blk.nc % blk.nr : 0;
+            if (blk.nfull < blk.nc)
+                ev__pack_b(b, blk.pc, blk.jc + blk.nfull, blk.kc, blk.nc - blk.nfull, blk.nr,
+                           bp + (blk.nfull / blk.nr) * blk.kc * blk.nr);
+            for (blk.ic = 0; blk.ic < m; blk.ic += MC) {
+                blk.mc = m - blk.ic < MC ? m - blk.ic : MC;
+                blk.mfull = a_direct ? blk.mc - blk.mc % MR : 0;
+                if (blk.mfull < blk.mc)
+                    ev__pack_a(a, blk.ic + blk.mfull, blk.pc, blk.mc - blk.mfull, blk.kc,
+                               ap + (blk.mfull / MR) * blk.kc * MR);
+                const int64_t tiles = ((blk.nc + blk.nr - 1) / blk.nr) * ((blk.mc + MR - 1) / MR);
+                for (int64_t t = 0; t < tiles; t++) ev__tile(&blk, t);
             }
         }
     }

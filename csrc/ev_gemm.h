@@ -10,7 +10,7 @@
  * the products are added to what C holds; else C is overwritten (never read
  * first).  C must not overlap A or B.  Any strides
  * (transposes are strides) are packed into the kernel's own layout in work, which
- * holds ev_gemm_work_f32() floats, 64-byte alignment not needed.
+ * holds ev_gemm_work_f32() floats, 64-byte alignment not needed.  One thread.
  * Returns 0, or -1 (writing nothing) if a size is negative or work is too small. */
 int64_t ev_gemm_work_f32(void);
 

@@ -13,9 +13,13 @@ import pytest
 
 import exprvm as ev
 from exprvm.compiler import threads
+from exprvm.kernels import gemm
 from exprvm.compiler.lowering.fused import FusedGroup
 
 F32 = np.float32
+# NOTE: the BLAS tests multiply float64: float32 products the policy runs on one thread
+# go to exprvm's own C product where it is built (test_float32_products_...).
+F64 = np.float64
 CTL = threads.blas_control()
 needs_blas = pytest.mark.skipif(CTL is None, reason="no BLAS threadpoolctl can control")
 needs_cores = pytest.mark.skipif(threads.cores() < 2, reason="one core: every count is 1")
@@ -57,8 +61,8 @@ def _probe_program(small, big):
     name = f"record_threads_{len(ev.OPS)}"
     ev.defop(name, record, lambda x: (x.shape, x.dtype), row=ev.Row((("f", (2,), 0.0, 1.0),), grad=False))
     g = ev.Graph()
-    a = g.matrix("a", small, dtype=F32, value=np.full(small, 0.01, F32))
-    A = g.matrix("A", big, dtype=F32, value=np.full(big, 0.01, F32))
+    a = g.matrix("a", small, dtype=F64, value=np.full(small, 0.01, F64))
+    A = g.matrix("A", big, dtype=F64, value=np.full(big, 0.01, F64))
     s = ev.apply(name, a @ a)
     t = ev.apply(name, A @ (A + ev.sum(s)))
     return g, ev.sum(a @ (a + ev.sum(t))), seen
@@ -124,8 +128,29 @@ def test_set_policy_changes_later_compiles():
     try:
         threads.set_policy(1)
         g = ev.Graph()
-        a = g.matrix("a", (300, 300), dtype=F32)
+        a = g.matrix("a", (300, 300), dtype=F64)
         m = ev.TapeMachine(g, [a @ a])
         assert [n for _, n in m.program.blas_threads] == [1]
     finally:
         threads.set_policy(old)
+
+
+@pytest.mark.skipif(not gemm.wide(), reason="exprvm's C product is used only in a 512-bit build")
+def test_float32_products_on_one_thread_go_to_the_c_product_the_rest_to_the_blas():
+    rng = np.random.default_rng(0)
+    g = ev.Graph()
+    h = g.matrix("h", (32, 128), dtype=F32, value=rng.standard_normal((32, 128)).astype(F32))
+    w = g.matrix("w", (128, 512), dtype=F32, value=rng.standard_normal((128, 512)).astype(F32))
+    big = g.matrix("big", (400, 400), dtype=F32, value=rng.standard_normal((400, 400)).astype(F32))
+    row = g.matrix("row", (1, 128), dtype=F32, value=rng.standard_normal((1, 128)).astype(F32))
+    outs = [h @ w, ev.transpose(h) @ (h @ w), big @ big, row @ w]
+    for cap, want in ((2, ["c", "c", "numpy", "numpy"]), (1, ["c", "c", "c", "numpy"])):
+        if cap == 2 and (threads.cores() < 2 or CTL is None or CTL.get() < 2):
+            continue        # the 400 x 400 product gets one thread here too
+        m = ev.TapeMachine(g, outs, threads=cap)
+        kinds = [ins.kernel for ins in m.program.instrs if ins.op == "matmul"]
+        assert kinds == want, (cap, kinds)
+        m.run()
+        hv, wv, bv, rv = (x.value.astype(np.float64) for x in (h, w, big, row))
+        for got, ref in zip(outs, [hv @ wv, hv.T @ (hv @ wv), bv @ bv, rv @ wv]):
+            np.testing.assert_allclose(got.value, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())

@@ -51,44 +51,42 @@ def _operand(v, op, name, writable=False):
     if writable and not v.flags.writeable:
         raise KernelError(f"{op}: {name} is read-only")
     base = _owner(v)
-    if not (base.flags.c_contiguous and base.flags.aligned) or base.dtype.itemsize != 4:
-        raise KernelError(f"{op}: {name} must be a view of a C-contiguous 4-byte array")
+    if not base.flags.c_contiguous:
+        raise KernelError(f"{op}: {name} must be a view of a C-contiguous array")
     item = 4
     if any(s < 0 or s % item for s in v.strides):
         raise KernelError(f"{op}: {name} has strides {v.strides}: the C product takes non-negative "
                           "whole-element strides")
     strides = tuple(s // item for s in v.strides)
-    p = host.pointer(base, "float[]", base.size, op, writable)
     first = (v.__array_interface__["data"][0] - base.__array_interface__["data"][0])
-    if first % item:
-        raise KernelError(f"{op}: {name} does not start on an element boundary")
+    if first % item or base.__array_interface__["data"][0] % item:
+        raise KernelError(f"{op}: {name} does not start on a float's boundary")
     first //= item
+    floats = base.nbytes // item      # the base may be any dtype (a compiled program's byte arena)
+    p = host.pointer(base, "float[]", floats, op, writable)
     last = first + sum((d - 1) * s for d, s in zip(v.shape, strides)) if v.size else first
-    if first < 0 or (v.size and last >= base.size):
+    if first < 0 or (v.size and last >= floats):
         raise KernelError(f"{op}: {name} reaches outside its array's buffer")
     return p, p + first, strides
 
 
-def matmul(a, b, out=None, accumulate=False):
-    """out = a @ b for a (batch, m, k) and b (batch, k, n), or out (m, n) = the sum over
-    the batch of a[i] @ b[i]; accumulate: added to what out holds. A checked call
-    (every argument validated, see the module's docstring); it allocates its work."""
-    op = "gemm"
-    if type(a) is not np.ndarray or type(b) is not np.ndarray:
-        raise KernelError(f"{op}: a and b must be numpy.ndarrays")
+def _call(a, b, out, op, accumulate):
+    """The checked arguments of ev_gemm_f32 for a (batch, m, k) @ b (batch, k, n) into
+    out, bar the work buffer; None when out is empty (nothing to compute). The first
+    item keeps the buffers the pointers point into alive."""
+    if type(a) is not np.ndarray or type(b) is not np.ndarray or type(out) is not np.ndarray:
+        raise KernelError(f"{op}: a, b and out must be numpy.ndarrays")
     if a.ndim != 3 or b.ndim != 3:
         raise ShapeError(f"{op}: the C product takes (batch, m, k) @ (batch, k, n), got {a.shape} @ {b.shape}")
     batch, m, k = a.shape
     if b.shape[:2] != (batch, k):
         raise ShapeError(f"{op}: cannot multiply {a.shape} by {b.shape}")
     n = b.shape[2]
-    if out is None:
-        out = np.zeros((batch, m, n), _F32)
     want = (batch, m, n) if out.ndim == 3 else (m, n)
     if out.shape != want:
         raise ShapeError(f"{op}: out has shape {out.shape}, the product {want}")
     if out.size == 0:
-        return out
+        return None
     if out.strides[-1] != 4:
         raise KernelError(f"{op}: out's rows must be contiguous")
     for other, name in ((a, "a"), (b, "b")):
@@ -100,11 +98,49 @@ def matmul(a, b, out=None, accumulate=False):
     c_batch, c_rs = (c_strides[0], c_strides[1]) if out.ndim == 3 else (0, c_strides[0])
     if (m > 1 and c_rs < n) or (out.ndim == 3 and batch > 1 and c_batch < (m - 1) * c_rs + n):
         raise KernelError(f"{op}: out's rows or batches overlap (strides {out.strides})")
+    return ((keep_a, keep_b, keep_c, a, b, out), batch, m, n, k, pa, a_batch, a_rs, a_cs, pb, b_batch, b_rs,
+            b_cs, pc, c_batch, c_rs, int(bool(accumulate)))
+
+
+def _work_pointer(work, op, *operands):
+    if type(work) is not np.ndarray or work.dtype != _F32 or work.shape != work_shape() \
+            or not (work.flags.c_contiguous and work.flags.writeable):
+        raise KernelError(f"{op}: work must be a writable float32 array of shape {work_shape()}")
+    for x in operands:
+        if np.may_share_memory(work, x):
+            raise KernelError(f"{op}: work overlaps an operand")
+    return host.pointer(work, "float[]", work.size, op, writable=True)
+
+
+def matmul(a, b, out=None, accumulate=False):
+    """out = a @ b for a (batch, m, k) and b (batch, k, n), or out (m, n) = the sum over
+    the batch of a[i] @ b[i]; accumulate: added to what out holds. A checked call
+    (every argument validated, see the module's docstring); it allocates its work."""
+    if out is None and type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == b.ndim == 3:
+        out = np.zeros(a.shape[:2] + b.shape[2:], _F32)
+    call = _call(a, b, out, "gemm", accumulate)
+    if call is None:
+        return out
     work = np.empty(work_shape(), _F32)
-    pw = host.pointer(work, "float[]", work.size, op, writable=True)
-    rc = host._ev_c.lib.ev_gemm_f32(batch, m, n, k, pa, a_batch, a_rs, a_cs, pb, b_batch, b_rs, b_cs,
-                                   pc, c_batch, c_rs, int(bool(accumulate)), pw, work.size)
-    if rc:
-        raise KernelError(f"{op}: the C product rejected its sizes")
-    del keep_a, keep_b, keep_c
+    if host._ev_c.lib.ev_gemm_f32(*call[1:], _work_pointer(work, "gemm"), work.size):
+        raise KernelError("gemm: the C product rejected its sizes")
     return out
+
+
+def bind(a, b, out, work, op):
+    """(fn, args) for a compiled program: fn(*args) makes out (m, n) = a (m, k) @ b (k, n)
+    in one C call (one thread) over the fixed buffers, all checked now; work of
+    work_shape()."""
+    if a.ndim != 2 or b.ndim != 2 or out.ndim != 2:
+        raise ShapeError(f"{op}: the bound C product takes matrices, got {a.shape} @ {b.shape} -> {out.shape}")
+    call = _call(a[None], b[None], out[None], op, False)
+    if call is None:
+        return (lambda: None), ()
+    pw = _work_pointer(work, op, a, b, out)
+    fn, keep = host._ev_c.lib.ev_gemm_f32, (call[0], work)
+
+    def run(*args):
+        if fn(*args):
+            raise KernelError(f"{op}: the C product rejected its sizes")
+    run.keep = keep             # the buffers behind the pointers live as long as the runner
+    return run, (*call[1:], pw, work.size)
