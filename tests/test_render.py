@@ -462,3 +462,34 @@ def test_example_writes_parseable_svgs(tmp_path):
     text = all_texts(square_svg)
     assert "value 9" in text and "grad 6" in text
     assert len(dashed_edges(square_svg)) == 1
+
+
+def _chain(n):
+    g = ev.Graph()
+    x = g.vector("x", 4)
+    y = x
+    for _ in range(n):
+        y = ev.tanh(y * x)
+    return g, ev.sum(y)
+
+
+def test_big_drawings_get_the_fast_layout_small_ones_the_full():
+    from exprvm.render import FAST_ABOVE, FAST_LAYOUT
+    small = ev.to_dot(_chain(5)[0])
+    assert "splines" not in small.graph_attr
+    g, _ = _chain(FAST_ABOVE // 2 + 10)           # two edges a link: past FAST_ABOVE
+    big = ev.to_dot(g)
+    assert sum("->" in line for line in big.body) > FAST_ABOVE
+    assert all(big.graph_attr[k] == v for k, v in FAST_LAYOUT.items())
+    assert "splines" not in ev.to_dot(g, layout="full").graph_attr
+    assert ev.to_dot(_chain(5)[0], layout="fast").graph_attr["splines"] == "line"
+    with pytest.raises(ev.ExprError, match="layout must be"):
+        ev.to_dot(g, layout="quick")
+
+
+def test_the_fast_layout_renders(tmp_path):
+    # dot accepts the attributes and draws every node (a small graph: the layout of a
+    # really big one takes seconds even so)
+    g, _ = _chain(30)
+    svg = parse(open(ev.render(g, tmp_path / "fast.svg", layout="fast")).read())
+    assert len(groups(svg, "node")) == len(ev.to_dot(g).body) - sum("->" in line for line in ev.to_dot(g).body)
