@@ -13,8 +13,8 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")     # as char_rnn.py: one BLAS thread, set
-                                                       # before numpy loads
+# NOTE: no thread pinning, as char_rnn.py: the compiler's thread policy picks each
+# product's threads (OPENBLAS_NUM_THREADS=1 in the environment pins it).
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
 sys.path.insert(0, os.path.dirname(HERE))
