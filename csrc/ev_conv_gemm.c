@@ -63,8 +63,41 @@ static ev_conv_geom ev__transposed(const ev_conv_geom* g, int64_t o) {
     return t;
 }
 
-/* Floats of work the stride-1 forward of g takes: the padded sample, its tap
- * offsets (int64, two floats each), the wide output, the product's panels. */
+/* The work buffer's parts, in the one order ev_conv_gemm_work_f32 sizes them.
+ * im2col path: the sample's columns, the weight gradient's transpose (kg x o), the
+ * product's panels. */
+typedef struct {
+    float *cols, *dwt, *panels;
+} ev__cols_parts;
+
+static ev__cols_parts ev__cols_layout(float* work, const ev_conv_geom* g, const ev__sizes* z, int64_t o) {
+    ev__cols_parts w;
+    w.cols = work;
+    w.dwt = w.cols + g->c * g->kh * g->kw * z->P;
+    w.panels = w.dwt + z->kg * o;
+    return w;
+}
+
+/* Stride 1: the padded sample, its tap offsets (int64, 8-byte aligned), the wide
+ * output (or gy widened, o x Q), the product's panels, then (weight gradient only)
+ * the gradient's transpose. */
+typedef struct {
+    float* xp;
+    int64_t* off;
+    float *wide, *panels, *dwt;
+} ev__s1_parts;
+
+static ev__s1_parts ev__s1_layout(float* work, const ev_conv_geom* g, const ev__sizes* z, int64_t o) {
+    ev__s1_parts w;
+    w.xp = work;
+    w.off = (int64_t*)(((uintptr_t)(w.xp + g->c * z->Hp * z->Wp) + 7) & ~(uintptr_t)7);
+    w.wide = (float*)(w.off + z->kg);
+    w.panels = w.wide + o * z->Q;
+    w.dwt = w.panels + ev_gemm_work_f32();
+    return w;
+}
+
+/* Floats of the stride-1 layout up to the transpose (+ 2: the offsets' alignment). */
 static int64_t ev__s1_work(const ev_conv_geom* g, int64_t o, int64_t groups) {
     const ev__sizes z = ev__sizes_of(g, o, groups);
     return g->c * z.Hp * z.Wp + 2 * z.kg + 2 + o * z.Q + ev_gemm_work_f32();
@@ -73,8 +106,7 @@ static int64_t ev__s1_work(const ev_conv_geom* g, int64_t o, int64_t groups) {
 int64_t ev_conv_gemm_work_f32(const ev_conv_geom* g, int64_t o, int64_t groups) {
     if (groups < 1 || o < 1 || g->c < 1 || g->oh < 1 || g->ow < 1) return -1;
     const ev__sizes z = ev__sizes_of(g, o, groups);
-    /* im2col: the columns, the weight gradient's transpose, the panels */
-    int64_t need = g->c * g->kh * g->kw * z.P + z.kg * o + ev_gemm_work_f32();
+    int64_t need = g->c * g->kh * g->kw * z.P + z.kg * o + ev_gemm_work_f32();      /* ev__cols_layout */
     if (ev__stride1(g)) {
         need = ev__max(need, ev__s1_work(g, o, groups) + z.kg * o);          /* forward; weight grad */
         const ev_conv_geom t = ev__transposed(g, o);
@@ -124,10 +156,9 @@ static int ev__forward_s1(const float* x, const float* w, float* out, const ev_c
                           int64_t groups, float* work) {
     const ev__sizes z = ev__sizes_of(g, o, groups);
     const int64_t cg = g->c / groups, plane = z.Hp * z.Wp;
-    float* xp = work;
-    int64_t* off = (int64_t*)(((uintptr_t)(xp + g->c * plane) + 7) & ~(uintptr_t)7);
-    float* wide = (float*)(off + z.kg);
-    float* gw = wide + o * z.Q;
+    const ev__s1_parts parts = ev__s1_layout(work, g, &z, o);
+    float *xp = parts.xp, *wide = parts.wide, *gw = parts.panels;
+    int64_t* off = parts.off;
     ev__taps(off, g, &z, cg);
     for (int64_t s = 0; s < g->n; s++) {
         ev__pad(x + s * g->c * g->h * g->w, xp, g, &z);
@@ -154,8 +185,8 @@ int ev_conv2d_gemm_f32(const float* x, const float* w, float* out, const ev_conv
     if (ev__stride1(g)) return ev__forward_s1(x, w, out, g, o, groups, work);
     const ev_conv_geom one = ev__one(g);
     const ev__sizes z = ev__sizes_of(g, o, groups);
-    float* cols = work;
-    float* gw = work + g->c * g->kh * g->kw * z.P + z.kg * o;
+    const ev__cols_parts parts = ev__cols_layout(work, g, &z, o);
+    float *cols = parts.cols, *gw = parts.panels;
     for (int64_t s = 0; s < g->n; s++) {
         if (ev_im2col_f32(x + s * g->c * g->h * g->w, cols, &one)) return -1;
         if (ev_gemm_f32(groups, z.og, z.P, z.kg, w, z.og * z.kg, z.kg, 1, cols, z.kg * z.P, z.P, 1,
@@ -185,8 +216,8 @@ int ev_conv2d_grad_input_gemm_f32(const float* gy, const float* w, float* dx, co
         }
     }
     const ev_conv_geom one = ev__one(g);
-    float* cols = work;
-    float* gw = work + g->c * g->kh * g->kw * z.P + z.kg * o;
+    const ev__cols_parts parts = ev__cols_layout(work, g, &z, o);
+    float *cols = parts.cols, *gw = parts.panels;
     for (int64_t s = 0; s < g->n; s++) {
         if (ev_gemm_f32(groups, z.kg, z.P, z.og, w, z.og * z.kg, 1, z.kg, gy + s * o * z.P, z.og * z.P, z.P, 1,
                         cols, z.kg * z.P, z.P, 0, gw, ev_gemm_work_f32())) return -1;
@@ -210,11 +241,9 @@ static int ev__grad_weight_s1(const float* x, const float* gy, float* dw, const 
                               int64_t groups, float* work) {
     const ev__sizes z = ev__sizes_of(g, o, groups);
     const int64_t cg = g->c / groups, plane = z.Hp * z.Wp;
-    float* xp = work;
-    int64_t* off = (int64_t*)(((uintptr_t)(xp + g->c * plane) + 7) & ~(uintptr_t)7);
-    float* gyw = (float*)(off + z.kg);
-    float* gw = gyw + o * z.Q;
-    float* dwt = gw + ev_gemm_work_f32();
+    const ev__s1_parts parts = ev__s1_layout(work, g, &z, o);
+    float *xp = parts.xp, *gyw = parts.wide, *gw = parts.panels, *dwt = parts.dwt;
+    int64_t* off = parts.off;
     ev__taps(off, g, &z, cg);
     for (int64_t s = 0; s < g->n; s++) {
         ev__pad(x + s * g->c * g->h * g->w, xp, g, &z);
@@ -245,9 +274,8 @@ int ev_conv2d_grad_weight_gemm_f32(const float* x, const float* gy, float* dw, c
     if (ev__stride1(g)) return ev__grad_weight_s1(x, gy, dw, g, o, groups, work);
     const ev_conv_geom one = ev__one(g);
     const ev__sizes z = ev__sizes_of(g, o, groups);
-    float* cols = work;
-    float* dwt = work + g->c * g->kh * g->kw * z.P;
-    float* gw = dwt + z.kg * o;
+    const ev__cols_parts parts = ev__cols_layout(work, g, &z, o);
+    float *cols = parts.cols, *dwt = parts.dwt, *gw = parts.panels;
     for (int64_t s = 0; s < g->n; s++) {
         if (ev_im2col_f32(x + s * g->c * g->h * g->w, cols, &one)) return -1;
         if (ev_gemm_f32(groups, z.kg, z.og, z.P, cols, z.kg * z.P, z.P, 1, gy + s * o * z.P, z.og * z.P, 1, z.P,

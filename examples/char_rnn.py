@@ -144,6 +144,17 @@ class Sampler:
         return vocab.decode(out)
 
 
+def progress(done, steps, elapsed, budget):
+    """How far through the run's budget (the --steps, the --minutes, whichever ends
+    first): 1 or more means stop."""
+    parts = []
+    if steps is not None:
+        parts.append(done / steps if steps else 1.0)
+    if budget is not None:
+        parts.append(elapsed / budget)
+    return max(parts, default=1.0)
+
+
 def decayed_lr(args, frac):
     """The lr at fraction `frac` of the run's budget: --lr along half a cosine to --min-lr
     (with --decay cosine; the whole budget at --lr with --decay none)."""
@@ -309,8 +320,7 @@ def train(args, ctx=None):
                 # NOTE: one clock for all ranks: they stop at the same step (or they hang)
                 # and take the same lr (or their parameters part).
                 elapsed = ctx.max(elapsed)
-            frac = max(elapsed / budget if budget is not None else 0.0,
-                       (done / args.steps if args.steps else 1.0) if args.steps is not None else 0.0)
+            frac = progress(done, args.steps, elapsed, budget)
             if frac >= 1:
                 break
             opt.lr = decayed_lr(args, frac)

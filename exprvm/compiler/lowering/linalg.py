@@ -34,6 +34,12 @@ def _matmul_row(req):
     return Lowered(_matmul)
 
 
+# NOTE: measured on the 2-core AVX-512 machine (benchmarks/bench_gemm.py): below these
+# the BLAS call is as fast or faster.
+MIN_ROWS = 8
+MIN_WORK = 1 << 17
+
+
 def _own_product(req):
     """Does this matmul go to the C product: float32 matrices on the host, whole-element
     strides, enough rows and work for the 8 x 48 tiles to pay (a row vector or a tiny
@@ -53,12 +59,6 @@ def _own_product(req):
     if min(ambient, threads.current().blas_threads(2 * m * n * k)) > 1:
         return False
     return all(f is not None and all(st >= 0 and st % 4 == 0 for st in f.strides) for f in req.layouts)
-
-
-# NOTE: measured on the 2-core AVX-512 machine (benchmarks/bench_gemm.py): below these
-# the BLAS call is as fast or faster.
-MIN_ROWS = 8
-MIN_WORK = 1 << 17
 
 
 @lowers("matmul", "c")
