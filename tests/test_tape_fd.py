@@ -78,8 +78,9 @@ def test_tape_gradient_matches_finite_differences(name, dtype):
     if sum(a.size for a in at) <= ELEMENTWISE_UP_TO:
         for node, got, want in zip(floats, gots, finite_differences(f, at)):
             scale = max(1.0, float(np.abs(want).max()))
+            assert np.isfinite(want).all(), f"{name}: non-finite finite differences {want}"
             np.testing.assert_allclose(got, want, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * scale,
-                                       err_msg=f"{name}: d cost / d {node.label} ({np.dtype(dtype).name})")
+                                       equal_nan=False, err_msg=f"{name}: d cost / d {node.label} ({np.dtype(dtype).name})")
         return
     # NOTE: big operands (conv, pool): derivatives along random directions. Any wrong
     # element of a gradient shows in <grad, v> for a random v.
