@@ -6,6 +6,7 @@ gradient seed) and a Val may stand for no node at all (values the optimizer
 introduced, such as a concatenation of per-step operands).
 """
 import heapq
+import math
 
 import numpy as np
 
@@ -56,6 +57,8 @@ def fold(node, ins):
     """A const Val for an op whose inputs are all constant, or None."""
     if not ins or any(v.kind != "const" for v in ins) or "rng" in node.params:
         return None
+    if node.opdef.multiple_results or node.op == "result":     # a loop runs on the tape
+        return None
     try:
         with np.errstate(all="ignore"):
             value = np.asarray(node.opdef.impl(*[v.value for v in ins], **node.params))
@@ -70,14 +73,29 @@ def fold(node, ins):
     return Val((node.id, 0), "const", shape=node.shape, dtype=node.dtype, value=value)
 
 
-def build(order, identities=True):
+def build(order, identities=True, cuts=()):
     """Vals for the nodes in `order` (topological). Returns {node id: Val}. identities=False
-    keeps ops that simplify() would drop (so that every node keeps a value)."""
+    keeps ops that simplify() would drop (so that every node keeps a value). Nodes in
+    `cuts` are inputs, whatever computes them (a loop body's residuals).
+
+    A node with several results (a loop) becomes one Val of packed bytes (its results
+    side by side, packed_layout), and each projection a view of its bytes (op unpack)."""
     vals = {}
+    cut = {id(n) for n in cuts}
     for n in order:
-        if n.is_leaf:
-            v = Val((n.id, 0), n.op, shape=n.shape, dtype=n.dtype,
-                    value=n.value if n.op == "const" else None)
+        if n.is_leaf or id(n) in cut:
+            kind = "input" if id(n) in cut else n.op
+            v = Val((n.id, 0), kind, shape=n.shape, dtype=n.dtype,
+                    value=n.value if kind == "const" else None)
+        elif n.opdef.multiple_results:
+            _, size = packed_layout(n.params["results"])
+            v = Val((n.id, 0), "op", n.op, [vals[x.id] for x in n.inputs], n.params, (size,), np.uint8)
+        elif n.op == "result":
+            src = n.inputs[0]
+            offsets, _ = packed_layout(src.params["results"])
+            k = n.params["index"]
+            v = Val((n.id, 0), "op", "unpack", [vals[src.id]],
+                    {"offset": offsets[k], "shape": n.shape, "dtype": n.dtype.str}, n.shape, n.dtype)
         else:
             ins = [vals[x.id] for x in n.inputs]
             v = (simplify(n, ins) if identities else None) or fold(n, ins)
@@ -86,6 +104,17 @@ def build(order, identities=True):
         v.nodes.append(n)
         vals[n.id] = v
     return vals
+
+
+def packed_layout(results):
+    """(byte offset of each result, total bytes) of a multi-result value packed into one
+    buffer: each result starts on a 64-byte boundary (cache lines; vector loads)."""
+    offsets, top = [], 0
+    for shape, dt in results:
+        top = -(-top // 64) * 64
+        offsets.append(top)
+        top += math.prod(shape) * np.dtype(dt).itemsize
+    return offsets, max(top, 1)
 
 
 def live_vals(targets):

@@ -22,6 +22,11 @@ class CompileOptions:
     comm        an ev.distributed Context: average the gradients over its ranks (allreduce.py)
     updates     ((state leaf, new value node), ...): at the end of every run the new
                 value is written into the state parameter's array (Theano's updates)
+    inputs      a loop body's inputs (compiler/control.py): nodes read as inputs, op
+                nodes among them too (a gradient body's residuals); the Program's
+                .inputs gives each one's register
+    external    a loop body's outputs are written into memory the loop provides each
+                iteration (registers of kind "external"; the Program's .externals)
     """
     grads: bool = True
     keep: tuple = ()
@@ -34,6 +39,8 @@ class CompileOptions:
     use_cuda_for: tuple = ()
     comm: object = None
     updates: tuple = ()
+    inputs: tuple = ()
+    external: bool = False
 
     def with_(self, **changes):
         """A copy with some fields changed."""

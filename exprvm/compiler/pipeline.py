@@ -30,7 +30,7 @@ from . import ir
 from .backends import resolve_backend
 from .emit import Emitter
 from .optimize import optimize
-from . import allreduce, fusion, threads
+from . import allreduce, control, fusion, threads
 from .options import CompileOptions
 from .placement import place
 from .plan import plan
@@ -116,16 +116,17 @@ def _compile(g, outputs, options):
     device, use_cuda_for = options.device, tuple(options.use_cuda_for or ())
     updates = check_updates(g, options.updates)
     targets, results = select(g, outputs, options.grads, tuple(options.keep) + tuple(n for _, n in updates))
-    order = ancestors(targets)
-    vals = ir.build(order, identities=options.optimize)
+    order = ancestors(targets, stop=options.inputs)
+    vals = ir.build(order, identities=options.optimize, cuts=options.inputs)
     roots = [vals[n.id] for n in targets]
-    live = ir.live_vals(roots)
+    live = control.merge_loops(ir.live_vals(roots))
     notes = []
     if options.optimize:
         # NOTE: generated kernels run on the host only: none when values may go to a device.
         fuse = (backend == "c" and options.fuse and device in (None, "cpu") and not use_cuda_for
                 and fusion.available()[0])
         live, notes = optimize(live, roots, {id(vals[n.id]) for n in results}, fuse=fuse)
+    control.compile_bodies(live, options, device, compile_graph)
     where = place(live, device, use_cuda_for)
     em = Emitter(backend, where)
     order = live               # live_vals keeps them in topological order
@@ -170,10 +171,14 @@ def _compile(g, outputs, options):
         grad_regs = allreduce.insert(em, grad_regs, options.comm)
     for state, new in updates:
         emit_update(em, index, state, new)
-    outs = sorted({rid for _, rid in out_values} | {rid for _, rid in grad_regs})
+    externals = control.externals(em, index, list(outputs)) if options.external else None
+    outs = sorted({rid for _, rid in out_values} | {rid for _, rid in grad_regs} | set(externals or ()))
     slots, bases, bound = plan(em.regs, em.instrs, outs)
     prog = Program(em.regs, em.instrs, slots, outs, bound, notes,
                    values=out_values, grads=grad_regs, index=index, bases=bases)
+    if options.inputs or externals is not None:
+        prog.inputs = [index.get(n) for n in options.inputs]
+        prog.externals = externals
     prog.folded = folded
     threads.apply(prog, options.threads)
     if options.verify:

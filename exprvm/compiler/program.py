@@ -47,7 +47,8 @@ class Register:
         return "scratch" if self.scratch else f"r{self.id}"
 
     def describe(self):
-        where = {"buffer": f"slot {self.slot}", "view": f"view of r{self.base}"}.get(self.kind, self.kind)
+        where = {"buffer": f"slot {self.slot}", "view": f"view of r{self.base}",
+                 "external": "the loop's"}.get(self.kind, self.kind)
         dev = "" if self.device == "cpu" else f" on {self.device}"
         names = ", ".join(n.label for n in self.nodes[:3]) + (" ..." if len(self.nodes) > 3 else "")
         return (f"r{self.id}: {self.dtype.name}{list(self.shape)} {self.nbytes} B, {where}{dev}"
@@ -66,11 +67,17 @@ class Instr:
     inplace: object = ()            # input positions the output may alias exactly, or "all"
     allocates: bool = False         # the kernel allocates temporaries on each call
     note: str = ""                  # shown when there is no node ("optimizer", ...)
+    bodies: tuple = ()              # a loop or a branch: its nested Programs
+    meta: Optional[dict] = None     # a loop's description for its runner (machines/loops.py)
 
     def may_alias(self, pos):
         return self.inplace == "all" or pos in self.inplace
 
     def text(self):
+        if self.bodies:
+            tag = f"[{self.meta['tag']}]" if self.meta and self.meta.get("tag") else ""
+            ins = ", ".join(f"r{i}" for i in self.ins)
+            return f"r{self.out} = {self.op}{tag} {ins}".rstrip()
         tag = "" if self.kernel == "numpy" or self.op in ("to_device", "to_host") else f"[{self.kernel}]"
         ins = ", ".join(f"r{i}" for i in self.ins)
         return f"r{self.out} = {self.op}{tag} {ins}".rstrip()
@@ -110,6 +117,10 @@ class Program:
         self.grads = list(grads)        # (wrt node, register) whose value lands on wrt.grad
         self.index = index or {}        # every node with a register -> register id
         self.folded = []                # (node, value): constants no instruction needs
+        # A loop body's Program (compiler/control.py): the register of each body input
+        # (None: unread) and of each body output (kind "external"), in the body's order.
+        self.inputs = None
+        self.externals = None
 
     def __len__(self):
         return len(self.instrs)
@@ -123,8 +134,12 @@ class Program:
 
     @property
     def peak_bytes(self):
-        """Bytes planned for intermediate values (all arenas together)."""
-        return int(sum(self.arenas.values()))
+        """Bytes planned for intermediate values (all arenas together, loop bodies' too)."""
+        return int(sum(self.arenas.values())) + sum(b.peak_bytes for b in self.bodies())
+
+    def bodies(self):
+        """The nested Programs of this program's loops and branches (one level down)."""
+        return [b for ins in self.instrs for b in ins.bodies]
 
     @property
     def leaf_bytes(self):
@@ -132,6 +147,8 @@ class Program:
 
     def memory(self, r):
         """(arena key, first byte, end byte) of a buffer register."""
+        if r.kind == "external":        # memory of its own, given by the enclosing loop
+            return ("external", r.id), 0, r.nbytes
         if self.bases is None or r.device != "cpu":
             return (r.device, r.slot), 0, r.nbytes
         lo = self.bases[r.slot]
@@ -166,23 +183,37 @@ class Program:
         return out
 
     def __str__(self):
-        lines = [f"; program: {len(self.instrs)} instructions, {len(self.registers)} registers"]
+        return "\n".join(self.lines())
+
+    def lines(self, indent=""):
+        """The disassembly, one line each; loop bodies indented under their instruction."""
+        what = "program" if not indent else "body"
+        lines = [f"{indent}; {what}: {len(self.instrs)} instructions, {len(self.registers)} registers"]
         width = min(max([len(i.text()) for i in self.instrs] + [10]), 40) + 2
         for ins in self.instrs:
             c = ins.comment()
             text = ins.text()
             if len(text) > width + 20:      # a long operand list (a concatenation)
                 text = text[:width + 16] + " ..."
-            lines.append((text.ljust(width) + (f"; {c}" if c else "")).rstrip())
-        lines.append("; registers")
+            lines.append(indent + (text.ljust(width) + (f"; {c}" if c else "")).rstrip())
+            for k, body in enumerate(ins.bodies):
+                names = ins.meta.get("bodies", ()) if ins.meta else ()
+                label = names[k] if k < len(names) else f"body {k}"
+                lines.append(f"{indent}  {{ {label}")
+                lines.extend(body.lines(indent + "    "))
+                lines.append(f"{indent}  }}")
+        if self.inputs is not None:
+            lines.append(indent + "; inputs " + ", ".join("-" if r is None else f"r{r}" for r in self.inputs)
+                         + "; outputs " + ", ".join(f"r{r}" for r in self.externals or ()))
+        lines.append(indent + "; registers")
         for r in self.registers:
-            lines.append(";   " + r.describe())
+            lines.append(indent + ";   " + r.describe())
         arenas = ", ".join(f"{d} {b} B" for d, b in self.arenas.items())
-        lines.append(f"; planned {self.peak_bytes} B ({arenas}); liveness lower bound "
+        lines.append(f"{indent}; planned {self.peak_bytes} B ({arenas}); liveness lower bound "
                      f"{self.lower_bound} B; inputs {self.leaf_bytes} B")
         for n in self.notes:
-            lines.append(f"; {n}")
-        return "\n".join(lines)
+            lines.append(f"{indent}; {n}")
+        return lines
 
     # -- soundness ---------------------------------------------------------------
     def verify(self):
@@ -211,7 +242,7 @@ class Program:
                     raise CompileError(f"{where} updates r{out.id} a second time")
                 produced.add(out.id)
                 continue
-            if out.kind != "buffer" or out.scratch:
+            if out.kind not in ("buffer", "external") or out.scratch:
                 raise CompileError(f"{where} writes r{out.id}, a {out.kind} register")
             if out.id in produced:
                 raise CompileError(f"{where} writes r{out.id} a second time")
@@ -233,6 +264,16 @@ class Program:
             produced.add(out.id)
         for rid in self.outputs:
             self._check_read(rid, valid, produced, f"output r{rid}", " at the end of the run")
+        for k, ins in enumerate(self.instrs):
+            for b, body in enumerate(ins.bodies):
+                try:
+                    body.verify()
+                except CompileError as e:
+                    raise CompileError(f"{_Where(k, ins)}, body {b}: {e}") from None
+        if self.externals is not None:
+            kinds = [self.registers[r].kind for r in self.externals]
+            if len(set(self.externals)) != len(self.externals) or any(k != "external" for k in kinds):
+                raise CompileError("a body's outputs must be distinct external registers")
         return True
 
     def _write(self, valid, reg):
@@ -246,7 +287,7 @@ class Program:
         src = self.root(rid)
         if src.kind in LEAF_KINDS:
             return
-        if src.kind == "buffer" and not src.scratch and src.id in produced:
+        if src.kind in ("buffer", "external") and not src.scratch and src.id in produced:
             key, lo, hi = self.memory(src)
             if not src.nbytes or valid[key].holds(src.id, lo, hi):
                 return
@@ -258,7 +299,7 @@ class Program:
         src = self.root(rid)
         if src.kind in LEAF_KINDS:
             return
-        if src.kind != "buffer" or src.scratch:
+        if src.kind not in ("buffer", "external") or src.scratch:
             raise CompileError(f"{where}: r{src.id} is a {src.kind} register")
         if src.id not in produced:
             raise CompileError(f"{where}: r{src.id} ({src.label}) is read before it is produced")
@@ -269,7 +310,7 @@ class Program:
             raise CompileError(f"{where}: the bytes of r{src.id} ({src.label}) were overwritten by {by}")
 
 
-_READABLE = ("buffer", "view") + LEAF_KINDS
+_READABLE = ("buffer", "view", "external") + LEAF_KINDS
 
 
 class _Where:

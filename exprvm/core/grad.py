@@ -20,6 +20,11 @@ def check_cost(cost, who):
         raise GradError(f"{who}: cost {cost.label} must be float, got {cost.dtype.name} (made at {cost.site})")
 
 
+def carries_gradient(x):
+    """Can a gradient flow through node x: a float value, or a loop's tuple of results?"""
+    return x.dtype.kind == "f" or (x.opdef is not None and x.opdef.multiple_results)
+
+
 def depends_on(order, sources):
     """Ids of nodes in `order` reachable from `sources` through differentiable edges."""
     dep = {s.id for s in sources}
@@ -27,10 +32,67 @@ def depends_on(order, sources):
         if n.id in dep or n.is_leaf:
             continue
         for i, x in enumerate(n.inputs):
-            if x.id in dep and x.dtype.kind == "f" and n.opdef.has_vjp(i):
+            if x.id in dep and carries_gradient(x) and n.opdef.has_vjp(i):
                 dep.add(n.id)
                 break
     return dep
+
+
+def backward(order, adj, dep):
+    """Reverse-mode sweep over `order` (topological) from the adjoints in `adj` (node id ->
+    gradient node), adding gradient nodes to the graph; fills adj in place.
+
+    A multi-result node (a loop) gets its results' gradients from its projections (op
+    "result") and runs its VJP once for all of them (Op.vjp_all); a result with no
+    gradient flowing in gets None, which the rule reads as zeros.
+    """
+    parts = {}          # multi-result node id -> {result index: gradient}
+    for n in reversed(order):
+        if n.is_leaf or n.id not in dep:
+            continue
+        opdef = n.opdef
+        if opdef.multiple_results:
+            got = parts.pop(n.id, None)
+            if got is None:
+                continue
+            gs = [got.get(k) for k in range(len(n.params["results"]))]
+            gis = opdef.vjp_all(gs, n, *n.inputs, **n.params)
+            for x, gi in zip(n.inputs, gis):
+                if gi is not None and x.id in dep and x.dtype.kind == "f":
+                    adj[x.id] = gi if x.id not in adj else adj[x.id] + gi
+            continue
+        gn = adj.get(n.id)
+        if gn is None:
+            continue
+        if n.op == "result":        # one result of a loop: gathered for the loop's VJP
+            got = parts.setdefault(n.inputs[0].id, {})
+            k = n.params["index"]
+            got[k] = gn if k not in got else got[k] + gn
+            continue
+        for i, x in enumerate(n.inputs):
+            if x.id not in dep or x.dtype.kind != "f" or not opdef.has_vjp(i):
+                continue
+            gi = opdef.input_vjp(i, gn, n, n.inputs, n.params)
+            if gi is None:      # a rule may find, for these params, that it reads no input i
+                continue
+            adj[x.id] = gi if x.id not in adj else adj[x.id] + gi
+    return adj
+
+
+def vjp(ys, seeds, wrt, stop=()):
+    """Gradient nodes of sum_k <ys[k], seeds[k]> with respect to each node of `wrt` (None
+    where that sum does not depend on it). ys, seeds and wrt are nodes of one graph;
+    nodes in `stop` are not looked through (a loop body's cut inputs). Unlike grad, this
+    records nothing on the graph (no .grads, no roles): loops build their bodies' VJPs
+    with it."""
+    order = ancestors(ys, stop=stop)
+    dep = depends_on(order, wrt)
+    adj = {}
+    for y, s in zip(ys, seeds):
+        if y.id in dep:
+            adj[y.id] = s if y.id not in adj else adj[y.id] + s
+    backward(order, adj, dep)
+    return [adj.get(w.id) for w in wrt]
 
 
 def check_seed(y, seed, who):
@@ -93,17 +155,7 @@ def grad(cost, wrt, seed=None):
     dep = depends_on(order, wrt)
     start = len(g.nodes)
     adj = {cost.id: g.constant(1.0, dtype=cost.dtype) if seed is None else seed_node(cost, seed, "grad")}
-    for n in reversed(order):
-        gn = adj.get(n.id)
-        if gn is None or n.is_leaf or n.id not in dep:
-            continue
-        for i, x in enumerate(n.inputs):
-            if x.id not in dep or x.dtype.kind != "f" or not n.opdef.has_vjp(i):
-                continue
-            gi = n.opdef.input_vjp(i, gn, n, n.inputs, n.params)
-            if gi is None:      # a rule may find, for these params, that it reads no input i
-                continue
-            adj[x.id] = gi if x.id not in adj else adj[x.id] + gi
+    backward(order, adj, dep)
 
     out = []
     for w in wrt:

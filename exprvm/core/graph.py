@@ -105,10 +105,19 @@ class Node:
 
 
 class Graph:
-    """Owns nodes; builds leaves; shares identical subexpressions (hash-consing)."""
+    """Owns nodes; builds leaves; shares identical subexpressions (hash-consing).
 
-    def __init__(self, name="graph"):
+    A body graph (a loop's step, a branch; see core/body.py) has a parent: an op that
+    mixes its nodes with nodes of an enclosing graph captures those as inputs of the
+    body (Graph.capture), and the loop node reads them from the enclosing graph.
+    """
+
+    def __init__(self, name="graph", parent=None):
         self.name = name
+        self.parent = parent
+        self.depth = 0 if parent is None else parent.depth + 1
+        self.captures = []       # body graphs: (node of the parent graph, leaf standing for it)
+        self._captured = {}      # node of an enclosing graph -> its leaf here
         self.nodes = []
         self._cse = {}
         # The structure of the graph, one entry per node: its CSE key, or a leaf's kind,
@@ -231,6 +240,41 @@ class Graph:
                                       n._code, n._offset), self._sig[n.id])
         return twin
 
+    def encloses(self, other):
+        """Is this graph `other` or one of the graphs enclosing it?"""
+        while other is not None:
+            if other is self:
+                return True
+            other = other.parent
+        return False
+
+    def capture(self, node):
+        """The leaf standing for `node` (a node of an enclosing graph) in this body graph,
+        made once: small constants are copied in, anything else becomes an input leaf
+        that the loop node reads from its own graph. A node of an enclosing graph two
+        levels up is captured by the graph in between first."""
+        if node.graph is self:
+            return node
+        leaf = self._captured.get(node)
+        if leaf is not None:
+            return leaf
+        if self.parent is None:
+            self.parent, self.depth = node.graph, node.graph.depth + 1
+        if not self.parent.encloses(node.graph):
+            raise ExprError(f"node {node.label} (made at {node.site}) belongs to a graph that does "
+                            f"not enclose {self.name!r}")
+        outer = self.parent.capture(node)
+        if outer.op == "const" and outer.size <= 64:
+            leaf = (self.constant(outer.value.item()) if outer.weak
+                    else self.constant(outer.value, dtype=outer.dtype, name=outer.name))
+        else:
+            leaf = self._add(Node(self, "input", None, (), {}, outer.shape, outer.dtype,
+                                  outer.label, outer._code, outer._offset))
+            leaf.role = "capture"
+            self.captures.append((outer, leaf))
+        self._captured[node] = leaf
+        return leaf
+
     def signature(self):
         """A hashable description of the graph's structure, or None for a graph with
         random ops. Two graphs with equal signatures compute the same function of their
@@ -248,16 +292,19 @@ class Graph:
         return self.leaves("param")
 
 
-def ancestors(targets):
-    """All nodes the targets depend on (targets included), in topological order."""
+def ancestors(targets, stop=()):
+    """All nodes the targets depend on (targets included), in topological order. Nodes
+    in `stop` are included but not looked through (a body's cut inputs)."""
     seen = {}
     stack = list(targets)
+    cut = {id(n) for n in stop}
     while stack:
         n = stack.pop()
         if n.id in seen and seen[n.id] is n:
             continue
         seen[n.id] = n
-        stack.extend(n.inputs)
+        if id(n) not in cut:
+            stack.extend(n.inputs)
     return [seen[i] for i in sorted(seen)]
 
 

@@ -59,9 +59,20 @@ class Op:
     batch: Optional[Callable] = None    # batch(in_shapes, shape, params) -> per input "b"
                                         # (stacked along axis 0) or "s" (shared), or None:
                                         # k copies over rows can run as one op over stacked rows
+    # Ops with several results (loops, branches; ops/control.py). The node's value is a
+    # tuple; each result is read through a projection node (op "result", params index).
+    multiple_results: bool = False
+    vjp_all: Optional[Callable] = None  # vjp_all(gs, ans, *inputs, **params) -> per input a
+                                        # gradient node or None; gs per result (None: zero)
+    record: Optional[Callable] = None   # record(*arrays, **params) -> (value, tape): a run
+                                        # that keeps what backprop needs (run-time autodiff)
+    backprop: Optional[Callable] = None  # backprop(tape, gs, ans, *arrays, **params) ->
+                                        # per input a gradient array or None
 
     @property
     def differentiable(self):
+        if self.vjp_all is not None:
+            return True
         return self.vjp is not None and any(v is not None for v in self.vjp)
 
     def input_vjp(self, i, g, ans, inputs, params):
@@ -75,6 +86,8 @@ class Op:
         return None if fn is None else fn(g, ans, *inputs, **params)
 
     def has_vjp(self, i):
+        if self.vjp_all is not None:
+            return True
         if self.vjp is None:
             return False
         return self.variadic or (i < len(self.vjp) and self.vjp[i] is not None)
@@ -157,7 +170,9 @@ def _ref_dtype(args):
 def _as_node(a, graph, ref, integer):
     if isinstance(a, Node):
         if a.graph is not graph:
-            raise ExprError(f"node {a.label} (made at {a.site}) belongs to another graph")
+            if not a.graph.encloses(graph):
+                raise ExprError(f"node {a.label} (made at {a.site}) belongs to another graph")
+            a = graph.capture(a)     # a loop body reading a node of an enclosing graph
         if a.weak and a.dtype != ref and not integer:
             return graph.constant(a.value.astype(ref), dtype=ref)
         return a
@@ -166,6 +181,15 @@ def _as_node(a, graph, ref, integer):
     if isinstance(a, (int, float)):
         return graph.scalar_constant(a, ref)
     return graph.constant(np.asarray(a))
+
+
+def _innermost(args, graph):
+    """The most deeply nested graph among the Node arguments: a node built from a loop
+    body's nodes and its enclosing graph's belongs to the body (which captures the rest)."""
+    for a in args:
+        if type(a) is Node and a.graph.depth > graph.depth:
+            graph = a.graph
+    return graph
 
 
 def operands(nodes):
@@ -192,6 +216,7 @@ def build_node(op, args, params):
     inputs = args
     for a in args:
         if type(a) is not Node or a.weak or a.graph is not graph:
+            graph = _innermost(args, graph)
             ref = _ref_dtype(args)
             int_args = op.int_args
             try:

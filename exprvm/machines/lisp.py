@@ -159,6 +159,9 @@ class LispMachine:
         watch = self.nan_watch or self.inf_watch
         logger, fmt, clock = self.logger, self._fmt, self._clock
         ndarray = np.ndarray
+        # loops the backward pass will differentiate record their steps (run-time autodiff)
+        record = self._diff if self.cost is not None and not self.fwd_only else ()
+        self._tapes = {}
         for n in self._order:
             opdef = n.opdef
             if opdef is None:           # a leaf
@@ -169,12 +172,15 @@ class LispMachine:
             if clock is not None:
                 t = perf_counter()
             try:
-                v = (opdef.eager or opdef.impl)(*[x.value for x in n.inputs], **n.params)
+                if opdef.record is not None and n.id in record:     # a loop: keep its steps
+                    v, self._tapes[n.id] = opdef.record(*[x.value for x in n.inputs], **n.params)
+                else:
+                    v = (opdef.eager or opdef.impl)(*[x.value for x in n.inputs], **n.params)
             except Exception as e:
                 raise run_error(e, node_site(n)) from e
             if clock is not None:
                 clock(n, "forward", perf_counter() - t)
-            n.value = v if type(v) is ndarray else np.asarray(v)
+            n.value = v if type(v) is ndarray or opdef.multiple_results else np.asarray(v)
             if logger is not None:      # NOTE: formatting the line costs more than most ops
                 log(logger, f"{n.label} = {n.op}({', '.join(x.label for x in n.inputs)}) -> {n.shape}"
                     + ("" if fmt is None else f" = {fmt(n.value)}"))
@@ -190,7 +196,11 @@ class LispMachine:
             log(logger, f"backward from {cost.label}: d{cost.label} = "
                         f"{'1' if self._seed is None else 'seed'} -> {cost.shape}"
                         + ("" if fmt is None else f" = {fmt(adj[cost.id])}"))
+        parts = {}          # a loop's id -> {result index: gradient}, from its projections
         for n in reversed(self._order):
+            if n.opdef is not None and n.opdef.multiple_results:
+                self._backprop_loop(n, parts.pop(n.id, None), adj, diff)
+                continue
             gn = adj.pop(n.id, None)
             if gn is None:
                 continue
@@ -198,6 +208,11 @@ class LispMachine:
             if opdef is None:       # a leaf keeps its gradient for the end
                 if n.op != "const":
                     adj[n.id] = gn
+                continue
+            if n.op == "result":    # one result of a loop: gathered for the loop's backprop
+                got = parts.setdefault(n.inputs[0].id, {})
+                k = n.params["index"]
+                got[k] = gn if k not in got else got[k] + gn
                 continue
             xs = [x.value for x in n.inputs]
             for i, x in enumerate(n.inputs):
@@ -228,6 +243,17 @@ class LispMachine:
             leaf.grad = np.array(np.broadcast_to(gv, leaf.shape), dtype=leaf.dtype, copy=True)
             if logger is not None:
                 log(logger, f"{leaf.label}.grad -> {leaf.shape}" + ("" if fmt is None else f" = {fmt(leaf.grad)}"))
+
+    def _backprop_loop(self, n, got, adj, diff):
+        """A loop's run-time VJP over the steps its forward walk recorded."""
+        if got is None:
+            return
+        gs = [got.get(k) for k in range(len(n.params["results"]))]
+        gis = n.opdef.backprop(self._tapes.pop(n.id), gs, n.value, *[x.value for x in n.inputs], **n.params)
+        for x, gi in zip(n.inputs, gis):
+            if gi is not None and x.id in diff and x.dtype.kind == "f":
+                prev = adj.get(x.id)
+                adj[x.id] = gi if prev is None else prev + gi
 
     def _seed_value(self):
         """The gradient flowing into the cost this run: 1, or the seed (checked)."""

@@ -28,6 +28,7 @@ from ..errors import ExprError, FeedError, NumericError
 from ..kernels.device_params import DeviceParams
 from .common import check_feed_graph, check_finite, log, run_error
 from .leaves import BoundParam, FedInput
+from .loops import bind_loop
 from .profile import profile_tape
 
 
@@ -149,14 +150,21 @@ class TapeMachine:
             if ins.op == "update":
                 self._steps.append((_update, (ins.node, arrays[ins.ins[0]])))
                 continue
-            fn, args = ins.build([arrays[i] for i in ins.ins], arrays[ins.out], [arrays[t] for t in ins.tmps])
-            self._steps.append((fn, args))
+            self._steps.append(self._bind_instr(ins, arrays))
         self._values = [(n, arrays[rid]) for n, rid in prog.values]
         self._grads = [(w, arrays[rid]) for w, rid in prog.grads]
         self._bound = [p for p in self._params if p.buf is None]
         self._copied = [p for p in self._params if p.buf is not None]
         if self.trace:
             self._plan_trace()
+
+    @staticmethod
+    def _bind_instr(ins, arrays):
+        """(fn, args) of one instruction over the machine's arrays."""
+        ins_arrays, tmps = [arrays[i] for i in ins.ins], [arrays[t] for t in ins.tmps]
+        if ins.bodies:      # a loop or a branch: its nested programs (machines/loops.py)
+            return bind_loop(ins, ins_arrays, arrays[ins.out], tmps)
+        return ins.build(ins_arrays, arrays[ins.out], tmps)
 
     def _device_buffer(self, r):
         # NOTE: registers share a device slot only with equal shape and dtype (plan._color).
@@ -252,9 +260,7 @@ class TapeMachine:
             r = prog.registers[rid]
             arrays[rid] = OPS[r.view[0]].impl(arrays[r.base], **r.view[1])
         for k in inp.steps:
-            ins = prog.instrs[k]
-            self._steps[k] = ins.build([arrays[i] for i in ins.ins], arrays[ins.out],
-                                       [arrays[t] for t in ins.tmps])
+            self._steps[k] = self._bind_instr(prog.instrs[k], arrays)
         self._values = [(n, arrays[rid]) for n, rid in prog.values]
         if self.trace:
             self._plan_trace()

@@ -23,6 +23,7 @@ from .conv import conv1d, conv2d  # noqa: F401
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d  # noqa: F401
 from .normalization import batch_norm, batch_norm_update, layer_norm  # noqa: F401
 from .statistics import argmax, argmin, norm, std, var  # noqa: F401
+from .control import cond, fori_loop, scan, while_loop  # noqa: F401
 from . import operators as _operators
 
 _operators.install()

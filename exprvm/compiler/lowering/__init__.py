@@ -7,5 +7,5 @@ cuda.py holds the device rows. table.py is the table itself and the lookup (see 
 Where does softmax run on C? `grep -rn 'lowers("softmax"' exprvm/compiler/lowering`.
 """
 from .table import ALL, ROWS, Lowered, Request, fake_array, generic, has_row, lower, lowers  # noqa: F401
-from . import elementwise, reduce, neural, shape, linalg, internal, conv, fused, cuda  # noqa: F401  (rows)
+from . import elementwise, reduce, neural, shape, linalg, internal, conv, fused, cuda, control  # noqa: F401  (rows)
 from .shape import check_index  # noqa: F401

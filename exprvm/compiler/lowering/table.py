@@ -38,6 +38,9 @@ class Lowered:
     kernel: str = "numpy"
     name: str = ""              # shown in the disassembly instead of the op name
     flattens: tuple = ()        # input positions build() reshapes: they must reshape as views
+    bodies: tuple = ()          # a loop or a branch: the nested Programs it runs (build None:
+                                # machines/loops.py binds them)
+    meta: Optional[dict] = None  # a loop's own description for its runner (offsets, counts)
 
 
 @dataclass

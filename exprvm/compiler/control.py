@@ -1,0 +1,120 @@
+"""Loops and branches in the compiler: one instruction each, holding nested Programs.
+
+A loop node (op scan, while_loop, cond: ops/control) is one Val whose value is its
+results packed side by side in one byte buffer (ir.packed_layout); its projections are
+views of those bytes. Its body (or bodies) compile, with the same options, into
+Programs of their own (compile_bodies): every level is a linear tape with its own
+planned registers. A body Program reads its inputs from registers of kind "input" that
+the loop points at the right memory each iteration, and writes its outputs into
+registers of kind "external", memory the loop provides (a row of the stacked ys, the
+next carry); see machines/loops.py for how a loop runs its bodies.
+
+merge_loops: ev.grad asks a scan for its residuals by building the same scan (same
+inputs, same body graph) with more outputs; the two are computed as one loop.
+"""
+from ..errors import CompileError
+from . import ir
+
+LOOPS = ("scan", "while_loop", "cond")
+
+
+def _loop_key(v):
+    """What makes two loop Vals one loop asked for different outputs, or None."""
+    if v.kind != "op" or v.op not in LOOPS:
+        return None
+    p = v.params
+    bodies = tuple(id(p[k].graph) for k in ("body", "cond", "true", "false") if k in p)
+    rest = tuple((k, x) for k, x in sorted(p.items()) if k not in ("body", "summed", "results",
+                                                                      "cond", "true", "false", "program"))
+    return (v.op, bodies, tuple(id(x) for x in v.ins), repr(rest))
+
+
+def _extends(big, small):
+    """Are small's outputs the first of big's (same body graph, same summing)?"""
+    for k in ("body",):
+        if k in small.params:
+            a, b = small.params[k], big.params[k]
+            if a.inputs != b.inputs or b.outputs[:len(a.outputs)] != a.outputs:
+                return False
+    n = len(small.params["results"])
+    return (big.params["results"][:n] == small.params["results"]
+            and big.params.get("summed", ())[:len(small.params.get("summed", ()))]
+            == small.params.get("summed", ()))
+
+
+def merge_loops(live):
+    """Compute a scan and the same scan asked for more outputs (by ev.grad) as one loop:
+    the smaller's projections read the bigger's bytes (its results come first, so their
+    offsets are the same). Returns the live Vals, in a topological order."""
+    groups = {}
+    for v in live:
+        key = _loop_key(v)
+        if key is not None and v.op == "scan":
+            groups.setdefault(key, []).append(v)
+    gone = set()
+    for vs in groups.values():
+        if len(vs) < 2:
+            continue
+        vs.sort(key=lambda v: -len(v.params["results"]))
+        big = vs[0]
+        for small in vs[1:]:
+            if not _extends(big, small):
+                continue
+            for u in small.users:
+                u.ins = [big if x is small else x for x in u.ins]
+                big.users.append(u)
+            big.nodes.extend(small.nodes)
+            big.key = min(big.key, small.key)    # NOTE: it runs where the first of them did
+            gone.add(id(small))
+    if not gone:
+        return live
+    return ir.toposort([v for v in live if id(v) not in gone])
+
+
+def compile_bodies(live, options, device, compile_graph):
+    """Compile every loop's bodies into Programs (params "program", or "programs" for
+    a branch), with the enclosing program's options."""
+    for v in live:
+        if v.kind != "op" or v.op not in LOOPS:
+            continue
+        if device not in (None, "cpu"):
+            raise CompileError(f"{v.op} ({_where(v)}): loops and branches run on the host; compile "
+                               "without device= or keep the loop out of the device graph")
+        body_opts = options.with_(grads=False, keep=(), updates=(), comm=None, external=True)
+        p = v.params
+        if v.op == "cond":
+            progs = tuple(compile_graph(b.graph, list(b.outputs), body_opts.with_(inputs=b.inputs))
+                          for b in (p["true"], p["false"]))
+            v.params = dict(p, programs=progs)
+        elif v.op == "while_loop":
+            progs = tuple(compile_graph(b.graph, list(b.outputs), body_opts.with_(inputs=b.inputs))
+                          for b in (p["cond"], p["body"]))
+            v.params = dict(p, programs=progs)
+        else:
+            b = p["body"]
+            v.params = dict(p, program=compile_graph(b.graph, list(b.outputs), body_opts.with_(inputs=b.inputs)))
+
+
+def _where(v):
+    n = v.node
+    return f"{n.label} made at {n.site}" if n is not None else "a loop"
+
+
+def externals(em, index, outputs):
+    """A body's outputs as registers of kind "external" (memory the loop provides), one
+    per output in order: the register an instruction wrote, or a copy of it where the
+    value is not an instruction's own buffer (an input passed through, a constant, a
+    view) or is an output twice."""
+    taken, out = set(), []
+    for n in outputs:
+        rid = em.on(index[n], "cpu")
+        r = em.regs[rid]
+        if r.kind == "buffer" and not r.scratch and rid not in taken:
+            r.kind, r.slot = "external", -1
+        else:
+            copy = em.reg(n.shape, n.dtype, "external")
+            em.emit("copy", [rid], copy, {}, n, note="loop output")
+            rid = copy.id
+        taken.add(rid)
+        out.append(rid)
+    return out

@@ -1,0 +1,204 @@
+"""How a TapeMachine runs a loop or a branch instruction: its nested Programs, bound.
+
+A body Program (compiler/control.py) reads its inputs from registers the loop points at
+memory of its choosing and writes its outputs into "external" registers, also the
+loop's. A scan binds its body once per (row, parity): the step that reads row r of the
+xs and writes row r of the ys, reading its carry from one of two buffers and writing
+the next carry into the other (parity: which is which). Every such binding is a list
+of prebound calls, made the first time it runs and kept; instructions that read none of
+the registers that change from step to step are bound once and shared. A step costs
+what the same instructions cost on a straight tape: one call each, no lookups, no
+copies, no allocation.
+
+A body is bound to contiguous memory: a loop input whose array is a strided view (a
+transposed parameter) is copied into a contiguous buffer at the start of every run.
+"""
+import numpy as np
+
+from ..core import OPS
+from ..errors import ExprError
+from ..ops.control.scan import check_length
+
+
+def arena(nbytes):
+    """nbytes of uint8 starting on a 64-byte boundary (cache lines; vector loads in kernels)."""
+    raw = np.empty(nbytes + 64, np.uint8)
+    skip = -raw.ctypes.data % 64
+    return raw[skip:skip + nbytes]
+
+
+class BoundBody:
+    """A body Program bound to an arena of its own. `fixed` gives the arrays of inputs that
+    stay the same for every binding (a loop's captured nodes); steps(given) binds the
+    others (carries, rows, outputs) and returns the prebound calls of one iteration."""
+
+    def __init__(self, prog, fixed):
+        self.prog = prog
+        regs = prog.registers
+        self.root = [prog.root(r.id).id for r in regs]
+        varying = {rid for rid in list(prog.inputs) + list(prog.externals)
+                   if rid is not None and rid not in fixed}
+        self.var_views = [r.id for r in regs if r.kind == "view" and self.root[r.id] in varying]
+        mem = arena(prog.arenas.get("cpu", 0)) if prog.bases is not None else None
+        arrays, shared = [None] * len(regs), {}
+        for r in regs:
+            if r.id in fixed:
+                arrays[r.id] = fixed[r.id]
+            elif r.kind == "buffer":
+                if mem is None:
+                    arrays[r.id] = np.empty(r.shape, r.dtype)
+                    continue
+                key, lo, hi = prog.memory(r)
+                same = (lo, r.shape, r.dtype.str)
+                a = shared.get(same)
+                if a is None:
+                    a = shared[same] = mem[lo:hi].view(r.dtype).reshape(r.shape)
+                arrays[r.id] = a
+            elif r.kind == "const":
+                arrays[r.id] = r.const
+            elif r.kind == "view" and self.root[r.id] not in varying and arrays[r.base] is not None:
+                arrays[r.id] = OPS[r.view[0]].impl(arrays[r.base], **r.view[1])
+        self.base = arrays
+        self.inner = {}             # instruction index -> BoundBody of a loop inside this body
+        self.var_instrs = []
+        steps = []
+        for k, ins in enumerate(prog.instrs):
+            touched = (*ins.ins, ins.out, *ins.tmps)
+            if any(self.root[i] in varying or arrays[i] is None for i in touched):
+                self.var_instrs.append(k)
+                steps.append(None)
+            else:
+                steps.append(self._bind(k, ins, arrays))
+        self.base_steps = steps
+
+    def _bind(self, k, ins, arrays):
+        ins_arrays = [arrays[i] for i in ins.ins]
+        tmps = [arrays[t] for t in ins.tmps]
+        if ins.bodies:
+            return bind_loop(ins, ins_arrays, arrays[ins.out], tmps, self.inner, k)
+        return ins.build(ins_arrays, arrays[ins.out], tmps)
+
+    def steps(self, given):
+        """The prebound calls of one iteration whose varying registers hold `given`
+        ({register id: array})."""
+        arrays = list(self.base)
+        for rid, a in given.items():
+            arrays[rid] = a
+        regs = self.prog.registers
+        for rid in self.var_views:
+            r = regs[rid]
+            arrays[rid] = OPS[r.view[0]].impl(arrays[r.base], **r.view[1])
+        out = list(self.base_steps)
+        instrs = self.prog.instrs
+        for k in self.var_instrs:
+            out[k] = self._bind(k, instrs[k], arrays)
+        return out
+
+
+def _contiguous(a):
+    """(array to bind, source to copy from each run or None)."""
+    if a.flags.c_contiguous:
+        return a, None
+    return np.empty(a.shape, a.dtype), a
+
+
+def bind_loop(ins, in_arrays, out, tmps, inner=None, k=None):
+    """(fn, args) running a loop instruction over its input arrays into its output's
+    packed bytes. `inner` (a dict, with key k) keeps the bound bodies of a loop nested in
+    another loop's body, shared by all of the outer body's bindings."""
+    kind = ins.meta["kind"]
+    if kind == "scan":
+        return _bind_scan(ins, in_arrays, out, tmps, inner, k)
+    raise ExprError(f"no runner for loop kind {kind!r}")
+
+
+def _unpack(out, outputs):
+    return [out[off:off + int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize]
+            .view(np.dtype(dt)).reshape(shape) for off, shape, dt in outputs]
+
+
+def _bind_scan(ins, in_arrays, out, tmps, inner, k):
+    m = ins.meta
+    prog = ins.bodies[0]
+    nc, nx, nk = m["n_carry"], m["n_x"], m["n_cap"]
+    rows, steps, reverse, summed = m["rows"], m["steps"], m["reverse"], m["summed"]
+    inits = in_arrays[:nc]
+    refresh = []                    # (contiguous copy, strided source): copied every run
+    xs, caps = [], []
+    for a in in_arrays[nc:nc + nx + nk]:
+        bound, src = _contiguous(a)
+        if src is not None:
+            refresh.append((bound, src))
+        (xs if len(xs) < nx else caps).append(bound)
+    length = in_arrays[-1] if steps is None else None
+    results = _unpack(out, m["outputs"])
+    carry_out, ys = results[:nc], results[nc:]
+    bufs = [(tmps[c], tmps[nc + c]) for c in range(nc)]
+    parts = iter(tmps[2 * nc:])
+    step_out = [next(parts) if s else None for s in summed]     # a summed y's step value
+    accs = [(ys[j], step_out[j]) for j, s in enumerate(summed) if s]
+    stacked = [ys[j] for j, s in enumerate(summed) if not s]
+
+    in_rids, ext = prog.inputs, prog.externals
+    cap_rids = in_rids[nc + nx:]
+    if inner is None:               # a top-level loop: its captures are the same every run
+        fixed = {rid: a for rid, a in zip(cap_rids, caps) if rid is not None}
+        body = BoundBody(prog, fixed)
+        per_run = {}
+    else:                           # nested: bound afresh for each binding of the enclosing body
+        body = inner.get(k)
+        if body is None:
+            body = inner[k] = BoundBody(prog, {})
+        per_run = {rid: a for rid, a in zip(cap_rids, caps) if rid is not None}
+
+    variants = {}
+
+    def variant(r, p):
+        hit = variants.get((r, p))
+        if hit is None:
+            given = dict(per_run)
+            for c in range(nc):
+                if in_rids[c] is not None:
+                    given[in_rids[c]] = bufs[c][p]
+                given[ext[c]] = bufs[c][1 - p]
+            for i in range(nx):
+                if in_rids[nc + i] is not None:
+                    given[in_rids[nc + i]] = xs[i][r]
+            for j in range(len(summed)):
+                given[ext[nc + j]] = step_out[j] if summed[j] else ys[j][r]
+            hit = variants[(r, p)] = body.steps(given)
+        return hit
+
+    sequences = {}
+
+    def sequence(n):
+        seq = sequences.get(n)
+        if seq is None:
+            order = range(n - 1, -1, -1) if reverse else range(n)
+            seq = sequences[n] = [variant(r, i & 1) for i, r in enumerate(order)]
+        return seq
+
+    def run():
+        n = steps if steps is not None else check_length(length, rows)
+        for bound, src in refresh:
+            np.copyto(bound, src)
+        for c in range(nc):
+            np.copyto(bufs[c][0], inits[c])
+        for acc, _ in accs:
+            acc.fill(0)
+        if accs:
+            for calls in sequence(n):
+                for fn, args in calls:
+                    fn(*args)
+                for acc, part in accs:
+                    np.add(acc, part, out=acc)
+        else:
+            for calls in sequence(n):
+                for fn, args in calls:
+                    fn(*args)
+        for c in range(nc):
+            np.copyto(carry_out[c], bufs[c][n & 1])
+        if n < rows:
+            for y in stacked:
+                y[n:] = 0
+    return run, ()

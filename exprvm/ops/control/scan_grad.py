@@ -1,0 +1,140 @@
+"""ev.grad through a scan: a reverse scan over the residuals a forward scan stores.
+
+Differentiating a scan splits its body's VJP (core.body.Body.vjp_parts: gradient nodes
+added to the body's own graph) along the loop:
+
+- residuals: forward nodes the gradient nodes read that change from step to step (they
+  depend on the carries or the x rows). The forward scan is asked for them as extra
+  stacked ys: the *augmented* scan has the same inputs and the same body graph with more
+  outputs, so the compiler computes the user's scan and it as one loop (and the
+  LispMachine, which differentiates at run time, never builds it). Forward nodes that
+  depend on captured nodes only are recomputed by the gradient body instead (the
+  compiler hoists them out of its loop).
+- the gradient body: carries the carries' gradients; reads per step the residuals, the
+  ys' gradients and the x rows; gives per step the x rows' gradients (stacked ys) and
+  the captured nodes' gradients (summed over the steps: the compiler batches them).
+
+It runs as a scan in the other direction over the same rows (and the same length node).
+"""
+import numpy as np
+
+from ...core import OPS, build_node
+from ...core.body import Body
+from .common import results_of, spec
+
+
+def _bodies(body, n_carry, n_x, present, summed):
+    """(augmented body, gradient body, plan) for a scan body, given which of its outputs get
+    a gradient and which ys are summed; plan says where the gradient body's inputs come
+    from and what its outputs are the gradients of.
+
+    The gradient body's inputs: the carries' gradients (its carries); per step, the
+    residuals, the stacked ys' gradients and the x rows (its xs); per run, the summed ys'
+    gradients and the captured nodes (its captures). Its outputs: the carries' gradients,
+    the x rows' gradients (stacked), the captured nodes' gradients (summed)."""
+    seeds, grads = body.vjp_parts(present)
+    ins = body.inputs
+    x_leaves, caps = ins[n_carry:n_carry + n_x], ins[n_carry + n_x:]
+    n_y = len(body.outputs) - n_carry
+    varying = body.varying(range(n_carry + n_x))
+    forward = {n.id for n in body.order} | {n.id for n in ins}
+    dcarry_pos = [k for k in range(n_carry) if present[k]]
+    y_pos = [j for j in range(n_y) if present[n_carry + j]]
+    seed_of = dict(zip([k for k in range(len(present)) if present[k]], seeds))
+    outs = []
+    for k in dcarry_pos:            # the carries' gradients (zeros where none flows)
+        g = grads[k]
+        outs.append(g if g is not None else body.graph.constant(np.zeros(ins[k].shape, ins[k].dtype)))
+    dx_pos = [i for i in range(n_x) if grads[n_carry + i] is not None]
+    dcap_pos = [i for i in range(len(caps)) if grads[n_carry + n_x + i] is not None]
+    outs += [grads[n_carry + i] for i in dx_pos] + [grads[n_carry + n_x + i] for i in dcap_pos]
+
+    # Residuals: walk back from the gradient outputs, stopping at varying forward nodes
+    # (the carries' own leaves included: a step's incoming carry is stored too).
+    stop = {ins[k].id for k in range(n_carry, len(ins))} | {s.id for s in seeds}
+    residuals, seen, stack = {}, set(), list(outs)
+    while stack:
+        n = stack.pop()
+        if n.id in seen or n.id in stop:
+            continue
+        seen.add(n.id)
+        if n.id in forward and n.id in varying:
+            residuals[n.id] = n
+            continue
+        stack.extend(n.inputs)
+    residuals = [residuals[i] for i in sorted(residuals)]
+
+    # A residual that already is a stacked y of the scan is read from there.
+    y_of = {}
+    for j, o in enumerate(body.outputs[n_carry:]):
+        if not summed[j]:
+            y_of.setdefault(o.id, j)
+    extra = [r for r in residuals if r.id not in y_of]
+    augmented = Body(body.graph, ins, body.outputs + tuple(extra), body.name, body.site)
+    res_source = [("y", y_of[r.id]) if r.id in y_of else ("extra", extra.index(r)) for r in residuals]
+
+    gradient = Body(body.graph,
+                    [seed_of[k] for k in dcarry_pos] + residuals
+                    + [seed_of[n_carry + j] for j in y_pos if not summed[j]] + list(x_leaves)
+                    + [seed_of[n_carry + j] for j in y_pos if summed[j]] + list(caps),
+                    outs, f"{body.name} (gradient)", body.site)
+    plan = dict(dcarry_pos=dcarry_pos, y_pos=y_pos, dx_pos=dx_pos, dcap_pos=dcap_pos,
+                res_source=res_source, n_extra=len(extra))
+    return augmented, gradient, plan
+
+
+def scan_vjp(gs, ans, *inputs, body, n_carry, n_x, rows, steps, reverse, summed, results):
+    """vjp_all of scan: gradient nodes of the scan's inputs given its results' gradients
+    (None: zero)."""
+    n_y = len(body.outputs) - n_carry
+    floats = [np.dtype(dt).kind == "f" for _, dt in results]
+    present = tuple([floats[k] for k in range(n_carry)]
+                    + [gs[n_carry + j] is not None and floats[n_carry + j] for j in range(n_y)])
+    augmented, gradient, plan = body.cache(("scan", present, n_carry, n_x, summed),
+                                           lambda: _bodies(body, n_carry, n_x, present, summed))
+    g = ans.graph
+    n_cap = len(body.inputs) - n_carry - n_x
+    carries, xs = inputs[:n_carry], inputs[n_carry:n_carry + n_x]
+    caps = inputs[n_carry + n_x:n_carry + n_x + n_cap]
+
+    # The augmented forward scan: the same loop with the residuals as more stacked ys.
+    n_out = len(body.outputs)
+    if plan["n_extra"]:
+        extra = augmented.outputs[n_out:]
+        fparams = dict(ans.params, body=augmented, summed=summed + (False,) * len(extra),
+                       results=results + tuple(((rows,) + r.shape, r.dtype.str) for r in extra))
+        fwd = build_node(OPS["scan"], inputs, fparams)
+    else:
+        fwd = ans
+    fres = results_of(fwd)
+    res_nodes = [fres[n_carry + j] if kind == "y" else fres[n_out + j] for kind, j in plan["res_source"]]
+
+    dinit = []
+    for k in plan["dcarry_pos"]:
+        gk = gs[k]
+        if gk is None:
+            gk = build_node(OPS["broadcast_to"], (g.constant(0.0, dtype=carries[k].dtype),),
+                            {"shape": carries[k].shape})
+        dinit.append(gk)
+    dys = {j: gs[n_carry + j] for j in plan["y_pos"]}
+    stacked = [dys[j] for j in plan["y_pos"] if not summed[j]]
+    per_run = [dys[j] for j in plan["y_pos"] if summed[j]]
+    outer = (tuple(dinit) + tuple(res_nodes) + tuple(stacked) + tuple(xs) + tuple(per_run)
+             + tuple(caps) + (() if steps is not None else (inputs[-1],)))
+    nd, n_dx = len(plan["dcarry_pos"]), len(plan["dx_pos"])
+    outs = gradient.outputs
+    bresults = (tuple(spec(o) for o in outs[:nd])
+                + tuple(((rows,) + o.shape, o.dtype.str) for o in outs[nd:nd + n_dx])
+                + tuple(spec(o) for o in outs[nd + n_dx:]))
+    bparams = dict(body=gradient, n_carry=nd, n_x=len(res_nodes) + len(stacked) + n_x, rows=rows,
+                   steps=steps, reverse=not reverse,
+                   summed=(False,) * n_dx + (True,) * len(plan["dcap_pos"]), results=bresults)
+    bres = results_of(build_node(OPS["scan"], outer, bparams))
+    out = [None] * len(inputs)
+    for i, k in enumerate(plan["dcarry_pos"]):
+        out[k] = bres[i]
+    for i, p in enumerate(plan["dx_pos"]):
+        out[n_carry + p] = bres[nd + i]
+    for i, p in enumerate(plan["dcap_pos"]):
+        out[n_carry + n_x + p] = bres[nd + n_dx + i]
+    return out
