@@ -205,6 +205,7 @@ def _big_constants(graph):
 
 def function_site(fn):
     """file:line where a Python function is defined, or its repr."""
+    fn = getattr(fn, "__wrapped__", fn)     # the user's function inside exprvm's wrapper
     code = getattr(fn, "__code__", None)
     if code is None:
         return repr(fn)
@@ -212,6 +213,7 @@ def function_site(fn):
 
 
 def function_name(fn):
+    fn = getattr(fn, "__wrapped__", fn)
     return getattr(fn, "__name__", type(fn).__name__)
 
 
@@ -221,7 +223,7 @@ def trace(fn, who, specs, call, parent=None):
     specs: (name, shape, dtype) per placeholder; call(leaves) calls fn with them arranged
     as fn expects and returns what fn returned. Returns (graph, leaves, result). An
     ExprError raised while tracing is re-raised naming `who` and the function."""
-    g = Graph(f"{function_name(fn)} ({who})", parent=parent)
+    g = Graph(f"{function_name(fn)} ({who})", parent=parent, body=True)
     leaves = [g.tensor(name, shape, dtype) for name, shape, dtype in specs]
     try:
         result = call(leaves)

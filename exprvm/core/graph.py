@@ -10,6 +10,7 @@ from ..errors import DTypeError, ExprError, FeedError, ShapeError
 from .site import caller, format_site, user_site
 
 LEAF_OPS = ("input", "param", "const")
+UNATTACHED = 1 << 30    # the depth of a body graph that has no enclosing graph yet
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -90,8 +91,10 @@ class Node:
         return f"<Node {self.op}#{self.id} {self.name!r} {self.shape} {self.dtype.name} at {self.site}>"
 
     def __bool__(self):
-        raise ExprError(f"the truth value of node {self.label} is unknown until it runs; "
-                        "use ev.where / comparisons to build conditionals")
+        raise ExprError(f"the truth value of node {self.label} is unknown until it runs (a Python "
+                        f"if, while, and/or or bool() on it at {user_site()}); choose values with "
+                        "ev.where, run one of two branches with ev.cond, or loop with ev.while_loop "
+                        "/ ev.fori_loop / ev.scan")
 
     def __len__(self):
         if not self.shape:
@@ -112,10 +115,12 @@ class Graph:
     body (Graph.capture), and the loop node reads them from the enclosing graph.
     """
 
-    def __init__(self, name="graph", parent=None):
+    def __init__(self, name="graph", parent=None, body=False):
         self.name = name
         self.parent = parent
-        self.depth = 0 if parent is None else parent.depth + 1
+        # NOTE: a body traced before it knows its enclosing graph (a loop over arrays whose
+        # step reads a node) is the innermost graph of any op until it captures one.
+        self.depth = (UNATTACHED if body else 0) if parent is None else parent.depth + 1
         self.captures = []       # body graphs: (node of the parent graph, leaf standing for it)
         self._captured = {}      # node of an enclosing graph -> its leaf here
         self.nodes = []
@@ -259,8 +264,10 @@ class Graph:
         if leaf is not None:
             return leaf
         if self.parent is None:
+            if self.depth != UNATTACHED:
+                raise ExprError(f"node {node.label} (made at {node.site}) belongs to another graph")
             self.parent, self.depth = node.graph, node.graph.depth + 1
-        if not self.parent.encloses(node.graph):
+        if not node.graph.encloses(self.parent):
             raise ExprError(f"node {node.label} (made at {node.site}) belongs to a graph that does "
                             f"not enclose {self.name!r}")
         outer = self.parent.capture(node)

@@ -164,13 +164,16 @@ def _ref_dtype(args):
     for a in args:
         if isinstance(a, Node) and a.dtype.kind == "f":
             return a.dtype
+    for a in args:      # integer nodes only: Python ints join them (a loop's counter: i + 1)
+        if isinstance(a, Node) and a.dtype.kind in "iu" and not a.weak:
+            return a.dtype
     return np.dtype(np.float64)
 
 
 def _as_node(a, graph, ref, integer):
     if isinstance(a, Node):
         if a.graph is not graph:
-            if not a.graph.encloses(graph):
+            if graph.depth <= a.graph.depth:
                 raise ExprError(f"node {a.label} (made at {a.site}) belongs to another graph")
             a = graph.capture(a)     # a loop body reading a node of an enclosing graph
         if a.weak and a.dtype != ref and not integer:
@@ -179,6 +182,8 @@ def _as_node(a, graph, ref, integer):
     if integer or isinstance(a, (bool, np.bool_)):
         return graph.constant(np.asarray(a))
     if isinstance(a, (int, float)):
+        if ref.kind != "f" and not isinstance(a, int):
+            ref = np.dtype(np.float64)      # a float with integer nodes: mixing, named by the rule
         return graph.scalar_constant(a, ref)
     return graph.constant(np.asarray(a))
 

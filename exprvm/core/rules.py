@@ -90,6 +90,13 @@ def binary_rule(a, b):
     return elementwise_rule(a, b)
 
 
+def integer_or_binary_rule(a, b):
+    """binary_rule, or two integer operands of one dtype (a loop's counter: i + 1)."""
+    if a.dtype == b.dtype and a.dtype.kind in "iu":
+        return broadcast(a, b), a.dtype
+    return binary_rule(a, b)
+
+
 def elementwise_rule(*nodes, **_):
     """Broadcast shape, one float dtype (unary_rule and binary_rule take the hot cases)."""
     return broadcast(*nodes), same_float_dtype(*nodes)

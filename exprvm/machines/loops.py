@@ -109,12 +109,42 @@ def bind_loop(ins, in_arrays, out, tmps, inner=None, k=None):
     kind = ins.meta["kind"]
     if kind == "scan":
         return _bind_scan(ins, in_arrays, out, tmps, inner, k)
+    if kind == "while":
+        return _bind_while(ins, in_arrays, out, tmps, inner, k)
+    if kind == "cond":
+        return _bind_cond(ins, in_arrays, out, tmps, inner, k)
     raise ExprError(f"no runner for loop kind {kind!r}")
 
 
 def _unpack(out, outputs):
     return [out[off:off + int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize]
             .view(np.dtype(dt)).reshape(shape) for off, shape, dt in outputs]
+
+
+def _bound(prog, rids, arrays, inner, key):
+    """(BoundBody, {register: array} each binding must give) of a body whose inputs at
+    `rids` hold `arrays` for the whole run (a loop's captured nodes). A top-level loop
+    binds them once; a loop nested in another's body is bound for each of the enclosing
+    body's bindings and shares one BoundBody (one arena) among them."""
+    given = {rid: a for rid, a in zip(rids, arrays) if rid is not None}
+    if inner is None:
+        return BoundBody(prog, given), {}
+    body = inner.get(key)
+    if body is None:
+        body = inner[key] = BoundBody(prog, {})
+    return body, given
+
+
+def _inputs(arrays, refresh):
+    """The arrays a body is bound to: contiguous ones as they are, strided ones through a
+    contiguous copy made every run (listed in refresh)."""
+    out = []
+    for a in arrays:
+        bound, src = _contiguous(a)
+        if src is not None:
+            refresh.append((bound, src))
+        out.append(bound)
+    return out
 
 
 def _bind_scan(ins, in_arrays, out, tmps, inner, k):
@@ -124,12 +154,8 @@ def _bind_scan(ins, in_arrays, out, tmps, inner, k):
     rows, steps, reverse, summed = m["rows"], m["steps"], m["reverse"], m["summed"]
     inits = in_arrays[:nc]
     refresh = []                    # (contiguous copy, strided source): copied every run
-    xs, caps = [], []
-    for a in in_arrays[nc:nc + nx + nk]:
-        bound, src = _contiguous(a)
-        if src is not None:
-            refresh.append((bound, src))
-        (xs if len(xs) < nx else caps).append(bound)
+    xs = _inputs(in_arrays[nc:nc + nx], refresh)
+    caps = _inputs(in_arrays[nc + nx:nc + nx + nk], refresh)
     length = in_arrays[-1] if steps is None else None
     results = _unpack(out, m["outputs"])
     carry_out, ys = results[:nc], results[nc:]
@@ -140,16 +166,7 @@ def _bind_scan(ins, in_arrays, out, tmps, inner, k):
     stacked = [ys[j] for j, s in enumerate(summed) if not s]
 
     in_rids, ext = prog.inputs, prog.externals
-    cap_rids = in_rids[nc + nx:]
-    if inner is None:               # a top-level loop: its captures are the same every run
-        fixed = {rid: a for rid, a in zip(cap_rids, caps) if rid is not None}
-        body = BoundBody(prog, fixed)
-        per_run = {}
-    else:                           # nested: bound afresh for each binding of the enclosing body
-        body = inner.get(k)
-        if body is None:
-            body = inner[k] = BoundBody(prog, {})
-        per_run = {rid: a for rid, a in zip(cap_rids, caps) if rid is not None}
+    body, per_run = _bound(prog, in_rids[nc + nx:], caps, inner, (k, 0))
 
     variants = {}
 
@@ -163,9 +180,9 @@ def _bind_scan(ins, in_arrays, out, tmps, inner, k):
                 given[ext[c]] = bufs[c][1 - p]
             for i in range(nx):
                 if in_rids[nc + i] is not None:
-                    given[in_rids[nc + i]] = xs[i][r]
+                    given[in_rids[nc + i]] = xs[i][r, ...]
             for j in range(len(summed)):
-                given[ext[nc + j]] = step_out[j] if summed[j] else ys[j][r]
+                given[ext[nc + j]] = step_out[j] if summed[j] else ys[j][r, ...]
             hit = variants[(r, p)] = body.steps(given)
         return hit
 
@@ -201,4 +218,88 @@ def _bind_scan(ins, in_arrays, out, tmps, inner, k):
         if n < rows:
             for y in stacked:
                 y[n:] = 0
+    return run, ()
+
+
+def _bind_while(ins, in_arrays, out, tmps, inner, k):
+    m = ins.meta
+    cprog, bprog = ins.bodies
+    nc, ncc, limit, n_stack = m["n_carry"], m["n_cap_cond"], m["max_iterations"], m["n_stack"]
+    inits = in_arrays[:nc]
+    refresh = []
+    caps_c = _inputs(in_arrays[nc:nc + ncc], refresh)
+    caps_b = _inputs(in_arrays[nc + ncc:], refresh)
+    results = _unpack(out, m["outputs"])
+    carry_out, count, stacks = results[:nc], results[nc], results[nc + 1:]
+    bufs = [(tmps[c], tmps[nc + c]) for c in range(nc)]
+    pred = np.zeros((), cprog.registers[cprog.externals[0]].dtype)
+    cbody, cgiven = _bound(cprog, cprog.inputs[nc:], caps_c, inner, (k, 0))
+    bbody, bgiven = _bound(bprog, bprog.inputs[nc:], caps_b, inner, (k, 1))
+
+    conds = []
+    for p in (0, 1):
+        given = dict(cgiven)
+        given[cprog.externals[0]] = pred
+        for c in range(nc):
+            if cprog.inputs[c] is not None:
+                given[cprog.inputs[c]] = bufs[c][p]
+        conds.append(cbody.steps(given))
+    variants = {}
+
+    def variant(i, p):
+        key = (i if n_stack else 0, p)
+        hit = variants.get(key)
+        if hit is None:
+            given = dict(bgiven)
+            for c in range(nc):
+                if bprog.inputs[c] is not None:
+                    given[bprog.inputs[c]] = bufs[c][p]
+                given[bprog.externals[c]] = bufs[c][1 - p]
+            for j in range(n_stack):
+                given[bprog.externals[nc + j]] = stacks[j][i, ...]
+            hit = variants[key] = bbody.steps(given)
+        return hit
+
+    def run():
+        for bound, src in refresh:
+            np.copyto(bound, src)
+        for c in range(nc):
+            np.copyto(bufs[c][0], inits[c])
+        i = p = 0
+        while limit is None or i < limit:
+            for fn, args in conds[p]:
+                fn(*args)
+            if not pred:
+                break
+            for fn, args in variant(i, p):
+                fn(*args)
+            i += 1
+            p ^= 1
+        for c in range(nc):
+            np.copyto(carry_out[c], bufs[c][p])
+        count[...] = i
+        for s in stacks:
+            s[i:] = 0
+    return run, ()
+
+
+def _bind_cond(ins, in_arrays, out, tmps, inner, k):
+    m = ins.meta
+    refresh = []
+    pred = in_arrays[0]
+    args = _inputs(in_arrays[1:], refresh)
+    results = _unpack(out, m["outputs"])
+    branches = []
+    for b, prog in enumerate(ins.bodies):
+        body, given = _bound(prog, prog.inputs, args, inner, (k, b))
+        for rid, r in zip(prog.externals, results):
+            given[rid] = r
+        branches.append(body.steps(given))
+    taken, other = branches
+
+    def run():
+        for bound, src in refresh:
+            np.copyto(bound, src)
+        for fn, a in (taken if pred else other):
+            fn(*a)
     return run, ()

@@ -6,7 +6,7 @@ from ..kernels import KERNEL_OPS
 from ..kernels.eager import eager_unary
 from ..core.rules import batch_elementwise, neutral, passthrough
 from . import refs
-from ..core import (Row, apply, binary_rule, broadcast, compare_rule, defop, elementwise_rule,
+from ..core import (Row, apply, binary_rule, integer_or_binary_rule, broadcast, compare_rule, defop, elementwise_rule,
                        unary_rule, unbroadcast as ub)
 
 F34 = ("f", (3, 4), -2.0, 2.0)
@@ -35,8 +35,9 @@ def grad_from_x(op):
     return lambda g, ans, x: apply("unary_grad", x, x, g, op=op)
 
 
-def binary(name, impl, vjp_x, vjp_y, args=(F34, F4), ufunc=None, identity=None, ref=None):
-    return defop(name, impl, binary_rule, vjp=(vjp_x, vjp_y), row=Row(args, ref=ref),
+def binary(name, impl, vjp_x, vjp_y, args=(F34, F4), ufunc=None, identity=None, ref=None,
+           rule=binary_rule):
+    return defop(name, impl, rule, vjp=(vjp_x, vjp_y), row=Row(args, ref=ref),
                  ufunc=ufunc, elementwise=True, identity=identity)
 
 
@@ -44,15 +45,18 @@ def binary(name, impl, vjp_x, vjp_y, args=(F34, F4), ufunc=None, identity=None, 
 add = binary("add", np.add,
              lambda g, ans, x, y: ub(g, x.shape),
              lambda g, ans, x, y: ub(g, y.shape), ufunc=np.add, identity=neutral(0),
-             ref=lambda x, y: x + y)
+             ref=lambda x, y: x + y,
+             rule=integer_or_binary_rule)
 subtract = binary("sub", np.subtract,
                   lambda g, ans, x, y: ub(g, x.shape),
                   lambda g, ans, x, y: ub(-g, y.shape), ufunc=np.subtract,
-                  identity=neutral(0, commutative=False), ref=lambda x, y: x + (-y))
+                  identity=neutral(0, commutative=False), ref=lambda x, y: x + (-y),
+             rule=integer_or_binary_rule)
 multiply = binary("mul", np.multiply,
                   lambda g, ans, x, y: ub(g * y, x.shape),
                   lambda g, ans, x, y: ub(g * x, y.shape), ufunc=np.multiply,
-                  identity=neutral(1), ref=lambda x, y: x * y)
+                  identity=neutral(1), ref=lambda x, y: x * y,
+             rule=integer_or_binary_rule)
 divide = binary("div", np.divide,
                 lambda g, ans, x, y: ub(g / y, x.shape),
                 lambda g, ans, x, y: ub(-g * ans / y, y.shape), args=(F34, POS4), ufunc=np.divide,
@@ -66,11 +70,13 @@ power = binary("pow", np.power,
 maximum = binary("maximum", np.maximum,
                  lambda g, ans, x, y: ub(where(x >= y, g, 0), x.shape),
                  lambda g, ans, x, y: ub(where(x < y, g, 0), y.shape), ufunc=np.maximum,
-                 ref=lambda x, y: np.where(x >= y, x, y))
+                 ref=lambda x, y: np.where(x >= y, x, y),
+             rule=integer_or_binary_rule)
 minimum = binary("minimum", np.minimum,
                  lambda g, ans, x, y: ub(where(x <= y, g, 0), x.shape),
                  lambda g, ans, x, y: ub(where(x > y, g, 0), y.shape), ufunc=np.minimum,
-                 ref=lambda x, y: np.where(x <= y, x, y))
+                 ref=lambda x, y: np.where(x <= y, x, y),
+             rule=integer_or_binary_rule)
 
 negative = unary("neg", np.negative, lambda g, ans, x: -g, ufunc=np.negative, ref=lambda x: 0 - x)
 abs = unary("abs", np.abs, lambda g, ans, x: g * sign(x), ufunc=np.abs,

@@ -29,3 +29,26 @@ def _scan(req):
                                                          else f"<={p['rows']}"))
     return Lowered(None, tmps=tuple(carries) * 2 + tuple(summed), kernel="loop", name="scan",
                    bodies=(p["program"],), meta=meta)
+
+
+@lowers("while_loop")
+def _while(req):
+    p = req.params
+    body, cond = p["body"], p["cond"]
+    n_carry = p["n_carry"]
+    carries = [(leaf.shape, leaf.dtype) for leaf in body.inputs[:n_carry]]
+    it = p["max_iterations"]
+    meta = dict(kind="while", n_carry=n_carry, n_cap_cond=len(cond.inputs) - n_carry,
+                max_iterations=it, n_stack=len(body.outputs) - n_carry,
+                outputs=_outputs(p["results"]), bodies=(cond.name, body.name),
+                tag="" if it is None else f"<={it}")
+    return Lowered(None, tmps=tuple(carries) * 2, kernel="loop", name="while",
+                   bodies=tuple(p["programs"]), meta=meta)
+
+
+@lowers("cond")
+def _cond(req):
+    p = req.params
+    meta = dict(kind="cond", n_ops=p["n_ops"], outputs=_outputs(p["results"]),
+                bodies=(f"true: {p['true'].name}", f"false: {p['false'].name}"), tag="")
+    return Lowered(None, kernel="loop", name="cond", bodies=tuple(p["programs"]), meta=meta)

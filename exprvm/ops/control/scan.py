@@ -89,7 +89,7 @@ def _step(body, carries, xs, caps, t, n_carry, ys, summed, tapes=None):
         if summed[j]:
             ys[j] += y
         else:
-            ys[j][t] = y
+            ys[j][t, ...] = y
     return outs[:n_carry], env
 
 

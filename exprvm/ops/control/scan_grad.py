@@ -23,7 +23,7 @@ from ...core.body import Body
 from .common import results_of, spec
 
 
-def _bodies(body, n_carry, n_x, present, summed):
+def gradient_bodies(body, n_carry, n_x, present, summed):
     """(augmented body, gradient body, plan) for a scan body, given which of its outputs get
     a gradient and which ys are summed; plan says where the gradient body's inputs come
     from and what its outputs are the gradients of.
@@ -91,7 +91,7 @@ def scan_vjp(gs, ans, *inputs, body, n_carry, n_x, rows, steps, reverse, summed,
     present = tuple([floats[k] for k in range(n_carry)]
                     + [gs[n_carry + j] is not None and floats[n_carry + j] for j in range(n_y)])
     augmented, gradient, plan = body.cache(("scan", present, n_carry, n_x, summed),
-                                           lambda: _bodies(body, n_carry, n_x, present, summed))
+                                           lambda: gradient_bodies(body, n_carry, n_x, present, summed))
     g = ans.graph
     n_cap = len(body.inputs) - n_carry - n_x
     carries, xs = inputs[:n_carry], inputs[n_carry:n_carry + n_x]

@@ -1,0 +1,369 @@
+"""ev.scan, ev.fori_loop, ev.while_loop, ev.cond against plain numpy loops, on both
+machines, float32 and float64, with gradients against finite differences."""
+import numpy as np
+import pytest
+
+import exprvm as ev
+from machines import EVALUATORS
+
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-12, atol=1e-13)}
+DTYPES = [np.float32, np.float64]
+
+
+def rnn_reference(W, U, h0, xs, length=None, reverse=False):
+    """h_t = tanh(W h_{t-1} + U x_t), the ys are the states; a plain numpy loop."""
+    n = len(xs) if length is None else length
+    h, ys = h0, np.zeros((len(xs),) + h0.shape, h0.dtype)
+    rows = range(n - 1, -1, -1) if reverse else range(n)
+    for t in rows:
+        h = np.tanh(W @ h + U @ xs[t])
+        ys[t] = h
+    return h, ys
+
+
+def rnn_step(W, U):
+    def step(h, x):
+        h = ev.tanh(W @ h + U @ x)
+        return h, h
+    return step
+
+
+def _rnn_graph(rng, dtype, T=5, H=3, D=2):
+    g = ev.Graph()
+    W = g.matrix("W", (H, H), value=(rng.normal(size=(H, H)) * 0.5).astype(dtype), dtype=dtype)
+    U = g.matrix("U", (H, D), value=rng.normal(size=(H, D)).astype(dtype), dtype=dtype)
+    h0 = g.vector("h0", H, value=rng.normal(size=H).astype(dtype), dtype=dtype)
+    xs = g.matrix("xs", (T, D), dtype=dtype)
+    return g, W, U, h0, xs
+
+
+@pytest.mark.parametrize("machine", sorted(EVALUATORS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_matches_a_numpy_loop(machine, dtype, reverse, rng):
+    g, W, U, h0, xs = _rnn_graph(rng, dtype)
+    X = rng.normal(size=xs.shape).astype(dtype)
+    h, ys = ev.scan(rnn_step(W, U), h0, xs, reverse=reverse)
+    got_h, got_ys = EVALUATORS[machine](g, [h, ys], {xs: X})
+    want_h, want_ys = rnn_reference(W.value, U.value, h0.value, X, reverse=reverse)
+    assert got_h.dtype == dtype and got_ys.shape == (5, 3)
+    np.testing.assert_allclose(got_h, want_h, **TOL[dtype])
+    np.testing.assert_allclose(got_ys, want_ys, **TOL[dtype])
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_gradients_by_finite_differences(reverse, rng):
+    X, W0, U0 = rng.normal(size=(4, 2)), rng.normal(size=(3, 3)) * 0.5, rng.normal(size=(3, 2))
+
+    def f(W, U, h0, xs):
+        h, ys = ev.scan(rnn_step(W, U), h0, xs, reverse=reverse)
+        return ev.sum(h * h) + ev.sum(ys * ys * 0.5)
+
+    assert ev.check_grad(f, [W0, U0, rng.normal(size=3), X])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scan_gradients_agree_on_both_machines(dtype, rng):
+    g, W, U, h0, xs = _rnn_graph(rng, dtype)
+    X = rng.normal(size=xs.shape).astype(dtype)
+    h, ys = ev.scan(rnn_step(W, U), h0, xs)
+    cost = ev.sum(h) + ev.sum(ys * ys)
+    grads = ev.grad(cost, [W, U, h0, xs])
+    tape = ev.TapeMachine(g, outputs=[cost] + grads)
+    tape.run({xs: X})
+    sym = [np.array(n.value, copy=True) for n in grads]
+    lisp = ev.LispMachine(g, cost=cost, replay=False)
+    lisp.run({xs: X})
+    for leaf, want in zip([W, U, h0, xs], sym):
+        assert leaf.grad.dtype == dtype
+        np.testing.assert_allclose(leaf.grad, want, rtol=1e-4 if dtype == np.float32 else 1e-11,
+                                   atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_structured_carries_several_xs_and_no_ys(rng):
+    A = rng.normal(size=(4, 3))
+    B = rng.normal(size=(4,))
+
+    def step(c, x):
+        a, b = x
+        return {"sum": c["sum"] + a * b, "n": c["n"] + 1.0}, None
+
+    def f(A_, B_):
+        c, ys = ev.scan(step, {"n": 0.0, "sum": ev.zeros_like(A_[0]) if hasattr(ev, "zeros_like")
+                               else A_[0] * 0.0}, (A_, B_))
+        assert ys is None
+        return ev.sum(c["sum"]) * c["n"]
+
+    want = (A * B[:, None]).sum() * 4
+    for machine in EVALUATORS:
+        g = ev.Graph()
+        a, b = g.tensor("A", A.shape, value=A), g.tensor("B", B.shape, value=B)
+        (got,) = EVALUATORS[machine](g, [f(a, b)])
+        assert float(got) == pytest.approx(want)
+    assert ev.check_grad(f, [A, B])
+
+
+@pytest.mark.parametrize("machine", sorted(EVALUATORS))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_length_node_runs_any_length_with_one_program(machine, reverse, rng):
+    g, W, U, h0, xs = _rnn_graph(rng, np.float64, T=6)
+    n = g.scalar("n", dtype=np.int64)
+    h, ys = ev.scan(rnn_step(W, U), h0, xs, length=n, reverse=reverse)
+    cost = ev.sum(h) + ev.sum(ys)
+    gW = ev.grad(cost, W)
+    X = rng.normal(size=xs.shape)
+    m = ev.TapeMachine(g, outputs=[h, ys, gW]) if machine == "tape" else \
+        ev.LispMachine(g, outputs=[h, ys, gW])
+    for length in (6, 0, 3, 1, 6, 2):
+        m.run({xs: X, n: np.array(length)})
+        want_h, want_ys = rnn_reference(W.value, U.value, h0.value, X, length, reverse)
+        np.testing.assert_allclose(h.value, want_h, rtol=1e-12)
+        np.testing.assert_allclose(ys.value, want_ys, rtol=1e-12, atol=1e-15)
+        assert not ys.value[length:].any()
+
+        def f(W_):
+            hh, yy = ev.scan(rnn_step(W_, U.value), h0.value, X, length=length, reverse=reverse)
+            return ev.sum(hh) + ev.sum(yy)
+        if length == 3:
+            assert ev.check_grad(f, [W.value])
+
+
+@pytest.mark.parametrize("machine", sorted(EVALUATORS))
+def test_a_length_past_the_rows_is_a_feed_error_and_the_machine_still_runs(machine, rng):
+    g, W, U, h0, xs = _rnn_graph(rng, np.float64, T=4)
+    n = g.scalar("n", dtype=np.int64)
+    h, _ = ev.scan(rnn_step(W, U), h0, xs, length=n)
+    X = rng.normal(size=xs.shape)
+    m = ev.TapeMachine(g, outputs=[h]) if machine == "tape" else ev.LispMachine(g, outputs=[h])
+    m.run({xs: X, n: np.array(2)})
+    before = np.array(h.value, copy=True)
+    for bad in (5, -1):
+        with pytest.raises(ev.FeedError, match=r"length .* outside \[0, 4\]"):
+            m.run({xs: X, n: np.array(bad)})
+    m.run({xs: X, n: np.array(2)})
+    np.testing.assert_array_equal(h.value, before)
+
+
+def test_zero_length_scan_passes_init_and_gives_zero_gradients(rng):
+    g, W, U, h0, xs = _rnn_graph(rng, np.float64, T=3)
+    h, ys = ev.scan(rnn_step(W, U), h0, xs, length=0)
+    cost = ev.sum(h * 2.0) + ev.sum(ys)
+    grads = ev.grad(cost, [W, U, h0])
+    for machine in EVALUATORS:
+        got = EVALUATORS[machine](g, [h, ys] + grads, {xs: np.ones(xs.shape)})
+        np.testing.assert_array_equal(got[0], h0.value)
+        assert not got[1].any() and not got[2].any() and not got[3].any()
+        np.testing.assert_array_equal(got[4], 2.0)
+
+
+@pytest.mark.parametrize("machine", sorted(EVALUATORS))
+def test_scan_inside_scan_and_cond_inside_scan(machine, rng):
+    M = rng.normal(size=(3, 4, 2))
+
+    def inner_sum(c, row):
+        return c + ev.tanh(row), None
+
+    def outer(c, block):
+        s, _ = ev.scan(inner_sum, c * 0.0, block)
+        bigger = ev.cond(ev.sum(s) > 0.0, lambda a: a * 2.0, lambda a: a - 1.0, s)
+        return c + bigger, ev.sum(bigger)
+
+    def want(M_):
+        c, ys = np.zeros(2), []
+        for block in M_:
+            s = np.tanh(block).sum(0)
+            b = s * 2 if s.sum() > 0 else s - 1
+            c = c + b
+            ys.append(b.sum())
+        return c, np.array(ys)
+
+    g = ev.Graph()
+    m = g.tensor("M", M.shape, value=M)
+    c, ys = ev.scan(outer, np.zeros(2), m)
+    got_c, got_ys = EVALUATORS[machine](g, [c, ys])
+    wc, wys = want(M)
+    np.testing.assert_allclose(got_c, wc, rtol=1e-12)
+    np.testing.assert_allclose(got_ys, wys, rtol=1e-12)
+
+    def f(M_):
+        c, ys = ev.scan(outer, np.zeros(2), M_)
+        return ev.sum(c * c) + ev.sum(ys)
+    if machine == "lisp":
+        assert ev.check_grad(f, [M])
+
+
+@pytest.mark.parametrize("machine", sorted(EVALUATORS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_while_loop_and_its_gradient(machine, dtype):
+    g = ev.Graph()
+    x = g.scalar("x", dtype=dtype)
+    y = ev.while_loop(lambda c: c < 10.0, lambda c: c * x, x, max_iterations=50)
+    gx = ev.grad(y, x)
+    for xv, want in ((1.5, 1.5 ** 6), (3.0, 27.0), (20.0, 20.0)):
+        got, gval = EVALUATORS[machine](g, [y, gx], {x: np.asarray(xv, dtype)})
+        assert got == pytest.approx(want, rel=1e-6)
+        n = round(np.log(want) / np.log(xv))
+        assert gval == pytest.approx(n * xv ** (n - 1), rel=1e-5)
+
+
+def test_while_loop_stops_at_max_iterations():
+    g = ev.Graph()
+    x = g.scalar("x", value=1.0)
+    y = ev.while_loop(lambda c: c > 0.0, lambda c: c + 1.0, x, max_iterations=7)
+    for machine in EVALUATORS:
+        (got,) = EVALUATORS[machine](g, [y])
+        assert got == 8.0
+
+
+def test_grad_through_an_unbounded_while_loop_names_max_iterations():
+    g = ev.Graph()
+    x = g.scalar("x", value=1.5)
+    y = ev.while_loop(lambda c: c < 10.0, lambda c: c * x, x)
+    with pytest.raises(ev.GradError, match="max_iterations"):
+        ev.grad(y, x)
+
+
+@pytest.mark.parametrize("machine", sorted(EVALUATORS))
+def test_fori_loop_with_int_and_node_bounds(machine):
+    g = ev.Graph()
+    x = g.scalar("x", value=1.5)
+    n = g.scalar("n", dtype=np.int64)
+    body = lambda i, c: c * x + ev.astype(i, np.float64)  # noqa: E731
+    a = ev.fori_loop(0, 4, body, x)
+    b = ev.fori_loop(0, n, body, x, max_iterations=10)
+    ga, gb = ev.grad(a, x), ev.grad(b, x)
+
+    def ref(xv, k):
+        c = xv
+        for i in range(k):
+            c = c * xv + i
+        return c
+    for k in (4, 0, 2):
+        got = EVALUATORS[machine](g, [a, b, ga, gb], {n: np.array(k)})
+        assert got[0] == pytest.approx(ref(1.5, 4)) and got[1] == pytest.approx(ref(1.5, k))
+        e = 1e-6
+        assert got[3] == pytest.approx((ref(1.5 + e, k) - ref(1.5 - e, k)) / (2 * e), rel=1e-6)
+    assert got[2] == pytest.approx((ref(1.5 + e, 4) - ref(1.5 - e, 4)) / (2 * e), rel=1e-6)
+
+
+@pytest.mark.parametrize("machine", sorted(EVALUATORS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cond_runs_the_taken_branch_and_differentiates_it(machine, dtype):
+    g = ev.Graph()
+    x = g.vector("x", 3, dtype=dtype)
+    W = g.matrix("W", (3, 3), value=np.eye(3, dtype=dtype) * 2, dtype=dtype)
+    # NOTE: the false branch indexes out of range for x > 0: it must not run then.
+    bad = g.constant(np.array([7]))
+    y = ev.cond(ev.sum(x) > 0.0, lambda a: W @ a, lambda a: ev.take(a, bad) * 0.0 + a, x)
+    cost = ev.sum(y * y)
+    gx, gW = ev.grad(cost, [x, W])
+    X = np.array([1.0, 2.0, 3.0], dtype)
+    got = EVALUATORS[machine](g, [y, gx, gW], {x: X})
+    np.testing.assert_allclose(got[0], 2 * X, **TOL[dtype])
+    np.testing.assert_allclose(got[1], 8 * X, **TOL[dtype])
+    np.testing.assert_allclose(got[2], 2 * np.outer(2 * X, X), rtol=1e-5)
+    with pytest.raises(ev.IndexRangeError):
+        EVALUATORS[machine](g, [y], {x: -X})
+
+
+def test_cond_gradients_by_finite_differences(rng):
+    def f(x, W):
+        return ev.sum(ev.cond(ev.sum(x) > 0.0, lambda a: ev.tanh(W @ a), lambda a: a * W[0], x) ** 2)
+    W0 = rng.normal(size=(3, 3))
+    assert ev.check_grad(f, [np.array([0.5, 1.0, -0.2]), W0])
+    assert ev.check_grad(f, [np.array([-0.5, 1.0, -0.9]), W0])
+
+
+def test_eager_loops_on_arrays():
+    assert ev.while_loop(lambda c: c < 10, lambda c: c * 2, 1.0) == 16.0
+    assert ev.fori_loop(0, 5, lambda i, c: c + ev.astype(i, np.float64), 0.0) == 10.0
+    assert ev.cond(False, lambda a: a + 1, lambda a: a - 1, 3.0) == 2.0
+    h, ys = ev.scan(lambda c, x: (c + x, c * 2), np.zeros(2), np.ones((3, 2)))
+    np.testing.assert_array_equal(h, [3, 3])
+    np.testing.assert_array_equal(ys, [[0, 0], [2, 2], [4, 4]])
+
+
+def test_a_captured_parameter_updated_in_place_is_seen_by_the_next_run(rng):
+    g, W, U, h0, xs = _rnn_graph(rng, np.float64)
+    X = rng.normal(size=xs.shape)
+    h, ys = ev.scan(rnn_step(W, U), h0, xs)
+    cost = ev.sum(ys * ys)
+    ev.grad(cost, [W, U])
+    m = ev.TapeMachine(g, outputs=[cost])
+    opt = ev.solvers.SGD(lr=0.1)
+    for _ in range(3):
+        m.run({xs: X})
+        before = float(cost.value)
+        opt.step([W, U])
+        _, want = rnn_reference(W.value, U.value, h0.value, X)
+        m.run({xs: X})
+        assert float(cost.value) == pytest.approx(float((want * want).sum()), rel=1e-12)
+        assert float(cost.value) < before
+
+
+# -- build errors name the function and the user's line ------------------------------------
+
+def test_a_carry_changing_shape_or_dtype_is_named():
+    g = ev.Graph()
+    x = g.vector("x", 3)
+    with pytest.raises(ev.ExprError, match=r"grow .*test_control_flow.py:\d+.*shape \(6,\).*\(3,\)"):
+        def grow(c, _):
+            return ev.concat([c, c]), None
+        ev.scan(grow, x, length=2)
+    with pytest.raises(ev.ExprError, match=r"float32.*float64"):
+        ev.scan(lambda c, _: (ev.astype(c, np.float32), None), x, length=2)
+    with pytest.raises(ev.ExprError, match="structure"):
+        ev.scan(lambda c, _: ((c, c), None), x, length=2)
+    with pytest.raises(ev.ExprError, match="pair"):
+        ev.scan(lambda c, _: c, x, length=2)
+
+
+def test_branches_of_different_types_are_named():
+    g = ev.Graph()
+    x = g.vector("x", 3)
+    with pytest.raises(ev.ExprError, match=r"result 0 is \(3,\).*\(\).*"):
+        ev.cond(ev.sum(x) > 0.0, lambda a: a, lambda a: ev.sum(a), x)
+    with pytest.raises(ev.ExprError, match="returns"):
+        ev.cond(ev.sum(x) > 0.0, lambda a: (a, a), lambda a: a, x)
+
+
+def test_a_python_if_on_a_node_inside_a_body_points_at_cond():
+    g = ev.Graph()
+    x = g.vector("x", 3)
+
+    def step(c, _):
+        if ev.sum(c) > 0:
+            return c, None
+        return -c, None
+    with pytest.raises(ev.ExprError, match=r"while tracing step .*test_control_flow.py.*ev.cond"):
+        ev.scan(step, x, length=3)
+
+
+def test_the_disassembly_indents_the_body_and_verify_covers_it(rng):
+    g, W, U, h0, xs = _rnn_graph(rng, np.float64)
+    h, ys = ev.scan(rnn_step(W, U), h0, xs)
+    ev.grad(ev.sum(ys), [W])
+    m = ev.TapeMachine(g)
+    text = str(m.program)
+    assert "scan[5]" in text and "scan[rev 5]" in text
+    assert "\n  { step\n    ; body:" in text and "\n  { step (gradient)" in text
+    assert m.program.verify()
+    # a body whose instruction reads a register nothing wrote fails verify
+    loop = next(i for i in m.program.instrs if i.bodies)
+    body = loop.bodies[0]
+    first = body.instrs[0]
+    body.instrs[0] = type(first)(first.op, first.ins, first.out, first.node, first.kernel, first.build,
+                                 first.tmps, first.inplace, first.allocates, first.note)
+    body.instrs.insert(0, body.instrs[1])
+    with pytest.raises(ev.CompileError, match="body 0"):
+        m.program.verify()
+
+
+def test_the_program_size_does_not_grow_with_the_sequence(rng):
+    sizes = []
+    for T in (5, 50):
+        g, W, U, h0, xs = _rnn_graph(rng, np.float64, T=T)
+        h, ys = ev.scan(rnn_step(W, U), h0, xs)
+        ev.grad(ev.sum(ys * ys), [W, U])
+        sizes.append(len(ev.TapeMachine(g).program))
+    assert sizes[0] == sizes[1]
