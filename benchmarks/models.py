@@ -79,9 +79,14 @@ def _inputs(p, ids):
 
 
 def _output_loss(p, hs, targets):
-    """The output layer and its cross-entropy, summed, once over all steps' hidden states."""
-    steps, (batch, hidden) = len(hs), hs[0].shape
-    Hs = ev.reshape(ev.stack(hs), (steps * batch, hidden))
+    """The output layer and its cross-entropy, summed, once over all steps' hidden states
+    (a list of per-step nodes, or one (steps, batch, hidden) node)."""
+    if isinstance(hs, ev.Node):
+        steps, batch, hidden = hs.shape
+        Hs = ev.reshape(hs, (steps * batch, hidden))
+    else:
+        steps, (batch, hidden) = len(hs), hs[0].shape
+        Hs = ev.reshape(ev.stack(hs), (steps * batch, hidden))
     flat = targets.reshape(-1)  # NOTE: an ndarray's or a Node's reshape, alike
     return ev.sum(ev.cross_entropy(Hs @ p["Why"] + p["by"], flat))
 
@@ -129,6 +134,44 @@ def lstm(g, weights, steps, batch, grads=True, data=None):
         c = f * c + i * cand
         h = o * ev.tanh(c)
         hs.append(h)
+    return _model(g, p, _output_loss(p, hs, targets), grads, data, ids, targets)
+
+
+def char_rnn_scan(g, weights, steps, batch, grads=True, data=None):
+    """char_rnn with the recurrence as one ev.scan (the same ops, one loop instruction)."""
+    p = _params(g, weights)
+    hidden = weights["Whh"].shape[0]
+    dt = weights["Whh"].dtype
+    ids, targets = _sequence(g, steps, batch, data)
+    X = _inputs(p, ids)
+
+    def step(h, x):
+        h = ev.tanh(x + h @ p["Whh"])
+        return h, h
+
+    _, hs = ev.scan(step, g.constant(np.zeros((batch, hidden), dt)), X)
+    return _model(g, p, _output_loss(p, hs, targets), grads, data, ids, targets)
+
+
+def lstm_scan(g, weights, steps, batch, grads=True, data=None):
+    """lstm with the recurrence as one ev.scan."""
+    p = _params(g, weights)
+    H = weights["Whh"].shape[0]
+    dt = weights["Whh"].dtype
+    ids, targets = _sequence(g, steps, batch, data)
+    X = _inputs(p, ids)
+
+    def step(carry, x):
+        h, c = carry
+        z = x + h @ p["Whh"]
+        i, f, o = ev.sigmoid(z[:, :H]), ev.sigmoid(z[:, H:2 * H]), ev.sigmoid(z[:, 2 * H:3 * H])
+        cand = ev.tanh(z[:, 3 * H:])
+        c = f * c + i * cand
+        h = o * ev.tanh(c)
+        return (h, c), h
+
+    zero = g.constant(np.zeros((batch, H), dt))
+    _, hs = ev.scan(step, (zero, zero), X)
     return _model(g, p, _output_loss(p, hs, targets), grads, data, ids, targets)
 
 

@@ -367,3 +367,92 @@ def test_the_program_size_does_not_grow_with_the_sequence(rng):
         ev.grad(ev.sum(ys * ys), [W, U])
         sizes.append(len(ev.TapeMachine(g).program))
     assert sizes[0] == sizes[1]
+
+
+def test_graphs_built_alike_with_a_loop_replay_one_program_for_every_length(rng):
+    W0, U0, h0 = rng.normal(size=(3, 3)) * 0.5, rng.normal(size=(3, 2)), np.zeros(3)
+    cache = ev.replay.ReplayCache(walks_before_compile=2)
+    for k, length in enumerate([5, 3, 6, 1, 4, 6, 2, 0]):
+        X = rng.normal(size=(6, 2))
+        g = ev.Graph()
+        W = g.matrix("W", (3, 3), value=W0)
+        U = g.matrix("U", (3, 2), value=U0)
+        xs = g.matrix("xs", (6, 2), value=X)
+        n = g.scalar("n", dtype=np.int64, value=np.array(length))
+        h, ys = ev.scan(rnn_step(W, U), h0, xs, length=n)
+        cost = ev.sum(h * h) + ev.sum(ys)
+        m = ev.LispMachine(g, cost=cost, replay_cache=cache)
+        m.run()
+        want_h, want_ys = rnn_reference(W0, U0, h0, X, length)
+        assert float(cost.value) == pytest.approx(float((want_h ** 2).sum() + want_ys.sum()), rel=1e-12)
+        walked = ev.LispMachine(g, cost=cost, replay=False)
+        grads = [W.grad.copy(), U.grad.copy()]
+        walked.run()
+        np.testing.assert_allclose(grads[0], W.grad, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(grads[1], U.grad, rtol=1e-10, atol=1e-13)
+    assert cache.stats() == {"walking": 0, "compiled": 1, "failed": 0}
+
+
+@pytest.mark.parametrize("unroll", [2, 3, True])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_unroll_gives_the_same_values_and_gradients(unroll, reverse, rng):
+    W0, U0, X = rng.normal(size=(3, 3)) * 0.5, rng.normal(size=(3, 2)), rng.normal(size=(7, 2))
+    h0 = rng.normal(size=3)
+    g, W, U, h0n, xs = _rnn_graph(rng, np.float64, T=7)
+    h, ys = ev.scan(rnn_step(W, U), h0n, xs, reverse=reverse, unroll=unroll)
+    h1, ys1 = ev.scan(rnn_step(W, U), h0n, xs, reverse=reverse, length=5, unroll=unroll)
+    for machine in EVALUATORS:
+        got = EVALUATORS[machine](g, [h, ys, h1, ys1], {xs: X})
+        wh, wys = rnn_reference(W.value, U.value, h0n.value, X, reverse=reverse)
+        np.testing.assert_allclose(got[0], wh, rtol=1e-12)
+        np.testing.assert_allclose(got[1], wys, rtol=1e-12)
+        wh, wys = rnn_reference(W.value, U.value, h0n.value, X, length=5, reverse=reverse)
+        np.testing.assert_allclose(got[2], wh, rtol=1e-12)
+        np.testing.assert_allclose(got[3], wys, rtol=1e-12, atol=1e-15)
+
+    def f(W_, X_):
+        hh, yy = ev.scan(rnn_step(W_, U0), h0, X_, reverse=reverse, unroll=unroll)
+        return ev.sum(hh * hh) + ev.sum(yy)
+    assert ev.check_grad(f, [W0, X])
+
+
+@pytest.mark.parametrize("checkpoint", [1, 3, 4, 20])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_checkpoint_gives_the_same_values_and_gradients(checkpoint, reverse, rng):
+    W0, U0, X, h0 = rng.normal(size=(3, 3)) * 0.5, rng.normal(size=(3, 2)), rng.normal(size=(8, 2)), \
+        rng.normal(size=3)
+
+    def f(W_, X_, length=None):
+        hh, yy = ev.scan(rnn_step(W_, U0), h0, X_, reverse=reverse, checkpoint=checkpoint, length=length)
+        return ev.sum(hh * hh) + ev.sum(yy * yy)
+    assert ev.check_grad(f, [W0, X])
+    assert ev.check_grad(lambda W_, X_: f(W_, X_, 6), [W0, X])
+    for machine in EVALUATORS:
+        g = ev.Graph()
+        W, xs = g.tensor("W", W0.shape, value=W0), g.tensor("xs", X.shape, value=X)
+        cost = f(W, xs)
+        gW = ev.grad(cost, W)
+        plain = ev.grad(ev.sum(ev.scan(rnn_step(W, U0), h0, xs, reverse=reverse)[1] ** 2)
+                        + ev.sum(ev.scan(rnn_step(W, U0), h0, xs, reverse=reverse)[0] ** 2), W)
+        got, want = EVALUATORS[machine](g, [gW, plain])
+        np.testing.assert_allclose(got, want, rtol=1e-11)
+
+
+def test_checkpoint_bounds_the_planned_memory_of_a_long_sequence(rng):
+    T, H = 400, 16
+    W0, X = rng.normal(size=(H, H)) * 0.3, rng.normal(size=(T, H))
+    peaks = {}
+    for ck in (None, 20):
+        g = ev.Graph()
+        W, xs = g.tensor("W", W0.shape, value=W0), g.tensor("xs", X.shape, value=X)
+
+        def step(h, x):
+            h = ev.tanh(h @ W + x)
+            return h, None
+        h, _ = ev.scan(step, np.zeros(H), xs, checkpoint=ck)
+        gW = ev.grad(ev.sum(h), W)
+        m = ev.TapeMachine(g, outputs=[gW])
+        m.run()
+        peaks[ck] = (m.program.peak_bytes, gW.value.copy())
+    np.testing.assert_allclose(peaks[20][1], peaks[None][1], rtol=1e-10)
+    assert peaks[20][0] * 4 < peaks[None][0]

@@ -12,6 +12,7 @@ next carry); see machines/loops.py for how a loop runs its bodies.
 merge_loops: ev.grad asks a scan for its residuals by building the same scan (same
 inputs, same body graph) with more outputs; the two are computed as one loop.
 """
+from ..core.body import Body
 from ..errors import CompileError
 from . import ir
 
@@ -63,12 +64,47 @@ def merge_loops(live):
             for u in small.users:
                 u.ins = [big if x is small else x for x in u.ins]
                 big.users.append(u)
+            for x in small.ins:
+                x.users = [u for u in x.users if u is not small]
             big.nodes.extend(small.nodes)
             big.key = min(big.key, small.key)    # NOTE: it runs where the first of them did
             gone.add(id(small))
     if not gone:
         return live
     return ir.toposort([v for v in live if id(v) not in gone])
+
+
+def prune_loops(live):
+    """Drop the stacked or summed outputs of scans (and the stacks of while loops) that
+    nothing reads -- the gradient of an input no one asked for -- from their bodies, so
+    that the body does not compute them and the loop does not store them."""
+    for v in live:
+        if v.kind != "op" or v.op not in ("scan", "while_loop"):
+            continue
+        p = v.params
+        results = p["results"]
+        offsets, _ = ir.packed_layout(results)
+        index = {off: k for k, off in enumerate(offsets)}
+        used = {index[u.params["offset"]] for u in v.users if u.op == "unpack"}
+        if any(u.op != "unpack" for u in v.users):
+            continue
+        nc = p["n_carry"]
+        first = nc if v.op == "scan" else nc + 1     # the carries (and a while's count) stay
+        keep = list(range(first)) + [k for k in range(first, len(results)) if k in used]
+        if len(keep) == len(results):
+            continue
+        body = p["body"]
+        outs = list(body.outputs[:nc]) + [body.outputs[k - first + nc] for k in keep[first:]]
+        new = dict(p, body=Body(body.graph, body.inputs, outs, body.name, body.site, body.remat),
+                   results=tuple(results[k] for k in keep))
+        if v.op == "scan":
+            new["summed"] = tuple(p["summed"][k - nc] for k in keep[nc:])
+        v.params = new
+        moved, size = ir.packed_layout(new["results"])
+        v.shape = (size,)
+        where = {offsets[k]: moved[i] for i, k in enumerate(keep)}
+        for u in v.users:
+            u.params = dict(u.params, offset=where[u.params["offset"]])
 
 
 def compile_bodies(live, options, device, compile_graph):

@@ -120,6 +120,7 @@ def _compile(g, outputs, options):
     vals = ir.build(order, identities=options.optimize, cuts=options.inputs)
     roots = [vals[n.id] for n in targets]
     live = control.merge_loops(ir.live_vals(roots))
+    control.prune_loops(live)
     notes = []
     if options.optimize:
         # NOTE: generated kernels run on the host only: none when values may go to a device.

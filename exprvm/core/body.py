@@ -26,12 +26,15 @@ class Body:
     order) and its outputs. Equal when traced alike (same structure, same constants), so
     that graphs built the same way have equal signatures (replay) and share loop nodes."""
 
-    def __init__(self, graph, inputs, outputs, name="body", site="<unknown>"):
+    def __init__(self, graph, inputs, outputs, name="body", site="<unknown>", remat=False):
         self.graph = graph
         self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
         self.name = name            # the user's function, for messages and drawings
         self.site = site            # where it is defined
+        # remat: a loop's gradient recomputes this body's values from its inputs instead
+        # of storing them per iteration (scan's checkpoint=)
+        self.remat = bool(remat)
         self._order = self._dep = None
         self._input_ids = None
         self._vjps = {}             # VJP bodies the loop ops built, by their own keys
@@ -41,7 +44,7 @@ class Body:
             self._hash = id(self)
         else:
             self._key = (sig, tuple(n.id for n in self.inputs), tuple(n.id for n in self.outputs),
-                         _big_constants(graph))
+                         _big_constants(graph), self.remat)
             self._hash = hash(self._key)
 
     def __eq__(self, other):

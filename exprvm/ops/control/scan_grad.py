@@ -50,15 +50,17 @@ def gradient_bodies(body, n_carry, n_x, present, summed):
     outs += [grads[n_carry + i] for i in dx_pos] + [grads[n_carry + n_x + i] for i in dcap_pos]
 
     # Residuals: walk back from the gradient outputs, stopping at varying forward nodes
-    # (the carries' own leaves included: a step's incoming carry is stored too).
+    # (the carries' own leaves included: a step's incoming carry is stored too). A remat
+    # body stores its incoming carries only, and its gradient recomputes the rest.
     stop = {ins[k].id for k in range(n_carry, len(ins))} | {s.id for s in seeds}
+    carried = {ins[k].id for k in range(n_carry)}
     residuals, seen, stack = {}, set(), list(outs)
     while stack:
         n = stack.pop()
         if n.id in seen or n.id in stop:
             continue
         seen.add(n.id)
-        if n.id in forward and n.id in varying:
+        if n.id in forward and n.id in varying and (not body.remat or n.id in carried):
             residuals[n.id] = n
             continue
         stack.extend(n.inputs)
@@ -70,7 +72,7 @@ def gradient_bodies(body, n_carry, n_x, present, summed):
         if not summed[j]:
             y_of.setdefault(o.id, j)
     extra = [r for r in residuals if r.id not in y_of]
-    augmented = Body(body.graph, ins, body.outputs + tuple(extra), body.name, body.site)
+    augmented = Body(body.graph, ins, body.outputs + tuple(extra), body.name, body.site, body.remat)
     res_source = [("y", y_of[r.id]) if r.id in y_of else ("extra", extra.index(r)) for r in residuals]
 
     gradient = Body(body.graph,
