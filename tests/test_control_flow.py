@@ -456,3 +456,28 @@ def test_checkpoint_bounds_the_planned_memory_of_a_long_sequence(rng):
         peaks[ck] = (m.program.peak_bytes, gW.value.copy())
     np.testing.assert_allclose(peaks[20][1], peaks[None][1], rtol=1e-10)
     assert peaks[20][0] * 4 < peaks[None][0]
+
+
+def test_profile_and_drawings_of_a_program_with_loops(rng, tmp_path):
+    g, W, U, h0, xs = _rnn_graph(rng, np.float64, T=6)
+    X = rng.normal(size=xs.shape)
+
+    def step(h, x):
+        h = ev.tanh(W @ h + U @ x)
+        return h, ev.cond(ev.sum(h) > 0.0, lambda a: a * 2.0, lambda a: a, h)
+    h, ys = ev.scan(step, h0, xs)
+    ev.grad(ev.sum(ys), [W])
+    m = ev.TapeMachine(g)
+    prof = m.profile({xs: X}, runs=2)
+    loops = [k for k, ins in enumerate(m.program.instrs) if ins.bodies]
+    body_rows = [r for r in prof.body_rows if r.loop == f"{loops[0]}/0"]
+    assert len(body_rows) == len(m.program.instrs[loops[0]].bodies[0].instrs)
+    assert all(r.iterations == 6 for r in body_rows)
+    branch = [r for r in prof.body_rows if r.loop.startswith(f"{loops[0]}/0:")]
+    taken = {r.loop: r.iterations for r in branch}
+    assert sum(taken.values()) == 6     # the two branches ran 6 times together
+    assert "loop bodies" in str(prof)
+    for obj, name in ((g, "graph.svg"), (m.program, "program.svg")):
+        ev.render(obj, str(tmp_path / name))
+        text = (tmp_path / name).read_text()
+        assert "next iteration" in text and "step" in text

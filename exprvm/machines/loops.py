@@ -13,6 +13,8 @@ copies, no allocation.
 A body is bound to contiguous memory: a loop input whose array is a strided view (a
 transposed parameter) is copied into a contiguous buffer at the start of every run.
 """
+from time import perf_counter
+
 import numpy as np
 
 from ..core import OPS
@@ -34,6 +36,10 @@ class BoundBody:
 
     def __init__(self, prog, fixed):
         self.prog = prog
+        # the profiler's counters (machines/profile.py): seconds per instruction summed
+        # over iterations, and iterations, while `timing` is a list; None: not timed
+        self.timing = None
+        self.iterations = 0
         regs = prog.registers
         self.root = [prog.root(r.id).id for r in regs]
         varying = {rid for rid in list(prog.inputs) + list(prog.externals)
@@ -93,6 +99,20 @@ class BoundBody:
         for k in self.var_instrs:
             out[k] = self._bind(k, instrs[k], arrays)
         return out
+
+
+def run_calls(body, calls):
+    """One iteration's prebound calls; timed per instruction while the profiler asks."""
+    timing = body.timing
+    if timing is None:
+        for fn, args in calls:
+            fn(*args)
+        return
+    for j, (fn, args) in enumerate(calls):
+        t = perf_counter()
+        fn(*args)
+        timing[j] += perf_counter() - t
+    body.iterations += 1
 
 
 def _contiguous(a):
@@ -203,10 +223,9 @@ def _bind_scan(ins, in_arrays, out, tmps, inner, k):
             np.copyto(bufs[c][0], inits[c])
         for acc, _ in accs:
             acc.fill(0)
-        if accs:
+        if accs or body.timing is not None:
             for calls in sequence(n):
-                for fn, args in calls:
-                    fn(*args)
+                run_calls(body, calls)
                 for acc, part in accs:
                     np.add(acc, part, out=acc)
         else:
@@ -218,6 +237,7 @@ def _bind_scan(ins, in_arrays, out, tmps, inner, k):
         if n < rows:
             for y in stacked:
                 y[n:] = 0
+    run.bound = (body,)
     return run, ()
 
 
@@ -267,12 +287,10 @@ def _bind_while(ins, in_arrays, out, tmps, inner, k):
             np.copyto(bufs[c][0], inits[c])
         i = p = 0
         while limit is None or i < limit:
-            for fn, args in conds[p]:
-                fn(*args)
+            run_calls(cbody, conds[p])
             if not pred:
                 break
-            for fn, args in variant(i, p):
-                fn(*args)
+            run_calls(bbody, variant(i, p))
             i += 1
             p ^= 1
         for c in range(nc):
@@ -280,6 +298,7 @@ def _bind_while(ins, in_arrays, out, tmps, inner, k):
         count[...] = i
         for s in stacks:
             s[i:] = 0
+    run.bound = (cbody, bbody)
     return run, ()
 
 
@@ -289,17 +308,21 @@ def _bind_cond(ins, in_arrays, out, tmps, inner, k):
     pred = in_arrays[0]
     args = _inputs(in_arrays[1:], refresh)
     results = _unpack(out, m["outputs"])
-    branches = []
+    branches, bound = [], []
     for b, prog in enumerate(ins.bodies):
         body, given = _bound(prog, prog.inputs, args, inner, (k, b))
         for rid, r in zip(prog.externals, results):
             given[rid] = r
         branches.append(body.steps(given))
-    taken, other = branches
+        bound.append(body)
+    (taken, other), (tbody, fbody) = branches, bound
 
     def run():
-        for bound, src in refresh:
-            np.copyto(bound, src)
-        for fn, a in (taken if pred else other):
-            fn(*a)
+        for src_bound, src in refresh:
+            np.copyto(src_bound, src)
+        if pred:
+            run_calls(tbody, taken)
+        else:
+            run_calls(fbody, other)
+    run.bound = (tbody, fbody)
     return run, ()

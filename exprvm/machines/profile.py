@@ -51,12 +51,33 @@ class InstrTime:
     share: float        # of the summed medians of all instructions
 
 
+@dataclass(frozen=True)
+class BodyInstrTime:
+    """One instruction of a loop's or a branch's body: its time summed over the iterations
+    of a run (median over the runs) and the iterations of a run (median)."""
+    loop: str           # where the body is: "3" (the instruction at 3), "3/1" (its body 1
+                        # -- a while loop's body, a cond's false branch), "3/0:2/0" nested
+    index: int          # position on the body's tape
+    text: str
+    op: str
+    node: str
+    site: str
+    median_s: float
+    iterations: float
+
+    @property
+    def per_iteration_s(self):
+        return self.median_s / self.iterations if self.iterations else 0.0
+
+
 class TapeProfile:
     """Per-instruction times of a TapeMachine's program. Prints as a table sorted by time;
-    the data is `rows` (in tape order), `total_s`, `run_s`, `by_op()`, `records()`."""
+    the data is `rows` (in tape order), `body_rows` (the instructions of loop bodies),
+    `total_s`, `run_s`, `by_op()`, `records()`."""
 
-    def __init__(self, program, rows, run_s, runs):
+    def __init__(self, program, rows, run_s, runs, body_rows=()):
         self.program = program
+        self.body_rows = list(body_rows)
         self.rows = rows
         self.total_s = sum(r.median_s for r in rows)
         self.run_s = run_s
@@ -94,6 +115,11 @@ class TapeProfile:
                          f"{r.text:<{width}}  {where}")
         if top is not None and top < len(self.rows):
             lines.append(f"  ... {len(self.rows) - top} more instructions")
+        if self.body_rows:
+            lines.append("loop bodies (time summed over the iterations of a run; per iteration):")
+            for r in self.body_rows:
+                lines.append(f"{r.loop:>6}:{r.index:<3} {_us(r.median_s)} x{r.iterations:<6g} "
+                             f"{r.per_iteration_s * 1e6:8.2f} us  {r.text:<{width}}  {r.site}")
         return "\n".join(lines)
 
     def __str__(self):
@@ -163,12 +189,36 @@ def profile_tape(m, feeds=None, runs=10, warmup=1):
         for k, t in enumerate(acc):
             if t is not None:
                 samples[k].append(t)
+    bodies = _bound_bodies(m._steps)
+    body_samples = {key: ([[] for _ in body.prog.instrs], []) for key, body in bodies}
+    for _ in range(runs):
+        for _, body in bodies:
+            body.timing, body.iterations = [0.0] * len(body.prog.instrs), 0
+        try:
+            m.run(feeds)
+        finally:
+            for key, body in bodies:
+                times, its = body_samples[key]
+                for j, t in enumerate(body.timing):
+                    times[j].append(t)
+                its.append(body.iterations)
+                body.timing = None
     whole = []
     for _ in range(runs):
         t = perf_counter()
         m.run(feeds)
         whole.append(perf_counter() - t)
     zero = clock_overhead()
+    body_rows = []
+    for key, body in bodies:
+        times, its = body_samples[key]
+        n_it = median(its)
+        for j, ins in enumerate(body.prog.instrs):
+            node = ins.node
+            t = max(median(times[j]) - zero * n_it, 0.0)
+            body_rows.append(BodyInstrTime(
+                loop=key, index=j, text=ins.text(), op=ins.op, node=node.label if node is not None else "",
+                site=str(node.site) if node is not None else (ins.note or ""), median_s=t, iterations=n_it))
     samples = [[max(t - zero, 0.0) for t in s] for s in samples]
     med = [median(s) if s else 0.0 for s in samples]
     total = sum(med) or 1.0
@@ -180,7 +230,21 @@ def profile_tape(m, feeds=None, runs=10, warmup=1):
             node=node.label if node is not None else "",
             site=str(node.site) if node is not None else (ins.note or ""),
             median_s=med[k], min_s=min(samples[k]) if samples[k] else 0.0, share=med[k] / total))
-    return TapeProfile(prog, rows, median(whole), runs)
+    return TapeProfile(prog, rows, median(whole), runs, body_rows)
+
+
+def _bound_bodies(steps):
+    """(path, BoundBody) of every loop body bound in a machine's steps, nested ones too."""
+    out = []
+
+    def visit(prefix, body):
+        out.append((prefix, body))
+        for (k, b), inner in sorted(body.inner.items()):
+            visit(f"{prefix}:{k}/{b}", inner)
+    for k, (fn, _) in enumerate(steps):
+        for b, body in enumerate(getattr(fn, "bound", ())):
+            visit(f"{k}/{b}", body)
+    return out
 
 # -- the LispMachine --------------------------------------------------------------------------
 

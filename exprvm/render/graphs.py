@@ -17,6 +17,7 @@ from collections import Counter
 
 import graphviz
 
+from .loops import draw_graph_bodies
 from .text import abbrev, label, plain
 from .view import Family, View
 
@@ -204,4 +205,5 @@ def graph_dot(nodes, graph=None, *, root=None, around=None, depth=2, collapse=No
         dot.attr(label=plain(title))
     _draw_nodes(dot, view, values)
     _draw_edges(dot, view)
+    draw_graph_bodies(dot, view.nodes, lambda n: _unit_id(view.unit(n)) if n.id in view.ids else None)
     return dot

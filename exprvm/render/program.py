@@ -8,7 +8,8 @@ slot has its own fill colour, so two instructions of one colour share memory,
 and an instruction that takes over a slot says whose value it overwrites.
 Host/device transfers are drawn as bold purple arrow-shaped nodes. Leaf registers
 (inputs, params, constants) keep the graph colours; the registers the run
-returns (outputs) are outlined red. With profile= (m.profile()'s TapeProfile of this
+returns (outputs) are outlined red. A loop's or a branch's nested Programs are drawn
+as clusters beside it (render/loops.py). With profile= (m.profile()'s TapeProfile of this
 program) instructions are filled from white to red by their time instead, and
 labelled with it.
 """
@@ -16,6 +17,7 @@ import graphviz
 
 from ..errors import ExprError
 from .graphs import CONST, INPUT, LEAF, ROOT
+from .loops import draw_program_bodies
 from .text import abbrev, label, plain
 
 TRANSFERS = ("to_device", "to_host")
@@ -147,4 +149,6 @@ def program_dot(prog, title=None, constants=True, profile=None, **unknown):
             holder[regs[t].slot] = t
         holder[out.slot] = out.id
         writer[out.id] = k
+        if ins.bodies:
+            draw_program_bodies(dot, prog, k, ins)
     return dot
