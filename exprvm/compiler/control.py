@@ -128,7 +128,21 @@ def compile_bodies(live, options, device, compile_graph):
             v.params = dict(p, programs=progs)
         else:
             b = p["body"]
-            v.params = dict(p, program=compile_graph(b.graph, list(b.outputs), body_opts.with_(inputs=b.inputs)))
+            shared = row_bound(b, p["n_carry"], p["summed"])
+            v.params = dict(p, program=compile_graph(
+                b.graph, list(b.outputs), body_opts.with_(inputs=b.inputs, external=tuple(shared.items()))))
+
+
+def row_bound(body, n_carry, summed):
+    """{carry position: output position of a stacked y that is the same node}: such a
+    carry lives in the y's rows (machines/loops.py), so the two share one register."""
+    out = {}
+    for k in range(n_carry):
+        for j, s in enumerate(summed):
+            if not s and body.outputs[n_carry + j] is body.outputs[k]:
+                out[k] = n_carry + j
+                break
+    return out
 
 
 def _where(v):
@@ -136,13 +150,18 @@ def _where(v):
     return f"{n.label} made at {n.site}" if n is not None else "a loop"
 
 
-def externals(em, index, outputs):
+def externals(em, index, outputs, shared=()):
     """A body's outputs as registers of kind "external" (memory the loop provides), one
     per output in order: the register an instruction wrote, or a copy of it where the
     value is not an instruction's own buffer (an input passed through, a constant, a
-    view) or is an output twice."""
+    view) or is an output twice. `shared`: (i, j) pairs of positions whose outputs are
+    one node the loop keeps in one place: the second takes the first's register."""
     taken, out = set(), []
-    for n in outputs:
+    same = {j: i for i, j in shared if outputs[i] is outputs[j]}
+    for pos, n in enumerate(outputs):
+        if pos in same:
+            out.append(out[same[pos]])
+            continue
         rid = em.on(index[n], "cpu")
         r = em.regs[rid]
         if r.kind == "buffer" and not r.scratch and rid not in taken:

@@ -26,7 +26,9 @@ class CompileOptions:
                 nodes among them too (a gradient body's residuals); the Program's
                 .inputs gives each one's register
     external    a loop body's outputs are written into memory the loop provides each
-                iteration (registers of kind "external"; the Program's .externals)
+                iteration (registers of kind "external"; the Program's .externals): True,
+                or the (i, j) pairs of output positions that may share one register
+                (a carry kept in the rows of its stacked y); False: an ordinary program
     """
     grads: bool = True
     keep: tuple = ()
@@ -40,7 +42,7 @@ class CompileOptions:
     comm: object = None
     updates: tuple = ()
     inputs: tuple = ()
-    external: bool = False
+    external: object = False
 
     def with_(self, **changes):
         """A copy with some fields changed."""

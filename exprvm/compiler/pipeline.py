@@ -30,7 +30,7 @@ from . import ir
 from .backends import resolve_backend
 from .emit import Emitter
 from .optimize import optimize
-from . import allreduce, control, fusion, threads
+from . import allreduce, control, fusion, hoist, threads
 from .options import CompileOptions
 from .placement import place
 from .plan import plan
@@ -121,6 +121,8 @@ def _compile(g, outputs, options):
     roots = [vals[n.id] for n in targets]
     live = control.merge_loops(ir.live_vals(roots))
     control.prune_loops(live)
+    if options.optimize:
+        live = hoist.hoist_scans(live, roots)
     notes = []
     if options.optimize:
         # NOTE: generated kernels run on the host only: none when values may go to a device.
@@ -172,7 +174,8 @@ def _compile(g, outputs, options):
         grad_regs = allreduce.insert(em, grad_regs, options.comm)
     for state, new in updates:
         emit_update(em, index, state, new)
-    externals = control.externals(em, index, list(outputs)) if options.external else None
+    externals = (control.externals(em, index, list(outputs), options.external if options.external is not True
+                                   else ()) if options.external is not False else None)
     outs = sorted({rid for _, rid in out_values} | {rid for _, rid in grad_regs} | set(externals or ()))
     slots, bases, bound = plan(em.regs, em.instrs, outs)
     prog = Program(em.regs, em.instrs, slots, outs, bound, notes,
@@ -181,7 +184,7 @@ def _compile(g, outputs, options):
         prog.inputs = [index.get(n) for n in options.inputs]
         prog.externals = externals
     prog.folded = folded
-    threads.apply(prog, options.threads)
+    threads.apply(prog, options.threads, wrap=options.external is False)
     if options.verify:
         prog.verify()
     return prog

@@ -69,6 +69,8 @@ class Instr:
     note: str = ""                  # shown when there is no node ("optimizer", ...)
     bodies: tuple = ()              # a loop or a branch: its nested Programs
     meta: Optional[dict] = None     # a loop's description for its runner (machines/loops.py)
+    after_bind: Optional[Callable] = None   # a loop: (fn, args) -> (fn, args) once bound
+                                            # (the thread policy's wrapper; compiler/threads.py)
 
     def may_alias(self, pos):
         return self.inplace == "all" or pos in self.inplace
@@ -272,8 +274,8 @@ class Program:
                     raise CompileError(f"{_Where(k, ins)}, body {b}: {e}") from None
         if self.externals is not None:
             kinds = [self.registers[r].kind for r in self.externals]
-            if len(set(self.externals)) != len(self.externals) or any(k != "external" for k in kinds):
-                raise CompileError("a body's outputs must be distinct external registers")
+            if any(k != "external" for k in kinds):
+                raise CompileError("a body's outputs must be external registers")
         return True
 
     def _write(self, valid, reg):

@@ -241,8 +241,13 @@ class _RunThreads:
 
 def _wrap(build, state, n, first, last):
     def wrapped_build(ins, out, tmps):
-        fn, args = build(ins, out, tmps)
+        return _threaded(state, n, first, last)(*build(ins, out, tmps))
+    return wrapped_build
 
+
+def _threaded(state, n, first, last):
+    """(fn, args) -> (fn running with n BLAS threads, args)."""
+    def wrap(fn, args):
         def run(*a):
             if first:
                 state.begin()
@@ -250,17 +255,25 @@ def _wrap(build, state, n, first, last):
             fn(*a)
             if last:
                 state.end()
+        run.__dict__.update(getattr(fn, "__dict__", {}))   # what a loop's runner shows the profiler
         return run, args
-    return wrapped_build
+    return wrap
 
 
-def apply(prog, policy=None):
+def apply(prog, policy=None, wrap=True):
     """Give each BLAS instruction of prog its thread count (see the module docstring).
-    Returns [(instruction index, threads)] for the BLAS instructions."""
+    Returns [(instruction index, threads)] for the BLAS instructions. A loop runs with
+    the most threads its bodies' products want, set once around the loop; a body's own
+    products (wrap=False) run with the thread count their loop set."""
     policy = resolve(policy) if not isinstance(policy, Policy) else policy
     regs = prog.registers
     plan = []
     for k, ins in enumerate(prog.instrs):
+        if ins.bodies:
+            inner = [n for body in ins.bodies for _, n in getattr(body, "blas_threads", ())]
+            if inner:
+                plan.append((k, max(inner)))
+            continue
         if ins.kernel != "numpy":       # a device product (cuBLAS) or a C kernel
             continue
         f = flops(ins, regs)
@@ -268,7 +281,7 @@ def apply(prog, policy=None):
             plan.append((k, policy.blas_threads(f)))
     prog.blas_threads = plan        # shown by tests and benchmarks
     ctl = blas_control()
-    if not plan or ctl is None:
+    if not plan or ctl is None or not wrap:
         return plan
     state = _RunThreads(ctl)
     prev = None
@@ -276,6 +289,9 @@ def apply(prog, policy=None):
         first, last = pos == 0, pos == len(plan) - 1
         if first or last or n != prev:
             ins = prog.instrs[k]
-            ins.build = _wrap(ins.build, state, n, first, last)
+            if ins.bodies:      # a loop: bound by the machine, wrapped after (Instr.after_bind)
+                ins.after_bind = _threaded(state, n, first, last)
+            else:
+                ins.build = _wrap(ins.build, state, n, first, last)
         prev = n
     return plan

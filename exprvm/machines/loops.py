@@ -187,23 +187,34 @@ def _bind_scan(ins, in_arrays, out, tmps, inner, k):
 
     in_rids, ext = prog.inputs, prog.externals
     body, per_run = _bound(prog, in_rids[nc + nx:], caps, inner, (k, 0))
+    # A carry that is also a stacked y (one register: compiler/control.row_bound) lives in
+    # that y's rows: a step writes it into its row and the next step reads it from there.
+    rows_of = {c: j for c in range(nc) for j in range(len(summed))
+               if not summed[j] and ext[c] == ext[nc + j]}
+    back = 1 if reverse else -1         # where the previous step's row is
 
     variants = {}
 
-    def variant(r, p):
-        hit = variants.get((r, p))
+    def variant(r, p, first):
+        key = (r, p, first)
+        hit = variants.get(key)
         if hit is None:
             given = dict(per_run)
+            for j in range(len(summed)):
+                given[ext[nc + j]] = step_out[j] if summed[j] else ys[j][r, ...]
             for c in range(nc):
+                j = rows_of.get(c)
+                if j is None:
+                    carry_in = bufs[c][p]
+                    given[ext[c]] = bufs[c][1 - p]
+                else:
+                    carry_in = bufs[c][0] if first else ys[j][r + back, ...]
                 if in_rids[c] is not None:
-                    given[in_rids[c]] = bufs[c][p]
-                given[ext[c]] = bufs[c][1 - p]
+                    given[in_rids[c]] = carry_in
             for i in range(nx):
                 if in_rids[nc + i] is not None:
                     given[in_rids[nc + i]] = xs[i][r, ...]
-            for j in range(len(summed)):
-                given[ext[nc + j]] = step_out[j] if summed[j] else ys[j][r, ...]
-            hit = variants[(r, p)] = body.steps(given)
+            hit = variants[key] = body.steps(given)
         return hit
 
     sequences = {}
@@ -212,8 +223,11 @@ def _bind_scan(ins, in_arrays, out, tmps, inner, k):
         seq = sequences.get(n)
         if seq is None:
             order = range(n - 1, -1, -1) if reverse else range(n)
-            seq = sequences[n] = [variant(r, i & 1) for i, r in enumerate(order)]
+            seq = sequences[n] = [variant(r, i & 1, i == 0) for i, r in enumerate(order)]
         return seq
+
+    def last_row(n):
+        return 0 if reverse else n - 1
 
     def run():
         n = steps if steps is not None else check_length(length, rows)
@@ -233,7 +247,9 @@ def _bind_scan(ins, in_arrays, out, tmps, inner, k):
                 for fn, args in calls:
                     fn(*args)
         for c in range(nc):
-            np.copyto(carry_out[c], bufs[c][n & 1])
+            j = rows_of.get(c)
+            np.copyto(carry_out[c], bufs[c][n & 1] if j is None else
+                      (ys[j][last_row(n)] if n else bufs[c][0]))
         if n < rows:
             for y in stacked:
                 y[n:] = 0

@@ -163,7 +163,8 @@ class TapeMachine:
         """(fn, args) of one instruction over the machine's arrays."""
         ins_arrays, tmps = [arrays[i] for i in ins.ins], [arrays[t] for t in ins.tmps]
         if ins.bodies:      # a loop or a branch: its nested programs (machines/loops.py)
-            return bind_loop(ins, ins_arrays, arrays[ins.out], tmps)
+            fn, args = bind_loop(ins, ins_arrays, arrays[ins.out], tmps)
+            return ins.after_bind(fn, args) if ins.after_bind is not None else (fn, args)
         return ins.build(ins_arrays, arrays[ins.out], tmps)
 
     def _device_buffer(self, r):

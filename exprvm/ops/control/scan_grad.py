@@ -23,7 +23,7 @@ from ...core.body import Body
 from .common import results_of, spec
 
 
-def gradient_bodies(body, n_carry, n_x, present, summed):
+def gradient_bodies(body, n_carry, n_x, present, summed, shiftable=False):
     """(augmented body, gradient body, plan) for a scan body, given which of its outputs get
     a gradient and which ys are summed; plan says where the gradient body's inputs come
     from and what its outputs are the gradients of.
@@ -60,20 +60,39 @@ def gradient_bodies(body, n_carry, n_x, present, summed):
         if n.id in seen or n.id in stop:
             continue
         seen.add(n.id)
-        if n.id in forward and n.id in varying and (not body.remat or n.id in carried):
+        if n.id in forward and n.id in varying and (n.id in carried or not (body.remat or _cheap(n))):
             residuals[n.id] = n
             continue
         stack.extend(n.inputs)
     residuals = [residuals[i] for i in sorted(residuals)]
 
-    # A residual that already is a stacked y of the scan is read from there.
+    # A residual that already is a stacked y of the scan is read from there; a step's
+    # incoming carry, when the carry is also a stacked y, is that y one row back (the
+    # first step's: the initial carry), when the rows of the steps are known (shiftable).
     y_of = {}
     for j, o in enumerate(body.outputs[n_carry:]):
         if not summed[j]:
             y_of.setdefault(o.id, j)
-    extra = [r for r in residuals if r.id not in y_of]
+    # (A carry that is no y is stacked as one more output for it: the loop then keeps it
+    # in those rows, and no step copies its incoming carry.)
+    extra = [r for r in residuals if r.id not in y_of and (not shiftable or r.id not in carried)]
+    shifted = {}
+    if shiftable:
+        for k in range(n_carry):
+            if ins[k].id not in {r.id for r in residuals}:
+                continue
+            new = body.outputs[k]
+            j = y_of.get(new.id)
+            if j is None:
+                if all(new is not e for e in extra):
+                    extra.append(new)
+                j = n_y + next(i for i, e in enumerate(extra) if e is new)
+            shifted[ins[k].id] = (j, k)
     augmented = Body(body.graph, ins, body.outputs + tuple(extra), body.name, body.site, body.remat)
-    res_source = [("y", y_of[r.id]) if r.id in y_of else ("extra", extra.index(r)) for r in residuals]
+    res_source = [("y", y_of[r.id]) if r.id in y_of else
+                  ("shift", *shifted[r.id]) if r.id in shifted else
+                  ("extra", next(i for i, e in enumerate(extra) if e is r))
+                  for r in residuals]
 
     gradient = Body(body.graph,
                     [seed_of[k] for k in dcarry_pos] + residuals
@@ -85,6 +104,14 @@ def gradient_bodies(body, n_carry, n_x, present, summed):
     return augmented, gradient, plan
 
 
+def _cheap(n):
+    """Is a forward value cheaper to recompute in the gradient body than to store per step
+    (JAX's dots_saveable policy: products and reductions are stored, elementwise values and
+    views recomputed, fused into the gradient's own kernels)?"""
+    op = n.opdef
+    return op is not None and (op.elementwise or op.view) and "rng" not in n.params
+
+
 def scan_vjp(gs, ans, *inputs, body, n_carry, n_x, rows, steps, reverse, summed, results):
     """vjp_all of scan: gradient nodes of the scan's inputs given its results' gradients
     (None: zero)."""
@@ -92,8 +119,10 @@ def scan_vjp(gs, ans, *inputs, body, n_carry, n_x, rows, steps, reverse, summed,
     floats = [np.dtype(dt).kind == "f" for _, dt in results]
     present = tuple([floats[k] for k in range(n_carry)]
                     + [gs[n_carry + j] is not None and floats[n_carry + j] for j in range(n_y)])
-    augmented, gradient, plan = body.cache(("scan", present, n_carry, n_x, summed),
-                                           lambda: gradient_bodies(body, n_carry, n_x, present, summed))
+    shiftable = not reverse or steps == rows
+    augmented, gradient, plan = body.cache(("scan", present, n_carry, n_x, summed, shiftable),
+                                           lambda: gradient_bodies(body, n_carry, n_x, present, summed,
+                                                                   shiftable))
     g = ans.graph
     n_cap = len(body.inputs) - n_carry - n_x
     carries, xs = inputs[:n_carry], inputs[n_carry:n_carry + n_x]
@@ -109,7 +138,14 @@ def scan_vjp(gs, ans, *inputs, body, n_carry, n_x, rows, steps, reverse, summed,
     else:
         fwd = ans
     fres = results_of(fwd)
-    res_nodes = [fres[n_carry + j] if kind == "y" else fres[n_out + j] for kind, j in plan["res_source"]]
+    res_nodes = []
+    for source in plan["res_source"]:
+        if source[0] == "y":
+            res_nodes.append(fres[n_carry + source[1]])
+        elif source[0] == "extra":
+            res_nodes.append(fres[n_out + source[1]])
+        else:
+            res_nodes.append(_shifted(fres[n_carry + source[1]], carries[source[2]], rows, reverse))
 
     dinit = []
     for k in plan["dcarry_pos"]:
@@ -140,3 +176,14 @@ def scan_vjp(gs, ans, *inputs, body, n_carry, n_x, rows, steps, reverse, summed,
     for i, p in enumerate(plan["dcap_pos"]):
         out[n_carry + n_x + p] = bres[nd + n_dx + i]
     return out
+
+
+def _shifted(ys, init, rows, reverse):
+    """The carry each step read, from the stacked new carries ys: row t holds row t-1 of
+    ys (t+1 for a reverse scan), and the first step's row the initial carry."""
+    first = build_node(OPS["reshape"], (init,), {"shape": (1,) + tuple(init.shape)})
+    if rows <= 1:
+        return first
+    part = build_node(OPS["getitem"], (ys,), {"index": (slice(1, rows) if reverse else slice(0, rows - 1),)})
+    pieces = (part, first) if reverse else (first, part)
+    return build_node(OPS["concat"], pieces, {"axis": 0})
