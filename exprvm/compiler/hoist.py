@@ -146,15 +146,23 @@ class _Hoist:
         where = {off: k for k, off in enumerate(offsets)}
         for u in self.v.users:
             users.setdefault(where[u.params["offset"]], []).append(u)
-        self.extra = []                     # body nodes the loop is asked to stack
-        out = []
+        out, sunk = [], {}
         for j, s in enumerate(p["summed"]):
             pos = nc + j
-            if not s or len(users.get(pos, ())) != 1:
+            if len(users.get(pos, ())) != 1:
                 continue
-            plan = self._sink_plan(body.outputs[pos], hoisted, stacked)
+            o = body.outputs[pos]
+            if s:
+                plan = self._sink_plan(o, hoisted, stacked, sunk)
+            elif not self.partial and self.kind.get(o.id) == "row":
+                # a stacked y that needs no carry (a residual such as the one-hot rows)
+                got = self._translate(o)
+                plan = ("stack", [("x", got[0])], [o], o) if got is not None and got[1] else None
+            else:
+                plan = None
             if plan is not None:
                 out.append((pos, users[pos][0], plan))
+                sunk[o.id] = users[pos][0]
         return out
 
     def _stack_of(self, n, hoisted, stacked):
@@ -173,10 +181,13 @@ class _Hoist:
             return ("new", n), True
         return None
 
-    def _sink_plan(self, s, hoisted, stacked):
-        """(kind, [stack sources]) for a summed y computed from stacks, or None."""
+    def _sink_plan(self, s, hoisted, stacked, sunk):
+        """(kind, [stack sources], factors, s) for a summed y computed from stacks, or None.
+        A sum of another summed y's node is that y's sum summed (linearity): no stack."""
         if s.opdef is None:
             return None
+        if s.op == "sum" and s.inputs[0].id in sunk:
+            return "sum", [("sunk", sunk[s.inputs[0].id])], [s.inputs[0]], s
         if s.op == "matmul" and len(s.shape) == 2 and s.inputs[0].op == "transpose" \
                 and tuple(s.inputs[0].params["axes"]) == (1, 0):
             factors = [s.inputs[0].inputs[0], s.inputs[1]]
@@ -234,7 +245,7 @@ class _Hoist:
             after = Builder(u.key)
             stacks = []
             for (src, x), f in zip(srcs, factors):
-                if src == "x":
+                if src in ("x", "sunk"):
                     stacks.append(x)
                     continue
                 k = keep.index(x) if src == "y" else len(keep) + extra.index(x)
@@ -250,7 +261,11 @@ class _Hoist:
 
 def _sunk(b, u, kind, stacks, factors, s, rows):
     """Turn projection u into the batched computation of summed output s."""
-    if kind == "sum":
+    if kind == "stack":         # the stack itself, computed before the loop
+        u.op, u.ins, u.params = "reshape", [stacks[0]], {"shape": u.shape}
+    elif kind == "sum" and stacks[0].shape == tuple(factors[0].shape):     # of a summed y
+        u.op, u.ins, u.params = "sum", [stacks[0]], dict(s.params)
+    elif kind == "sum":
         (st,) = stacks
         axis = (0,) + tuple(a + 1 for a in s.params["axis"])
         u.op, u.ins, u.params = "sum", [st], {"axis": axis, "keepdims": False}
@@ -265,4 +280,4 @@ def _sunk(b, u, kind, stacks, factors, s, rows):
     for x in u.ins:
         x.users.append(u)
     u.kind = "op"
-    assert u.shape == tuple(s.shape) and np.dtype(u.dtype) == s.dtype
+    assert kind == "stack" or (u.shape == tuple(s.shape) and np.dtype(u.dtype) == s.dtype)

@@ -66,7 +66,11 @@ class Param:
         return self._value.dtype
 
     def node(self, g):
-        """This parameter's leaf node in graph g, created on first use."""
+        """This parameter's leaf node in graph g, created on first use. In a loop's body
+        (ev.scan's step) it is the outermost graph's node, which the body captures: the
+        parameter stays one leaf that solvers and gradients see."""
+        if g.parent is not None:
+            return g.capture(self.node(_outermost(g)))
         n = self.node_in(g)
         if n is None:
             n = g.tensor(self.name, self.shape, self.dtype, value=self._value)
@@ -115,6 +119,12 @@ def draw_weight(init, fan_in, fan_out, dtype, seed, blocks=1):
     """
     parts = [draw(init, (fan_out, fan_in), dtype, sub_seed(seed, j)).T for j in range(blocks)]
     return np.ascontiguousarray(np.concatenate(parts, axis=1))
+
+
+def _outermost(g):
+    while g.parent is not None:
+        g = g.parent
+    return g
 
 
 def graph_of(x, who):

@@ -24,7 +24,7 @@ import numpy as np
 from ..train import init as _init
 from ..errors import ExprError, ShapeError
 from ..core import Node
-from ..ops import getitem, one_hot, sigmoid, tanh
+from ..ops import getitem, one_hot, reshape, scan, sigmoid, stack, tanh, where
 from .layers import ONE_HOT_MAX_CLASSES, apply_matrix, is_ids
 from .module import Module, draw_weight, graph_of, sub_seed
 
@@ -251,6 +251,57 @@ class StackedRNN(Module):
             hs.append(h)
         return hs, state
 
+    def sequence(self, xs, state=None, lengths=None, unroll=False):
+        """Run a sequence with time as axis 0 of node xs ((T, B, in), or ids (T, B)): one
+        ev.scan, compiled once whatever T (unroll=True: one graph step per time step, as
+        unroll() builds).
+
+        lengths: an integer node (B,): row b runs lengths[b] steps, then its state stays
+        as it was (the final state is each row's own last) and its hs rows are zeros.
+
+        Returns (hs, final state): the top layer's h of every step, a (T, B, H) node.
+        """
+        if not isinstance(xs, Node) or xs.ndim < 2:
+            raise ExprError(f"{self.name}.sequence: xs must be a node with time as axis 0 and rows "
+                            f"as axis 1, got {xs.describe() if isinstance(xs, Node) else type(xs).__name__}")
+        T, B = xs.shape[0], xs.shape[1]
+        if lengths is not None and (not isinstance(lengths, Node) or lengths.shape != (B,)
+                                    or lengths.dtype.kind not in "iu"):
+            raise ShapeError(f"{self.name}.sequence: lengths must be an integer node ({B},), got "
+                             f"{lengths.describe() if isinstance(lengths, Node) else type(lengths).__name__}")
+        state = self._check_layers(state)
+        g = xs.graph
+        state = [c._check_state(s) if s is not None else
+                 tuple(g.constant(np.zeros((B, c.hidden), c.dtype)) for _ in c.state_names)
+                 for c, s in zip(self.cells, state)]
+        if unroll:
+            return self._unrolled_sequence(xs, state, lengths)
+        cells = self.cells
+
+        def step(carry, x):
+            if lengths is None:
+                h, new = self._step(cells, x, carry)
+                return new, h
+            x, t = x
+            h, new = self._step(cells, x, carry)
+            return _masked(t < lengths, h, new, carry)
+
+        if lengths is None:
+            final, hs = scan(step, state, xs)
+        else:
+            final, hs = scan(step, state, (xs, np.arange(T, dtype=lengths.dtype)))
+        return hs, final
+
+    def _unrolled_sequence(self, xs, state, lengths):
+        hs = []
+        for t in range(xs.shape[0]):
+            h, new = self(getitem(xs, (t,)), state)
+            if lengths is not None:
+                new, h = _masked(lengths > t, h, new, state)
+            state = new
+            hs.append(h)
+        return stack(hs), state
+
     def zero_state(self, batch):
         return [c.zero_state(batch) for c in self.cells]
 
@@ -264,6 +315,14 @@ class StackedRNN(Module):
         NOTE: copies, because a machine may reuse the output buffers on its next run.
         """
         return {i: np.array(s.value, copy=True) for ins, ss in zip(inputs, state) for i, s in zip(ins, ss)}
+
+
+def _masked(running, h, new, old):
+    """The state of rows still running (a bool (B,)) from new, of the others from old; h of
+    the others zeros. Returns (state, h)."""
+    keep = reshape(running, (running.shape[0], 1))
+    state = [tuple(where(keep, n, o) for n, o in zip(ns, os)) for ns, os in zip(new, old)]
+    return state, where(keep, h, 0.0)
 
 
 def flat(state):

@@ -1,4 +1,4 @@
-"""Random nodes: ev.random.normal, uniform, bernoulli.
+"""Random nodes: ev.random.normal, uniform, bernoulli, categorical.
 
 Each random node owns a seed stream: a numpy Generator made from its `seed=` (an int,
 a numpy SeedSequence, or None for fresh entropy; a Generator passed in is shared, not
@@ -24,7 +24,7 @@ from ..core import FLOAT_DTYPES, Graph, Node, Row, apply, defop, norm_dtype, sam
 from ..errors import DTypeError, ExprError, RunError, ShapeError
 from .argcheck import arg_errors
 
-__all__ = ["normal", "uniform", "bernoulli"]
+__all__ = ["normal", "uniform", "bernoulli", "categorical"]
 
 
 def _like_rule(x, rng):
@@ -61,6 +61,29 @@ def _check_bernoulli(b, p, rng):
     return set(np.unique(b)) <= {0, 1} and abs(b.mean() - p.mean()) < 0.03
 
 
+def _categorical(logits, rng):
+    # NOTE: the Gumbel-max trick: argmax(logits + Gumbel noise) is a draw from
+    # softmax(logits), with no normalisation and no cumulative sum per row.
+    logits = np.asarray(logits)
+    u = rng.random(logits.shape)
+    with np.errstate(divide="ignore"):
+        return np.argmax(logits - np.log(-np.log1p(-u)), axis=-1).astype(np.int64)
+
+
+def _categorical_rule(logits, rng):
+    same_float_dtype(logits)
+    if logits.ndim < 1 or logits.shape[-1] < 1:
+        raise ShapeError(f"categorical needs logits with a last axis of at least one class, got {logits.shape}")
+    return logits.shape[:-1], np.dtype(np.int64)
+
+
+def _check_categorical(got, logits, rng):
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    counts = np.eye(logits.shape[-1])[got]
+    return got.dtype == np.int64 and np.abs((counts - p).mean(0)).max() < 0.02
+
+
 BIG = ("f", (100, 100), -1.0, 1.0)
 _normal = defop("random_normal", _standard_normal, _like_rule,
                 row=Row((BIG,), grad=False, random=True, ref=_check_normal),
@@ -71,6 +94,11 @@ _uniform = defop("random_uniform", _standard_uniform, _like_rule,
 _bern = defop("random_bernoulli", _bernoulli, _like_rule,
               row=Row((("f", (100, 100), 0.1, 0.9),), grad=False, random=True, ref=_check_bernoulli),
               doc="1 with probability p, else 0, elementwise (p in [0, 1]).")
+
+
+_categ = defop("random_categorical", _categorical, _categorical_rule,
+               row=Row((("f", (4000, 3), -1.5, 1.5),), grad=False, random=True, ref=_check_categorical),
+               doc="A class index drawn from softmax(logits) along the last axis (int64).")
 
 
 def _stream(seed):
@@ -159,3 +187,22 @@ def bernoulli(p=0.5, shape=None, *, seed=None, dtype=None, graph=None):
     else:
         probs = apply("broadcast_to", g.constant(float(p), dtype=dt), shape=full)
     return apply("random_bernoulli", probs, rng=rng)
+
+
+def categorical(logits, *, seed=None, graph=None):
+    """Class indices drawn from softmax(logits) along the last axis, fresh each run
+    (jax.random.categorical); int64, of logits' shape less its last axis. Not
+    differentiable. Given an array and no graph, draws now."""
+    with arg_errors("categorical", logits):
+        rng = _stream(seed)
+        if graph is not None and not isinstance(graph, Graph):
+            raise ExprError(f"graph= must be an ev.Graph, got {type(graph).__name__}")
+    if isinstance(logits, Node):
+        return apply("random_categorical", logits, rng=rng)
+    arr = np.asarray(logits)
+    if arr.dtype.kind != "f":
+        raise DTypeError(f"categorical: logits must be float, got {arr.dtype.name}")
+    if graph is None:
+        _categorical_rule(arr, rng)
+        return _categorical(arr, rng)
+    return apply("random_categorical", graph.constant(arr), rng=rng)
