@@ -77,7 +77,7 @@ class Job:
             data = data[comm.rank * n:(comm.rank + 1) * n + 1]
         self.model = CharModel(len(vocab), "lstm", args.hidden, 1, seed=0)
         g = self.g = ev.Graph("char_rnn")
-        self.ids, self.targets, self.state0, self.loss, self.final = self.model.unrolled(g, args.seq, batch)
+        self.ids, self.targets, self.state0, self.loss, self.final = self.model.sequence(g, args.seq, batch)
         ev.grad(self.loss, self.model.nodes(g))
         self.outputs = [self.loss] + ev.nn.flat(self.final)
         self.machine = ev.TapeMachine(g, outputs=self.outputs, comm=comm)

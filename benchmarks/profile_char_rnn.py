@@ -30,6 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--seq", type=int, default=25)
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--unroll", action="store_true", help="the unrolled step (default: one ev.scan)")
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--top", type=int, default=15, help="rows of the instruction table")
     p.add_argument("--svg", default=os.path.join("out", "char_rnn_profile.svg"), help="'' for none")
@@ -46,7 +47,7 @@ def step_graph(a):
     vocab = Vocab(text[:200_000])
     model = CharModel(len(vocab), a.cell, a.hidden, 1, seed=0)
     g = ev.Graph("char_rnn")
-    ids, targets, state0, loss, final = model.unrolled(g, a.seq, a.batch)
+    ids, targets, state0, loss, final = model.sequence(g, a.seq, a.batch, unroll=a.unroll)
     x, y, _ = Streams(vocab.encode(text[:200_000]), a.batch, a.seq).next()
     feeds = {ids: x, targets: y}
     for ins, vals in zip(state0, model.rnn.zero_state(a.batch)):

@@ -5,8 +5,9 @@
     mpirun -n 2 python examples/char_rnn.py --distributed --minutes 1   # data parallel
     python examples/char_rnn.py --device cuda --minutes 1    # the training step on a GPU
 
-The TapeMachine path compiles one unrolled graph (seq steps, batch streams)
-once and runs it every step; the final hidden state of a batch is fed as the
+The TapeMachine path compiles one graph (seq steps, batch streams; the recurrence
+one ev.scan loop, or unrolled with --unroll) once and runs it every step, and draws
+its samples with one compiled ev.fori_loop; the final hidden state of a batch is fed as the
 initial state of the next (truncated backprop through time), because batch row
 b always continues row b of the previous batch (see text_data.Streams).
 Loss is cross-entropy in nats per character; `step N loss X` lines show an
@@ -46,7 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--cell", choices=sorted(ev.nn.CELLS), default="lstm")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=1)
-    p.add_argument("--seq", type=int, default=25, help="unrolled steps per batch")
+    p.add_argument("--seq", type=int, default=25, help="time steps per batch")
+    p.add_argument("--unroll", action="store_true",
+                   help="one graph step per time step (default: the recurrence as one ev.scan loop)")
     p.add_argument("--batch", type=int, default=32, help="parallel streams")
     p.add_argument("--steps", type=int, help="train this many more steps")
     p.add_argument("--minutes", type=float, help="train this long (default 1 if no --steps)")
@@ -66,7 +69,7 @@ def parse_args(argv=None):
     p.add_argument("--print-every", type=int, default=500)
     p.add_argument("--out", default="out", help="folder for the default --plot and --svg")
     p.add_argument("--plot", help="loss-curve PNG (default OUT/loss.png; '' for none)")
-    p.add_argument("--svg", help="one unrolled step with gradients (default OUT/char_rnn_step.svg; '' for none)")
+    p.add_argument("--svg", help="one time step with gradients (default OUT/char_rnn_step.svg; '' for none)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes and few steps, for tests")
     p.add_argument("--device", choices=["cpu", "cuda", "twin"], default="cpu",
                    help="cuda: the compiled step and Adam on a GPU; twin: the same device "
@@ -81,6 +84,8 @@ def parse_args(argv=None):
         a.sample, a.print_every, a.lr = min(a.sample, 40), 1, max(a.lr, 3e-2)
     if a.steps is None and a.minutes is None:
         a.minutes = 1.0
+    if a.device != "cpu":
+        a.unroll = True         # NOTE: loops run on the host; the device step is unrolled
     a.plot = os.path.join(a.out, "loss.png") if a.plot is None else a.plot
     a.svg = os.path.join(a.out, "char_rnn_step.svg") if a.svg is None else a.svg
     if a.device != "cpu" and a.machine != "tape":
@@ -98,14 +103,15 @@ class CharModel(ev.nn.Module):
         self.rnn = self.add(ev.nn.StackedRNN(cell, vocab, hidden, layers, name=cell, dtype=F32, seed=(seed, 0)))
         self.head = self.add(ev.nn.Linear(hidden, vocab, name="head", dtype=F32, seed=(seed, 1)))
 
-    def unrolled(self, g, T, B):
-        """Inputs, the mean loss and the final state of a T-step, B-stream unroll in g."""
+    def sequence(self, g, T, B, unroll=False):
+        """Inputs, the mean loss and the final state of T steps of B streams in g: the
+        recurrence as one ev.scan (unroll=True: one graph step per time step)."""
         ids = g.tensor("ids", (T, B), np.int32)
         targets = g.tensor("targets", (T, B), np.int32)
         state0 = self.rnn.state_inputs(g, B)
-        hs, final = self.rnn.unroll(ids, state0)
-        # One big output matmul over all steps: stack's gradient is cheap slicing.
-        loss = ev.nn.mean_cross_entropy(self.head(ev.stack(hs)), targets)
+        hs, final = self.rnn.sequence(ids, state0, unroll=unroll)
+        # One big output matmul over all steps.
+        loss = ev.nn.mean_cross_entropy(self.head(hs), targets)
         return ids, targets, state0, loss, final
 
 
@@ -119,29 +125,28 @@ def make_machine(kind, g, loss=None, outputs=(), comm=None, device=None):
 
 
 class Sampler:
-    """A one-character, one-stream forward graph, built and compiled once."""
+    """`n` characters drawn in ONE run: an ev.fori_loop feeding each drawn character back
+    (ev.random.categorical draws from the softmax), built and compiled once."""
 
-    def __init__(self, model, kind, temperature):
+    def __init__(self, model, kind, temperature, n, seed):
         g = ev.Graph("sampler")
-        self.x = g.tensor("x", (1,), np.int32)
-        self.state0 = model.rnn.state_inputs(g, 1)
-        h, self.final = model.rnn(self.x, self.state0)
-        self.probs = ev.softmax(model.head(h) / float(temperature), axis=-1)
-        self.m = make_machine(kind, g, outputs=[self.probs] + ev.nn.flat(self.final))
-        self.zero = model.rnn.zero_state(1)
+        self.start = g.scalar("start", np.int64)
+        state = [tuple(g.constant(z) for z in layer) for layer in model.rnn.zero_state(1)]
+        positions = g.constant(np.arange(n, dtype=np.int64))
+        draws = np.random.default_rng(seed)
 
-    def sample(self, vocab, n, rng, start="\n"):
-        c = vocab.index.get(start, 0)
-        feeds = {i: v for ins, vals in zip(self.state0, self.zero) for i, v in zip(ins, vals)}
-        out = []
-        for _ in range(n):
-            feeds[self.x] = np.array([c], np.int32)
-            self.m.run(feeds)
-            p = np.asarray(self.probs.value[0], np.float64)
-            c = int(rng.choice(len(p), p=p / p.sum()))
-            out.append(c)
-            feeds.update(ev.nn.StackedRNN.carry(self.state0, self.final))
-        return vocab.decode(out)
+        def body(i, carry):
+            c, state, out = carry
+            h, state = model.rnn(ev.reshape(c, (1,)), state)
+            c = ev.random.categorical(model.head(h) / float(temperature), seed=draws)[0]
+            return c, state, ev.where(ev.equal(positions, i), c, out)
+
+        _, _, self.codes = ev.fori_loop(0, n, body, (self.start, state, np.zeros(n, np.int64)))
+        self.m = make_machine(kind, g, outputs=[self.codes])
+
+    def sample(self, vocab, start="\n"):
+        self.m.run({self.start: np.array(vocab.index.get(start, 0))})
+        return vocab.decode([int(c) for c in self.codes.value])
 
 
 def progress(done, steps, elapsed, budget):
@@ -251,7 +256,7 @@ def render_step(path, model, batch):
         print("(no ev.render in this exprvm: skipping the SVG)")
         return
     g = ev.Graph("one step")
-    _, _, _, loss, _ = model.unrolled(g, 1, batch)
+    _, _, _, loss, _ = model.sequence(g, 1, batch, unroll=True)
     ev.grad(loss, model.nodes(g))
     try:
         ev.render(g, path)
@@ -288,7 +293,7 @@ def train(args, ctx=None):
             f"per rank ({args.batch * ctx.size} in all)")
 
     g = ev.Graph("char_rnn")
-    ids, targets, state0, loss, final = model.unrolled(g, args.seq, args.batch)
+    ids, targets, state0, loss, final = model.sequence(g, args.seq, args.batch, unroll=args.unroll)
     params = model.nodes(g)
     if args.machine == "tape":
         ev.grad(loss, params)
@@ -384,8 +389,8 @@ def main(argv=None):
     if ctx is not None and not ctx.is_root:
         return                  # rank 0 samples, plots and draws
     if args.sample:
-        sampler = Sampler(model, args.machine, args.temperature)
-        text = sampler.sample(vocab, args.sample, np.random.default_rng(args.seed))
+        sampler = Sampler(model, args.machine, args.temperature, args.sample, args.seed)
+        text = sampler.sample(vocab)
         print(f"--- sample ({args.sample} chars, temperature {args.temperature}) ---")
         print(text)
         print("---")

@@ -24,7 +24,7 @@ import numpy as np
 from ..train import init as _init
 from ..errors import ExprError, ShapeError
 from ..core import Node
-from ..ops import getitem, one_hot, reshape, scan, sigmoid, stack, tanh, where
+from ..ops import concat, getitem, one_hot, reshape, scan, sigmoid, stack, tanh, where
 from .layers import ONE_HOT_MAX_CLASSES, apply_matrix, is_ids
 from .module import Module, draw_weight, graph_of, sub_seed
 
@@ -251,13 +251,15 @@ class StackedRNN(Module):
             hs.append(h)
         return hs, state
 
-    def sequence(self, xs, state=None, lengths=None, unroll=False):
+    def sequence(self, xs, state=None, lengths=None, unroll=False, length=None):
         """Run a sequence with time as axis 0 of node xs ((T, B, in), or ids (T, B)): one
         ev.scan, compiled once whatever T (unroll=True: one graph step per time step, as
         unroll() builds).
 
         lengths: an integer node (B,): row b runs lengths[b] steps, then its state stays
         as it was (the final state is each row's own last) and its hs rows are zeros.
+        length: how many steps run at all (an int, or an int64 scalar node fed at run
+        time, at most T; ev.scan's length=): the hs rows past it are zeros.
 
         Returns (hs, final state): the top layer's h of every step, a (T, B, H) node.
         """
@@ -275,7 +277,14 @@ class StackedRNN(Module):
                  tuple(g.constant(np.zeros((B, c.hidden), c.dtype)) for _ in c.state_names)
                  for c, s in zip(self.cells, state)]
         if unroll:
-            return self._unrolled_sequence(xs, state, lengths)
+            if isinstance(length, Node):
+                raise ExprError(f"{self.name}.sequence: unroll=True needs a static length")
+            if length is not None:
+                xs = getitem(xs, (slice(0, int(length)),))
+            hs, final = self._unrolled_sequence(xs, state, lengths)
+            if length is not None and int(length) < T:
+                hs = concat([hs, np.zeros((T - int(length),) + tuple(hs.shape[1:]), hs.dtype)])
+            return hs, final
         cells = self.cells
 
         def step(carry, x):
@@ -287,9 +296,9 @@ class StackedRNN(Module):
             return _masked(t < lengths, h, new, carry)
 
         if lengths is None:
-            final, hs = scan(step, state, xs)
+            final, hs = scan(step, state, xs, length=length)
         else:
-            final, hs = scan(step, state, (xs, np.arange(T, dtype=lengths.dtype)))
+            final, hs = scan(step, state, (xs, np.arange(T, dtype=lengths.dtype)), length=length)
         return hs, final
 
     def _unrolled_sequence(self, xs, state, lengths):

@@ -144,6 +144,8 @@ def _where_rule(c, x, y):
     if c.dtype != np.dtype(bool):
         raise DTypeError(f"condition must be bool, got {c.dtype.name}")
     shape = broadcast(c, x, y)
+    if x.dtype == y.dtype and x.dtype.kind in "iub":     # integers chosen (a loop's counters)
+        return shape, x.dtype
     return shape, elementwise_rule(x, y)[1]
 
 
