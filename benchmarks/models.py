@@ -137,7 +137,7 @@ def lstm(g, weights, steps, batch, grads=True, data=None):
     return _model(g, p, _output_loss(p, hs, targets), grads, data, ids, targets)
 
 
-def char_rnn_scan(g, weights, steps, batch, grads=True, data=None):
+def char_rnn_scan(g, weights, steps, batch, grads=True, data=None, checkpoint=None):
     """char_rnn with the recurrence as one ev.scan (the same ops, one loop instruction)."""
     p = _params(g, weights)
     hidden = weights["Whh"].shape[0]
@@ -149,11 +149,11 @@ def char_rnn_scan(g, weights, steps, batch, grads=True, data=None):
         h = ev.tanh(x + h @ p["Whh"])
         return h, h
 
-    _, hs = ev.scan(step, g.constant(np.zeros((batch, hidden), dt)), X)
+    _, hs = ev.scan(step, g.constant(np.zeros((batch, hidden), dt)), X, checkpoint=checkpoint)
     return _model(g, p, _output_loss(p, hs, targets), grads, data, ids, targets)
 
 
-def lstm_scan(g, weights, steps, batch, grads=True, data=None):
+def lstm_scan(g, weights, steps, batch, grads=True, data=None, checkpoint=None):
     """lstm with the recurrence as one ev.scan."""
     p = _params(g, weights)
     H = weights["Whh"].shape[0]
@@ -171,7 +171,7 @@ def lstm_scan(g, weights, steps, batch, grads=True, data=None):
         return (h, c), h
 
     zero = g.constant(np.zeros((batch, H), dt))
-    _, hs = ev.scan(step, (zero, zero), X)
+    _, hs = ev.scan(step, (zero, zero), X, checkpoint=checkpoint)
     return _model(g, p, _output_loss(p, hs, targets), grads, data, ids, targets)
 
 

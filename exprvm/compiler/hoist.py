@@ -129,6 +129,14 @@ class _Hoist:
             if len(n.inputs[0].shape) == 1:
                 return b.op("matmul", vals, shape, n.dtype), True
             return None
+        if n.op == "matmul" and per == [False, True] and len(n.inputs[0].shape) == 2:
+            w, xs = vals
+            if len(n.inputs[1].shape) == 1:     # W @ x_t for every t: X @ W^T
+                wt = b.op("transpose", [w], (w.shape[1], w.shape[0]), w.dtype, axes=(1, 0))
+                return b.op("matmul", [xs, wt], shape, n.dtype), True
+            if len(n.inputs[1].shape) == 2:     # a stack of products with one matrix
+                return b.op("matmul", vals, shape, n.dtype), True
+            return None
         if n.op == "take" and per == [False, True] and n.params.get("axis") == 0 and not self.partial:
             return b.op("take", vals, shape, n.dtype, **n.params), True
         if n.op in ("one_hot", "astype") and per == [True]:
@@ -154,7 +162,7 @@ class _Hoist:
             o = body.outputs[pos]
             if s:
                 plan = self._sink_plan(o, hoisted, stacked, sunk)
-            elif not self.partial and self.kind.get(o.id) == "row":
+            elif self.kind.get(o.id) == "row":
                 # a stacked y that needs no carry (a residual such as the one-hot rows)
                 got = self._translate(o)
                 plan = ("stack", [("x", got[0])], [o], o) if got is not None and got[1] else None
@@ -255,8 +263,23 @@ class _Hoist:
             for st in stacks:
                 if st.kind == "op" and st.op == "unpack":
                     v.users.append(st)
+            if kind == "stack" and self.partial:     # rows past the length are zeros
+                stacks = [self._rows_run(after, stacks[0])]
             _sunk(after, u, kind, stacks, factors, s, self.rows)
             v.users = [w for w in v.users if w is not u]
+
+
+    def _rows_run(self, b, stack):
+        """stack with its rows past the number of steps zeroed (as the loop leaves them)."""
+        p = self.v.params
+        shape = (self.rows,) + (1,) * (len(stack.shape) - 1)
+        index = b.const(np.arange(self.rows, dtype=np.int64).reshape(shape))
+        n = self.v.ins[-1] if p["steps"] is None else b.const(np.array(p["steps"], np.int64))
+        if n.dtype != index.dtype:
+            n = b.op("astype", [n], (), index.dtype, dtype=index.dtype.str)
+        ran = b.op("lt", [index, n], shape, np.dtype(bool))
+        zero = b.const(np.zeros((), stack.dtype))
+        return b.op("where", [ran, stack, zero], stack.shape, stack.dtype)
 
 
 def _sunk(b, u, kind, stacks, factors, s, rows):
