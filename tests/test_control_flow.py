@@ -481,3 +481,23 @@ def test_profile_and_drawings_of_a_program_with_loops(rng, tmp_path):
         ev.render(obj, str(tmp_path / name))
         text = (tmp_path / name).read_text()
         assert "next iteration" in text and "step" in text
+
+
+def test_a_body_output_written_by_a_kernel_with_scratch_is_planned(rng):
+    # the gradient body's output is a product whose kernel takes scratch memory: the
+    # scratch is planned although the output is the loop's
+    g = ev.Graph()
+    W = g.matrix("W", (4, 4), value=rng.standard_normal((4, 4)) * 0.5)
+    U = g.matrix("U", (4, 2), value=rng.standard_normal((4, 2)) * 0.5)
+    xs = g.matrix("xs", (25, 2))
+    n = g.scalar("n", dtype=np.int64)
+
+    def step(h, x):
+        h = ev.tanh(W @ h + U @ x)
+        return h, ev.sum(h * h)
+    h, ys = ev.scan(step, g.constant(np.zeros(4)), xs, length=n)
+    gW = ev.grad(ev.sum(ys), W)
+    X = rng.standard_normal((25, 2))
+    for machine in EVALUATORS:
+        got = EVALUATORS[machine](g, [gW], {xs: X, n: np.array(10)})[0]
+        np.testing.assert_allclose(got, EVALUATORS["lisp"](g, [gW], {xs: X, n: np.array(10)})[0], rtol=1e-12)
