@@ -58,21 +58,20 @@ def _units(regs, instrs, outputs):
     n = len(instrs)
     units, unit_of = [], {}
     for k, ins in enumerate(instrs):
-        for t in ins.tmps:
-            units.append([regs[t].nbytes, k, k, regs[t].device, [t]])
         out = regs[ins.out]
         # NOTE: an update writes a parameter's own array, a loop body's output memory the
         # loop gives (kind "external"): neither is planned here (their scratch is).
-        if out.kind != "buffer":
-            continue
-        shared = _inplace_input(ins, k, regs, root, last, out)
-        if shared is not None:
-            u = unit_of[shared]
-            u[4].append(out.id)
-        else:
-            u = [out.nbytes, k, k, out.device, [out.id]]
-            units.append(u)
-        unit_of[out.id] = u
+        if out.kind == "buffer":
+            shared = _inplace_input(ins, k, regs, root, last, out)
+            if shared is not None:
+                u = unit_of[shared]
+                u[4].append(out.id)
+            else:
+                u = [out.nbytes, k, k, out.device, [out.id]]
+                units.append(u)
+            unit_of[out.id] = u
+        for t in ins.tmps:
+            units.append([regs[t].nbytes, k, k, regs[t].device, [t]])
     for u in units:
         for rid in u[4]:
             end = last.get(rid, u[1])
