@@ -20,6 +20,7 @@ from .train import schedules  # noqa: F401  (learning-rate schedules for any sol
 from .render import render, to_dot  # noqa: F401
 from . import nn  # noqa: F401
 from . import distributed  # noqa: F401  (imports mpi4py only in ev.distributed.init())
+from . import data  # noqa: F401  (ev.data.DataLoader, ArrayDataset, TextStreams)
 from .kernels import backends, get_backend, set_backend  # noqa: F401
 from . import cuda  # noqa: F401
 from .cuda import tidy  # noqa: F401

@@ -226,3 +226,22 @@ def test_char_rnn_distributed_stops_by_the_clock_on_every_rank_together(tmp_path
                  "--svg", "").stdout
     m = re.search(r"^(\d+) steps in (\S+) s", out, re.M)
     assert m and 0 < int(m.group(1)) < 1000000 and float(m.group(2)) >= 0.6
+
+
+@needs_mpi
+def test_data_loader_shards_are_disjoint_on_every_rank(tmp_path, n=2):
+    run_ok(n, "loader.py", tmp_path)
+    results = ranks(tmp_path, n)
+    N, per = 23, 23 // n
+    ds = ev.data.ArrayDataset(np.arange(N, dtype=np.float32)[:, None], np.arange(N))
+    whole = ev.data.DataLoader(ds, batch_size=N, shuffle=True, seed=11)
+    for epoch in range(2):
+        parts = [[i for b in r["epochs"][epoch] for i in b] for r in results]
+        assert all(len(p) == per for p in parts)                       # equal steps everywhere
+        assert not set(parts[0]) & set(parts[1])                       # disjoint
+        order = next(iter(whole))[1].tolist()                          # the one order, cut in n
+        assert parts[0] + parts[1] == order[:per * n]
+    assert results[0]["epochs"][0] != results[0]["epochs"][1]          # reshuffled per epoch
+    assert all(r["same_steps"] for r in results)
+    firsts = [r["stream_firsts"] for r in results]
+    assert firsts[0][0] == 0 and firsts[1][0] == 500 and len(firsts[0]) == len(firsts[1])
