@@ -301,3 +301,19 @@ def test_state_dict_resumes_mid_epoch_with_the_same_batches():
     assert got == want
     with pytest.raises(ev.ExprError, match="outside"):
         b.load_state_dict({"epoch": 0, "position": 99, "seed": 1})
+
+
+def test_data_benchmark_runs_in_smoke_mode(tmp_path):
+    """Only that it runs and every row feeds the same number of steps; the timings are
+    for a quiet machine, never for a test."""
+    pytest.importorskip("sklearn")
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_data.py"), "--smoke"],
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(root)),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "DataLoader(per-sample dataset), prefetch=2" in proc.stdout
