@@ -18,7 +18,7 @@ new array is (it is uploaded into the same device buffer at the next run).
 
 `step(solver, params)` is Solver.step for such parameters, with the same checks (a
 parameter listed twice, none with a gradient, shapes) and the host's order of
-operations (clip, global-norm clip, l1/l2, the update), each parameter in one fused
+operations (the hooks clip=, clip_norm=, l1=, l2= stand for, in the kernel; see hooks.fused), each parameter in one fused
 kernel (csrc/ev_cuda_train.cu). What differs, because reading a value back would stall
 the device every step: a NaN or Inf gradient is reported by the next copy to the host
 (the next run's loss: NumericError, the parameters it reached hold NaN / Inf), unless
@@ -35,6 +35,7 @@ from ..kernels.checks import SUFFIX
 from ..kernels.device import checked, device_pointer, lib_fn
 from ..kernels.device_array import DeviceArray
 from ..kernels.device_params import DeviceParams, device_value, fresh, resident, to_host  # noqa: F401
+from . import hooks
 from .solver_checks import split_by_grad
 
 # -- solver steps on the device ------------------------------------------------------------
@@ -73,6 +74,7 @@ def _kind(solver):
 def step(solver, params):
     """Solver.step for device parameters (see the module docstring). True if it updated."""
     kind = _kind(solver)
+    fused = hooks.fused(solver.hooks, solver._kind())   # (clip, clip_norm, l1, l2): in the kernel
     active = []
     having, missing = split_by_grad(params, solver._kind())
     for name, p in having:
@@ -90,7 +92,7 @@ def step(solver, params):
         active.append((_slot(solver, name, p, w), w, g))
     if missing:
         solver._report_missing(missing, bool(active))
-    scale = _norm_scale(solver, active)
+    scale = _norm_scale(solver, active, fused)
     if scale is False:
         solver.skipped += 1
         return False
@@ -98,7 +100,7 @@ def step(solver, params):
         solver.lr = solver.schedule(solver.steps)
     for slot, w, g in active:
         slot.t += 1
-        _update(kind, solver, slot, w, g, scale)
+        _update(kind, solver, slot, w, g, scale, fused)
     solver.steps += 1
     return True
 
@@ -114,9 +116,10 @@ def _slot(solver, name, p, w):
     return slot
 
 
-def _norm_scale(solver, active):
+def _norm_scale(solver, active, fused):
     """The device scalar of the global-norm clip (or None), or False: skip the step."""
-    need_norm = solver.clip_norm is not None or solver.nonfinite == "skip"
+    clip, clip_norm = fused[0], fused[1]
+    need_norm = clip_norm is not None or solver.nonfinite == "skip"
     if not need_norm or not active:
         return None
     ffi, lib = cuda_loader.load()
@@ -128,25 +131,25 @@ def _norm_scale(solver, active):
         sfx = SUFFIX[w.dtype]
         parts = max(1, min(g.size, 4096))
         checked(lib_fn(f"ev_cuda_sumsq_{sfx}"), "sumsq")(
-            device_pointer(g, w.dtype, "sumsq", "g", contiguous=True), solver.clip or 0.0,
+            device_pointer(g, w.dtype, "sumsq", "g", contiguous=True), clip,
             acc._device(), g.size, parts)
     if solver.nonfinite == "skip":
         total = float(acc.numpy()[0])
         if not math.isfinite(total):
             return False
-    if solver.clip_norm is None:
+    if clip_norm is None:
         return None
-    checked(lib_fn("ev_cuda_clip_scale"), "clip_scale")(acc._device(), solver.clip_norm)
+    checked(lib_fn("ev_cuda_clip_scale"), "clip_scale")(acc._device(), clip_norm)
     return acc
 
 
-def _update(kind, solver, slot, w, g, scale):
+def _update(kind, solver, slot, w, g, scale, fused):
     ffi, _ = cuda_loader.load()
     dt, sfx = w.dtype, SUFFIX[w.dtype]
     pw = device_pointer(w, dt, kind, "value", contiguous=True)
     pg = device_pointer(g, dt, kind, "grad", contiguous=True)
     ps = ffi.NULL if scale is None else scale._device()
-    clip, l1, l2 = solver.clip or 0.0, solver.l1, solver.l2
+    clip, _, l1, l2 = fused
     n = w.size
     if kind == "SGD":
         checked(lib_fn(f"ev_cuda_sgd_{sfx}"), "SGD")(pw, pg, n, solver.lr, clip, l1, l2, ps)

@@ -1,7 +1,6 @@
-"""The Solver base class every solver builds on: the step's checks, clipping,
-regularization, schedules, per-parameter state and state_dict (see solvers.py for
-the rules a step follows)."""
-import math
+"""The Solver base class every solver builds on: the step's checks, its hooks (clipping,
+regularization: hooks.py), schedules, per-parameter state and state_dict (see solvers.py
+for the rules a step follows)."""
 import warnings
 
 import numpy as np
@@ -9,7 +8,7 @@ import numpy as np
 from ..errors import CheckpointError, ExprError, GradError, NumericError, ShapeError
 from .solver_checks import (check_grad, check_value, count_bad, entry, finite, named, nonneg, positive,
                             split_by_grad)
-from . import device, schedules
+from . import device, hooks as hook_lib, schedules
 
 NONFINITE = ("raise", "skip")
 
@@ -19,7 +18,8 @@ class MissingGradWarning(UserWarning):
 
 
 class _Slot:
-    """Per-parameter state: the solver's buffers plus scratch space for the gradient."""
+    """Per-parameter state: the solver's buffers plus scratch space for the gradient. A hook
+    sees it as a parameter with .name, .value, .grad (the prepared gradient) and .scratch."""
 
     __slots__ = ("param", "name", "t", "bufs", "g", "tmp")
 
@@ -30,6 +30,28 @@ class _Slot:
         self.bufs = {b: np.zeros_like(value) for b in buffer_names}
         self.g = np.empty_like(value)
         self.tmp = np.empty_like(value)
+
+    @property
+    def value(self):
+        return self.param.value
+
+    @property
+    def grad(self):
+        return self.g
+
+    @grad.setter
+    def grad(self, new):        # `p.grad *= 2` in a hook assigns the same array back
+        if new is not self.g:
+            np.copyto(self.g, new, casting="same_kind")
+
+    @property
+    def scratch(self):
+        return self.tmp
+
+    @scratch.setter
+    def scratch(self, new):
+        if new is not self.tmp:
+            np.copyto(self.tmp, new, casting="same_kind")
 
 
 class Solver:
@@ -45,6 +67,8 @@ class Solver:
         self.l2 = nonneg("l2", l2)
         self.clip = None if clip is None else positive("clip", clip)
         self.clip_norm = None if clip_norm is None else positive("clip_norm", clip_norm)
+        # NOTE: the four arguments above are hooks underneath, run first at every step.
+        self.hooks = hook_lib.from_arguments(self.clip, self.clip_norm, self.l1, self.l2)
         if nonfinite not in NONFINITE:
             raise ExprError(f"solver: nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
         self.strict = bool(strict)
@@ -53,6 +77,27 @@ class Solver:
         self.skipped = 0            # steps skipped for a NaN/Inf gradient (nonfinite="skip")
         self._slots = {}            # id(param) -> _Slot
         self._warned = set()        # names already reported without a gradient
+
+    def add_hook(self, hook):
+        """Run ``hook(solver, params)`` on the gradients at every step, before the update and
+        after the hooks added before it (see ``ev.solvers.hooks``).
+
+        Parameters
+        ----------
+        hook : callable
+            A hook from ``ev.solvers.hooks`` (WeightDecay, Lasso, GradientClipping,
+            GradientHardClipping, GradientNoise) or any ``hook(solver, params)``.
+
+        Returns
+        -------
+        hook
+            The hook, so that ``h = opt.add_hook(...)`` can keep it.
+        """
+        if not callable(hook):
+            raise ExprError(f"{self._kind()}.add_hook: a hook is a callable hook(solver, params), "
+                            f"got {hook!r}")
+        self.hooks.append(hook)
+        return hook
 
     def step(self, params):
         """Update every parameter that has a gradient, in place; True if it did.
@@ -87,15 +132,11 @@ class Solver:
                 f"{self._kind()}.step: non-finite gradient for "
                 + "; ".join(count_bad(s.name, s.g) for s in bad)
                 + ". Nothing was updated; pass nonfinite='skip' to skip such steps and count them")
-        for slot in active:
-            if self.clip is not None:
-                np.clip(slot.g, -self.clip, self.clip, out=slot.g)
-        if self.clip_norm is not None:
-            self._clip_global_norm(active)
+        for hook in self.hooks:
+            hook(self, active)
         if self.schedule is not None:
             self.lr = self.schedule(self.steps)
         for slot in active:
-            self._regularize(slot)
             slot.t += 1
             self._update(slot.param.value, slot.g, slot)
         self.steps += 1
@@ -133,27 +174,6 @@ class Solver:
                 f"to {value.shape} {value.dtype} since its state was created")
         slot.name = name
         return slot
-
-    def _clip_global_norm(self, slots):
-        total = 0.0
-        for slot in slots:
-            flat = slot.g.reshape(-1)
-            total += float(np.dot(flat, flat))
-        norm = math.sqrt(total)
-        if norm > self.clip_norm:
-            scale = self.clip_norm / norm
-            for slot in slots:
-                slot.g *= scale
-
-    def _regularize(self, slot):
-        w, g, tmp = slot.param.value, slot.g, slot.tmp
-        if self.l1:
-            np.sign(w, out=tmp)
-            tmp *= self.l1
-            g += tmp
-        if self.l2:
-            np.multiply(w, self.l2, out=tmp)
-            g += tmp
 
     # -- state -------------------------------------------------------------
 

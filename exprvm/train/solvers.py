@@ -1,5 +1,7 @@
 """Gradient-descent solvers: SGD, Momentum, AdaGrad, RMSProp, Adam, AdamW (and
-BarzilaiBorwein, in bb.py; the base class Solver is in solver_base.py).
+BarzilaiBorwein, in bb.py; AdaDelta, RMSpropGraves and NAdam in adaptive.py; the base
+class Solver is in solver_base.py; the hooks that change gradients, ev.solvers.hooks,
+in hooks.py).
 
 A solver only needs parameter objects with ``.name``, ``.value`` (a float32 or
 float64 ndarray) and ``.grad`` (an array of the same shape, or None to skip the
@@ -8,13 +10,15 @@ a compiled machine that holds the array sees the new numbers, and no array is
 allocated on the steady path — each parameter gets its state buffers and two
 scratch buffers once, on its first step.
 
-Each step prepares the gradient in a scratch buffer, never touching ``.grad``:
+Each step prepares the gradient in a scratch buffer, never touching ``.grad``, by
+running the solver's hooks in order (``opt.add_hook(hook)``; see ev.solvers.hooks).
+The ``clip=, clip_norm=, l1=, l2=`` arguments are the first hooks:
 
-1. elementwise clip to [-clip, clip]            (``clip``)
+1. elementwise clip to [-clip, clip]            (``clip``: GradientHardClipping)
 2. rescale so the global L2 norm over all
-   parameters of the step is <= clip_norm      (``clip_norm``)
-3. add regularization: l1 * sign(w) + l2 * w    (``l1``, ``l2``; the l2 term is
-   the gradient of l2/2 * ||w||^2)
+   parameters of the step is <= clip_norm      (``clip_norm``: GradientClipping)
+3. add regularization: l1 * sign(w) + l2 * w    (``l1``: Lasso, ``l2``: WeightDecay;
+   the l2 term is the gradient of l2/2 * ||w||^2)
 
 Clipping comes before regularization so that it bounds the loss gradient, the
 part that explodes; the regularization term is bounded by the weights.
@@ -51,6 +55,8 @@ import math
 
 import numpy as np
 
+from . import hooks  # noqa: F401  (ev.solvers.hooks: WeightDecay, Lasso, GradientClipping, ...)
+from .adaptive import AdaDelta, NAdam, RMSpropGraves  # noqa: F401
 from .bb import BarzilaiBorwein  # noqa: F401  (ev.solvers.BarzilaiBorwein)
 from .solver_base import MissingGradWarning, Solver  # noqa: F401
 from .solver_checks import nonneg, positive, unit
