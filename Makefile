@@ -1,15 +1,16 @@
-# exprvm: `make demo` trains the char-RNN example, `make test` runs the test suite.
-# Both install what they need first.
+# exprvm: `make demo` trains the char-RNN example, `make test` runs the test suite, `make docs`
+# builds the documentation site (docs/_build/html; a warning is an error). Each installs what
+# it needs first.
 PY ?= python3
 STAMP := .make/installed
 
-.PHONY: install test demo bench cuda clean
+.PHONY: install test demo bench cuda docs clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h exprvm/kernels/build_*.py)
 	bash .ci/system-deps.sh
-	$(PY) -m pip install -q -e ".[test,examples,mpi]"
+	$(PY) -m pip install -q -e ".[test,examples,mpi,docs]"
 	@mkdir -p .make && touch $(STAMP)
 
 test: install
@@ -21,8 +22,12 @@ demo: install
 bench: install
 	$(PY) benchmarks/run_all.py
 
+docs: install
+	$(PY) -m sphinx -E -W --keep-going -b html -q docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
+
 cuda: install
 	$(PY) -m exprvm.kernels.build_cuda
 
 clean:
-	rm -rf .make build out *.egg-info exprvm/kernels/*.so exprvm/kernels/_ev_c*.c
+	rm -rf .make build out docs/_build docs/api *.egg-info exprvm/kernels/*.so exprvm/kernels/_ev_c*.c

@@ -4,7 +4,7 @@ by node with run-time autodiff (LispMachine).
 This module is the public API only; the stages live in packages, in data-flow order:
 core (graph, op record, grad) -> ops (op definitions) -> compiler (Graph -> Program)
 -> machines (run it) -> kernels (numpy, C, CUDA); beside them train, nn and render.
-See docs/architecture.md.
+See docs/guide/architecture.md.
 """
 from .errors import (  # noqa: F401
     BackendError, CheckpointError, CompileError, DTypeError, ExprError, FeedError, GradCheckError,

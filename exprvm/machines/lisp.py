@@ -21,30 +21,45 @@ from .profile import profile_walk
 
 
 class LispMachine:
-    """Walks a graph node by node, then differentiates it at run time. Options:
+    """Walks a graph node by node, then differentiates it at run time.
 
-    cost        scalar node to differentiate: run() sets .grad on every leaf it depends on
-    outputs     nodes whose values are wanted (default: the cost's ancestors, or the graph)
-    fwd_only, bwd_only   run only the forward walk, or only the backward pass
-    nan_watch, inf_watch raise NumericError naming the first node (or gradient) with a
-                NaN / Inf and the line that built it
-    watch       nodes whose values are recorded after every run in .history
-    logger      a logging.Logger or a callable, told every node evaluated and every
-                gradient the backward pass adds
-    value_fmt   how the logger shows values: None (no values), a format spec for each
-                element (".3f"), or a callable array -> str (see logfmt.py)
-    seed        the gradient flowing into the cost (an array of its shape, or a node whose
-                value is read each run): with a seed the cost may be non-scalar, and
-                run(seed=) overrides it for one run; a seeded run is always walked
-    replay      run a compiled program for a structure walked often enough before
-                (default True; see replay.py): values then land on the cost, the
-                outputs and the leaves' gradients only
-    comm        an ev.distributed Context: after every run (walked or replayed) each
-                parameter's .grad is averaged over its ranks (bucketed all-reduce)
-    replay_cache  the ReplayCache holding those programs (default: replay.DEFAULT,
-                shared by the process's LispMachines, safe across threads)
-    updates     {state parameter: new value node}: after every run each new value is
-                written into the state's own .value array (batch norm's running stats)
+    Parameters
+    ----------
+    g : Graph
+        The graph to walk; it may grow between runs.
+    cost : Node, optional
+        Scalar node to differentiate: ``run()`` sets ``.grad`` on every leaf it depends on.
+    fwd_only, bwd_only : bool
+        Run only the forward walk, or only the backward pass.
+    nan_watch, inf_watch : bool
+        Raise NumericError naming the first node (or gradient) with a NaN / Inf and the
+        line that built it.
+    watch : list of Node
+        Nodes whose values are recorded after every run in ``.history``.
+    logger : logging.Logger or callable, optional
+        Told every node evaluated and every gradient the backward pass adds.
+    outputs : list of Node, optional
+        Nodes whose values are wanted (default: the cost's ancestors, or the graph).
+    replay : bool, default True
+        Run a compiled program for a structure walked often enough before (see
+        replay.py): values then land on the cost, the outputs and the leaves'
+        gradients only.
+    comm : ev.distributed Context, optional
+        After every run (walked or replayed) each parameter's ``.grad`` is averaged over
+        the ranks (bucketed all-reduce).
+    replay_cache : ReplayCache, optional
+        The cache holding those programs (default: ``replay.DEFAULT``, shared by the
+        process's LispMachines, safe across threads).
+    updates : dict
+        ``{state parameter: new value node}``: after every run each new value is written
+        into the state's own ``.value`` array (batch norm's running statistics).
+    seed : array or Node, optional
+        The gradient flowing into the cost (an array of its shape, or a node whose value
+        is read each run): with a seed the cost may be non-scalar, and ``run(seed=)``
+        overrides it for one run; a seeded run is always walked.
+    value_fmt : str or callable, optional
+        How the logger shows values: None (no values), a format spec for each element
+        (``".3f"``), or a callable array -> str (see logfmt.py).
     """
 
     def __init__(self, g, cost=None, fwd_only=False, bwd_only=False, nan_watch=False,

@@ -33,29 +33,62 @@ from .profile import profile_tape
 
 
 class TapeMachine:
-    """Runs a compiled Program. See the module docstring; options:
+    """Compiles a graph once into a Program (a tape of instructions) and runs it.
 
-    outputs     nodes whose values are wanted (default: the whole graph; its sinks,
-                costs and gradients keep their values)
-    grads       also compile the ev.grad gradients of the costs compiled (default True)
-    backend     kernel backend for ops that have compiled kernels ("numpy", "c", None = current)
-    watch       nodes whose values are recorded after every run in .history
-    nan_watch, inf_watch   raise NumericError at the first NaN / Inf an instruction makes
-    trace       keep a copy of every intermediate value on its node (compiles without
-                the graph optimizations, so that every node keeps a register)
-    optimize    fusions, batching of per-step ops and merged gradient sums (default True)
-    device, use_cuda_for   run instructions on a CUDA GPU (see placement.py)
-    logger      a logging.Logger or a callable, told every instruction executed
-    verify      check the buffer plan with Program.verify (default True)
-    fuse        each group of elementwise ops as one generated C kernel (default True; off
-                under trace, nan_watch and inf_watch: those see every value)
-    threads     thread policy: None (chosen from the shapes), an int cap, or a Policy
-                (compiler/threads.py)
-    updates     {state parameter: new value node}: at the end of every run each new value
-                is written into the state's own .value array (shown as `update`
-                instructions in the disassembly; batch norm's running statistics)
-    comm        an ev.distributed Context: the tape averages every gradient over the
-                ranks (bucketed MPI all-reduce instructions; compiler/allreduce.py)
+    See the module docstring for how a run works.
+
+    Parameters
+    ----------
+    g : Graph
+        The graph to compile.
+    outputs : list of Node, optional
+        Nodes whose values are wanted (default: the whole graph; its sinks, costs and
+        gradients keep their values).
+    grads : bool, default True
+        Also compile the ``ev.grad`` gradients of the costs compiled.
+    backend : {"numpy", "c", None}
+        Kernel backend for ops that have compiled kernels (None: the current one).
+    watch : list of Node
+        Nodes whose values are recorded after every run in ``.history``.
+    nan_watch, inf_watch : bool
+        Raise NumericError at the first NaN / Inf an instruction makes.
+    trace : bool
+        Keep a copy of every intermediate value on its node (compiles without the
+        graph optimizations, so that every node keeps a register).
+    logger : logging.Logger or callable, optional
+        Told every instruction executed.
+    verify : bool, default True
+        Check the buffer plan with ``Program.verify``.
+    optimize : bool, default True
+        Fusions, batching of per-step ops and merged gradient sums.
+    device : {None, "cuda"}
+        Run the instructions that have device kernels on a CUDA GPU (placement.py).
+    use_cuda_for : tuple of str
+        Run only these ops on the GPU.
+    comm : ev.distributed Context, optional
+        The tape averages every gradient over the ranks (bucketed MPI all-reduce
+        instructions; compiler/allreduce.py).
+    updates : dict
+        ``{state parameter: new value node}``: at the end of every run each new value
+        is written into the state's own ``.value`` array (shown as ``update``
+        instructions in the disassembly; batch norm's running statistics).
+    fuse : bool, default True
+        Each group of elementwise ops as one generated C kernel (off under trace,
+        nan_watch and inf_watch: those see every value).
+    threads : None, int or Policy
+        Thread policy: None (chosen from the shapes), an int cap, or a Policy
+        (compiler/threads.py).
+
+    Examples
+    --------
+    >>> import numpy as np, exprvm as ev
+    >>> g = ev.Graph()
+    >>> x = g.vector("x", 3)
+    >>> y = ev.sum(x * 2.0)
+    >>> m = ev.TapeMachine(g, outputs=[y])
+    >>> _ = m.run({x: np.ones(3)})
+    >>> float(y.value)
+    6.0
     """
 
     def __init__(self, g, outputs=None, *, grads=True, backend=None, watch=(), nan_watch=False,

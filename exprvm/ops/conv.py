@@ -313,10 +313,35 @@ def _conv_fn(nd, name):
         return y + reshape(bias, (1, w_shape[0]) + (1,) * nd)
 
     conv.__name__ = conv.__qualname__ = name
-    conv.__doc__ = (f"{nd}-d convolution as torch.nn.functional.{name}: input {_layout(nd)[0]}, weight "
-                    f"{_layout(nd)[1]} (out_channels, in_channels / groups, *kernel), bias (out_channels,).\n"
-                    "padding: an int, one int per spatial axis, 'valid' (none) or 'same' (stride 1; "
-                    "an odd total puts the extra zero after).")
+    conv.__doc__ = f"""{nd}-d convolution, as ``torch.nn.functional.{name}``.
+
+    Parameters
+    ----------
+    x : Node or array
+        The input, {_layout(nd)[0]}.
+    weight : Node or array
+        {_layout(nd)[1]}: ``(out_channels, in_channels / groups) + kernel``.
+    bias : Node or array, optional
+        ``(out_channels,)``.
+    stride, dilation : int or tuple of int, default 1
+        One for every spatial axis, or one per axis.
+    padding : int, tuple of int, "valid" or "same", default 0
+        Zeros on both sides of each spatial axis; "same" (stride 1) pads so the output
+        keeps the input's size (an odd total puts the extra zero after, as torch).
+    groups : int, default 1
+        Input and output channels split into this many independent groups.
+
+    Returns
+    -------
+    Node or array
+        ``(N, out_channels) + out``, a node when any operand is a node.
+
+    Raises
+    ------
+    ShapeError
+        If the geometry does not fit (a kernel larger than the padded input, channels
+        not divisible by groups, ...), naming the shapes and the line that built it.
+    """
     return conv
 
 
