@@ -12,6 +12,7 @@ import contextlib
 import io
 import pathlib
 import re
+import sys
 
 import pytest
 
@@ -104,13 +105,19 @@ def _run_page(page, tmp_path):
 
 
 def _run_mpi(code, where, tmp_path):
-    from test_distributed import MPIRUN, mpirun
+    """Run one block as a script on 2 ranks, in tmp_path; False where MPI is missing."""
     import importlib.util
+    import os
+    import subprocess
+    from test_distributed import MPIRUN
     if MPIRUN is None or importlib.util.find_spec("mpi4py") is None:
         return False
-    script = tmp_path / f"block_{abs(hash(where))}.py"
+    script = tmp_path / "block.py"
     script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n" + code)
-    proc, _ = mpirun(2, str(script))
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", OMPI_MCA_btl="self,sm",
+               OMPI_MCA_pml="ob1")
+    proc = subprocess.run([MPIRUN, "--allow-run-as-root", "--oversubscribe", "-n", "2", sys.executable,
+                           str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"{where} failed on 2 ranks:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     return True
 
