@@ -91,5 +91,6 @@ def _members(qual, cls, seen):
             fn = attr.fget if isinstance(attr, property) else getattr(attr, "__func__", attr)
             if inspect.isfunction(fn) and id(fn) not in seen:
                 seen.add(id(fn))
-                out.append((f"{qual}.{name}", fn))
+                # NOTE: a property's docstring is its own (property(fget, doc=...)), not fget's
+                out.append((f"{qual}.{name}", attr if isinstance(attr, property) else fn))
     return out

@@ -70,21 +70,26 @@ class Node:
 
     @property
     def ndim(self):
+        """Number of axes (``len(shape)``)."""
         return len(self.shape)
 
     @property
     def size(self):
+        """Number of elements (the product of the shape)."""
         return int(np.prod(self.shape, dtype=np.int64))
 
     @property
     def is_leaf(self):
+        """True for inputs, parameters and constants (nodes no op computes)."""
         return self.op in LEAF_OPS
 
     @property
     def label(self):
+        """The node's name, or ``op#id`` for a node without one."""
         return self.name if self.name else f"{self.op}#{self.id}"
 
     def describe(self):
+        """One line for error messages: label, shape, dtype and where it was built."""
         return f"{self.label} {self.shape} {self.dtype.name} (made at {self.site})"
 
     def __repr__(self):
@@ -145,6 +150,41 @@ class Graph:
 
     # -- leaves --------------------------------------------------------------
     def tensor(self, name, shape, dtype=np.float64, init=None, value=None):
+        """A leaf of any shape: an input, or a parameter when ``init`` or ``value`` is given.
+
+        Parameters
+        ----------
+        name : str
+            The leaf's name (shown in errors, drawings and checkpoints).
+        shape : int or tuple of int
+        dtype : numpy dtype, default float64
+            float32, float64 or an integer type.
+        init : callable, optional
+            An initializer from ``ev.init`` (``init(shape, dtype) -> array``): the leaf is a
+            parameter with that value.
+        value : array_like, optional
+            The parameter's value (its own array when the dtype and shape fit).
+
+        Returns
+        -------
+        Node
+            The leaf. Without ``init`` and ``value`` it is an input, fed at every run.
+
+        Raises
+        ------
+        ShapeError
+            For a negative dimension.
+        DTypeError
+            For a dtype exprvm does not take.
+
+        Examples
+        --------
+        >>> import numpy as np, exprvm as ev
+        >>> g = ev.Graph()
+        >>> x = g.tensor("x", (2, 3, 4), dtype=np.float32)
+        >>> x.shape, x.dtype.name, x.op
+        ((2, 3, 4), 'float32', 'input')
+        """
         shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
         if any(s < 0 for s in shape):
             raise ShapeError(f"{name}: negative dimension in shape {shape} (at {user_site()})")
@@ -161,12 +201,47 @@ class Graph:
         return node
 
     def scalar(self, name, dtype=np.float64, init=None, value=None):
+        """A 0-d leaf: ``tensor(name, (), ...)``; see :meth:`tensor`.
+
+        Examples
+        --------
+        >>> import exprvm as ev
+        >>> g = ev.Graph()
+        >>> lr = g.scalar("lr", value=0.1)
+        >>> lr.shape, lr.op
+        ((), 'param')
+        """
         return self.tensor(name, (), dtype, init, value)
 
     def vector(self, name, n, dtype=np.float64, init=None, value=None):
+        """A 1-d leaf of ``n`` elements: ``tensor(name, (n,), ...)``; see :meth:`tensor`.
+
+        Examples
+        --------
+        >>> import exprvm as ev
+        >>> g = ev.Graph()
+        >>> b = g.vector("b", 3, init=ev.init.zeros())
+        >>> b.shape, b.op
+        ((3,), 'param')
+        """
         return self.tensor(name, (int(n),), dtype, init, value)
 
     def matrix(self, name, shape, dtype=np.float64, init=None, value=None):
+        """A 2-d leaf: ``tensor(name, shape, ...)``; see :meth:`tensor`.
+
+        Raises
+        ------
+        ShapeError
+            If ``shape`` is not 2-d.
+
+        Examples
+        --------
+        >>> import exprvm as ev
+        >>> g = ev.Graph()
+        >>> W = g.matrix("W", (3, 4), init=ev.init.glorot_normal(seed=0))
+        >>> W.shape, W.value.shape
+        ((3, 4), (3, 4))
+        """
         if len(shape) != 2:
             raise ShapeError(f"matrix {name}: shape {tuple(shape)} is not 2-d (at {user_site()})")
         return self.tensor(name, shape, dtype, init, value)
@@ -290,12 +365,15 @@ class Graph:
 
     # -- queries ------------------------------------------------------------------
     def leaves(self, kind=None):
+        """The graph's leaves in creation order; ``kind``: "input", "param" or "constant" for one kind."""
         return [n for n in self.nodes if n.is_leaf and (kind is None or n.op == kind)]
 
     def inputs(self):
+        """The graph's inputs (leaves fed at run time), in creation order."""
         return self.leaves("input")
 
     def params(self):
+        """The graph's parameters (leaves with a value of their own), in creation order."""
         return self.leaves("param")
 
 

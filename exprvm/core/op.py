@@ -71,6 +71,7 @@ class Op:
 
     @property
     def differentiable(self):
+        """True when the op has a VJP for at least one of its inputs."""
         if self.vjp_all is not None:
             return True
         return self.vjp is not None and any(v is not None for v in self.vjp)
@@ -86,6 +87,7 @@ class Op:
         return None if fn is None else fn(g, ans, *inputs, **params)
 
     def has_vjp(self, i):
+        """True when the op has a VJP for input ``i`` (gradients flow into it)."""
         if self.vjp_all is not None:
             return True
         if self.vjp is None:
@@ -202,6 +204,22 @@ def operands(nodes):
 
 
 def apply(name, *args, **params):
+    """Build a node of the registered op ``name`` over ``args``, or evaluate it eagerly
+    when no argument is a node (``ev.apply("tanh", x)`` is ``ev.tanh(x)``).
+
+    Parameters
+    ----------
+    name : str
+        A key of ``ev.OPS``.
+    *args : Node or array_like
+        The operands; Python numbers and arrays become constants.
+    **params
+        The op's keyword parameters.
+
+    Returns
+    -------
+    Node or numpy.ndarray
+    """
     return build_node(OPS[name], args, params)
 
 

@@ -20,8 +20,8 @@ class ArrayDataset:
 
     Examples
     --------
-    >>> import numpy as np
-    >>> ds = ArrayDataset(np.arange(6.0).reshape(3, 2), np.array([0, 1, 1]))
+    >>> import numpy as np, exprvm as ev
+    >>> ds = ev.data.ArrayDataset(np.arange(6.0).reshape(3, 2), np.array([0, 1, 1]))
     >>> len(ds), ds[2]
     (3, (array([4., 5.]), np.int64(1)))
     """

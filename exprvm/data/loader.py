@@ -51,9 +51,9 @@ class DataLoader:
 
     Examples
     --------
-    >>> import numpy as np
-    >>> ds = ArrayDataset(np.arange(10.0).reshape(5, 2), np.arange(5))
-    >>> for x, y in DataLoader(ds, batch_size=2):
+    >>> import numpy as np, exprvm as ev
+    >>> ds = ev.data.ArrayDataset(np.arange(10.0).reshape(5, 2), np.arange(5))
+    >>> for x, y in ev.data.DataLoader(ds, batch_size=2):
     ...     print(x.shape, y)
     (2, 2) [0 1]
     (2, 2) [2 3]

@@ -134,6 +134,7 @@ class DeviceArray:
 
     @property
     def freed(self):
+        """True once the device memory is freed (by ``free()``, ``ev.tidy`` or the owner's close), or the array it views is."""
         return self._ptr is None or (self._base is not None and self._base._ptr is None)
 
     @property
@@ -144,6 +145,7 @@ class DeviceArray:
 
     @property
     def ndim(self):
+        """Number of axes."""
         return len(self.shape)
 
     @property
@@ -289,18 +291,22 @@ class DeviceArray:
         return v
 
     def reshape(self, *shape):
+        """A view with a new shape (no copy; a ``KernelError`` if the strides cannot express it)."""
         shape = shape[0] if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)) else shape
         return self.apply_view(lambda a: np.reshape(a, shape, copy=False))
 
     def transpose(self, *axes):
+        """A view with the axes permuted (reversed by default), as ``numpy.transpose``."""
         axes = axes[0] if len(axes) == 1 and not isinstance(axes[0], (int, np.integer)) else axes
         return self.apply_view(lambda a: np.transpose(a, axes or None))
 
     @property
     def T(self):
+        """The view with the axes reversed."""
         return self.transpose()
 
     def broadcast_to(self, shape):
+        """A read-only view repeated to ``shape`` by numpy's broadcasting rules (no copy)."""
         return self.apply_view(lambda a: np.broadcast_to(a, shape))
 
     def __getitem__(self, index):
@@ -343,6 +349,7 @@ def empty(shape, dtype):
 
 
 def empty_like(arr):
+    """An uninitialised DeviceArray of ``arr``'s shape and dtype."""
     return DeviceArray(arr.shape, arr.dtype)
 
 

@@ -141,6 +141,29 @@ class LispMachine:
         return True
 
     def run(self, feeds=None, seed=None):
+        """Evaluate the graph node by node, then differentiate ``cost`` (when given).
+
+        Parameters
+        ----------
+        feeds : dict, optional
+            ``{input node: array}``; also binds the values (as ``ev.let``).
+        seed : array or Node, optional
+            The gradient flowing into the cost for this run only (see the class's ``seed``).
+
+        Raises
+        ------
+        FeedError
+            For a feed of the wrong shape or dtype, an input left unfed, or a node of
+            another graph; the machine stays usable.
+        NumericError
+            Under ``nan_watch`` / ``inf_watch``, naming the node and its line.
+
+        Notes
+        -----
+        Values land on the nodes (``node.value``) and gradients on the leaves the cost
+        depends on (``leaf.grad``); a replayed run sets them on the cost, the outputs and
+        the leaves only.
+        """
         for node, value in (feeds or {}).items():
             check_feed_graph(node, self.graph, "LispMachine.run")
             let(node, value)

@@ -69,6 +69,7 @@ class ReplayCache:
 
     @property
     def walks_before_compile(self):
+        """How many walks of a structure come before it is compiled (``WALKS_BEFORE_COMPILE`` unless the cache was given its own)."""
         return WALKS_BEFORE_COMPILE if self._walks is None else self._walks
 
     def clear(self):
@@ -176,6 +177,7 @@ class CompiledStructure:
         self._lock = threading.Lock()
 
     def run(self, g):
+        """Run the compiled program on graph ``g`` (of this structure): feed its leaves, copy the cost, outputs and gradients back onto ``g``'s nodes."""
         nodes = g.nodes
         with self._lock:
             feeds = {c: bound_value(nodes[i]) for i, c in self.inputs}

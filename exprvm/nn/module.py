@@ -46,6 +46,7 @@ class Param:
 
     @property
     def value(self):
+        """The parameter's array. Assigning copies into it in place (graphs and compiled programs hold this very array); a new shape is a ShapeError."""
         return self._value
 
     @value.setter
@@ -59,10 +60,12 @@ class Param:
 
     @property
     def shape(self):
+        """The parameter's shape."""
         return self._value.shape
 
     @property
     def dtype(self):
+        """The parameter's dtype."""
         return self._value.dtype
 
     def node(self, g):
@@ -156,6 +159,19 @@ class Module(Mapping):
 
     # -- building ----------------------------------------------------------------
     def add_param(self, local, value):
+        """Create a parameter named ``<module name>.<local>`` owning ``value`` and register it.
+
+        Parameters
+        ----------
+        local : str
+            The name within this module.
+        value : numpy.ndarray
+            The initial value (the parameter keeps this array).
+
+        Returns
+        -------
+        Param
+        """
         p = Param(f"{self.name}.{local}", value)
         self._entries.append(p)
         return p
@@ -218,6 +234,7 @@ class Module(Mapping):
             by_name[name].bind(g, node)
 
     def num_parameters(self):
+        """The number of scalars in all the module's parameters (state included)."""
         return int(sum(p.value.size for p in self.params()))
 
     # -- read-only mapping name -> array (ev.save / ev.load take it as is) ------------

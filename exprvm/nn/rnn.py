@@ -48,10 +48,12 @@ class Cell(Module):
         self.b = self.add_param("b", self.initial_bias(dtype))
 
     def initial_bias(self, dtype):
+        """The bias ``b`` starts at zero for every gate."""
         return np.zeros(self.gates * self.hidden, dtype)
 
     @property
     def dtype(self):
+        """The cell's dtype (its weights')."""
         return self.W_x.dtype
 
     # -- one step -----------------------------------------------------------------
@@ -78,6 +80,8 @@ class Cell(Module):
         return self.recur(self.project(x), self._check_state(state))
 
     def recur(self, xp, state):
+        """One step from the projected input ``xp`` (``project(x)``) and the state (None:
+        zeros); returns ``(h, new state)``."""
         raise NotImplementedError
 
     def _check_state(self, state):
@@ -119,6 +123,7 @@ class RNNCell(Cell):
     kind = "rnn"
 
     def recur(self, xp, state):
+        """``h = tanh(xp + h_prev @ W_h)``; the state is ``(h,)``."""
         z = xp if state is None else xp + self._hW(state[0])
         h = tanh(z)
         return h, (h,)
@@ -137,12 +142,15 @@ class LSTMCell(Cell):
         super().__init__(in_features, hidden, name, dtype, seed, init, recurrent_init)
 
     def initial_bias(self, dtype):
+        """Zeros, with the forget gate's quarter at ``forget_bias`` (1.0 by default)."""
         b = np.zeros(4 * self.hidden, dtype)
         # NOTE: a forget gate open at the start lets gradients flow through c early on.
         b[self.hidden:2 * self.hidden] = self.forget_bias
         return b
 
     def recur(self, xp, state):
+        """One LSTM step: gate columns i, f, o (sigmoid) then the candidate g (tanh);
+        ``c = f * c_prev + i * g``, ``h = o * tanh(c)``; the state is ``(h, c)``."""
         H = self.hidden
         z = xp if state is None else xp + self._hW(state[0])
         # NOTE: the sigmoid covers all 4H columns, the candidate's unused: a column
@@ -168,6 +176,8 @@ class GRUCell(Cell):
         self.b_h = self.add_param("b_h", np.zeros(3 * self.hidden, dtype))
 
     def recur(self, xp, state):
+        """One GRU step: gate columns z, r (sigmoid) then n = tanh(xp_n + r * (h_prev @ W_hn + b_hn));
+        ``h = (1 - z) * n + z * h_prev``; the state is ``(h,)``."""
         H = self.hidden
         b_h = self.b_h.node(xp.graph)
         if state is None:
@@ -312,9 +322,11 @@ class StackedRNN(Module):
         return stack(hs), state
 
     def zero_state(self, batch):
+        """Each layer's zero initial state (numpy arrays to feed), one entry per layer."""
         return [c.zero_state(batch) for c in self.cells]
 
     def state_inputs(self, g, batch):
+        """Each layer's input nodes for a fed initial state, one entry per layer."""
         return [c.state_inputs(g, batch) for c in self.cells]
 
     @staticmethod

@@ -121,6 +121,18 @@ _leaky_relu = defop(
 
 
 def leaky_relu(x, alpha=0.01):
+    """``x`` where ``x > 0``, else ``alpha * x``, elementwise.
+
+    Parameters
+    ----------
+    x : Node or array
+    alpha : float, default 0.01
+        The slope below zero.
+
+    Returns
+    -------
+    Node or numpy.ndarray
+    """
     return apply("leaky_relu", x, alpha=float(alpha))
 
 # -- comparisons (not differentiable) -----------------------------------------------

@@ -106,6 +106,21 @@ _xent_grad = defop(
 
 
 def xent_grad(logits, targets):
+    """The gradient of ``cross_entropy(logits, targets)`` with respect to the logits,
+    ``softmax(logits) - one_hot(targets)``, as one op (the VJP of cross-entropy builds it,
+    so that it runs as one fused kernel).
+
+    Parameters
+    ----------
+    logits : Node or array
+        ``(..., classes)``, float32 or float64.
+    targets : Node or array of int
+        ``logits.shape[:-1]``, class ids.
+
+    Returns
+    -------
+    Node or numpy.ndarray
+    """
     return apply("xent_grad", logits, targets)
 
 

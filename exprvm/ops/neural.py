@@ -48,10 +48,49 @@ _lsm = defop("log_softmax", _log_softmax, _axis_rule,
 
 
 def softmax(x, axis=-1):
+    """``exp(x) / sum(exp(x))`` along ``axis``, computed stably (the maximum subtracted first).
+
+    Parameters
+    ----------
+    x : Node or array
+        float32 or float64.
+    axis : int, default -1
+
+    Returns
+    -------
+    Node or numpy.ndarray
+        Non-negative, summing to 1 along ``axis``. ``log(softmax(x))`` is rewritten to
+        ``log_softmax(x)`` as it is built.
+
+    Examples
+    --------
+    >>> import numpy as np, exprvm as ev
+    >>> ev.softmax(np.array([0.0, np.log(3.0)]))
+    array([0.25, 0.75])
+    """
     return apply("softmax", x, axis=norm_axis(axis, ndim_of(x), "softmax")[0])
 
 
 def log_softmax(x, axis=-1):
+    """``x - log(sum(exp(x)))`` along ``axis``: the log of ``softmax``, without its overflow
+    or its log of zero.
+
+    Parameters
+    ----------
+    x : Node or array
+        float32 or float64.
+    axis : int, default -1
+
+    Returns
+    -------
+    Node or numpy.ndarray
+
+    Examples
+    --------
+    >>> import numpy as np, exprvm as ev
+    >>> np.round(ev.log_softmax(np.array([0.0, 0.0])), 4)
+    array([-0.6931, -0.6931])
+    """
     return apply("log_softmax", x, axis=norm_axis(axis, ndim_of(x), "log_softmax")[0])
 
 
@@ -74,6 +113,35 @@ _oh = defop("one_hot", _one_hot, _one_hot_rule, int_args=(0,), batch=batch_rows(
 
 
 def one_hot(indices, depth, dtype=np.float64):
+    """Rows of the identity matrix picked by integer ``indices``: ``out[..., k] = (indices == k)``.
+
+    Parameters
+    ----------
+    indices : Node or array of int
+        Values in ``[0, depth)``.
+    depth : int
+        The number of classes (the new last axis).
+    dtype : numpy dtype, default float64
+
+    Returns
+    -------
+    Node or numpy.ndarray
+        ``indices.shape + (depth,)``; no gradient flows through it.
+
+    Raises
+    ------
+    DTypeError
+        For non-integer indices.
+    IndexRangeError
+        For an index outside ``[0, depth)``.
+
+    Examples
+    --------
+    >>> import numpy as np, exprvm as ev
+    >>> ev.one_hot(np.array([2, 0]), 3)
+    array([[0., 0., 1.],
+           [1., 0., 0.]])
+    """
     return apply("one_hot", indices, depth=int(depth), dtype=np.dtype(dtype).name)
 
 

@@ -37,17 +37,23 @@ def install():
         "__ge__": lambda self, o: elementwise.greater_equal(self, o),
         # getitem itself: one frame fewer for the creation-site probe
         "__getitem__": shape_ops.getitem,
-        "T": property(lambda self: shape_ops.transpose(self)),
+        "T": property(lambda self: shape_ops.transpose(self), doc="The transpose (axes reversed), as ``ev.transpose``."),
         "reshape": _reshape,
         "sum": lambda self, axis=None, keepdims=False: reduce.sum(self, axis=axis, keepdims=keepdims),
         "mean": lambda self, axis=None, keepdims=False: reduce.mean(self, axis=axis, keepdims=keepdims),
         "astype": lambda self, dtype: elementwise.astype(self, dtype),
     }
+    docs = {"sum": "``ev.sum(node, axis=, keepdims=)``: the sum over the axes (all by default).",
+            "mean": "``ev.mean(node, axis=, keepdims=)``: the mean over the axes (all by default).",
+            "astype": "``ev.astype(node, dtype)``: the node converted to ``dtype``."}
     for name, fn in methods.items():
+        if name in docs:
+            fn.__doc__ = docs[name]
         setattr(Node, name, fn)
 
 
 def _reshape(self, *shape):
+    """``ev.reshape(node, shape)``; the shape as one tuple or as separate ints (``x.reshape(2, 3)``)."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
     return shape_ops.reshape(self, shape)

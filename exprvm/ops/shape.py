@@ -28,6 +28,29 @@ _reshape = defop("reshape", lambda x, shape: np.reshape(x, shape), _reshape_rule
 
 
 def reshape(x, shape):
+    """The elements of ``x`` in a new shape, as ``numpy.reshape`` (a view on the tape).
+
+    Parameters
+    ----------
+    x : Node or array
+    shape : tuple of int
+        The new shape; one entry may be -1 (inferred from the size).
+
+    Returns
+    -------
+    Node or numpy.ndarray
+
+    Raises
+    ------
+    ShapeError
+        If the sizes differ.
+
+    Examples
+    --------
+    >>> import numpy as np, exprvm as ev
+    >>> ev.reshape(np.arange(6.0), (2, -1)).shape
+    (2, 3)
+    """
     shape = int_tuple(shape, "shape", "reshape")
     if shape.count(-1) == 1:
         known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
@@ -50,6 +73,29 @@ _transpose = defop("transpose", lambda x, axes: np.transpose(x, axes), _transpos
 
 
 def transpose(x, axes=None):
+    """The axes of ``x`` permuted, as ``numpy.transpose`` (a view on the tape).
+
+    Parameters
+    ----------
+    x : Node or array
+    axes : tuple of int, optional
+        A permutation of the axes; by default they are reversed.
+
+    Returns
+    -------
+    Node or numpy.ndarray
+
+    Raises
+    ------
+    ShapeError
+        If ``axes`` is not a permutation of ``x``'s axes.
+
+    Examples
+    --------
+    >>> import numpy as np, exprvm as ev
+    >>> ev.transpose(np.zeros((2, 3, 4)), (2, 0, 1)).shape
+    (4, 2, 3)
+    """
     axes = tuple(reversed(range(ndim_of(x)))) if axes is None else int_tuple(axes, "axes", "transpose")
     return apply("transpose", x, axes=axes)
 
@@ -76,6 +122,23 @@ _broadcast_to = defop("broadcast_to", lambda x, shape: np.broadcast_to(x, shape)
 
 
 def broadcast_to(x, shape):
+    """``x`` repeated to ``shape`` by numpy's broadcasting rules, as ``numpy.broadcast_to``
+    (a view on the tape; the gradient sums over the broadcast axes).
+
+    Parameters
+    ----------
+    x : Node or array
+    shape : tuple of int
+
+    Returns
+    -------
+    Node or numpy.ndarray
+
+    Raises
+    ------
+    ShapeError
+        If ``x`` does not broadcast to ``shape``.
+    """
     return apply("broadcast_to", x, shape=int_tuple(shape, "shape", "broadcast_to"))
 
 
@@ -103,6 +166,30 @@ _concat = defop("concat", lambda *xs, axis: np.concatenate(xs, axis=axis), _conc
 
 
 def concat(xs, axis=0):
+    """Join arrays along an existing axis, as ``numpy.concatenate`` (also ``ev.concatenate``).
+
+    Parameters
+    ----------
+    xs : sequence of Node or array
+        At least one; equal shapes except along ``axis``, one dtype.
+    axis : int, default 0
+
+    Returns
+    -------
+    Node or numpy.ndarray
+        Its gradient is the slices of the incoming gradient, one per operand.
+
+    Raises
+    ------
+    ShapeError, DTypeError
+        If the other axes or the dtypes differ.
+
+    Examples
+    --------
+    >>> import numpy as np, exprvm as ev
+    >>> ev.concat([np.ones((2, 3)), np.zeros((2, 1))], axis=1).shape
+    (2, 4)
+    """
     xs = _operands(xs, "concat")
     return apply("concat", *xs, axis=norm_axis(axis, ndim_of(xs[0]), "concat")[0])
 
@@ -132,6 +219,30 @@ _stack = defop("stack", lambda *xs, axis: np.stack(xs, axis=axis), _stack_rule,
 
 
 def stack(xs, axis=0):
+    """Join arrays of one shape along a new axis, as ``numpy.stack``.
+
+    Parameters
+    ----------
+    xs : sequence of Node or array
+        At least one; one shape and one dtype.
+    axis : int, default 0
+        Where the new axis goes in the result.
+
+    Returns
+    -------
+    Node or numpy.ndarray
+
+    Raises
+    ------
+    ShapeError, DTypeError
+        If the shapes or dtypes differ.
+
+    Examples
+    --------
+    >>> import numpy as np, exprvm as ev
+    >>> ev.stack([np.ones(3), np.zeros(3)], axis=1).shape
+    (3, 2)
+    """
     xs = _operands(xs, "stack")
     return apply("stack", *xs, axis=norm_axis(axis, ndim_of(xs[0]) + 1, "stack")[0])
 
@@ -190,6 +301,24 @@ _getitem_op = OPS["getitem"]
 
 
 def getitem(x, index):
+    """``x[index]``: basic indexing (ints and slices) and integer-array indexing, as numpy.
+
+    Parameters
+    ----------
+    x : Node or array
+    index : int, slice, array of int or a tuple of them
+        A node may not index: gather rows with ``ev.take(x, indices, axis)``.
+
+    Returns
+    -------
+    Node or numpy.ndarray
+        Basic indexing is a view on the tape; the gradient scatters back into ``x``'s shape.
+
+    Raises
+    ------
+    IndexRangeError
+        For an index outside its axis.
+    """
     if not isinstance(index, tuple):
         index = (index,)
     for i in index:

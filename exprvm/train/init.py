@@ -75,20 +75,38 @@ class Initializer:
 
 
 def zeros():
+    """An initializer of zeros: ``g.vector("b", 3, init=ev.init.zeros())``."""
     return Initializer("zeros", {}, lambda rng, shape: np.zeros(shape), random=False)
 
 
 def ones():
+    """An initializer of ones."""
     return Initializer("ones", {}, lambda rng, shape: np.ones(shape), random=False)
 
 
 def constant(v):
+    """An initializer filling every element with the scalar ``v``.
+
+    Raises
+    ------
+    ExprError
+        If ``v`` is not a scalar.
+    """
     if not np.isscalar(v):
         raise ExprError(f"init.constant: value must be a scalar, got {type(v).__name__}")
     return Initializer("constant", {"v": v}, lambda rng, shape: np.full(shape, v), random=False)
 
 
 def uniform(low=-0.1, high=0.1, seed=None):
+    """An initializer drawing uniformly from ``[low, high)``.
+
+    Parameters
+    ----------
+    low, high : float
+        ``low < high``.
+    seed : int, optional
+        Equal seeds draw equal values; None draws from ``ev.init.seed``'s stream.
+    """
     if not low < high:
         raise ExprError(f"init.uniform: need low < high, got low={low}, high={high}")
     return Initializer("uniform", {"low": low, "high": high},
@@ -96,6 +114,16 @@ def uniform(low=-0.1, high=0.1, seed=None):
 
 
 def normal(mean=0.0, std=0.01, seed=None):
+    """An initializer drawing from a normal distribution.
+
+    Parameters
+    ----------
+    mean : float, default 0.0
+    std : float, default 0.01
+        >= 0.
+    seed : int, optional
+        Equal seeds draw equal values; None draws from ``ev.init.seed``'s stream.
+    """
     _check_nonneg("normal", "std", std)
     return Initializer("normal", {"mean": mean, "std": std},
                        lambda rng, shape: rng.normal(mean, std, shape), seed)

@@ -35,6 +35,7 @@ class Schedule:
         return float(self.lr_at(t))
 
     def lr_at(self, t):
+        """The learning rate at step ``t`` (0 at the first step); ``schedule(t)`` checks ``t`` and calls this."""
         raise NotImplementedError
 
     def describe(self):
@@ -50,10 +51,19 @@ class Schedule:
 
 
 class Constant(Schedule):
+    """The same learning rate at every step (what a plain number ``lr=`` means).
+
+    Parameters
+    ----------
+    lr : float
+        > 0.
+    """
+
     def __init__(self, lr):
         self.lr = _positive("Constant", "lr", lr)
 
     def lr_at(self, t):
+        """The learning rate at step ``t`` (0 at the first step); ``schedule(t)`` checks ``t`` and calls this."""
         return self.lr
 
     def _fields(self):
@@ -69,6 +79,7 @@ class StepDecay(Schedule):
         self.gamma = _factor("StepDecay", gamma)
 
     def lr_at(self, t):
+        """The learning rate at step ``t`` (0 at the first step); ``schedule(t)`` checks ``t`` and calls this."""
         return self.lr * self.gamma ** (t // self.step_size)
 
     def _fields(self):
@@ -83,6 +94,7 @@ class ExponentialDecay(Schedule):
         self.gamma = _factor("ExponentialDecay", gamma)
 
     def lr_at(self, t):
+        """The learning rate at step ``t`` (0 at the first step); ``schedule(t)`` checks ``t`` and calls this."""
         return self.lr * self.gamma ** t
 
     def _fields(self):
@@ -100,6 +112,7 @@ class CosineDecay(Schedule):
         self.min_lr = float(min_lr)
 
     def lr_at(self, t):
+        """The learning rate at step ``t`` (0 at the first step); ``schedule(t)`` checks ``t`` and calls this."""
         if t >= self.total_steps:
             return self.min_lr
         return self.min_lr + (self.lr - self.min_lr) * (1 + math.cos(math.pi * t / self.total_steps)) / 2
@@ -117,6 +130,7 @@ class LinearWarmup(Schedule):
         self.warmup_steps = _count("LinearWarmup", "warmup_steps", warmup_steps)
 
     def lr_at(self, t):
+        """The learning rate at step ``t`` (0 at the first step); ``schedule(t)`` checks ``t`` and calls this."""
         if t < self.warmup_steps:
             return self.after(0) * (t + 1) / self.warmup_steps
         return self.after(t - self.warmup_steps)

@@ -80,18 +80,21 @@ def entry(d, key, what):
 
 
 def positive(name, x):
+    """``x`` as a float if it is a finite number > 0, else an ExprError naming the hyper-parameter ``name``."""
     if not (isinstance(x, (int, float, np.floating, np.integer)) and x > 0 and math.isfinite(x)):
         raise ExprError(f"solver: {name} must be a finite number > 0, got {x!r}")
     return float(x)
 
 
 def nonneg(name, x):
+    """``x`` as a float if it is a finite number >= 0, else an ExprError naming the hyper-parameter ``name``."""
     if not (isinstance(x, (int, float, np.floating, np.integer)) and x >= 0 and math.isfinite(x)):
         raise ExprError(f"solver: {name} must be a finite number >= 0, got {x!r}")
     return float(x)
 
 
 def unit(name, x):
+    """``x`` as a float if it is in [0, 1), else an ExprError naming the hyper-parameter ``name``."""
     if not (isinstance(x, (int, float, np.floating, np.integer)) and 0 <= x < 1):
         raise ExprError(f"solver: {name} must be in [0, 1), got {x!r}")
     return float(x)
