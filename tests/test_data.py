@@ -264,8 +264,9 @@ def test_keyboard_interrupt_while_waiting_stops_the_thread():
     start = time.process_time()
     wall = time.perf_counter()
     timer.start()
+    it = iter(loader)                   # held: the interrupt itself must stop the thread
     with pytest.raises(KeyboardInterrupt):
-        for _ in loader:
+        for _ in it:
             pass
     cpu, wall = time.process_time() - start, time.perf_counter() - wall
     timer.join()

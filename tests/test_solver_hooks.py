@@ -47,6 +47,7 @@ def test_each_hook_against_its_formula():
         (H.Lasso(0.2), {k: g[k] + 0.2 * np.sign(w[k]) for k in g}),
         (H.GradientHardClipping(-0.5, 1.0), {k: np.clip(g[k], -0.5, 1.0) for k in g}),
         (H.GradientClipping(1.5), {k: g[k] * 1.5 / norm for k in g}),
+        (H.GradientClipping(norm * 0.75), {k: g[k] * 0.75 for k in g}),
         (H.GradientClipping(norm * 2), g),                      # under the threshold: untouched
     ]
     for hook, want in cases:
