@@ -56,7 +56,13 @@ def scan(step, init, xs=None, length=None, reverse=False, unroll=1, checkpoint=N
 
     Examples
     --------
-    >>> h, hs = ev.scan(lambda h, x: (ev.tanh(h @ W + x), h), h0, xs)
+    >>> import numpy as np, exprvm as ev
+    >>> g = ev.Graph()
+    >>> W = g.matrix("W", (3, 3), value=np.eye(3) * 0.5)
+    >>> xs = g.matrix("xs", (5, 3), value=np.ones((5, 3)))
+    >>> h, hs = ev.scan(lambda h, x: (ev.tanh(h @ W + x), h), g.constant(np.zeros(3)), xs)
+    >>> h.shape, hs.shape
+    ((3,), (5, 3))
     """
     site = user_site()
     if not callable(step):
