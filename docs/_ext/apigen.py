@@ -24,9 +24,7 @@ def _page(modname, mod, entries):
         lines += [heading, "-" * len(heading), ""]
         for qual, obj in group:
             kind = "autoclass" if inspect.isclass(obj) else "autofunction"
-            lines += [f".. {kind}:: {qual}", ""]
-            if inspect.isclass(obj):
-                lines += ["   :members:", ""]
+            lines += [f".. {kind}:: {qual}", ""]        # members: conf.autodoc_default_options
     return "\n".join(lines) + "\n"
 
 
