@@ -51,3 +51,13 @@ class IndexRangeError(ExprError, IndexError):
 
 class RunError(ExprError, RuntimeError):
     """An op failed while a machine ran it (the message names the node and its line)."""
+
+
+class NoValueError(ExprError):
+    """A node's value was read (float(node), np.asarray(node), node.item()) before a
+    machine ran it."""
+
+
+class UnsupportedError(ExprError, TypeError):
+    """A numpy function, ufunc method or argument exprvm has no op for, or a Python
+    protocol that does not apply to a node (iterating a 0-d node, float() of many values)."""

@@ -7,7 +7,7 @@ the compiler and the machines read.
 """
 from .graph import (  # noqa: F401
     FLOAT_DTYPES, LEAF_OPS, Graph, Node, ancestors, bound_value, check_value, let, norm_dtype)
-from .op import OPS, REWRITES, Op, Row, apply, build_node, defop, operands  # noqa: F401
+from .op import OPS, REWRITES, Op, Row, apply, build_node, defop, lift, operands, stacked  # noqa: F401
 from .rules import (  # noqa: F401
     binary_rule, integer_or_binary_rule, broadcast, compare_rule, elementwise_rule, is_basic_index, ndim_of, norm_axis, same_float_dtype,
     shape_of, unary_rule, unbroadcast)

@@ -6,7 +6,7 @@ nodes that read them, so sorting a node set by id is a topological order.
 """
 import numpy as np
 
-from ..errors import DTypeError, ExprError, FeedError, ShapeError
+from ..errors import DTypeError, ExprError, FeedError, NoValueError, ShapeError, UnsupportedError
 from .site import caller, format_site, user_site
 
 LEAF_OPS = ("input", "param", "const")
@@ -93,7 +93,8 @@ class Node:
         return f"{self.label} {self.shape} {self.dtype.name} (made at {self.site})"
 
     def __repr__(self):
-        return f"<Node {self.op}#{self.id} {self.name!r} {self.shape} {self.dtype.name} at {self.site}>"
+        name = f"{self.name!r} " if self.name else ""
+        return f"<Node {name}{self.op}#{self.id} {self.shape} {self.dtype.name} at {self.site}>"
 
     def __bool__(self):
         raise ExprError(f"the truth value of node {self.label} is unknown until it runs (a Python "
@@ -103,8 +104,45 @@ class Node:
 
     def __len__(self):
         if not self.shape:
-            raise ExprError(f"len() of 0-d node {self.label}")
+            raise UnsupportedError(f"len() of 0-d node {self.label}")
         return self.shape[0]
+
+    def __iter__(self):
+        """Iterate the first axis, as over an array: node[0], node[1], ... (new nodes). A
+        0-d node is not iterable (a TypeError, as for a 0-d array)."""
+        if not self.shape:
+            raise UnsupportedError(f"iteration over 0-d node {self.label}")
+        return (self[i] for i in range(self.shape[0]))
+
+    # -- the value after a run, as an array's -------------------------------------------
+    def _ran(self, what):
+        if self.value is None:
+            raise NoValueError(f"{what} of node {self.label}: it has no value yet (made at "
+                               f"{self.site}); run a machine first (or use ev functions to "
+                               f"build on it)")
+        return np.asarray(self.value)
+
+    def __array__(self, dtype=None, copy=None):
+        # NOTE: a copy, so that writing into the result never corrupts a machine's buffer
+        value = self._ran("np.asarray()")
+        return np.array(value, dtype=dtype, copy=True)
+
+    def _one(self, what):
+        value = self._ran(what)
+        if value.size != 1:
+            raise UnsupportedError(f"{what} of node {self.label} with {value.size} elements "
+                                   f"{value.shape}: only one-element nodes convert")
+        return value.item()
+
+    def item(self):
+        """The value of a one-element node after a run, as a Python number."""
+        return self._one("item()")
+
+    def __float__(self):
+        return float(self._one("float()"))
+
+    def __int__(self):
+        return int(self._one("int()"))
 
     # NOTE: == and hash stay identity-based so nodes work as dict keys (feeds); use ev.equal.
     # The arithmetic operators, indexing and the numpy-style methods (.T, .sum, ...) are

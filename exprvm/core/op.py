@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DTypeError, ExprError, ShapeError
 from .graph import Node
-from .rules import batch_elementwise
+from .rules import batch_elementwise, node_in
 from .site import caller, user_site
 
 OPS = {}
@@ -181,6 +181,8 @@ def _as_node(a, graph, ref, integer):
         if a.weak and a.dtype != ref and not integer:
             return graph.constant(a.value.astype(ref), dtype=ref)
         return a
+    if isinstance(a, (list, tuple)) and node_in(a) is not None:
+        return stacked(a, graph, ref)
     if integer or isinstance(a, (bool, np.bool_)):
         return graph.constant(np.asarray(a))
     if isinstance(a, (int, float)):
@@ -197,6 +199,84 @@ def _innermost(args, graph):
         if type(a) is Node and a.graph.depth > graph.depth:
             graph = a.graph
     return graph
+
+
+def stacked(seq, graph, ref=None):
+    """A list or tuple holding nodes (and numbers, arrays, nested lists), read as numpy
+    reads a list: its items stacked along a new first axis, one stack node per level.
+    Every op's positional operands pass through here (build_node), so ev.std([x, x + 2])
+    is ev.std(ev.stack([x, x + 2])). Python numbers take the nodes' dtype."""
+    if ref is None:
+        ref = _ref_dtype([a for a in _flat(seq) if isinstance(a, Node)] or [0.0])
+    items = [stacked(a, graph, ref) if isinstance(a, (list, tuple)) else _as_node(a, graph, ref, False)
+             for a in seq]
+    if not items:
+        raise ShapeError(f"an empty list cannot be stacked\n  built at {user_site()}")
+    return build_node(OPS["stack"], tuple(items), {"axis": 0})
+
+
+def lift(a):
+    """a, or its stack when a is a list or tuple holding nodes (see stacked): for
+    functions that read their operand before any op is built."""
+    if isinstance(a, (list, tuple)):
+        found = node_in(a)
+        if found is not None:
+            return stacked(a, _innermost(list(_flat(a)), found.graph))
+    return a
+
+
+def _flat(seq):
+    for a in seq:
+        if isinstance(a, (list, tuple)):
+            yield from _flat(a)
+        else:
+            yield a
+
+
+class Spec:
+    """What a shape rule reads of an array operand on the eager path: shape and dtype."""
+    __slots__ = ("shape", "dtype", "weak")
+
+    def __init__(self, shape, dtype, weak=False):
+        self.shape, self.dtype, self.weak = shape, dtype, weak
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def describe(self):
+        return f"array {self.shape} {self.dtype.name}"
+
+
+def _spec(a, ref, integer):
+    if type(a) is np.ndarray or isinstance(a, np.generic):
+        return Spec(a.shape, a.dtype)
+    if not integer and isinstance(a, (int, float)) and not isinstance(a, bool):
+        return Spec((), ref, True)      # a Python number takes its partner's dtype
+    arr = np.asarray(a)
+    return Spec(arr.shape, arr.dtype)
+
+
+def eager(op, args, params):
+    """Evaluate op on arrays (no node among args), after its shape rule: arrays that do
+    not fit give the op's typed error, as built nodes do, never numpy's own."""
+    ref = _DTYPE(np.float64)
+    for a in args:
+        dt = getattr(a, "dtype", None)
+        if dt is not None and dt.kind == "f":
+            ref = dt
+            break
+    int_args = op.int_args
+    try:
+        specs = [_spec(a, ref, i in int_args) for i, a in enumerate(args)]
+        op.rule(*specs, **params)
+    except (ShapeError, DTypeError) as e:
+        raise type(e)(f"{op.name}: {e}\n  operands: {operands(specs)}\n  called at {user_site()}") from None
+    return (op.eager or op.impl)(*args, **params)
 
 
 def operands(nodes):
@@ -234,7 +314,14 @@ def build_node(op, args, params):
             graph = a.graph
             break
     if graph is None:
-        return (op.eager or op.impl)(*args, **params)
+        for a in args:
+            if type(a) is list or type(a) is tuple:
+                found = node_in(a)
+                if found is not None:
+                    graph = _innermost(list(_flat(a)), found.graph)
+                    break
+        else:
+            return eager(op, args, params)
 
     inputs = args
     for a in args:

@@ -4,7 +4,7 @@ import operator
 import numpy as np
 
 from ..errors import DTypeError, ShapeError
-from .graph import FLOAT_DTYPES
+from .graph import FLOAT_DTYPES, Node
 from .site import user_site
 
 
@@ -15,12 +15,33 @@ def is_basic_index(index):
 
 
 def ndim_of(x):
-    """ndim of a Node, an ndarray or a Python value."""
-    return x.ndim if hasattr(x, "ndim") else np.ndim(x)
+    """ndim of a Node, an ndarray or a Python value (a list of nodes: as stacked)."""
+    if hasattr(x, "ndim"):
+        return x.ndim
+    return len(shape_of(x)) if isinstance(x, (list, tuple)) else np.ndim(x)
 
 
 def shape_of(x):
-    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+    """shape of a Node, an ndarray or a Python value. A list holding nodes has the shape
+    of their stack (build_node stacks it, core.op.stacked); numpy would read the nodes'
+    values instead."""
+    if hasattr(x, "shape"):
+        return tuple(x.shape)
+    if isinstance(x, (list, tuple)) and x and node_in(x) is not None:
+        return (len(x),) + shape_of(x[0])
+    return np.shape(x)
+
+
+def node_in(seq):
+    """The first Node in a nested list or tuple, or None."""
+    for a in seq:
+        if isinstance(a, Node):
+            return a
+        if isinstance(a, (list, tuple)):
+            found = node_in(a)
+            if found is not None:
+                return found
+    return None
 
 
 def same_float_dtype(*nodes):

@@ -24,9 +24,28 @@ from .pool import avg_pool2d, global_avg_pool2d, max_pool2d  # noqa: F401
 from .normalization import batch_norm, batch_norm_update, layer_norm  # noqa: F401
 from .statistics import argmax, argmin, norm, std, var  # noqa: F401
 from .control import cond, fori_loop, scan, while_loop  # noqa: F401
+from .trig import (  # noqa: F401
+    arccos, arccosh, arcsin, arcsinh, arctan, arctan2, arctanh, cosh, deg2rad, degrees, exp2, fabs,
+    hypot, log10, logaddexp, logaddexp2, rad2deg, radians, reciprocal, sinc, sinh, tan)
+from .numpy_elementwise import (  # noqa: F401
+    fix, fmax, fmin, fmod, isfinite, isinf, isnan, logical_and, logical_not, logical_or, logical_xor,
+    mod, nan_to_num, remainder, trunc)
+from .numpy_shape import (  # noqa: F401
+    atleast_1d, atleast_2d, atleast_3d, broadcast_arrays, expand_dims, flatten, flip, fliplr, flipud,
+    moveaxis, ravel, roll, rollaxis, rot90, squeeze, swapaxes)
+from .numpy_join import (  # noqa: F401
+    append, array_split, column_stack, dsplit, dstack, hsplit, hstack, repeat, row_stack, tile, vsplit,
+    vstack)
+from .cumulative import cumprod, cumsum, diff, prod  # noqa: F401
+from .sorting import argpartition, argsort, partition, select, sort, take_along_axis  # noqa: F401
+from .numpy_linalg import cross, diag, diagonal, inner, kron, linspace, trace, tril, triu, vdot  # noqa: F401
+from .functions import FUNCTIONS  # noqa: F401
+from . import numpy_api as _numpy_api
+from .numpy_api import numpy_functions  # noqa: F401
 from . import operators as _operators
 
 _operators.install()
+_numpy_api.install()
 
 # Short aliases, as the op table names them.
 sub, mul, div, neg = subtract, multiply, divide, negative

@@ -5,7 +5,7 @@ list of nodes (slices of its operand, so their gradients are getitem's).
 """
 import numpy as np
 
-from ..core import Node, Row, apply, defop, ndim_of, norm_axis, shape_of, unary_rule
+from ..core import Node, Row, apply, defop, lift, ndim_of, norm_axis, shape_of, unary_rule
 from ..errors import DTypeError, ExprError, ShapeError
 from .argcheck import arg_errors
 
@@ -162,6 +162,7 @@ def pad(x, pad_width, mode="constant", constant_values=0.0):
 def split(x, indices_or_sections, axis=0):
     """numpy.split: a list of slices of x along axis, at the given indices or into that many
     equal sections. Each piece is x[..., a:b], so its gradient is getitem's."""
+    x = lift(x)
     shape = shape_of(x)
     with arg_errors("split", x):
         if not shape:

@@ -3,9 +3,11 @@ contractions again (so grad-of-grad works).
 
 In: float nodes or arrays of one dtype. Out: the contraction.
 """
+import string
+
 import numpy as np
 
-from ..core import Row, apply, defop, ndim_of, same_float_dtype
+from ..core import Row, apply, defop, lift, ndim_of, same_float_dtype, shape_of
 from ..errors import GradError, ShapeError
 from .argcheck import arg_errors
 
@@ -112,8 +114,6 @@ def _parse(subscripts, n):
     if not isinstance(subscripts, str):
         raise ShapeError(f"subscripts must be a string, got {subscripts!r}")
     s = subscripts.replace(" ", "")
-    if "." in s:
-        raise ShapeError(f"'...' is not supported ({subscripts!r}); name every axis")
     lhs, arrow, out = s.partition("->")
     terms = tuple(lhs.split(","))
     letters = "".join(terms) + out
@@ -181,14 +181,95 @@ _einsum_op = defop("einsum", _einsum, _einsum_rule, vjp=(_einsum_vjp,), variadic
                            {"subscripts": "bij,jk->bki"}, ref=_ref_einsum))
 
 
-def einsum(subscripts, *operands):
-    """numpy.einsum over named axes (no '...'); the implicit form ('ij,jk') is made
-    explicit. The gradient of each operand is an einsum of the others with the output's
-    gradient; an operand whose subscripts repeat an index (a diagonal, 'ii->i') can be
-    evaluated but not differentiated."""
-    with arg_errors("einsum", *operands):
-        terms, out = _parse(subscripts, len(operands))
-    return apply("einsum", *operands, subscripts=_spec(terms, out))
+def einsum(*operands, **kwargs):
+    """numpy.einsum, in the subscripts form (einsum("bij,jk->bki", a, b)) or the sublist
+    form (einsum(a, [0, 1, 2], b, [2, 3], [0, 3])); '...' stands for the axes an operand's
+    subscripts do not name, broadcast across operands as numpy does. The implicit form
+    ('ij,jk') is made explicit. The gradient of each operand is an einsum of the others
+    with the output's gradient; an operand whose subscripts repeat an index (a diagonal,
+    'ii->i') can be evaluated but not differentiated."""
+    arrays = [x for x in operands if not isinstance(x, (str, list, tuple))]
+    with arg_errors("einsum", *arrays):
+        if kwargs.get("optimize", False) not in (False, True, "greedy", "optimal") or \
+                set(kwargs) - {"optimize"}:
+            from ..errors import UnsupportedError
+            raise UnsupportedError(f"arguments {sorted(set(kwargs) - {'optimize'})} are not supported")
+        subscripts, xs = _subscripts(operands)
+        subscripts, xs = _ellipsis(subscripts, [lift(x) for x in xs])
+        terms, out = _parse(subscripts, len(xs))
+    return apply("einsum", *xs, subscripts=_spec(terms, out))
 
 
-from .shape import broadcast_to, transpose  # noqa: E402
+_LETTERS = string.ascii_letters
+
+
+def _subscripts(operands):
+    """(subscripts, arrays) of either einsum form; the sublist form's ints (0..51) become
+    letters and Ellipsis '...'."""
+    if operands and isinstance(operands[0], str):
+        return operands[0], list(operands[1:])
+    xs, terms = list(operands[0::2]), list(operands[1::2])
+    out = None
+    if len(operands) % 2:       # a trailing output sublist
+        out = operands[-1]
+        xs = xs[:-1]
+
+    def word(sub):
+        if not isinstance(sub, (list, tuple)):
+            raise ShapeError(f"sublist form: expected a list of axis numbers, got {sub!r}")
+        parts = []
+        for i in sub:
+            if i is Ellipsis:
+                parts.append("...")
+            elif isinstance(i, (int, np.integer)) and 0 <= i < len(_LETTERS):
+                parts.append(_LETTERS[int(i)])
+            else:
+                raise ShapeError(f"sublist form: axis labels are ints in [0, 52) or Ellipsis, got {i!r}")
+        return "".join(parts)
+    spec = ",".join(word(t) for t in terms)
+    return (spec if out is None else spec + "->" + word(out)), xs
+
+
+def _ellipsis(subscripts, xs):
+    """Subscripts with every '...' written out as letters no term uses, and the operands
+    whose '...' axes are shorter than the others' broadcast to them (numpy broadcasts them)."""
+    if not isinstance(subscripts, str) or "." not in subscripts:
+        return subscripts, xs
+    s = subscripts.replace(" ", "")
+    lhs, arrow, out = s.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(xs):
+        raise ShapeError(f"{subscripts!r} has {len(terms)} operand term(s), got {len(xs)} operand(s)")
+    if any(t.count("...") > 1 or t.replace("...", "").count(".") for t in terms + [out]):
+        raise ShapeError(f"each term may hold one '...': {subscripts!r}")
+    shapes = [shape_of(x) for x in xs]
+    spans = []
+    for t, shp in zip(terms, shapes):
+        k = len(shp) - len(t.replace("...", "")) if "..." in t else 0
+        if k < 0:
+            raise ShapeError(f"term {t!r} names more axes than operand {shp} has")
+        spans.append(shp[t.index("..."):t.index("...") + k] if "..." in t else ())
+    try:
+        wide = tuple(np.broadcast_shapes(*spans))
+    except ValueError:
+        raise ShapeError(f"the '...' axes {' and '.join(map(str, spans))} do not broadcast") from None
+    free = [c for c in _LETTERS if c not in s]
+    ell = "".join(free[:len(wide)])
+    new_terms, new_xs = [], []
+    for t, x, shp, span in zip(terms, xs, shapes, spans):
+        if "..." in t and span != wide:
+            at = t.index("...")
+            x = broadcast_to(reshape(x, shp[:at] + (1,) * (len(wide) - len(span)) + shp[at:]),
+                             shp[:at] + wide + shp[at + len(span):])
+        new_terms.append(t.replace("...", ell))
+        new_xs.append(x)
+    joined = "".join(new_terms)
+    if arrow:
+        out = out.replace("...", ell)
+    else:       # numpy's implicit output: the '...' axes, then the indices seen once, sorted
+        named = "".join(t for t in lhs.replace("...", "").split(","))
+        out = ell + "".join(sorted(c for c in set(named) if named.count(c) == 1))
+    return ",".join(new_terms) + "->" + out, new_xs
+
+
+from .shape import broadcast_to, reshape, transpose  # noqa: E402

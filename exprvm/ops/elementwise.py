@@ -61,9 +61,13 @@ divide = binary("div", np.divide,
                 lambda g, ans, x, y: ub(g / y, x.shape),
                 lambda g, ans, x, y: ub(-g * ans / y, y.shape), args=(F34, POS4), ufunc=np.divide,
                 ref=lambda x, y: x / y)
+# NOTE: at base 0 the textbook forms are 0 * inf: y * x ** (y - 1) with y = 0, and
+# ans * log(x). The exponent y - 1 becomes 1 where y == 0 (y times anything finite is 0
+# there), and log reads 1 where x == 0 (ans is 0 there for y > 0): both gradients are 0,
+# as numpy-based autodiff defines them, and every operand stays finite for grad-of-grad.
 power = binary("pow", np.power,
-               lambda g, ans, x, y: ub(g * y * x ** (y - 1), x.shape),
-               lambda g, ans, x, y: ub(g * ans * log(x), y.shape),
+               lambda g, ans, x, y: ub(g * y * x ** where(not_equal(y, 0), y - 1, 1), x.shape),
+               lambda g, ans, x, y: ub(g * ans * log(where(equal(x, 0), 1, x)), y.shape),
                args=(POS34, ("f", (4,), -1.0, 2.0)), ufunc=np.power,
                ref=lambda x, y: np.exp(y * np.log(x)))
 # NOTE: at a tie the gradient goes to x only, so it is never counted twice.

@@ -3,7 +3,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..core import FLOAT_DTYPES
-from ..core import Row, defop, same_float_dtype, unbroadcast
+from ..core import Row, defop, ndim_of, same_float_dtype, unbroadcast
 from . import refs
 from .shape import reshape, swapaxes_last, transpose
 
@@ -101,7 +101,34 @@ def _outer_rule(a, b):
     return (a.shape[0], b.shape[0]), dt
 
 
-outer = defop("outer", np.outer, _outer_rule,
+_outer = defop("outer", np.outer, _outer_rule,
               vjp=(lambda g, ans, a, b: matmul(g, b), lambda g, ans, a, b: matmul(transpose(g), a)),
               row=Row((("f", (3,), -1.0, 1.0), ("f", (4,), -1.0, 1.0)), ref=lambda a, b: a[:, None] * b[None, :]))
-dot = matmul
+
+
+def outer(a, b, out=None):
+    """numpy.outer: every element of a (flattened) times every element of b (flattened)."""
+    if out is not None:
+        from ..errors import UnsupportedError
+        raise UnsupportedError("outer: out= is not supported: an op makes a new node")
+    if ndim_of(a) != 1:
+        a = reshape(a, (-1,))
+    if ndim_of(b) != 1:
+        b = reshape(b, (-1,))
+    return _outer(a, b)
+
+
+def dot(a, b):
+    """numpy.dot: for 1-d and 2-d operands the matrix product (matmul); with a 0-d operand
+    the product; above 2-d a sum product over the last axis of a and the second-to-last of
+    b, so the result has a's other axes then b's (not matmul's broadcast batches)."""
+    na, nb = ndim_of(a), ndim_of(b)
+    if na == 0 or nb == 0:
+        return multiply(a, b)
+    if na <= 2 and nb <= 2:
+        return matmul(a, b)
+    return tensordot(a, b, ((na - 1,), (max(nb - 2, 0),)))
+
+
+from .contraction import tensordot  # noqa: E402
+from .elementwise import multiply  # noqa: E402

@@ -5,12 +5,12 @@ build, so that the core never imports the op library (the frontend extends the
 core, never the reverse).
 """
 from ..core import OPS, Node, build_node
-from . import elementwise, reduce, shape as shape_ops
+from . import elementwise, numpy_elementwise, reduce, shape as shape_ops
 
 
 def install():
-    """Give Node its operators: + - * / ** @, unary -, abs, comparisons, indexing, .T,
-    .reshape, .sum, .mean, .astype."""
+    """Give Node its operators: + - * / ** @ %, unary -, abs, comparisons, & | ^ ~ of bool
+    nodes, indexing, .T, .reshape, .sum, .mean, .astype and numpy's other ndarray methods."""
     add, sub, mul, div = OPS["add"], OPS["sub"], OPS["mul"], OPS["div"]
     pow_, matmul, neg = OPS["pow"], OPS["matmul"], OPS["neg"]
 
@@ -42,7 +42,23 @@ def install():
         "sum": lambda self, axis=None, keepdims=False: reduce.sum(self, axis=axis, keepdims=keepdims),
         "mean": lambda self, axis=None, keepdims=False: reduce.mean(self, axis=axis, keepdims=keepdims),
         "astype": lambda self, dtype: elementwise.astype(self, dtype),
+        "__mod__": lambda self, o: numpy_elementwise.remainder(self, o),
+        "__rmod__": lambda self, o: numpy_elementwise.remainder(o, self),
+        "__and__": lambda self, o: numpy_elementwise.logical_and(self, o),
+        "__rand__": lambda self, o: numpy_elementwise.logical_and(o, self),
+        "__or__": lambda self, o: numpy_elementwise.logical_or(self, o),
+        "__ror__": lambda self, o: numpy_elementwise.logical_or(o, self),
+        "__xor__": lambda self, o: numpy_elementwise.logical_xor(self, o),
+        "__rxor__": lambda self, o: numpy_elementwise.logical_xor(o, self),
+        "__invert__": _invert,
     }
+    # numpy's ndarray methods, each the ev function of the same name (self first)
+    for name in ("max", "min", "prod", "std", "var", "cumsum", "cumprod", "ravel", "flatten",
+                 "squeeze", "swapaxes", "repeat", "clip", "dot", "round", "trace", "diagonal",
+                 "argmax", "argmin", "argsort"):
+        methods[name] = _method(name)
+    methods["transpose"] = _transpose
+    methods["take"] = _take
     docs = {"sum": "``ev.sum(node, axis=, keepdims=)``: the sum over the axes (all by default).",
             "mean": "``ev.mean(node, axis=, keepdims=)``: the mean over the axes (all by default).",
             "astype": "``ev.astype(node, dtype)``: the node converted to ``dtype``."}
@@ -50,6 +66,37 @@ def install():
         if name in docs:
             fn.__doc__ = docs[name]
         setattr(Node, name, fn)
+
+
+def _method(name):
+    def method(self, *args, **kwargs):
+        from .. import ops
+        return getattr(ops, name)(self, *args, **kwargs)
+    method.__name__ = name
+    method.__doc__ = f"ev.{name}(self, ...), as ndarray.{name}."
+    return method
+
+
+def _transpose(self, *axes):
+    if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))):
+        axes = axes[0]
+    return shape_ops.transpose(self, axes or None)
+
+
+def _take(self, indices, axis=None):
+    """ndarray.take: indices along axis (None: of the flattened node)."""
+    from .numpy_shape import ravel
+    return shape_ops.take(ravel(self), indices, 0) if axis is None else shape_ops.take(self, indices, axis)
+
+
+def _invert(self):
+    if self.dtype.kind != "b":
+        from ..errors import DTypeError
+        raise DTypeError(f"~ of node {self.label}: bitwise not of {self.dtype.name} is not supported "
+                         f"(~ is logical_not of a bool node)")
+    return numpy_elementwise.logical_not(self)
+
+
 
 
 def _reshape(self, *shape):

@@ -6,13 +6,23 @@ from . import refs
 
 
 
+def _shape(x, axis, keepdims):
+    if keepdims:
+        return tuple(1 if i in axis else s for i, s in enumerate(x.shape))
+    return tuple(s for i, s in enumerate(x.shape) if i not in axis)
+
+
 def _rule(x, axis, keepdims):
     same_float_dtype(x)
-    if keepdims:
-        shape = tuple(1 if i in axis else s for i, s in enumerate(x.shape))
-    else:
-        shape = tuple(s for i, s in enumerate(x.shape) if i not in axis)
-    return shape, x.dtype
+    return _shape(x, axis, keepdims), x.dtype
+
+
+def _sum_rule(x, axis, keepdims):
+    """sum's rule: a float operand keeps its dtype; a bool or integer one counts, with
+    numpy's result dtype (int64 for bool), and no gradient flows into it."""
+    if x.dtype.kind in "biu":
+        return _shape(x, axis, keepdims), np.sum(np.zeros(0, x.dtype)).dtype
+    return _rule(x, axis, keepdims)
 
 
 def _kept(g, x, axis, keepdims):
@@ -40,7 +50,7 @@ def _logsumexp(x, axis, keepdims):
 
 
 X = ("f", (3, 4, 2), -2.0, 2.0)
-_sum = defop("sum", lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims), _rule,
+_sum = defop("sum", lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims), _sum_rule,
              vjp=(lambda g, ans, x, axis, keepdims: broadcast_to(_kept(g, x, axis, keepdims), x.shape),),
              row=Row((X,), {"axis": (1,), "keepdims": False}, ref=refs.sum))
 _mean = defop("mean", lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims), _rule,

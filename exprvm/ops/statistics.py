@@ -5,7 +5,7 @@ In: a float node or array. Out: the reduced value (float; int64 for argmax/argmi
 """
 import numpy as np
 
-from ..core import Row, apply, defop, ndim_of, norm_axis, same_float_dtype
+from ..core import Row, apply, defop, lift, ndim_of, norm_axis, same_float_dtype
 from ..errors import DTypeError, ExprError, ShapeError
 from .argcheck import arg_errors
 
@@ -121,21 +121,37 @@ _ORDS = {None: 2, "fro": 2, 2: 2, 1: 1, np.inf: "inf", "inf": "inf"}
 
 
 def norm(x, ord=None, axis=None, keepdims=False):
-    """Vector norms over axis (numpy.linalg.norm's names): ord None, 2 or "fro" is the
-    Euclidean (Frobenius) norm over any axes; ord 1 and inf are vector norms over one
-    axis. Matrix norms other than Frobenius (ord 1, 2, inf over two axes) are not offered.
-    The 2-norm's gradient is x / norm, and 0 where the norm is 0."""
+    """numpy.linalg.norm. Over any axes: ord None or "fro" (the Euclidean / Frobenius
+    norm). Over one axis (a vector): ord 1, 2, inf and any p > 0 (3, 4, 0.5, ...). Over
+    two axes (a matrix): ord "nuc" and 2 (sum and largest of the singular values, whose
+    second derivative is not offered), 1 and inf (largest column / row sum of |x|).
+    Gradients are 0 where the norm is 0."""
+    x = lift(x)
     with arg_errors("norm", x):
-        try:
-            kind = _ORDS[ord]
-        except (KeyError, TypeError):
-            raise ExprError(f"ord must be None, 'fro', 1, 2 or inf, got {ord!r}") from None
         nd = ndim_of(x)
         axes = norm_axis(axis, nd)
-        if ord in (1, 2, np.inf, "inf") and len(axes) != 1 and not (axis is None and nd <= 1):
-            raise ExprError(f"ord={ord!r} is a vector norm and needs one axis, got axes {axes} "
-                            f"of a {nd}-d operand (ord=None is the Frobenius norm over any axes)")
-    return apply("norm", x, ord=kind, axis=axes, keepdims=bool(keepdims))
+        if axis is None and ord is not None and nd == 2:
+            axes = (0, 1)           # numpy: an ord and no axis on a matrix is a matrix norm
+        vector = len(axes) == 1 or (axis is None and nd <= 1)
+        number = not isinstance(ord, str) and ord is not None and np.isscalar(ord)
+        if ord in (None, "fro"):
+            kind = "euclid"
+        elif len(axes) == 2 and (ord == "nuc" or (number and ord in (1, 2, np.inf))):
+            kind = "matrix"
+        elif vector and (ord == "inf" or (number and ord > 0)):
+            kind = "vector"
+        elif vector or len(axes) == 2:
+            raise ExprError(f"ord {ord!r} is not supported over {len(axes)} axis(es): vectors take "
+                            f"None, 1, 2, inf or any number > 0; matrices None, 'fro', 'nuc', 1, 2, inf")
+        else:
+            raise ExprError(f"ord={ord!r} needs one axis (a vector norm) or two (a matrix norm), got "
+                            f"axes {axes} of a {nd}-d operand (ord=None is the Frobenius norm over any axes)")
+    keepdims = bool(keepdims)
+    if kind == "matrix":
+        return matrix_norm(x, ord, axes, keepdims)
+    if kind == "vector" and ord not in _ORDS:
+        return pnorm(x, ord, axes, keepdims)
+    return apply("norm", x, ord=_ORDS[ord], axis=axes, keepdims=keepdims)
 
 # -- argmax / argmin ------------------------------------------------------------------------
 
@@ -192,3 +208,4 @@ argmin = _arg("argmin", "Index of the first minimum along axis (None: of the fla
 
 from .elementwise import abs, astype, equal, sign, where  # noqa: E402
 from .reduce import mean, sum  # noqa: E402
+from .norms import matrix_norm, pnorm  # noqa: E402
