@@ -8,7 +8,8 @@ See docs/guide/architecture.md.
 """
 from .errors import (  # noqa: F401
     BackendError, CheckpointError, CompileError, DTypeError, ExprError, FeedError, GradCheckError,
-    GradError, IndexRangeError, KernelError, NumericError, RunError, ShapeError)
+    GradError, IndexRangeError, KernelError, NoValueError, NumericError, RunError, ShapeError,
+    UnsupportedError)
 from .core import Graph, Node, ancestors, grad, let  # noqa: F401
 from .ops import *  # noqa: F401,F403
 from .ops import OPS, Row, apply, defop, unbroadcast  # noqa: F401

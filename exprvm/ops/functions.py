@@ -28,18 +28,17 @@ def composite(name, row, call=None, sequence=False):
 
     The function gets its positional operands through core.lift, as every op does
     through build_node: a list holding nodes is their stack (numpy's reading of a list).
-    sequence=True: the first operand is a sequence of arrays (hstack), each lifted."""
+    sequence=k (True: 1): the first k operands are sequences of arrays (hstack's tup,
+    select's condlist and choicelist), whose items are lifted one by one."""
     def register(fn):
         if name in FUNCTIONS:
             raise ValueError(f"composite {name!r} is registered twice")
 
         @functools.wraps(fn)
         def lifted(*args, **kwargs):
-            if sequence and args and isinstance(args[0], (list, tuple)):
-                args = ([lift(a) for a in args[0]],) + args[1:]
-            else:
-                args = tuple(lift(a) for a in args)
-            return fn(*args, **kwargs)
+            k = int(sequence)
+            seqs = tuple([lift(a) for a in s] if isinstance(s, (list, tuple)) else s for s in args[:k])
+            return fn(*seqs, *(lift(a) for a in args[k:]), **kwargs)
         FUNCTIONS[name] = Composite(call or lifted, row)
         return lifted
     return register

@@ -88,16 +88,16 @@ _svd_grad_op = defop("svd_norm_grad", _svd_grad, lambda x, ord, axis: (x.shape, 
 
 
 def _ref_polar(x):
-    # U V^T is the orthogonal factor of the polar decomposition: x (x^T x)^(-1/2)
-    w, q = np.linalg.eigh(x.T @ x)
-    keep = w > 1e-12 * w.max()
-    inv_sqrt = (q[:, keep] / np.sqrt(w[keep])) @ q[:, keep].T
-    return x @ inv_sqrt
+    # U V^T is the orthogonal factor of the polar decomposition, (x x^T)^(-1/2) x for a
+    # wide x of full rank (the row's sample), in float64
+    x64 = np.asarray(x, np.float64)
+    w, q = np.linalg.eigh(x64 @ x64.T)
+    return ((q / np.sqrt(w)) @ q.T @ x64).astype(np.asarray(x).dtype)
 
 
 def _ref_svd_norm(x, ord, axis, keepdims):
     # through the eigenvalues of x^T x: singular values are their square roots
-    moved = np.moveaxis(x, axis, (-2, -1))
+    moved = np.moveaxis(np.asarray(x, np.float64), axis, (-2, -1))
     s = np.sqrt(np.clip(np.linalg.eigvalsh(np.swapaxes(moved, -1, -2) @ moved), 0, None))
     out = s.sum(-1) if ord == "nuc" else s.max(-1)
     return out.reshape(_reduced(x.shape, axis, True)) if keepdims else out
@@ -110,13 +110,13 @@ _svd_norm_op = defop("svd_norm", _svd_norm, _svd_rule,
 
 
 def matrix_norm(x, ord, axes, keepdims):
-    """numpy.linalg.norm over two axes for ord "nuc", 2, 1 and inf."""
-    if ord in ("nuc", 2):
-        return apply("svd_norm", x, ord=ord, axis=axes, keepdims=keepdims)
+    """numpy.linalg.norm over the axes (rows, columns) for ord "nuc", 2, 1 and inf."""
+    if ord in ("nuc", 2):   # both transpose-invariant: the axes in any order
+        return apply("svd_norm", x, ord=ord, axis=tuple(sorted(axes)), keepdims=keepdims)
     rows, cols = axes if ord == 1 else axes[::-1]     # 1: the largest column sum; inf: row sum
     col_sums = sum(abs(x), axis=rows, keepdims=True)
     out = max(col_sums, axis=cols, keepdims=True)
-    return out if keepdims else reshape(out, _reduced(tuple(x.shape), axes, False))
+    return out if keepdims else reshape(out, _reduced(tuple(x.shape), set(axes), False))
 
 
 from .elementwise import abs, power, sign, where  # noqa: E402

@@ -232,3 +232,22 @@ def install():
     _functions()
     Node.__array_ufunc__ = array_ufunc
     Node.__array_function__ = array_function
+
+
+def update_docs(root):
+    """Rewrite the generated blocks of README.md and docs/numpy.md under root
+    (`python -m exprvm.ops.numpy_api` from the repository's root)."""
+    import pathlib
+    import re
+    root = pathlib.Path(root)
+    for path, tag, text in ((root / "README.md", "numpy-functions", name_list()),
+                            (root / "docs" / "numpy.md", "numpy-table", markdown_table())):
+        doc = path.read_text()
+        new = re.sub(rf"(<!-- {tag} -->\n).*?(<!-- /{tag} -->)", lambda m: m.group(1) + text + m.group(2),
+                     doc, flags=re.S)
+        path.write_text(new)
+
+
+if __name__ == "__main__":     # pragma: no cover - a maintainer's command
+    from exprvm.ops import numpy_api     # the installed tables, not this __main__ copy's
+    numpy_api.update_docs(".")

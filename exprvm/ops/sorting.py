@@ -209,7 +209,7 @@ def argpartition(a, kth, axis=-1, kind="introselect", order=None):
 
 @composite("select", Row((("f", (3, 4), -1.0, 1.0), ("f", (4,), -1.0, 1.0)),
                          ref=lambda a, b: np.where(a > 0.3, a, np.where(b < 0, b, 0.5))),
-           call=lambda a, b: select([a > 0.3, b < 0], [a, b], 0.5))
+           call=lambda a, b: select([a > 0.3, b < 0], [a, b], 0.5), sequence=2)
 def select(condlist, choicelist, default=0):
     """numpy.select: where the first true condition picks its choice, else default; the
     gradient goes to the choice picked."""

@@ -147,8 +147,9 @@ def norm(x, ord=None, axis=None, keepdims=False):
             raise ExprError(f"ord={ord!r} needs one axis (a vector norm) or two (a matrix norm), got "
                             f"axes {axes} of a {nd}-d operand (ord=None is the Frobenius norm over any axes)")
     keepdims = bool(keepdims)
-    if kind == "matrix":
-        return matrix_norm(x, ord, axes, keepdims)
+    if kind == "matrix":    # numpy reads the pair in its order: (rows, columns)
+        pair = axes if axis is None else tuple(a % nd for a in axis)
+        return matrix_norm(x, ord, pair, keepdims)
     if kind == "vector" and ord not in _ORDS:
         return pnorm(x, ord, axes, keepdims)
     return apply("norm", x, ord=_ORDS[ord], axis=axes, keepdims=keepdims)
