@@ -80,7 +80,7 @@ def test_statistics_of_a_list_of_nodes():
 def _single_array_ops():
     for name, op in sorted(OPS.items()):
         row = op.row
-        if op.variadic or row.random or not row.args or row.args[0][0] != "f" or len(row.args[0][1]) < 1:
+        if row is None or op.variadic or row.random or not row.args or row.args[0][0] != "f" or len(row.args[0][1]) < 1:
             continue
         yield name
 

@@ -194,10 +194,12 @@ def test_norm_gradient_at_zero_and_at_ties():
     ev.LispMachine(g, outputs=[g2, ginf]).run()
     np.testing.assert_array_equal(g2.value[0], 0)
     np.testing.assert_allclose(ginf.value[1], [0.5, -0.5, 0])    # a tie shares the gradient
-    with pytest.raises(ev.ExprError, match="vector norm and needs one axis"):
-        ev.norm(x, 2)
-    with pytest.raises(ev.ExprError, match="ord must be"):
+    # as numpy: an ord and no axis on a matrix is a matrix norm (2: the largest singular value)
+    np.testing.assert_allclose(ev.norm(x.value, 2), np.linalg.norm(x.value, 2), rtol=1e-12)
+    with pytest.raises(ev.ExprError, match="ord 3 is not supported over 2 axis"):
         ev.norm(x, 3)
+    with pytest.raises(ev.ExprError, match="needs one axis"):
+        ev.norm(ev.reshape(x, (1, 2, 3)), 1)
 
 
 def test_argmax_argmin_take_the_first_extreme_and_have_no_gradient():
@@ -259,7 +261,8 @@ def test_einsum_diagonals_evaluate_but_do_not_differentiate():
 @pytest.mark.parametrize("spec, shapes, msg", [
     ("ij,jk->ik", [(2, 3), (4, 5)], "index 'j' has length 3 and 4"),
     ("ij->ik", [(2, 3)], "output index 'k' appears in no operand"),
-    ("...i->i", [(2, 3)], "'...' is not supported"),
+    ("...i,...i->...", [(2, 3), (4, 3)], "'...' axes \\(2,\\) and \\(4,\\) do not broadcast"),
+    ("i...i...->i", [(2, 3)], "one '...'"),
     ("ij,jk->ik", [(2, 3)], "has 2 operand term"),
     ("ijk->i", [(2, 3)], "names 3 axes"),
     ("ij->ii", [(2, 3)], "repeat an index")])

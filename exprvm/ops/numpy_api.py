@@ -104,6 +104,11 @@ def _functions():
         np.size: (lambda a, axis=None: a.size if axis is None else a.shape[axis], ".size"),
         np.zeros_like: (_like(0.0), "a constant node"), np.ones_like: (_like(1.0), "a constant node"),
         np.full_like: (_like(None), "a constant node"),
+        np.linalg.matmul: (ev.matmul, "matmul"), np.linalg.outer: (ev.outer, "outer"),
+        np.linalg.tensordot: (ev.tensordot, "tensordot"),
+        np.linalg.cross: (lambda x1, x2, axis=-1: ev.cross(x1, x2, axis=axis), "cross"),
+        np.linalg.diagonal: (lambda x, offset=0: ev.diagonal(x, offset, -2, -1), "diagonal"),
+        np.linalg.trace: (lambda x, offset=0, dtype=None: ev.trace(x, offset, -2, -1, dtype), "trace"),
     }
     FUNCTIONS.update(extra)
 
