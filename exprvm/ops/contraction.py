@@ -8,7 +8,7 @@ import string
 import numpy as np
 
 from ..core import Row, apply, defop, lift, ndim_of, same_float_dtype, shape_of
-from ..errors import GradError, ShapeError
+from ..errors import GradError, ShapeError, UnsupportedError
 from .argcheck import arg_errors
 
 # -- tensordot -------------------------------------------------------------------------------
@@ -192,7 +192,6 @@ def einsum(*operands, **kwargs):
     with arg_errors("einsum", *arrays):
         if kwargs.get("optimize", False) not in (False, True, "greedy", "optimal") or \
                 set(kwargs) - {"optimize"}:
-            from ..errors import UnsupportedError
             raise UnsupportedError(f"arguments {sorted(set(kwargs) - {'optimize'})} are not supported")
         subscripts, xs = _subscripts(operands)
         subscripts, xs = _ellipsis(subscripts, [lift(x) for x in xs])
@@ -263,7 +262,6 @@ def _ellipsis(subscripts, xs):
                              shp[:at] + wide + shp[at + len(span):])
         new_terms.append(t.replace("...", ell))
         new_xs.append(x)
-    joined = "".join(new_terms)
     if arrow:
         out = out.replace("...", ell)
     else:       # numpy's implicit output: the '...' axes, then the indices seen once, sorted

@@ -12,6 +12,7 @@ In: a float node or array; axis an int (None: the flattened operand). Out: the s
 import numpy as np
 
 from ..core import Row, apply, defop, ndim_of, norm_axis, same_float_dtype, shape_of
+from ..errors import ShapeError, UnsupportedError
 from .argcheck import arg_errors
 from .functions import composite
 
@@ -76,7 +77,6 @@ def _running(name):
 
 
 def _no_dtype_out(name, dtype, out):
-    from ..errors import UnsupportedError
     if out is not None:
         raise UnsupportedError("out= is not supported: an op makes a new node")
     if dtype is not None:
@@ -141,7 +141,6 @@ def diff(a, n=1, axis=-1, prepend=None, append=None):
     append (numbers or arrays) are joined to a along axis first."""
     nd = ndim_of(a)
     with arg_errors("diff", a):
-        from ..errors import ShapeError
         if nd == 0:
             raise ShapeError("diff needs an operand of at least 1 dimension")
         if int(n) < 0:

@@ -1,7 +1,7 @@
 """matmul (numpy's rules for vector, matrix and batched operands) and outer."""
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import ShapeError, UnsupportedError
 from ..core import FLOAT_DTYPES
 from ..core import Row, defop, ndim_of, same_float_dtype, unbroadcast
 from . import refs
@@ -109,7 +109,6 @@ _outer = defop("outer", np.outer, _outer_rule,
 def outer(a, b, out=None):
     """numpy.outer: every element of a (flattened) times every element of b (flattened)."""
     if out is not None:
-        from ..errors import UnsupportedError
         raise UnsupportedError("outer: out= is not supported: an op makes a new node")
     if ndim_of(a) != 1:
         a = reshape(a, (-1,))

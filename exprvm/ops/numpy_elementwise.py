@@ -13,6 +13,7 @@ import numpy as np
 
 from ..core import Row, apply, binary_rule, broadcast, defop, unary_rule
 from ..core import unbroadcast as ub
+from ..errors import UnsupportedError
 from .argcheck import arg_errors
 
 F = ("f", (3, 4), -3.0, 3.0)
@@ -118,7 +119,6 @@ def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
     (a node is never changed in place)."""
     with arg_errors("nan_to_num", x):
         if copy is not True:
-            from ..errors import UnsupportedError
             raise UnsupportedError("copy=False (in place) is not supported: nodes are immutable")
     return apply("nan_to_num", x, nan=float(nan), posinf=None if posinf is None else float(posinf),
                  neginf=None if neginf is None else float(neginf))

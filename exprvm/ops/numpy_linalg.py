@@ -11,7 +11,7 @@ In: nodes or arrays (lists of nodes are stacked). Out: a node, or an array.
 import numpy as np
 
 from ..core import Node, Row, ndim_of, norm_axis, shape_of
-from ..errors import ShapeError
+from ..errors import ShapeError, UnsupportedError
 from .argcheck import arg_errors
 from .functions import composite
 
@@ -57,7 +57,6 @@ def trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
 
 
 def _plain(dtype, out):
-    from ..errors import UnsupportedError
     if dtype is not None or out is not None:
         raise UnsupportedError("dtype= and out= are not supported")
 
@@ -178,7 +177,6 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
         if num < 0:
             raise ShapeError(f"num must be non-negative, got {num}")
         if dtype is not None and np.dtype(dtype) != _dtype_of(start, stop):
-            from ..errors import UnsupportedError
             raise UnsupportedError(f"dtype={np.dtype(dtype).name} differs from the bounds' dtype; "
                                    f"cast with ev.astype")
     dt = _dtype_of(start, stop)

@@ -9,7 +9,7 @@ an array of numpy's shape.
 import numpy as np
 
 from ..core import Row, ndim_of, norm_axis, shape_of
-from ..errors import ShapeError
+from ..errors import ShapeError, UnsupportedError
 from .argcheck import arg_errors
 from .functions import composite
 
@@ -58,7 +58,6 @@ def ravel(a, order="C"):
 
 def _c_order(order):
     if order not in ("C", "K", "A"):
-        from ..errors import UnsupportedError
         raise UnsupportedError(f"order={order!r} is not supported: nodes are laid out in C order")
 
 

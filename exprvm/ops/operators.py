@@ -5,6 +5,7 @@ build, so that the core never imports the op library (the frontend extends the
 core, never the reverse).
 """
 from ..core import OPS, Node, build_node
+from ..errors import DTypeError
 from . import elementwise, numpy_elementwise, reduce, shape as shape_ops
 
 
@@ -91,7 +92,6 @@ def _take(self, indices, axis=None):
 
 def _invert(self):
     if self.dtype.kind != "b":
-        from ..errors import DTypeError
         raise DTypeError(f"~ of node {self.label}: bitwise not of {self.dtype.name} is not supported "
                          f"(~ is logical_not of a bool node)")
     return numpy_elementwise.logical_not(self)

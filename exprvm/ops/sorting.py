@@ -12,7 +12,7 @@ In: float nodes or arrays; axis an int (None: the flattened operand).
 import numpy as np
 
 from ..core import Row, apply, defop, ndim_of, norm_axis, shape_of
-from ..errors import DTypeError, IndexRangeError, ShapeError
+from ..errors import DTypeError, IndexRangeError, ShapeError, UnsupportedError
 from .argcheck import arg_errors
 from .functions import composite
 
@@ -155,7 +155,6 @@ def argsort(a, axis=-1, kind=None, order=None):
 
 def _no_order(order, op):
     if order is not None:
-        from ..errors import UnsupportedError
         raise UnsupportedError(f"{op}: order= (structured arrays) is not supported")
 
 
