@@ -79,6 +79,8 @@ def _method(name):
 
 
 def _transpose(self, *axes):
+    """``ev.transpose(node, axes)``, as ndarray.transpose: the axes as one tuple, as separate
+    ints, or none (reversed)."""
     if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))):
         axes = axes[0]
     return shape_ops.transpose(self, axes or None)
