@@ -135,13 +135,13 @@ def test_bad_shapes():
 
 
 def test_bad_arguments():
-    with pytest.raises(ExprError):
+    with pytest.raises(ExprError, match=r"init.uniform: need low < high, got low=1.0, high=1.0"):
         init.uniform(low=1.0, high=1.0)
-    with pytest.raises(ExprError):
+    with pytest.raises(ExprError, match=r"init.normal: std must be >= 0, got -1.0"):
         init.normal(std=-1.0)
-    with pytest.raises(ExprError):
+    with pytest.raises(ExprError, match=r"init.glorot_normal: gain must be >= 0, got -1.0"):
         init.glorot_normal(gain=-1.0)
-    with pytest.raises(ExprError):
+    with pytest.raises(ExprError, match=r"init.constant: value must be a scalar, got list"):
         init.constant([1, 2])
 
 

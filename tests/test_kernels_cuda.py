@@ -526,7 +526,7 @@ def test_fake_whole_tape_machine(fake, placement):
         assert kernels_run == {"tanh", "tanh_grad"}, kernels_run   # only what was asked for
     m.close()
     assert not fake.blocks, "close() frees every device buffer"
-    with pytest.raises(ExprError):
+    with pytest.raises(ExprError, match="this TapeMachine is closed"):
         m.run({x: xs, gy: gys})
     with ev.TapeMachine(g, outputs=[y], device="cuda") as m2:
         m2.run({x: xs, gy: gys})

@@ -118,7 +118,7 @@ def test_fwd_only_and_bwd_only():
     assert x.grad is None and float(cost.value) == 5.0
     ev.LispMachine(g, cost=cost, bwd_only=True).run()
     np.testing.assert_allclose(x.grad, 2 * np.arange(3.0))
-    with pytest.raises(ev.ExprError):
+    with pytest.raises(ev.ExprError, match="fwd_only and bwd_only exclude each other"):
         ev.LispMachine(g, cost=cost, fwd_only=True, bwd_only=True)
     with pytest.raises(ev.GradError, match="scalar"):
         ev.LispMachine(g, cost=x * x)

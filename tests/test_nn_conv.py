@@ -174,7 +174,7 @@ def test_dropout_block():
     assert d(x, train=False) is x
     nn.set_training(d, False)
     assert d(x) is x
-    with pytest.raises(ev.ExprError):
+    with pytest.raises(ev.ExprError, match=r"dropout: p must be in \[0, 1\), got 1.0"):
         nn.Dropout(1.0)
 
 

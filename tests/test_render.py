@@ -292,7 +292,7 @@ def test_collapse_by_pattern_or_by_key_function():
     assert "x0 … x7 ×8" in all_texts(by_name)
     by_op = draw(g, collapse=lambda node: node.op if node.op == "tanh" else None)
     assert len(groups(by_op, "node")) == n - 7
-    with pytest.raises(ev.ExprError):
+    with pytest.raises(ev.ExprError, match="collapse= takes 'site', a regular expression or a function node -> key, not int"):
         ev.to_dot(g, collapse=3)
 
 

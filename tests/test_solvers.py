@@ -337,17 +337,17 @@ def test_non_float_value_is_a_dtype_error():
         solvers.SGD().step([Param("counts", np.zeros(2, np.int64), np.ones(2))])
 
 
-@pytest.mark.parametrize("make_bad", [
-    lambda: solvers.SGD(lr=0),
-    lambda: solvers.SGD(lr=0.1, l2=-1),
-    lambda: solvers.SGD(lr=0.1, clip=0),
-    lambda: solvers.Adam(beta1=1.0),
-    lambda: solvers.RMSProp(rho=-0.1),
-    lambda: solvers.AdaGrad(eps=0),
-    lambda: solvers.AdamW(weight_decay=-0.1),
+@pytest.mark.parametrize("make_bad, message", [
+    (lambda: solvers.SGD(lr=0), "lr must be a finite number > 0, got 0"),
+    (lambda: solvers.SGD(lr=0.1, l2=-1), "l2 must be a finite number >= 0, got -1"),
+    (lambda: solvers.SGD(lr=0.1, clip=0), "clip must be a finite number > 0, got 0"),
+    (lambda: solvers.Adam(beta1=1.0), r"beta1 must be in \[0, 1\), got 1.0"),
+    (lambda: solvers.RMSProp(rho=-0.1), r"rho must be in \[0, 1\), got -0.1"),
+    (lambda: solvers.AdaGrad(eps=0), "eps must be a finite number > 0, got 0"),
+    (lambda: solvers.AdamW(weight_decay=-0.1), "weight_decay must be a finite number >= 0, got -0.1"),
 ])
-def test_bad_hyper_parameters(make_bad):
-    with pytest.raises(ExprError):
+def test_bad_hyper_parameters(make_bad, message):
+    with pytest.raises(ExprError, match=f"solver: {message}"):
         make_bad()
 
 
