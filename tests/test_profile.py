@@ -135,3 +135,24 @@ def test_the_char_rnn_profile_script_runs_in_smoke_mode(tmp_path):
     assert re.search(r"^profile: \d+ instructions, median of 3 runs", out, re.M)
     assert "char_rnn.py:" in out and "walk profile:" in out and "by op:" in out
     assert (tmp_path / "out" / "char_rnn_profile.svg").stat().st_size > 1000
+
+
+@pytest.mark.skipif(not ev.compiler.fusion.available()[0], reason="no fused kernels here")
+def test_fused_rows_name_their_ops_as_the_disassembly_does():
+    g = ev.Graph()
+    x = g.vector("x", 64, dtype=F32)
+    w = g.vector("w", 64, dtype=F32, value=np.ones(64, F32))
+    inner = ev.sum(ev.tanh(x * w + 1.0) * ev.sigmoid(x))      # a group whose value has no node
+    ev.grad(inner, [w])
+    y = g.vector("y", 32, dtype=F32)
+    out = ev.tanh(y * 3.0 - 2.0) * ev.exp(y)                   # a group computing a graph node
+    m = ev.TapeMachine(g, outputs=[inner, out])
+    fused = [ins for ins in m.program.instrs if ins.op == "fused"]
+    assert {ins.node is None for ins in fused} == {True, False}, m.program
+    prof = m.profile({x: np.linspace(-1, 1, 64).astype(F32), y: np.ones(32, F32)}, runs=2)
+    table = str(prof)
+    for ins in fused:
+        ops = re.search(r"fused \d+: [a-z_ ]+", ins.note).group(0).strip()
+        row = next(r for r in prof.rows if r.index == m.program.instrs.index(ins))
+        assert ops in row.site, (ops, row.site)
+        assert any(ins.text() in ln and ops in ln for ln in table.splitlines()), table

@@ -46,6 +46,7 @@ class InstrTime:
     kernel: str         # "numpy", "c", "cuda"
     node: str           # the node it computes ("" for copies and transfers)
     site: str           # the user's line that built that node, or the compiler's note
+                        # (a fused instruction: its member ops and their lines)
     median_s: float
     min_s: float
     share: float        # of the summed medians of all instructions
@@ -225,10 +226,14 @@ def profile_tape(m, feeds=None, runs=10, warmup=1):
     rows = []
     for k, ins in enumerate(prog.instrs):
         node = ins.node
+        site = str(node.site) if node is not None else (ins.note or "")
+        if ins.op == "fused" and ins.note:
+            # NOTE: a fused instruction's note lists its member ops and their lines (as the
+            # disassembly shows it); the node it computes, when it has one, is only the last.
+            site = ins.note
         rows.append(InstrTime(
             index=k, text=ins.text(), op=ins.op, kernel=ins.kernel,
-            node=node.label if node is not None else "",
-            site=str(node.site) if node is not None else (ins.note or ""),
+            node=node.label if node is not None else "", site=site,
             median_s=med[k], min_s=min(samples[k]) if samples[k] else 0.0, share=med[k] / total))
     return TapeProfile(prog, rows, median(whole), runs, body_rows)
 
