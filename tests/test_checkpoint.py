@@ -274,3 +274,43 @@ def test_object_arrays_are_refused_on_save(tmp_path):
         checkpoint.save(tmp_path / "m.npz", {"w": np.array([{"a": 1}], dtype=object)})
     with pytest.raises(CheckpointError, match="objects"):
         checkpoint.save(tmp_path / "m.npz", [], meta={"cfg": {"a": 1}})
+
+
+def _corrupt(good, rng):
+    """A damaged copy of a file: bits flipped, cut short, or a run of bytes zeroed."""
+    data = bytearray(good)
+    kind = rng.integers(3)
+    if kind == 0:
+        for pos in rng.integers(0, len(data), size=rng.integers(1, 9)):
+            data[pos] ^= 1 << int(rng.integers(8))
+    elif kind == 1:
+        del data[int(rng.integers(0, len(data))):]
+    else:
+        start, n = int(rng.integers(0, len(data))), int(rng.integers(1, 65))
+        data[start:start + n] = bytes(len(data[start:start + n]))
+    return bytes(data)
+
+
+def test_four_hundred_corrupted_copies_raise_checkpoint_error_or_load_intact(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    params = model()
+    checkpoint.save(path, params, solver={"t": np.array(3)})
+    good = path.read_bytes()
+    want = {p.name: p.value.copy() for p in params}
+    rng = np.random.default_rng(26)
+    bad = tmp_path / "damaged.npz"
+    outcomes = {"error": 0, "intact": 0}
+    for trial in range(400):
+        bad.write_bytes(_corrupt(good, rng))
+        try:
+            got = checkpoint.load(bad)
+        except CheckpointError as e:
+            assert str(bad) in str(e), (trial, str(e))
+            outcomes["error"] += 1
+            continue
+        # what loads must be the data saved: a corruption never passes as other values
+        assert set(got) == set(want), trial
+        for name, value in want.items():
+            assert got[name].dtype == value.dtype and np.array_equal(got[name], value), (trial, name)
+        outcomes["intact"] += 1
+    assert outcomes["error"] > 300, outcomes

@@ -246,7 +246,10 @@ def _fsync_dir(directory):
 # -- reading -----------------------------------------------------------------
 
 # What a damaged or foreign file can make zipfile / numpy's .npy reader raise.
-_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+# NOTE: zipfile raises NotImplementedError (a RuntimeError) for a damaged compression
+# method or version field, and RuntimeError for a flipped "encrypted" bit.
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, RuntimeError, OverflowError, zipfile.BadZipFile,
+                zlib.error)
 _NPY_MAGIC = b"\x93NUMPY"
 # NOTE: deflate cannot expand data more than ~1032 times; a member claiming more lies.
 _MAX_RATIO = 1100
@@ -288,6 +291,9 @@ def _members(path, zf):
             raise CheckpointError(f"{path!r}: member {info.filename!r} is not a .npy array "
                                   "(a checkpoint holds only .npy members)")
         members[info.filename[:-4]] = info
+    if not members:
+        # NOTE: a zeroed end-of-archive record reads as an archive of no members
+        raise CheckpointError(f"{path!r} holds no arrays: an empty or damaged archive")
     return members
 
 
