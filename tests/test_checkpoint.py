@@ -314,3 +314,8 @@ def test_four_hundred_corrupted_copies_raise_checkpoint_error_or_load_intact(tmp
             assert got[name].dtype == value.dtype and np.array_equal(got[name], value), (trial, name)
         outcomes["intact"] += 1
     assert outcomes["error"] > 300, outcomes
+    # the end-of-archive record's counts and sizes zeroed: zipfile reads no members
+    eocd = good.rindex(b"PK\x05\x06")
+    bad.write_bytes(good[:eocd + 8] + bytes(12) + good[eocd + 20:])
+    with pytest.raises(CheckpointError, match="holds no arrays"):
+        checkpoint.load(bad)
