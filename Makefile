@@ -4,7 +4,7 @@
 PY ?= python3
 STAMP := .make/installed
 
-.PHONY: install test demo bench cuda docs clean
+.PHONY: install test test-deep demo bench cuda docs clean
 
 install: $(STAMP)
 
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h exprvm/kernels/bu
 
 test: install
 	$(PY) -m pytest -q
+
+# Property tests with fresh random examples, ten times as many (tests/conftest.py's
+# "deep" profile); `make test` draws the same derandomized examples every run.
+test-deep: install
+	HYPOTHESIS_PROFILE=deep $(PY) -m pytest -q
 
 demo: install
 	$(PY) examples/char_rnn.py --minutes 1 --out out

@@ -4,9 +4,13 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-# Keep property tests bounded so the whole suite stays fast on 2 cores.
-settings.register_profile("ci", max_examples=30, deadline=None)
+# Keep property tests bounded so the whole suite stays fast on 2 cores. "ci" (the default)
+# is derandomized: every run draws the same examples, so a red run is reproducible and
+# a green one is not luck. `make test-deep` loads "deep": fresh random examples, ten
+# times as many (tests/budget.py scales the counts tests set themselves).
+settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True)
 settings.register_profile("dev", max_examples=60, deadline=None)
+settings.register_profile("deep", max_examples=300, deadline=None, derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import exprvm as ev
+from requires import needs
 from exprvm.ops import conv as C
 from exprvm.ops import pool as P
 
@@ -272,7 +273,7 @@ try:
 except ImportError:      # optional: the numpy references above are the truth
     torch = None
 
-needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+needs_torch = needs(torch is not None, "PyTorch is not installed (the test extra pins torch==2.13.0)")
 
 
 def _t(a):

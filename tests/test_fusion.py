@@ -10,6 +10,7 @@ that mix elementwise ops with reductions and matrix products (groups must stay c
 the disassembly names every fused op and line; trace and the watches see every value.
 Cache: a second process compiles nothing; no compiler means numpy per op, as before.
 """
+import importlib.util
 import os
 import subprocess
 import sys
@@ -32,6 +33,8 @@ from exprvm.kernels import generated
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import models  # noqa: E402
+from budget import examples
+from requires import require
 
 pytestmark = pytest.mark.skipif(not generated.available()[0],
                                 reason=f"fused kernels unavailable: {generated.available()[1]}")
@@ -189,7 +192,7 @@ def run_kernel(group, arrays, dtype, threads=1, inplace=False):
 
 # NOTE: every example compiles its kernels (one C build for all six); no shrinking, which
 # would compile hundreds more: a failure prints the groups and the seed as drawn.
-@settings(max_examples=10, deadline=None, phases=(Phase.explicit, Phase.reuse, Phase.generate))
+@settings(max_examples=examples(10), deadline=None, phases=(Phase.explicit, Phase.reuse, Phase.generate))
 @given(st.lists(random_group(), min_size=6, max_size=6), st.sampled_from([F32, F64]),
        st.integers(0, 2**31 - 1))
 def test_random_groups_match_the_per_op_numpy_path(groups, dtype, seed):
@@ -435,7 +438,7 @@ def build_random(g, steps, dtype):
     return x, W, vals
 
 
-@settings(max_examples=10, deadline=None, phases=(Phase.explicit, Phase.reuse, Phase.generate))
+@settings(max_examples=examples(10), deadline=None, phases=(Phase.explicit, Phase.reuse, Phase.generate))
 @given(random_graph(), st.sampled_from([F32, F64]))
 def test_random_graphs_fused_match_the_lisp_machine(steps, dtype):
     g = ev.Graph()
@@ -558,7 +561,7 @@ def test_gru_benchmark_fuses_and_matches_its_handwritten_numpy():
 def test_torch_recurrent_layers_train_the_same_model(name):
     """peers.torch_nn_step (torch.nn.RNN / LSTM / GRU) computes the loss of the same
     weights as the handwritten numpy step."""
-    pytest.importorskip("torch")
+    require(importlib.util.find_spec("torch") is not None, "PyTorch is not installed")
     import copy
     import gru
     import handwritten as hw

@@ -23,6 +23,7 @@ from hypothesis.extra import numpy as hnp
 from exprvm import kernels
 from exprvm.errors import BackendError, DTypeError, ExprError, IndexRangeError, KernelError, ShapeError
 from exprvm.kernels import reference, dispatch
+from budget import examples
 
 C_OK, C_WHY = kernels.backends()["c"]
 needs_c = pytest.mark.skipif(not C_OK, reason=f"C backend unavailable: {C_WHY}")
@@ -184,7 +185,7 @@ def test_tanh_float32_within_4_ulp_everywhere():
 
 
 @needs_c
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(hnp.arrays(np.float32, st.integers(0, 70), elements=st.floats(width=32, allow_nan=True)),
        st.sampled_from(kernels.KERNEL_OPS))
 def test_any_float32_input(x, op):

@@ -17,6 +17,7 @@ from exprvm.errors import DTypeError, IndexRangeError, KernelError, ShapeError
 from exprvm.kernels import conv as kc
 from exprvm.kernels import conv_bind as kb
 from exprvm.ops import pool as P
+from budget import examples
 
 pytestmark = pytest.mark.skipif(not kc.available(), reason="C extension with the conv kernels not built")
 
@@ -73,7 +74,7 @@ def padded_windows(x, geo, fill=0.0):
 DTYPES = [np.float32, np.float64]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(geometries(), st.sampled_from(DTYPES), st.integers(0, 2**31 - 1))
 def test_im2col_and_col2im_fuzzed_stay_in_bounds(geom, dtype, seed):
     shape, k, s, pads, d = geom
@@ -97,7 +98,7 @@ def test_im2col_and_col2im_fuzzed_stay_in_bounds(geom, dtype, seed):
     assert lhs == pytest.approx(rhs, rel=1e-4 if dtype == np.float32 else 1e-10, abs=1e-4)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(geometries(pool=True), st.sampled_from(DTYPES), st.integers(0, 2**31 - 1))
 def test_pooling_fuzzed_against_the_ops_in_bounds(geom, dtype, seed):
     shape, k, s, pads, _ = geom

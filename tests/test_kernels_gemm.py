@@ -19,6 +19,7 @@ from exprvm.errors import KernelError, ShapeError
 from exprvm.kernels import conv as kc
 from exprvm.kernels import conv_bind as kb
 from exprvm.kernels import gemm
+from budget import examples
 
 pytestmark = pytest.mark.skipif(not gemm.available(), reason="C extension with the product not built")
 
@@ -35,7 +36,7 @@ def close(got, want, k):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-6 * max(k, 1) ** 0.5 * 8)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(batch=st.integers(0, 3), m=st.sampled_from([0, 1, 7, 8, 9, 17, 200]),
        n=st.sampled_from([0, 1, 47, 48, 49, 97, 481, 530]), k=st.sampled_from([0, 1, 5, 255, 256, 257, 600]),
        a_t=st.booleans(), b_t=st.booleans(), seed=st.integers(0, 2 ** 16))
@@ -114,7 +115,7 @@ def conv_cases(draw):
 
 
 @pytest.mark.skipif(not gemm.wide(), reason="the conv runners use the C product only in a 512-bit build")
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(case=conv_cases(), seed=st.integers(0, 2 ** 16))
 def test_per_sample_convolutions_fuzzed_in_bounds(case, seed):
     if case is None:
