@@ -10,7 +10,8 @@
     ctx.load(path, params)             every rank reads it
     ctx.abort(message)                 end the whole job now
 
-Every method is a collective: every rank must call it, in the same order.
+Every method is a collective: every rank must call it, in the same order. A rank that
+waits in one for a rank that has left ends the job (faults.py).
 """
 import hashlib
 
@@ -48,7 +49,9 @@ class Context:
         [(name, shape, dtype str, ...)]."""
         entries = [(str(e[0]), tuple(int(s) for s in e[1]), np.dtype(e[2]).str, *map(str, e[3:]))
                    for e in entries]
-        lines = mismatch(self.comm.allgather(entries), what)
+        with faults.waiting(f"the {what} check (allgather)"):
+            everyone = self.comm.allgather(entries)
+        lines = mismatch(everyone, what)
         if lines:
             raise ParamMismatchError(
                 f"the ranks' {what}s differ (seen on rank {self.rank} of {self.size}); every rank "
@@ -68,7 +71,8 @@ class Context:
         h = int.from_bytes(hashlib.blake2b(repr(layout).encode(), digest_size=7).digest(), "little")
         mine = np.array([h, -h], np.int64)
         top = np.empty_like(mine)
-        self.comm.Allreduce(mine, top, op=self.MPI.MAX)
+        with faults.waiting(f"the {what} check (all-reduce)"):
+            self.comm.Allreduce(mine, top, op=self.MPI.MAX)
         if top[0] != h or top[1] != -h:
             self.check_layout(layout, what)
 
@@ -86,7 +90,8 @@ class Context:
             if self.rank == root:
                 for dst, v in zip(views, part):
                     np.copyto(dst, v)
-            self.comm.Bcast(buf, root=root)
+            with faults.waiting("broadcast"):
+                self.comm.Bcast(buf, root=root)
             if self.rank != root:
                 for v, src in zip(part, views):
                     np.copyto(v, src)
@@ -125,12 +130,14 @@ class Context:
         MPI = self.MPI
         if self.nonblocking:
             return self.comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-        self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        with faults.waiting("the gradients' all-reduce"):
+            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         return None
 
     def complete(self, req):
         if req is not None:
-            req.Wait()
+            with faults.waiting("the gradients' all-reduce"):
+                req.Wait()
 
     def progress(self, reqs):
         if reqs:
@@ -156,7 +163,8 @@ class Context:
         """The mean over the ranks of a number (a float back) or an array (float64)."""
         a = np.array(x, np.float64)
         out = np.empty_like(a)
-        self.comm.Allreduce(a, out, op=self.MPI.SUM)
+        with faults.waiting("mean (all-reduce)"):
+            self.comm.Allreduce(a, out, op=self.MPI.SUM)
         out /= self.size
         return float(out) if out.ndim == 0 else out
 
@@ -164,17 +172,20 @@ class Context:
         """The largest over the ranks of a number: exactly the same float on every rank
         (a max rounds nothing), so decisions made from it agree, e.g. a clock's reading."""
         out = np.empty(1, np.float64)
-        self.comm.Allreduce(np.array([x], np.float64), out, op=self.MPI.MAX)
+        with faults.waiting("max (all-reduce)"):
+            self.comm.Allreduce(np.array([x], np.float64), out, op=self.MPI.MAX)
         return float(out[0])
 
     def any(self, flag):
         """True on every rank if `flag` is true on any rank (to stop every rank together)."""
         out = np.empty(1, np.int32)
-        self.comm.Allreduce(np.array([1 if flag else 0], np.int32), out, op=self.MPI.MAX)
+        with faults.waiting("any (all-reduce)"):
+            self.comm.Allreduce(np.array([1 if flag else 0], np.int32), out, op=self.MPI.MAX)
         return bool(out[0])
 
     def barrier(self):
-        self.comm.Barrier()
+        with faults.waiting("barrier"):
+            self.comm.Barrier()
 
     def save(self, path, params, /, root=0, **sections):
         """ev.save on rank `root` only (atomic, as ev.save always is); every rank returns
@@ -186,7 +197,8 @@ class Context:
                 save(path, params, **sections)
             except Exception as e:      # NOTE: told to every rank, raised on every rank
                 err = f"{type(e).__name__}: {e}"
-        err = self.comm.bcast(err, root=root)
+        with faults.waiting("save (broadcast)"):
+            err = self.comm.bcast(err, root=root)
         if err is not None:
             raise CheckpointError(f"rank {root} could not save {path!r}: {err}")
 
@@ -199,7 +211,9 @@ class Context:
             ck = load(path, params)
         except Exception as e:
             err = f"{type(e).__name__}: {e}"
-        errs = [(r, e) for r, e in enumerate(self.comm.allgather(err)) if e is not None]
+        with faults.waiting("load (allgather)"):
+            everyone = self.comm.allgather(err)
+        errs = [(r, e) for r, e in enumerate(everyone) if e is not None]
         if errs:
             r, e = errs[0]
             raise CheckpointError(f"rank {r} could not load {path!r}: {e}")
