@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "examples")]
 import exprvm as ev  # noqa: E402
+from exprvm.kernels import gemm  # noqa: E402
 
 F32 = np.float32
 
@@ -41,6 +42,9 @@ def parse(argv=None):
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, 2 rounds (for tests)")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--inner", type=int, default=None, help="calls per round")
+    ap.add_argument("--own-gemm", choices=("auto", "on", "off"), default="auto",
+                    help="the conv runners' product: the gate's choice (gemm.preferred), exprvm's "
+                         "own (on) or numpy's BLAS (off), to measure both paths on any CPU")
     a = ap.parse_args(argv)
     a.rounds = a.rounds or (2 if a.smoke else 5 if a.quick else 15)
     a.inner = a.inner or (1 if a.smoke else 5)
@@ -167,7 +171,15 @@ def table(title, rows, args, ref_names):
 
 def main(argv=None):
     args = parse(argv)
-    print(f"exprvm conv benchmarks: {args.rounds} rounds x {args.inner} calls, medians; 1 thread"
+    if args.own_gemm != "auto":
+        with gemm.forced(args.own_gemm == "on"):
+            return run(args)
+    return run(args)
+
+
+def run(args):
+    print(f"exprvm conv benchmarks: {args.rounds} rounds x {args.inner} calls, medians; 1 thread; "
+          f"float32 products on {'exprvm' if gemm.preferred() else 'numpy'}'s"
           + (" (SMOKE: tiny sizes, not timings)" if args.smoke else ""))
     shape, wshape = ((2, 3, 6, 6), (4, 3, 3, 3)) if args.smoke else ((32, 16, 28, 28), (32, 16, 3, 3))
     refs = ["numpy (handwritten im2col)", "PyTorch eager"]

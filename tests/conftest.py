@@ -26,3 +26,15 @@ def _independent_replay_cache():
     from exprvm.machines import replay
     replay.clear()
     yield
+
+
+@pytest.fixture(params=["own", "blas"])
+def gemm_path(request):
+    """Both float32 product paths of the C backend on every machine (the gate,
+    gemm.preferred(), picks one by CPU): "own", csrc/ev_gemm.c (the conv runners of
+    csrc/ev_conv_gemm.c, matmul[c]); "blas", im2col and numpy's BLAS."""
+    from exprvm.kernels import gemm
+    if request.param == "own" and not gemm.available():
+        pytest.skip("the C extension with exprvm's product is not built")
+    with gemm.forced(request.param == "own"):
+        yield request.param

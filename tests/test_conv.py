@@ -42,7 +42,7 @@ CONV2D = [  # (x shape, w shape, stride, padding, dilation, groups)
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", range(len(CONV2D)))
-def test_conv2d_geometries_on_every_machine(case, dtype):
+def test_conv2d_geometries_on_every_machine(case, dtype, gemm_path):
     xs, ws, stride, padding, dilation, groups = CONV2D[case]
     rng = np.random.default_rng(case)
     g = ev.Graph()
@@ -65,7 +65,7 @@ def test_conv2d_geometries_on_every_machine(case, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_conv1d_on_every_machine(dtype):
+def test_conv1d_on_every_machine(dtype, gemm_path):
     rng = np.random.default_rng(3)
     g = ev.Graph()
     x = g.tensor("x", (2, 4, 11), dtype, value=rng.uniform(-1, 1, (2, 4, 11)).astype(dtype))
@@ -137,6 +137,39 @@ def test_second_order_gradients_through_the_gradient_ops():
         y = ev.batch_norm(x, None, None, training=True) + ev.layer_norm(x, (5, 4))
         return ev.sum(ev.square(ev.grad(ev.sum(y * ev.sin(x)), x)))
     assert ev.check_grad(norm_fn, [x0 + rng.uniform(-1, 1, (1, 2, 5, 4))])
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_float32_conv_gradients_on_the_tape_against_finite_differences(stride, gemm_path):
+    """The C backend's float32 runners (both product paths) differentiate a cost whose
+    central differences are taken in float64 on the naive definition."""
+    if ev.backends()["c"][0] is False:
+        pytest.skip("no C backend")
+    rng = np.random.default_rng(stride)
+    x0, w0 = rng.uniform(-1, 1, (2, 4, 7, 6)), rng.uniform(-1, 1, (6, 2, 3, 3))
+    p = dict(stride=(stride, stride), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=2)
+
+    def cost(x, w):
+        return float(np.sum(np.tanh(C.naive_conv(x, w, **p)) * np.cos(np.arange(6)).reshape(1, 6, 1, 1)))
+    g = ev.Graph()
+    x = g.tensor("x", x0.shape, np.float32, value=x0.astype(np.float32))
+    w = g.tensor("w", w0.shape, np.float32, value=w0.astype(np.float32))
+    y = ev.conv2d(x, w, stride=stride, padding=1, groups=2)
+    gx, gw = ev.grad(ev.sum(ev.tanh(y) * g.constant(np.cos(np.arange(6)).reshape(1, 6, 1, 1).astype(np.float32))),
+                     [x, w])
+    m = ev.TapeMachine(g, outputs=[gx, gw], backend="c")
+    assert any(i.op.startswith("conv2d") and i.kernel == "c" for i in m.program)
+    m.run()
+    eps = 1e-6
+    for arr, got in ((x0, gx.value), (w0, gw.value)):
+        for idx in [tuple(rng.integers(0, s) for s in arr.shape) for _ in range(12)]:
+            hi, lo = arr.copy(), arr.copy()
+            hi[idx] += eps
+            lo[idx] -= eps
+            args = (hi, w0) if arr is x0 else (x0, hi)
+            args_lo = (lo, w0) if arr is x0 else (x0, lo)
+            fd = (cost(*args) - cost(*args_lo)) / (2 * eps)
+            assert abs(got[idx] - fd) <= 2e-4 * max(1.0, abs(fd)), (idx, got[idx], fd)
 
 
 def test_conv_gradient_with_bias_and_groups_by_finite_differences():

@@ -7,7 +7,7 @@ C-contiguity, real buffer sizes, no overlap of out with an input); fn(*args) the
 runs C kernels and numpy out= calls only. conv_tmps(...) says which scratch buffers
 each runner wants, in the order it takes them.
 
-float32 on the C backend of a 512-bit build (own_gemm): one C call per run,
+float32 on the C backend where gemm.preferred() (own_gemm): one C call per run,
 csrc/ev_conv_gemm.c, with one work buffer (conv_tmps says its size). Otherwise:
 
 Layouts: cols (n, groups, c/groups*kh*kw, oh*ow) is im2col's output seen per
@@ -60,9 +60,9 @@ def _split(geo, groups, out_channels):
 
 
 def own_gemm(backend, dtype):
-    """Do the C runners of this dtype make their products with csrc/ev_gemm.c (built
-    for 512-bit vectors, float32) rather than numpy's BLAS?"""
-    return backend == "c" and np.dtype(dtype) == np.float32 and gemm.wide()
+    """Do the C runners of this dtype make their products with csrc/ev_gemm.c (float32,
+    where gemm.preferred() says so) rather than numpy's BLAS?"""
+    return backend == "c" and np.dtype(dtype) == np.float32 and gemm.preferred()
 
 
 def conv_tmps(which, backend, geo, groups, out_channels, dtype):

@@ -2,7 +2,9 @@
 
     out = gemm.matmul(a, b)              # a (batch, m, k), b (batch, k, n): out (batch, m, n)
     gemm.matmul(a, b, out2d)             # out2d (m, n) = the sum over the batch of a[i] @ b[i]
-    gemm.wide()                          # built for 512-bit vectors (the conv runners use it)
+    gemm.wide()                          # built for 512-bit vectors
+    gemm.preferred()                     # do the conv runners and matmul[c] use it? (the gate)
+    with gemm.forced(False): ...         # the other path, for tests and benchmarks
 
 The convolutions call the C product from C (csrc/ev_conv_gemm.c); this checked call
 is the kernel's own entry point, fuzzed against numpy by the tests. Operands are
@@ -11,12 +13,17 @@ stride 0): the kernel packs them itself, so nothing is copied. Checked: exact
 ndarray type, float32, every element a view reaches inside its base array's buffer,
 out writable, with contiguous rows that do not overlap, and apart from a and b.
 """
+import contextlib
+import threading
+
 import numpy as np
 
 from exprvm.errors import KernelError, ShapeError
 from exprvm.kernels import host
 
 _F32 = np.dtype(np.float32)
+_choice = {"own": None}
+_choice_lock = threading.Lock()
 
 
 def available():
@@ -25,8 +32,37 @@ def available():
 
 
 def wide():
-    """Is it built for 512-bit vectors (then the conv runners use it for float32)?"""
+    """Is it built for 512-bit vectors?"""
     return available() and bool(host._ev_c.lib.ev_gemm_wide())
+
+
+def preferred():
+    """Do the float32 conv runners and the matmul[c] lowering make their products here
+    rather than with numpy's BLAS? Read when a program is compiled and bound.
+
+    The gate is wide(), from measurements (benchmarks/bench_gemm.py, bench_conv.py; the
+    README's "exprvm's own matrix product"): built for 512-bit vectors on an AVX-512 CPU
+    the product takes 0.3-0.7x OpenBLAS's time on one thread, and the convolutions built
+    on it 1.0-1.1x PyTorch's; on an AVX2 CPU its 512-bit vectors are emulated with
+    256-bit halves and it is several times slower than OpenBLAS, whose AVX2 kernels win.
+    forced() overrides it (tests run both paths on every machine)."""
+    own = _choice["own"]
+    if own is not None:
+        return own and available()
+    return wide()
+
+
+@contextlib.contextmanager
+def forced(own):
+    """Inside the block, preferred() is `own` (True: exprvm's product wherever it is built,
+    False: the BLAS path), for programs compiled in it. For tests and benchmarks."""
+    with _choice_lock:
+        saved, _choice["own"] = _choice["own"], bool(own)
+    try:
+        yield
+    finally:
+        with _choice_lock:
+            _choice["own"] = saved
 
 
 def work_shape():

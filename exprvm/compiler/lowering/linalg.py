@@ -47,7 +47,7 @@ def _own_product(req):
     by the thread policy?"""
     if req.device != "cpu" or req.dtype != _F32 or any(d != _F32 for d in req.in_dtypes):
         return False
-    if len(req.in_shapes) != 2 or any(len(s) != 2 for s in req.in_shapes) or not gemm.wide():
+    if len(req.in_shapes) != 2 or any(len(s) != 2 for s in req.in_shapes) or not gemm.preferred():
         return False
     (m, k), (_, n) = req.in_shapes
     if m < MIN_ROWS or m * n * k < MIN_WORK:
