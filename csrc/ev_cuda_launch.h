@@ -7,8 +7,11 @@
  *   on a GPU (nvcc)         a grid-stride __global__ loop on the default stream,
  *                           returning cudaGetLastError() of the launch;
  *   in the host twin        (EV_HOST_TWIN, a plain C++ build of the same files)
- *                           a serial loop, so the kernels' indexing and math run
- *                           and are tested on machines without a GPU.
+ *                           a serial loop over i in an order shuffled afresh for
+ *                           every launch (seeded: ev_twin_set_order, ev_cuda_twin.cc),
+ *                           so the kernels' indexing and math run and are tested on
+ *                           machines without a GPU, and a body that depends on the
+ *                           order its indices run in fails there as it would on a GPU.
  *
  * NOTE: every body must be a pure function of (args, i) writing only what i
  * owns (or accumulating through EV_ATOMIC_ADD): that is what makes the serial
@@ -90,10 +93,19 @@ EV_KD void ev_offsets(const EvStrides& a, int64_t i, int64_t* off) {
 
 #if defined(EV_HOST_TWIN)
 
+/* The order of this launch's n indices (a permutation of [0, n), valid until the next
+ * launch), or NULL to run them in order (defined in ev_cuda_twin.cc). */
+extern "C" const int64_t* ev_twin_order(int64_t n);
+
 template <class Body, class Args>
 int ev_launch(const Args& args, int64_t n) {
     if (n < 0) return EV_ERR_ARGS;
-    for (int64_t i = 0; i < n; i++) Body::run(args, i);
+    const int64_t* order = ev_twin_order(n);
+    if (order == NULL) {
+        for (int64_t i = 0; i < n; i++) Body::run(args, i);
+    } else {
+        for (int64_t k = 0; k < n; k++) Body::run(args, order[k]);
+    }
     return 0;
 }
 

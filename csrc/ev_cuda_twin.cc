@@ -7,8 +7,63 @@
 // size or leading dimension), so exprvm/kernels/cublas.py's row-major operand
 // swapping is tested against numpy where there is no GPU.  beta == 0 ignores C's
 // old contents, NaN included, as BLAS specifies.
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+
+#include <vector>
+
+// ---- the launch order (ev_cuda_launch.h) ------------------------------------------------
+// A GPU runs a launch's indices in no fixed order; the twin runs them in a shuffled one,
+// drawn afresh for each launch from a seed (splitmix64 steps, Fisher-Yates), so a kernel
+// body that depends on the order fails here too. Seed 0: in order.
+
+namespace {
+uint64_t g_order_seed = 0;
+uint64_t g_order_launch = 0;
+std::vector<int64_t> g_order;
+
+uint64_t splitmix64(uint64_t* state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+}  // namespace
+
+extern "C" const int64_t* ev_twin_order(int64_t n) {
+    if (g_order_seed == 0 || n < 2) return NULL;
+    g_order.resize((size_t)n);
+    for (int64_t i = 0; i < n; i++) g_order[(size_t)i] = i;
+    uint64_t state = g_order_seed ^ (0xD1B54A32D192ED03ull * ++g_order_launch);
+    for (int64_t i = n - 1; i > 0; i--) {
+        const int64_t j = (int64_t)(splitmix64(&state) % (uint64_t)(i + 1));
+        const int64_t t = g_order[(size_t)i];
+        g_order[(size_t)i] = g_order[(size_t)j];
+        g_order[(size_t)j] = t;
+    }
+    return g_order.data();
+}
+
+extern "C" {
+
+// The twin's own entry point (not in ev_cuda.h): launches from now on run their indices
+// in an order drawn from seed (0: in order), the same sequence of orders for the same seed.
+void ev_twin_set_order(uint64_t seed) {
+    g_order_seed = seed;
+    g_order_launch = 0;
+}
+
+// 1 when this build takes ev_math.h's fused multiply-add branches (as a GPU does).
+int ev_twin_fma(void) {
+#if defined(FP_FAST_FMAF)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+}  // extern "C"
 
 extern "C" {
 

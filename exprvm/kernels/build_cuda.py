@@ -6,6 +6,10 @@ both cached by content.
                    C++ build (-DEV_HOST_TWIN) whose kernels run serially on the CPU over
                    host memory, with a reference column-major GEMM under cuBLAS's names:
                    the CUDA code's indexing and math, tested where there is no GPU
+    build_twin("sanitize")  the twin with AddressSanitizer and UndefinedBehaviorSanitizer
+                   (load it in a process started with LD_PRELOAD=sanitizer_runtime())
+    build_twin("fma")       the twin with fused multiply-adds (-mfma, contraction on):
+                   ev_math.h's FMA branches, the ones a GPU takes
 
 A library file is named by a hash of the sources, the flags and the compiler's
 version, so an edited kernel or another GPU architecture gets a fresh build and a
@@ -171,10 +175,19 @@ def find_cxx():
 
 
 TWIN_FLAGS = ("-x", "c++", "-std=c++17", "-O2", "-fPIC", "-shared", "-DEV_HOST_TWIN")
+# NOTE: without these, g++ contracts no a * b + c into an FMA (the default for ISO C++ is
+# off) and ev_math.h takes its branches for hardware without one; a GPU has FMA.
+TWIN_FLAVORS = {
+    "plain": (),
+    "sanitize": ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"),
+    "fma": ("-mfma", "-ffp-contract=fast"),
+}
 
 
-def build_twin(force=False):
+def build_twin(flavor="plain", force=False):
     """Path of the host twin library (see the module docstring), building it if needed."""
+    if flavor not in TWIN_FLAVORS:
+        raise BackendError(f"unknown host twin flavor {flavor!r}; choose one of {sorted(TWIN_FLAVORS)}")
     cxx = find_cxx()
     if cxx is None:
         raise BackendError("no C++ compiler found for the CUDA host twin (set EXPRVM_CXX)")
@@ -182,26 +195,48 @@ def build_twin(force=False):
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise BackendError(f"cannot run {cxx}: {e}") from e
-    target = cache_dir() / f"libev_cuda_twin-{_digest(TWIN_SOURCES + HEADERS, ' '.join(TWIN_FLAGS), version)}.so"
+    flags = TWIN_FLAGS + TWIN_FLAVORS[flavor]
+    name = "libev_cuda_twin" + ("" if flavor == "plain" else f"_{flavor}")
+    target = cache_dir() / f"{name}-{_digest(TWIN_SOURCES + HEADERS, ' '.join(flags), version)}.so"
     if target.is_file() and not force:
         return target
     src = csrc_dir()
     return _install(target, lambda tmp: _run(
-        [cxx, *TWIN_FLAGS, f"-I{src}", *[str(src / n) for n in TWIN_SOURCES], "-o", tmp], cxx))
+        [cxx, *flags, f"-I{src}", *[str(src / n) for n in TWIN_SOURCES], "-o", tmp], cxx))
+
+
+def sanitizer_runtime():
+    """The sanitizer runtimes a process must preload (LD_PRELOAD) to load the sanitized
+    twin: "libasan.so:libubsan.so" of the twin's compiler, or None where it has none."""
+    cxx = find_cxx()
+    if cxx is None:
+        return None
+    found = []
+    for lib in ("libasan.so", "libubsan.so"):
+        try:
+            path = subprocess.run([cxx, f"-print-file-name={lib}"], capture_output=True, text=True,
+                                  timeout=60).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if not os.path.isabs(path) or not os.path.exists(path):
+            return None
+        found.append(os.path.realpath(path))
+    return ":".join(found)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Build exprvm's CUDA kernels with nvcc.")
     parser.add_argument("--arch", help="e.g. sm_90 (default: the GPU found, else sm_75 + PTX)")
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
-    parser.add_argument("--twin", action="store_true", help="build the host twin instead")
+    parser.add_argument("--twin", nargs="?", const="plain", choices=sorted(TWIN_FLAVORS),
+                        help="build the host twin instead (a flavor: plain, sanitize, fma)")
     args = parser.parse_args(argv)
     capability = None
     if not args.arch and not args.twin:
         capability = probe_driver()[2]
     try:
         if args.twin:
-            path = build_twin(force=args.force)
+            path = build_twin(args.twin, force=args.force)
         else:
             path = build(capability=capability, arch=args.arch, force=args.force)
     except BackendError as e:
