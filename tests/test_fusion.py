@@ -174,19 +174,31 @@ def make_inputs(group, dtype, rng, special=False, strided=False):
             flat[pick] = rng.choice(SPECIAL, int(pick.sum()))
         a = a.astype(dtype)
         if strided and kind == "full" and len(shape) >= 1:
-            wide = np.zeros(tuple(shape[:-1]) + (3 * shape[-1] + 1,), dtype)
+            # NaN around the slice: a read outside it shows in the result
+            wide = np.full(tuple(shape[:-1]) + (3 * shape[-1] + 1,), np.nan, dtype)
             wide[..., 1:1 + shape[-1]] = a
             a = wide[..., 1:1 + shape[-1]]
         out.append(a)
     return out
 
 
+GUARD = 64
+
+
 def run_kernel(group, arrays, dtype, threads=1, inplace=False):
+    """The group's kernel over arrays; its output lies between guards of a sentinel value,
+    checked after the call (nothing written outside it)."""
     k = group.kernel(dtype)
-    out = np.empty(group.out_shape, dtype)
     if inplace:
         out = arrays[0] = np.array(arrays[0], copy=True)
+        generated.bind(k, arrays, out, group.shape, group.layout, threads)()
+        return out
+    size = int(np.prod(group.out_shape, dtype=np.int64))
+    buf = np.full(size + 2 * GUARD, -7.0, dtype)
+    out = buf[GUARD:GUARD + size].reshape(group.out_shape)
     generated.bind(k, arrays, out, group.shape, group.layout, threads)()
+    assert (buf[:GUARD] == -7.0).all() and (buf[GUARD + size:] == -7.0).all(), \
+        f"the kernel wrote outside its output: {group}"
     return out
 
 

@@ -184,12 +184,45 @@ def test_tanh_float32_within_4_ulp_everywhere():
     np.testing.assert_array_equal(np.signbit(got[zero]), np.signbit(want[zero]))
 
 
+GUARD = 64
+
+
+def guarded(x, fill):
+    """A copy of x inside a buffer whose margins hold `fill`, and that buffer."""
+    buf = np.full(x.size + 2 * GUARD, fill, x.dtype)
+    inner = buf[GUARD:GUARD + x.size]
+    inner[...] = x.reshape(-1)
+    return inner.reshape(x.shape), buf
+
+
+def guards_hold(buf, fill):
+    ends = np.concatenate([buf[:GUARD], buf[-GUARD:]])
+    return bool(np.isnan(ends).all()) if np.isnan(fill) else bool((ends == fill).all())
+
+
 @needs_c
 @settings(max_examples=examples(60), deadline=None)
 @given(hnp.arrays(np.float32, st.integers(0, 70), elements=st.floats(width=32, allow_nan=True)),
        st.sampled_from(kernels.KERNEL_OPS))
 def test_any_float32_input(x, op):
-    assert_matches(kernels.unary(op, np.float32, "c")(x), ref_forward(op, x), np.float32)
+    """Forward and gradient kernels over any float32 input, every operand inside NaN
+    guards and every output inside guards of a sentinel: nothing read or written
+    outside the arrays."""
+    xg, xb = guarded(x, np.nan)
+    out, ob = guarded(np.zeros_like(x), -7.0)
+    kernels.unary(op, np.float32, "c")(xg, out)
+    want = ref_forward(op, x)
+    assert_matches(out, want, np.float32)
+    ans, ab = guarded(want, np.nan)
+    g, gb = guarded(np.linspace(-2, 2, x.size).astype(np.float32), np.nan)
+    gout, gob = guarded(np.zeros_like(x), -7.0)
+    kernels.unary_grad(op, np.float32, "c")(xg, ans, g, gout)
+    with np.errstate(all="ignore"):
+        gwant = ref_grad(op, x, want, np.linspace(-2, 2, x.size).astype(np.float32))
+    slack = np.finfo(np.float32).eps * np.abs(g.astype(np.float64)) if op == "tanh" else 0.0
+    assert_matches(gout, gwant, np.float32, slack, zero_sign=False)
+    assert guards_hold(ob, -7.0) and guards_hold(gob, -7.0), "a kernel wrote outside its output"
+    assert all(guards_hold(b, np.nan) for b in (xb, ab, gb))
 
 
 @pytest.mark.parametrize("backend", ["numpy", pytest.param("c", marks=needs_c)])

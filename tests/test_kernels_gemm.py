@@ -3,8 +3,9 @@ on it (csrc/ev_conv_gemm.c).
 
 The product is fuzzed against numpy in float64 over odd sizes around its blocking
 (tiles of 8 x 48, K blocks of 256, column blocks of 480), strided and transposed
-operands, a weight broadcast over the batch, the batch summed into one C and added
-to C; the convolutions over random geometries and groups, with every output inside
+operands with NaN and Inf elements, a weight broadcast over the batch, the batch summed
+into one C and added to C, every output inside guards (nothing written outside it) and
+every operand inside NaN guards; the convolutions over random geometries and groups, with every output inside
 a guarded buffer (nothing written outside it) and NaN guards around every input
 (nothing read outside it). The binding's checks must raise typed errors before C
 is called.
@@ -36,21 +37,52 @@ def close(got, want, k):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-6 * max(k, 1) ** 0.5 * 8)
 
 
+def close_special(got, want, k):
+    """close(), where NaN and infinities (from NaN / Inf operands) sit where numpy's are."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    fin = np.isfinite(want)
+    np.testing.assert_array_equal(got[~fin & ~np.isnan(want)], want[~fin & ~np.isnan(want)])
+    close(got[fin], want[fin], k)
+
+
+def operand(rng, shape, special):
+    """A float32 operand inside a NaN-guarded buffer (a read outside it shows); special: a
+    few NaN and +-Inf elements."""
+    x, buf = guarded(shape, np.nan)
+    x[...] = rng.standard_normal(shape)
+    if special and x.size:
+        flat = x.reshape(-1)
+        pick = rng.choice(flat.size, size=min(3, flat.size), replace=False)
+        flat[pick] = rng.choice([np.nan, np.inf, -np.inf], size=pick.size)
+    return x, buf
+
+
 @settings(max_examples=examples(40), deadline=None)
 @given(batch=st.integers(0, 3), m=st.sampled_from([0, 1, 7, 8, 9, 17, 200]),
        n=st.sampled_from([0, 1, 47, 48, 49, 97, 481, 530]), k=st.sampled_from([0, 1, 5, 255, 256, 257, 600]),
-       a_t=st.booleans(), b_t=st.booleans(), seed=st.integers(0, 2 ** 16))
-def test_product_against_numpy_over_sizes_and_layouts(batch, m, n, k, a_t, b_t, seed):
+       a_t=st.booleans(), b_t=st.booleans(), special=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_product_against_numpy_over_sizes_and_layouts(batch, m, n, k, a_t, b_t, special, seed):
     rng = np.random.default_rng(seed)
-    a = rng.standard_normal((batch, k, m) if a_t else (batch, m, k)).astype(F32)
-    b = rng.standard_normal((batch, n, k) if b_t else (batch, k, n)).astype(F32)
+    a, ab = operand(rng, (batch, k, m) if a_t else (batch, m, k), special)
+    b, bb = operand(rng, (batch, n, k) if b_t else (batch, k, n), special)
     a, b = (a.swapaxes(1, 2) if a_t else a), (b.swapaxes(1, 2) if b_t else b)
-    close(gemm.matmul(a, b), reference(a, b), k)
-    summed = np.full((m, n), np.nan, F32)          # overwritten, never read
-    close(gemm.matmul(a, b, summed), reference(a, b).sum(0), k * max(batch, 1))
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = reference(a, b)
+        summed_want = want.sum(0)
+    out, ob = guarded((batch, m, n), -7.0)          # every output inside guards
+    gemm.matmul(a, b, out)
+    close_special(out, want, k)
+    summed, sb = guarded((m, n), np.nan)            # overwritten, never read
+    gemm.matmul(a, b, summed)
+    close_special(summed, summed_want, k * max(batch, 1))
     start = rng.standard_normal((m, n)).astype(F32)
-    added = gemm.matmul(a, b, start.copy(), accumulate=True)
-    close(added, start + reference(a, b).sum(0), k * max(batch, 1))
+    added, db = guarded((m, n), -7.0)
+    added[...] = start
+    gemm.matmul(a, b, added, accumulate=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        close_special(added, start + summed_want, k * max(batch, 1))
+    assert guards_hold(ob, -7.0) and guards_hold(db, -7.0) and guards_hold(sb, np.nan), "written outside out"
+    assert guards_hold(ab, np.nan) and guards_hold(bb, np.nan)
 
 
 def test_a_weight_broadcast_over_the_batch_and_strided_views():
