@@ -38,6 +38,40 @@ CONV2D = [  # (x shape, w shape, stride, padding, dilation, groups)
     ((1, 3, 6, 6), (5, 3, 6, 6), 1, "valid", 1, 1),            # kernel == input
     ((3, 1, 4, 4), (2, 1, 1, 1), 3, 2, 1, 1),                  # 1x1 kernel, big padding
 ]
+# The output shapes, worked out by hand (padded size, window span, stride): no formula
+# of the code under test, nor of the naive references, is used for them.
+CONV2D_OUT = [
+    (2, 4, 8, 7),       # 3x3, padding 1: the same size
+    (1, 6, 5, 3),       # H: 9 + 2 = 11 padded, span 3 (dilation 2), stride 2 -> starts 0,2,4,6,8; W: 9, span 3, stride 3 -> 0,3,6
+    (2, 2, 5, 6),       # "same"
+    (1, 5, 1, 1),       # the kernel covers the input once
+    (3, 2, 3, 3),       # 4 + 4 = 8 padded, span 1, stride 3 -> starts 0, 3, 6
+]
+POOL_OUT = [  # (x shape, kernel, stride, padding, output shape by hand)
+    ((2, 3, 7, 6), (3, 2), (2, 2), (1, 1), (2, 3, 4, 4)),   # H: 9 padded, span 3 -> 0,2,4,6; W: 8, span 2 -> 0,2,4,6
+    ((1, 2, 5, 5), (2, 2), (2, 2), (0, 0), (1, 2, 2, 2)),   # the last row and column fall off
+    ((1, 1, 4, 4), (3, 3), (1, 1), (1, 1), (1, 1, 4, 4)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CONV2D)))
+def test_conv_output_shapes_against_a_table_written_by_hand(case):
+    xs, ws, stride, padding, dilation, groups = CONV2D[case]
+    x, w = np.ones(xs), np.ones(ws)
+    y = ev.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    assert y.shape == CONV2D_OUT[case]
+    g = ev.Graph()
+    node = ev.conv2d(g.tensor("x", xs), g.tensor("w", ws), stride=stride, padding=padding, dilation=dilation,
+                     groups=groups)
+    assert node.shape == CONV2D_OUT[case]
+    assert C.naive_conv(x, w, **node.params).shape == CONV2D_OUT[case]
+
+
+@pytest.mark.parametrize("xs, k, s, p, want", POOL_OUT)
+def test_pool_output_shapes_against_a_table_written_by_hand(xs, k, s, p, want):
+    x = np.arange(np.prod(xs), dtype=np.float64).reshape(xs)
+    assert ev.max_pool2d(x, k, s, p).shape == want and ev.avg_pool2d(x, k, s, p).shape == want
+    assert P.naive_max_pool(x, k, s, p).shape == want and P.naive_avg_pool(x, k, s, p).shape == want
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

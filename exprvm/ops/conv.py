@@ -192,6 +192,21 @@ def _grad_weight_rule(x, g, kernel_size, stride, padding, dilation, groups):
 
 # -- naive references for the op table: the definitions as loops -----------------------
 
+def naive_windows(padded, span, stride):
+    """How many windows `span` long, one starting every `stride`, fit in `padded`
+    positions, counted one by one: the naive references' own size arithmetic, apart
+    from out_size's formula that the ops use."""
+    count, start = 0, 0
+    while start + span <= padded:
+        count, start = count + 1, start + stride
+    return count
+
+
+def _naive_out(x_shape, kernel, stride, padding, dilation):
+    return tuple(naive_windows(n + p[0] + p[1], d * (k - 1) + 1, s)
+                 for n, k, s, p, d in zip(x_shape[2:], kernel, stride, padding, dilation))
+
+
 def _taps(x_shape, w_shape, out, stride, padding, dilation, groups):
     """(n, oc, pos, channels, window) for every output element: channels is the slice of
     input channels oc reads, window the index of its taps in the padded input."""
@@ -210,7 +225,7 @@ def _padded_zeros(x_shape, padding, dtype):
 def naive_conv(x, w, stride, padding, dilation, groups):
     xp = _padded_zeros(x.shape, padding, x.dtype)
     xp[interior(x.shape[2:], padding)] = x
-    out = check_fits(x.shape[2:], w.shape[2:], stride, padding, dilation)
+    out = _naive_out(x.shape, w.shape[2:], stride, padding, dilation)
     y = np.zeros((x.shape[0], w.shape[0]) + out)
     for n, oc, pos, ch, window in _taps(x.shape, w.shape, out, stride, padding, dilation, groups):
         y[(n, oc) + pos] = np.sum(xp[(n, ch) + window] * w[oc])

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..core import Row, apply, defop, same_float_dtype, shape_of
 from ..errors import ShapeError
-from .conv import check_fits, interior, ints, pad, param_error, windows
+from .conv import check_fits, interior, ints, naive_windows, pad, param_error, windows
 
 _ONE = (1, 1)
 
@@ -136,17 +136,22 @@ def _avg_grad_rule(g, in_size, kernel_size, stride, padding):
 
 # -- naive references: windows clipped to the input, loops ------------------------------
 
+def _naive_out(x_shape, kernel_size, stride, padding):
+    """The output's spatial size, windows counted one by one (not the ops' formula)."""
+    return tuple(naive_windows(n + 2 * p, k, s) for n, k, s, p in zip(x_shape[2:], kernel_size, stride, padding))
+
+
 def _clipped(x_shape, kernel_size, stride, padding):
     """(n, c, oy, ox, rows, cols) per output: the window's real part, as slices."""
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
-    oh, ow = _geometry(x_shape, kernel_size, stride, padding)
+    oh, ow = _naive_out(x_shape, kernel_size, stride, padding)
     for n, c, oy, ox in np.ndindex(x_shape[0], x_shape[1], oh, ow):
         y0, x0 = oy * sh - ph, ox * sw - pw
         yield n, c, oy, ox, slice(max(y0, 0), min(y0 + kh, x_shape[2])), slice(max(x0, 0), min(x0 + kw, x_shape[3]))
 
 
 def naive_max_pool(x, kernel_size, stride, padding):
-    y = np.zeros(x.shape[:2] + _geometry(x.shape, kernel_size, stride, padding))
+    y = np.zeros(x.shape[:2] + _naive_out(x.shape, kernel_size, stride, padding))
     for n, c, oy, ox, rows, cols in _clipped(x.shape, kernel_size, stride, padding):
         y[n, c, oy, ox] = x[n, c, rows, cols].max()
     return y
@@ -166,14 +171,14 @@ def naive_max_pool_grad(g, x, kernel_size, stride, padding):
 
 
 def naive_max_pool_select(h, x, kernel_size, stride, padding):
-    y = np.zeros(x.shape[:2] + _geometry(x.shape, kernel_size, stride, padding))
+    y = np.zeros(x.shape[:2] + _naive_out(x.shape, kernel_size, stride, padding))
     for n, c, oy, ox, rows, cols in _clipped(x.shape, kernel_size, stride, padding):
         y[n, c, oy, ox] = h[(n, c) + _winner(x, n, c, rows, cols)]
     return y
 
 
 def naive_avg_pool(x, kernel_size, stride, padding):
-    y = np.zeros(x.shape[:2] + _geometry(x.shape, kernel_size, stride, padding))
+    y = np.zeros(x.shape[:2] + _naive_out(x.shape, kernel_size, stride, padding))
     for n, c, oy, ox, rows, cols in _clipped(x.shape, kernel_size, stride, padding):
         y[n, c, oy, ox] = x[n, c, rows, cols].sum() / (kernel_size[0] * kernel_size[1])
     return y
