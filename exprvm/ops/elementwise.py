@@ -45,7 +45,7 @@ def binary(name, impl, vjp_x, vjp_y, args=(F34, F4), ufunc=None, identity=None, 
 add = binary("add", np.add,
              lambda g, ans, x, y: ub(g, x.shape),
              lambda g, ans, x, y: ub(g, y.shape), ufunc=np.add, identity=neutral(0),
-             ref=lambda x, y: x + y,
+             ref=refs.elementwise(lambda x, y: x + y),
              rule=integer_or_binary_rule)
 subtract = binary("sub", np.subtract,
                   lambda g, ans, x, y: ub(g, x.shape),
@@ -55,12 +55,12 @@ subtract = binary("sub", np.subtract,
 multiply = binary("mul", np.multiply,
                   lambda g, ans, x, y: ub(g * y, x.shape),
                   lambda g, ans, x, y: ub(g * x, y.shape), ufunc=np.multiply,
-                  identity=neutral(1), ref=lambda x, y: x * y,
+                  identity=neutral(1), ref=refs.elementwise(lambda x, y: x * y),
              rule=integer_or_binary_rule)
 divide = binary("div", np.divide,
                 lambda g, ans, x, y: ub(g / y, x.shape),
                 lambda g, ans, x, y: ub(-g * ans / y, y.shape), args=(F34, POS4), ufunc=np.divide,
-                ref=lambda x, y: x / y)
+                ref=refs.elementwise(lambda x, y: x / y))
 # NOTE: at base 0 the textbook forms are 0 * inf: y * x ** (y - 1) with y = 0, and
 # ans * log(x). The exponent y - 1 becomes 1 where y == 0 (y times anything finite is 0
 # there), and log reads 1 where x == 0 (ans is 0 there for y > 0): both gradients are 0,

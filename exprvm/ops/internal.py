@@ -19,6 +19,7 @@ from ..core import Row, apply, defop, same_float_dtype
 from ..errors import ShapeError
 from ..kernels import reference
 from ..kernels.eager import eager_unary_grad
+from . import refs
 from .elementwise import sigmoid, square, where
 from .neural import logit_rows, softmax
 from .reduce import sum
@@ -66,7 +67,7 @@ _unary_grad = defop(
     "unary_grad", _unary_grad_impl, _same_shape_rule, vjp=(_second(0), _second(1), _second(2)),
     elementwise=True, eager=eager_unary_grad(_unary_grad_impl),
     row=Row((("f", (3, 4), 0.1, 2.0), ("f", (3, 4), 0.1, 0.9), ("f", (3, 4), -2.0, 2.0)), {"op": "tanh"},
-            ref=lambda x, ans, g, op: g * (1 - ans * ans)))
+            ref=refs.elementwise(lambda x, ans, g, op: g * (1.0 - ans) * (1.0 + ans))))
 
 
 def unary_grad(x, ans, g, op):

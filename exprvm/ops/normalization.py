@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core import Row, apply, defop, same_float_dtype, shape_of
 from ..errors import ShapeError
+from . import refs
 from .conv import param_error
 
 
@@ -56,7 +57,7 @@ def _axes_rule(batch):
 
 
 def _ref(x, axes, eps):
-    return (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    return refs.normalized(x, axes, eps)
 
 
 defop("batch_norm", _normalize, _axes_rule(True), vjp=(_normalize_vjp,),

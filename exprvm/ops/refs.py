@@ -9,6 +9,7 @@ reference is not checked against the code it runs. Plain numpy only: nothing her
 imports an op.
 """
 import builtins
+import math
 import string
 
 import numpy as np
@@ -127,3 +128,53 @@ def matmul(a, b):
 def sign(x):
     x = np.asarray(x)
     return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
+# -- Python scalars, one element at a time ---------------------------------------------------
+
+def elementwise(fn):
+    """A reference that applies fn to Python floats, one broadcast element at a time
+    (double-precision scalar arithmetic and `math`, never numpy's ufuncs); fn also
+    receives the op's params as keywords."""
+    def ref(*xs, **params):
+        arrays = np.broadcast_arrays(*[np.asarray(x, np.float64) for x in xs])
+        out = np.empty(arrays[0].shape)
+        for idx in np.ndindex(out.shape):
+            out[idx] = fn(*(float(a[idx]) for a in arrays), **params)
+        return out
+    return ref
+
+
+def erf(x):
+    """The error function by its Taylor series, summed with math.fsum (|x| < 3), and by
+    1 - erfc beyond: not math.erf, which the op's impl falls back to."""
+    def one(v):
+        if v != v:
+            return v
+        if abs(v) >= 3.0:
+            return math.copysign(1.0 - math.erfc(abs(v)), v)
+        terms, term, n = [], v, 0
+        while True:
+            terms.append(term / (2 * n + 1))
+            n += 1
+            term *= -v * v / n
+            if abs(term) < 1e-18 * abs(v) and n > 3:
+                break
+        return 2.0 / math.sqrt(math.pi) * math.fsum(terms)
+    return elementwise(one)(x)
+
+
+def normalized(x, axes, eps):
+    """(x - mean) / sqrt(var + eps) over `axes`, the statistics of each slice summed in
+    Python with math.fsum (numpy's mean and var are what the op uses)."""
+    x = np.asarray(x, np.float64)
+    rows, k = _rows(x, tuple(axes))
+    out = np.empty(rows.shape)
+    for idx in np.ndindex(rows.shape[:-1]):
+        vals = [float(v) for v in rows[idx]]
+        mean = math.fsum(vals) / k
+        var = math.fsum((v - mean) ** 2 for v in vals) / k
+        out[idx] = [(v - mean) / math.sqrt(var + eps) for v in vals]
+    kept = [i for i in range(x.ndim) if i not in axes]
+    moved = out.reshape(tuple(x.shape[i] for i in kept) + tuple(x.shape[a] for a in axes))
+    return np.transpose(moved, np.argsort(kept + list(axes)))
