@@ -189,7 +189,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     a.blocks, a.calls = (2, 4) if a.smoke else (7, 200)
     if a.twin:
-        from exprvm.kernels import twin
+        from exprvm.device import twin
         where = twin.use()
     else:
         where = contextlib.nullcontext()

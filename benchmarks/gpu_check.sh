@@ -62,7 +62,7 @@ step 120 "C extension" "$PY" setup.py -q build_ext --inplace
 step 180 "CUDA library" "$PY" -m exprvm.kernels.build_cuda
 step 60 backends "$PY" -c "
 import exprvm as ev
-from exprvm.kernels import cublas
+from exprvm.device import cublas
 print(ev.backends())
 print('cuBLAS:', cublas.status())
 print('device:', ev.cuda.device_info(0))"

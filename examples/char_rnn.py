@@ -381,7 +381,7 @@ def main(argv=None):
     args = parse_args(argv)
     ctx = ev.distributed.init() if args.distributed else None
     if args.device == "twin":
-        from exprvm.kernels import twin
+        from exprvm.device import twin
         with twin.use():
             model, vocab, losses = train(args, ctx)
     else:

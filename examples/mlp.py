@@ -93,7 +93,7 @@ def main(argv=None):
     ev.grad(loss, model.nodes(g))
     place = "cuda" if a.device in ("cuda", "twin") else None
     if a.device == "twin":
-        from exprvm.kernels import twin
+        from exprvm.device import twin
         where = twin.use()
     else:
         where = contextlib.nullcontext()

@@ -8,8 +8,8 @@
     else:
         print(ev.cuda.unavailable_reason())
 
-The arrays live in exprvm.kernels.device_array (see there for tidy's semantics).
+The arrays live in exprvm.device.arrays (tidy's semantics: exprvm.device.scopes).
 """
-from .kernels.device_array import (  # noqa: F401
+from .device.arrays import (  # noqa: F401
     DeviceArray, device_count, device_info, empty, empty_like, is_available, keep, mem_info,
     synchronize, tidy, to_device, unavailable_reason)

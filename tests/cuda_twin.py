@@ -1,6 +1,6 @@
 """Where the CUDA code runs in the tests: the host twin everywhere, a real GPU where one is.
 
-The host twin (exprvm.kernels.twin, built by build_cuda.build_twin) is the same csrc/ev_cuda*.cu
+The host twin (exprvm.device.twin, built by build_cuda.build_twin) is the same csrc/ev_cuda*.cu
 sources compiled as plain C++: every kernel body runs serially on the CPU over
 host memory behind the library's own ABI, and cuBLAS's GEMM entry points are a
 column-major reference written from the BLAS definition. So the kernels' indexing
@@ -14,7 +14,7 @@ import pytest
 
 import exprvm.cuda as cuda
 from exprvm.kernels import build_cuda
-from exprvm.kernels import twin as twin_lib
+from exprvm.device import twin as twin_lib
 
 GPU_OK = cuda.is_available()
 GPU_WHY = None if GPU_OK else cuda.unavailable_reason()

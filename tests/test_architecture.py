@@ -137,6 +137,52 @@ def test_no_import_cycle_between_modules_at_import_time():
     assert not cycles, cycles
 
 
+def _imports_anywhere(package):
+    """{module: the exprvm modules it imports, at any level (inside functions too)}."""
+    names = dict(_modules())
+    found = {}
+    for name, path in names.items():
+        if name != package and not name.startswith(package + "."):
+            continue
+        deps = set()
+        for mod, imported in _imports(name, path, top_level_only=False):
+            for target in [f"{mod}.{n}" for n in imported] + [mod]:
+                if target in names and target != name:
+                    deps.add(target)
+                    break
+        found[name] = deps
+    return found
+
+
+def test_the_kernels_never_import_the_device_package():
+    bad = {m: sorted(d for d in deps if d == "exprvm.device" or d.startswith("exprvm.device."))
+           for m, deps in _imports_anywhere("exprvm.kernels").items()}
+    assert not {m: d for m, d in bad.items() if d}, bad
+    import exprvm.device as device
+    assert {"arrays", "scopes", "params", "cublas", "launch", "nn", "twin", "loader"} <= \
+        {p.stem for p in pathlib.Path(device.__file__).parent.glob("*.py")}
+
+
+def test_the_device_package_has_no_import_circle_even_inside_functions():
+    graph = {m: {d for d in deps if d.startswith("exprvm.device.")}
+             for m, deps in _imports_anywhere("exprvm.device").items()}
+    state, cycles = {}, []
+
+    def visit(n, stack):
+        state[n] = 1
+        for d in graph.get(n, ()):
+            if state.get(d) == 1:
+                cycles.append(stack[stack.index(d):] + [d])
+            elif d not in state:
+                visit(d, stack + [d])
+        state[n] = 2
+
+    for n in graph:
+        if n not in state:
+            visit(n, [n])
+    assert not cycles, cycles
+
+
 def test_importing_exprvm_leaves_the_environment_alone():
     code = ("import os; before = dict(os.environ); import exprvm; "
             "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())")

@@ -6,7 +6,8 @@ import re
 import pytest
 
 from exprvm.errors import BackendError
-from exprvm.kernels import build_cuda, cuda_loader
+from exprvm.device import loader
+from exprvm.kernels import build_cuda
 from exprvm.kernels.build_c import csrc_dir
 
 from cuda_twin import GPU_OK, twin  # noqa: F401  (fixture)
@@ -36,7 +37,7 @@ def test_every_cu_file_is_built():
 @pytest.mark.skipif(build_cuda.find_nvcc() is None, reason="nvcc not found")
 def test_nvcc_builds_the_library_with_every_symbol():
     path = build_cuda.build()
-    ffi, lib = cuda_loader.open_library(path)
+    ffi, lib = loader.open_library(path)
     missing = [n for n in declared() if not hasattr(lib, n)]
     assert not missing
     count = ffi.new("int*")
@@ -54,7 +55,7 @@ def test_twin_builds_with_every_symbol():
     path = build_cuda.build_twin()
     assert re.match(r"libev_cuda_twin-[0-9a-f]{16}\.so$", path.name)
     assert build_cuda.build_twin() == path, "cached by content"
-    ffi, lib = cuda_loader.open_library(path)
+    ffi, lib = loader.open_library(path)
     assert not [n for n in declared() if not hasattr(lib, n)]
     assert lib.ev_cuda_is_twin() == 1
     for name in ("cublasCreate_v2", "cublasSgemm_v2", "cublasDgemmStridedBatched"):
@@ -73,7 +74,7 @@ def test_build_failure_is_a_backend_error(tmp_path, monkeypatch):
 
 
 def test_cublas_not_found_names_every_place_searched(tmp_path, monkeypatch):
-    from exprvm.kernels import cublas
+    from exprvm.device import cublas
     fake = tmp_path / "libcublas.so.13"
     fake.write_bytes(b"not a library")
     monkeypatch.setenv("EXPRVM_CUBLAS", str(fake))
@@ -94,7 +95,7 @@ def test_cublas_not_found_names_every_place_searched(tmp_path, monkeypatch):
 
 
 def test_twin_gemm_stands_in_for_cublas_and_a_bad_ld_is_refused(twin):
-    from exprvm.kernels import cublas
+    from exprvm.device import cublas
     ffi, lib, handle = cublas.load()
     a = ffi.new("float[]", 4)
     one = ffi.new("float*", 1.0)

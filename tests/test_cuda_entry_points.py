@@ -391,7 +391,7 @@ def runtime(lib, ffi):
 
 @pytest.mark.parametrize("name", sorted(CHECKS))
 def test_entry_points_on_the_twin_against_numpy(name, twin):
-    import exprvm.kernels.cuda_loader as loader
+    from exprvm.device import loader
     ffi, lib = loader.loaded()
     rec = Recorder(lib)
     fn, symbols = CHECKS[name]

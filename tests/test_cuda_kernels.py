@@ -8,7 +8,8 @@ import pytest
 
 import exprvm.cuda as cuda
 from exprvm.errors import DTypeError, IndexRangeError, KernelError, ShapeError
-from exprvm.kernels import cublas, device as dk, device_nn as dn, reference
+from exprvm.device import cublas, launch as dk, nn as dn
+from exprvm.kernels import reference
 
 from cuda_twin import device, twin  # noqa: F401  (fixtures)
 

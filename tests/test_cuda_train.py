@@ -9,7 +9,7 @@ import pytest
 import exprvm as ev
 import exprvm.cuda as cuda
 from exprvm.errors import BackendError, DTypeError, NumericError
-from exprvm.kernels import device as dk
+from exprvm.device import launch as dk
 from exprvm.train import device as td
 
 from cuda_twin import device, twin  # noqa: F401  (fixtures)

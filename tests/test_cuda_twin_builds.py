@@ -13,7 +13,8 @@ import sys
 import pytest
 from cffi import FFI
 
-from exprvm.kernels import build_cuda, twin
+from exprvm.device import twin
+from exprvm.kernels import build_cuda
 from requires import require
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -17,7 +17,8 @@ import exprvm as ev
 import exprvm.cuda as cuda
 from exprvm import kernels
 from exprvm.errors import BackendError, DTypeError, ExprError, KernelError, ShapeError
-from exprvm.kernels import build_cuda, cuda_driver, cuda_loader, dispatch, reference
+from exprvm.device import loader
+from exprvm.kernels import build_cuda, cuda_driver, dispatch, reference
 
 GPU_OK = cuda.is_available()
 needs_gpu = pytest.mark.skipif(not GPU_OK, reason=f"no CUDA device: {cuda.unavailable_reason()}")
@@ -112,7 +113,7 @@ def test_cuda_source_compiles():
         pytest.skip("nvcc not found")
     path = build_cuda.build()
     assert path.is_file() and re.match(r"libev_cuda-sm_\d+-[0-9a-f]{16}\.so$", path.name)
-    ffi, lib = cuda_loader.open_library(path)
+    ffi, lib = loader.open_library(path)
     count = ffi.new("int*")
     rc = lib.ev_cuda_device_count(count)
     if not GPU_OK:  # no driver here: an error code, not a crash
@@ -126,17 +127,17 @@ def test_cuda_source_compiles():
 @pytest.fixture
 def cuda_state():
     """Restore the loader's cached outcome and drop cached CUDA kernels."""
-    saved = dict(cuda_loader._state)
-    yield cuda_loader._state
-    cuda_loader.reset()
-    cuda_loader._state.update(saved)
+    saved = dict(loader._state)
+    yield loader._state
+    loader.reset()
+    loader._state.update(saved)
     for key in [k for k in dispatch._cache if k[3] == "cuda"]:
         del dispatch._cache[key]
 
 
 def test_no_driver_is_reported_not_crashed(cuda_state, monkeypatch):
     monkeypatch.setattr(cuda_driver, "_DRIVER_NAMES", ("libcuda-that-does-not-exist.so.1",))
-    cuda_loader.reset()
+    loader.reset()
     assert cuda.is_available() is False
     assert "driver" in cuda.unavailable_reason()
     assert cuda.device_count() == 0
@@ -339,7 +340,7 @@ class FakeDevice:
 def fake(cuda_state):
     ffi = FFI()
     dev = FakeDevice(ffi)
-    cuda_loader.use(ffi, dev, "fake device")
+    loader.use(ffi, dev, "fake device")
     return dev
 
 

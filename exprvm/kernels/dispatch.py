@@ -6,8 +6,10 @@ function; lookups are cached, so asking again is cheap too.
 Backends:
   "numpy"  reference.py, always available;
   "c"      the cffi extension built at install time (host.py);
-  "cuda"   the nvcc-built library (cuda_loader.py); its kernels take
-           exprvm.cuda.DeviceArray, not numpy arrays.
+  "cuda"   the nvcc-built library; its kernels take exprvm.cuda.DeviceArray, not
+           numpy arrays. They live in the device package (exprvm.device), which
+           imports this one and hands it its kernels (provide_cuda): kernels/ never
+           imports the device.
 
 The initial backend is $EXPRVM_BACKEND if set and available, else "c" when
 the extension is built, else "numpy" (with one warning per process).  It is
@@ -27,11 +29,26 @@ BACKENDS = ("numpy", "c", "cuda")
 _lock = threading.Lock()
 _state = {"backend": None}
 _cache = {}
+_cuda_kernels = {}      # what exprvm.device provides: status, unary, unary_grad, binary
+
+
+def provide_cuda(status, unary, unary_grad, binary):
+    """The CUDA backend's functions, handed over by the device package as it loads:
+    status() -> (available, reason); unary(op, dtype), unary_grad(op, dtype) and
+    binary(op, dtype) -> kernels over DeviceArrays."""
+    _cuda_kernels.update(status=status, unary=unary, unary_grad=unary_grad, binary=binary)
+
+
+def forget(backend):
+    """Drop the cached kernels of `backend` (the CUDA library was swapped: the host twin)."""
+    with _lock:
+        for key in [k for k in _cache if k[3] == backend]:
+            del _cache[key]
 
 
 def _cuda_status():
-    from exprvm.kernels import cuda_loader  # noqa: PLC0415 - keeps import of exprvm GPU-free
-    return cuda_loader.status()
+    status = _cuda_kernels.get("status")
+    return (False, "the device package (exprvm.device) is not loaded") if status is None else status()
 
 
 def backends():
@@ -109,15 +126,17 @@ def _lookup(kind, op, ops, dtype, backend, make):
     return fn
 
 
-def _cuda():
-    from exprvm.kernels import device  # noqa: PLC0415 - keeps import of exprvm GPU-free
-    return device
+def _cuda(kind):
+    fn = _cuda_kernels.get(kind)
+    if fn is None:
+        raise BackendError("the CUDA backend needs the device package (exprvm.device), not loaded")
+    return fn
 
 
 def unary(op, dtype, backend=None):
     """fn(x, out=None) -> out computing op elementwise, with every argument checked."""
     def make(b, op, dt):
-        return _cuda().unary(op, dt) if b == "cuda" else host.checked_unary(b, op, dt)
+        return _cuda("unary")(op, dt) if b == "cuda" else host.checked_unary(b, op, dt)
     return _lookup("unary", op, KERNEL_OPS, dtype, backend, make)
 
 
@@ -125,7 +144,7 @@ def unary_grad(op, dtype, backend=None):
     """fn(x, ans, g, out=None) -> out: the gradient of op wrt x, given the
     forward result ans and the upstream gradient g."""
     def make(b, op, dt):
-        return _cuda().unary_grad(op, dt) if b == "cuda" else host.checked_unary_grad(b, op, dt)
+        return _cuda("unary_grad")(op, dt) if b == "cuda" else host.checked_unary_grad(b, op, dt)
     return _lookup("grad", op, KERNEL_OPS, dtype, backend, make)
 
 
@@ -133,7 +152,7 @@ def binary(op, dtype, backend=None):
     """fn(a, b, out=None) -> out for op in add/sub/mul/div, same shapes (no
     broadcasting).  Host backends use numpy's ufuncs."""
     def make(b, op, dt):
-        return _cuda().binary(op, dt) if b == "cuda" else host.checked_binary(op, dt)
+        return _cuda("binary")(op, dt) if b == "cuda" else host.checked_binary(op, dt)
     return _lookup("binary", op, BINARY_OPS, dtype, backend, make)
 
 
@@ -150,7 +169,7 @@ def bind_unary(op, x, out, backend=None):
     a call is one C call."""
     dt, backend = _resolve(op, KERNEL_OPS, _dtype_of(op, x), backend)
     if backend == "cuda":
-        fn = _cuda().unary(op, dt)
+        fn = _cuda("unary")(op, dt)
         return lambda: fn(x, out)
     return host.bound_unary(backend, op, dt, x, out)
 
@@ -159,7 +178,7 @@ def bind_unary_grad(op, x, ans, g, out, backend=None):
     """thunk() -> out computing op's gradient into out; see bind_unary."""
     dt, backend = _resolve(op, KERNEL_OPS, _dtype_of(op, x), backend)
     if backend == "cuda":
-        fn = _cuda().unary_grad(op, dt)
+        fn = _cuda("unary_grad")(op, dt)
         return lambda: fn(x, ans, g, out)
     return host.bound_unary_grad(backend, op, dt, x, ans, g, out)
 

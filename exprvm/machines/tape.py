@@ -25,7 +25,7 @@ from ..compiler import CompileOptions, compile_graph
 from ..compiler.placement import require_cuda
 from ..core import OPS, bound_value, let
 from ..errors import ExprError, FeedError, NumericError
-from ..kernels.device_params import DeviceParams
+from ..device.params import DeviceParams
 from .common import check_feed_graph, check_finite, log, run_error
 from .leaves import BoundParam, FedInput
 from .loops import bind_loop

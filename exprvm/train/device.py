@@ -8,7 +8,7 @@
     m.params_to_host()      # W.value (the host array) gets the current values
     m.close()               # ... and so does close(), which frees the device
 
-DeviceParams (exprvm/kernels/device_params.py) is what a device machine keeps. Each parameter's host array (`W.value`,
+DeviceParams (exprvm/device/params.py) is what a device machine keeps. Each parameter's host array (`W.value`,
 the array an ev.nn block owns) is uploaded once and becomes RESIDENT: from then on the
 device copy is the parameter, `resident(host)` finds it, the solvers update it (also
 through ev.nn Params from `model.collect_grads(g)`: host `.value`, device `.grad`),
@@ -30,11 +30,11 @@ import math
 import numpy as np
 
 from ..errors import BackendError, DTypeError, ShapeError
-from ..kernels import cuda_loader
+from ..device import loader
 from ..kernels.checks import SUFFIX
-from ..kernels.device import checked, device_pointer, lib_fn
-from ..kernels.device_array import DeviceArray
-from ..kernels.device_params import DeviceParams, device_value, fresh, resident, to_host  # noqa: F401
+from ..device.launch import checked, device_pointer, lib_fn
+from ..device.arrays import DeviceArray
+from ..device.params import DeviceParams, device_value, fresh, resident, to_host  # noqa: F401
 from . import hooks
 from .solver_checks import split_by_grad
 
@@ -122,7 +122,7 @@ def _norm_scale(solver, active, fused):
     need_norm = clip_norm is not None or solver.nonfinite == "skip"
     if not need_norm or not active:
         return None
-    ffi, lib = cuda_loader.load()
+    ffi, lib = loader.load()
     acc = getattr(solver, "_device_norm", None)
     if acc is None or acc.freed:
         acc = solver._device_norm = DeviceArray((1,), np.float64, scoped=False)
@@ -144,7 +144,7 @@ def _norm_scale(solver, active, fused):
 
 
 def _update(kind, solver, slot, w, g, scale, fused):
-    ffi, _ = cuda_loader.load()
+    ffi, _ = loader.load()
     dt, sfx = w.dtype, SUFFIX[w.dtype]
     pw = device_pointer(w, dt, kind, "value", contiguous=True)
     pg = device_pointer(g, dt, kind, "grad", contiguous=True)

@@ -13,10 +13,11 @@ a bare, error-checked launch.
 import numpy as np
 
 from ...core import FLOAT_DTYPES, is_basic_index
-from ...kernels import KERNEL_OPS, cublas
-from ...kernels import device as dk
-from ...kernels import device_nn as dn
-from ...kernels.device_array import DeviceArray
+from ...kernels import KERNEL_OPS
+from ...device import cublas
+from ...device import launch as dk
+from ...device import nn as dn
+from ...device.arrays import DeviceArray
 from .table import ALL, Lowered, fake_array, lowers
 
 BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "div",

@@ -10,7 +10,7 @@ device value of a resident host array, or the value itself.
 import numpy as np
 
 from exprvm.errors import ExprError, ShapeError
-from exprvm.kernels.device_array import DeviceArray
+from exprvm.device.arrays import DeviceArray
 
 _RESIDENT = {}          # id(host array) -> (host array, DeviceArray) while a machine holds it
 

@@ -4,7 +4,7 @@ under cuBLAS's names (build_cuda.build_twin). Nothing is fast; everything is che
 the device code paths of a program (placement, transfers, every kernel's indexing and
 math, cuBLAS's row-major calls) run where there is no GPU.
 
-    from exprvm.kernels import twin
+    from exprvm.device import twin
     with twin.use():                      # exprvm's CUDA device is the twin in here
         m = ev.TapeMachine(g, [loss], device="cuda")
         m.run(feeds)
@@ -19,7 +19,8 @@ import os
 
 from cffi import FFI
 
-from exprvm.kernels import build_cuda, cublas, cuda_loader, dispatch
+from exprvm.device import cublas, loader
+from exprvm.kernels import build_cuda, dispatch
 
 DEFAULT_ORDER = 0x5EED26
 # The twin's own entry points (ev_cuda_twin.cc), beside the library's ABI (ev_cuda.h).
@@ -31,8 +32,7 @@ int ev_twin_fma(void);
 
 
 def _forget_cuda_kernels():
-    for key in [k for k in dispatch._cache if k[3] == "cuda"]:
-        del dispatch._cache[key]
+    dispatch.forget("cuda")
 
 
 @contextlib.contextmanager
@@ -42,21 +42,21 @@ def use(order=DEFAULT_ORDER, flavor=None):
     order: the seed of the launches' shuffled index orders (0: in order); flavor: the
     build (see the module docstring)."""
     path = build_cuda.build_twin(flavor or os.environ.get("EXPRVM_TWIN_FLAVOR") or "plain")
-    saved, saved_blas = dict(cuda_loader._state), dict(cublas._state)
-    ffi, lib = cuda_loader.open_library(path)
+    saved, saved_blas = dict(loader._state), dict(cublas._state)
+    ffi, lib = loader.open_library(path)
     blas_ffi = FFI()
     blas_ffi.cdef(cublas._CDEF)
     own = FFI()
     own.cdef(TWIN_CDEF)
     own.dlopen(str(path)).ev_twin_set_order(int(order))
     try:
-        cuda_loader.use(ffi, lib, f"host twin {path.name}")
+        loader.use(ffi, lib, f"host twin {path.name}")
         cublas.use(blas_ffi, blas_ffi.dlopen(str(path)), "host twin reference GEMM")
         _forget_cuda_kernels()
         yield lib
     finally:
         cublas.reset()
-        cuda_loader.reset()
-        cuda_loader._state.update(saved)
+        loader.reset()
+        loader._state.update(saved)
         cublas._state.update(saved_blas)
         _forget_cuda_kernels()

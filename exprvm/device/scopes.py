@@ -1,4 +1,4 @@
-"""tidy() scopes: deterministic freeing of the DeviceArrays a block creates (device_array.py
+"""tidy() scopes: deterministic freeing of the DeviceArrays a block creates (arrays.py
 registers every new array with the innermost scope; exprvm.cuda re-exports tidy and keep).
 
 tidy semantics (as deeplearn.js's): every DeviceArray created while a scope
@@ -60,9 +60,14 @@ def keep(*arrays):
     return arrays[0] if len(arrays) == 1 else arrays
 
 
+class Scoped:
+    """What a tidy scope frees: DeviceArray derives from it (arrays.py imports this module,
+    never the reverse)."""
+    __slots__ = ()
+
+
 def _device_arrays(value):
-    from exprvm.kernels.device_array import DeviceArray  # NOTE: that module imports this one
-    if isinstance(value, DeviceArray):
+    if isinstance(value, Scoped):
         return [value]
     if isinstance(value, (tuple, list)):
         return [a for v in value for a in _device_arrays(v)]

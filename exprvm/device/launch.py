@@ -1,4 +1,4 @@
-"""CUDA kernel wrappers over DeviceArray (device_array.py; public as ev.cuda.DeviceArray).
+"""CUDA kernel wrappers over DeviceArray (arrays.py; public as ev.cuda.DeviceArray).
 
 Two forms, one set of checks (type, dtype, shape, strides, not freed, within the
 allocation), made before anything is launched:
@@ -11,7 +11,7 @@ allocation), made before anything is launched:
 This file: the elementwise kernels (equal shapes, contiguous), broadcasting and
 strided binary ops and `where` (any views: slices, transposes, broadcasts), and
 strided copies. Reductions, softmax, cross-entropy, take and concat are in
-device_nn.py. Launches are asynchronous on the default stream; DeviceArray.numpy()
+nn.py. Launches are asynchronous on the default stream; DeviceArray.numpy()
 and exprvm.cuda.synchronize() wait for them.
 """
 import math
@@ -19,9 +19,9 @@ import math
 import numpy as np
 
 from exprvm.errors import DTypeError, IndexRangeError, KernelError, NumericError, ShapeError
-from exprvm.kernels import cuda_loader
+from exprvm.device import loader
 from exprvm.kernels.checks import SUFFIX, kernel_dtype, same_shape
-from exprvm.kernels.device_array import DeviceArray
+from exprvm.device.arrays import DeviceArray
 
 BCAST_OPS = ("add", "sub", "mul", "div", "maximum", "minimum")
 MAX_DIMS = 8                # EV_MAX_DIMS of csrc/ev_cuda_launch.h
@@ -64,17 +64,17 @@ def checked(cfn, op):
     def launch(*args):
         rc = cfn(*args)
         if rc:
-            cuda_loader.check_kernel(rc, op)
+            loader.check_kernel(rc, op)
     return launch
 
 
 def lib_fn(name):
-    return getattr(cuda_loader.load()[1], name)
+    return getattr(loader.load()[1], name)
 
 
 def int64s(values):
     """A cffi int64_t[] of values (kept alive by the args that hold it)."""
-    ffi, _ = cuda_loader.load()
+    ffi, _ = loader.load()
     return ffi.new("int64_t[]", [int(v) for v in values] or [0])
 
 
@@ -136,7 +136,7 @@ def unary(op, dt):
     def run(x, out=None):
         px = _ptr(x, dt, op, "x", contiguous=True)
         out, po = _out(out, x.shape, dt, op)
-        cuda_loader.check_kernel(cfn(px, po, x.size), op)
+        loader.check_kernel(cfn(px, po, x.size), op)
         return out
     return run
 
@@ -150,7 +150,7 @@ def unary_grad(op, dt):
         ptrs = [_ptr(a, dt, gop, name, contiguous=True) for name, a in (("x", x), ("ans", ans), ("g", g))]
         shape = same_shape(gop, (("x", x), ("ans", ans), ("g", g)))
         out, po = _out(out, shape, dt, gop)
-        cuda_loader.check_kernel(cfn(*ptrs, po, x.size), gop)
+        loader.check_kernel(cfn(*ptrs, po, x.size), gop)
         return out
     return run
 
@@ -163,7 +163,7 @@ def binary(op, dt):
         pa, pb = _ptr(a, dt, op, "a", contiguous=True), _ptr(b, dt, op, "b", contiguous=True)
         shape = same_shape(op, (("a", a), ("b", b)))
         out, po = _out(out, shape, dt, op)
-        cuda_loader.check_kernel(cfn(pa, pb, po, a.size), op)
+        loader.check_kernel(cfn(pa, pb, po, a.size), op)
         return out
     return run
 
@@ -272,9 +272,9 @@ def check_status(where="a device kernel"):
     """Raise IndexRangeError if a kernel met an index out of range since the last check,
     NumericError if a solver update met a NaN / Inf gradient (the word is cleared). Waits
     for the device: call it where a step syncs anyway."""
-    ffi, lib = cuda_loader.load()
+    ffi, lib = loader.load()
     word = ffi.new("int*")
-    cuda_loader.check(lib.ev_cuda_status(word, 1), "reading the CUDA status word", KernelError)
+    loader.check(lib.ev_cuda_status(word, 1), "reading the CUDA status word", KernelError)
     if word[0] & STATUS_INDEX:
         raise IndexRangeError(f"{where}: an index out of range reached take, take_grad or "
                               "cross_entropy on the device (its outputs are NaN)")

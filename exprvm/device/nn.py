@@ -12,10 +12,10 @@ import math
 import numpy as np
 
 from exprvm.errors import DTypeError, KernelError, ShapeError
-from exprvm.kernels import cuda_loader
+from exprvm.device import loader
 from exprvm.kernels.checks import SUFFIX
-from exprvm.kernels.device import I64, I32, bind_copy, checked, device_pointer, eager, int64s, lib_fn
-from exprvm.kernels.device_array import DeviceArray
+from exprvm.device.launch import I64, I32, bind_copy, checked, device_pointer, eager, int64s, lib_fn
+from exprvm.device.arrays import DeviceArray
 
 CONCAT_MAX = 32             # EV_CONCAT_MAX of csrc/ev_cuda.h
 PARALLEL = 1 << 18          # threads a reduction aims for before it splits its rows
@@ -82,7 +82,7 @@ def bind_reduce(kind, x, out, axes, partial=None):
             raise ShapeError(f"{kind}: needs {outer * parts * inner} elements of scratch, got {partial.size}")
         pp = device_pointer(partial, dt, kind, "partial", contiguous=True)
     else:
-        pp = cuda_loader.load()[0].NULL
+        pp = loader.load()[0].NULL
     if kind == "max":
         return checked(lib_fn(f"ev_cuda_reduce_max_{SUFFIX[dt]}"), kind), (px, po, pp, outer, r, inner, parts)
     count = math.prod(x.shape[a] for a in set(a % x.ndim for a in axes)) if x.ndim else 1
@@ -186,7 +186,7 @@ def bind_concat(xs, out, axis=0):
     outer, total, inner = around(out.shape, axis)
     device_pointer(out, dt, "concat", "out", contiguous=True)
     calls, run, start = [], [], 0
-    ffi = cuda_loader.load()[0]
+    ffi = loader.load()[0]
 
     def flush():
         if not run:

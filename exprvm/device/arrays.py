@@ -13,15 +13,15 @@
 Freeing is deterministic: DeviceArray.free(), ``with DeviceArray``, or a
 tidy() scope.  __del__ frees a forgotten array only as a safety net.
 
-tidy()'s semantics (scopes, keep) are described in device_tidy.py.
+tidy()'s semantics (scopes, keep) are described in scopes.py.
 """
 import math
 
 import numpy as np
 
 from exprvm.errors import BackendError, DTypeError, KernelError, ShapeError
-from exprvm.kernels import cuda_loader
-from exprvm.kernels.device_tidy import _scopes, keep, tidy  # noqa: F401  (ev.cuda's tidy, keep)
+from exprvm.device import loader
+from exprvm.device.scopes import Scoped, _scopes, keep, tidy  # noqa: F401  (ev.cuda's tidy, keep)
 
 # Everything numpy can hand over as raw bytes; object and string dtypes hold
 # host pointers and make no sense on a device.
@@ -30,32 +30,32 @@ _DTYPE_KINDS = "biufc"
 
 def is_available():
     """True when a CUDA device and exprvm's CUDA library are usable."""
-    return cuda_loader.status()[0]
+    return loader.status()[0]
 
 
 def unavailable_reason():
     """Why is_available() is False (driver, device, nvcc, build...), else None."""
-    ok, reason = cuda_loader.status()
+    ok, reason = loader.status()
     return None if ok else reason
 
 
 def device_count():
     """Number of CUDA devices (0 when CUDA is unavailable)."""
     try:
-        ffi, lib = cuda_loader.load()
+        ffi, lib = loader.load()
     except BackendError:
         return 0
     count = ffi.new("int*")
-    cuda_loader.check(lib.ev_cuda_device_count(count), "cudaGetDeviceCount")
+    loader.check(lib.ev_cuda_device_count(count), "cudaGetDeviceCount")
     return count[0]
 
 
 def device_info(device=0):
     """{"name", "total_bytes", "capability"} of one device."""
-    ffi, lib = cuda_loader.load()
+    ffi, lib = loader.load()
     name = ffi.new("char[256]")
     total, major, minor = ffi.new("size_t*"), ffi.new("int*"), ffi.new("int*")
-    cuda_loader.check(lib.ev_cuda_device_info(int(device), name, 256, total, major, minor),
+    loader.check(lib.ev_cuda_device_info(int(device), name, 256, total, major, minor),
                    f"cudaGetDeviceProperties({device})")
     return {"name": ffi.string(name).decode(errors="replace"), "total_bytes": total[0],
             "capability": (major[0], minor[0])}
@@ -63,16 +63,16 @@ def device_info(device=0):
 
 def mem_info():
     """(free_bytes, total_bytes) of the current device."""
-    ffi, lib = cuda_loader.load()
+    ffi, lib = loader.load()
     free, total = ffi.new("size_t*"), ffi.new("size_t*")
-    cuda_loader.check(lib.ev_cuda_mem_info(free, total), "cudaMemGetInfo")
+    loader.check(lib.ev_cuda_mem_info(free, total), "cudaMemGetInfo")
     return free[0], total[0]
 
 
 def synchronize():
     """Wait for every kernel launched so far; raises if one of them failed."""
-    ffi, lib = cuda_loader.load()
-    cuda_loader.check(lib.ev_cuda_synchronize(), "cudaDeviceSynchronize", KernelError)
+    ffi, lib = loader.load()
+    loader.check(lib.ev_cuda_synchronize(), "cudaDeviceSynchronize", KernelError)
 
 
 # ---- DeviceArray ---------------------------------------------------------
@@ -97,7 +97,7 @@ def _c_strides(shape, itemsize):
     return tuple(reversed(out))
 
 
-class DeviceArray:
+class DeviceArray(Scoped):
     """An array in CUDA device memory: C-contiguous and owning its allocation, or a view
     of one (reshape, transpose, basic indexing, broadcast_to: strided, owning nothing).
 
@@ -121,10 +121,10 @@ class DeviceArray:
         self._base, self._offset = None, 0
         self._ptr = None
         self._allocated = 0     # bytes the allocation really holds (kernels check sizes against it)
-        ffi, lib = cuda_loader.load()
+        ffi, lib = loader.load()
         out = ffi.new("void**")
         if self.nbytes:
-            cuda_loader.check(lib.ev_cuda_malloc(out, self.nbytes), f"cudaMalloc({self.nbytes} bytes)")
+            loader.check(lib.ev_cuda_malloc(out, self.nbytes), f"cudaMalloc({self.nbytes} bytes)")
             self._allocated = self.nbytes
         self._cptr = out[0]
         self._ptr = int(ffi.cast("uintptr_t", out[0]))
@@ -167,14 +167,14 @@ class DeviceArray:
             self._cptr = None
             return
         if ptr:
-            ffi, lib = cuda_loader.load()
-            cuda_loader.check(lib.ev_cuda_free(self._cptr), "cudaFree")
+            ffi, lib = loader.load()
+            loader.check(lib.ev_cuda_free(self._cptr), "cudaFree")
         self._cptr = None
 
     def __del__(self):
         # Safety net only: the library may already be gone at interpreter exit.
         try:
-            if getattr(self, "_ptr", None) and cuda_loader.loaded():
+            if getattr(self, "_ptr", None) and loader.loaded():
                 self.free()
         except Exception:  # noqa: BLE001 - nothing can be raised from __del__
             pass
@@ -198,8 +198,8 @@ class DeviceArray:
             raise KernelError("numpy(out=): out must be a writable C-contiguous array of the same dtype and size")
         self._check_size()
         if self.nbytes:
-            ffi, lib = cuda_loader.load()
-            cuda_loader.check(lib.ev_cuda_memcpy_dtoh(ffi.from_buffer(out, require_writable=True),
+            ffi, lib = loader.load()
+            loader.check(lib.ev_cuda_memcpy_dtoh(ffi.from_buffer(out, require_writable=True),
                                                    self._device(), self.nbytes), "cudaMemcpy device->host")
         return out
 
@@ -212,8 +212,8 @@ class DeviceArray:
             raise ShapeError(f"set: host array {host.dtype}{host.shape} does not match {self.dtype}{self.shape}")
         self._check_size()
         if self.nbytes:
-            ffi, lib = cuda_loader.load()
-            cuda_loader.check(lib.ev_cuda_memcpy_htod(self._device(), ffi.from_buffer(host), self.nbytes),
+            ffi, lib = loader.load()
+            loader.check(lib.ev_cuda_memcpy_htod(self._device(), ffi.from_buffer(host), self.nbytes),
                            "cudaMemcpy host->device")
         return self
 
@@ -224,9 +224,9 @@ class DeviceArray:
         self._check_size()
         new = DeviceArray(self.shape, self.dtype)
         if self.nbytes:
-            ffi, lib = cuda_loader.load()
+            ffi, lib = loader.load()
             try:
-                cuda_loader.check(lib.ev_cuda_memcpy_dtod(new._device(), self._device(), self.nbytes),
+                loader.check(lib.ev_cuda_memcpy_dtod(new._device(), self._device(), self.nbytes),
                                   "cudaMemcpy device->device")
             except BaseException:
                 new.free()      # NOTE: a failed copy must not leave its new array allocated
@@ -244,9 +244,26 @@ class DeviceArray:
 
     # -- views ---------------------------------------------------------------------------
     def compact(self):
-        """A new C-contiguous DeviceArray with this (possibly strided) view's contents."""
-        from exprvm.kernels import device  # NOTE: device.py imports this module
-        return device.copy_strided(self)
+        """A new C-contiguous DeviceArray with this (possibly strided) view's contents (one
+        strided-copy kernel; elements of 4 or 8 bytes, floats and ints alike)."""
+        sfx = {4: "f32", 8: "f64"}.get(self.dtype.itemsize)
+        if sfx is None:
+            raise DTypeError(f"a strided copy moves 4- or 8-byte elements, not {self.dtype}")
+        out = DeviceArray(self.shape, self.dtype)
+        try:
+            if self.size:
+                ffi, lib = loader.load()
+                ctype = "float*" if sfx == "f32" else "double*"
+                item = self.dtype.itemsize
+                dense = [math.prod(self.shape[d + 1:]) for d in range(self.ndim)]
+                loader.check_kernel(getattr(lib, f"ev_cuda_copy_strided_{sfx}")(
+                    ffi.cast(ctype, self._device()), ffi.cast(ctype, out._device()), self.ndim,
+                    ffi.new("int64_t[]", list(self.shape)), ffi.new("int64_t[]", [s // item for s in self.strides]),
+                    ffi.new("int64_t[]", dense), self.size), "copy")
+        except BaseException:
+            out.free()      # NOTE: a failed copy must not leave its new array allocated
+            raise
+        return out
 
     def fake(self):
         """A host array with this array's shape and strides and no real memory: numpy's view
@@ -286,7 +303,7 @@ class DeviceArray:
         v._base, v._offset = owner, offset
         v._allocated = owner._allocated - offset
         v._ptr = owner._ptr + offset
-        ffi, _ = cuda_loader.load()
+        ffi, _ = loader.load()
         v._cptr = ffi.cast("void*", v._ptr)
         return v
 

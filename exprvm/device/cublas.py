@@ -1,6 +1,6 @@
 """Matrix products on a CUDA device through cuBLAS, loaded with cffi's ABI mode.
 
-    from exprvm.kernels import cublas
+    from exprvm.device import cublas
     cublas.status()                    # (True, "libcublas ... at PATH") or (False, why)
     c = cublas.matmul(a, b)            # DeviceArrays: (m, k) @ (k, n), or batched (B, m, k) @ ...
     fn, args = cublas.bind_matmul(a, b, out)   # for a compiled program: fn(*args) is one GEMM
@@ -30,6 +30,8 @@ import threading
 from cffi import FFI
 
 from exprvm.errors import BackendError, DTypeError, KernelError, ShapeError
+from exprvm.device.arrays import DeviceArray
+from exprvm.device.launch import device_pointer
 from exprvm.kernels.checks import F32, F64
 
 _CDEF = """
@@ -240,7 +242,6 @@ def plan_gemm(a, b, out):
 
 def bind_matmul(a, b, out):
     """(fn, args): fn(*args) computes out = a @ b with one cuBLAS call, checked."""
-    from exprvm.kernels.device import device_pointer   # NOTE: device imports this module
     ffi, lib, handle = load()
     opb, opa, n, m, k, ldb, lda, ldc, bb, ba, bo, nbatch = plan_gemm(a, b, out)
     pa, pb = device_pointer(a, a.dtype, "matmul", "a"), device_pointer(b, b.dtype, "matmul", "b")
@@ -270,7 +271,6 @@ def _nothing():
 
 def matmul(a, b, out=None):
     """out = a @ b for DeviceArrays (a new DeviceArray when out is None)."""
-    from exprvm.kernels.device_array import DeviceArray
     if out is None:
         batch = _broadcast_batch(a.shape[:-2], b.shape[:-2])
         out = DeviceArray(batch + (a.shape[-2], b.shape[-1]), a.dtype)
