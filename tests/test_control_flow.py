@@ -501,3 +501,27 @@ def test_a_body_output_written_by_a_kernel_with_scratch_is_planned(rng):
     for machine in EVALUATORS:
         got = EVALUATORS[machine](g, [gW], {xs: X, n: np.array(10)})[0]
         np.testing.assert_allclose(got, EVALUATORS["lisp"](g, [gW], {xs: X, n: np.array(10)})[0], rtol=1e-12)
+
+
+def test_scan_gradients_match_torch_autograd_through_a_python_loop(rng):
+    torch = pytest.importorskip("torch")
+    T, H, D = 6, 4, 3
+    W0, U0, X, h00 = (rng.normal(size=(H, H)) * 0.5, rng.normal(size=(H, D)), rng.normal(size=(T, D)),
+                      rng.normal(size=H))
+    Wt, Ut, Xt, ht = (torch.tensor(a, requires_grad=True) for a in (W0, U0, X, h00))
+    h, ys = ht, []
+    for t in range(T):
+        h = torch.tanh(Wt @ h + Ut @ Xt[t])
+        ys.append(h)
+    loss = (h * h).sum() + (torch.stack(ys) ** 3).sum()
+    loss.backward()
+    g, W, U, h0, xs = _rnn_graph(rng, np.float64, T=T, H=H, D=D)
+    W.value, U.value, h0.value = W0, U0, h00
+    hN, hs = ev.scan(rnn_step(W, U), h0, xs)
+    cost = ev.sum(hN * hN) + ev.sum(hs ** 3)
+    grads = ev.grad(cost, [W, U, h0, xs])
+    for machine in EVALUATORS:
+        got = EVALUATORS[machine](g, [cost] + grads, {xs: X})
+        assert float(got[0]) == pytest.approx(float(loss), rel=1e-12)
+        for mine, theirs in zip(got[1:], (Wt, Ut, ht, Xt)):
+            np.testing.assert_allclose(mine, theirs.grad.numpy(), rtol=1e-10, atol=1e-12)
