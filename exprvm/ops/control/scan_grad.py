@@ -54,13 +54,16 @@ def gradient_bodies(body, n_carry, n_x, present, summed, shiftable=False):
     # body stores its incoming carries only, and its gradient recomputes the rest.
     stop = {ins[k].id for k in range(n_carry, len(ins))} | {s.id for s in seeds}
     carried = {ins[k].id for k in range(n_carry)}
+    # values the loop stacks anyway (its ys) are read from there, never recomputed
+    stacked = set() if body.remat else {o.id for j, o in enumerate(body.outputs[n_carry:]) if not summed[j]}
     residuals, seen, stack = {}, set(), list(outs)
     while stack:
         n = stack.pop()
         if n.id in seen or n.id in stop:
             continue
         seen.add(n.id)
-        if n.id in forward and n.id in varying and (n.id in carried or not (body.remat or _cheap(n))):
+        if n.id in forward and n.id in varying and (n.id in carried or n.id in stacked
+                                                    or not (body.remat or _cheap(n))):
             residuals[n.id] = n
             continue
         stack.extend(n.inputs)
