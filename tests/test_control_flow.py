@@ -525,3 +525,22 @@ def test_scan_gradients_match_torch_autograd_through_a_python_loop(rng):
         assert float(got[0]) == pytest.approx(float(loss), rel=1e-12)
         for mine, theirs in zip(got[1:], (Wt, Ut, ht, Xt)):
             np.testing.assert_allclose(mine, theirs.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_gradients_of_gradients_through_scan_and_cond(rng):
+    # the gradient of a scan is a scan: differentiating it again works the same way
+    X = rng.normal(size=(4, 2))
+
+    def hvp(W, v):
+        h, hs = ev.scan(lambda h, x: (ev.tanh(W @ h + x), h), np.zeros(2), X)
+        gW = ev.grad(ev.sum(h * h) + ev.sum(hs), W)
+        return ev.sum(gW * v)
+
+    assert ev.check_grad(hvp, [rng.normal(size=(2, 2)) * 0.5, rng.normal(size=(2, 2))])
+
+    def branchy(x):
+        y = ev.cond(ev.sum(x) > 0.0, lambda a: ev.sin(a) * a, lambda a: a * a * a, x)
+        return ev.sum(ev.grad(ev.sum(y), x) ** 2)
+
+    assert ev.check_grad(branchy, [np.array([0.3, 0.8])])
+    assert ev.check_grad(branchy, [np.array([-0.3, -0.8])])

@@ -91,7 +91,10 @@ def vjp(ys, seeds, wrt, stop=()):
     for y, s in zip(ys, seeds):
         if y.id in dep:
             adj[y.id] = s if y.id not in adj else adj[y.id] + s
-    backward(order, adj, dep)
+    # NOTE: a stop node is an input here even when an op computes it: its gradient is a
+    # result, never passed on to what computes it (those are inputs of their own).
+    cut = {id(n) for n in stop}
+    backward([n for n in order if id(n) not in cut], adj, dep)
     return [adj.get(w.id) for w in wrt]
 
 
