@@ -61,3 +61,18 @@ class NoValueError(ExprError):
 class UnsupportedError(ExprError, TypeError):
     """A numpy function, ufunc method or argument exprvm has no op for, or a Python
     protocol that does not apply to a node (iterating a 0-d node, float() of many values)."""
+
+
+class UsageError(ExprError, TypeError):
+    """An argument of the wrong kind: a node where a graph is expected, an array where a
+    parameter is (the message says what to pass instead)."""
+
+
+class TraceError(ExprError, TypeError):
+    """Python needed a concrete value of a node while a graph was being built (an `if` or a
+    `while` on a traced value): build the branch or loop as an op instead (ev.where, ev.cond,
+    ev.while_loop, ev.scan)."""
+
+
+# every error class above (a new one is public by being defined here)
+__all__ = sorted(n for n, v in list(globals().items()) if isinstance(v, type) and issubclass(v, ExprError))

@@ -77,7 +77,9 @@ def square():
 
 
 def run(g, cost, feeds):
-    ev.LispMachine(g, cost=cost).run(feeds)
+    for node, value in feeds.items():       # bound, so that the drawing shows them
+        ev.let(node, value)
+    ev.LispMachine(g, cost=cost).run()
     ev.LispMachine(g, outputs=list(g.grads.values())).run()
 
 

@@ -70,12 +70,19 @@ def emit_update(em, index, state, new):
                            lambda ins, out, tmps: (np.copyto, (out, ins[0])), (), (), False, "update"))
 
 
+def default_outputs(g):
+    """What a machine given no outputs computes: the graph's sinks (op nodes nothing reads)
+    and the costs ev.grad differentiated, once each, in graph order."""
+    used = {x.id for n in g.nodes for x in n.inputs}
+    found = {n.id: n for n in g.nodes if not n.is_leaf and n.id not in used}
+    found.update((c.id, c) for c in g.costs.values())
+    return [found[i] for i in sorted(found)]
+
+
 def select(g, outputs, grads=True, keep=()):
     """(targets, results): nodes to compute and nodes whose values must survive the run."""
     if outputs is None:
-        used = {x.id for n in g.nodes for x in n.inputs}
-        results = [n for n in g.nodes if not n.is_leaf and n.id not in used]
-        results += [c for c in g.costs.values()]
+        results = default_outputs(g)
         # NOTE: intermediates are computed as the results' ancestors, not as roots of their
         # own, so that what a fusion leaves unread is dropped as dead code.
         targets = list(results)

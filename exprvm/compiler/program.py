@@ -127,6 +127,11 @@ class Program:
     def __len__(self):
         return len(self.instrs)
 
+    def __repr__(self):
+        kernels = ", ".join(f"{k} {v}" for k, v in sorted(self.kernels().items()))
+        return (f"<Program: {len(self.instrs)} instructions ({kernels}), {len(self.registers)} registers, "
+                f"{self.peak_bytes} B planned; print() it for the disassembly>")
+
     def __iter__(self):
         return iter(self.instrs)
 

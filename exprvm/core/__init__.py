@@ -13,4 +13,5 @@ from .rules import (  # noqa: F401
     shape_of, unary_rule, unbroadcast)
 from .site import caller, format_site, user_site  # noqa: F401
 from .grad import check_cost, depends_on, grad  # noqa: F401
+from .owners import array_owner, owner_of, set_array_owner, set_owner  # noqa: F401
 from . import rewrites  # noqa: F401  (registers the build-time rewrites)

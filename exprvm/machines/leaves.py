@@ -31,21 +31,20 @@ class FedInput:
         self.dtype, self.shape = self.buf.dtype, r.shape
 
     def feed(self, value, m):
+        """Take this run's value (the node's .value is never written: a feed is for one run,
+        ev.let binds a value to persist)."""
         node = self.node
         if type(value) is np.ndarray and value.dtype == node.dtype and value.shape == node.shape:
             if value is self.cur:
-                node.value = value
                 return
             if self.byref and value.flags.c_contiguous and value.flags.aligned and m._private(value):
                 m._rebind_input(self, value)
-                node.value = value
                 return
         else:
             value = check_value(node, value)
         if self.cur is not self.buf:
             m._rebind_input(self, self.buf)
         np.copyto(self.buf, value)
-        node.value = self.buf
 
 
 class BoundParam:

@@ -5,17 +5,25 @@ The backward pass calls the same VJP rules as ev.grad, on arrays.
 
 A graph whose structure the machine has met before (a new graph per batch, built the
 same way) is replayed instead of walked: see replay.py.
+
+run(feeds) returns the outputs' values (copies the caller owns; borrow=True: the arrays on
+the nodes). A feed is for one run: every input the run reads is fed, unless ev.let bound
+it; the walk puts the feed on the input's .value and the run puts back what was there
+(ev.let's binding, or None). Runs of one machine are serialized by a lock (the walk keeps
+its values on the graph's nodes).
 """
+import threading
 from time import perf_counter
 
 import numpy as np
 
-from ..core import ancestors, bound_value, check_cost, check_value, depends_on, let
+from ..core import ancestors, bound_value, check_cost, check_value, depends_on, let, owner_of
 from ..core.grad import check_seed
-from ..compiler import check_updates
+from ..compiler import check_updates, default_outputs
 from ..errors import ExprError, FeedError
 from . import replay as _replay
-from .common import check_feed_graph, check_finite, log, node_site, run_error
+from .common import check_feed_graph, check_finite, check_graph_arg, log, node_list, node_site, run_error, unfed
+from .results import returned
 from .logfmt import formatter
 from .profile import profile_walk
 
@@ -38,8 +46,9 @@ class LispMachine:
         Nodes whose values are recorded after every run in ``.history``.
     logger : logging.Logger or callable, optional
         Told every node evaluated and every gradient the backward pass adds.
-    outputs : list of Node, optional
-        Nodes whose values are wanted (default: the cost's ancestors, or the graph).
+    outputs : Node or iterable of Node, optional
+        What ``run()`` returns, in order (default: ``[cost]``, or without a cost the
+        graph's sinks).
     replay : bool, default True
         Run a compiled program for a structure walked often enough before (see
         replay.py): values then land on the cost, the outputs and the leaves'
@@ -65,6 +74,7 @@ class LispMachine:
     def __init__(self, g, cost=None, fwd_only=False, bwd_only=False, nan_watch=False,
                  inf_watch=False, watch=(), logger=None, outputs=None, replay=True, comm=None,
                  replay_cache=None, updates=(), seed=None, value_fmt=None):
+        check_graph_arg(g, "LispMachine", "cost=")
         if fwd_only and bwd_only:
             raise ExprError("LispMachine: fwd_only and bwd_only exclude each other")
         if cost is not None and seed is None:
@@ -78,9 +88,15 @@ class LispMachine:
         self.graph = g
         self.cost = cost
         self.updates = check_updates(g, updates)
-        self.outputs = list(outputs) if outputs is not None else None
+        outputs = None if outputs is None else node_list(outputs, "LispMachine", "outputs")
+        # what run() returns
+        self.outputs = (outputs if outputs is not None else [cost] if cost is not None
+                        else [n for n in default_outputs(g) if n.role != "grad"])
+        # what the walk (or the replayed program) computes besides the cost
+        self._wanted = outputs
         if self.updates:     # the new values are computed (walked or replayed) as outputs
-            self.outputs = (self.outputs or []) + [n for _, n in self.updates]
+            self._wanted = (self._wanted or []) + [n for _, n in self.updates]
+        self._lock = threading.Lock()
         self.fwd_only, self.bwd_only = fwd_only, bwd_only
         self.nan_watch, self.inf_watch = nan_watch, inf_watch
         self.history = {n: [] for n in watch}
@@ -104,16 +120,17 @@ class LispMachine:
         self._order = None
         sig = self.graph.signature() if self.replay and self.cost is not None else None
         self._key = None if sig is None else _replay.Key((sig, self.cost.id,
-                                                         tuple(o.id for o in self.outputs or ())))
+                                                         tuple(o.id for o in self._wanted or ())))
 
     def _plan_walk(self):
         if self._order is not None:
             return
-        if self.cost is None and self.outputs is None:
+        if self.cost is None and self._wanted is None:
             targets = list(self.graph.nodes)
         else:
-            targets = ([self.cost] if self.cost is not None else []) + (self.outputs or [])
+            targets = ([self.cost] if self.cost is not None else []) + (self._wanted or [])
         self._order = ancestors(targets)
+        self._inputs = [n for n in self._order if n.op == "input"]
         self._leaves = [n for n in self._order if n.is_leaf and n.op != "const" and n.dtype.kind == "f"]
         self._diff = depends_on(self._order, self._leaves) if self.cost is not None else set()
 
@@ -121,14 +138,15 @@ class LispMachine:
         self._plan_walk()
         reached = {n.id for n in ancestors([self.cost])}    # not what only the outputs read
         wrt = [n for n in self._leaves if n.id in self._diff and n.id in reached]
-        return _replay.CompiledStructure(self.graph, self._order, self.cost, self.outputs or [], wrt)
+        return _replay.CompiledStructure(self.graph, self._order, self.cost, self._wanted or [], wrt)
 
-    def _replayed(self):
+    def _replayed(self, feeds):
         """Run the compiled program of this graph's structure; False if there is none yet."""
         prog = self.replay_cache.program_for(self._key, self._compile)
         if prog is None:
             return False
         g = self.graph
+        _check_fed([g.nodes[i] for i, _ in prog.inputs if g.nodes[i].op == "input"], feeds)
         if self.cost.value is not None:
             # this graph ran before: values a walk left on intermediate nodes would be stale
             for n in g.nodes:
@@ -138,17 +156,28 @@ class LispMachine:
         if self.comm is not None:
             ids = {i for i, _ in prog.params}
             self.comm.allreduce_grads([g.nodes[i] for i, _ in prog.grads if i in ids])
+        _give_owners(g.nodes[i] for i, _ in prog.grads)
         return True
 
-    def run(self, feeds=None, seed=None):
-        """Evaluate the graph node by node, then differentiate ``cost`` (when given).
+    def run(self, feeds=None, seed=None, *, borrow=False):
+        """Walk (or replay) the graph once, then differentiate ``cost`` (when given).
 
         Parameters
         ----------
         feeds : dict, optional
-            ``{input node: array}``; also binds the values (as ``ev.let``).
+            ``{input node: array}`` for this run only: every input the run reads must be
+            fed, unless ``ev.let`` bound it (a feed overrides the binding for its run).
+            A parameter fed is bound from then on (as ``ev.let``).
         seed : array or Node, optional
             The gradient flowing into the cost for this run only (see the class's ``seed``).
+        borrow : bool, default False
+            Return the arrays on the nodes (read-only views) instead of copies.
+
+        Returns
+        -------
+        list of ndarray
+            The outputs' values in ``outputs`` order (``[cost]`` by default), arrays the
+            caller owns.
 
         Raises
         ------
@@ -161,24 +190,43 @@ class LispMachine:
         Notes
         -----
         Values land on the nodes (``node.value``) and gradients on the leaves the cost
-        depends on (``leaf.grad``); a replayed run sets them on the cost, the outputs and
-        the leaves only.
+        depends on (``leaf.grad``) and on the ev.nn parameters behind them; a replayed
+        run sets them on the cost, the outputs and the leaves only. The walk puts a feed
+        on its input's ``.value`` and the run puts back what was there. Runs of one
+        machine take turns (a lock).
         """
-        for node, value in (feeds or {}).items():
-            check_feed_graph(node, self.graph, "LispMachine.run")
-            let(node, value)
+        with self._lock:
+            bound = []                      # (input, its value before this run's feed)
+            try:
+                for node, value in (feeds or {}).items():
+                    check_feed_graph(node, self.graph, "LispMachine.run")
+                    if node.op == "input":  # for this run only
+                        checked = check_value(node, value)
+                        bound.append((node, node.value))
+                        node.value = checked
+                    else:
+                        let(node, value)    # a parameter: its value from now on
+                self._run(seed, feeds or {})
+                return [None if n.value is None else returned(n.value, borrow) for n in self.outputs]
+            finally:
+                for node, old in bound:
+                    node.value = old
+
+    def _run(self, seed, feeds):
         self._plan()
         self._seed = self.seed if seed is None else seed
-        if self._seed is None and self._key is not None and self._replayed():
+        if self._seed is None and self._key is not None and self._replayed(feeds):
             self._apply_updates()
             return
         self._plan_walk()
+        _check_fed(self._inputs, feeds)
         if not self.bwd_only:
             self._forward()
         if self.cost is not None and not self.fwd_only:
             self._backward()
             if self.comm is not None:
                 self.comm.allreduce_grads([n for n in self._leaves if n.op == "param" and n.id in self._diff])
+            _give_owners(n for n in self._leaves if n.grad is not None and n.id in self._diff)
         self._apply_updates()
         for n, values in self.history.items():
             values.append(None if n.value is None else np.array(n.value, copy=True))
@@ -308,8 +356,29 @@ class LispMachine:
         check_seed(cost, seed, "LispMachine")
         return np.asarray(seed, dtype=cost.dtype)
 
+    def __repr__(self):
+        what = f"cost={self.cost.label}" if self.cost is not None else f"{len(self.outputs)} outputs"
+        mode = "fwd_only" if self.fwd_only else "bwd_only" if self.bwd_only else (
+            "replay" if self.replay else "walk")
+        return f"<LispMachine on {self.graph.name!r} ({len(self.graph)} nodes), {what}, {mode}>"
+
     def profile(self, feeds=None, runs=5, warmup=1):
         """Time a walk per node kind (forward evaluations and backward VJP calls, summed per
         op, median over `runs` walks; never replayed): a WalkProfile, which prints as a
         table sorted by time and holds the data."""
         return profile_walk(self, feeds, runs, warmup)
+
+
+def _give_owners(leaves):
+    """Hand each leaf's new gradient to its owner (an ev.nn Param: see core/owners.py)."""
+    for leaf in leaves:
+        o = owner_of(leaf)
+        if o is not None:
+            o.take_grad(leaf.grad)
+
+
+def _check_fed(inputs, feeds):
+    """FeedError naming the inputs a run reads that it was not fed and ev.let did not bind."""
+    missing = [n for n in inputs if n not in feeds and n.value is None]
+    if missing:
+        raise FeedError(unfed(missing, "LispMachine.run"))

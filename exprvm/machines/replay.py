@@ -90,6 +90,11 @@ class ReplayCache:
     def __len__(self):
         return len(self._entries)
 
+    def __repr__(self):
+        s = self.stats()
+        return (f"<ReplayCache: {s['compiled']} compiled, {s['walking']} walking, {s['failed']} failed "
+                f"(of {self.max_structures}); compiles after {self.walks_before_compile} walks>")
+
     def compiled(self):
         """The compiled structures held, newest last."""
         with self._lock:
@@ -198,3 +203,10 @@ class CompiledStructure:
                     leaf.grad = v.copy()
                 else:   # a gradient built as a broadcast (a leaf the cost does not reach)
                     leaf.grad = np.array(np.broadcast_to(v, leaf.shape), dtype=leaf.dtype, copy=True)
+
+__all__ = ['DEFAULT', 'MAX_STRUCTURES', 'ReplayCache', 'WALKS_BEFORE_COMPILE', 'clear', 'stats']
+
+
+def __dir__():
+    # NOTE: dir() and tab completion list the API only, not what the module imports
+    return list(__all__)

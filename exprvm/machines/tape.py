@@ -1,8 +1,8 @@
 """TapeMachine: compiles a graph once into a Program and runs it many times.
 
-    m = ev.TapeMachine(g)              # or outputs=[cost, ...]
-    m.run({x: batch})                  # results land on node.value, gradients on wrt.grad
-    print(m.program)                   # the tape
+    m = ev.TapeMachine(g, outputs=cost)   # a node or any iterable of nodes
+    loss, = m.run({x: batch})             # the outputs, as arrays the caller owns
+    print(m.program)                      # the tape
 
 Binding (once, and again only if a parameter's `.value` is rebound to a new
 array): every buffer, view and kernel argument is resolved to a real array and
@@ -16,20 +16,30 @@ Parameters are read in place: a solver that updates `.value` in place is seen
 by the next run. A parameter whose `.value` is rebound to a new array is
 noticed (identity check) and from then on copied into a private buffer per run.
 
-NOTE: values and gradients are the machine's own buffers, overwritten by the
-next run; copy them to keep them (`watch=` does that for you).
+What a run hands out (results.py): run() returns copies of the outputs (borrow=True:
+read-only views of the buffers, overwritten by the next run); node.value of the
+results and wrt.grad of the gradients are the machine's result buffers, which a later
+run never writes while anyone else holds them. Every input must be fed in each run,
+unless ev.let bound it (then its bound value is read every run); a feed never changes
+the input's .value.
+
+Runs of one machine are serialized by a lock: threads may share a machine, each getting
+its own run's outputs from run().
 """
+import threading
+
 import numpy as np
 
-from ..compiler import CompileOptions, compile_graph
+from ..compiler import CompileOptions, compile_graph, default_outputs
 from ..compiler.placement import require_cuda
-from ..core import OPS, bound_value, let
+from ..core import OPS, check_value, let
 from ..errors import ExprError, FeedError, NumericError
 from ..device.params import DeviceParams
-from .common import check_feed_graph, check_finite, log, run_error
+from .common import check_feed_graph, check_finite, check_graph_arg, log, node_list, run_error, unfed
 from .leaves import BoundParam, FedInput
 from .loops import bind_loop
 from .profile import profile_tape
+from .results import hand_out_other, make_results, plan_results, returned
 
 
 class TapeMachine:
@@ -41,9 +51,10 @@ class TapeMachine:
     ----------
     g : Graph
         The graph to compile.
-    outputs : list of Node, optional
-        Nodes whose values are wanted (default: the whole graph; its sinks, costs and
-        gradients keep their values).
+    outputs : Node or iterable of Node, optional
+        What ``run()`` returns, in order (default: the graph's sinks and costs; the
+        gradients ``ev.grad`` made for a cost compiled are computed too and land on
+        ``.grad``).
     grads : bool, default True
         Also compile the ``ev.grad`` gradients of the costs compiled.
     backend : {"numpy", "c", None}
@@ -85,8 +96,9 @@ class TapeMachine:
     >>> g = ev.Graph()
     >>> x = g.vector("x", 3)
     >>> y = ev.sum(x * 2.0)
-    >>> m = ev.TapeMachine(g, outputs=[y])
-    >>> _ = m.run({x: np.ones(3)})
+    >>> m = ev.TapeMachine(g, outputs=y)
+    >>> m.run({x: np.ones(3)})
+    [array(6.)]
     >>> float(y.value)
     6.0
     """
@@ -94,8 +106,13 @@ class TapeMachine:
     def __init__(self, g, outputs=None, *, grads=True, backend=None, watch=(), nan_watch=False,
                  inf_watch=False, trace=False, logger=None, verify=True, optimize=True,
                  device=None, use_cuda_for=(), comm=None, updates=(), fuse=True, threads=None):
+        check_graph_arg(g, "TapeMachine", "outputs=")
         self.graph = g
-        self.watch = list(watch)
+        if outputs is not None:
+            outputs = node_list(outputs, "TapeMachine", "outputs")
+        # what run() returns; by default the sinks and costs (gradients land on .grad)
+        self.outputs = outputs if outputs is not None else [n for n in default_outputs(g) if n.role != "grad"]
+        self.watch = node_list(watch, "TapeMachine", "watch")
         self.nan_watch, self.inf_watch, self.trace, self.logger = nan_watch, inf_watch, trace, logger
         # NOTE: trace wants every node's value, so nothing may be fused or batched away;
         # the watches check every value an instruction makes, so no add is fused away.
@@ -130,6 +147,10 @@ class TapeMachine:
                 self._params.append(BoundParam(r.nodes[0], r.id))
         self._leaf = {i.node: i for i in self._inputs}
         self._closed = False
+        # NOTE: one run at a time: a run writes the machine's buffers from its first
+        # instruction to its hand-out (threads sharing a machine take turns).
+        self._lock = threading.Lock()
+        self._mine, self._other = plan_results(self.program)
         self._bind()
 
     @staticmethod
@@ -153,7 +174,10 @@ class TapeMachine:
             dp[3] = dp[0].value
         shared = {}
         for r in regs:
-            if r.kind == "buffer" and r.device != "cpu":
+            if r.id in self._mine:
+                # a result owns its memory (see results.py): a fresh array at every bind
+                arrays[r.id] = np.empty(r.shape, r.dtype)
+            elif r.kind == "buffer" and r.device != "cpu":
                 arrays[r.id] = self._device_buffer(r)
             elif r.kind == "buffer":
                 # NOTE: registers at the same bytes share one array object: numpy checks
@@ -178,14 +202,10 @@ class TapeMachine:
                     raise ExprError(f"r{r.id}: {r.view[0]} copied instead of viewing r{r.base}")
                 arrays[r.id] = a
         self._arrays = arrays
-        self._steps = []
-        for ins in prog.instrs:
-            if ins.op == "update":
-                self._steps.append((_update, (ins.node, arrays[ins.ins[0]])))
-                continue
-            self._steps.append(self._bind_instr(ins, arrays))
-        self._values = [(n, arrays[rid]) for n, rid in prog.values]
-        self._grads = [(w, arrays[rid]) for w, rid in prog.grads]
+        self._steps = [self._build_step(k) for k in range(len(prog.instrs))]
+        self._results = make_results(prog, arrays, self._mine)
+        self._out_regs = [self._register_of(n) for n in self.outputs]
+        self._watched = [(n, self._register_of(n)) for n in self.watch]
         self._bound = [p for p in self._params if p.buf is None]
         self._copied = [p for p in self._params if p.buf is not None]
         if self.trace:
@@ -199,6 +219,35 @@ class TapeMachine:
             fn, args = bind_loop(ins, ins_arrays, arrays[ins.out], tmps)
             return ins.after_bind(fn, args) if ins.after_bind is not None else (fn, args)
         return ins.build(ins_arrays, arrays[ins.out], tmps)
+
+    def _build_step(self, k):
+        ins, arrays = self.program.instrs[k], self._arrays
+        if ins.op == "update":
+            return _update, (ins.node, arrays[ins.ins[0]])
+        return self._bind_instr(ins, arrays)
+
+    def _register_of(self, node):
+        """The register holding node's value after a run (an output, a watched node)."""
+        rid = self.program.index.get(node)
+        if rid is not None:
+            return rid
+        folded = [v for n, v in self.program.folded if n is node]
+        if folded:          # a constant no instruction needs: a register of its own
+            return folded[0]
+        raise ExprError(f"TapeMachine: {node.describe()} has no register in the program")
+
+    def _rebind_register(self, rid, array, views, steps):
+        """Point register rid (and its views and the instructions touching them) at another
+        array: cheap for the few instructions one register has."""
+        prog, arrays = self.program, self._arrays
+        arrays[rid] = array
+        for v in views:
+            r = prog.registers[v]
+            arrays[v] = OPS[r.view[0]].impl(arrays[r.base], **r.view[1])
+        for k in steps:
+            self._steps[k] = self._build_step(k)
+        if self.trace:
+            self._plan_trace()
 
     def _device_buffer(self, r):
         # NOTE: registers share a device slot only with equal shape and dtype (plan._color).
@@ -221,6 +270,8 @@ class TapeMachine:
         producer = {ins.out: k for k, ins in enumerate(prog.instrs)}
         self._trace_start = list(prog.folded)
         for n, rid in prog.index.items():
+            if n.is_leaf:       # a leaf's value is its own (an input's: what ev.let bound)
+                continue
             root = prog.root(rid).id
             if root in producer:
                 after[producer[root]].append((n, arrays[rid]))
@@ -229,80 +280,100 @@ class TapeMachine:
         self._trace_after = [after[k] for k in range(len(prog.instrs))]
 
     # -- running -----------------------------------------------------------------
-    def run(self, feeds=None):
-        """Execute the program once. Returns None; read node.value / wrt.grad."""
-        if self._closed:
-            raise ExprError("this TapeMachine is closed")
-        if feeds:
-            self._feed(feeds)
-        for i in self._inputs:
-            if i.node.value is not i.cur:
-                i.feed(bound_value(i.node), self)
-        for p in self._bound:
-            if p.node.value is not p.seen:
-                self._rebind()
-                break
-        for p in self._copied:
-            p.refresh()
-        for dp in self._device_params:
-            if dp[0].value is not dp[3]:    # .value assigned: upload it (rebind if it moved)
-                dp[3] = dp[0].value
-                if self._resident.bind(dp[0]) is not dp[2]:
-                    self._bind()
+    def run(self, feeds=None, *, borrow=False):
+        """Execute the program once on feeds ({input node: array}; every input the program
+        reads must be fed, unless ev.let bound it). Returns the outputs' values, a list in
+        `outputs` order: copies the caller owns, or with borrow=True read-only views of the
+        machine's buffers (overwritten by the next run). Values land on node.value and
+        gradients on wrt.grad too (see results.py for how long they stay put)."""
+        with self._lock:
+            if self._closed:
+                raise ExprError("this TapeMachine is closed")
+            fed = self._feed(feeds) if feeds else 0
+            if fed != len(self._inputs):
+                self._feed_bound(feeds or {})
+            for p in self._bound:
+                if p.node.value is not p.seen:
+                    self._rebind()
                     break
-        if self._slow:
-            self._run_watched()
-        else:
-            args = None
-            try:
-                for fn, args in self._steps:
-                    fn(*args)
-            except Exception as e:
-                k = next((k for k, s in enumerate(self._steps) if s[1] is args), 0)
-                raise run_error(e, self._where(k)) from e
-        for node, arr in self._values:
-            node.value = arr
-        for w, arr in self._grads:
-            w.grad = arr
-        for n, values in self.history.items():
-            values.append(np.array(n.value, copy=True))
+            for p in self._copied:
+                p.refresh()
+            for dp in self._device_params:
+                if dp[0].value is not dp[3]:    # .value assigned: upload it (rebind if it moved)
+                    dp[3] = dp[0].value
+                    if self._resident.bind(dp[0]) is not dp[2]:
+                        self._bind()
+                        break
+            for res in self._results:
+                if res.held():              # someone kept last run's array: leave it to them
+                    res.set_array(np.empty_like(res.arr))
+                    self._rebind_register(res.rid, res.arr, res.views, res.steps)
+            if self._slow:
+                self._run_watched()
+            else:
+                args = None
+                try:
+                    for fn, args in self._steps:
+                        fn(*args)
+                except Exception as e:
+                    k = next((k for k, s in enumerate(self._steps) if s[1] is args), 0)
+                    raise run_error(e, self._where(k)) from e
+            return self._hand_out(borrow)
+
+    def _hand_out(self, borrow):
+        arrays = self._arrays
+        for res in self._results:
+            res.hand_out()
+        if self._other:
+            hand_out_other(self._other, arrays)
+        for n, rid in self._watched:
+            self.history[n].append(np.array(_host(arrays[rid] if type(rid) is int else rid), copy=True))
+        return [returned(arrays[r] if type(r) is int else r, borrow) for r in self._out_regs]
 
     def _feed(self, feeds):
+        """Feed every value; the number of the program's inputs among them."""
         leaf, ndarray = self._leaf, np.ndarray
+        fed = 0
         for node, value in feeds.items():
             i = leaf.get(node)
             if i is None:
                 check_feed_graph(node, self.graph, "TapeMachine.run")
-                let(node, value)
+                if node.op == "input":      # an input this program does not read: checked only
+                    check_value(node, value)
+                else:
+                    let(node, value)        # a parameter: its value from now on
+                continue
+            fed += 1
             # NOTE: the common case inline (an array of the input's exact dtype and shape
             # copied into its buffer): a call less per input; feeding many small inputs
             # cost more than running them.
-            elif (type(value) is ndarray and value.dtype is i.dtype and value.shape == i.shape
-                  and not i.byref and i.cur is i.buf):
+            if (type(value) is ndarray and value.dtype is i.dtype and value.shape == i.shape
+                    and not i.byref and i.cur is i.buf):
                 i.buf[...] = value
-                node.value = i.buf
             else:
                 i.feed(value, self)
+        return fed
+
+    def _feed_bound(self, feeds):
+        """The inputs not in feeds: their ev.let-bound values, or a FeedError naming them."""
+        missing = [i for i in self._inputs if i.node not in feeds and i.node.value is None]
+        if missing:
+            raise FeedError(unfed([i.node for i in missing], "TapeMachine.run"))
+        for i in self._inputs:
+            if i.node not in feeds:
+                i.feed(i.node.value, self)
 
     def _rebind_input(self, inp, array):
         """Point an input (and its views and readers) at another array: cheap for the few
         instructions an input-by-reference has."""
-        prog, arrays = self.program, self._arrays
-        arrays[inp.rid] = array
         inp.cur = array
-        for rid in inp.views:
-            r = prog.registers[rid]
-            arrays[rid] = OPS[r.view[0]].impl(arrays[r.base], **r.view[1])
-        for k in inp.steps:
-            self._steps[k] = self._bind_instr(prog.instrs[k], arrays)
-        self._values = [(n, arrays[rid]) for n, rid in prog.values]
-        if self.trace:
-            self._plan_trace()
+        self._rebind_register(inp.rid, array, inp.views, inp.steps)
 
     def _private(self, array):
         """Is array free of the machine's own buffers (safe to read while they are written)?"""
         return not (any(np.may_share_memory(array, a) for a in self._arenas.values())
-                    or any(np.may_share_memory(array, i.buf) for i in self._inputs))
+                    or any(np.may_share_memory(array, i.buf) for i in self._inputs)
+                    or any(np.may_share_memory(array, r.arr) for r in self._results))
 
     def _rebind(self):
         # NOTE: a parameter rebound once is likely rebound every step: copy it from now on
@@ -360,7 +431,7 @@ class TapeMachine:
         self._device_bufs = {}
         if self._resident is not None:
             self._resident.close()      # the parameters' values back in their host arrays
-        self._values = self._grads = []
+        self._results = []
         self._closed = True
 
     def params_to_host(self):
@@ -376,7 +447,12 @@ class TapeMachine:
         self.close()
 
     def __repr__(self):
-        return f"<TapeMachine {len(self.program)} instructions, {self.program.peak_bytes} B planned>"
+        outs = ", ".join(n.label for n in self.outputs[:4]) + (", ..." if len(self.outputs) > 4 else "")
+        kernels = ", ".join(f"{k} {v}" for k, v in sorted(self.program.kernels().items()))
+        return (f"<TapeMachine on {self.graph.name!r} ({len(self.graph)} nodes): {len(self.program)} "
+                f"instructions ({kernels}), outputs [{outs}], {len(self._inputs)} inputs, "
+                f"{len(self.program.grads)} gradients, {self.program.peak_bytes} B planned"
+                + (", closed>" if self._closed else ">"))
 
 
 def _pairs(updates):
