@@ -12,3 +12,10 @@ from .rnn import CELLS, Cell, GRUCell, LSTMCell, RNNCell, StackedRNN, flat  # no
 from .conv import (  # noqa: F401
     AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, LayerNorm, MaxPool2d, State, set_training, state,
     trainable, updates)
+
+__all__ = ['AvgPool2d', 'BatchNorm2d', 'CELLS', 'Cell', 'Conv2d', 'Dropout', 'Embedding', 'Flatten', 'GRUCell', 'LSTMCell', 'LayerNorm', 'Linear', 'MaxPool2d', 'Module', 'Param', 'RNNCell', 'Sequential', 'StackedRNN', 'State', 'flat', 'mean_cross_entropy', 'mse', 'set_training', 'state', 'trainable', 'updates']
+
+
+def __dir__():
+    # NOTE: dir() and tab completion list the API only, not what the module imports
+    return list(__all__)

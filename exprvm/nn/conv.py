@@ -50,18 +50,11 @@ def state(model):
     return [p for p in model.params() if isinstance(p, State)]
 
 
-def _blocks(model):
-    yield model
-    for e in model._entries:
-        if isinstance(e, Module):
-            yield from _blocks(e)
-
-
 def updates(model, g):
     """{state node: new value node} of every block of the model applied in graph g in
     training mode: the `updates=` of a TapeMachine or LispMachine over g."""
     out = {}
-    for block in _blocks(model):
+    for block in model.modules():
         if hasattr(block, "updates") and callable(block.updates):
             out.update(block.updates(g))
     return out
@@ -69,11 +62,9 @@ def updates(model, g):
 
 def set_training(model, training=True):
     """Put every block of the model that behaves differently in training (BatchNorm2d,
-    Dropout) in training or evaluation mode for the graphs built from now on; returns model."""
-    for block in _blocks(model):
-        if hasattr(block, "training"):
-            block.training = bool(training)
-    return model
+    Dropout) in training or evaluation mode for the graphs built from now on; returns model
+    (model.train(training), the method form)."""
+    return model.train(training)
 
 
 class Conv2d(Module):
@@ -82,13 +73,13 @@ class Conv2d(Module):
     (ReLU nets) unless init= is given; zero bias."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, name="conv", dtype=np.float32, seed=None, init=None, bias_init=None):
-        super().__init__(name)
+                 bias=True, name=None, dtype=np.float32, seed=None, init=None, bias_init=None):
+        super().__init__(name, "conv")
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
         if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ExprError(f"{name}: groups={groups} must divide in_channels={in_channels} "
+            raise ExprError(f"{self.name}: groups={groups} must divide in_channels={in_channels} "
                             f"and out_channels={out_channels}")
-        self.kernel_size = ints(kernel_size, 2, "kernel_size", name)
+        self.kernel_size = ints(kernel_size, 2, "kernel_size", self.name)
         self.stride, self.padding, self.dilation = stride, padding, dilation
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = self.add_param("weight", draw(init or _init.he_uniform(), shape, dtype, sub_seed(seed, 0)))
@@ -96,6 +87,10 @@ class Conv2d(Module):
         if bias:
             self.bias = self.add_param("bias", draw(bias_init or _init.zeros(), (self.out_channels,), dtype,
                                                     sub_seed(seed, 1)))
+
+    def extra_repr(self):
+        return (f"{self.in_channels} -> {self.out_channels}, kernel {self.kernel_size}, stride {self.stride}, "
+                f"padding {self.padding}" + ("" if self.bias is not None else ", no bias"))
 
     def __call__(self, x):
         g = graph_of(x, self.name)
@@ -107,9 +102,12 @@ class Conv2d(Module):
 class _Pool(Module):
     fn = None
 
-    def __init__(self, kernel_size, stride=None, padding=0, name="pool"):
-        super().__init__(name)
+    def __init__(self, kernel_size, stride=None, padding=0, name=None, default="pool"):
+        super().__init__(name, default)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def extra_repr(self):
+        return f"kernel {self.kernel_size}, stride {self.stride or self.kernel_size}, padding {self.padding}"
 
     def __call__(self, x):
         graph_of(x, self.name)
@@ -120,24 +118,27 @@ class MaxPool2d(_Pool):
     """max_pool2d(x, kernel_size, stride (default kernel_size), padding)."""
     fn = staticmethod(max_pool2d)
 
-    def __init__(self, kernel_size, stride=None, padding=0, name="maxpool"):
-        super().__init__(kernel_size, stride, padding, name)
+    def __init__(self, kernel_size, stride=None, padding=0, name=None):
+        super().__init__(kernel_size, stride, padding, name, "maxpool")
 
 
 class AvgPool2d(_Pool):
     """avg_pool2d(x, kernel_size, stride (default kernel_size), padding), zero padding counted."""
     fn = staticmethod(avg_pool2d)
 
-    def __init__(self, kernel_size, stride=None, padding=0, name="avgpool"):
-        super().__init__(kernel_size, stride, padding, name)
+    def __init__(self, kernel_size, stride=None, padding=0, name=None):
+        super().__init__(kernel_size, stride, padding, name, "avgpool")
 
 
 class Flatten(Module):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...): dims start_dim..end_dim merged into one."""
 
-    def __init__(self, start_dim=1, end_dim=-1, name="flatten"):
-        super().__init__(name)
+    def __init__(self, start_dim=1, end_dim=-1, name=None):
+        super().__init__(name, "flatten")
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+
+    def extra_repr(self):
+        return f"dims {self.start_dim}..{self.end_dim}"
 
     def __call__(self, x):
         graph_of(x, self.name)
@@ -158,12 +159,15 @@ class Dropout(Module):
     Every graph the block is applied in draws its own mask stream (seeded from `seed`,
     so a run sequence is reproducible); a compiled graph draws a new mask every run."""
 
-    def __init__(self, p=0.5, seed=None, name="dropout"):
-        super().__init__(name)
+    def __init__(self, p=0.5, seed=None, name=None):
+        super().__init__(name, "dropout")
         if not 0.0 <= p < 1.0:
-            raise ExprError(f"{name}: p must be in [0, 1), got {p}")
+            raise ExprError(f"{self.name}: p must be in [0, 1), got {p}")
         self.p, self.training = float(p), True
         self._seeds = np.random.default_rng(seed)
+
+    def extra_repr(self):
+        return f"p={self.p}" + ("" if self.training else ", eval")
 
     def __call__(self, x, train=None):
         graph_of(x, self.name)
@@ -183,8 +187,8 @@ class BatchNorm2d(Module):
     NOTE: applied twice in one graph in training mode, the later call's update wins.
     """
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, name="bn", dtype=np.float32):
-        super().__init__(name)
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, name=None, dtype=np.float32):
+        super().__init__(name, "bn")
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
         self.training = True
         c = self.num_features
@@ -194,8 +198,12 @@ class BatchNorm2d(Module):
         self.running_var = self._add_state("running_var", np.ones(c, dtype))
         self._updates = weakref.WeakKeyDictionary()     # graph -> {id: (weakref state, weakref new)}
 
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+                + ("" if self.training else ", eval"))
+
     def _add_state(self, local, value):
-        s = State(f"{self.name}.{local}", value)
+        s = State(f"{self._prefix()}{local}", value)
         self._entries.append(s)
         return s
 
@@ -225,14 +233,17 @@ class LayerNorm(Module):
     """layer_norm over the trailing dims normalized_shape, with a learned per-element
     scale (ones) and shift (zeros) when elementwise_affine."""
 
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, name="ln", dtype=np.float32):
-        super().__init__(name)
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, name=None, dtype=np.float32):
+        super().__init__(name, "ln")
         ns = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else normalized_shape
         self.normalized_shape, self.eps = tuple(int(d) for d in ns), float(eps)
         self.weight = self.bias = None
         if elementwise_affine:
             self.weight = self.add_param("weight", np.ones(self.normalized_shape, dtype))
             self.bias = self.add_param("bias", np.zeros(self.normalized_shape, dtype))
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}"
 
     def __call__(self, x):
         g = graph_of(x, self.name)

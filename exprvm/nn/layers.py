@@ -49,9 +49,9 @@ class Linear(Module):
     Integer input is read as one-hot class ids of size in_features (a row gather).
     """
 
-    def __init__(self, in_features, out_features, bias=True, name="linear", dtype=np.float32,
+    def __init__(self, in_features, out_features, bias=True, name=None, dtype=np.float32,
                  seed=None, init=None, bias_init=None):
-        super().__init__(name)
+        super().__init__(name, "linear")
         self.in_features, self.out_features = int(in_features), int(out_features)
         init = init or _init.glorot_uniform()
         self.W = self.add_param("W", draw_weight(init, self.in_features, self.out_features,
@@ -60,6 +60,9 @@ class Linear(Module):
         if bias:
             b0 = draw(bias_init or _init.zeros(), (self.out_features,), dtype, sub_seed(seed, 1))
             self.b = self.add_param("b", b0)
+
+    def extra_repr(self):
+        return f"{self.in_features} -> {self.out_features}" + ("" if self.b is not None else ", no bias")
 
     def __call__(self, x):
         g = graph_of(x, self.name)
@@ -74,11 +77,14 @@ class Linear(Module):
 class Embedding(Module):
     """Rows of a (num, dim) table picked by integer ids: (...,) ids -> (..., dim)."""
 
-    def __init__(self, num, dim, name="embedding", dtype=np.float32, seed=None, init=None):
-        super().__init__(name)
+    def __init__(self, num, dim, name=None, dtype=np.float32, seed=None, init=None):
+        super().__init__(name, "embedding")
         self.num, self.dim = int(num), int(dim)
         table = draw(init or _init.normal(std=1.0), (self.num, self.dim), dtype, sub_seed(seed, 0))
         self.table = self.add_param("table", table)
+
+    def extra_repr(self):
+        return f"{self.num} x {self.dim}"
 
     def __call__(self, ids):
         g = graph_of(ids, self.name)

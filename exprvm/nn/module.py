@@ -17,6 +17,19 @@ gradients onto the model's own Param objects and returns them, which is what
 A Module is also a read-only mapping ``dotted name -> array`` of all its
 parameters, so ``ev.save(path, model, ...)`` and ``ev.load(path, model)`` work
 on it directly; the names ("lstm.0.W_x") are stable checkpoint keys.
+
+Names. A block given ``name=`` keeps it. A block built without one has its class's
+default ("linear") until a container adopts it: ``Sequential`` names its children by
+position ("0", "2": ``0.W``, ``2.b``, as PyTorch does), a block assigned to an attribute
+of another (``self.fc = ev.nn.Linear(...)``) takes the attribute's name, and ``add``
+names it by its position among the children. A container's own name prefixes its
+children's ("enc.0.W"), and an unnamed Sequential has none.
+
+Gradients. Every graph node standing for a Param is owned by it (core/owners.py): a run
+of either machine hands the node's new gradient to the Param too, so ``p.grad`` is the
+latest run's and ``opt.step()`` (a solver given the model once) needs no collect_grads.
+With ``p.accumulate`` (``Solver(..., accumulate=True)`` sets it) gradients add up over
+runs until ``opt.zero_grad()``.
 """
 import copy
 import weakref
@@ -24,14 +37,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..errors import DTypeError, ExprError, ShapeError
-from ..core import FLOAT_DTYPES, Graph, Node
+from ..errors import CheckpointError, DTypeError, ExprError, ShapeError, UsageError
+from ..core import FLOAT_DTYPES, Graph, Node, set_array_owner, set_owner
 
 
 class Param:
     """One named parameter array, bound to a leaf node in every graph it is used in."""
 
-    __slots__ = ("name", "_value", "grad", "_nodes")
+    __slots__ = ("name", "_value", "grad", "accumulate", "_summed", "_nodes", "__weakref__")
 
     def __init__(self, name, value):
         value = np.ascontiguousarray(value)
@@ -40,9 +53,28 @@ class Param:
         self.name = name
         self._value = value
         self.grad = None
+        self.accumulate = False     # add each run's gradient to .grad (until zero_grad)
+        self._summed = False        # .grad is this Param's own sum (not a machine's array)
         # NOTE: graph -> weakref(node). A strong value would keep its graph (the key)
         # alive through node.graph, and dead graphs would never leave the cache.
         self._nodes = weakref.WeakKeyDictionary()
+        set_array_owner(value, self)    # model.parameters()' arrays lead a solver back here
+
+    def take_grad(self, grad):
+        """A run's gradient for this parameter (called by the machines): it becomes .grad,
+        or with accumulate is added to it."""
+        if not self.accumulate or self.grad is None:
+            self.grad, self._summed = grad, False
+            if self.accumulate:     # the first of a sum: an array of our own to add into
+                self.grad, self._summed = np.array(grad, dtype=self.dtype, copy=True), True
+        elif self._summed:
+            self.grad += grad
+        else:
+            self.grad, self._summed = self.grad + grad, True
+
+    def zero_grad(self):
+        """Forget the gradient (and an accumulated sum)."""
+        self.grad, self._summed = None, False
 
     @property
     def value(self):
@@ -78,6 +110,7 @@ class Param:
         if n is None:
             n = g.tensor(self.name, self.shape, self.dtype, value=self._value)
             self._nodes[g] = weakref.ref(n)
+            set_owner(n, self)
         return n
 
     def node_in(self, g):
@@ -93,9 +126,11 @@ class Param:
             raise ShapeError(f"parameter {self.name!r} is {self.shape} {self.dtype}; cannot bind "
                              f"{node.describe()}")
         self._nodes[g] = weakref.ref(node)
+        set_owner(node, self)
 
     def __repr__(self):
-        return f"<Param {self.name!r} {self.shape} {self.dtype.name}>"
+        grad = "no grad" if self.grad is None else "grad summed" if self._summed else "grad"
+        return f"Param({self.name!r}, {self.shape}, {self.dtype.name}, {grad})"
 
 
 def sub_seed(seed, k):
@@ -151,15 +186,22 @@ class Module(Mapping):
     once, either works.
     """
 
-    def __init__(self, name):
-        if not isinstance(name, str) or not name:
+    training = True             # train() / eval() set it on every block
+
+    def __init__(self, name=None, default=None):
+        if name is not None and (not isinstance(name, str) or not name):
             raise ExprError(f"{type(self).__name__}: name must be a non-empty string, got {name!r}")
-        self.name = name
         self._entries = []          # Params and child Modules, in creation order
+        self._auto = name is None   # no name given: a container adopting it names it
+        self._namer = None          # the container that named it
+        self.name = name if name is not None else (default or "")
 
     # -- building ----------------------------------------------------------------
+    def _prefix(self):
+        return f"{self.name}." if self.name else ""
+
     def add_param(self, local, value):
-        """Create a parameter named ``<module name>.<local>`` owning ``value`` and register it.
+        """Create a parameter named ``<module name>.<local>`` (``<local>`` for a module without a name) owning ``value`` and register it.
 
         Parameters
         ----------
@@ -172,16 +214,69 @@ class Module(Mapping):
         -------
         Param
         """
-        p = Param(f"{self.name}.{local}", value)
+        p = Param(f"{self._prefix()}{local}", value)
         self._entries.append(p)
         return p
 
-    def add(self, child):
-        """Register a child block (its parameters become this module's too) and return it."""
+    def add(self, child, local=None):
+        """Register a child block (its parameters become this module's too) and return it.
+        A child built without a name is named `local` (default: its position among the
+        children) under this module's name."""
         if not isinstance(child, Module):
-            raise ExprError(f"{self.name}.add: expected a Module, got {type(child).__name__}")
-        self._entries.append(child)
+            raise UsageError(f"{self.name or type(self).__name__}.add: expected a Module, got "
+                             f"{type(child).__name__}; plain functions go in a Sequential")
+        if local is None:
+            local = str(sum(isinstance(e, Module) for e in self._entries))
+        if not any(e is child for e in self._entries):
+            self._entries.append(child)
+        if child._auto:
+            child._auto, child._namer = False, self
+            child._rename(f"{self._prefix()}{local}")
         return child
+
+    def __setattr__(self, attr, value):
+        # NOTE: as in PyTorch, a block assigned to an attribute is a child: its parameters
+        # are the module's, and an unnamed one takes the attribute's name.
+        if isinstance(value, Module) and not attr.startswith("_") and "_entries" in self.__dict__:
+            self.add(value, attr)
+        object.__setattr__(self, attr, value)
+
+    def _rename(self, new):
+        """Rename this block, its parameters and the children named from it."""
+        old = self.name
+        object.__setattr__(self, "name", new)
+        for e in self._entries:
+            derived = bool(old) and e.name.startswith(f"{old}.")
+            if not (derived or not old):
+                continue
+            renamed = f"{new}{e.name[len(old):]}" if old else f"{new}.{e.name}"
+            if isinstance(e, Param):
+                e.name = renamed
+            elif e._namer is self or derived:
+                e._rename(renamed)
+
+    def modules(self):
+        """This block and every block under it, depth first, each once."""
+        seen, out, stack = set(), [], [self]
+        while stack:
+            m = stack.pop()
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            out.append(m)
+            stack.extend(reversed([e for e in m._entries if isinstance(e, Module)]))
+        return out
+
+    def train(self, mode=True):
+        """Training mode (or evaluation mode, mode=False) for every block, for the graphs
+        built from now on (batch norm's statistics, dropout); returns the module."""
+        for block in self.modules():
+            object.__setattr__(block, "training", bool(mode))
+        return self
+
+    def eval(self):
+        """Evaluation mode for every block (train(False)); returns the module."""
+        return self.train(False)
 
     # -- parameters --------------------------------------------------------------
     def params(self):
@@ -237,6 +332,40 @@ class Module(Mapping):
         """The number of scalars in all the module's parameters (state included)."""
         return int(sum(p.value.size for p in self.params()))
 
+    def state_dict(self):
+        """{dotted name: a copy of its array} of every parameter (running statistics too)."""
+        return {p.name: p.value.copy() for p in self.params()}
+
+    def load_state_dict(self, state, strict=True):
+        """Copy the arrays of a state_dict() into the parameters, in place (machines and
+        graphs holding them see the new values). Every name must match (strict=False: the
+        names both have), with the parameter's shape; nothing changes unless all fit."""
+        if not hasattr(state, "items"):
+            raise UsageError(f"load_state_dict takes a dict name -> array, got {type(state).__name__}")
+        mine = {p.name: p for p in self.params()}
+        missing = sorted(set(mine) - set(state))
+        extra = sorted(set(state) - set(mine))
+        if strict and (missing or extra):
+            raise CheckpointError(f"{self.name or type(self).__name__}.load_state_dict: "
+                                  + "; ".join(f"{what}: {', '.join(names)}" for what, names in
+                                              (("missing", missing), ("unexpected", extra)) if names))
+        todo = []
+        for name, value in state.items():
+            p = mine.get(name)
+            if p is None:
+                continue
+            arr = np.asarray(value)
+            if arr.shape != p.shape or arr.dtype.kind != "f":
+                raise CheckpointError(f"load_state_dict: {name!r} is {arr.shape} {arr.dtype}, the "
+                                      f"parameter is {p.shape} {p.dtype}")
+            todo.append((p, arr))
+        for p, arr in todo:
+            np.copyto(p.value, arr, casting="same_kind")
+
+    def extra_repr(self):
+        """What __repr__ shows after the class name (sizes, options)."""
+        return ""
+
     # -- read-only mapping name -> array (ev.save / ev.load take it as is) ------------
     def __getitem__(self, name):
         for p in self.params():
@@ -255,20 +384,38 @@ class Module(Mapping):
     __hash__ = object.__hash__
 
     def __repr__(self):
-        return f"<{type(self).__name__} {self.name!r}: {len(self)} parameters, {self.num_parameters()} values>"
+        # PyTorch's layout: the class, then each child on its own line, indented
+        args = ", ".join(x for x in (repr(self.name) if self.name else "", self.extra_repr()) if x)
+        kids = self._children()
+        if not kids:
+            return f"{type(self).__name__}({args})"
+        lines = [f"{type(self).__name__}({args}) ("]
+        for label, kid in kids:
+            text = repr(kid) if isinstance(kid, Module) else getattr(kid, "__name__", repr(kid))
+            lines.append(f"  ({label}): " + text.replace("\n", "\n  "))
+        return "\n".join(lines) + "\n)"
+
+    def _children(self):
+        """(label, child) pairs __repr__ lists: each child's name under this one's."""
+        pre = self._prefix()
+        return [(e.name[len(pre):] if pre and e.name.startswith(pre) else e.name, e)
+                for e in self._entries if isinstance(e, Module)]
 
 
 class Sequential(Module):
     """Apply blocks (or plain functions of one node, such as ev.tanh) one after another."""
 
-    def __init__(self, *layers, name="seq"):
+    def __init__(self, *layers, name=None):
         super().__init__(name)
-        for f in layers:
+        for k, f in enumerate(layers):
             if isinstance(f, Module):
-                self.add(f)
+                self.add(f, str(k))
             elif not callable(f):
-                raise ExprError(f"Sequential {name!r}: {f!r} is neither a Module nor callable")
+                raise UsageError(f"Sequential {name!r}: {f!r} is neither a Module nor callable")
         self.layers = list(layers)
+
+    def _children(self):
+        return [(str(k), f) for k, f in enumerate(self.layers)]
 
     def __call__(self, x):
         for f in self.layers:

@@ -38,7 +38,7 @@ class Cell(Module):
 
     def __init__(self, in_features, hidden, name=None, dtype=np.float32, seed=None, init=None,
                  recurrent_init=None):
-        super().__init__(name or self.kind)
+        super().__init__(name, self.kind)
         self.in_features, self.hidden = int(in_features), int(hidden)
         G, H = self.gates, self.hidden
         self.W_x = self.add_param("W_x", draw_weight(init or _init.glorot_uniform(), self.in_features,
@@ -46,6 +46,9 @@ class Cell(Module):
         self.W_h = self.add_param("W_h", draw_weight(recurrent_init or _init.glorot_uniform(), H, H,
                                                      dtype, sub_seed(seed, 1), blocks=G))
         self.b = self.add_param("b", self.initial_bias(dtype))
+
+    def extra_repr(self):
+        return f"{self.in_features} -> {self.hidden}"
 
     def initial_bias(self, dtype):
         """The bias ``b`` starts at zero for every gate."""
@@ -210,11 +213,14 @@ class StackedRNN(Module):
             raise ExprError(f"StackedRNN: unknown cell {cell!r}; use one of {sorted(CELLS)} or a Cell class")
         if int(layers) < 1:
             raise ExprError(f"StackedRNN: layers must be >= 1, got {layers}")
-        super().__init__(name or cls.kind)
+        super().__init__(name, cls.kind)
         self.hidden = int(hidden)
         self.cells = [self.add(cls(in_features if i == 0 else hidden, hidden, name=f"{self.name}.{i}",
                                    dtype=dtype, seed=sub_seed(seed, i), **cell_kw))
                       for i in range(int(layers))]
+
+    def extra_repr(self):
+        return f"{len(self.cells)} layers"
 
     def __call__(self, x, state=None):
         """One time step through every layer: (top h, new state)."""

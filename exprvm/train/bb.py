@@ -31,15 +31,17 @@ class BarzilaiBorwein(Solver):
 
     buffers = ("prev_w", "prev_g")
 
-    def __init__(self, lr=0.01, variant="short", **common):
-        super().__init__(lr, **common)
+    default_lr = 0.01
+
+    def __init__(self, params=None, lr=None, variant="short", **common):
+        super().__init__(params, lr, **common)
         if variant not in VARIANTS:
             raise ExprError(f"BarzilaiBorwein: variant must be one of {VARIANTS}, got {variant!r}")
         self.variant = variant
         self.eta = self.lr          # the step size of the last step
         self._pending = None
 
-    def step(self, params):
+    def step(self, params=None):
         # NOTE: the step size needs every parameter's s and y before any parameter moves:
         # Solver.step prepares the gradients and calls _update per parameter, which only
         # collects them here; the update itself runs once they are all in.

@@ -197,3 +197,11 @@ def _atleast1(n):
 def _check_nonneg(fn, name, value):
     if not value >= 0:
         raise ExprError(f"init.{fn}: {name} must be >= 0, got {value}")
+
+__all__ = ["Initializer", "constant", "fans", "glorot_normal", "glorot_uniform", "he_normal", "he_uniform",
+           "normal", "ones", "seed", "uniform", "zeros"]
+
+
+def __dir__():
+    # NOTE: dir() and tab completion list the API only, not what the module imports
+    return list(__all__)

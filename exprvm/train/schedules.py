@@ -187,3 +187,10 @@ def _factor(who, gamma):
     if not (isinstance(gamma, (int, float, np.floating, np.integer)) and 0 < gamma <= 1):
         raise ExprError(f"{who}: gamma must lie in (0, 1], got {gamma!r}")
     return float(gamma)
+
+__all__ = ['Constant', 'CosineDecay', 'ExponentialDecay', 'LinearWarmup', 'Schedule', 'StepDecay']
+
+
+def __dir__():
+    # NOTE: dir() and tab completion list the API only, not what the module imports
+    return list(__all__)

@@ -5,9 +5,9 @@ import warnings
 
 import numpy as np
 
-from ..errors import CheckpointError, ExprError, GradError, NumericError, ShapeError
+from ..errors import CheckpointError, ExprError, GradError, NumericError, ShapeError, UsageError
 from .solver_checks import (check_grad, check_value, count_bad, entry, finite, named, nonneg, positive,
-                            split_by_grad)
+                            resolve, split_by_grad)
 from . import device, hooks as hook_lib, schedules
 
 NONFINITE = ("raise", "skip")
@@ -55,12 +55,31 @@ class _Slot:
 
 
 class Solver:
-    """Shared machinery: gradient preparation, per-parameter state, state_dict."""
+    """Shared machinery: gradient preparation, per-parameter state, state_dict.
+
+    The parameters may be given once, first: ``Adam(model, lr=1e-3)`` (an ev.nn model,
+    ``model.parameters()``, or a list / dict of parameter nodes); then ``opt.step()``
+    steps them with the gradients of the latest run of either machine, and
+    ``opt.zero_grad()`` forgets those. ``accumulate=True`` (ev.nn parameters) adds up
+    the gradients of every run until zero_grad(): several runs, one step. A number
+    first is the lr (``SGD(0.1)``), as before.
+    """
 
     buffers = ()                    # names of the per-parameter state arrays
+    default_lr = 0.001
 
-    def __init__(self, lr, *, l1=0.0, l2=0.0, clip=None, clip_norm=None, strict=False,
-                 nonfinite="raise"):
+    def __init__(self, params=None, lr=None, *, l1=0.0, l2=0.0, clip=None, clip_norm=None, strict=False,
+                 nonfinite="raise", accumulate=False):
+        if isinstance(params, (int, float, np.number, schedules.Schedule)) and not isinstance(params, bool):
+            if lr is not None:
+                raise UsageError(f"{self._kind()}: lr given twice ({params!r} first and lr={lr!r}); "
+                                 f"the first argument is the parameters: {self._kind()}(model, lr=...)")
+            params, lr = None, params
+        self.params = None if params is None else resolve(params, self._kind())
+        self.accumulate = bool(accumulate)
+        if self.accumulate:
+            self._accumulate_on()
+        lr = self.default_lr if lr is None else lr
         self.schedule, lr = schedules.split_lr(lr)   # lr= may be an ev.schedules schedule
         self.lr = positive("lr", lr)
         self.l1 = nonneg("l1", l1)
@@ -99,15 +118,48 @@ class Solver:
         self.hooks.append(hook)
         return hook
 
-    def step(self, params):
+    def _accumulate_on(self):
+        if self.params is None:
+            raise UsageError(f"{self._kind()}: accumulate=True needs the parameters given first: "
+                             f"{self._kind()}(model, lr=..., accumulate=True)")
+        values = self.params.values() if isinstance(self.params, dict) else self.params
+        plain = [p for p in values if not hasattr(p, "take_grad")]
+        if plain:
+            raise UsageError(f"{self._kind()}: accumulate=True needs ev.nn parameters (a model, its "
+                             f"Params or model.parameters()); {plain[0]!r} gets each run's gradient only")
+        for p in values:
+            p.accumulate = True
+            p.zero_grad()           # a sum starts from nothing
+
+    def zero_grad(self):
+        """Forget the parameters' gradients (and accumulated sums): a step() before the next
+        run raises GradError instead of stepping again with old gradients."""
+        if self.params is None:
+            raise UsageError(f"{self._kind()}.zero_grad: no parameters were given to the solver; "
+                             f"{self._kind()}(model, lr=...) gives them")
+        for p in (self.params.values() if isinstance(self.params, dict) else self.params):
+            if hasattr(p, "zero_grad"):
+                p.zero_grad()
+            else:
+                p.grad = None
+
+    def step(self, params=None):
         """Update every parameter that has a gradient, in place; True if it did.
 
         ``params`` is a list of parameters (state is named by ``.name``) or a
-        dict name -> parameter (state is named by the key). Nothing is updated
+        dict name -> parameter (state is named by the key), an ev.nn model or
+        model.parameters(); None: the parameters the solver was given. Nothing is updated
         if any parameter or gradient is malformed, if no parameter has a
         gradient (GradError), or if a gradient holds a NaN or Inf (NumericError;
         with nonfinite="skip" the step is skipped, counted, and False returned).
         """
+        if params is None:
+            if self.params is None:
+                raise UsageError(f"{self._kind()}.step: which parameters? Give them once, "
+                                 f"{self._kind()}(model, lr=...), or pass them: step(params)")
+            params = self.params
+        else:
+            params = resolve(params, f"{self._kind()}.step")
         if device.holds(params):    # parameters on a CUDA device: their updates run there
             return device.step(self, params)
         active = []
@@ -190,7 +242,7 @@ class Solver:
         d.update(schedules.state(self.schedule, self.lr))
         return d
 
-    def load_state_dict(self, d, params):
+    def load_state_dict(self, d, params=None):
         """Restore state saved by state_dict() for these parameters.
 
         Every parameter must have its state in ``d`` with its own shape and
@@ -202,6 +254,10 @@ class Solver:
             raise CheckpointError(f"state was saved by {kind}, cannot load it into {self._kind()}")
         schedules.check_state(self.schedule, d, self._kind())
         steps = entry(d, "step", "step count")
+        if params is None and self.params is None:
+            raise UsageError(f"{self._kind()}.load_state_dict: which parameters? Give them to the "
+                             "solver first, or pass them")
+        params = self.params if params is None else resolve(params, f"{self._kind()}.load_state_dict")
         slots = {}
         for name, p in named(params):
             value = check_value(name, p.value)
@@ -226,3 +282,14 @@ class Solver:
 
     def _kind(self):
         return type(self).__name__
+
+    def __repr__(self):
+        lr = repr(self.schedule) if self.schedule is not None else f"{self.lr:g}"
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k in self._shown() if getattr(self, k, None))
+        n = "no parameters given" if self.params is None else f"{len(self.params)} parameters"
+        return f"{self._kind()}(lr={lr}{extra}; {n}, {self.steps} steps)"
+
+    def _shown(self):
+        """Options __repr__ names when they are set."""
+        return ("momentum", "nesterov", "beta1", "beta2", "rho", "weight_decay", "variant", "l1", "l2",
+                "clip", "clip_norm", "strict", "accumulate")

@@ -7,7 +7,47 @@ import math
 
 import numpy as np
 
-from ..errors import CheckpointError, DTypeError, ExprError, ShapeError
+from ..core import Node, array_owner
+from ..errors import CheckpointError, DTypeError, ExprError, ShapeError, UsageError
+
+PASS = "pass the graph's parameter nodes, an ev.nn model, or model.parameters()"
+
+
+def resolve(params, who):
+    """What a solver was given, as a list of parameters or a dict name -> parameter: an
+    ev.nn model (its trainable Params), model.parameters() (each array's Param), a
+    parameter, or a list / dict / iterable of them. Anything else is a UsageError that
+    says what to pass."""
+    if callable(getattr(params, "params", None)) and hasattr(params, "collect_grads"):   # a Module
+        return {p.name: p for p in params.params() if getattr(p, "trainable", True)}
+    if isinstance(params, Node) or (hasattr(params, "grad") and hasattr(params, "value")):
+        params = [params]
+    if isinstance(params, dict):
+        return {name: _param(p, name, who) for name, p in params.items()}
+    if isinstance(params, (str, bytes, np.ndarray)) or not hasattr(params, "__iter__"):
+        _param(params, None, who)
+        raise UsageError(f"{who}: expected parameters, got {type(params).__name__}; {PASS}")
+    return [_param(p, None, who) for p in params]
+
+
+def _param(p, name, who):
+    """One parameter, checked (an array of an ev.nn model is its Param)."""
+    what = f" for {name!r}" if name else ""
+    if isinstance(p, np.ndarray):
+        owner = array_owner(p)
+        if owner is not None:
+            return owner
+        raise UsageError(f"{who}: got a numpy array{what}; a solver updates a parameter through its "
+                         f".grad, which an array has not: {PASS}")
+    if isinstance(p, (str, bytes)):
+        raise UsageError(f"{who}: got the string {p!r}{what} where a parameter belongs; pass the "
+                         f"parameter itself ({PASS})")
+    if isinstance(p, Node) and not p.is_leaf:
+        raise UsageError(f"{who}: {p.describe()}{what} is computed by op {p.op}, not a parameter; {PASS}")
+    if not (hasattr(p, "value") and hasattr(p, "grad")):
+        raise UsageError(f"{who}: {type(p).__name__}{what} is not a parameter (it has no .value and "
+                         f".grad); {PASS}")
+    return p
 
 
 def named(params):

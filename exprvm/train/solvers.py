@@ -65,8 +65,10 @@ from .solver_checks import nonneg, positive, unit
 class SGD(Solver):
     """w -= lr * g"""
 
-    def __init__(self, lr=0.01, **common):
-        super().__init__(lr, **common)
+    default_lr = 0.01
+
+    def __init__(self, params=None, lr=None, **common):
+        super().__init__(params, lr, **common)
 
     def _update(self, w, g, slot):
         g *= self.lr
@@ -77,9 +79,10 @@ class Momentum(Solver):
     """v = momentum * v - lr * g;  w += v   (nesterov: w += momentum * v - lr * g)"""
 
     buffers = ("velocity",)
+    default_lr = 0.01
 
-    def __init__(self, lr=0.01, momentum=0.9, nesterov=False, **common):
-        super().__init__(lr, **common)
+    def __init__(self, params=None, lr=None, momentum=0.9, nesterov=False, **common):
+        super().__init__(params, lr, **common)
         self.momentum = unit("momentum", momentum)
         self.nesterov = bool(nesterov)
 
@@ -101,9 +104,10 @@ class AdaGrad(Solver):
     """s += g^2;  w -= lr * g / (sqrt(s) + eps)"""
 
     buffers = ("sum_sq",)
+    default_lr = 0.01
 
-    def __init__(self, lr=0.01, eps=1e-8, **common):
-        super().__init__(lr, **common)
+    def __init__(self, params=None, lr=None, eps=1e-8, **common):
+        super().__init__(params, lr, **common)
         self.eps = positive("eps", eps)
 
     def _update(self, w, g, slot):
@@ -118,8 +122,8 @@ class RMSProp(Solver):
 
     buffers = ("mean_sq",)
 
-    def __init__(self, lr=0.001, rho=0.9, eps=1e-8, **common):
-        super().__init__(lr, **common)
+    def __init__(self, params=None, lr=None, rho=0.9, eps=1e-8, **common):
+        super().__init__(params, lr, **common)
         self.rho = unit("rho", rho)
         self.eps = positive("eps", eps)
 
@@ -141,8 +145,8 @@ class Adam(Solver):
 
     buffers = ("m", "v")
 
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, **common):
-        super().__init__(lr, **common)
+    def __init__(self, params=None, lr=None, beta1=0.9, beta2=0.999, eps=1e-8, **common):
+        super().__init__(params, lr, **common)
         self.beta1 = unit("beta1", beta1)
         self.beta2 = unit("beta2", beta2)
         self.eps = positive("eps", eps)
@@ -167,10 +171,10 @@ class AdamW(Adam):
     """Adam with decoupled weight decay: w -= lr * weight_decay * w
     before the Adam step. The decay stays out of m and v, unlike an l2 term, so there is no l2."""
 
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, *,
-                 l1=0.0, clip=None, clip_norm=None, strict=False, nonfinite="raise"):
-        super().__init__(lr, beta1, beta2, eps, l1=l1, clip=clip, clip_norm=clip_norm,
-                         strict=strict, nonfinite=nonfinite)
+    def __init__(self, params=None, lr=None, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, *,
+                 l1=0.0, clip=None, clip_norm=None, strict=False, nonfinite="raise", accumulate=False):
+        super().__init__(params, lr, beta1, beta2, eps, l1=l1, clip=clip, clip_norm=clip_norm,
+                         strict=strict, nonfinite=nonfinite, accumulate=accumulate)
         self.weight_decay = nonneg("weight_decay", weight_decay)
 
     def _update(self, w, g, slot):
@@ -188,3 +192,10 @@ def _scaled_step(w, num, sq, tmp, lr, sq_scale, eps):
     np.divide(num, tmp, out=tmp)
     tmp *= lr
     w -= tmp
+
+__all__ = ['AdaGrad', 'Adam', 'AdamW', 'BarzilaiBorwein', 'MissingGradWarning', 'Momentum', 'RMSProp', 'SGD', 'Solver']
+
+
+def __dir__():
+    # NOTE: dir() and tab completion list the API only, not what the module imports
+    return list(__all__)
