@@ -67,7 +67,10 @@ def _params(g, weights):
 
 
 def _sequence(g, steps, batch, data):
-    """The character ids: input leaves to feed, or (data given) this step's arrays as constants."""
+    """The character ids: input leaves to feed, or (data given) this step's arrays as constants
+    (or a traced function's (ids, targets) nodes)."""
+    if isinstance(data, tuple):
+        return data
     if data is not None:
         return data["ids"], data["targets"]
     return g.tensor("ids", (steps, batch), np.int64), g.tensor("targets", (steps, batch), np.int64)
@@ -95,6 +98,26 @@ def _model(g, p, loss, grads, data, ids, targets):
     if grads:
         ev.grad(loss, list(p.values()))
     return Model(g, loss, list(p.values()), {} if data is not None else {"ids": ids, "targets": targets})
+
+
+def traced(name, weights, small=False):
+    """The benchmark's step as a function of its data arrays for ev.function: builds the
+    Model in the traced graph over the weight arrays (read in place) and returns the loss;
+    fn.params holds the parameter leaves of the latest trace."""
+    s = sizes(name, small)
+
+    def fn(a, b):
+        g = a.graph
+        if name == "mlp":
+            m = mlp(g, weights, s["batch"], data=(a, b))
+        elif name == "lstm_b32":
+            m = lstm(g, weights, s["steps"], s["batch"], data=(a, b))
+        else:
+            m = char_rnn(g, weights, s["steps"], s["batch"], data=(a, b))
+        fn.params = m.params
+        return m.cost
+    fn.__name__ = f"{name}_step"
+    return fn
 
 
 # NOTE: the recurrent models are written as the handwritten steps are: only the
@@ -178,7 +201,9 @@ def lstm_scan(g, weights, steps, batch, grads=True, data=None, checkpoint=None):
 def mlp(g, weights, batch, grads=True, data=None):
     """784-128-10 ReLU MLP; loss: mean softmax cross-entropy."""
     p = _params(g, weights)
-    if data is not None:
+    if isinstance(data, tuple):         # a traced function's (x, y) nodes
+        x, y = data
+    elif data is not None:
         x, y = g.constant(data["x"]), data["y"]
     else:
         x = g.tensor("x", (batch, weights["W0"].shape[0]), weights["W0"].dtype)

@@ -6,7 +6,7 @@ nodes that read them, so sorting a node set by id is a topological order.
 """
 import numpy as np
 
-from ..errors import DTypeError, ExprError, FeedError, NoValueError, ShapeError, UnsupportedError
+from ..errors import DTypeError, ExprError, FeedError, NoValueError, ShapeError, TraceError, UnsupportedError
 from .site import caller, format_site, user_site
 
 LEAF_OPS = ("input", "param", "const")
@@ -17,6 +17,24 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def _short(value):
     text = repr(value)
     return text if len(text) <= 40 else f"{text[:12]}... ({len(text)} characters)"
+
+
+def _dims(name, shape):
+    """A leaf's shape as a tuple of ints, or a ShapeError saying what to do instead."""
+    dims = (shape,) if isinstance(shape, (int, np.integer)) or shape is None else shape
+    try:
+        dims = tuple(dims)
+    except TypeError:
+        raise ShapeError(f"{name}: shape {shape!r} is not an int or a sequence of ints "
+                         f"(at {user_site()})") from None
+    if any(d is None for d in dims):
+        raise ShapeError(f"{name}: shape {shape} has a None dimension; a leaf's shape is fixed. For a "
+                         "size that varies (the last, shorter batch) write the step as a function of "
+                         "arrays, ev.function(fn): it is traced and compiled once per shape it is called "
+                         f"with, and cached (at {user_site()})")
+    if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
+        raise ShapeError(f"{name}: shape {shape!r} holds a dimension that is not an int (at {user_site()})")
+    return tuple(int(d) for d in dims)
 
 
 def norm_dtype(dtype):
@@ -97,10 +115,11 @@ class Node:
         return f"<Node {name}{self.op}#{self.id} {self.shape} {self.dtype.name} at {self.site}>"
 
     def __bool__(self):
-        raise ExprError(f"the truth value of node {self.label} is unknown until it runs (a Python "
-                        f"if, while, and/or or bool() on it at {user_site()}); choose values with "
-                        "ev.where, run one of two branches with ev.cond, or loop with ev.while_loop "
-                        "/ ev.fori_loop / ev.scan")
+        # NOTE: TraceError: most often an `if` inside a function being traced (ev.function)
+        raise TraceError(f"the truth value of node {self.label} is unknown until it runs (a Python "
+                         f"if, while, and/or or bool() on it at {user_site()}); choose values with "
+                         "ev.where, run one of two branches with ev.cond, or loop with ev.while_loop "
+                         "/ ev.fori_loop / ev.scan")
 
     def __len__(self):
         if not self.shape:
@@ -211,7 +230,8 @@ class Graph:
         Raises
         ------
         ShapeError
-            For a negative dimension.
+            For a negative dimension, or one that is not an int (a ``None`` dimension:
+            a size that varies is ``ev.function``'s, which compiles one program per shape).
         DTypeError
             For a dtype exprvm does not take.
 
@@ -223,7 +243,7 @@ class Graph:
         >>> x.shape, x.dtype.name, x.op
         ((2, 3, 4), 'float32', 'input')
         """
-        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+        shape = _dims(name, shape)
         if any(s < 0 for s in shape):
             raise ShapeError(f"{name}: negative dimension in shape {shape} (at {user_site()})")
         try:
@@ -466,7 +486,9 @@ def bound_value(node):
 
 
 def let(node, value):
-    """Bind a leaf's value (ev.let). The array is used as is when its dtype and shape fit."""
+    """Bind a leaf's value (ev.let). The array is used as is when its dtype and shape fit.
+    An input bound so keeps its value for every later run of any machine that is not fed
+    it (a run's feeds are for that run only and never change .value)."""
     if not isinstance(node, Node):
         raise ExprError(f"ev.let expects a Node, got {type(node).__name__}")
     if node.op == "const":
