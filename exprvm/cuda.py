@@ -13,3 +13,11 @@ The arrays live in exprvm.device.arrays (tidy's semantics: exprvm.device.scopes)
 from .device.arrays import (  # noqa: F401
     DeviceArray, device_count, device_info, empty, empty_like, is_available, keep, mem_info,
     synchronize, tidy, to_device, unavailable_reason)
+
+__all__ = ["DeviceArray", "device_count", "device_info", "empty", "empty_like", "is_available", "keep",
+           "mem_info", "synchronize", "tidy", "to_device", "unavailable_reason"]
+
+
+def __dir__():
+    # NOTE: dir() and tab completion list the API only, not what the module imports
+    return list(__all__)

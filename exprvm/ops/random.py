@@ -206,3 +206,8 @@ def categorical(logits, *, seed=None, graph=None):
         _categorical_rule(arr, rng)
         return _categorical(arr, rng)
     return apply("random_categorical", graph.constant(arr), rng=rng)
+
+
+def __dir__():
+    # NOTE: dir() and tab completion list the API only, not what the module imports
+    return list(__all__)

@@ -31,6 +31,8 @@ from ..core import Graph, Node, ancestors
 from ..compiler import Program
 from .graphs import graph_dot
 
+__all__ = ["render", "to_dot"]
+
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
 
 
