@@ -42,35 +42,39 @@ class Result:
         self.ro.flags.writeable = False
         self.base = None            # references the machine holds itself: unknown until handed out
 
-    def handed(self):
-        """How many of the attributes it was handed to still hold it."""
-        arr = self.arr
-        n = 0
-        for node in self.value_of:
-            n += node.value is arr
-        for node in self.grad_of:
-            n += node.grad is arr
-        for o in self.owners:
-            n += o.grad is arr
-        return n
 
-    def hand_out(self):
-        for node in self.value_of:
-            node.value = self.arr
-        for node in self.grad_of:
-            node.grad = self.arr
-        for o in self.owners:
-            o.take_grad(self.arr)
-        self.base = self._others()
+def _others(res):
+    """References to res.arr beyond the attributes it was handed to.
+    NOTE: check() and hand_out() compare two of these counts, so both take them through
+    this one function: any temporary reference is then counted alike on both sides."""
+    arr = res.arr
+    n = sys.getrefcount(arr)
+    for node in res.value_of:
+        n -= node.value is arr
+    for node in res.grad_of:
+        n -= node.grad is arr
+    for o in res.owners:
+        n -= o.grad is arr
+    return n
 
-    def held(self):
-        """Does anyone besides the machine and the attributes it was handed to hold it?"""
-        return self.base is not None and self._others() > self.base
 
-    def _others(self):
-        # NOTE: no local variable may hold the array here or in the callers that compare
-        # two counts: each would be counted once more on one side only.
-        return sys.getrefcount(self.arr) - self.handed()
+def held(results):
+    """The results someone besides the machine and those attributes still holds."""
+    return [res for res in results if res.base is not None and _others(res) > res.base]
+
+
+def hand_out(results):
+    """Put each result's array on the nodes and owners it goes to, and count what holds it."""
+    for res in results:
+        arr = res.arr
+        for node in res.value_of:
+            node.value = arr
+        for node in res.grad_of:
+            node.grad = arr
+        for o in res.owners:
+            o.take_grad(arr)
+        del arr
+        res.base = _others(res)
 
 
 def plan_results(prog):
@@ -130,10 +134,10 @@ def hand_out_other(other, arrays):
 def returned(a, borrow):
     """An output as run() returns it: a copy the caller owns, or with borrow the buffer
     itself, read-only (a device array: copied to the host either way)."""
-    if not isinstance(a, np.ndarray):
-        return a.numpy()
+    if type(a) is not np.ndarray:
+        return a.numpy() if hasattr(a, "numpy") else np.array(a, copy=True)
     if not borrow:
-        return np.array(a, copy=True)
+        return a.copy()
     v = a.view()
     v.flags.writeable = False
     return v

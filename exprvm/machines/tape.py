@@ -39,7 +39,7 @@ from .common import check_feed_graph, check_finite, check_graph_arg, log, node_l
 from .leaves import BoundParam, FedInput
 from .loops import bind_loop
 from .profile import profile_tape
-from .results import hand_out_other, make_results, plan_results, returned
+from .results import hand_out, hand_out_other, held, make_results, plan_results, returned
 
 
 class TapeMachine:
@@ -304,10 +304,9 @@ class TapeMachine:
                     if self._resident.bind(dp[0]) is not dp[2]:
                         self._bind()
                         break
-            for res in self._results:
-                if res.held():              # someone kept last run's array: leave it to them
-                    res.set_array(np.empty_like(res.arr))
-                    self._rebind_register(res.rid, res.arr, res.views, res.steps)
+            for res in held(self._results):     # someone kept last run's array: leave it to them
+                res.set_array(np.empty_like(res.arr))
+                self._rebind_register(res.rid, res.arr, res.views, res.steps)
             if self._slow:
                 self._run_watched()
             else:
@@ -322,8 +321,7 @@ class TapeMachine:
 
     def _hand_out(self, borrow):
         arrays = self._arrays
-        for res in self._results:
-            res.hand_out()
+        hand_out(self._results)
         if self._other:
             hand_out_other(self._other, arrays)
         for n, rid in self._watched:

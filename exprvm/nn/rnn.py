@@ -339,7 +339,8 @@ class StackedRNN(Module):
     def carry(inputs, state):
         """Feeds {state input node: copy of the final state's value} for the next run.
 
-        NOTE: copies, because a machine may reuse the output buffers on its next run.
+        NOTE: copies, so that the final state's buffers are not held into the next run
+        (a held result buffer is left to its holder and the machine allocates another).
         """
         return {i: np.array(s.value, copy=True) for ins, ss in zip(inputs, state) for i, s in zip(ins, ss)}
 
