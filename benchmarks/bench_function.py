@@ -4,7 +4,7 @@ hand, data fed by run()), in one interleaved run (medians; float32). Both steps 
 the same way (plain SGD over the parameters' .grad), each on its own copy of the
 weights, restored before every timed step.
 
-    python benchmarks/bench_function.py [--quick] [--only mlp,rnn_b1]
+    python benchmarks/bench_function.py [--quick] [--smoke] [--only mlp,rnn_b1]
 
 Also: the MLP step's first call (trace and compile) and a call with a new batch size.
 """
@@ -33,8 +33,8 @@ def _sgd(params):
         p.value -= LR * p.grad
 
 
-def explicit_step(name, w, data):
-    m = models.graph(name, w)
+def explicit_step(name, w, data, small=False):
+    m = models.graph(name, w, small)
     tm = ev.TapeMachine(m.graph, outputs=[m.cost])
     feeds = m.feeds(data)
 
@@ -45,8 +45,8 @@ def explicit_step(name, w, data):
     return step
 
 
-def function_step(name, w, data):
-    fn = models.traced(name, w)
+def function_step(name, w, data, small=False):
+    fn = models.traced(name, w, small)
     f = ev.function(fn)
     a, b = (data["x"], data["y"]) if name == "mlp" else (data["ids"], data["targets"])
 
@@ -58,13 +58,14 @@ def function_step(name, w, data):
     return step
 
 
-def measure(name, rounds, target_s):
-    w, data = models.weights_and_data(name)
+def measure(name, rounds, target_s, small=False):
+    w, data = models.weights_and_data(name, small)
     impls = {}
     for label, factory in (("explicit", explicit_step), ("function", function_step)):
         mine = copy.deepcopy(w)
         saved = copy.deepcopy(w)
-        impls[label] = (factory(name, mine, data), lambda m=mine, s=saved: [np.copyto(m[k], v) for k, v in s.items()])
+        impls[label] = (factory(name, mine, data, small),
+                        lambda m=mine, s=saved: [np.copyto(m[k], v) for k, v in s.items()])
     losses = {}
     for label, (step, reset) in impls.items():     # warm up: the trace, the fused kernels
         reset()
@@ -85,11 +86,11 @@ def measure(name, rounds, target_s):
     return {label: statistics.median(ts) for label, ts in times.items()}, impls["function"][0].function
 
 
-def retrace_cost():
+def retrace_cost(small=False):
     """Seconds of the MLP step's first call (trace and compile) and of a call with a new,
     shorter batch (traced and compiled again)."""
-    w, data = models.weights_and_data("mlp")
-    fn = models.traced("mlp", w)
+    w, data = models.weights_and_data("mlp", small)
+    fn = models.traced("mlp", w, small)
     f = ev.function(fn)
     x, y = data["x"], data["y"]
     t0 = time.perf_counter()
@@ -104,16 +105,17 @@ def retrace_cost():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, one round: checks that it runs")
     ap.add_argument("--only", default=",".join(NAMES))
     args = ap.parse_args(argv)
-    rounds, target = (5, 0.05) if args.quick else (15, 0.2)
+    rounds, target = (1, 0.001) if args.smoke else (5, 0.05) if args.quick else (15, 0.2)
     print(f"ev.function step against the explicit TapeMachine step, median of {rounds} rounds:")
     for name in args.only.split(","):
-        t, f = measure(name, rounds, target)
+        t, f = measure(name, rounds, target, args.smoke)
         print(f"  {LABELS[name]:<42} explicit {t['explicit'] * 1e3:7.3f} ms   function "
               f"{t['function'] * 1e3:7.3f} ms   {t['function'] / t['explicit']:5.3f}x   "
               f"({f.trace_count} trace)")
-    first, second = retrace_cost()
+    first, second = retrace_cost(args.smoke)
     print(f"  MLP step: first call (trace + compile) {first * 1e3:.1f} ms, a new batch size {second * 1e3:.1f} ms")
 
 

@@ -102,6 +102,9 @@ def extras(args, names, env=None):
     bench_models.print_compile_times([n for n in ("rnn_b1", "lstm_b32") if n in names], small=args.smoke)
     if not args.smoke:
         bench_compile.run(quick=args.quick)
+        import bench_function
+        print()
+        bench_function.main(["--quick"] if args.quick else [])
     onemil = os.path.join(here, "bench_onemil.py")
     if not args.no_onemil and not args.only and not args.smoke and os.path.exists(onemil):
         print("\n" + "-" * 72, flush=True)

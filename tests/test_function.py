@@ -192,3 +192,11 @@ def test_grad_of_a_non_scalar_is_a_grad_error():
         ev.grad(lambda x: x * 2)(np.ones(3))
     with pytest.raises(ev.UsageError, match="out of range"):
         ev.grad(lambda x: ev.sum(x), argnums=3)(np.ones(3))
+
+
+def test_the_overhead_benchmark_runs():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_function
+    bench_function.main(["--smoke"])        # its steps agree (it asserts the losses match)

@@ -33,12 +33,13 @@ import numpy as np
 from ..compiler import CompileOptions, compile_graph, default_outputs
 from ..compiler.placement import require_cuda
 from ..core import OPS, check_value, let
-from ..errors import ExprError, FeedError, NumericError
+from ..errors import ExprError, FeedError
 from ..device.params import DeviceParams
-from .common import check_feed_graph, check_finite, check_graph_arg, log, node_list, run_error, unfed
+from .common import check_feed_graph, check_graph_arg, node_list, run_error, unfed
 from .leaves import BoundParam, FedInput
 from .loops import bind_loop
 from .profile import profile_tape
+from .watched import plan_trace, run_watched
 from .results import hand_out, hand_out_other, held, make_results, plan_results, returned
 
 
@@ -209,7 +210,7 @@ class TapeMachine:
         self._bound = [p for p in self._params if p.buf is None]
         self._copied = [p for p in self._params if p.buf is not None]
         if self.trace:
-            self._plan_trace()
+            plan_trace(self)
 
     @staticmethod
     def _bind_instr(ins, arrays):
@@ -247,7 +248,7 @@ class TapeMachine:
         for k in steps:
             self._steps[k] = self._build_step(k)
         if self.trace:
-            self._plan_trace()
+            plan_trace(self)
 
     def _device_buffer(self, r):
         # NOTE: registers share a device slot only with equal shape and dtype (plan._color).
@@ -263,21 +264,6 @@ class TapeMachine:
             size = p.arenas[key] if p.bases is not None else p.slots[key[1]]
             a = self._arenas[key] = _arena(size)
         return a
-
-    def _plan_trace(self):
-        prog, arrays = self.program, self._arrays
-        after = {k: [] for k in range(len(prog.instrs))}
-        producer = {ins.out: k for k, ins in enumerate(prog.instrs)}
-        self._trace_start = list(prog.folded)
-        for n, rid in prog.index.items():
-            if n.is_leaf:       # a leaf's value is its own (an input's: what ev.let bound)
-                continue
-            root = prog.root(rid).id
-            if root in producer:
-                after[producer[root]].append((n, arrays[rid]))
-            else:
-                self._trace_start.append((n, arrays[rid]))
-        self._trace_after = [after[k] for k in range(len(prog.instrs))]
 
     # -- running -----------------------------------------------------------------
     def run(self, feeds=None, *, borrow=False):
@@ -308,7 +294,7 @@ class TapeMachine:
                 res.set_array(np.empty_like(res.arr))
                 self._rebind_register(res.rid, res.arr, res.views, res.steps)
             if self._slow:
-                self._run_watched()
+                run_watched(self)
             else:
                 args = None
                 try:
@@ -380,31 +366,6 @@ class TapeMachine:
             if p.node.value is not p.seen:
                 p.buf = np.empty(p.node.shape, p.node.dtype)
         self._bind()
-
-    def _run_watched(self):
-        prog, arrays, logger = self.program, self._arrays, self.logger
-        for n, v in self._bad_folds:
-            check_finite(v, f"{n.label} = {n.op}(...) made at {n.site} (constant, folded when compiled)",
-                         self.nan_watch, self.inf_watch)
-        if self.trace:
-            for n, a in self._trace_start:
-                n.value = np.array(a, copy=True)
-        for k, (fn, args) in enumerate(self._steps):
-            ins = prog.instrs[k]
-            try:
-                fn(*args)
-            except Exception as e:
-                raise run_error(e, self._where(k)) from e
-            if logger is not None:
-                log(logger, f"{ins.text()}  ; {ins.comment()} -> {prog.registers[ins.out].shape}")
-            if self.nan_watch or self.inf_watch:
-                try:
-                    check_finite(_host(arrays[ins.out]), self._where(k), self.nan_watch, self.inf_watch)
-                except NumericError as e:
-                    raise NumericError(str(e)) from None
-            if self.trace:
-                for n, a in self._trace_after[k]:
-                    n.value = np.array(_host(a), copy=True)
 
     def _where(self, k):
         ins = self.program.instrs[k]

@@ -28,6 +28,9 @@ max_programs entries.
 Inside the function, nodes have no values: Python's `if`, `while` and `for` cannot
 branch on them (ev.TraceError); build the branch into the graph instead (ev.where,
 ev.cond, ev.while_loop, ev.scan).
+
+Threads may share a Function: the cache takes a lock, a signature is traced once, and
+the calls running one program take turns on its machine (each gets its own results).
 """
 import functools
 import inspect
