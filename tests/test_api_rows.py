@@ -35,14 +35,18 @@ def test_history_of_values_is_right(machine):
         assert cache.stats()["compiled"] == 1
 
 
-@pytest.mark.parametrize("machine", ["tape", "lisp"])
+@pytest.mark.parametrize("machine", ["tape", "lisp", "lisp-replayed"])
 def test_history_of_gradients_is_right(machine):
     g = ev.Graph()
     W = g.matrix("W", (2, 3), value=np.ones((2, 3)))
     x = g.vector("x", 3)
     cost = ev.sum(ev.tanh(W @ x))
-    ev.grad(cost, W)
-    m = ev.TapeMachine(g, outputs=[cost]) if machine == "tape" else ev.LispMachine(g, cost=cost, replay=False)
+    if machine == "tape":
+        ev.grad(cost, W)
+        m = ev.TapeMachine(g, outputs=[cost])
+    else:
+        walks = 0 if machine == "lisp-replayed" else 10**6
+        m = ev.LispMachine(g, cost=cost, replay_cache=ev.replay.ReplayCache(walks_before_compile=walks))
     grads, feeds = [], [np.full(3, k * 0.1) for k in range(3)]
     for xv in feeds:
         m.run({x: xv})

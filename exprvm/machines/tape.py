@@ -206,6 +206,8 @@ class TapeMachine:
         self._steps = [self._build_step(k) for k in range(len(prog.instrs))]
         self._results = make_results(prog, arrays, self._mine)
         self._out_regs = [self._register_of(n) for n in self.outputs]
+        # NOTE: the common case (every output a host array in a register) copied in one loop
+        self._host_outs = all(type(r) is int and type(arrays[r]) is np.ndarray for r in self._out_regs)
         self._watched = [(n, self._register_of(n)) for n in self.watch]
         self._bound = [p for p in self._params if p.buf is None]
         self._copied = [p for p in self._params if p.buf is not None]
@@ -312,6 +314,8 @@ class TapeMachine:
             hand_out_other(self._other, arrays)
         for n, rid in self._watched:
             self.history[n].append(np.array(_host(arrays[rid] if type(rid) is int else rid), copy=True))
+        if self._host_outs and not borrow:
+            return [arrays[r].copy() for r in self._out_regs]
         return [returned(arrays[r] if type(r) is int else r, borrow) for r in self._out_regs]
 
     def _feed(self, feeds):
