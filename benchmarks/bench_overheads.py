@@ -2,7 +2,9 @@
 
   fed chain   50 x tanh(x * w_k) on 16 float32, x and the 50 w_k fed every run:
               numpy, the TapeMachine, jax.jit (when installed); and the cost of one feed
-              (against the same chain with the w_k as parameters, x alone fed)
+              (against the same chain with the w_k as parameters, x alone fed); a run's
+              fixed cost (one instruction, one input: feeding, the results' checks and
+              hand-out, the returned copy)
   walked      sigmoid and tanh on 10^6 float32 walked by the LispMachine (replay=False)
               against the TapeMachine's run and numpy's own formula
 
@@ -59,7 +61,12 @@ def fed_chain(repeat, steps=50, n=16):
             v = np.tanh(v * a)
         return v
 
+    g = ev.Graph()
+    x1 = g.vector("x", n, np.float32)
+    tiny = ev.TapeMachine(g, outputs=[ev.sum(x1)])
+    tiny_feeds = {x1: feeds[x]}
     rows = {"numpy": median_us(numpy_chain, 200, repeat),
+            "tape, one instruction": median_us(lambda: tiny.run(tiny_feeds), 200, repeat),
             "tape": median_us(lambda: m.run(feeds), 200, repeat),
             "tape, x fed": median_us(lambda: m1.run(feeds1), 200, repeat)}
     m.run(feeds)

@@ -64,7 +64,9 @@ def held(results):
 
 
 def hand_out(results):
-    """Put each result's array on the nodes and owners it goes to, and count what holds it."""
+    """Put each result's array on the nodes and owners it goes to; a new array's own
+    references are counted once, at its first hand-out (no one else can hold it yet: the
+    run's check left held arrays to their holders)."""
     for res in results:
         arr = res.arr
         for node in res.value_of:
@@ -74,7 +76,10 @@ def hand_out(results):
         for o in res.owners:
             o.take_grad(arr)
         del arr
-        res.base = _others(res)
+        if res.base is None:
+            # NOTE: the machine's own references do not change from run to run: rebinding
+            # an input rebuilds instructions over the same arrays (one reference out, one in)
+            res.base = _others(res)
 
 
 def plan_results(prog):
