@@ -51,6 +51,12 @@ def test_a_public_module_shows_its_all_and_documents_it(label):
                    if not (isinstance(getattr(mod, n), types.ModuleType) and getattr(mod, n).__name__.startswith("exprvm")))
     assert not extra, f"dir({label}) shows names that are not in its __all__: {extra}"
     assert not INTERNAL & shown, f"{label} shows internals: {sorted(INTERNAL & shown)}"
+    # a class deriving from a public class (a new solver, block or error) is public too:
+    # listed, not hidden by __dir__
+    bases = tuple(v for v in (getattr(mod, n) for n in mod.__all__) if inspect.isclass(v))
+    unlisted = sorted(n for n, v in vars(mod).items() if not n.startswith("_") and n not in mod.__all__
+                      and inspect.isclass(v) and bases and issubclass(v, bases))
+    assert not unlisted, f"{label}: public classes missing from its __all__: {unlisted}"
 
 
 def test_every_name_in_exprvm_is_public_or_a_stage_package():

@@ -6,6 +6,8 @@
 See module.py for how parameters bind to graphs, rnn.py for the gate layout, conv.py for
 the convolutional blocks and the state (running statistics) machines update.
 """
+import types as _types
+
 from .module import Module, Param, Sequential  # noqa: F401
 from .layers import Embedding, Linear, mean_cross_entropy, mse  # noqa: F401
 from .rnn import CELLS, Cell, GRUCell, LSTMCell, RNNCell, StackedRNN, flat  # noqa: F401
@@ -13,7 +15,9 @@ from .conv import (  # noqa: F401
     AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, LayerNorm, MaxPool2d, State, set_training, state,
     trainable, updates)
 
-__all__ = ['AvgPool2d', 'BatchNorm2d', 'CELLS', 'Cell', 'Conv2d', 'Dropout', 'Embedding', 'Flatten', 'GRUCell', 'LSTMCell', 'LayerNorm', 'Linear', 'MaxPool2d', 'Module', 'Param', 'RNNCell', 'Sequential', 'StackedRNN', 'State', 'flat', 'mean_cross_entropy', 'mse', 'set_training', 'state', 'trainable', 'updates']
+# NOTE: this package only re-exports its blocks: every name imported here is public
+__all__ = sorted(n for n, v in list(globals().items())
+                 if not n.startswith("_") and not isinstance(v, _types.ModuleType))
 
 
 def __dir__():

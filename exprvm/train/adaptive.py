@@ -33,6 +33,8 @@ class AdaDelta(Solver):
 
     Parameters
     ----------
+    params : ev.nn model, model.parameters(), or parameters, optional
+        The parameters ``step()`` updates (see ``Solver``).
     rho : float, default 0.95
         Decay of the running averages, in [0, 1).
     eps : float, default 1e-6
@@ -43,11 +45,13 @@ class AdaDelta(Solver):
 
     buffers = ("msg", "msdx")
 
-    def __init__(self, rho=0.95, eps=1e-6, **common):
+    def __init__(self, params=None, rho=0.95, eps=1e-6, **common):
         if "lr" in common:
             raise ExprError("AdaDelta has no learning rate (lr=): its steps are scaled by the "
                             "running average of past steps")
-        super().__init__(1.0, **common)
+        if isinstance(params, (int, float, np.number)) and not isinstance(params, bool):
+            params, rho = None, params          # AdaDelta(0.9): rho first, as before
+        super().__init__(params, 1.0, **common)
         self.rho = unit("rho", rho)
         self.eps = positive("eps", eps)
         self._scratch = _Scratch()
@@ -82,6 +86,8 @@ class RMSpropGraves(Solver):
 
     Parameters
     ----------
+    params : ev.nn model, model.parameters(), or parameters, optional
+        The parameters ``step()`` updates (see ``Solver``).
     lr : float or schedule, default 1e-4
     alpha : float, default 0.95
         Decay of the running averages, in [0, 1).
@@ -95,8 +101,10 @@ class RMSpropGraves(Solver):
 
     buffers = ("ms", "mg", "delta")
 
-    def __init__(self, lr=1e-4, alpha=0.95, momentum=0.9, eps=1e-4, **common):
-        super().__init__(lr, **common)
+    default_lr = 1e-4
+
+    def __init__(self, params=None, lr=None, alpha=0.95, momentum=0.9, eps=1e-4, **common):
+        super().__init__(params, lr, **common)
         self.alpha = unit("alpha", alpha)
         self.momentum = unit("momentum", momentum)
         self.eps = positive("eps", eps)
@@ -138,6 +146,8 @@ class NAdam(Solver):
 
     Parameters
     ----------
+    params : ev.nn model, model.parameters(), or parameters, optional
+        The parameters ``step()`` updates (see ``Solver``).
     lr : float or schedule, default 2e-3
     beta1, beta2 : float, default 0.9, 0.999
         Decays of the first and second moments, in [0, 1).
@@ -150,8 +160,11 @@ class NAdam(Solver):
 
     buffers = ("m", "v")
 
-    def __init__(self, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, momentum_decay=4e-3, **common):
-        super().__init__(lr, **common)
+    default_lr = 2e-3
+
+    def __init__(self, params=None, lr=None, beta1=0.9, beta2=0.999, eps=1e-8, momentum_decay=4e-3,
+                 **common):
+        super().__init__(params, lr, **common)
         self.beta1 = unit("beta1", beta1)
         self.beta2 = unit("beta2", beta2)
         self.eps = positive("eps", eps)

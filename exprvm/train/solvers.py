@@ -10,6 +10,14 @@ a compiled machine that holds the array sees the new numbers, and no array is
 allocated on the steady path — each parameter gets its state buffers and two
 scratch buffers once, on its first step.
 
+The parameters may be given once, first: ``Adam(model, lr=1e-3)`` (an ev.nn model,
+``model.parameters()``, or a list or dict of parameter nodes); then ``opt.step()``
+steps them with the gradients of the latest run of either machine (a graph node
+standing for an ev.nn parameter hands its gradient to the parameter after every run),
+``opt.zero_grad()`` forgets those, and ``accumulate=True`` adds up every run's
+gradient until ``zero_grad()``. Anything else given (an array that is no model's
+parameter, a string, an op node) is an ``ev.UsageError`` saying what to pass.
+
 Each step prepares the gradient in a scratch buffer, never touching ``.grad``, by
 running the solver's hooks in order (``opt.add_hook(hook)``; see ev.solvers.hooks).
 The ``clip=, clip_norm=, l1=, l2=`` arguments are the first hooks:
@@ -45,10 +53,9 @@ Nothing is skipped silently:
   ``step`` returns False) and counted in ``opt.skipped``.
 
 NOTE: state is keyed by the parameter *object*. With a fresh graph per batch
-(LispMachine, variable-length sequences) pass the same objects every step:
-``model.collect_grads(g)`` of an ``ev.nn`` model returns its stable parameters
-with that graph's gradients; passing the new graph's leaf nodes would start
-the solver's state afresh each step.
+(LispMachine, variable-length sequences) step the same objects every time: a solver
+given the model once does, and so does ``opt.step(model.collect_grads(g))``; passing
+the new graph's leaf nodes would start the solver's state afresh each step.
 """
 
 import math
@@ -193,7 +200,10 @@ def _scaled_step(w, num, sq, tmp, lr, sq_scale, eps):
     tmp *= lr
     w -= tmp
 
-__all__ = ['AdaGrad', 'Adam', 'AdamW', 'BarzilaiBorwein', 'MissingGradWarning', 'Momentum', 'RMSProp', 'SGD', 'Solver']
+# every solver class here (a new one is public by being defined or imported here), the
+# warning and ev.solvers.hooks; not the helpers this module imports
+__all__ = sorted(n for n, v in list(globals().items())
+                 if isinstance(v, type) and issubclass(v, (Solver, MissingGradWarning))) + ["hooks"]
 
 
 def __dir__():
