@@ -200,3 +200,18 @@ def test_the_overhead_benchmark_runs():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import bench_function
     bench_function.main(["--smoke"])        # its steps agree (it asserts the losses match)
+
+
+def test_grad_without_a_callable_or_wrt_says_what_to_pass():
+    g = ev.Graph()
+    a = g.scalar("a")
+    with pytest.raises(ev.UsageError, match=r"ev.grad\(mul#\d+, wrt\).*ev.grad\(fn\)"):
+        ev.grad(a * a)
+    with pytest.raises(ev.UsageError, match="got int"):
+        ev.grad(3)
+    with pytest.raises(ev.UsageError, match="argnums="):
+        ev.grad(lambda x: ev.sum(x), wrt=a)
+    with pytest.raises(ev.GradError, match="y must be a Node"):
+        ev.grad(np.ones(3), a, seed=np.ones(3))            # the node form's own errors
+    gw = ev.grad(ev.sum(a * 3.0), {"a": a}.values())
+    assert len(gw) == 1

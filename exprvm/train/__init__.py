@@ -4,11 +4,16 @@ gradient checks.
 In: parameter nodes or ev.nn models with .value and .grad. Out: updated values,
 checkpoint files, a verdict on gradients.
 """
+import types as _types
+
 from . import init, schedules, solvers  # noqa: F401
 from .checkpoint import load, save  # noqa: F401
 from .gradcheck import check_grad  # noqa: F401
 
-__all__ = ["check_grad", "init", "load", "save", "schedules", "solvers"]
+# NOTE: every name imported here is public (a new one flows in), and of the submodules
+# only these three (Python sets the others as attributes when they are imported)
+__all__ = sorted([n for n, v in list(globals().items()) if not n.startswith("_")
+                  and not isinstance(v, _types.ModuleType)] + ["init", "schedules", "solvers"])
 
 
 def __dir__():
