@@ -544,3 +544,18 @@ def test_gradients_of_gradients_through_scan_and_cond(rng):
 
     assert ev.check_grad(branchy, [np.array([0.3, 0.8])])
     assert ev.check_grad(branchy, [np.array([-0.3, -0.8])])
+
+
+def test_feeding_new_arrays_does_not_rebind_a_loop(rng):
+    # a big input read by a loop is copied into its buffer, never bound by reference:
+    # rebinding a loop's body every run would cost more than the copy
+    g, W, U, h0, xs = _rnn_graph(rng, np.float64, T=600)
+    h, ys = ev.scan(rnn_step(W, U), h0, xs)
+    m = ev.TapeMachine(g, outputs=[h])
+    loop = next(k for k, ins in enumerate(m.program.instrs) if ins.bodies)
+    runner = m._steps[loop][0]
+    for _ in range(3):
+        X = rng.normal(size=xs.shape)
+        (got,) = m.run({xs: X})
+        np.testing.assert_allclose(got, rnn_reference(W.value, U.value, h0.value, X)[0], rtol=1e-12)
+        assert m._steps[loop][0] is runner

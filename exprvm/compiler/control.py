@@ -95,8 +95,10 @@ def prune_loops(live):
             continue
         body = p["body"]
         outs = list(body.outputs[:nc]) + [body.outputs[k - first + nc] for k in keep[first:]]
-        new = dict(p, body=Body(body.graph, body.inputs, outs, body.name, body.site, body.remat),
-                   results=tuple(results[k] for k in keep))
+        pruned = Body(body.graph, body.inputs, outs, body.name, body.site, body.remat)
+        kept = list(range(nc)) + [k - first + nc for k in keep[first:]]     # body output indices
+        pruned.visible = sum(1 for i in kept if i < body.visible)
+        new = dict(p, body=pruned, results=tuple(results[k] for k in keep))
         if v.op == "scan":
             new["summed"] = tuple(p["summed"][k - nc] for k in keep[nc:])
         v.params = new

@@ -236,7 +236,9 @@ class _Hoist:
         v.ins = (list(v.ins[:nc + nx]) + [val for _, val in new_xs] + list(v.ins[nc + nx:nc + nx + n_cap_old])
                  + [val for _, val in new_caps] + list(v.ins[nc + nx + n_cap_old:]))
         old_offsets, _ = ir.packed_layout(p["results"])
-        v.params = dict(p, body=Body(body.graph, inputs, outputs, body.name, body.site, body.remat),
+        rebuilt = Body(body.graph, inputs, outputs, body.name, body.site, body.remat)
+        rebuilt.visible = sum(1 for k in keep if k < body.visible)
+        v.params = dict(p, body=rebuilt,
                         n_x=nx + len(new_xs), summed=summed, results=results)
         offsets, size = ir.packed_layout(results)
         v.shape = (size,)
@@ -263,7 +265,8 @@ class _Hoist:
             for st in stacks:
                 if st.kind == "op" and st.op == "unpack":
                     v.users.append(st)
-            if kind == "stack" and self.partial:     # rows past the length are zeros
+            if kind == "stack" and self.partial and pos < body.visible:
+                # rows past the length are zeros (a residual's are never read)
                 stacks = [self._rows_run(after, stacks[0])]
             _sunk(after, u, kind, stacks, factors, s, self.rows)
             v.users = [w for w in v.users if w is not u]

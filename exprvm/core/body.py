@@ -35,6 +35,9 @@ class Body:
         # remat: a loop's gradient recomputes this body's values from its inputs instead
         # of storing them per iteration (scan's checkpoint=)
         self.remat = bool(remat)
+        # the outputs a user asked for; an augmented body's later ones are residuals its
+        # gradient reads (set by the loop ops that add them)
+        self.visible = len(self.outputs)
         self._order = self._dep = None
         self._input_ids = None
         self._vjps = {}             # VJP bodies the loop ops built, by their own keys

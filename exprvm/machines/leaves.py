@@ -14,7 +14,8 @@ def _plain(arr, node):
 
 class FedInput:
     """An input leaf. Feeds are copied into its private buffer, except that a large input
-    read by few instructions binds a fed C-contiguous array directly (no copy of a batch)."""
+    read by few instructions (none of them a loop) binds a fed C-contiguous array directly
+    (no copy of a batch)."""
 
     __slots__ = ("node", "rid", "buf", "cur", "byref", "views", "steps", "dtype", "shape")
     BYREF_BYTES = 16384
@@ -27,7 +28,9 @@ class FedInput:
         self.views = [v.id for v in prog.registers if v.kind == "view" and prog.root(v.id).id == rid]
         mine = {rid, *self.views}
         self.steps = [k for k, ins in enumerate(prog.instrs) if mine.intersection(ins.ins)]
-        self.byref = r.nbytes >= self.BYREF_BYTES and len(self.steps) <= self.BYREF_STEPS
+        # NOTE: never by reference into a loop: rebinding its body costs more than a copy
+        self.byref = (r.nbytes >= self.BYREF_BYTES and len(self.steps) <= self.BYREF_STEPS
+                      and not any(prog.instrs[k].bodies for k in self.steps))
         self.dtype, self.shape = self.buf.dtype, r.shape
 
     def feed(self, value, m):

@@ -92,6 +92,7 @@ def gradient_bodies(body, n_carry, n_x, present, summed, shiftable=False):
                 j = n_y + next(i for i, e in enumerate(extra) if e is new)
             shifted[ins[k].id] = (j, k)
     augmented = Body(body.graph, ins, body.outputs + tuple(extra), body.name, body.site, body.remat)
+    augmented.visible = body.visible
     res_source = [("y", y_of[r.id]) if r.id in y_of else
                   ("shift", *shifted[r.id]) if r.id in shifted else
                   ("extra", next(i for i, e in enumerate(extra) if e is r))
