@@ -51,12 +51,12 @@ subtract = binary("sub", np.subtract,
                   lambda g, ans, x, y: ub(g, x.shape),
                   lambda g, ans, x, y: ub(-g, y.shape), ufunc=np.subtract,
                   identity=neutral(0, commutative=False), ref=lambda x, y: x + (-y),
-             rule=integer_or_binary_rule)
+                  rule=integer_or_binary_rule)
 multiply = binary("mul", np.multiply,
                   lambda g, ans, x, y: ub(g * y, x.shape),
                   lambda g, ans, x, y: ub(g * x, y.shape), ufunc=np.multiply,
                   identity=neutral(1), ref=refs.elementwise(lambda x, y: x * y),
-             rule=integer_or_binary_rule)
+                  rule=integer_or_binary_rule)
 divide = binary("div", np.divide,
                 lambda g, ans, x, y: ub(g / y, x.shape),
                 lambda g, ans, x, y: ub(-g * ans / y, y.shape), args=(F34, POS4), ufunc=np.divide,
@@ -75,12 +75,12 @@ maximum = binary("maximum", np.maximum,
                  lambda g, ans, x, y: ub(where(x >= y, g, 0), x.shape),
                  lambda g, ans, x, y: ub(where(x < y, g, 0), y.shape), ufunc=np.maximum,
                  ref=lambda x, y: np.where(x >= y, x, y),
-             rule=integer_or_binary_rule)
+                 rule=integer_or_binary_rule)
 minimum = binary("minimum", np.minimum,
                  lambda g, ans, x, y: ub(where(x <= y, g, 0), x.shape),
                  lambda g, ans, x, y: ub(where(x > y, g, 0), y.shape), ufunc=np.minimum,
                  ref=lambda x, y: np.where(x <= y, x, y),
-             rule=integer_or_binary_rule)
+                 rule=integer_or_binary_rule)
 
 negative = unary("neg", np.negative, lambda g, ans, x: -g, ufunc=np.negative, ref=lambda x: 0 - x)
 abs = unary("abs", np.abs, lambda g, ans, x: g * sign(x), ufunc=np.abs,
