@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ExprError, RunError
 from .graph import Graph, Node, ancestors
-from .grad import carries_gradient, depends_on, vjp
+from .grad import carries_gradient, depends_on, gather_result, vjp
 
 
 class Body:
@@ -153,9 +153,7 @@ class Body:
             if gn is None:
                 continue
             if n.op == "result":
-                got = parts.setdefault(n.inputs[0].id, {})
-                k = n.params["index"]
-                got[k] = gn if k not in got else got[k] + gn
+                gather_result(parts, n, gn)
                 continue
             xs = [env[x.id] for x in n.inputs]
             for i, x in enumerate(n.inputs):

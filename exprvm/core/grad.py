@@ -38,6 +38,14 @@ def depends_on(order, sources):
     return dep
 
 
+def gather_result(parts, n, gn):
+    """Keep gradient gn of projection n (op "result") for its multi-result node's VJP, which
+    runs once for all of the node's results (summing what two readers of one result give)."""
+    got = parts.setdefault(n.inputs[0].id, {})
+    k = n.params["index"]
+    got[k] = gn if k not in got else got[k] + gn
+
+
 def backward(order, adj, dep):
     """Reverse-mode sweep over `order` (topological) from the adjoints in `adj` (node id ->
     gradient node), adding gradient nodes to the graph; fills adj in place.
@@ -65,9 +73,7 @@ def backward(order, adj, dep):
         if gn is None:
             continue
         if n.op == "result":        # one result of a loop: gathered for the loop's VJP
-            got = parts.setdefault(n.inputs[0].id, {})
-            k = n.params["index"]
-            got[k] = gn if k not in got else got[k] + gn
+            gather_result(parts, n, gn)
             continue
         for i, x in enumerate(n.inputs):
             if x.id not in dep or x.dtype.kind != "f" or not opdef.has_vjp(i):

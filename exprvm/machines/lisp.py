@@ -18,7 +18,7 @@ from time import perf_counter
 import numpy as np
 
 from ..core import ancestors, bound_value, check_cost, check_value, depends_on, let, owner_of
-from ..core.grad import check_seed
+from ..core.grad import check_seed, gather_result
 from ..compiler import check_updates, default_outputs
 from ..errors import ExprError, FeedError
 from . import replay as _replay
@@ -296,9 +296,7 @@ class LispMachine:
                     adj[n.id] = gn
                 continue
             if n.op == "result":    # one result of a loop: gathered for the loop's backprop
-                got = parts.setdefault(n.inputs[0].id, {})
-                k = n.params["index"]
-                got[k] = gn if k not in got else got[k] + gn
+                gather_result(parts, n, gn)
                 continue
             xs = [x.value for x in n.inputs]
             for i, x in enumerate(n.inputs):

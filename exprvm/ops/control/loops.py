@@ -13,6 +13,18 @@ from .common import (as_value, body_nodes, check_like, float_dtype_of, graph_of,
                      shape_dtype, spec)
 
 
+def _carry_nodes(fn, who, graph, carry, carry_tree, specs, site):
+    """The carry a traced function returned, as body nodes: the structure, shapes and
+    dtypes of init, or an ExprError naming the function."""
+    leaves, tree = flatten(carry)
+    if tree != carry_tree:
+        raise ExprError(f"{who}: {function_name(fn)} (defined at {function_site(fn)}) returned a carry of "
+                        f"structure {tree!r}, but init has structure {carry_tree!r} (called at {site})")
+    nodes = body_nodes(fn, who, "carry", graph, leaves, [d for _, d in specs], site)
+    check_like(fn, who, "carry", nodes, specs, site)
+    return nodes
+
+
 def _placeholder_name(x, default):
     return x.name if isinstance(x, Node) and x.name else default
 
@@ -111,13 +123,7 @@ def _scan(step, init, xs, length, reverse, site, remat=False):
         raise ExprError(f"ev.scan: {function_name(step)} (defined at {function_site(step)}) must return "
                         f"a pair (new_carry, y), got {type(out).__name__} (called at {site})")
     new_carry, y = out
-    c_leaves, c_tree = flatten(new_carry)
-    if c_tree != carry_tree:
-        raise ExprError(f"ev.scan: {function_name(step)} (defined at {function_site(step)}) returned a "
-                        f"carry of structure {c_tree!r}, but init has structure {carry_tree!r} "
-                        f"(called at {site})")
-    c_nodes = body_nodes(step, "ev.scan", "carry", bg, c_leaves, [d for _, d in carry_specs], site)
-    check_like(step, "ev.scan", "carry", c_nodes, carry_specs, site)
+    c_nodes = _carry_nodes(step, "ev.scan", bg, new_carry, carry_tree, carry_specs, site)
     y_leaves, y_tree = flatten(y)
     y_nodes = body_nodes(step, "ev.scan", "y", bg, y_leaves, [fdt] * len(y_leaves), site)
     caps = list(bg.captures)
@@ -340,13 +346,7 @@ def while_loop(cond_fn, body_fn, init, max_iterations=None):
         raise ExprError(f"ev.while_loop: {function_name(cond_fn)} (defined at {function_site(cond_fn)}) "
                         f"must return a bool scalar, got {pred.shape} {pred.dtype.name} (called at {site})")
     bg, bleaves, out = _trace_carry_fn(body_fn, "ev.while_loop", init_leaves, carry_tree, graph, site)
-    c_leaves, c_tree = flatten(out)
-    if c_tree != carry_tree:
-        raise ExprError(f"ev.while_loop: {function_name(body_fn)} (defined at {function_site(body_fn)}) "
-                        f"returned a carry of structure {c_tree!r}, but init has structure {carry_tree!r} "
-                        f"(called at {site})")
-    c_nodes = body_nodes(body_fn, "ev.while_loop", "carry", bg, c_leaves, [d for _, d in specs], site)
-    check_like(body_fn, "ev.while_loop", "carry", c_nodes, specs, site)
+    c_nodes = _carry_nodes(body_fn, "ev.while_loop", bg, out, carry_tree, specs, site)
     cond_body = Body(cg, list(cleaves) + [leaf for _, leaf in cg.captures], [pred],
                      function_name(cond_fn), function_site(cond_fn))
     body = Body(bg, list(bleaves) + [leaf for _, leaf in bg.captures], c_nodes,

@@ -108,6 +108,19 @@ def gradient_bodies(body, n_carry, n_x, present, summed, shiftable=False):
     return augmented, gradient, plan
 
 
+def initial_carry_grads(gs, positions, carries, g):
+    """The gradient each carry at `positions` gets from after the loop: its result's
+    gradient, or zeros where none flows in."""
+    out = []
+    for k in positions:
+        gk = gs[k]
+        if gk is None:
+            gk = build_node(OPS["broadcast_to"], (g.constant(0.0, dtype=carries[k].dtype),),
+                            {"shape": carries[k].shape})
+        out.append(gk)
+    return out
+
+
 def _cheap(n):
     """Is a forward value cheaper to recompute in the gradient body than to store per step
     (JAX's dots_saveable policy: products and reductions are stored, elementwise values and
@@ -151,13 +164,7 @@ def scan_vjp(gs, ans, *inputs, body, n_carry, n_x, rows, steps, reverse, summed,
         else:
             res_nodes.append(_shifted(fres[n_carry + source[1]], carries[source[2]], rows, reverse))
 
-    dinit = []
-    for k in plan["dcarry_pos"]:
-        gk = gs[k]
-        if gk is None:
-            gk = build_node(OPS["broadcast_to"], (g.constant(0.0, dtype=carries[k].dtype),),
-                            {"shape": carries[k].shape})
-        dinit.append(gk)
+    dinit = initial_carry_grads(gs, plan["dcarry_pos"], carries, g)
     dys = {j: gs[n_carry + j] for j in plan["y_pos"]}
     stacked = [dys[j] for j in plan["y_pos"] if not summed[j]]
     per_run = [dys[j] for j in plan["y_pos"] if summed[j]]

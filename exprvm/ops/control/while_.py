@@ -25,7 +25,7 @@ from ...core import OPS, build_node, defop
 from ...core.body import Body
 from ...errors import GradError, ShapeError
 from .common import results_of, spec, tuple_rule
-from .scan_grad import gradient_bodies
+from .scan_grad import gradient_bodies, initial_carry_grads
 
 
 def split(args, cond, body, n_carry):
@@ -120,13 +120,7 @@ def while_vjp(gs, ans, *inputs, cond, body, n_carry, max_iterations, results):
     fres = results_of(fwd)
     count = fres[n_carry]
     res_nodes = [fres[n_carry + 1 + j] for kind, j in plan["res_source"]]
-    dinit = []
-    for k in plan["dcarry_pos"]:
-        gk = gs[k]
-        if gk is None:
-            gk = build_node(OPS["broadcast_to"], (g.constant(0.0, dtype=carries[k].dtype),),
-                            {"shape": carries[k].shape})
-        dinit.append(gk)
+    dinit = initial_carry_grads(gs, plan["dcarry_pos"], carries, g)
     outer = tuple(dinit) + tuple(res_nodes) + tuple(caps_b) + (count,)
     nd = len(plan["dcarry_pos"])
     outs = gradient.outputs
