@@ -11,4 +11,5 @@ results (op scan / while_loop / cond; its projections are op "result"), differen
 by ev.grad and by the LispMachine, compiled by the TapeMachine into one instruction
 holding a nested program. Given arrays and no nodes, these evaluate eagerly.
 """
-from .loops import cond, fori_loop, scan, while_loop  # noqa: F401
+from .loops import cond, fori_loop, while_loop  # noqa: F401
+from .scans import scan  # noqa: F401
