@@ -135,10 +135,6 @@ class Program:
     def __iter__(self):
         return iter(self.instrs)
 
-    def _repr_svg_(self):
-        from ..render import svg  # NOTE: lazy: graphviz is needed only to draw (Jupyter calls this)
-        return svg(self)
-
     @property
     def peak_bytes(self):
         """Bytes planned for intermediate values (all arenas together, loop bodies' too)."""

@@ -201,10 +201,6 @@ class Graph:
     def __len__(self):
         return len(self.nodes)
 
-    def _repr_svg_(self):
-        from ..render import svg  # NOTE: lazy: graphviz is needed only to draw (Jupyter calls this)
-        return svg(self)
-
     # -- leaves --------------------------------------------------------------
     def tensor(self, name, shape, dtype=np.float64, init=None, value=None):
         """A leaf of any shape: an input, or a parameter when ``init`` or ``value`` is given.

@@ -102,3 +102,13 @@ def svg(obj, **options):
         return to_dot(obj, **options).pipe(format="svg", encoding="utf-8")
     except graphviz.ExecutableNotFound:
         return None
+
+
+def _repr_svg_(self):
+    """The drawing, for Jupyter (which shows the text repr when this gives None)."""
+    return svg(self)
+
+
+# NOTE: installed here, as exprvm.ops installs Node's operators: the core and the compiler
+# never import the renderer (it stands above them).
+Graph._repr_svg_ = Program._repr_svg_ = _repr_svg_
