@@ -27,6 +27,7 @@ from . import distributed  # noqa: F401  (imports mpi4py only in ev.distributed.
 from . import data  # noqa: F401  (ev.data.DataLoader, ArrayDataset, TextStreams)
 from .kernels import backends, get_backend, set_backend  # noqa: F401
 from . import cuda  # noqa: F401
+from . import onnx  # noqa: F401  (imports the onnx package only when ev.onnx.load / export run)
 from .cuda import tidy  # noqa: F401
 
 __version__ = "0.1.0"

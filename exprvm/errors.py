@@ -74,5 +74,22 @@ class TraceError(ExprError, TypeError):
     ev.while_loop, ev.scan)."""
 
 
+class OnnxError(ExprError, ValueError):
+    """An ONNX model was refused: a corrupt or truncated file, a tensor whose declared size
+    does not fit its bytes or the size limit, external data outside the model's folder, a
+    graph with a cycle or an undefined input, or a node whose operands do not fit it.
+    Raised before anything large is allocated. `.op_type`, `.node` and `.opset` name the
+    ONNX node where there is one."""
+
+    def __init__(self, message, op_type=None, node=None, opset=None, attribute=None):
+        super().__init__(message)
+        self.op_type, self.node, self.opset, self.attribute = op_type, node, opset, attribute
+
+
+class OnnxUnsupportedError(OnnxError, NotImplementedError):
+    """An ONNX operator, attribute value, input or output exprvm cannot import (naming it,
+    the node and the opset), or an exprvm op with no ONNX form on export."""
+
+
 # every error class above (a new one is public by being defined here)
 __all__ = sorted(n for n, v in list(globals().items()) if isinstance(v, type) and issubclass(v, ExprError))

@@ -1,0 +1,248 @@
+"""Everything ev.onnx.load checks before it builds a node: the opset, every tensor's size
+against its bytes and the limit, the graph's inputs and their shapes, that the nodes form
+a graph (no cycle, no undefined input, no name produced twice), that every operator,
+attribute and output is one exprvm imports, and that every input a row needs at import
+time (a Reshape's shape) is known then. The result is a Plan the Builder follows.
+"""
+import heapq
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import OnnxError, OnnxUnsupportedError
+from .proto import numpy_dtype, onnx_module, read_attribute, read_tensor, shape_count
+from .table import IMPORTS, REQUIRED, rows
+
+MIN_OPSET = 13
+
+
+@dataclass
+class Step:
+    """One ONNX node as the Builder will build it."""
+    proto: object             # the NodeProto
+    row: object               # its ImportRow
+    attrs: dict               # attribute values, defaults filled in
+    label: str                # how errors name it: the node's name, or op_type #index
+    static: bool = False      # every output is known at import time (folded)
+
+
+@dataclass
+class Plan:
+    opset: int
+    initializers: dict                    # name -> numpy array
+    inputs: list                          # (name, shape, dtype) of the inputs fed at run time
+    bound: dict                           # name -> array: graph inputs bound at import (values=)
+    steps: list                           # Steps in topological order
+    outputs: list                         # graph output names
+    static: set = field(default_factory=set)   # names of values known at import time
+    folder: object = None
+    max_elements: int = 0
+
+
+def where(op_type, label, opset):
+    return f"ONNX {op_type} node {label!r} (opset {opset})"
+
+
+def plan(model, folder, shapes, max_elements, values=None):
+    """Check a parsed model all through and return its Plan (or raise OnnxError)."""
+    opset = _opset(model)
+    g = model.graph
+    if len(g.sparse_initializer):
+        raise OnnxUnsupportedError("sparse initializers are not supported")
+    inits = {}
+    for t in g.initializer:
+        if t.name in inits:
+            raise OnnxError(f"initializer {t.name!r} is given twice")
+        inits[t.name] = read_tensor(t, folder, max_elements)
+    inputs = _inputs(g, inits, dict(shapes or {}), max_elements)
+    bound = _bind(inputs, dict(values or {}))
+    inputs = [i for i in inputs if i[0] not in bound]
+    known = set(inits) | set(bound) | {name for name, _, _ in inputs}
+    steps = _steps(g, known, opset, folder, max_elements)
+    for o in g.output:
+        if o.name not in known and not any(o.name in s.proto.output for s in steps):
+            raise OnnxError(f"graph output {o.name!r} is not computed by any node")
+    p = Plan(opset, inits, inputs, bound, steps, [o.name for o in g.output], folder=folder,
+             max_elements=max_elements)
+    _propagate_static(p)
+    return p
+
+
+def _opset(model):
+    onnx = onnx_module()
+    versions = {imp.domain: imp.version for imp in model.opset_import}
+    v = versions.get("", versions.get("ai.onnx"))
+    if v is None:
+        raise OnnxError("the model imports no version of the default ONNX operator set (ai.onnx)")
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= v <= newest:
+        raise OnnxUnsupportedError(f"opset {v} is not supported: exprvm imports opsets {MIN_OPSET} to {newest} "
+                                   "(onnx.version_converter.convert_version upgrades older models)", opset=v)
+    return int(v)
+
+
+def _inputs(g, inits, shapes, limit):
+    out = []
+    for vi in g.input:
+        if vi.name in inits:
+            continue     # an initializer listed as an input (older exporters): a parameter
+        what = f"graph input {vi.name!r}"
+        if vi.type.WhichOneof("value") != "tensor_type":
+            raise OnnxUnsupportedError(f"{what}: only tensor inputs are supported, not "
+                                       f"{vi.type.WhichOneof('value') or 'an untyped value'}")
+        tt = vi.type.tensor_type
+        dt = numpy_dtype(tt.elem_type, what)
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        given = shapes.pop(vi.name, None)
+        if given is not None:
+            given = tuple(int(s) for s in given)
+            if tt.HasField("shape") and (len(given) != len(dims) or
+                                         any(d is not None and d != s for d, s in zip(dims, given))):
+                raise OnnxError(f"{what}: the shape given, {given}, does not fit the model's {_dims(tt)}")
+            dims = list(given)
+        elif not tt.HasField("shape") or None in dims:
+            raise OnnxError(f"{what} has shape {_dims(tt)}, not fully known: give it, "
+                            f"ev.onnx.load(..., shapes={{{vi.name!r}: (...)}})")
+        shape, _ = shape_count(dims, what, limit)
+        out.append((vi.name, shape, dt))
+    if shapes:
+        raise OnnxError(f"shapes= names no graph input of the model: {sorted(shapes)}")
+    return out
+
+
+def _bind(inputs, values):
+    """values= checked against the inputs they bind: the same shape and dtype."""
+    bound = {}
+    for name, shape, dt in inputs:
+        if name in values:
+            a = np.asarray(values.pop(name))
+            if a.shape != shape or a.dtype != dt:
+                raise OnnxError(f"values= binds graph input {name!r} to a {a.dtype} array of shape {a.shape}; "
+                                f"the model declares {dt} {shape}")
+            bound[name] = a
+    if values:
+        raise OnnxError(f"values= names no graph input of the model: {sorted(values)}")
+    return bound
+
+
+def import_time_inputs(model):
+    """The names of the graph inputs whose values a model needs when it is imported (a
+    Reshape's shape fed as an input, say): bind them with ev.onnx.load(..., values=)."""
+    g = model.graph
+    need = set()
+    for n in reversed(list(g.node)):
+        row = IMPORTS.get(n.op_type)
+        if row is None:
+            continue
+        if row.fold and n.op_type not in ("Shape", "Size") and any(o in need for o in n.output):
+            need.update(i for i in n.input if i)
+        need.update(n.input[k] for k in row.static if k < len(n.input) and n.input[k])
+    inits = {t.name for t in g.initializer}
+    return [vi.name for vi in g.input if vi.name in need and vi.name not in inits]
+
+
+def _dims(tt):
+    if not tt.HasField("shape"):
+        return "unknown"
+    return "(" + ", ".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
+                           for d in tt.shape.dim) + ")"
+
+
+def _steps(g, known, opset, folder, limit):
+    """The nodes checked and sorted topologically (Kahn's algorithm)."""
+    producer = {}
+    for k, n in enumerate(g.node):
+        for o in n.output:
+            if not o:
+                continue
+            if o in known or o in producer:
+                raise OnnxError(f"value {o!r} is produced twice (node {_label(n, k)!r})")
+            producer[o] = k
+    waiting, readers = [0] * len(g.node), [[] for _ in g.node]
+    for k, n in enumerate(g.node):
+        for i in n.input:
+            if not i or i in known:
+                continue
+            if i not in producer:
+                raise OnnxError(f"{where(n.op_type, _label(n, k), opset)}: input {i!r} is not defined "
+                                "(no graph input, initializer or node output has that name)")
+            waiting[k] += 1
+            readers[producer[i]].append(k)
+    # NOTE: the lowest-numbered ready node first: a model already sorted keeps its order
+    ready = [k for k, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(k)
+        for r in readers[k]:
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                heapq.heappush(ready, r)
+    if len(order) != len(g.node):
+        k = next(k for k, w in enumerate(waiting) if w)
+        raise OnnxError(f"the graph has a cycle through node {_label(g.node[k], k)!r} ({g.node[k].op_type})")
+    rows()     # every handler module registered
+    return [_step(g.node[k], k, opset, folder, limit) for k in order]
+
+
+def _label(n, k):
+    return n.name or f"{n.op_type} #{k}"
+
+
+def _step(n, k, opset, folder, limit):
+    label = _label(n, k)
+    at = where(n.op_type, label, opset)
+    kw = dict(op_type=n.op_type, node=label, opset=opset)
+    if n.domain not in ("", "ai.onnx"):
+        raise OnnxUnsupportedError(f"{at}: operator domain {n.domain!r} is not supported", **kw)
+    row = IMPORTS.get(n.op_type)
+    if row is None:
+        raise OnnxUnsupportedError(f"{at}: operator {n.op_type} is not supported", **kw)
+    try:
+        onnx_module().defs.get_schema(n.op_type, opset)
+    except Exception:   # NOTE: onnx raises its SchemaError
+        raise OnnxError(f"{at}: operator {n.op_type} is not defined at opset {opset}", **kw) from None
+    attrs = {}
+    for a in n.attribute:
+        spec = row.attrs.get(a.name)
+        if spec is None:
+            raise OnnxUnsupportedError(f"{at}: attribute {a.name!r} is not supported", attribute=a.name, **kw)
+        if a.name in attrs:
+            raise OnnxError(f"{at}: attribute {a.name!r} is given twice", attribute=a.name, **kw)
+        attrs[a.name] = read_attribute(a, spec[0], folder, limit, at)
+    for name, (_, default) in row.attrs.items():
+        if name not in attrs:
+            if default is REQUIRED:
+                raise OnnxError(f"{at}: attribute {name!r} is required", attribute=name, **kw)
+            attrs[name] = default
+    bad = row.check(attrs) if row.check else None
+    if bad is not None:
+        raise OnnxUnsupportedError(f"{at}: attribute {bad[0]}={bad[1]} is not supported",
+                                   attribute=bad[0], **kw)
+    for i, o in enumerate(n.output):
+        if o and i >= row.outputs:
+            raise OnnxUnsupportedError(f"{at}: output {i} ({o!r}) is not supported; exprvm computes "
+                                       f"the first {row.outputs}", **kw)
+    return Step(n, row, attrs, label)
+
+
+def _propagate_static(p):
+    """Mark the values known at import time: integer initializers, constants, shapes, and
+    whatever a foldable row computes from known values only. Float initializers are
+    parameters (trainable), so what reads them is built as nodes."""
+    static = {name for name, a in p.initializers.items() if a.dtype.kind != "f"} | set(p.bound)
+    for s in p.steps:
+        n = s.proto
+        ins = [i for i in n.input if i]
+        if n.op_type in ("Shape", "Size") or (s.row.fold and all(i in static for i in ins)):
+            s.static = True
+            static.update(o for o in n.output if o)
+        for pos in s.row.static:
+            if pos < len(n.input) and n.input[pos] and n.input[pos] not in static \
+                    and n.input[pos] not in p.initializers:
+                raise OnnxUnsupportedError(
+                    f"{where(n.op_type, s.label, p.opset)}: input {pos} ({n.input[pos]!r}) must be known "
+                    "when the model is imported (a constant, an initializer, or computed from shapes), "
+                    "but it is computed at run time", op_type=n.op_type, node=s.label, opset=p.opset)
+    p.static = static

@@ -1,0 +1,77 @@
+"""The import table: one row per ONNX operator exprvm reads, and the supported-operator
+table the docs show, generated from these rows (so it cannot go stale).
+
+A row holds the handler, which builds the operator from exprvm ops, and what the loader
+checks before it builds anything: the attributes it knows (kind and default), the inputs
+that must be known when the graph is built (a Reshape's shape), how many outputs it
+computes, and a check of attribute values it cannot honour. Handlers are registered by
+ops_math, ops_shape, ops_nn, ops_pool and ops_rnn:
+
+    @imports("Gemm", attrs={"alpha": ("f", 1.0), "transA": ("i", 0), ...})
+    def gemm(b, ins, at):               # b: the Builder; ins: values (arrays or nodes)
+        ...                             # at: the attributes, defaults filled in
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+REQUIRED = object()      # an attribute default: the attribute must be given
+IMPORTS = {}             # ONNX op_type -> ImportRow
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    op_type: str
+    fn: Callable                          # fn(b, ins, at) -> a value or a tuple of values
+    attrs: dict = field(default_factory=dict)   # name -> (kind, default); kinds in proto.KINDS
+    static: tuple = ()                    # input positions known when the graph is built
+    outputs: int = 1                      # outputs computed (a node asking for more is refused)
+    fold: bool = True                     # all inputs known at import: evaluate it then
+    check: Optional[Callable] = None      # check(at) -> None, or (attribute, why) refused
+    notes: str = ""                       # what the docs table says is not supported
+
+
+def imports(op_types, attrs=None, static=(), outputs=1, fold=True, check=None, notes=""):
+    """Register a handler for one ONNX op_type or several (a tuple of names)."""
+    names = (op_types,) if isinstance(op_types, str) else tuple(op_types)
+
+    def register(fn):
+        for name in names:
+            IMPORTS[name] = ImportRow(name, fn, dict(attrs or {}), tuple(static), outputs, fold, check, notes)
+        return fn
+    return register
+
+
+def one_of(attribute, allowed):
+    """A row check: the attribute's value must be one of allowed."""
+    def check(at):
+        if at[attribute] not in allowed:
+            return attribute, f"{at[attribute]!r} (supported: {', '.join(map(repr, allowed))})"
+        return None
+    return check
+
+
+def all_of(*checks):
+    def check(at):
+        for c in checks:
+            bad = c(at)
+            if bad is not None:
+                return bad
+        return None
+    return check
+
+
+def rows():
+    """Every import row, sorted by op_type (the handlers' modules registered)."""
+    from . import ops_math, ops_nn, ops_pool, ops_rnn, ops_shape  # noqa: F401  (they register rows)
+    return [IMPORTS[k] for k in sorted(IMPORTS)]
+
+
+def operator_table():
+    """The supported ONNX operators as a Markdown table, generated from the import rows."""
+    lines = ["| ONNX operator | attributes read | known at import | not supported |",
+             "|---|---|---|---|"]
+    for r in rows():
+        attrs = ", ".join(sorted(r.attrs)) or "-"
+        static = ", ".join(f"input {i}" for i in r.static) or "-"
+        lines.append(f"| {r.op_type} | {attrs} | {static} | {r.notes or '-'} |")
+    return "\n".join(lines) + "\n"
