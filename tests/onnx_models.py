@@ -1,0 +1,148 @@
+"""Small ONNX models built with onnx.helper for the ONNX tests (an MLP, a convnet, LSTM and
+GRU layers, an attention block), ONNX Runtime as the reference, and the comparison the
+tests make: the largest difference relative to the largest reference value."""
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import exprvm as ev
+
+F32 = TensorProto.FLOAT
+
+
+def model(nodes, inputs, outputs, inits, opset=17, name="model"):
+    """A checked ModelProto: inputs {name: (elem_type, shape)}, outputs [names], inits {name: array}."""
+    vis = [helper.make_tensor_value_info(n, t, s) for n, (t, s) in inputs.items()]
+    tensors = [numpy_helper.from_array(np.asarray(a), n) for n, a in inits.items()]
+    g = helper.make_graph(nodes, name, vis, [], tensors)
+    g.value_info.extend(helper.make_tensor_value_info(n, F32, None) for n in outputs)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = min(m.ir_version, 10)     # NOTE: what the onnxruntime wheel reads
+    # the outputs' types and shapes as ONNX's shape inference finds them
+    known = {v.name: v for v in onnx.shape_inference.infer_shapes(m).graph.value_info}
+    del m.graph.value_info[:]
+    m.graph.output.extend(known[n] for n in outputs)
+    onnx.checker.check_model(m)
+    return m
+
+
+def _w(rng, *shape, scale=0.5):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def mlp(rng, batch="N"):
+    inits = {"fc1.weight": _w(rng, 16, 8), "fc1.bias": _w(rng, 16), "fc2.weight": _w(rng, 4, 16),
+             "fc2.bias": _w(rng, 4)}
+    nodes = [helper.make_node("Gemm", ["x", "fc1.weight", "fc1.bias"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "fc2.weight", "fc2.bias"], ["z"], transB=1),
+             helper.make_node("LogSoftmax", ["z"], ["y"], axis=1)]
+    return model(nodes, {"x": (F32, (batch, 8))}, ["y"], inits), {"x": (5, 8)}
+
+
+def convnet(rng):
+    """Conv (asymmetric pads), BatchNormalization, Relu, MaxPool, AveragePool, GlobalAveragePool,
+    a Reshape whose shape is computed from Shape / Gather / Unsqueeze / Concat, Gemm, Softmax."""
+    inits = {"conv.w": _w(rng, 6, 3, 3, 3), "conv.b": _w(rng, 6), "bn.scale": 1 + _w(rng, 6, scale=0.1),
+             "bn.bias": _w(rng, 6), "bn.mean": _w(rng, 6, scale=0.1), "bn.var": 1 + np.abs(_w(rng, 6)),
+             "fc.w": _w(rng, 5, 6), "fc.b": _w(rng, 5), "zero": np.array(0, np.int64),
+             "minus1": np.array([-1], np.int64), "axes0": np.array([0], np.int64)}
+    nodes = [helper.make_node("Conv", ["x", "conv.w", "conv.b"], ["c"], pads=[1, 0, 2, 1], strides=[1, 1]),
+             helper.make_node("BatchNormalization", ["c", "bn.scale", "bn.bias", "bn.mean", "bn.var"], ["bn"],
+                              epsilon=1e-3),
+             helper.make_node("Relu", ["bn"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("AveragePool", ["p"], ["a"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["a"], ["gap"]),
+             helper.make_node("Shape", ["gap"], ["shp"]),
+             helper.make_node("Gather", ["shp", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "axes0"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus1"], ["target"], axis=0),
+             helper.make_node("Reshape", ["gap", "target"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["z"], transB=1),
+             helper.make_node("Softmax", ["z"], ["y"], axis=-1)]
+    return model(nodes, {"x": (F32, (2, 3, 9, 8))}, ["y"], inits), {}
+
+
+def recurrent(rng, op="LSTM", direction="bidirectional", lens=None, **attrs):
+    """One LSTM or GRU layer (time-major) with biases and initial states, all its outputs."""
+    gates, hidden, width, steps, batch = (4 if op == "LSTM" else 3), 5, 3, 4, 2
+    dirs = 2 if direction == "bidirectional" else 1
+    inits = {"W": _w(rng, dirs, gates * hidden, width), "R": _w(rng, dirs, gates * hidden, hidden),
+             "B": _w(rng, dirs, 2 * gates * hidden), "h0": _w(rng, dirs, batch, hidden)}
+    names = ["x", "W", "R", "B", "lens" if lens is not None else "", "h0"]
+    outs = ["Y", "Y_h"]
+    if op == "LSTM":
+        inits["c0"] = _w(rng, dirs, batch, hidden)
+        names.append("c0")
+        outs.append("Y_c")
+    if lens is not None:
+        inits["lens"] = np.asarray(lens, np.int32)
+    node = helper.make_node(op, names, outs, hidden_size=hidden, direction=direction, **attrs)
+    return model([node], {"x": (F32, (steps, batch, width))}, outs, inits), {}
+
+
+def attention(rng, opset=20):
+    """Embedding Gather, LayerNormalization, one causal attention head split in two by
+    Reshape / Transpose, Div by Sqrt, Where over a mask, Softmax, Gelu, Expand, residual."""
+    d, heads, vocab, t = 8, 2, 11, 5
+    mask = np.tril(np.ones((t, t), bool))
+    inits = {"emb": _w(rng, vocab, d), "pos": _w(rng, 1, t, d), "ln.g": 1 + _w(rng, d, scale=0.1),
+             "ln.b": _w(rng, d, scale=0.1), "wq": _w(rng, d, d), "wk": _w(rng, d, d), "wv": _w(rng, d, d),
+             "wo": _w(rng, d, d), "mask": mask, "neg": np.array(-1e9, np.float32),
+             "hd": np.array(d // heads, np.float32), "split": np.array([0, 0, heads, d // heads], np.int64),
+             "merge": np.array([0, 0, d], np.int64), "expand": np.array([2, 1, 1], np.int64)}
+    n = helper.make_node
+    nodes = [n("Gather", ["emb", "ids"], ["e"], axis=0), n("Expand", ["pos", "expand"], ["pe"]),
+             n("Add", ["e", "pe"], ["x"]),
+             n("LayerNormalization", ["x", "ln.g", "ln.b"], ["xn"], axis=-1, epsilon=1e-5)]
+    for k in "qkv":
+        nodes += [n("MatMul", ["xn", f"w{k}"], [f"{k}0"]), n("Reshape", [f"{k}0", "split"], [f"{k}1"]),
+                  n("Transpose", [f"{k}1"], [k], perm=[0, 2, 1, 3])]
+    nodes += [n("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]), n("MatMul", ["q", "kt"], ["s0"]),
+              n("Sqrt", ["hd"], ["sq"]), n("Div", ["s0", "sq"], ["s1"]), n("Where", ["mask", "s1", "neg"], ["s2"]),
+              n("Softmax", ["s2"], ["p"], axis=-1), n("MatMul", ["p", "v"], ["o0"]),
+              n("Transpose", ["o0"], ["o1"], perm=[0, 2, 1, 3]), n("Reshape", ["o1", "merge"], ["o2"]),
+              n("MatMul", ["o2", "wo"], ["o3"]), n("Gelu", ["o3"], ["o4"]), n("Add", ["x", "o4"], ["y"])]
+    if opset < 20:   # Gelu is opset 20's; before it, its Erf form
+        i = next(k for k, nd in enumerate(nodes) if nd.op_type == "Gelu")
+        inits.update(c_half=np.array(0.5, np.float32), c_one=np.array(1.0, np.float32),
+                     c_rt2=np.array(np.sqrt(2.0), np.float32))
+        nodes[i:i + 1] = [n("Div", ["o3", "c_rt2"], ["g0"]), n("Erf", ["g0"], ["g1"]),
+                          n("Add", ["g1", "c_one"], ["g2"]), n("Mul", ["o3", "g2"], ["g3"]),
+                          n("Mul", ["g3", "c_half"], ["o4"])]
+    return model(nodes, {"ids": (TensorProto.INT64, (2, t))}, ["y"], inits, opset=opset), {}
+
+
+def feeds_for(m, shapes, rng):
+    """Random inputs for a model's graph inputs (integers: ids in range)."""
+    out = {}
+    for vi in m.graph.input:
+        tt = vi.type.tensor_type
+        shape = shapes.get(vi.name) or tuple(d.dim_value for d in tt.shape.dim)
+        if tt.elem_type == TensorProto.INT64:
+            out[vi.name] = rng.integers(0, 11, shape).astype(np.int64)
+        else:
+            out[vi.name] = rng.standard_normal(shape).astype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+    return out
+
+
+def ort_run(m, feeds):
+    import onnxruntime as ort
+    s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return s.run(None, feeds)
+
+
+def ev_run(m, feeds, machine, shapes=None):
+    """Import m and run it on one machine: the outputs' values."""
+    g, ins, outs = ev.onnx.load(m, shapes=shapes)
+    vm = ev.TapeMachine(g, outputs=outs) if machine == "tape" else ev.LispMachine(g, outputs=outs)
+    vm.run({node: feeds[node.name] for node in ins})
+    return [np.array(o.value, copy=True) for o in outs]
+
+
+def rel_diff(got, want):
+    """max |got - want| / max |want| (0 for two empty or all-zero arrays)."""
+    want = np.asarray(want, np.float64)
+    scale = float(np.max(np.abs(want))) if want.size else 0.0
+    return float(np.max(np.abs(np.asarray(got, np.float64) - want))) / (scale or 1.0) if want.size else 0.0
