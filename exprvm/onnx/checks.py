@@ -199,10 +199,12 @@ def _step(n, k, opset, folder, limit):
     row = IMPORTS.get(n.op_type)
     if row is None:
         raise OnnxUnsupportedError(f"{at}: operator {n.op_type} is not supported", **kw)
+    defs = onnx_module().defs
     try:
-        onnx_module().defs.get_schema(n.op_type, opset)
+        schema = defs.get_schema(n.op_type, opset)
     except Exception:   # NOTE: onnx raises its SchemaError
         raise OnnxError(f"{at}: operator {n.op_type} is not defined at opset {opset}", **kw) from None
+    _check_arity(n, schema, defs.OpSchema.FormalParameterOption.Single, at, kw)
     attrs = {}
     for a in n.attribute:
         spec = row.attrs.get(a.name)
@@ -225,6 +227,18 @@ def _step(n, k, opset, folder, limit):
             raise OnnxUnsupportedError(f"{at}: output {i} ({o!r}) is not supported; exprvm computes "
                                        f"the first {row.outputs}", **kw)
     return Step(n, row, attrs, label)
+
+
+def _check_arity(n, schema, single, at, kw):
+    """As many inputs and outputs as the operator takes, each required one named."""
+    for what, names, formal, lo, hi in (("inputs", n.input, schema.inputs, schema.min_input, schema.max_input),
+                                        ("outputs", n.output, schema.outputs, schema.min_output,
+                                         schema.max_output)):
+        if not lo <= len(names) <= hi:
+            raise OnnxError(f"{at}: {len(names)} {what}, the operator takes {lo} to {hi}", **kw)
+        for i, name in enumerate(names):
+            if not name and i < len(formal) and formal[i].option == single:
+                raise OnnxError(f"{at}: {what[:-1]} {i} ({formal[i].name}) is required but left empty", **kw)
 
 
 def _propagate_static(p):

@@ -282,7 +282,7 @@ def matmul(b, ins, at):
     return ev.matmul(a, c)
 
 
-@imports("Einsum", attrs={"equation": ("s", REQUIRED)}, notes="'...' in the equation")
+@imports("Einsum", attrs={"equation": ("s", REQUIRED)}, fold=False, notes="'...' in the equation")
 def einsum(b, ins, at):
     eq = at["equation"].replace(" ", "")
     if "..." in eq:

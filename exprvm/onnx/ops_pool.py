@@ -10,6 +10,7 @@ count_include_pad). The count is separable, so it is the outer product of one co
 per axis.
 """
 import itertools
+import math
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from .ops_nn import AUTO_PAD, WINDOW_ATTRS, per_axis, window_pads
 from .table import REQUIRED, all_of, imports, one_of
 
 POOL_ATTRS = dict(WINDOW_ATTRS, kernel_shape=("ints", REQUIRED), ceil_mode=("i", 0))
+MAX_TAPS = 4096      # windows built from taps: one slice node per tap
 
 
 def _geometry(b, x, at):
@@ -40,13 +42,17 @@ def _native(x, kernel, strides, dilations, pairs, out):
                     for n, (lo, _), k, s, o in zip(x.shape[2:], pairs, kernel, strides, out)))
 
 
-def _taps(x, kernel, strides, dilations, pairs, out, fill):
+def _taps(b, x, kernel, strides, dilations, pairs, out, fill):
     """The input padded with fill (and at the end as far as ceil_mode's last window
     reaches), then one strided view per kernel tap."""
+    if math.prod(kernel) > MAX_TAPS:
+        b.refuse(f"a {'x'.join(map(str, kernel))} window outside 2-d pooling without dilation "
+                 f"(more than {MAX_TAPS} elements)", "kernel_shape")
     widths = [(0, 0), (0, 0)]
     for n, (lo, hi), k, s, d, o in zip(x.shape[2:], pairs, kernel, strides, dilations, out):
         need = (o - 1) * s + (k - 1) * d + 1
         widths.append((lo, max(hi, need - n - lo)))
+    b.limit(tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, widths)), "the padded input")
     xp = ev.pad(x, widths, constant_values=fill) if any(w != (0, 0) for w in widths) else x
     for tap in itertools.product(*(range(k) for k in kernel)):
         index = (slice(None), slice(None)) + tuple(
@@ -76,7 +82,7 @@ def max_pool(b, ins, at):
     if _native(x, *geo):
         return ev.max_pool2d(x, kernel, strides, tuple(lo for lo, _ in pairs))
     y = None
-    for view in _taps(x, *geo, fill=-np.inf):
+    for view in _taps(b, x, *geo, fill=-np.inf):
         y = view if y is None else ev.maximum(y, view)
     return y
 
@@ -94,6 +100,6 @@ def average_pool(b, ins, at):
         # avg_pool2d divides by the whole kernel; ONNX's default counts real elements only
         return y * (float(np.prod(kernel)) / _counts(x, *geo, include_pad=False))
     y = None
-    for view in _taps(x, *geo, fill=0.0):
+    for view in _taps(b, x, *geo, fill=0.0):
         y = view if y is None else y + view
     return y / _counts(x, *geo, include_pad=include)

@@ -30,6 +30,7 @@ ACTIVATIONS = {
     "Softplus": (lambda x, a, b: ev.softplus(x), None, None),
     "Affine": (lambda x, a, b: x * a + b, 1.0, 0.0),
 }
+MAX_STEPS = 10000    # steps unrolled (a scan will take any number)
 RNN_ATTRS = {"activation_alpha": ("floats", None), "activation_beta": ("floats", None),
              "activations": ("strings", None), "clip": ("f", None), "direction": ("s", "forward"),
              "hidden_size": ("i", None), "layout": ("i", 0)}
@@ -105,6 +106,8 @@ def _recurrent(b, ins, at, gates, states, defaults, make_step):
         x = ev.transpose(x, (1, 0, 2))
         init = [None if s is None else ev.transpose(s, (1, 0, 2)) for s in init]
     steps, batch, width = x.shape
+    if steps > MAX_STEPS:
+        b.refuse(f"a sequence of {steps} steps (the recurrence is unrolled: at most {MAX_STEPS})")
     dirs = 2 if at["direction"] == "bidirectional" else 1
     hidden = at["hidden_size"] or w.shape[1] // gates
     want = {"W": (dirs, gates * hidden, width), "R": (dirs, gates * hidden, hidden),
