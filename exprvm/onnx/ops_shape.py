@@ -295,3 +295,16 @@ def pad(b, ins, at):
         return np.pad(x, widths, mode=mode, **kw)[tuple(crop)]
     y = ev.pad(x, widths, mode=mode, constant_values=float(fill)) if any(w != (0, 0) for w in widths) else x
     return y if all(c == slice(None) for c in crop) else ev.getitem(y, tuple(crop))
+
+
+@imports("Trilu", attrs={"upper": ("i", 1)}, static=(1,))
+def trilu(b, ins, at):
+    x, k = ins[0], opt(ins, 1)
+    if len(x.shape) < 2:
+        b.fail(f"input {tuple(x.shape)} must be at least 2-d")
+    k = 0 if k is None else ints(k)[0]
+    rows, cols = x.shape[-2:]
+    keep = (np.triu if at["upper"] else np.tril)(np.ones((rows, cols), np.bool_), k)
+    if known(x):
+        return np.where(keep, x, np.zeros((), np.asarray(x).dtype))
+    return ev.where(keep, x, np.zeros((), x.dtype))
