@@ -14,7 +14,7 @@ import sys as _sys
 import types as _types
 
 from .errors import *  # noqa: F401,F403
-from .core import Graph, Node, ancestors, let  # noqa: F401
+from .core import Graph, Node, ancestors, from_dlpack, let  # noqa: F401
 from .ops import *  # noqa: F401,F403
 from .ops import abs, max, min, pow, round, sum  # noqa: F401  (numpy's names shadow builtins on purpose)
 from .ops import random  # noqa: F401  (ev.random.normal / uniform / bernoulli)
@@ -32,7 +32,7 @@ from .cuda import tidy  # noqa: F401
 
 __version__ = "0.1.0"
 
-_CORE = ("Graph", "Node", "ancestors", "let")       # the graph core's public names
+_CORE = ("Graph", "Node", "ancestors", "from_dlpack", "let")       # the graph core's public names
 # NOTE: only these packages' names are public here; exprvm.core, exprvm.compiler and the
 # other stage packages are reachable as attributes (Python sets them) but are not the API.
 _PUBLIC_MODULES = ("nn", "random", "replay", "init", "schedules", "solvers", "distributed", "cuda", "train",

@@ -12,6 +12,7 @@ from .rules import (  # noqa: F401
     binary_rule, integer_or_binary_rule, broadcast, compare_rule, elementwise_rule, is_basic_index, ndim_of, norm_axis, same_float_dtype,
     shape_of, unary_rule, unbroadcast)
 from .site import caller, format_site, user_site  # noqa: F401
+from .interop import DEVICE_IMPORTERS, as_array, from_dlpack  # noqa: F401
 from .grad import check_cost, depends_on, grad  # noqa: F401
 from .owners import array_owner, owner_of, set_array_owner, set_owner  # noqa: F401
 from . import rewrites  # noqa: F401  (registers the build-time rewrites)

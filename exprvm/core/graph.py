@@ -7,6 +7,7 @@ nodes that read them, so sorting a node set by id is a topological order.
 import numpy as np
 
 from ..errors import DTypeError, ExprError, FeedError, NoValueError, ShapeError, TraceError, UnsupportedError
+from .interop import as_array
 from .site import caller, format_site, user_site
 
 LEAF_OPS = ("input", "param", "const")
@@ -458,11 +459,15 @@ def _castable(src, dst, strict):
 
 
 def check_value(node, value):
-    """Coerce a value for a leaf, or raise FeedError naming the node."""
-    arr = np.asarray(value)
+    """Coerce a value for a leaf, or raise FeedError naming the node. Arrays of other
+    libraries (__dlpack__, __array__) are read in place when their memory is on the host."""
+    try:
+        arr = as_array(value)
+    except FeedError as e:
+        raise FeedError(f"input {node.label} (made at {node.site}): {e}") from None
     if arr.dtype != node.dtype:
         # Python numbers and lists have no dtype of their own to clash with.
-        strict = isinstance(value, (np.ndarray, np.generic))
+        strict = hasattr(value, "dtype")
         if not _castable(arr.dtype, node.dtype, strict):
             raise FeedError(f"input {node.label}: fed dtype {arr.dtype}, expected {node.dtype.name} "
                             f"(node made at {node.site}); convert with .astype(np.{node.dtype.name})")
@@ -482,7 +487,9 @@ def bound_value(node):
 
 
 def let(node, value):
-    """Bind a leaf's value (ev.let). The array is used as is when its dtype and shape fit.
+    """Bind a leaf's value (ev.let). The array is used as is when its dtype and shape fit
+    (another library's host array too, through DLPack or __array__: no copy); a parameter
+    given read-only memory (a JAX array) gets a copy, since solvers update it in place.
     An input bound so keeps its value for every later run of any machine that is not fed
     it (a run's feeds are for that run only and never change .value)."""
     if not isinstance(node, Node):
@@ -491,5 +498,8 @@ def let(node, value):
         raise FeedError(f"cannot bind constant {node.label} (made at {node.site})")
     if not node.is_leaf:
         raise FeedError(f"cannot bind {node.label}: it is computed by op {node.op} (made at {node.site})")
-    node.value = check_value(node, value)
+    arr = check_value(node, value)
+    if node.op == "param" and not arr.flags.writeable:
+        arr = arr.copy()
+    node.value = arr
     return node

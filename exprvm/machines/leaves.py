@@ -37,7 +37,9 @@ class FedInput:
         """Take this run's value (the node's .value is never written: a feed is for one run,
         ev.let binds a value to persist)."""
         node = self.node
-        if type(value) is np.ndarray and value.dtype == node.dtype and value.shape == node.shape:
+        if type(value) is not np.ndarray:
+            value = check_value(node, value)    # another library's host array: a view, no copy
+        if value.dtype == node.dtype and value.shape == node.shape:
             if value is self.cur:
                 return
             if self.byref and value.flags.c_contiguous and value.flags.aligned and m._private(value):
