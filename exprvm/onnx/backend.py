@@ -17,7 +17,8 @@ import onnx.backend.base as base
 from ..errors import ExprError
 from ..machines import LispMachine, TapeMachine
 from .importer import import_time_inputs, load
-from .proto import ONNX_TYPES, parse_model
+from ..core import as_array
+from .proto import MAX_ELEMENTS, ONNX_TYPES, parse_model, read_tensor
 
 MACHINES = ("tape", "lisp")
 
@@ -43,10 +44,12 @@ class BackendRep(base.BackendRep):
         self._built = {}
 
     def run(self, inputs, **kwargs):
+        """The outputs for inputs (arrays, or onnx TensorProtos; a list in the graph's order
+        or a dict by name), as a namedtuple by output name."""
         if isinstance(inputs, dict):
-            arrays = [np.asarray(inputs[n]) for n in self.names]
+            arrays = [_array(inputs[n]) for n in self.names]
         else:
-            arrays = [np.asarray(a) for a in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
+            arrays = [_array(a) for a in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
         named = dict(zip(self.names, arrays))
         key = (tuple((a.shape, a.dtype.str) for a in arrays),
                tuple(named[n].tobytes() for n in self.names if n in self.bind))
@@ -69,6 +72,12 @@ class BackendRep(base.BackendRep):
         if self.machine == "lisp":
             return g, ins, outs
         return TapeMachine(g, outputs=outs, **self.options), ins, outs
+
+
+def _array(value):
+    if isinstance(value, onnx.TensorProto):
+        return read_tensor(value, None, MAX_ELEMENTS, f"input tensor {value.name!r}")
+    return as_array(value)
 
 
 class Backend(base.Backend):

@@ -88,8 +88,8 @@ def _inputs(g, inits, shapes, limit):
             continue     # an initializer listed as an input (older exporters): a parameter
         what = f"graph input {vi.name!r}"
         if vi.type.WhichOneof("value") != "tensor_type":
-            raise OnnxUnsupportedError(f"{what}: only tensor inputs are supported, not "
-                                       f"{vi.type.WhichOneof('value') or 'an untyped value'}")
+            kind = vi.type.WhichOneof("value") or "untyped value"
+            raise OnnxUnsupportedError(f"{what}: a {kind} is not supported (tensors are)")
         tt = vi.type.tensor_type
         dt = numpy_dtype(tt.elem_type, what)
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]

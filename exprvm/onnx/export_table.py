@@ -246,20 +246,23 @@ def _softmax(e, n, ins):
     return e.add("Softmax" if n.op == "softmax" else "LogSoftmax", ins, axis=n.params["axis"])
 
 
+def _hits(e, ids, depth):
+    """Equal(ids[..., None], 0..depth-1): a one-hot mask every runtime computes for every
+    index type (onnxruntime's OneHot lacks int32 indices; exprvm imports no GatherElements)."""
+    ids = e.add("Unsqueeze", [e.add("Cast", [ids], to=ONNX_TYPES[np.dtype(np.int64)]), e.const([-1])])
+    return e.add("Equal", [ids, e.const(np.arange(depth))])
+
+
 @exports("cross_entropy")
 def _cross_entropy(e, n, ins):
     logp = e.add("LogSoftmax", [ins[0]], axis=-1)
-    picked = e.add("GatherElements", [logp, e.add("Unsqueeze", [ins[1], e.const([-1])])], axis=-1)
-    return e.add("Neg", [e.add("Squeeze", [picked, e.const([-1])])])
+    picked = e.add("Where", [_hits(e, ins[1], n.inputs[0].shape[-1]), logp, e.like(0, n)])
+    return e.add("Neg", [reduce(e, "ReduceSum", picked, [-1], False)])
 
 
 @exports("one_hot")
 def _one_hot(e, n, ins):
-    # NOTE: as Equal against 0..depth-1, which every runtime has for every index type
-    # (onnxruntime's OneHot lacks int32 indices)
-    ids = e.add("Unsqueeze", [e.add("Cast", ins, to=ONNX_TYPES[np.dtype(np.int64)]), e.const([-1])])
-    hit = e.add("Equal", [ids, e.const(np.arange(n.params["depth"]))])
-    return e.add("Cast", [hit], to=ONNX_TYPES[np.dtype(n.params["dtype"])])
+    return e.add("Cast", [_hits(e, ins[0], n.params["depth"])], to=ONNX_TYPES[np.dtype(n.params["dtype"])])
 
 
 @exports("conv1d", "conv2d")

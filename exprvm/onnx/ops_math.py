@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import ops as ev
 from ..core import Node
-from .proto import DTYPES
+from .proto import DTYPES, type_name
 from .table import REQUIRED, imports, one_of
 
 NOTE_INT = "integer arithmetic on values computed at run time"
@@ -159,7 +159,9 @@ def clip(b, ins, at):
     lo = None if lo is None else float(np.asarray(lo).reshape(()))
     hi = None if hi is None else float(np.asarray(hi).reshape(()))
     if lo is None and hi is None:
-        return ev.broadcast_to(x, x.shape) if not known(x) else x
+        return x
+    if lo is not None and hi is not None and lo > hi:
+        return ev.minimum(ev.maximum(x, lo), hi)     # ONNX: every value becomes max
     return ev.clip(x, lo, hi)
 
 
@@ -180,13 +182,16 @@ def not_(b, ins, at):
     return np.logical_not(x) if known(x) else ev.equal(x, np.zeros((), np.bool_))
 
 
-@imports(("And", "Or", "Xor"), notes="inputs computed at run time")
+@imports(("And", "Or", "Xor"))
 def logic(b, ins, at):
     x, y = ins
     broadcast(b, x, y)
-    if not known(x, y):
-        b.refuse(f"{b.step.proto.op_type} of values computed at run time")
-    return {"And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor}[b.step.proto.op_type](x, y)
+    op = b.step.proto.op_type
+    if known(x, y):
+        return {"And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor}[op](x, y)
+    # NOTE: exprvm's arithmetic is float: the booleans as 0.0 / 1.0
+    fx, fy = ev.astype(b.node(x), np.float32), ev.astype(b.node(y), np.float32)
+    return {"And": lambda: fx * fy > 0.5, "Or": lambda: fx + fy > 0.5, "Xor": lambda: ev.not_equal(fx, fy)}[op]()
 
 
 @imports("Where")
@@ -204,8 +209,14 @@ def _cast(b, x, dt):
     return x if x.dtype == dt else ev.astype(x, dt)
 
 
+def _cast_check(at):
+    if at["to"] not in DTYPES:
+        return "to", f"{at['to']} ({type_name(at['to'])}; exprvm nodes hold float32, float64, integers and bool)"
+    return None
+
+
 @imports("Cast", attrs={"to": ("i", REQUIRED), "saturate": ("i", 1), "round_mode": ("s", "up")},
-         check=one_of("to", tuple(DTYPES)), notes="float16, bfloat16, float8, strings")
+         check=_cast_check, notes="float16, bfloat16, float8, strings")
 def cast(b, ins, at):
     return _cast(b, ins[0], DTYPES[at["to"]])
 
@@ -236,13 +247,45 @@ _REDUCE = {"ReduceSum": lambda x, **k: ev.sum(x, **k), "ReduceMean": lambda x, *
            "ReduceSumSquare": lambda x, **k: ev.sum(x * x, **k),
            "ReduceL1": lambda x, **k: ev.sum(ev.abs(x), **k),
            "ReduceL2": lambda x, **k: ev.sqrt(ev.sum(x * x, **k)),
-           "ReduceLogSum": lambda x, **k: ev.log(ev.sum(x, **k)),
-           "ReduceProd": lambda x, **k: np.prod(x, **k)}
+           "ReduceLogSum": lambda x, **k: ev.log(ev.sum(x, **k))}
+MAX_FACTORS = 4096     # a product at run time is one multiply per factor
+
+
+def _product(b, x, axis, keepdims):
+    """ReduceProd: np.prod of a known value; of a node, the reduced axes moved last and
+    flattened, then one multiply per factor (exprvm has no product op; this differentiates)."""
+    if known(x):
+        return np.prod(x, axis=axis, keepdims=keepdims)
+    kept = [i for i in range(len(x.shape)) if i not in axis]
+    count = int(np.prod([x.shape[a] for a in axis], dtype=np.int64))
+    if count > MAX_FACTORS:
+        b.refuse(f"ReduceProd over {count} elements at run time (at most {MAX_FACTORS})")
+    flat = ev.reshape(ev.transpose(x, tuple(kept) + tuple(axis)), tuple(x.shape[i] for i in kept) + (count,))
+    out = None
+    for k in range(count):
+        factor = ev.getitem(flat, (Ellipsis, k))
+        out = factor if out is None else out * factor
+    if out is None:
+        out = np.ones(tuple(x.shape[i] for i in kept), x.dtype)
+    shape = tuple(1 if i in axis else d for i, d in enumerate(x.shape) if keepdims or i not in axis)
+    return ev.reshape(b.node(out), shape)
+_EMPTY = {"ReduceMax": -np.inf, "ReduceMin": np.inf, "ReduceLogSumExp": -np.inf}
+
+
+def _identity(op, dt):
+    """The value a reduction of an empty set gives (ONNX): -inf for a max, inf for a min,
+    or the dtype's extreme for integers and bool."""
+    value = _EMPTY[op]
+    if dt.kind == "f":
+        return value
+    if dt.kind == "b":
+        return value > 0
+    info = np.iinfo(dt)
+    return info.max if value > 0 else info.min
 _REDUCE_ATTRS = {"axes": ("ints", None), "keepdims": ("i", 1), "noop_with_empty_axes": ("i", 0)}
 
 
-@imports("ReduceProd", attrs=_REDUCE_ATTRS, static=(1,), notes="values computed at run time")
-@imports(tuple(k for k in _REDUCE if k != "ReduceProd"), attrs=_REDUCE_ATTRS, static=(1,))
+@imports(("ReduceProd",) + tuple(_REDUCE), attrs=_REDUCE_ATTRS, static=(1,))
 def reduce(b, ins, at):
     x = ins[0]
     axes = at["axes"] if at["axes"] is not None else opt(ins, 1)
@@ -250,9 +293,14 @@ def reduce(b, ins, at):
     if axes is None:
         return x
     op = b.step.proto.op_type
-    if op == "ReduceProd" and not known(x):
-        b.refuse("ReduceProd of a value computed at run time")
     kw = {"axis": axes, "keepdims": bool(at["keepdims"])}
+    if op == "ReduceProd":
+        return _product(b, x, **kw)
+    empty = _EMPTY.get(op)
+    if empty is not None and any(x.shape[a] == 0 for a in axes):
+        # NOTE: the reduction of an empty set is its identity (ONNX), not numpy's error
+        shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape) if at["keepdims"] or i not in axes)
+        return np.full(b.limit(shape), _identity(op, x.dtype), x.dtype)
     return _REDUCE[op](x, **kw)
 
 

@@ -307,4 +307,10 @@ def trilu(b, ins, at):
     keep = (np.triu if at["upper"] else np.tril)(np.ones((rows, cols), np.bool_), k)
     if known(x):
         return np.where(keep, x, np.zeros((), np.asarray(x).dtype))
-    return ev.where(keep, x, np.zeros((), x.dtype))
+    # NOTE: a gather from the rows with one zero appended (any dtype: exprvm's where and
+    # arithmetic are float only): element k is itself where kept, else the zero
+    lead = tuple(x.shape[:-2])
+    flat = ev.reshape(x, lead + (rows * cols,))
+    padded = ev.concat([flat, np.zeros(lead + (1,), x.dtype)], axis=len(lead))
+    index = np.where(keep.reshape(-1), np.arange(rows * cols), rows * cols)
+    return ev.reshape(ev.take(padded, index, axis=len(lead)), tuple(x.shape))

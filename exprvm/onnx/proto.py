@@ -19,9 +19,6 @@ DTYPES = {1: np.dtype(np.float32), 2: np.dtype(np.uint8), 3: np.dtype(np.int8), 
           5: np.dtype(np.int16), 6: np.dtype(np.int32), 7: np.dtype(np.int64), 9: np.dtype(np.bool_),
           11: np.dtype(np.float64), 12: np.dtype(np.uint32), 13: np.dtype(np.uint64)}
 ONNX_TYPES = {dt: code for code, dt in DTYPES.items()}
-TYPE_NAMES = {0: "UNDEFINED", 8: "STRING", 10: "FLOAT16", 14: "COMPLEX64", 15: "COMPLEX128",
-              16: "BFLOAT16", 17: "FLOAT8E4M3FN", 18: "FLOAT8E4M3FNUZ", 19: "FLOAT8E5M2",
-              20: "FLOAT8E5M2FNUZ", 21: "UINT4", 22: "INT4", 23: "FLOAT4E2M1"}
 # the typed field each data type's values sit in when there is no raw_data
 _FIELDS = {1: "float_data", 11: "double_data", 7: "int64_data", 12: "uint64_data", 13: "uint64_data"}
 
@@ -36,12 +33,19 @@ def onnx_module():
         raise OnnxError("ONNX import and export need the onnx package: pip install 'exprvm[onnx]'") from None
 
 
+def type_name(code):
+    """ONNX's name of a data type code (FLOAT16, ...)."""
+    try:
+        return onnx_module().TensorProto.DataType.Name(int(code))
+    except ValueError:
+        return f"type code {int(code)}"
+
+
 def numpy_dtype(code, what):
     """The numpy dtype of an ONNX data type code, or OnnxUnsupportedError naming it."""
     dt = DTYPES.get(int(code))
     if dt is None:
-        name = TYPE_NAMES.get(int(code), f"type code {int(code)}")
-        raise OnnxUnsupportedError(f"{what}: ONNX data type {name} is not supported "
+        raise OnnxUnsupportedError(f"{what}: ONNX data type {type_name(code)} is not supported "
                                    "(float32, float64, integers and bool are)")
     return dt
 

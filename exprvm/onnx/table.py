@@ -66,12 +66,30 @@ def rows():
     return [IMPORTS[k] for k in sorted(IMPORTS)]
 
 
+def _input_names(op_type, positions):
+    from .proto import onnx_module
+    formal = onnx_module().defs.get_schema(op_type).inputs
+    return [formal[i].name if i < len(formal) else f"input {i}" for i in positions]
+
+
 def operator_table():
-    """The supported ONNX operators as a Markdown table, generated from the import rows."""
-    lines = ["| ONNX operator | attributes read | known at import | not supported |",
+    """The supported ONNX operators as a Markdown table, generated from the import rows
+    (the inputs that must be known at import named as ONNX's schemas name them)."""
+    lines = ["| ONNX operator | attributes | inputs known at import | not supported |",
              "|---|---|---|---|"]
     for r in rows():
         attrs = ", ".join(sorted(r.attrs)) or "-"
-        static = ", ".join(f"input {i}" for i in r.static) or "-"
+        static = ", ".join(_input_names(r.op_type, r.static)) or "-"
         lines.append(f"| {r.op_type} | {attrs} | {static} | {r.notes or '-'} |")
     return "\n".join(lines) + "\n"
+
+
+def operator_names():
+    """The supported ONNX operators, comma-separated (the README's list)."""
+    return ", ".join(r.op_type for r in rows())
+
+
+def export_names():
+    """The exprvm ops ev.onnx.export writes, comma-separated."""
+    from .export_table import EXPORTS
+    return ", ".join(f"`{k}`" for k in sorted(EXPORTS))
