@@ -1,6 +1,11 @@
 """Zero-copy exchange: ev.from_dlpack wraps DLPack producers' host memory in place, and
 feeds and parameter values read __dlpack__ / __array__ objects without a copy when dtype
 and layout fit (checked by memory address). Torch and JAX parts skip without them."""
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -101,16 +106,27 @@ def test_a_torch_tensor_that_requires_grad_is_a_feed_error_naming_the_input():
         ev.LispMachine(g, outputs=[x * 2.0]).run({x: torch.ones(2, requires_grad=True)})
 
 
+JAX_CHECK = """
+import numpy as np, jax.numpy as jnp, exprvm as ev
+addr = lambda a: np.asarray(a).__array_interface__["data"][0]
+a = jnp.arange(8.0, dtype=jnp.float32).reshape(2, 4)
+v = ev.from_dlpack(a)
+assert addr(v) == a.unsafe_buffer_pointer() and not v.flags.writeable
+g = ev.Graph()
+x = g.tensor("x", (2, 4), np.float32)
+y = ev.sum(x)
+ev.LispMachine(g, outputs=[y]).run({x: a})
+assert addr(x.value) == a.unsafe_buffer_pointer() and float(y.value) == 28.0
+W = g.tensor("W", (2, 4), np.float32, value=a)   # read-only memory: a solver could not update it
+assert W.value.flags.writeable and addr(W.value) != a.unsafe_buffer_pointer()
+np.testing.assert_array_equal(W.value, np.asarray(a))
+"""
+
+
 def test_jax_arrays_are_read_in_place_and_copied_only_into_parameters():
-    jnp = pytest.importorskip("jax.numpy")
-    a = jnp.arange(8.0, dtype=jnp.float32).reshape(2, 4)
-    v = ev.from_dlpack(a)
-    assert address(v) == a.unsafe_buffer_pointer() and not v.flags.writeable
-    g = ev.Graph()
-    x = g.tensor("x", (2, 4), F32)
-    y = ev.sum(x)
-    ev.LispMachine(g, outputs=[y]).run({x: a})
-    assert address(x.value) == a.unsafe_buffer_pointer() and float(y.value) == 28.0
-    W = g.tensor("W", (2, 4), F32, value=a)     # read-only memory: a solver could not update it
-    assert W.value.flags.writeable and address(W.value) != a.unsafe_buffer_pointer()
-    np.testing.assert_array_equal(W.value, np.asarray(a))
+    # NOTE: in a process of its own: JAX starts threads, and other tests fork
+    pytest.importorskip("jax")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", JAX_CHECK], cwd=root, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(root), JAX_PLATFORMS="cpu"), timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -58,6 +58,9 @@ def export(graph, outputs, path, inputs=None, opset=None):
     for n in outputs + list(inputs or ()):
         if not isinstance(n, Node) or n.graph is not graph:
             raise OnnxError(f"ev.onnx.export: {n!r} is not a node of graph {graph.name!r}")
+    bad = [n.label for n in inputs or () if n.op != "input"]
+    if bad:
+        raise OnnxError(f"ev.onnx.export: inputs= must be input leaves (parameters leave as initializers): {bad}")
     needed = ancestors(outputs)
     used = [n for n in needed if n.op == "input"]
     inputs = used if inputs is None else list(inputs)
