@@ -153,3 +153,17 @@ def test_ops_without_an_onnx_form_are_refused_by_name_and_nothing_is_written(tmp
     assert not path.exists()
     with pytest.raises(ev.OnnxError, match="not among inputs="):
         ev.onnx.export(g, [ev.tanh(x)], path, inputs=[])
+
+
+def test_an_imported_recurrence_is_a_scan_and_leaves_unrolled(tmp_path):
+    m, _ = M.recurrent(np.random.default_rng(3), lens=[4, 2])
+    g, ins, outs = ev.onnx.load(m)
+    assert "scan" in {n.op for n in ev.ancestors(outs)}
+    with pytest.raises(ev.OnnxUnsupportedError, match=r"op scan .*unroll=True"):
+        ev.onnx.export(g, outs, tmp_path / "never.onnx")
+    g, ins, outs = ev.onnx.load(m, unroll=True)
+    assert "scan" not in {n.op for n in ev.ancestors(outs)}
+    again = ev.onnx.export(g, outs, None)
+    feeds = M.feeds_for(m, {}, np.random.default_rng(4))
+    for a, b in zip(M.ort_run(again, feeds), M.ort_run(m, feeds)):
+        assert M.rel_diff(a, b) <= 1e-6

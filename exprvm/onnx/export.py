@@ -19,6 +19,8 @@ from .export_table import EXPORTS
 from .proto import ONNX_TYPES, onnx_module
 
 DEFAULT_OPSET = 17
+LOOPS = ("; ev.onnx.export writes no ONNX Scan / Loop / If yet: build the recurrence unrolled "
+         "(ev.scan(..., unroll=True), or ev.onnx.load(..., unroll=True) for an imported model)")
 
 
 def export(graph, outputs, path, inputs=None, opset=None):
@@ -69,8 +71,9 @@ def export(graph, outputs, path, inputs=None, opset=None):
         raise OnnxError(f"ev.onnx.export: the outputs read inputs not among inputs=: {missing}")
     for n in needed:
         if not n.is_leaf and n.op not in EXPORTS:
+            hint = LOOPS if n.op in ("scan", "while_loop", "cond", "result") else ""
             raise OnnxUnsupportedError(f"ev.onnx.export: op {n.op} ({n.label}, made at {n.site}) has no ONNX "
-                                       f"form", op_type=n.op, node=n.label)
+                                       f"form{hint}", op_type=n.op, node=n.label)
         if n.op == "param" and n.value is None:
             raise OnnxError(f"ev.onnx.export: parameter {n.label} has no value")
     e = Emitter(onnx, opset)

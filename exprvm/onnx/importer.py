@@ -16,7 +16,7 @@ from . import checks
 from .proto import MAX_ELEMENTS, parse_model
 
 
-def load(source, graph=None, *, shapes=None, values=None, max_elements=MAX_ELEMENTS):
+def load(source, graph=None, *, shapes=None, values=None, unroll=False, max_elements=MAX_ELEMENTS):
     """Build an exprvm graph from an ONNX model.
 
     Parameters
@@ -33,6 +33,9 @@ def load(source, graph=None, *, shapes=None, values=None, max_elements=MAX_ELEME
         ``{input name: array}``: graph inputs bound at import, as constants (a shape or
         sequence lengths the model takes as inputs; ev.onnx.import_time_inputs(model)
         names those it needs). They are not among the returned inputs.
+    unroll : bool
+        LSTM, GRU and RNN as one ev.scan loop each (False, the default), or unrolled
+        into one set of nodes per step (True; ev.onnx.export writes no loops yet).
     max_elements : int
         The most elements any one tensor or value may have (default 2**31).
 
@@ -61,7 +64,7 @@ def load(source, graph=None, *, shapes=None, values=None, max_elements=MAX_ELEME
     model, folder = parse_model(source)
     p = checks.plan(model, folder, shapes, int(max_elements), values)
     g = graph if graph is not None else Graph(model.graph.name or "onnx")
-    return Builder(g, p).build()
+    return Builder(g, p, unroll=bool(unroll)).build()
 
 
 def import_time_inputs(source):
@@ -75,8 +78,8 @@ def import_time_inputs(source):
 class Builder:
     """Builds a Plan's nodes into a graph; the import rows' handlers call its helpers."""
 
-    def __init__(self, g, plan):
-        self.g, self.plan, self.opset = g, plan, plan.opset
+    def __init__(self, g, plan, unroll=False):
+        self.g, self.plan, self.opset, self.unroll = g, plan, plan.opset, unroll
         self.values = {}
         self.step = None
 

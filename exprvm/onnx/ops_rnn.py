@@ -3,11 +3,11 @@ layouts (time-major, or batch-major with layout=1), directions (forward, reverse
 bidirectional), sequence lengths, peepholes, clip and activations.
 
 Each direction is the input projection of all steps at once, X @ W^T + bias (one matrix
-product outside the recurrence), then a recurrence written as ev.scan's step function,
-``step(carry, x_t) -> (carry, y_t)``, run over the steps by `unroll`: a Python loop
-for now, the same contract as a scan, so the recurrence becomes one scan instruction by
-swapping `unroll` for it. Past a sequence's length the state is carried unchanged and
-the output is zero, as ONNX specifies.
+product outside the recurrence), then the recurrence as ev.scan's step function,
+``step(carry, x_t) -> (carry, y_t)``: one loop instruction on the tape, whatever the
+number of steps (ev.onnx.load(..., unroll=True): one set of nodes per step instead, which
+ev.onnx.export can write). Past a sequence's length the state is carried unchanged and the output
+is zero, as ONNX specifies.
 """
 import numpy as np
 
@@ -30,20 +30,9 @@ ACTIVATIONS = {
     "Softplus": (lambda x, a, b: ev.softplus(x), None, None),
     "Affine": (lambda x, a, b: x * a + b, 1.0, 0.0),
 }
-MAX_STEPS = 10000    # steps unrolled (a scan will take any number)
 RNN_ATTRS = {"activation_alpha": ("floats", None), "activation_beta": ("floats", None),
              "activations": ("strings", None), "clip": ("f", None), "direction": ("s", "forward"),
              "hidden_size": ("i", None), "layout": ("i", 0)}
-
-
-def unroll(step, init, xs, reverse=False):
-    """``carry, ys = unroll(step, init, xs)``: ev.scan's contract, step(carry, x_t) ->
-    (carry, y_t) over the steps of xs (a list), last to first when reverse; ys in the
-    order of xs."""
-    carry, ys = init, [None] * len(xs)
-    for t in (reversed(range(len(xs))) if reverse else range(len(xs))):
-        carry, ys[t] = step(carry, xs[t])
-    return carry, ys
 
 
 def _check(at):
@@ -76,19 +65,25 @@ def _activations(b, at, defaults, dirs):
 
 
 def _masks(b, lens, steps, batch):
-    """Per step, a (batch, 1) mask of the sequences still running; None when all run to the end."""
+    """(steps, batch, 1): which sequences still run at each step; None when all run to the end."""
     if lens is None:
-        return [None] * steps
+        return None
     if tuple(lens.shape) != (batch,):
         b.fail(f"sequence_lens {tuple(lens.shape)} must have one length per sequence ({batch})")
+    t = np.arange(steps).reshape(steps, 1, 1)
     if known(lens):
         lens = np.asarray(lens)
         if np.all(lens == steps):
-            return [None] * steps
+            return None
         if lens.min() < 0 or lens.max() > steps:
             b.fail(f"sequence lengths {lens.tolist()} out of range [0, {steps}]")
-        return [(t < lens).reshape(batch, 1) for t in range(steps)]
-    return [ev.reshape(ev.less(np.asarray(t, lens.dtype), lens), (batch, 1)) for t in range(steps)]
+        return t < lens.reshape(1, batch, 1)
+    return ev.less(t.astype(lens.dtype), ev.reshape(lens, (1, batch, 1)))
+
+
+def _step_inputs(x_t):
+    """A step's (projected input, mask or None)."""
+    return (x_t[0], x_t[1]) if len(x_t) == 2 else (x_t[0], None)
 
 
 def _masked(mask, new, old):
@@ -106,8 +101,6 @@ def _recurrent(b, ins, at, gates, states, defaults, make_step):
         x = ev.transpose(x, (1, 0, 2))
         init = [None if s is None else ev.transpose(s, (1, 0, 2)) for s in init]
     steps, batch, width = x.shape
-    if steps > MAX_STEPS:
-        b.refuse(f"a sequence of {steps} steps (the recurrence is unrolled: at most {MAX_STEPS})")
     dirs = 2 if at["direction"] == "bidirectional" else 1
     hidden = at["hidden_size"] or w.shape[1] // gates
     want = {"W": (dirs, gates * hidden, width), "R": (dirs, gates * hidden, hidden),
@@ -127,10 +120,10 @@ def _recurrent(b, ins, at, gates, states, defaults, make_step):
         step, xb = make_step(ev.transpose(ev.getitem(r, d)), wb, rb, acts[d], at["clip"], hidden, d)
         proj = proj if xb is None else proj + xb
         carry0 = tuple(b.node(zeros) if s is None else ev.getitem(s, d) for s in init)
-        xs = [(ev.getitem(proj, t), masks[t]) for t in range(steps)]
         reverse = at["direction"] == "reverse" or d == 1
-        carry, y = unroll(step, carry0, xs, reverse=reverse)
-        ys.append(ev.stack(y, axis=0))
+        carry, y = ev.scan(step, carry0, (proj,) if masks is None else (proj, masks), reverse=reverse,
+                           unroll=b.unroll)
+        ys.append(y)
         finals.append(carry)
     y = ev.stack(ys, axis=1)                                     # (steps, dirs, batch, hidden)
     outs = [ev.stack([f[k] for f in finals], axis=0) for k in range(states)]
@@ -160,7 +153,7 @@ def lstm(b, ins, at):
                                              for k in range(3)]
 
         def step(carry, x_t):
-            (h_prev, c_prev), (xp, mask) = carry, x_t
+            (h_prev, c_prev), (xp, mask) = carry, _step_inputs(x_t)
             z = xp + ev.matmul(h_prev, rt)
             i_, o_, f_, c_ = (_cols(z, k, hidden) for k in range(4))   # ONNX's order: i o f c
             if p[0] is not None:
@@ -198,7 +191,7 @@ def gru(b, ins, at):
             xb = wb + rb
 
         def step(carry, x_t):
-            (h_prev,), (xp, mask) = carry, x_t
+            (h_prev,), (xp, mask) = carry, _step_inputs(x_t)
             zr = ev.getitem(xp, (slice(None), slice(0, 2 * hidden))) + ev.matmul(h_prev, r_zr)
             z, r = f(cl(_cols(zr, 0, hidden))), f(cl(_cols(zr, 1, hidden)))
             if before:
@@ -221,7 +214,7 @@ def rnn(b, ins, at):
         cl = _clipped(clip)
 
         def step(carry, x_t):
-            (h_prev,), (xp, mask) = carry, x_t
+            (h_prev,), (xp, mask) = carry, _step_inputs(x_t)
             h_new = f(cl(xp + ev.matmul(h_prev, rt)))
             return (_masked(mask, h_new, h_prev),), _masked(mask, h_new, 0.0)
         return step, (None if wb is None else wb + rb)
