@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from exprvm.errors import BackendError, DTypeError, KernelError, ShapeError
-from exprvm.device import loader
+from exprvm.device import dlpack, loader
 from exprvm.device.scopes import Scoped, _scopes, keep, tidy  # noqa: F401  (ev.cuda's tidy, keep)
 
 # Everything numpy can hand over as raw bytes; object and string dtypes hold
@@ -105,7 +105,7 @@ class DeviceArray(Scoped):
     `freed` and refuse kernels. `strides` are in bytes, as numpy's."""
 
     __slots__ = ("shape", "dtype", "size", "nbytes", "strides", "_ptr", "_cptr", "_allocated",
-                 "_base", "_offset", "__weakref__")
+                 "_base", "_offset", "_owner", "__weakref__")
 
     def __init__(self, shape, dtype, scoped=True):
         """scoped=False: never owned by a tidy scope (a machine's or a solver's own buffers,
@@ -119,6 +119,7 @@ class DeviceArray(Scoped):
         self.nbytes = self.size * dtype.itemsize
         self.strides = _c_strides(self.shape, dtype.itemsize)
         self._base, self._offset = None, 0
+        self._owner = None      # another library's memory (from_dlpack): its dlpack.Owner
         self._ptr = None
         self._allocated = 0     # bytes the allocation really holds (kernels check sizes against it)
         ffi, lib = loader.load()
@@ -166,6 +167,11 @@ class DeviceArray(Scoped):
         if self._base is not None:
             self._cptr = None
             return
+        if self._owner is not None:     # another library's memory: hand it back, never cudaFree it
+            owner, self._owner = self._owner, None
+            self._cptr = None
+            owner.release()
+            return
         if ptr:
             ffi, lib = loader.load()
             loader.check(lib.ev_cuda_free(self._cptr), "cudaFree")
@@ -174,7 +180,7 @@ class DeviceArray(Scoped):
     def __del__(self):
         # Safety net only: the library may already be gone at interpreter exit.
         try:
-            if getattr(self, "_ptr", None) and loader.loaded():
+            if getattr(self, "_ptr", None) and (loader.loaded() or getattr(self, "_owner", None)):
                 self.free()
         except Exception:  # noqa: BLE001 - nothing can be raised from __del__
             pass
@@ -297,6 +303,7 @@ class DeviceArray(Scoped):
             raise KernelError(f"view {shape} {strides} at byte {offset} leaves the allocation "
                               f"of {owner._allocated} bytes")
         v = object.__new__(DeviceArray)
+        v._owner = None
         v.shape, v.dtype, v.strides = tuple(int(n) for n in shape), np.dtype(dtype), tuple(strides)
         v.size = math.prod(v.shape)
         v.nbytes = v.size * v.dtype.itemsize
@@ -348,6 +355,41 @@ class DeviceArray(Scoped):
         return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False),
                 "version": 3, "strides": None if self.contiguous else self.strides,
                 "descr": [("", self.dtype.str)], "stream": 1}
+
+    def __dlpack__(self, stream=None, max_version=None, dl_device=None, copy=None):
+        """A DLPack capsule over this array's device memory (no copy unless copy=True): torch's,
+        JAX's and CuPy's from_dlpack read it in place. The array lives until the consumer
+        lets go of it."""
+        if stream is not None and stream not in (-1, dlpack.LEGACY_STREAM):
+            synchronize()       # the consumer's stream must see what our kernels wrote
+        return dlpack.export(self, max_version, dl_device, copy)
+
+    def __dlpack_device__(self):
+        return (dlpack.KDL_CUDA, 0)
+
+    @staticmethod
+    def from_dlpack(obj):
+        """A DeviceArray over a CUDA DLPack producer's memory (no copy); ev.from_dlpack's
+        path for device memory. Freeing it hands the memory back to the producer."""
+        ptr, shape, strides, dtype, owner = dlpack.consume(obj)
+        try:
+            if dtype.kind not in _DTYPE_KINDS:
+                raise DTypeError(f"DeviceArray cannot hold dtype {dtype}")
+            a = object.__new__(DeviceArray)
+            a.shape, a.dtype, a.strides = _check_shape(shape), dtype, tuple(int(s) for s in strides)
+            a.size = math.prod(a.shape)
+            a.nbytes = a.size * dtype.itemsize
+            if any(s < 0 for s in a.strides):
+                raise KernelError(f"from_dlpack: negative strides {a.strides} are not supported")
+            extent = sum((n - 1) * st for n, st in zip(a.shape, a.strides)) + dtype.itemsize if a.size else 0
+            a._base, a._offset, a._owner, a._allocated = None, 0, owner, extent
+            a._ptr = int(ptr)
+            ffi, _ = loader.load()
+            a._cptr = ffi.cast("void*", a._ptr)
+            return a
+        except BaseException:
+            owner.release()
+            raise
 
     def __len__(self):
         if not self.shape:

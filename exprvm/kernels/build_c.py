@@ -64,13 +64,16 @@ def make_builder(relative=True):
     builder.cdef((src / "ev_kernels.h").read_text())
     builder.cdef((src / "ev_conv.h").read_text())
     builder.cdef((src / "ev_gemm.h").read_text())
+    builder.cdef((src / "ev_dlpack.h").read_text())
     builder.set_source(
         MODULE,
-        '#include <stdint.h>\n#include "ev_kernels.h"\n#include "ev_conv.h"\n#include "ev_gemm.h"\n',
+        '#include <stdint.h>\n#include "ev_kernels.h"\n#include "ev_conv.h"\n#include "ev_gemm.h"\n'
+        '#include "ev_dlpack.h"\n',
         sources=[path(src / "ev_kernels.c"), path(src / "ev_conv.c"), path(src / "ev_conv_gemm.c"),
-                 path(src / "ev_gemm.c")],
+                 path(src / "ev_gemm.c"), path(src / "ev_dlpack.c")],
         include_dirs=[path(src)],
-        depends=[path(src / name) for name in ("ev_math.h", "ev_kernels.h", "ev_conv.h", "ev_gemm.h")],
+        depends=[path(src / name) for name in ("ev_math.h", "ev_kernels.h", "ev_conv.h", "ev_gemm.h",
+                                               "ev_dlpack.h")],
         extra_compile_args=FLAG_SETS[0][1],
         extra_link_args=FLAG_SETS[0][2],
     )

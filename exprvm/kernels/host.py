@@ -211,3 +211,11 @@ def bound_xent(op, dt, z, t, out):
                                   f"min {t.min()}, max {t.max()}")
         return out
     return run
+
+
+def dlpack_capsule_destructor():
+    """The address of the C extension's DLPack capsule destructor (csrc/ev_dlpack.c), or
+    None without the extension (exprvm.device.dlpack's exported capsules use it)."""
+    if _ev_c is None or not hasattr(_ev_c.lib, "ev_dlpack_capsule_destructor"):
+        return None
+    return int(_ev_c.ffi.cast("uintptr_t", _ev_c.ffi.addressof(_ev_c.lib, "ev_dlpack_capsule_destructor")))
