@@ -1,4 +1,4 @@
-"""The supported-operator table in docs/onnx.md and the operator list in the README are
+"""The supported-operator table in docs/guide/onnx.md and the operator list in the README are
 generated from the import table (docs/onnx_tables.py writes them): they match it."""
 import importlib.util
 import pathlib

@@ -58,8 +58,17 @@ def load(source, graph=None, *, shapes=None, values=None, unroll=False, max_elem
 
     Examples
     --------
-    >>> g, (x,), (y,) = ev.onnx.load("mlp.onnx", shapes={"x": (32, 784)})
-    >>> m = ev.TapeMachine(g, outputs=[y]); m.run({x: batch}); y.value
+    >>> from onnx import TensorProto, helper
+    >>> graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+    ...                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ("N", 3))],
+    ...                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ("N", 3))])
+    >>> model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    >>> g, (x,), (y,) = ev.onnx.load(model, shapes={"x": (2, 3)})     # the batch N: 2
+    >>> m = ev.TapeMachine(g, outputs=[y])
+    >>> _ = m.run({x: np.array([[-1.0, 0.0, 2.0], [3.0, -4.0, 5.0]], np.float32)})
+    >>> y.value
+    array([[0., 0., 2.],
+           [3., 0., 5.]], dtype=float32)
     """
     model, folder = parse_model(source)
     p = checks.plan(model, folder, shapes, int(max_elements), values)
