@@ -26,6 +26,21 @@ def known(*vals):
     return not any(isinstance(v, Node) for v in vals)
 
 
+_NUMPY = {ev.add: np.add, ev.subtract: np.subtract, ev.multiply: np.multiply, ev.divide: np.true_divide,
+          ev.power: np.power, ev.maximum: np.maximum, ev.minimum: np.minimum, ev.negative: np.negative,
+          ev.abs: np.abs, ev.sign: np.sign, ev.equal: np.equal, ev.less: np.less, ev.less_equal: np.less_equal,
+          ev.greater: np.greater, ev.greater_equal: np.greater_equal, ev.sum: np.sum, ev.mean: np.mean,
+          ev.max: np.max, ev.min: np.min}
+
+
+def call(fn, *args, **kw):
+    """fn(*args): numpy's own function when every operand is known at import (exprvm's
+    eager rules refuse integer arithmetic, which shape computations are), else fn's node."""
+    if known(*args) and fn in _NUMPY:
+        return _NUMPY[fn](*(np.asarray(a) for a in args), **kw)
+    return fn(*args, **kw)
+
+
 def broadcast(b, *vals):
     """The broadcast shape of the operands, refused when they do not broadcast or it is too big."""
     return broadcast_shapes(b, *(tuple(v.shape) for v in vals))
@@ -59,7 +74,7 @@ def arith(b, ins, at):
         if np.any(np.asarray(y) == 0):
             b.fail("integer division by zero")
         return _trunc_divide(np.asarray(x), np.asarray(y))
-    return _ARITH[op](x, y)
+    return call(_ARITH[op], x, y)
 
 
 @imports("Pow")
@@ -68,7 +83,7 @@ def pow_(b, ins, at):
     broadcast(b, x, y)
     if y.dtype != x.dtype:    # ONNX lets the exponent have its own type
         y = np.asarray(y).astype(x.dtype) if known(y) else ev.astype(y, x.dtype)
-    return ev.power(x, y)
+    return call(ev.power, x, y)
 
 
 @imports(("Max", "Min", "Sum", "Mean"))
@@ -81,7 +96,7 @@ def variadic(b, ins, at):
     fn = {"Max": ev.maximum, "Min": ev.minimum}.get(op, ev.add)
     out = xs[0]
     for x in xs[1:]:
-        out = fn(out, x)
+        out = call(fn, out, x)
     return out / len(xs) if op == "Mean" else out
 
 
@@ -95,7 +110,7 @@ _UNARY = {"Neg": ev.negative, "Abs": ev.abs, "Sqrt": ev.sqrt, "Exp": ev.exp, "Lo
 
 @imports(tuple(_UNARY))
 def unary(b, ins, at):
-    return _UNARY[b.step.proto.op_type](ins[0])
+    return call(_UNARY[b.step.proto.op_type], ins[0])
 
 
 @imports("LeakyRelu", attrs={"alpha": ("f", 0.01)})
@@ -173,7 +188,7 @@ _COMPARE = {"Equal": ev.equal, "Less": ev.less, "LessOrEqual": ev.less_equal,
 @imports(tuple(_COMPARE))
 def compare(b, ins, at):
     broadcast(b, *ins)
-    return _COMPARE[b.step.proto.op_type](*ins)
+    return call(_COMPARE[b.step.proto.op_type], *ins)
 
 
 @imports("Not")
@@ -241,8 +256,7 @@ def reduce_axes(b, x, axes, noop):
     return tuple(sorted(set(out)))
 
 
-_REDUCE = {"ReduceSum": lambda x, **k: ev.sum(x, **k), "ReduceMean": lambda x, **k: ev.mean(x, **k),
-           "ReduceMax": lambda x, **k: ev.max(x, **k), "ReduceMin": lambda x, **k: ev.min(x, **k),
+_REDUCE = {"ReduceSum": ev.sum, "ReduceMean": ev.mean, "ReduceMax": ev.max, "ReduceMin": ev.min,
            "ReduceLogSumExp": lambda x, **k: ev.logsumexp(x, **k),
            "ReduceSumSquare": lambda x, **k: ev.sum(x * x, **k),
            "ReduceL1": lambda x, **k: ev.sum(ev.abs(x), **k),
@@ -301,7 +315,7 @@ def reduce(b, ins, at):
         # NOTE: the reduction of an empty set is its identity (ONNX), not numpy's error
         shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape) if at["keepdims"] or i not in axes)
         return np.full(b.limit(shape), _identity(op, x.dtype), x.dtype)
-    return _REDUCE[op](x, **kw)
+    return call(_REDUCE[op], x, **kw)
 
 
 @imports(("ArgMax", "ArgMin"), attrs={"axis": ("i", 0), "keepdims": ("i", 1), "select_last_index": ("i", 0)},
