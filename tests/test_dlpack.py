@@ -45,8 +45,8 @@ def test_array_protocol_objects_feed_and_bind_without_a_copy():
     ev.let(x, ArrayLike(src))
     assert x.value is src
     y = ev.sum(x * 2.0)
-    ev.LispMachine(g, outputs=[y]).run({x: ArrayLike(src)})
-    assert float(y.value) == 24.0 and address(x.value) == address(src)
+    yv, xv = ev.LispMachine(g, outputs=[y, x]).run({x: ArrayLike(src)}, borrow=True)
+    assert float(yv) == 24.0 and address(xv) == address(src)
 
 
 def test_a_feed_of_the_wrong_dtype_is_refused_not_cast():
@@ -76,13 +76,13 @@ def test_torch_tensors_are_wrapped_fed_and_bound_in_place():
     y = ev.sum(ev.tanh(x @ W))
     gW = ev.grad(y, W)
     xs = torch.randn(64, 128)
-    ev.LispMachine(g, outputs=[y]).run({x: xs})
-    assert address(x.value) == xs.data_ptr()                   # the walk reads the tensor
+    # borrow=True: the machines' own arrays, so x's is the array the run read
+    _, xv = ev.LispMachine(g, outputs=[y, x]).run({x: xs}, borrow=True)
+    assert address(xv) == xs.data_ptr()                       # the walk reads the tensor
     assert address(W.value) == w0.data_ptr() and isinstance(W.value, np.ndarray)
-    m = ev.TapeMachine(g, outputs=[y, gW])
-    m.run({x: xs})
-    assert address(x.value) == xs.data_ptr()                   # the tape reads it in place too
-    np.testing.assert_allclose(y.value, torch.tanh(xs @ torch.zeros(128, 8)).sum().item(), atol=1e-6)
+    yv, _, xv = ev.TapeMachine(g, outputs=[y, gW, x]).run({x: xs}, borrow=True)
+    assert address(xv) == xs.data_ptr()                       # the tape reads it in place too
+    np.testing.assert_allclose(yv, torch.tanh(xs @ torch.zeros(128, 8)).sum().item(), atol=1e-6)
 
 
 def test_a_parameter_bound_to_a_torch_tensor_is_updated_in_place_by_a_solver():
@@ -115,8 +115,8 @@ assert addr(v) == a.unsafe_buffer_pointer() and not v.flags.writeable
 g = ev.Graph()
 x = g.tensor("x", (2, 4), np.float32)
 y = ev.sum(x)
-ev.LispMachine(g, outputs=[y]).run({x: a})
-assert addr(x.value) == a.unsafe_buffer_pointer() and float(y.value) == 28.0
+yv, xv = ev.LispMachine(g, outputs=[y, x]).run({x: a}, borrow=True)
+assert addr(xv) == a.unsafe_buffer_pointer() and float(yv) == 28.0
 W = g.tensor("W", (2, 4), np.float32, value=a)   # read-only memory: a solver could not update it
 assert W.value.flags.writeable and addr(W.value) != a.unsafe_buffer_pointer()
 np.testing.assert_array_equal(W.value, np.asarray(a))

@@ -93,15 +93,13 @@ def test_gradients_through_imported_graphs_match_finite_differences(name):
     cost = sum(ev.sum(o * rng.standard_normal(o.shape)) for o in outs)
     params = g.params()
     grads = ev.grad(cost, params)
-    ev.TapeMachine(g, outputs=[cost] + grads).run(feeds)
-    symbolic = [np.array(gr.value, copy=True) for gr in grads]
+    symbolic = ev.TapeMachine(g, outputs=[cost] + grads).run(feeds)[1:]
     ev.LispMachine(g, cost=cost, replay=False).run(feeds)
     autodiff = [np.array(p.grad, copy=True) for p in params]
     forward = ev.TapeMachine(g, outputs=[cost], grads=False)
 
     def f():
-        forward.run(feeds)
-        return float(cost.value)
+        return float(forward.run(feeds)[0])
 
     eps = 1e-6
     for p, sym, auto in zip(params, symbolic, autodiff):
@@ -132,8 +130,8 @@ def test_an_imported_model_fine_tunes():
     opt = ev.solvers.Adam(lr=0.02)
     losses = []
     for _ in range(40):
-        vm.run({x: xs, t: ts})
-        losses.append(float(loss.value))
+        (value,) = vm.run({x: xs, t: ts})
+        losses.append(float(value))
         opt.step(params)
     assert losses[-1] < 0.5 * losses[0]
 

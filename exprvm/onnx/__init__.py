@@ -18,6 +18,9 @@ from .importer import import_time_inputs, load  # noqa: F401
 from .export import export  # noqa: F401
 from .table import operator_table  # noqa: F401
 
+# NOTE: Backend is public too, but not listed: listing it would import onnx with exprvm
+__all__ = ["export", "import_time_inputs", "load", "operator_table"]
+
 
 def __getattr__(name):
     # NOTE: ev.onnx.Backend subclasses onnx's own class, so it is imported on first use
@@ -25,3 +28,8 @@ def __getattr__(name):
         from .backend import Backend
         return Backend
     raise AttributeError(f"module 'exprvm.onnx' has no attribute {name!r}")
+
+
+def __dir__():
+    # NOTE: dir() and tab completion list the API only
+    return sorted(__all__ + ["Backend"])

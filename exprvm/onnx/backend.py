@@ -23,10 +23,9 @@ from .proto import MAX_ELEMENTS, ONNX_TYPES, parse_model, read_tensor
 MACHINES = ("tape", "lisp")
 
 
-def run_machine(m, feeds, outputs):
-    """Run a machine once and return copies of the outputs' values (the caller's own)."""
-    m.run(feeds)
-    return [np.array(o.value, copy=True) for o in outputs]
+def run_machine(m, feeds):
+    """Run a machine once: the outputs' values, arrays the caller owns."""
+    return [np.asarray(v) for v in m.run(feeds)]
 
 
 class BackendRep(base.BackendRep):
@@ -62,7 +61,7 @@ class BackendRep(base.BackendRep):
             # NOTE: a LispMachine walks its graph on every run; a new one per run is the
             # usual way to drive it, and the replay cache compiles a repeated structure
             m = LispMachine(m, outputs=outs)
-        values = run_machine(m, feeds, outs)
+        values = run_machine(m, feeds)
         return base.namedtupledict("Outputs", self.outputs)(*values)
 
     def _build(self, named):
