@@ -320,3 +320,12 @@ def test_every_new_op_evaluates_eagerly_on_arrays():
     np.testing.assert_allclose(ev.tensordot(x, x, 1), x @ x)
     np.testing.assert_allclose(ev.pad(x, 1, "wrap"), np.pad(x, 1, "wrap"))
     assert [p.shape for p in ev.split(x, 2, axis=1)] == [(2, 1), (2, 1)]
+
+
+@pytest.mark.parametrize("fn", [ev.max, ev.min])
+def test_the_extreme_of_an_empty_axis_is_refused_when_built(fn):
+    g = ev.Graph()
+    x = g.tensor("x", (0, 3))
+    with pytest.raises(ev.ShapeError, match="empty axis"):
+        fn(x, axis=0)
+    assert fn(x, axis=1).shape == (0,)      # nothing reduced over an empty axis: fine

@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..core import ndim_of, Row, apply, defop, norm_axis, same_float_dtype
+from ..errors import ShapeError
 from . import refs
 
 
@@ -15,6 +16,15 @@ def _shape(x, axis, keepdims):
 def _rule(x, axis, keepdims):
     same_float_dtype(x)
     return _shape(x, axis, keepdims), x.dtype
+
+
+def _extreme_rule(x, axis, keepdims):
+    """max's and min's rule: as numpy, nothing to take the extreme of is an error (here when
+    the node is built, not when it runs)."""
+    if any(x.shape[a] == 0 for a in axis):
+        raise ShapeError(f"the maximum or minimum of an empty axis (shape {x.shape}, axis {axis}) "
+                         "has no value")
+    return _rule(x, axis, keepdims)
 
 
 def _sum_rule(x, axis, keepdims):
@@ -57,9 +67,9 @@ _mean = defop("mean", lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=k
               vjp=(lambda g, ans, x, axis, keepdims:
                    broadcast_to(_kept(g, x, axis, keepdims), x.shape) / _count(x, axis),),
               row=Row((X,), {"axis": (0, 2), "keepdims": True}, ref=refs.mean))
-_max = defop("max", lambda x, axis, keepdims: np.max(x, axis=axis, keepdims=keepdims), _rule,
+_max = defop("max", lambda x, axis, keepdims: np.max(x, axis=axis, keepdims=keepdims), _extreme_rule,
              vjp=(_extreme_vjp,), row=Row((X,), {"axis": (2,), "keepdims": False}, ref=refs.max))
-_min = defop("min", lambda x, axis, keepdims: np.min(x, axis=axis, keepdims=keepdims), _rule,
+_min = defop("min", lambda x, axis, keepdims: np.min(x, axis=axis, keepdims=keepdims), _extreme_rule,
              vjp=(_extreme_vjp,), row=Row((X,), {"axis": (0, 1, 2), "keepdims": False}, ref=refs.min))
 _lse = defop("logsumexp", _logsumexp, _rule,
              vjp=(lambda g, ans, x, axis, keepdims:
