@@ -198,6 +198,31 @@ def lstm_scan(g, weights, steps, batch, grads=True, data=None, checkpoint=None):
     return _model(g, p, _output_loss(p, hs, targets), grads, data, ids, targets)
 
 
+def lstm_scan_steps(g, weights, steps, batch, grads=True, data=None, checkpoint=None):
+    """lstm_scan with everything per step inside the loop: the input rows, the output
+    layer and the loss (a sum the loop carries), so that what the step keeps for its
+    gradient is all that grows with the sequence (what checkpoint= bounds)."""
+    p = _params(g, weights)
+    H = weights["Whh"].shape[0]
+    dt = weights["Whh"].dtype
+    ids, targets = _sequence(g, steps, batch, data)
+
+    def step(carry, row):
+        h, c, total = carry
+        x, tg = row
+        z = ev.take(p["Wxh"], x) + p["bh"] + h @ p["Whh"]
+        i, f, o = ev.sigmoid(z[:, :H]), ev.sigmoid(z[:, H:2 * H]), ev.sigmoid(z[:, 2 * H:3 * H])
+        c = f * c + i * ev.tanh(z[:, 3 * H:])
+        h = o * ev.tanh(c)
+        loss = ev.sum(ev.cross_entropy(h @ p["Why"] + p["by"], tg))
+        return (h, c, total + loss), None
+
+    zero = g.constant(np.zeros((batch, H), dt))
+    (_, _, total), _ = ev.scan(step, (zero, zero, g.constant(np.zeros((), dt))), (ids, targets),
+                               checkpoint=checkpoint)
+    return _model(g, p, total, grads, data, ids, targets)
+
+
 def mlp(g, weights, batch, grads=True, data=None):
     """784-128-10 ReLU MLP; loss: mean softmax cross-entropy."""
     p = _params(g, weights)
