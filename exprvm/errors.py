@@ -29,6 +29,15 @@ class NumericError(ExprError, FloatingPointError):
     """A NaN or Inf appeared under nan_watch / inf_watch."""
 
 
+class NonFiniteLossError(NumericError):
+    """A training step's loss was NaN or Inf (ev.train.Trainer stops there, before the
+    optimizer steps); ``.step``, ``.epoch`` (counted from 1) and ``.loss`` say where."""
+
+    def __init__(self, message, step=None, epoch=None, loss=None):
+        super().__init__(message)
+        self.step, self.epoch, self.loss = step, epoch, loss
+
+
 class CompileError(ExprError):
     """The graph could not be compiled into a Program, or a Program is unsound."""
 

@@ -280,3 +280,19 @@ def test_data_loader_shards_are_disjoint_on_every_rank(tmp_path, n=2):
     assert all(r["same_steps"] for r in results)
     firsts = [r["stream_firsts"] for r in results]
     assert firsts[0][0] == 0 and firsts[1][0] == 500 and len(firsts[0]) == len(firsts[1])
+
+
+@needs_mpi
+def test_the_trainer_on_two_ranks(tmp_path, n=2):
+    run_ok(n, "trainer.py", tmp_path)
+    results = ranks(tmp_path, n)
+    for r in results:
+        assert r["rel"] < 1e-12, f"rank {r['rank']}: {r['rel']:.2e} from one process on the union of the batches"
+        assert r["params"] == results[0]["params"]                  # every rank the same model
+        assert r["resumed_equal"] and r["resumed_from"] == r["steps"] // 2 + 1
+        assert r["val"] == pytest.approx(r["val_want"], rel=1e-12)   # the sharded evaluation's mean
+        assert r["log"] == results[0]["log"] if r["rank"] == 0 else r["log"] == []
+    assert results[0]["printed"].count("step 2 loss") == 1 and results[1]["printed"] == ""
+    lines = (tmp_path / "whole" / "log.jsonl").read_text().splitlines()
+    assert len(lines) == results[0]["steps"] // 2 == len(results[0]["log"])     # rank 0 alone wrote
+    assert sorted(os.listdir(tmp_path)) == ["ck.npz", "first", "rank0.json", "rank1.json", "resumed", "whole"]

@@ -215,3 +215,34 @@ def test_grad_without_a_callable_or_wrt_says_what_to_pass():
         ev.grad(np.ones(3), a, seed=np.ones(3))            # the node form's own errors
     gw = ev.grad(ev.sum(a * 3.0), {"a": a}.values())
     assert len(gw) == 1
+
+
+def bn_net():
+    return ev.nn.Sequential(ev.nn.Conv2d(1, 2, 3, padding=1, bias=False, seed=0), ev.nn.BatchNorm2d(2),
+                            ev.nn.Flatten(), ev.nn.Linear(32, 3, seed=1), name="bn")
+
+
+def test_a_traced_step_writes_back_batch_norms_statistics_and_traces_each_mode_apart():
+    net, ref = bn_net(), bn_net()
+    x = np.random.default_rng(0).standard_normal((4, 1, 4, 4)).astype(np.float32) + 1
+    f = ev.function(lambda model, x: model(x))
+    f(net, x)
+    g = ev.Graph()                                  # the same run with the updates given by hand
+    xn = g.tensor("x", x.shape, np.float32)
+    ev.TapeMachine(g, outputs=ref(xn), updates=ev.nn.updates(ref, g)).run({xn: x})
+    moved = net["bn.1.running_mean"].copy()
+    assert np.abs(moved).min() > 0
+    np.testing.assert_allclose(moved, ref["bn.1.running_mean"], rtol=1e-6)
+    np.testing.assert_allclose(net["bn.1.running_var"], ref["bn.1.running_var"], rtol=1e-6)
+    net.eval()
+    y_eval = f(net, x)
+    np.testing.assert_array_equal(net["bn.1.running_mean"], moved)      # evaluation: no update
+    g = ev.Graph()
+    xn = g.tensor("x", x.shape, np.float32)
+    out = net(xn)
+    np.testing.assert_allclose(y_eval, ev.TapeMachine(g, outputs=out).run({xn: x})[0], rtol=1e-5)
+    net.train()
+    assert f.trace_count == 2 and sorted(f.programs) == ["(<model, eval>, float32[4, 1, 4, 4])",
+                                                         "(<model>, float32[4, 1, 4, 4])"]
+    with pytest.raises(ev.UsageError, match="updates= is not an option"):
+        ev.function(lambda x: x, updates={})

@@ -295,3 +295,39 @@ def test_new_solvers_have_no_device_update(twin):
     for make in (ev.solvers.AdaDelta, ev.solvers.RMSpropGraves, ev.solvers.NAdam):
         with pytest.raises(ev.BackendError, match="no device update"):
             make().step([p])
+
+
+def test_a_hooks_state_travels_in_the_solvers_state_dict():
+    """GradientNoise's random stream is saved with the solver: a resumed solver adds the
+    noise the uninterrupted one would have added."""
+    def run(opt, ps, steps, seed):
+        rng = np.random.default_rng(seed)
+        for _ in range(steps):
+            grads(ps, rng)
+            opt.step(ps)
+
+    def solver(seed):
+        opt = ev.solvers.Adam(lr=0.1, clip_norm=3.0)
+        opt.add_hook(H.GradientNoise(0.5, seed=seed))
+        return opt
+    ps, opt = params(), solver(1)
+    run(opt, ps, 3, seed=10)
+    state, mid = opt.state_dict(), [p.value.copy() for p in ps]
+    assert sorted(k for k in state if k.startswith("hook")) == ["hook1:GradientNoise/rng"]
+    run(opt, ps, 2, seed=11)
+    again, opt2 = params(), solver(12345)                 # another seed: the state must win
+    for p, v in zip(again, mid):
+        np.copyto(p.value, v)
+    opt2.load_state_dict(state, again)
+    run(opt2, again, 2, seed=11)
+    for p, q in zip(ps, again):
+        np.testing.assert_array_equal(p.value, q.value)
+    other = ev.solvers.Adam(lr=0.1, clip_norm=3.0)
+    other.add_hook(H.WeightDecay(0.1))
+    other.add_hook(H.GradientNoise(0.5))
+    with pytest.raises(ev.CheckpointError, match="nothing for hook 2, GradientNoise"):
+        other.load_state_dict(state, again)
+    bad = dict(state)
+    bad["hook1:GradientNoise/rng"] = np.array('{"bit_generator": "MT19937"}')
+    with pytest.raises(ev.CheckpointError, match="the saved stream is a MT19937, this one a PCG64"):
+        solver(0).load_state_dict(bad, again)

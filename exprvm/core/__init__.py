@@ -15,4 +15,5 @@ from .site import caller, format_site, user_site  # noqa: F401
 from .interop import DEVICE_IMPORTERS, as_array, from_dlpack  # noqa: F401
 from .grad import check_cost, depends_on, grad  # noqa: F401
 from .owners import array_owner, owner_of, set_array_owner, set_owner  # noqa: F401
+from .updates import register_update, updates_of  # noqa: F401
 from . import rewrites  # noqa: F401  (registers the build-time rewrites)

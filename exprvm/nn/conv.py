@@ -21,10 +21,10 @@ the state's arrays at the end of every run:
 Both graphs read the same arrays, so the evaluation graph (or machine) sees the
 trained weights and the running statistics as they are after the last training run.
 """
-import weakref
 
 import numpy as np
 
+from ..core import register_update, updates_of
 from ..errors import ExprError, ShapeError
 from ..ops import (avg_pool2d, batch_norm, batch_norm_update, conv2d, dropout, layer_norm, max_pool2d,
                    reshape)
@@ -196,7 +196,6 @@ class BatchNorm2d(Module):
         self.bias = self.add_param("bias", np.zeros(c, dtype)) if affine else None
         self.running_mean = self._add_state("running_mean", np.zeros(c, dtype))
         self.running_var = self._add_state("running_var", np.ones(c, dtype))
-        self._updates = weakref.WeakKeyDictionary()     # graph -> {id: (weakref state, weakref new)}
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
@@ -218,15 +217,17 @@ class BatchNorm2d(Module):
                             f"got {x.describe()}")
         y = batch_norm(x, rm, rv, w, b, training=train, momentum=self.momentum, eps=self.eps)
         if train:
+            # NOTE: registered for the graph (core/updates.py), where a machine made for a
+            # traced graph (ev.function, ev.train) finds them
             new_m, new_v = batch_norm_update(x, rm, rv, self.momentum)
-            mine = self._updates.setdefault(g, {})
-            mine[rm.id] = (weakref.ref(rm), weakref.ref(new_m))
-            mine[rv.id] = (weakref.ref(rv), weakref.ref(new_v))
+            register_update(rm, new_m)
+            register_update(rv, new_v)
         return y
 
     def updates(self, g):
         """{running_mean node: its new value node, running_var node: ...} for graph g, or {}."""
-        return {s(): n() for s, n in self._updates.get(g, {}).values()}
+        mine = {id(self.running_mean.node_in(g)), id(self.running_var.node_in(g))}
+        return {s: n for s, n in updates_of(g).items() if id(s) in mine}
 
 
 class LayerNorm(Module):

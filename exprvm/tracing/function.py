@@ -16,10 +16,13 @@ A call's signature is its arguments' tree (tuples, lists, dicts) with every arra
 shape and dtype and every other value itself: arrays (and numpy scalars) become the
 traced graph's inputs, fed on every call; Python numbers, strings, None and other
 hashable values are static -- baked into the graph, and a new value traces anew (pass
-a 0-d array for a number that changes every call); an ev.nn model is static by
-identity, and its parameters, like those of any model the function uses, are read in
-place (a solver's update is seen by the next call). Arrays the function closes over
-are constants of the trace.
+a 0-d array for a number that changes every call); an ev.nn model passed as an
+argument is static by identity and by its blocks' training mode (``model.train()`` and
+``model.eval()`` run programs traced apart), and its parameters, like those of any
+model the function uses, are read in place (a solver's update is seen by the next
+call). Arrays the function closes over are constants of the trace. The state updates
+of the blocks the function builds (batch norm's running statistics, in training mode)
+are written back after every call, as a machine given ``updates=`` does.
 
 The result is the function's result with every node replaced by its value (an array
 the caller owns). Programs are kept per signature in a least-recently-used cache of
@@ -37,7 +40,7 @@ import inspect
 import threading
 from collections import OrderedDict
 
-from ..core import Graph, Node, grad as grad_nodes
+from ..core import Graph, Node, grad as grad_nodes, updates_of
 from ..errors import GradError, UsageError
 from ..machines import TapeMachine
 from . import trees
@@ -64,6 +67,9 @@ class Function:
         # wrt: (argnums, one argnum given, return the value too) for value_and_grad and grad
         if not callable(fn):
             raise UsageError(f"ev.function takes a function, got {type(fn).__name__}")
+        if "updates" in machine_options:
+            raise UsageError("ev.function: updates= is not an option of a traced function; the state "
+                             "updates of the blocks it builds (batch norm in training mode) are its own")
         if int(max_programs) < 1:
             raise UsageError(f"ev.function: max_programs must be >= 1, got {max_programs}")
         self.fn = fn
@@ -167,7 +173,8 @@ class Function:
                                  "than its arguments'")
         t = Traced()
         t.graph, t.inputs, t.result, t.modules = g, leaves, result, modules
-        t.machine = TapeMachine(g, outputs=nodes, **self.options)
+        # NOTE: the state updates its blocks registered (batch norm's running statistics)
+        t.machine = TapeMachine(g, outputs=nodes, updates=updates_of(g), **self.options)
         t.signature = _signature(arg_shapes, kw_shapes)
         return t
 

@@ -38,8 +38,8 @@ def flatten_args(x, leaves, where):
     if isinstance(x, Node):
         raise UsageError(f"ev.function: {where} is a graph node ({x.describe()}); a traced function "
                          "is called with arrays (inside a graph, call the plain function)")
-    if is_module(x):
-        return (MODULE, id(x))                  # its parameters are read in place
+    if is_module(x):                            # its parameters are read in place
+        return (MODULE, id(x), _modes(x))
     try:
         hash(x)
     except TypeError:
@@ -47,6 +47,13 @@ def flatten_args(x, leaves, where):
                          "pass arrays, numbers, hashable values, ev.nn models, or tuples, lists "
                          "and dicts of them") from None
     return (STATIC, t, x)
+
+
+def _modes(model):
+    """The training flags of a model's blocks: train() and eval() build different graphs
+    (batch norm's statistics, dropout), so each mode is traced apart."""
+    blocks = model.modules() if callable(getattr(model, "modules", None)) else (model,)
+    return tuple(bool(getattr(b, "training", True)) for b in blocks)
 
 
 def rebuild_args(shape, leaves, modules):
@@ -88,7 +95,7 @@ def describe(shape):
     if kind is dict:
         return "{" + ", ".join(f"{k!r}: {describe(s)}" for k, s in zip(shape[1], shape[2])) + "}"
     if kind == MODULE:
-        return "<model>"
+        return "<model>" if all(shape[2]) else "<model, eval>"
     return repr(shape[2])
 
 

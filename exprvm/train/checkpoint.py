@@ -208,7 +208,13 @@ def remove_stale_temps(path):
     return removed
 
 
-def _atomic_write(path, arrays):
+def atomic_write_text(path, text):
+    """Replace the file at ``path`` by ``text`` as save() writes a checkpoint: a temporary
+    file beside it, fsynced, renamed over it (a crash leaves the old file whole)."""
+    _atomic_write(os.fspath(path), lambda f: f.write(text.encode("utf-8")), what="file")
+
+
+def _atomic_write(path, arrays, what="checkpoint"):
     directory = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
@@ -216,14 +222,17 @@ def _atomic_write(path, arrays):
         remove_stale_temps(path)
         fd, tmp = _locked_temp(directory, path)
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            if callable(arrays):
+                arrays(f)
+            else:
+                np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        raise CheckpointError(f"could not write checkpoint {path!r}: {e}") from e
+        raise CheckpointError(f"could not write {what} {path!r}: {e}") from e
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):

@@ -16,18 +16,20 @@ read it, never write it), ``.grad`` (the gradient the update will use, a scratch
 in the parameter's dtype: change it in place) and ``.scratch`` (an array of the same
 shape and dtype that the hook may overwrite). ``solver.steps`` counts the steps taken
 before this one. The hooks run after the step's checks (so they never see a NaN
-gradient) and before the update.
+gradient) and before the update. A hook with state of its own (GradientNoise's random
+stream) has ``state_dict()`` / ``load_state_dict(d)``, and the solver's state carries it.
 
 On device parameters (``ev.TapeMachine(..., device="cuda")``) the hooks run inside the
 update's fused kernel, which does in this order: an elementwise clip to a symmetric
 ``[-c, c]``, a global-norm clip, and ``l1 * sign(w) + l2 * w``; a list of hooks that
 does not fit that order, or any other hook, is refused there (``BackendError``).
 """
+import json
 import math
 
 import numpy as np
 
-from ..errors import BackendError, ExprError
+from ..errors import BackendError, CheckpointError, ExprError
 from .solver_checks import nonneg, positive
 
 
@@ -153,8 +155,31 @@ class GradientNoise:
             noise *= std
             g += noise.astype(g.dtype, copy=False)
 
+    def state_dict(self):
+        """The noise stream's position: ``{"rng": its bit generator's state as JSON}`` (a
+        solver's ``state_dict()`` carries it, so a resumed run draws the same noise)."""
+        return {"rng": np.array(json.dumps(self.rng.bit_generator.state, sort_keys=True))}
+
+    def load_state_dict(self, d):
+        """Continue the noise stream saved by :meth:`state_dict`."""
+        self.rng.bit_generator.state = rng_state(d, self.rng, "GradientNoise")
+
     def __repr__(self):
         return f"GradientNoise({self.eta})"
+
+
+def rng_state(d, rng, who):
+    """The bit-generator state saved in ``d["rng"]`` (JSON), checked against ``rng``'s kind;
+    CheckpointError if it is missing, damaged or of another kind of generator."""
+    try:
+        state = json.loads(str(np.asarray(d["rng"])))
+        kind = state["bit_generator"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{who}: no random-stream state to load ({e!r})") from None
+    mine = type(rng.bit_generator).__name__
+    if kind != mine:
+        raise CheckpointError(f"{who}: the saved stream is a {kind}, this one a {mine}")
+    return state
 
 
 def from_arguments(clip, clip_norm, l1, l2):

@@ -240,14 +240,44 @@ class Solver:
             for b, arr in slot.bufs.items():
                 d[f"{slot.name}/{b}"] = np.array(arr)     # NOTE: device state too: a host copy
         d.update(schedules.state(self.schedule, self.lr))
+        for key, value in self._hook_states().items():
+            if key in d:
+                raise CheckpointError(f"{self._kind()}.state_dict: a parameter's state is named {key!r}, "
+                                      "as a hook's state is")
+            d[key] = value
         return d
 
+    def _hook_states(self):
+        """{"hook<i>:<class>/<key>": array} of the hooks that keep state (their position in
+        the list and their class name the key, so a state meets the same hook again)."""
+        out = {}
+        for i, h in enumerate(self.hooks):
+            if callable(getattr(h, "state_dict", None)):
+                for k, v in h.state_dict().items():
+                    out[f"hook{i}:{type(h).__name__}/{k}"] = np.asarray(v)
+        return out
+
+    def _hook_loads(self, d):
+        """[(hook, its saved dict)] for every hook with state, checked before anything loads."""
+        todo = []
+        for i, h in enumerate(self.hooks):
+            if not callable(getattr(h, "load_state_dict", None)):
+                continue
+            prefix = f"hook{i}:{type(h).__name__}/"
+            mine = {k[len(prefix):]: v for k, v in d.items() if k.startswith(prefix)}
+            if not mine:
+                raise CheckpointError(f"{self._kind()}.load_state_dict: the state has nothing for hook {i}, "
+                                      f"{h!r} (saved without it, or with other hooks before it)")
+            todo.append((h, mine))
+        return todo
+
     def load_state_dict(self, d, params=None):
-        """Restore state saved by state_dict() for these parameters.
+        """Restore state saved by state_dict() for these parameters (and the hooks' state,
+        such as GradientNoise's random stream).
 
         Every parameter must have its state in ``d`` with its own shape and
-        dtype; entries for parameters not listed are ignored. Nothing changes
-        unless the whole state fits.
+        dtype; entries for parameters not listed are ignored; every hook with
+        state must find its own. Nothing changes unless the whole state fits.
         """
         kind = entry(d, "kind", "solver kind")
         if str(kind) != self._kind():
@@ -277,6 +307,9 @@ class Solver:
             for b, arr in saved.items():
                 np.copyto(slot.bufs[b], arr)
             slots[id(p)] = slot
+        hook_states = self._hook_loads(d)
+        for h, saved in hook_states:    # NOTE: a hook checks its state as it loads it
+            h.load_state_dict(saved)
         self._slots = slots
         self.steps = int(steps)
 

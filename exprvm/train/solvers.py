@@ -38,7 +38,9 @@ lr = schedule(t)); ``state_dict()`` records the lr and the schedule too.
 ``ev.save(..., solver=opt.state_dict())``): ``"kind"`` (the solver's class
 name), ``"step"`` (calls to step), and per parameter ``"<name>/t"`` (steps that
 parameter took) and ``"<name>/<buffer>"`` for each state buffer. Buffer names
-contain no "/", so keys cannot collide even when parameter names contain "/".
+contain no "/", so keys cannot collide even when parameter names contain "/". A hook
+with state of its own adds ``"hook<i>:<class>/<key>"`` (GradientNoise: its random
+stream), which loading requires of the same hook at the same place in the list.
 
 Nothing is skipped silently:
 
