@@ -136,10 +136,10 @@ def digits_rows(batch, args):
     xb = rng.uniform(0, 1, (batch, 1, 8, 8)).astype(F32)
     tb = rng.integers(0, 10, batch)
     rows = {}
-    tape = D.Trainer(D.convnet(0), "tape", batch, 1e-3)
-    rows["exprvm TapeMachine"] = lambda: tape.step(xb, tb)
-    lisp = D.Trainer(D.convnet(0), "lisp", batch, 1e-3)
-    rows["exprvm LispMachine (graph per step)"] = lambda: lisp.step(xb, tb)
+    for label, machine in (("exprvm TapeMachine", "tape"), ("exprvm LispMachine (graph per step)", "lisp")):
+        model = D.convnet(0)
+        step, opt = ev.train.ModelStep(model, ev.nn.mean_cross_entropy, machine=machine), ev.solvers.Adam(model, lr=1e-3)
+        rows[label] = lambda step=step, opt=opt: (step(xb, tb), opt.step())
     torch = _torch()
     if torch is not None:
         tn = torch.nn

@@ -67,7 +67,7 @@ class Job:
         import exprvm as ev
         sys.path.insert(0, os.path.join(ROOT, "examples"))
         from char_rnn import CharModel
-        from text_data import Streams, Vocab, load_text
+        from common import Vocab, load_text
 
         text, _ = load_text(None)
         vocab = Vocab(text)
@@ -81,7 +81,7 @@ class Job:
         ev.grad(self.loss, self.model.nodes(g))
         self.outputs = [self.loss] + ev.nn.flat(self.final)
         self.machine = ev.TapeMachine(g, outputs=self.outputs, comm=comm)
-        self.streams = Streams(data, batch, args.seq)
+        self.streams, self.window = ev.data.TextStreams(data, batch, args.seq), 0
         self.opt = ev.solvers.Adam(lr=2e-3, clip_norm=5.0)
         self.feeds = {}
         self.zero = self.model.rnn.zero_state(batch)
@@ -94,7 +94,8 @@ class Job:
     def step(self, machine=None):
         import exprvm as ev
         feeds = self.feeds
-        x, y, reset = self.streams.next()
+        x, y = self.streams[self.window]
+        reset, self.window = self.window == 0, (self.window + 1) % len(self.streams)
         if reset:
             for ins, vals in zip(self.state0, self.zero):
                 feeds.update(zip(ins, vals))

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
 sys.path.insert(0, os.path.dirname(HERE))
 import exprvm as ev  # noqa: E402
 from char_rnn import CharModel  # noqa: E402
-from text_data import Streams, Vocab, load_text  # noqa: E402
+from common import Vocab, load_text  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -48,7 +48,7 @@ def step_graph(a):
     model = CharModel(len(vocab), a.cell, a.hidden, 1, seed=0)
     g = ev.Graph("char_rnn")
     ids, targets, state0, loss, final = model.sequence(g, a.seq, a.batch, unroll=a.unroll)
-    x, y, _ = Streams(vocab.encode(text[:200_000]), a.batch, a.seq).next()
+    x, y = ev.data.TextStreams(vocab.encode(text[:200_000]), a.batch, a.seq)[0]
     feeds = {ids: x, targets: y}
     for ins, vals in zip(state0, model.rnn.zero_state(a.batch)):
         feeds.update(zip(ins, vals))

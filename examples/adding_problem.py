@@ -21,15 +21,12 @@ Two ways to train it:
 """
 import argparse
 import os
-import sys
-import time
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # NOTE: tiny matmuls; see char_rnn.py
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # NOTE: before numpy: tiny products
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import exprvm as ev  # noqa: E402
+from common import ev  # noqa: E402
 
 SOLVED = 0.01
 
@@ -49,28 +46,33 @@ def parse_args(argv=None):
     p.add_argument("--smoke", action="store_true", help="tiny sizes and few steps, for tests")
     a = p.parse_args(argv)
     if a.smoke:
-        a.hidden, a.batch, a.min_len, a.max_len = 8, 16, 4, 8
-        a.steps, a.print_every = 40, 10
+        a.hidden, a.batch, a.min_len, a.max_len, a.steps, a.print_every = 8, 16, 4, 8, 40, 10
     if not 2 <= a.min_len <= a.max_len:
         p.error("need 2 <= --min-len <= --max-len")
     return a
 
 
-def make_batch(rng, batch, length, pad_to=None):
-    """Inputs (pad_to or length, batch, 2) float32 [value, marker], zero past `length`,
-    and targets (batch, 1)."""
-    values = rng.uniform(0.0, 1.0, (length, batch))
-    half = length // 2
-    first = rng.integers(0, half, batch)
-    second = rng.integers(half, length, batch)
-    markers = np.zeros((length, batch))
-    cols = np.arange(batch)
-    markers[first, cols] = 1.0
-    markers[second, cols] = 1.0
-    x = np.zeros((pad_to or length, batch, 2), np.float32)
-    x[:length] = np.stack([values, markers], axis=-1)
-    y = (values[first, cols] + values[second, cols])[:, None].astype(np.float32)
-    return x, y
+class Batches:
+    """Batch i: (inputs (length or pad_to, batch, 2) float32 [value, marker], zero past its
+    length; targets (batch, 1); the length), drawn from (seed, i) with a length of its own."""
+
+    def __init__(self, args, pad=True, count=None, length=None, batch=None, seed=None):
+        self.a, self.pad, self.count, self.length = args, pad, count or args.steps, length
+        self.batch, self.seed = batch or args.batch, args.seed if seed is None else seed
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, i):
+        a, b, rng = self.a, self.batch, np.random.default_rng((self.seed, i))
+        n = self.length or int(rng.integers(a.min_len, a.max_len + 1))
+        values, cols = rng.uniform(0.0, 1.0, (n, b)), np.arange(b)
+        first, second = rng.integers(0, n // 2, b), rng.integers(n // 2, n, b)
+        markers = np.zeros((n, b))
+        markers[first, cols] = markers[second, cols] = 1.0
+        x = np.zeros((a.max_len if self.pad else n, b, 2), np.float32)
+        x[:n] = np.stack([values, markers], axis=-1)
+        return x, (values[first, cols] + values[second, cols])[:, None].astype(np.float32), np.array(n)
 
 
 class Adder(ev.nn.Module):
@@ -79,89 +81,53 @@ class Adder(ev.nn.Module):
         self.rnn = self.add(ev.nn.StackedRNN(cell, 2, hidden, name=cell, seed=(seed, 0)))
         self.head = self.add(ev.nn.Linear(hidden, 1, name="head", seed=(seed, 1)))
 
-    def padded(self, max_len, batch):
-        """One graph for every length up to max_len: (inputs, targets, length, loss)."""
-        g = ev.Graph(f"adding T<={max_len}")
-        x = g.tensor("x", (max_len, batch, 2), np.float32)
-        y = g.tensor("y", (batch, 1), np.float32)
-        n = g.scalar("length", dtype=np.int64)
-        _, final = self.rnn.sequence(x, length=n)
-        return x, y, n, ev.nn.mse(self.head(final[-1][0]), y)
-
-    def fresh(self, length, batch):
-        """A graph for one sequence length: (inputs, targets, loss)."""
-        g = ev.Graph(f"adding T={length}")
-        x = g.tensor("x", (length, batch, 2), np.float32)
-        y = g.tensor("y", (batch, 1), np.float32)
-        hs, _ = self.rnn.unroll(x)
-        return x, y, ev.nn.mse(self.head(hs[-1]), y)
+    def loss(self, x, y, n=None):
+        """MSE of the prediction after n steps of x (one ev.scan, n a node), or after all of
+        x without n (unrolled: a graph for this length)."""
+        if n is None:
+            return ev.nn.mse(self.head(self.rnn.unroll(x)[0][-1]), y)
+        return ev.nn.mse(self.head(self.rnn.sequence(x, length=n)[1][-1][0]), y)
 
 
-class TapeTrainer:
-    """The padded graph, compiled once: one TapeMachine for every length."""
+def steps(model, machine):
+    """The step: the padded graph, traced and compiled once (tape), or a fresh graph for
+    each batch's own length (lisp)."""
+    @ev.function
+    def padded(x, y, n):
+        loss = model.loss(x, y, n)
+        ev.grad(loss, model)
+        return loss
 
-    def __init__(self, model, args):
-        self.x, self.y, self.n, self.loss = model.padded(args.max_len, args.batch)
-        self.g = self.x.graph
-        self.params = model.nodes(self.g)
-        ev.grad(self.loss, self.params)
-        self.m = ev.TapeMachine(self.g, outputs=[self.loss])
-        self.max_len = args.max_len
-
-    def step(self, rng, batch, length):
-        xs, ys = make_batch(rng, batch, length, self.max_len)
-        self.m.run({self.x: xs, self.y: ys, self.n: np.array(length)})
-        return float(self.loss.value), self.params
-
-
-class LispTrainer:
-    def __init__(self, model, args):
-        self.model = model
-
-    def step(self, rng, batch, length):
-        xs, ys = make_batch(rng, batch, length)
-        x, y, loss = self.model.fresh(length, batch)
-        ev.LispMachine(x.graph, cost=loss).run({x: xs, y: ys})
-        return float(loss.value), self.model.collect_grads(x.graph)
-
-
-def evaluate(model, rng, batch, length):
-    """(MSE of the model, MSE of the constant-1.0 baseline) on a fresh batch of `length`."""
-    xs, ys = make_batch(rng, batch, length)
-    x, y, loss = model.fresh(length, batch)
-    ev.TapeMachine(x.graph, outputs=[loss]).run({x: xs, y: ys})
-    return float(loss.value), float(np.mean((ys - 1.0) ** 2))
+    def fresh(x, y, n):
+        g = ev.Graph(f"adding T={int(n)}")
+        xn, yn = g.tensor("x", x.shape, np.float32), g.tensor("y", y.shape, np.float32)
+        return ev.LispMachine(g, cost=model.loss(xn, yn)).run({xn: x, yn: y})[0]
+    return padded if machine == "tape" else fresh
 
 
 def main(argv=None):
     args = parse_args(argv)
-    rng = np.random.default_rng(args.seed)
-    ev.init.seed(args.seed)
     model = Adder(args.cell, args.hidden, args.seed)
-    opt = ev.solvers.Adam(lr=args.lr, clip_norm=1.0)
     how = ("TapeMachine, one program compiled once (ev.scan with a length node)" if args.machine == "tape"
            else "LispMachine, a fresh graph per batch")
     print(f"adding problem: {args.cell} hidden {args.hidden}, batch {args.batch}, "
           f"lengths {args.min_len}..{args.max_len}, {how}")
-    start = time.perf_counter()
-    trainer = TapeTrainer(model, args) if args.machine == "tape" else LispTrainer(model, args)
+    step = steps(model, args.machine)
     if args.machine == "tape":
-        print(f"compiled in {time.perf_counter() - start:.2f} s: {len(trainer.m.program)} instructions")
-    losses, smooth = [], None
-    start = time.perf_counter()
-    for step in range(1, args.steps + 1):
-        length = int(rng.integers(args.min_len, args.max_len + 1))
-        loss, grads = trainer.step(rng, args.batch, length)
-        opt.step(grads)
-        losses.append(loss)
-        smooth = loss if smooth is None else 0.95 * smooth + 0.05 * loss
-        if step % args.print_every == 0:
-            print(f"step {step} loss {smooth:.5f} (T={length}, {time.perf_counter() - start:.0f} s)")
-    elapsed = time.perf_counter() - start
-    k = max(1, min(50, len(losses) // 4))
-    print(f"{args.steps} steps in {elapsed:.1f} s ({1000 * elapsed / args.steps:.1f} ms/step)")
+        print(f"compiled: {len(step.program_for(*Batches(args)[0]))} instructions")
+    batches = ev.data.DataLoader(Batches(args, pad=args.machine == "tape"), batch_size=None)
+    trainer = ev.train.Trainer(batches, step, optimizer=ev.solvers.Adam(model, lr=args.lr, clip_norm=1.0),
+                               steps=args.steps)
+    history = trainer.extend(ev.train.LogReport(trigger=(1, "steps")), name="history")
+    trainer.extend(ev.train.LogReport(trigger=(args.print_every, "steps"), smooth=0.95,
+                                      print="step {step} loss {loss_smoothed:.5f} ({elapsed:.0f} s)"))
+    trainer.run()
+    losses, k = [e["loss"] for e in history.log], max(1, min(50, args.steps // 4))
+    print(f"{trainer.step} steps in {trainer.elapsed:.1f} s ({1000 * trainer.elapsed / trainer.step:.1f} ms/step)")
     print(f"loss first {np.mean(losses[:k]):.5f} last {np.mean(losses[-k:]):.5f}")
-    mse, base = evaluate(model, np.random.default_rng(args.seed + 1), 512, args.max_len)
+    x, y, n = Batches(args, length=args.max_len, batch=512, seed=args.seed + 1)[0]     # a fresh test batch
+    mse = float(ev.function(model.loss)(x, y, n))
+    base = float(np.mean((y - 1.0) ** 2))
     verdict = "solved" if mse < SOLVED else "not solved"
     print(f"test MSE at T={args.max_len}: model {mse:.5f}, baseline (predict 1.0) {base:.5f}: "
           f"{verdict} (below {SOLVED} counts as solved)")

@@ -236,7 +236,7 @@ def test_char_rnn_distributed(tmp_path):
     assert out.count("step 2 loss") == 1 and out.count("step 6 loss") == 1     # rank 0 prints
     assert "data parallel: 2 ranks" in out and out.count("--- sample") == 1
     assert (tmp_path / "loss.png").exists() and ck.exists()
-    state = ev.load(ck).section("state")
+    state = ev.load(ck).section("step")
     assert {k.split("/")[0] for k in state} == {"rank0", "rank1"}       # every rank's hidden state
     args += ["--sample", "0", "--plot", ""]
     out = run_ok(2, script, *args).stdout                 # the same ranks: the streams go on
@@ -260,7 +260,7 @@ def test_char_rnn_distributed_stops_by_the_clock_on_every_rank_together(tmp_path
     assert 0 < steps < 1000000                  # stopped by the clock, not by --steps
     # both ranks stopped at that step: the checkpoint (a collective) holds it and both states
     assert f"saved {ck} at step {steps}" in out
-    assert {k.split("/")[0] for k in ev.load(ck).section("state")} == {"rank0", "rank1"}
+    assert {k.split("/")[0] for k in ev.load(ck).section("step")} == {"rank0", "rank1"}
 
 
 @needs_mpi

@@ -1,4 +1,5 @@
 """Every example runs in smoke mode as a user would run it, and its loss goes down."""
+import json
 import os
 import pathlib
 import re
@@ -79,12 +80,12 @@ def test_char_rnn_resumes_from_its_checkpoint(tmp_path):
     assert "resumed from ck.npz at step 2" in out2
     assert [s for s, _ in step_losses(out2)] == [3, 4]
     ck = ev.load(tmp_path / "ck.npz")
-    meta = ck.section("meta")
-    assert int(meta["step"]) == 4 and len(meta["losses"]) == 4
-    assert int(ck.section("solver")["step"]) == 4
-    assert sorted(ck.section("state")) == ["lstm.0.c0", "lstm.0.h0"]
+    assert int(ck.section("trainer")["step"]) == 4 and int(ck.section("loader")["position"]) == 4
+    assert len(json.loads(str(ck.section("ext:history")["log"]))) == 4        # the losses of every step
+    assert int(ck.section("optimizer")["step"]) == 4
+    assert sorted(ck.section("step")) == ["layer0/0", "layer0/1"]             # the LSTM's h and c
     # The carried state is the last batch's final state, not zeros.
-    assert abs(ck.section("state")["lstm.0.h0"]).sum() > 0
+    assert abs(ck.section("step")["layer0/0"]).sum() > 0
     # A run with other sizes refuses the checkpoint instead of mixing shapes.
     env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
     bad = subprocess.run([sys.executable, str(ROOT / "examples" / "char_rnn.py"), *common,
@@ -123,3 +124,17 @@ def test_quickstart_tour_runs(tmp_path):
     assert last < first
     if hasattr(ev, "render"):
         assert (tmp_path / "figs" / "quickstart.svg").exists()
+
+
+@pytest.mark.parametrize("device", ["cpu", "twin"])
+def test_mlp_trains_on_the_cpu_and_the_device_program(tmp_path, device):
+    if device == "twin":
+        from exprvm.kernels import build_cuda
+        if build_cuda.find_cxx() is None:
+            pytest.skip("no C++ compiler for the CUDA host twin")
+    out = run(tmp_path, "mlp.py", "--smoke", "--device", device)
+    epochs = re.findall(r"^epoch (\d+) loss (\S+) test accuracy (\S+)$", out, re.M)
+    assert [int(e) for e, _, _ in epochs] == [1, 2]
+    assert float(epochs[1][1]) < float(epochs[0][1]) and float(epochs[1][2]) > 0.5
+    moves = re.search(r"transfers: (.*)$", out, re.M).group(1)
+    assert (moves == "none") == (device == "cpu"), out

@@ -147,4 +147,4 @@ def test_char_rnn_distributed_on_two_hosts(hosts, tmp_path):
                        "--steps", "4", "--text", tmp_path / "tiny.txt", "--sample", "10", "--out", tmp_path,
                        "--checkpoint", ck, "--svg", "", "--plot", "", tmp_path=tmp_path).stdout
     assert "data parallel: 2 ranks" in out and out.count("step 4 loss") == 1
-    assert {k.split("/")[0] for k in ev.load(ck).section("state")} == {"rank0", "rank1"}
+    assert {k.split("/")[0] for k in ev.load(ck).section("step")} == {"rank0", "rank1"}

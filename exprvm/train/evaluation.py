@@ -90,6 +90,11 @@ class ModelStep:
             found["accuracy"] = float(np.mean(np.argmax(out, axis=1) == target))
         return found
 
+    @property
+    def programs(self):
+        """{signature: Program} of the training step's compiled programs ("tape")."""
+        return self._train.programs
+
     def _graph(self, arrays):
         g = Graph("train step")
         leaves = [g.tensor(f"input{i}", a.shape, a.dtype) for i, a in enumerate(arrays[:-1])]

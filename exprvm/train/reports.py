@@ -90,7 +90,8 @@ class LogReport(Extension):
         every step's value with this decay (0.99: about 100 steps wide).
     print : str or callable, optional
         Print each entry: a format string over its keys (``"epoch {epoch} loss
-        {loss:.4f} val {val/accuracy:.3f}"``) or a function of the entry returning a line.
+        {loss:.4f} val {val/accuracy:.3f}"``) or a function of the entry returning a line
+        (or None: no line for this entry).
 
     Examples
     --------
@@ -126,12 +127,14 @@ class LogReport(Extension):
         if self.path:
             with open(self.path, "a") as f:
                 f.write(json.dumps(entry) + "\n")
-        if self.format is not None:
-            trainer.write(self._line(entry))
+        line = None if self.format is None else self._line(entry)
+        if line is not None:
+            trainer.write(line)
 
     def _line(self, entry):
         if callable(self.format):
-            return str(self.format(entry))
+            line = self.format(entry)
+            return None if line is None else str(line)
         try:
             return self.format.format_map(entry)
         except (KeyError, ValueError, IndexError) as e:
@@ -224,6 +227,7 @@ class PlotReport(Extension):
                 if faint:
                     ax.plot(x, _ema(y, self.beta), color=f"C{i}", lw=1.5, label=f"{k} (smoothed)")
             ax.set_xlabel(self.x)
+            ax.xaxis.get_major_locator().set_params(integer=True)      # steps and epochs count
             if scale:
                 ax.set_yscale(scale)
             ax.grid(alpha=0.3)

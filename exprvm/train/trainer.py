@@ -141,7 +141,7 @@ class Trainer:
         self._t0 = None
         self._bar = None            # the ProgressBar that writes lines, if one runs
         self._event = (False, False)    # (a step done, an epoch done) at the point fired now
-        self._ran = False
+        self._ran = self._resumed = self._stop = False
 
     # -- building -------------------------------------------------------------------------
     def extend(self, extension, trigger=None, *, name=None, priority=None):
@@ -189,6 +189,20 @@ class Trainer:
         self.tracked[name] = obj
         return obj
 
+    def resume(self, path):
+        """Load the snapshot at ``path`` now (after the extensions are registered, so that
+        their state comes back too); run() then continues from it. ``resume=`` does this
+        when the run starts. Returns the checkpoint read (its extra sections too)."""
+        if self._ran or self._resumed:
+            raise UsageError("Trainer.resume: resume once, before run()")
+        self._resumed = True
+        return snap.restore(self, path)
+
+    def stop(self):
+        """End the run after the step being taken (a budget of one's own: early stopping).
+        Under ``ctx`` call it on every rank (a decision every rank makes alike)."""
+        self._stop = True
+
     @property
     def extensions(self):
         """{name: extension} in the order they run."""
@@ -219,9 +233,9 @@ class Trainer:
         return self
 
     def _begin(self):
-        if self.resume_from is not None:
-            snap.restore(self, self.resume_from)
-        elif self.ctx is not None and self.model is not None:
+        if self.resume_from is not None and not self._resumed:
+            self.resume(self.resume_from)
+        elif self.ctx is not None and self.model is not None and not self._resumed:
             self.ctx.broadcast(self.model)      # every rank starts from rank 0's weights
         self.start_step, self.start_epoch = self.step, self._epoch_detail()
         self._t0 = time.perf_counter()
@@ -353,7 +367,7 @@ class Trainer:
         if self.ctx is not None and self.minutes is not None:
             # NOTE: one clock for all ranks, so that every rank stops at the same step
             self.elapsed = self.ctx.max(self.elapsed)
-        return ((self.steps is not None and self.step >= self.steps)
+        return (self._stop or (self.steps is not None and self.step >= self.steps)
                 or (self.epochs is not None and self.epoch >= self.epochs)
                 or (self.minutes is not None and self.elapsed >= 60.0 * self.minutes))
 
