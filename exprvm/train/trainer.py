@@ -234,7 +234,8 @@ class Trainer:
 
     def _begin(self):
         if self.resume_from is not None and not self._resumed:
-            self.resume(self.resume_from)
+            self._resumed = True
+            snap.restore(self, self.resume_from)
         elif self.ctx is not None and self.model is not None and not self._resumed:
             self.ctx.broadcast(self.model)      # every rank starts from rank 0's weights
         self.start_step, self.start_epoch = self.step, self._epoch_detail()
