@@ -124,7 +124,7 @@ def norm(x, ord=None, axis=None, keepdims=False):
     """numpy.linalg.norm. Over any axes: ord None or "fro" (the Euclidean / Frobenius
     norm). Over one axis (a vector): ord 1, 2, inf and any p > 0 (3, 4, 0.5, ...). Over
     two axes (a matrix): ord "nuc" and 2 (sum and largest of the singular values, whose
-    second derivative is not offered), 1 and inf (largest column / row sum of |x|).
+    second derivative is not offered), 1 and inf (largest column / row sum of ``abs(x)``).
     Gradients are 0 where the norm is 0."""
     x = lift(x)
     with arg_errors("norm", x):

@@ -20,7 +20,7 @@ __all__ = ["Function", "function", "grad", "value_and_grad"]
 
 
 def function(fn=None, **options):
-    """A traced function: fn(*arrays) traced into a graph on the first call with each
+    """A traced function: ``fn(*arrays)`` traced into a graph on the first call with each
     signature (arrays' shapes and dtypes, the other arguments' values), compiled on a
     TapeMachine, cached (max_programs, least recently used out) and run. Use it as
     ev.function(fn), @ev.function or @ev.function(max_programs=..., backend=...); options
@@ -40,7 +40,7 @@ def _argnums(argnums):
 
 
 def value_and_grad(fn, argnums=0, **options):
-    """A traced function returning (fn(*args), the gradient of it with respect to the
+    """A traced function returning (``fn(*args)``, the gradient of it with respect to the
     arguments at argnums): fn returns a scalar node; each gradient has its argument's
     tree (an array's shape; an ev.nn model's {parameter name: gradient}); a tuple of
     argnums gives a tuple of gradients. Options as for ev.function."""
@@ -58,7 +58,7 @@ def grad(fn, wrt=None, seed=None, *, argnums=0, **options):
     the cost's graph uses); see exprvm/core/grad.py.
 
     ev.grad(fn, argnums=0): JAX's functional form, a traced function returning the
-    gradient of fn(*args) (a scalar node) with respect to the arguments at argnums.
+    gradient of ``fn(*args)`` (a scalar node) with respect to the arguments at argnums.
     """
     if callable(fn) and not isinstance(fn, (Node, type)):
         if wrt is not None or seed is not None:

@@ -36,9 +36,9 @@ class ModelStep:
     >>> import numpy as np, exprvm as ev
     >>> net = ev.nn.Linear(3, 2, seed=0)
     >>> step = ev.train.ModelStep(net, ev.nn.mean_cross_entropy)
-    >>> loss = step(np.ones((4, 3)), np.array([0, 1, 1, 0]))
+    >>> loss = step(np.ones((4, 3), np.float32), np.array([0, 1, 1, 0]))
     >>> net.params()[0].grad.shape
-    (2, 3)
+    (3, 2)
     """
 
     def __init__(self, model, loss, *, machine="tape", ctx=None, device=None):

@@ -177,6 +177,7 @@ class LRSchedule(Extension):
         self.optimizer = opt
 
     def before_step(self, trainer):
+        """Set the optimizer's lr for the step to come."""
         if isinstance(self.schedule, Schedule):
             lr = self.schedule(trainer.step if self.unit == "steps" else trainer.epoch)
         else:

@@ -118,6 +118,7 @@ class LogReport(Extension):
             atomic_write_text(self.path, "".join(json.dumps(e) + "\n" for e in self.log))
 
     def observe(self, trainer):
+        """Add the step's observations to the sums of the entry being made."""
         self._sums.add(trainer.observation)
 
     def __call__(self, trainer):
@@ -141,9 +142,11 @@ class LogReport(Extension):
             raise UsageError(f"LogReport: print={self.format!r} does not fit the entry {entry} ({e!r})") from None
 
     def state_dict(self):
+        """The log and the sums of the entry being made, as JSON (a snapshot's section)."""
         return {"log": _json(self.log), "sums": _json(self._sums.state())}
 
     def load_state_dict(self, d):
+        """Continue from a :meth:`state_dict`."""
         self.log = _unjson(d["log"])
         self._sums.load(_unjson(d["sums"]))
 
@@ -198,6 +201,7 @@ class PlotReport(Extension):
         self.points = {"x": [], **{k: [] for p in panels for k in p}}
 
     def observe(self, trainer):
+        """Add the step's observations to the sums of the point being made."""
         self._sums.add(trainer.observation)
 
     def __call__(self, trainer):
@@ -240,9 +244,11 @@ class PlotReport(Extension):
         plt.close(fig)
 
     def state_dict(self):
+        """The points and the sums of the point being made, as JSON (a snapshot's section)."""
         return {"points": _json(self.points), "sums": _json(self._sums.state())}
 
     def load_state_dict(self, d):
+        """Continue from a :meth:`state_dict`."""
         self.points = _unjson(d["points"])
         self._sums.load(_unjson(d["sums"]))
 
@@ -308,6 +314,7 @@ class ProgressBar(Extension):
         trainer._bar = self.bar
 
     def observe(self, trainer):
+        """Advance the bar by the step just taken."""
         if self.bar is None:
             return
         self.bar.update(1)

@@ -91,8 +91,6 @@ class Trainer:
     elapsed : float
         Seconds since this run started (the same float on every rank under ``ctx``
         when a ``minutes`` budget is set).
-    progress : float
-        The fraction of this run's budget done (the largest over its budgets).
     """
 
     def __init__(self, loader, step=None, *, model=None, loss=None, optimizer=None, machine="tape",
