@@ -10,7 +10,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h exprvm/kernels/build_*.py)
 	bash .ci/system-deps.sh
-	$(PY) -m pip install -q -e ".[test,examples,mpi,docs,onnx]"
+	$(PY) -m pip install -q -e ".[test,examples,mpi,docs,onnx,train]"
 	@mkdir -p .make && touch $(STAMP)
 
 test: install

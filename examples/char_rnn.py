@@ -172,7 +172,8 @@ def train(args, ctx, device):
         if not np.array_equal(meta["vocab"], vocab.codes()):
             raise SystemExit(f"{args.checkpoint} was trained on a text with another alphabet")
     step = CharStep(model, args, ctx, device)
-    trainer = ev.train.Trainer(ev.data.DataLoader(streams, batch_size=None), step, model=model, ctx=ctx,
+    # NOTE: a window is a slice of the text: made in the loop, no thread (prefetch=0)
+    trainer = ev.train.Trainer(ev.data.DataLoader(streams, batch_size=None, prefetch=0), step, model=model, ctx=ctx,
                                optimizer=ev.solvers.Adam(model, lr=args.lr, clip_norm=args.clip),
                                steps=None if args.steps is None else start + args.steps, minutes=args.minutes)
     low = args.lr / 10 if args.min_lr is None else args.min_lr

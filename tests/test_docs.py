@@ -72,6 +72,12 @@ def _normal(text):
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
 def test_page_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)             # whatever a page writes lands in a temp dir
+    run_page(page, tmp_path)
+
+
+def run_page(page, tmp_path):
+    """Run a Markdown page's Python blocks in order in one namespace (see the module
+    docstring); skips the test, after the rest ran, where a block needs a GPU or MPI."""
     ops_before = set(ev.OPS)
     try:
         _run_page(page, tmp_path)

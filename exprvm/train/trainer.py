@@ -238,7 +238,11 @@ class Trainer:
             self.ctx.broadcast(self.model)      # every rank starts from rank 0's weights
         self.start_step, self.start_epoch = self.step, self._epoch_detail()
         self._t0 = time.perf_counter()
-        for e in self._mine():
+        mine = self._mine()
+        # NOTE: looked up once: the loop calls these every step
+        self._before = [e.ext.before_step for e in mine if hasattr(e.ext, "before_step")]
+        self._firing = [(e, getattr(e.ext, "observe", None)) for e in mine]
+        for e in mine:
             if hasattr(e.ext, "initialize"):
                 e.ext.initialize(self)
 
@@ -249,10 +253,8 @@ class Trainer:
                 self.epoch += 1
                 self._fire(False, True)
                 continue
-            for e in self._mine():
-                before = getattr(e.ext, "before_step", None)
-                if before is not None:
-                    before(self)
+            for before in self._before:
+                before(self)
             self.observation = self._one_step(batch)
             self.step += 1
             self.position += 1
@@ -323,9 +325,9 @@ class Trainer:
 
     def _fire(self, step_done, epoch_done):
         self._event = (step_done, epoch_done)
-        for e in self._mine():
-            if step_done and hasattr(e.ext, "observe"):
-                e.ext.observe(self)
+        for e, observe in self._firing:
+            if step_done and observe is not None:
+                observe(self)
             if e.trigger is not None and e.last != self.step and e.trigger.fires(self, step_done, epoch_done):
                 e.last = self.step
                 e.ext(self)
