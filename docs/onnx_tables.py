@@ -1,4 +1,4 @@
-"""Rewrite the generated parts of docs/guide/onnx.md and README.md from ev.onnx's tables:
+"""Rewrite the generated parts of docs/guide/onnx.md from ev.onnx's tables:
 
     python docs/onnx_tables.py          (tests/test_onnx_docs.py checks they are current)
 """
@@ -14,7 +14,6 @@ from exprvm.onnx import table  # noqa: E402
 REGIONS = {  # (file, marker) -> the generated text
     ("docs/guide/onnx.md", "onnx-operators"): table.operator_table,
     ("docs/guide/onnx.md", "onnx-exports"): lambda: table.export_names() + "\n",
-    ("README.md", "onnx-operators"): lambda: table.operator_names() + "\n",
 }
 
 
