@@ -38,6 +38,12 @@ def load_data(seed):
     return X[:cut].astype(F32), y[:cut], X[cut:].astype(F32), y[cut:], source
 
 
+def mlp(inputs, hidden, classes, seed):
+    """The model: Linear, ReLU, Linear (float32)."""
+    return ev.nn.Sequential(ev.nn.Linear(inputs, hidden, name="fc0", dtype=F32, seed=(seed, 0)), ev.relu,
+                            ev.nn.Linear(hidden, classes, name="fc1", dtype=F32, seed=(seed, 1)), name="mlp")
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda", "twin"], default="cpu")
@@ -55,8 +61,7 @@ def parse(argv=None):
 def main(argv=None):
     a = parse(argv)
     X, y, Xt, yt, source = load_data(a.seed)
-    model = ev.nn.Sequential(ev.nn.Linear(X.shape[1], a.hidden, name="fc0", dtype=F32, seed=(a.seed, 0)), ev.relu,
-                             ev.nn.Linear(a.hidden, 10, name="fc1", dtype=F32, seed=(a.seed, 1)), name="mlp")
+    model = mlp(X.shape[1], a.hidden, 10, a.seed)
     train = ev.data.DataLoader(ev.data.ArrayDataset(X, y), a.batch, shuffle=True, seed=a.seed, drop_last=True)
     test = ev.data.DataLoader(ev.data.ArrayDataset(Xt, yt), batch_size=len(Xt))
     device, where = on_device(a.device)

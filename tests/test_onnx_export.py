@@ -23,7 +23,7 @@ F32 = np.float32
 
 
 def _mlp():
-    model = mlp_example.MLP([64, 32, 10], seed=0)
+    model = mlp_example.mlp(64, 32, 10, seed=0)
     g = ev.Graph("mlp")
     x = g.tensor("x", (16, 64), F32)
     return g, [x], [ev.softmax(model(x), axis=-1)]
