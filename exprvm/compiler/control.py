@@ -12,6 +12,9 @@ next carry); see machines/loops.py for how a loop runs its bodies.
 merge_loops: ev.grad asks a scan for its residuals by building the same scan (same
 inputs, same body graph) with more outputs; the two are computed as one loop.
 """
+import numpy as np
+
+from ..core import OPS
 from ..core.body import Body
 from ..errors import CompileError
 from . import ir
@@ -156,22 +159,73 @@ def externals(em, index, outputs, shared=()):
     """A body's outputs as registers of kind "external" (memory the loop provides), one
     per output in order: the register an instruction wrote, or a copy of it where the
     value is not an instruction's own buffer (an input passed through, a constant, a
-    view) or is an output twice. `shared`: (i, j) pairs of positions whose outputs are
-    one node the loop keeps in one place: the second takes the first's register."""
+    view) or is an output twice. A fused group's stored member is written by the group's
+    kernel straight into its external register where nothing else reads it (no copy).
+    `shared`: (i, j) pairs of positions whose outputs are one node the loop keeps in one
+    place: the second takes the first's register."""
     taken, out = set(), []
     same = {j: i for i, j in shared if outputs[i] is outputs[j]}
+    rids = [None if pos in same else em.on(index[n], "cpu") for pos, n in enumerate(outputs)]
+    moved = {}              # a member's view -> the external register its kernel writes
     for pos, n in enumerate(outputs):
         if pos in same:
             out.append(out[same[pos]])
             continue
-        rid = em.on(index[n], "cpu")
+        rid = rids[pos]
         r = em.regs[rid]
         if r.kind == "buffer" and not r.scratch and rid not in taken:
             r.kind, r.slot = "external", -1
         else:
             copy = em.reg(n.shape, n.dtype, "external")
-            em.emit("copy", [rid], copy, {}, n, note="loop output")
+            if rid in moved:
+                em.emit("copy", [moved[rid]], copy, {}, n, note="loop output")
+            elif _redirect(em, r, copy, [x for x in rids if x is not None and x != rid]):
+                moved[rid] = copy.id
+            else:
+                em.emit("copy", [rid], copy, {}, n, note="loop output")
             rid = copy.id
         taken.add(rid)
         out.append(rid)
     return out
+
+
+def _redirect(em, r, ext, others):
+    """Let the instruction whose value holds view register r as one of its stored members
+    (a fused group's) write that member straight into register ext: True when it can
+    (no instruction and no other output reads the member's place in the value, which then
+    stays unwritten), False when r needs its copy."""
+    if r.kind != "view" or r.shape != ext.shape or r.dtype != ext.dtype:
+        return False
+    base = r.base
+    writer = next((ins for ins in em.instrs if ins.out == base), None)
+    if writer is None or not writer.members or em.regs[base].kind != "buffer":
+        return False
+    members = _members_read(em, base, writer.members)
+    q = members[r.id]
+    if len(q) != 1 or r.view[1].get("index") != writer.members[min(q)]:
+        return False
+    q = min(q)
+    readers = {rid for ins in em.instrs for rid in ins.ins} | set(others)
+    if any(q in touched for rid, touched in members.items() if rid in readers):
+        return False
+    writer.redirect = (*writer.redirect, (q, ext.id))
+    return True
+
+
+def _members_read(em, base, index_of):
+    """{register over base's value (base itself and every view of it, however deep):
+    the set of stored members it reads}, from a value of member numbers viewed the same
+    way."""
+    shape = em.regs[base].shape
+    tag = np.full(shape, -1, np.int64)
+    for q, index in enumerate(index_of):
+        tag[index] = q
+    tagged = {base: tag}
+    found = True
+    while found:
+        found = False
+        for v in em.regs:
+            if v.kind == "view" and v.base in tagged and v.id not in tagged:
+                tagged[v.id] = np.asarray(OPS[v.view[0]].impl(tagged[v.base], **v.view[1]))
+                found = True
+    return {rid: set(np.unique(t).tolist()) - {-1} for rid, t in tagged.items()}

@@ -91,7 +91,8 @@ class Emitter:
         low = self.kernel(op, ins, out, params)
         tmps = tuple(self.reg(s, d, "buffer", scratch=True, device=out.device).id for s, d in low.tmps)
         self.instrs.append(Instr(low.name or op, tuple(ins), out.id, node, low.kernel, low.build, tmps,
-                                 low.inplace, low.allocates, note, low.bodies, low.meta))
+                                 low.inplace, low.allocates, note, low.bodies, low.meta,
+                                 members=low.members))
         return self.instrs[-1]
 
     def kernel(self, op, ins, out, params):

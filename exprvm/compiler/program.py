@@ -71,6 +71,21 @@ class Instr:
     meta: Optional[dict] = None     # a loop's description for its runner (machines/loops.py)
     after_bind: Optional[Callable] = None   # a loop: (fn, args) -> (fn, args) once bound
                                             # (the thread policy's wrapper; compiler/threads.py)
+    members: tuple = ()             # a value of stored members: each one's index in out
+    redirect: tuple = ()            # ((member, register id), ...): members written there
+                                    # instead (a loop body's outputs: compiler/control.py)
+
+    def bind(self, arrays):
+        """(fn, args) running this (loop-free) instruction over `arrays`, indexed by
+        register id."""
+        ins, tmps = [arrays[i] for i in self.ins], [arrays[t] for t in self.tmps]
+        if self.redirect:
+            return self.build(ins, arrays[self.out], tmps, {q: arrays[r] for q, r in self.redirect})
+        return self.build(ins, arrays[self.out], tmps)
+
+    def writes(self):
+        """The registers this instruction writes: its output and redirected members."""
+        return (self.out, *[r for _, r in self.redirect])
 
     def may_alias(self, pos):
         return self.inplace == "all" or pos in self.inplace
@@ -82,7 +97,9 @@ class Instr:
             return f"r{self.out} = {self.op}{tag} {ins}".rstrip()
         tag = "" if self.kernel == "numpy" or self.op in ("to_device", "to_host") else f"[{self.kernel}]"
         ins = ", ".join(f"r{i}" for i in self.ins)
-        return f"r{self.out} = {self.op}{tag} {ins}".rstrip()
+        # members written elsewhere show first: r13{0: r16, 1: r17} = fused ...
+        moved = "{" + ", ".join(f"{q}: r{r}" for q, r in self.redirect) + "}" if self.redirect else ""
+        return f"r{self.out}{moved} = {self.op}{tag} {ins}".rstrip()
 
     def comment(self):
         if self.node is None:
@@ -265,6 +282,15 @@ class Program:
                 self._write(valid, tr)
             self._write(valid, out)
             produced.add(out.id)
+            for q, rid in ins.redirect:
+                moved = regs[rid]
+                if moved.kind != "external" or rid in produced or not 0 <= q < len(ins.members):
+                    raise CompileError(f"{where} writes member {q} into r{rid}, which is not "
+                                       "an unwritten loop output")
+                if any(self.overlap(self.root(i), moved) for i in ins.ins if self.root(i).kind == "buffer"):
+                    raise CompileError(f"{where}: member {q}'s register r{rid} overlaps an input")
+                self._write(valid, moved)
+                produced.add(rid)
         for rid in self.outputs:
             self._check_read(rid, valid, produced, f"output r{rid}", " at the end of the run")
         for k, ins in enumerate(self.instrs):

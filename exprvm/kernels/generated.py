@@ -390,16 +390,18 @@ def out_shape(shape, nout, layout="stack"):
     return (nout,) + shape
 
 
-def bind(k, ins, out, shape, layout="stack", threads=1):
+def bind(k, ins, out, shape, layout="stack", threads=1, members=None):
     """call() -> None running kernel k over fixed arrays; see bind_call."""
-    fn, args = bind_call(k, ins, out, shape, layout, threads)
+    fn, args = bind_call(k, ins, out, shape, layout, threads, members)
     return lambda: fn(*args)
 
 
-def bind_call(k, ins, out, shape, layout="stack", threads=1):
+def bind_call(k, ins, out, shape, layout="stack", threads=1, members=None):
     """(fn, args): fn(*args) runs kernel k over fixed arrays, for a group of `shape` whose
     stored members lie in out as out_shape(shape, len(k.outputs), layout) says. fn is the
     bare cffi function: a compiled program's run loop calls it with no Python in between.
+    members ({q: array of `shape`}): stored member q goes into that array instead (a loop
+    body's output: no copy after the kernel); its place in out is left unwritten.
 
     Everything is checked here, once: exact numpy.ndarray types, dtypes, shapes, that
     each input can be read in place (else KernelError: gather it first), that out is
@@ -430,6 +432,9 @@ def bind_call(k, ins, out, shape, layout="stack", threads=1):
         outs = [(q * C, nout * C) for q in range(nout)]
     else:
         outs = [(q * n, C) for q in range(nout)]
+    bases = [out] * nout
+    for q, a in _members(members, k, shape, nout, ins, out):
+        bases[q], outs[q] = a, (0, C)
     views, lds = [], []
     flat = R == 1 or all(ld == C for _, ld in outs)   # one row of n: no strides, no row/col input
     for i, (a, (kind, is_bool)) in enumerate(zip(ins, k.inputs)):
@@ -451,14 +456,41 @@ def bind_call(k, ins, out, shape, layout="stack", threads=1):
     if flat:
         R, C, lds = 1, n, [0] * len(lds)
     ffi = _FFI
-    bufs = [ffi.from_buffer(k.ctype + "[]", out.reshape(-1), require_writable=True)]
+    whole = {}              # one cffi buffer per distinct output array
+    for b in bases:
+        if id(b) not in whole:
+            whole[id(b)] = ffi.from_buffer(k.ctype + "[]", b.reshape(-1), require_writable=True)
+    bufs = [whole[id(b)] for b in bases]
     bufs += [ffi.from_buffer(ct, v) for v, ct in views]
     ptrs = ffi.new("char *[]", [ffi.cast("char *", b) for b in bufs])
     meta = ffi.new("int64_t[]", [R, C, max(1, int(threads)), *[x for o in outs for x in o], *lds])
     # NOTE: the pointers are only valid while these arrays live: the handle, an argument,
     # holds them for as long as anyone holds the arguments.
-    keep = ffi.new_handle((bufs, views, list(ins), out))
+    keep = ffi.new_handle((bufs, views, list(ins), out, bases))
     return fn, (meta, ptrs, keep)
+
+
+def _members(members, k, shape, nout, ins, out):
+    """The checked (q, array) pairs of members stored outside out (see bind_call)."""
+    if not members:
+        return []
+    pairs = sorted(members.items())
+    for q, a in pairs:
+        if not (type(q) is int and 0 <= q < nout):
+            raise KernelError(f"fused kernel: no stored member {q!r} (it stores {nout})")
+        if type(a) is not np.ndarray:
+            raise KernelError(f"fused kernel: member {q}'s array must be numpy.ndarray, "
+                              f"got {type(a).__name__}")
+        if a.dtype != k.dtype:
+            raise DTypeError(f"fused kernel: member {q}'s array has dtype {a.dtype}, the kernel is {k.dtype}")
+        if a.shape != shape:
+            raise ShapeError(f"fused kernel: member {q}'s array has shape {a.shape}, expected {shape}")
+        if not (a.flags.c_contiguous and a.flags.aligned and a.flags.writeable):
+            raise KernelError(f"fused kernel: member {q}'s array must be C-contiguous, aligned and writable")
+        others = [*ins, out] + [b for p, b in pairs if p != q]
+        if any(np.may_share_memory(a, b) for b in others):
+            raise KernelError(f"fused kernel: member {q}'s array overlaps an operand or another output")
+    return pairs
 
 
 def _nothing():

@@ -4,8 +4,9 @@ In: the element type, the inputs' kinds, one C expression per member, the member
 Out: a `rows` function looping over R rows of C elements (gcc vectorizes the inner loop:
 `omp simd`, every member's formula inlined; csrc/ev_math.h supplies exp, tanh, sigmoid...)
 and the entry point NAME(m, p, keep): m holds R, C, the thread count, each output's offset
-and row stride and each input's row stride (int64); p the output's then each input's
-address; keep is unused (a cffi handle that keeps the arrays alive while a caller holds
+and row stride and each input's row stride (int64); p each output's base address (one
+packed array's, or a member's own array where the compiler stores it elsewhere), then
+each input's; keep is unused (a cffi handle that keeps the arrays alive while a caller holds
 the arguments).
 With threads > 1 (and OpenMP) rows, or chunks of a single row, are shared out dynamically.
 """
@@ -25,10 +26,11 @@ def source(k, name):
     """The C source of kernel k, its entry point called `name`."""
     T = k.ctype
     load, hoist, row = [], [], []
+    nout = len(k.outputs)
     for i, (kind, is_bool) in enumerate(k.inputs):
         ct = "uint8_t" if is_bool else T
-        load.append(f"    const {ct}* const in{i} = (const {ct}*)p[{i + 1}]; "
-                    f"const int64_t ld{i} = m[{3 + 2 * len(k.outputs) + i}];")
+        load.append(f"    const {ct}* const in{i} = (const {ct}*)p[{i + nout}]; "
+                    f"const int64_t ld{i} = m[{3 + 2 * nout + i}];")
         val = "int" if is_bool else T
         conv = " != 0" if is_bool else ""
         if kind == "scalar":
@@ -45,11 +47,11 @@ def source(k, name):
         inner.append(f"            const {'int' if res == 'bool' else T} v{j} = {expr};")
     for q, j in enumerate(k.outputs):
         load.append(f"    const int64_t off{q} = m[{3 + 2 * q}], old{q} = m[{4 + 2 * q}];")
-        row.append(f"        {T}* const o{q} = o + off{q} + r * old{q};")
+        load.append(f"    {T}* const ob{q} = ({T}*)p[{q}];")
+        row.append(f"        {T}* const o{q} = ob{q} + off{q} + r * old{q};")
         inner.append(f"            o{q}[c] = v{j};")
     lines = [
         f"static void {name}_rows(int64_t r0, int64_t r1, int64_t c0, int64_t c1, const int64_t* m, char** p) {{",
-        f"    {T}* const o = ({T}*)p[0];",
         *load, *hoist,
         "    for (int64_t r = r0; r < r1; r++) {",
         *row,

@@ -69,7 +69,7 @@ class BoundBody:
         self.var_instrs = []
         steps = []
         for k, ins in enumerate(prog.instrs):
-            touched = (*ins.ins, ins.out, *ins.tmps)
+            touched = (*ins.ins, *ins.writes(), *ins.tmps)
             if any(self.root[i] in varying or arrays[i] is None for i in touched):
                 self.var_instrs.append(k)
                 steps.append(None)
@@ -78,11 +78,10 @@ class BoundBody:
         self.base_steps = steps
 
     def _bind(self, k, ins, arrays):
-        ins_arrays = [arrays[i] for i in ins.ins]
-        tmps = [arrays[t] for t in ins.tmps]
         if ins.bodies:
-            return bind_loop(ins, ins_arrays, arrays[ins.out], tmps, self.inner, k)
-        return ins.build(ins_arrays, arrays[ins.out], tmps)
+            return bind_loop(ins, [arrays[i] for i in ins.ins], arrays[ins.out],
+                             [arrays[t] for t in ins.tmps], self.inner, k)
+        return ins.bind(arrays)
 
     def steps(self, given):
         """The prebound calls of one iteration whose varying registers hold `given`

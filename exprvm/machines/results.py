@@ -111,7 +111,7 @@ def make_results(prog, arrays, mine):
     for rid, (value_of, grad_of) in mine.items():
         touched = {rid, *views[rid]}
         steps = [k for k, ins in enumerate(prog.instrs)
-                 if ins.out in touched or touched.intersection(ins.ins) or touched.intersection(ins.tmps)]
+                 if touched.intersection(ins.writes()) or touched.intersection(ins.ins) or touched.intersection(ins.tmps)]
         res = Result(rid, arrays[rid], views[rid], steps)
         res.value_of = value_of
         res.grad_of = grad_of

@@ -221,7 +221,7 @@ class TapeMachine:
         if ins.bodies:      # a loop or a branch: its nested programs (machines/loops.py)
             fn, args = bind_loop(ins, ins_arrays, arrays[ins.out], tmps)
             return ins.after_bind(fn, args) if ins.after_bind is not None else (fn, args)
-        return ins.build(ins_arrays, arrays[ins.out], tmps)
+        return ins.bind(arrays)
 
     def _build_step(self, k):
         ins, arrays = self.program.instrs[k], self._arrays

@@ -133,11 +133,20 @@ def _fused_numpy(req):
     group = req.params["group"]
     dtype = req.dtype
 
-    def build(ins, out, tmps):
+    def build(ins, out, tmps, members=None):
+        moved = [(a, group.output_index(q)) for q, a in (members or {}).items()]
+
         def run(*xs):
             np.copyto(out, group.evaluate(xs, dtype), casting="unsafe")
+            for a, index in moved:
+                np.copyto(a, out[index])
         return run, tuple(ins)
-    return Lowered(build, allocates=True, name="fused")
+    return Lowered(build, allocates=True, name="fused", members=_members(group))
+
+
+def _members(group):
+    n = len(group.outputs)
+    return tuple(group.output_index(q) for q in range(n)) if n > 1 else ()
 
 
 @lowers("fused", "c")
@@ -159,6 +168,6 @@ def _fused_c(req):
     inplace = tuple(i for i, (kind, b) in enumerate(group.inputs)
                     if len(group.outputs) == 1 and kind == "full" and not b)
 
-    build = gathering(gather, lambda ins, out: generated.bind_call(kernel, ins, out, group.shape,
-                                                                   group.layout, nthreads))
-    return Lowered(build, tmps=tmps, inplace=inplace, kernel="c", name="fused")
+    build = gathering(gather, lambda ins, out, members=None: generated.bind_call(
+        kernel, ins, out, group.shape, group.layout, nthreads, members))
+    return Lowered(build, tmps=tmps, inplace=inplace, kernel="c", name="fused", members=_members(group))

@@ -33,16 +33,16 @@ def c_elementwise(req, bind, name):
 
 
 def gathering(gather, bind):
-    """build(ins, out, tmps) of a kernel bound by bind(ins, out) -> (fn, args), whose
-    operands at the positions `gather` (strided ones the kernel cannot read) are copied
-    into the instruction's scratch buffers before each call."""
-    def build(ins, out, tmps):
+    """build(ins, out, tmps, *more) of a kernel bound by bind(ins, out, *more) -> (fn, args),
+    whose operands at the positions `gather` (strided ones the kernel cannot read) are
+    copied into the instruction's scratch buffers before each call."""
+    def build(ins, out, tmps, *more):
         ins = list(ins)
         pairs = []
         for i, buf in zip(gather, tmps):
             pairs.append((buf, ins[i]))
             ins[i] = buf
-        fn, args = bind(ins, out)
+        fn, args = bind(ins, out, *more)
         if not pairs:
             return fn, args
 

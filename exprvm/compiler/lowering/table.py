@@ -41,6 +41,9 @@ class Lowered:
     bodies: tuple = ()          # a loop or a branch: the nested Programs it runs (build None:
                                 # machines/loops.py binds them)
     meta: Optional[dict] = None  # a loop's own description for its runner (offsets, counts)
+    members: tuple = ()         # a value of several stored members (a fused group): each one's
+                                # basic index in it; build(ins, out, tmps, {q: array}) then
+                                # stores member q in that array instead (Instr.redirect)
 
 
 @dataclass
