@@ -438,6 +438,43 @@ def test_checkpoint_gives_the_same_values_and_gradients(checkpoint, reverse, rng
         np.testing.assert_allclose(got, want, rtol=1e-11)
 
 
+def _body_ops(prog):
+    """The forward op names an instruction list computes (a fused group's members too)."""
+    names = []
+    for ins in prog.instrs:
+        if ins.op == "fused":
+            names += ins.comment().split("fused ", 1)[1].split(":", 1)[1].split("[")[0].split()
+        else:
+            names.append(ins.op)
+    return names
+
+
+def test_the_gradient_reads_transcendental_values_back_and_recomputes_arithmetic(rng):
+    # an LSTM-like step: the gradient body needs sigmoid's and tanh's values; it reads
+    # them from the rows the forward scan stored instead of computing them again
+    W0, X = rng.normal(size=(4, 8)) * 0.5, rng.normal(size=(6, 3, 8))
+    g = ev.Graph()
+    W, xs = g.tensor("W", W0.shape, value=W0), g.tensor("xs", X.shape, value=X)
+
+    c, hs = ev.scan(lambda c, x: _gated_step(W, c, x), np.ones((3, 4)), xs)
+    gW = ev.grad(ev.sum(hs * hs) + ev.sum(c), W)
+    m = ev.TapeMachine(g, outputs=[gW])
+    m.run()
+    loops = [ins for ins in m.program.instrs if ins.bodies]
+    forward, backward = loops[0].bodies[0], loops[-1].bodies[0]
+    assert {"sigmoid", "tanh"} <= set(_body_ops(forward))
+    assert not {"sigmoid", "tanh"} & set(_body_ops(backward)), str(backward)
+    assert len(forward.externals) > 3       # the values stored for the gradient
+    assert ev.check_grad(lambda W_: ev.sum(ev.scan(lambda c, x: _gated_step(W_, c, x), np.ones((3, 4)),
+                                                   X)[1] ** 2), [W0])
+
+
+def _gated_step(W, c, x):
+    z = c @ W + x
+    c = ev.sigmoid(z[:, :4]) * c + ev.tanh(z[:, 4:]) * 0.5
+    return c, ev.tanh(c)
+
+
 def test_checkpoint_bounds_the_planned_memory_of_a_long_sequence(rng):
     T, H = 400, 16
     W0, X = rng.normal(size=(H, H)) * 0.3, rng.normal(size=(T, H))

@@ -121,12 +121,25 @@ def initial_carry_grads(gs, positions, carries, g):
     return out
 
 
+# Elementwise ops whose values are stored per step rather than recomputed: each costs
+# tens of cycles an element (a polynomial or a division), reading its value back one
+# load, and their derivatives are written in terms of their values anyway.
+TRANSCENDENTAL = frozenset({"exp", "expm1", "exp2", "log", "log1p", "log2", "log10", "tanh", "sigmoid",
+                            "softplus", "elu", "gelu", "erf", "sin", "cos", "tan", "sinh", "cosh",
+                            "arcsin", "arccos", "arctan", "arctan2", "arcsinh", "arccosh", "arctanh",
+                            "sinc", "pow", "sqrt", "div", "reciprocal", "hypot", "logaddexp",
+                            "logaddexp2", "fmod", "remainder"})
+
+
 def _cheap(n):
-    """Is a forward value cheaper to recompute in the gradient body than to store per step
-    (JAX's dots_saveable policy: products and reductions are stored, elementwise values and
-    views recomputed, fused into the gradient's own kernels)?"""
+    """Is a forward value cheaper to recompute in the gradient body than to store per step?
+    Products, reductions and transcendental elementwise values are stored; views and
+    arithmetic (add, mul, where, relu, ...) recomputed, fused into the gradient's own
+    kernels (JAX's dots_saveable policy, with the values a step's kernels spend their
+    time on kept too)."""
     op = n.opdef
-    return op is not None and (op.elementwise or op.view) and "rng" not in n.params
+    return (op is not None and (op.elementwise or op.view) and "rng" not in n.params
+            and op.name not in TRANSCENDENTAL)
 
 
 def scan_vjp(gs, ans, *inputs, body, n_carry, n_x, rows, steps, reverse, summed, results):
