@@ -1,11 +1,13 @@
 """A loop body's outputs written where the loop keeps them: a fused group's stored member
 goes from its kernel straight into the loop's memory (no copy instruction after it), and
-only where nothing else reads the member's place in the group's value.
+only where nothing else reads the member's place in the group's value (an instruction
+of the body that read the member reads it from the loop's memory instead).
 
 Checked: the kernel entry point with members stored apart (values, the untouched place,
 refused arrays), the numpy row doing the same, an LSTM scan's body (no forward copy,
-values and gradients as the unrolled graph's), bodies where a member is also read inside
-the body or is an output twice (the copy stays), and verify() refusing a bad redirect.
+values and gradients as the unrolled graph's; no copy in its gradient body either, whose
+gate gradients go side by side into one output), bodies where a member is also read
+inside the body or is an output twice, and verify() refusing a bad redirect.
 """
 import numpy as np
 import pytest
@@ -43,6 +45,10 @@ def test_the_kernel_stores_a_member_in_its_own_array(rng):
     both = [np.zeros((3, 4), F32), np.zeros((3, 4), F32)]
     generated.bind(k, ins, out, (3, 4), members=dict(enumerate(both)))()
     np.testing.assert_array_equal(np.stack(both), packed)
+    side = np.zeros((3, 9), F32)            # side by side in one array's columns
+    generated.bind(k, ins, out, (3, 4), members={0: side[:, :4], 1: side[:, 4:8]})()
+    np.testing.assert_array_equal(side[:, :8], np.concatenate(list(packed), axis=1))
+    assert (side[:, 8] == 0).all()
 
 
 @needs_cc
@@ -58,7 +64,7 @@ def test_the_kernel_refuses_member_arrays_it_cannot_write(rng):
         generated.bind(k, ins, out, (3, 4), members={0: np.zeros((4, 3), F32)})
     with pytest.raises(KernelError, match="no stored member 2"):
         generated.bind(k, ins, out, (3, 4), members={2: np.zeros((3, 4), F32)})
-    with pytest.raises(KernelError, match="C-contiguous"):
+    with pytest.raises(KernelError, match="rows must be contiguous"):
         generated.bind(k, ins, out, (3, 4), members={0: np.zeros((4, 3), F32).T})
 
 
@@ -117,7 +123,8 @@ def test_an_lstm_scan_body_writes_its_carries_from_the_kernel(rng):
             body = loop.bodies[0]
             fused = [ins for ins in body.instrs if ins.op == "fused"]
             assert any(ins.redirect for ins in fused), str(body)
-            assert not [ins for ins in body.instrs if ins.op == "copy"], str(body)
+            for loop in (ins for ins in m.program.instrs if ins.bodies):     # gradient too
+                assert not [ins for ins in loop.bodies[0].instrs if ins.op == "copy"], str(m.program)
             assert "{" in str(m.program)        # the disassembly shows where members go
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
@@ -125,7 +132,9 @@ def test_an_lstm_scan_body_writes_its_carries_from_the_kernel(rng):
 
 @needs_cc
 @pytest.mark.parametrize("case", ["read inside", "output twice"])
-def test_a_member_read_elsewhere_keeps_its_copy(case, rng):
+def test_a_member_read_elsewhere_is_right(case, rng):
+    """read inside: the product reads the member from the loop's memory; output twice:
+    the second output copies the first."""
     g = ev.Graph()
     xs = g.tensor("xs", (4, 2, 3), dtype=F32)
     W = g.matrix("W", (3, 3), dtype=F32, value=(rng.standard_normal((3, 3)) * 0.5).astype(F32))
@@ -168,7 +177,8 @@ def test_verify_refuses_a_member_written_into_a_register_that_is_not_a_loop_outp
     fused = next(ins for ins in body.instrs if ins.members)
     assert fused.redirect and body.verify()
     ext = fused.redirect[0][1]
-    for bad in (((0, fused.out),), ((0, ext), (1, ext))):   # a buffer; one output twice
+    assert body.registers[ext].kind == "external"
+    for bad in (((0, fused.out, None),), ((0, ext, None), (1, ext, None))):   # a buffer; one output twice
         fused.redirect = bad
         with pytest.raises(CompileError, match="member"):
             body.verify()

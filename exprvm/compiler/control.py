@@ -190,34 +190,63 @@ def externals(em, index, outputs, shared=()):
 
 
 def _redirect(em, r, ext, others):
-    """Let the instruction whose value holds view register r as one of its stored members
-    (a fused group's) write that member straight into register ext: True when it can
-    (no instruction and no other output reads the member's place in the value, which then
-    stays unwritten), False when r needs its copy."""
+    """Let the instruction whose value holds view register r as some of its stored members
+    (a fused group's) write those members straight into register ext, and the
+    instructions reading r read ext instead: True when it can (r is exactly those members,
+    and nothing else reads their places in the value, which then stay unwritten), False
+    when r needs its copy."""
     if r.kind != "view" or r.shape != ext.shape or r.dtype != ext.dtype:
         return False
     base = r.base
     writer = next((ins for ins in em.instrs if ins.out == base), None)
     if writer is None or not writer.members or em.regs[base].kind != "buffer":
         return False
-    members = _members_read(em, base, writer.members)
-    q = members[r.id]
-    if len(q) != 1 or r.view[1].get("index") != writer.members[min(q)]:
+    tags = _member_tags(em, base, writer.members)
+    places = _places(writer.members, r, tags[r.id])
+    if places is None or any(q == m for q in places for m, _, _ in writer.redirect):
         return False
-    q = min(q)
-    readers = {rid for ins in em.instrs for rid in ins.ins} | set(others)
-    if any(q in touched for rid, touched in members.items() if rid in readers):
+    readers = {rid for ins in em.instrs for rid in ins.ins if rid != r.id} | set(others)
+    if any(_members_in(t) & set(places) for rid, t in tags.items() if rid in readers):
         return False
-    writer.redirect = (*writer.redirect, (q, ext.id))
+    for ins in em.instrs:
+        if r.id in ins.ins:
+            ins.ins = tuple(ext.id if i == r.id else i for i in ins.ins)
+    writer.redirect = (*writer.redirect, *[(q, ext.id, index) for q, index in places.items()])
     return True
 
 
-def _members_read(em, base, index_of):
-    """{register over base's value (base itself and every view of it, however deep):
-    the set of stored members it reads}, from a value of member numbers viewed the same
-    way."""
-    shape = em.regs[base].shape
-    tag = np.full(shape, -1, np.int64)
+def _members_in(tag):
+    return set(np.unique(tag).tolist()) - {-1}
+
+
+def _places(index_of, r, tag):
+    """{member: its basic index in view r} when r is exactly one member, or consecutive
+    members side by side (the concat layout's columns, the stack layout's rows), else
+    None. Checked against tag, r's view of the value's member numbers."""
+    found = sorted(_members_in(tag))
+    if not found or (tag == -1).any() or found != list(range(found[0], found[-1] + 1)):
+        return None
+    q0 = found[0]
+    if len(found) == 1:
+        return {q0: None} if r.view[1].get("index") == index_of[q0] else None
+    first = index_of[q0]
+    places = {}
+    for q in found:
+        if len(first) == 1 and first == (q0,):          # stacked: r's rows
+            index = (q - q0,)
+        else:                                           # side by side: r's columns
+            width = first[-1].stop - first[-1].start
+            index = first[:-1] + (slice((q - q0) * width, (q - q0 + 1) * width),)
+        if not (tag[index] == q).all():
+            return None
+        places[q] = index
+    return places
+
+
+def _member_tags(em, base, index_of):
+    """{register over base's value (base itself and every view of it, however deep): that
+    view of an array holding each element's member number (-1: none)}."""
+    tag = np.full(em.regs[base].shape, -1, np.int64)
     for q, index in enumerate(index_of):
         tag[index] = q
     tagged = {base: tag}
@@ -228,4 +257,4 @@ def _members_read(em, base, index_of):
             if v.kind == "view" and v.base in tagged and v.id not in tagged:
                 tagged[v.id] = np.asarray(OPS[v.view[0]].impl(tagged[v.base], **v.view[1]))
                 found = True
-    return {rid: set(np.unique(t).tolist()) - {-1} for rid, t in tagged.items()}
+    return tagged

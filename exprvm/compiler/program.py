@@ -72,20 +72,29 @@ class Instr:
     after_bind: Optional[Callable] = None   # a loop: (fn, args) -> (fn, args) once bound
                                             # (the thread policy's wrapper; compiler/threads.py)
     members: tuple = ()             # a value of stored members: each one's index in out
-    redirect: tuple = ()            # ((member, register id), ...): members written there
-                                    # instead (a loop body's outputs: compiler/control.py)
+    redirect: tuple = ()            # ((member, register id, index or None), ...): members
+                                    # written into that register (at that basic index) instead
+                                    # (a loop body's outputs: compiler/control.py)
 
     def bind(self, arrays):
         """(fn, args) running this (loop-free) instruction over `arrays`, indexed by
         register id."""
         ins, tmps = [arrays[i] for i in self.ins], [arrays[t] for t in self.tmps]
         if self.redirect:
-            return self.build(ins, arrays[self.out], tmps, {q: arrays[r] for q, r in self.redirect})
+            members = {q: arrays[r] if index is None else arrays[r][index] for q, r, index in self.redirect}
+            return self.build(ins, arrays[self.out], tmps, members)
         return self.build(ins, arrays[self.out], tmps)
+
+    def redirected(self):
+        """{register id: the members written into it}, in the order given."""
+        out = {}
+        for q, r, _ in self.redirect:
+            out.setdefault(r, []).append(q)
+        return out
 
     def writes(self):
         """The registers this instruction writes: its output and redirected members."""
-        return (self.out, *[r for _, r in self.redirect])
+        return (self.out, *dict.fromkeys(r for _, r, _ in self.redirect))
 
     def may_alias(self, pos):
         return self.inplace == "all" or pos in self.inplace
@@ -98,7 +107,8 @@ class Instr:
         tag = "" if self.kernel == "numpy" or self.op in ("to_device", "to_host") else f"[{self.kernel}]"
         ins = ", ".join(f"r{i}" for i in self.ins)
         # members written elsewhere show first: r13{0: r16, 1: r17} = fused ...
-        moved = "{" + ", ".join(f"{q}: r{r}" for q, r in self.redirect) + "}" if self.redirect else ""
+        moved = "{" + ", ".join(f"{_span(qs)}: r{r}" for r, qs in self.redirected().items()) + "}" \
+            if self.redirect else ""
         return f"r{self.out}{moved} = {self.op}{tag} {ins}".rstrip()
 
     def comment(self):
@@ -282,14 +292,9 @@ class Program:
                 self._write(valid, tr)
             self._write(valid, out)
             produced.add(out.id)
-            for q, rid in ins.redirect:
-                moved = regs[rid]
-                if moved.kind != "external" or rid in produced or not 0 <= q < len(ins.members):
-                    raise CompileError(f"{where} writes member {q} into r{rid}, which is not "
-                                       "an unwritten loop output")
-                if any(self.overlap(self.root(i), moved) for i in ins.ins if self.root(i).kind == "buffer"):
-                    raise CompileError(f"{where}: member {q}'s register r{rid} overlaps an input")
-                self._write(valid, moved)
+            for rid, qs in ins.redirected().items():
+                self._check_members(where, ins, rid, qs, produced)
+                self._write(valid, regs[rid])
                 produced.add(rid)
         for rid in self.outputs:
             self._check_read(rid, valid, produced, f"output r{rid}", " at the end of the run")
@@ -304,6 +309,20 @@ class Program:
             if any(k != "external" for k in kinds):
                 raise CompileError("a body's outputs must be external registers")
         return True
+
+    def _check_members(self, where, ins, rid, qs, produced):
+        """Members qs of ins written into register rid: an unwritten loop output that they
+        cover exactly once, element by element."""
+        moved = self.registers[rid]
+        if moved.kind != "external" or rid in produced or any(not 0 <= q < len(ins.members) for q in qs):
+            raise CompileError(f"{where} writes member(s) {_span(qs)} into r{rid}, which is not "
+                               "an unwritten loop output")
+        count = np.zeros(moved.shape, np.int8)
+        for q, r, index in ins.redirect:
+            if r == rid:
+                count[... if index is None else index] += 1
+        if not (count == 1).all():
+            raise CompileError(f"{where}: members {_span(qs)} do not cover r{rid} exactly once")
 
     def _write(self, valid, reg):
         key, lo, hi = self.memory(reg)
@@ -374,3 +393,11 @@ class _Ranges:
     def holds(self, rid, lo, hi):
         i = bisect.bisect_left(self.los, lo)
         return i < len(self.los) and self.rids[i] == rid and self.los[i] == lo and self.his[i] == hi
+
+
+def _span(qs):
+    """Members as the disassembly names them: 3, or 1-4 for consecutive ones."""
+    qs = list(qs)
+    if len(qs) > 1 and qs == list(range(qs[0], qs[0] + len(qs))):
+        return f"{qs[0]}-{qs[-1]}"
+    return ",".join(str(q) for q in qs)

@@ -400,8 +400,9 @@ def bind_call(k, ins, out, shape, layout="stack", threads=1, members=None):
     """(fn, args): fn(*args) runs kernel k over fixed arrays, for a group of `shape` whose
     stored members lie in out as out_shape(shape, len(k.outputs), layout) says. fn is the
     bare cffi function: a compiled program's run loop calls it with no Python in between.
-    members ({q: array of `shape`}): stored member q goes into that array instead (a loop
-    body's output: no copy after the kernel); its place in out is left unwritten.
+    members ({q: array of `shape`, rows contiguous and evenly spaced}): stored member q
+    goes into that array instead (a loop body's output: no copy after the kernel); its
+    place in out is left unwritten.
 
     Everything is checked here, once: exact numpy.ndarray types, dtypes, shapes, that
     each input can be read in place (else KernelError: gather it first), that out is
@@ -434,7 +435,8 @@ def bind_call(k, ins, out, shape, layout="stack", threads=1, members=None):
         outs = [(q * n, C) for q in range(nout)]
     bases = [out] * nout
     for q, a in _members(members, k, shape, nout, ins, out):
-        bases[q], outs[q] = a, (0, C)
+        bases[q], ld = _view(a, "full", shape, f"member {q}'s array")
+        outs[q] = (0, ld if R > 1 else C)
     views, lds = [], []
     flat = R == 1 or all(ld == C for _, ld in outs)   # one row of n: no strides, no row/col input
     for i, (a, (kind, is_bool)) in enumerate(zip(ins, k.inputs)):
@@ -485,10 +487,11 @@ def _members(members, k, shape, nout, ins, out):
             raise DTypeError(f"fused kernel: member {q}'s array has dtype {a.dtype}, the kernel is {k.dtype}")
         if a.shape != shape:
             raise ShapeError(f"fused kernel: member {q}'s array has shape {a.shape}, expected {shape}")
-        if not (a.flags.c_contiguous and a.flags.aligned and a.flags.writeable):
-            raise KernelError(f"fused kernel: member {q}'s array must be C-contiguous, aligned and writable")
+        if not (a.flags.aligned and a.flags.writeable):
+            raise KernelError(f"fused kernel: member {q}'s array must be aligned and writable")
+        # exactly (not by bounds): members side by side in one array interleave their rows
         others = [*ins, out] + [b for p, b in pairs if p != q]
-        if any(np.may_share_memory(a, b) for b in others):
+        if any(np.shares_memory(a, b) for b in others):
             raise KernelError(f"fused kernel: member {q}'s array overlaps an operand or another output")
     return pairs
 

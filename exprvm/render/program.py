@@ -149,7 +149,7 @@ def program_dot(prog, title=None, constants=True, profile=None, **unknown):
             holder[regs[t].slot] = t
         holder[out.slot] = out.id
         writer[out.id] = k
-        for _, rid in ins.redirect:     # members the instruction wrote elsewhere
+        for _, rid, _ in ins.redirect:  # members the instruction wrote elsewhere
             writer[rid] = k
         if ins.bodies:
             draw_program_bodies(dot, prog, k, ins)
