@@ -33,6 +33,24 @@ class MLP(ev.nn.Module):
         return x, y, ev.nn.mse(self.l2(ev.tanh(self.l1(x))), y)
 
 
+def train_until_a_rank_leaves(ctx, before_step):
+    """Train the MLP with a TapeMachine whose tape all-reduces the gradients, calling
+    before_step(step) ahead of every step; before_step is meant to end this rank or
+    another one, so that finishing every step prints "not reached"."""
+    model = MLP(np.float64, seed=0)
+    g = ev.Graph()
+    x, y, loss = model.loss(g, 4, np.float64)
+    ev.grad(loss, model.nodes(g))
+    m = ev.TapeMachine(g, outputs=[loss], comm=ctx)
+    opt = ev.solvers.Adam(lr=0.01)
+    X, Y = np.ones((4, 4)), np.zeros((4, 3))
+    for step in range(1, 1000):
+        before_step(step)
+        m.run({x: X, y: Y})
+        opt.step(model.collect_grads(g))
+    print("not reached: every rank finished", flush=True)
+
+
 def data(steps, batch, dtype):
     """Fixed inputs and targets (steps, batch, ...) for every rank alike."""
     rng = np.random.default_rng(123)
