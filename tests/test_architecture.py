@@ -106,18 +106,26 @@ def test_no_private_name_is_imported_across_packages():
     assert not bad, bad
 
 
-def test_no_import_cycle_between_modules_at_import_time():
-    graph = {}
+def _import_graph(package, top_level_only):
+    """{module: the exprvm modules it imports} for the modules of package (None: all)."""
     names = dict(_modules())
+    graph = {}
     for name, path in names.items():
+        if package is not None and name != package and not name.startswith(package + "."):
+            continue
         deps = set()
-        for mod, imported in _imports(name, path, top_level_only=True):
+        for mod, imported in _imports(name, path, top_level_only=top_level_only):
             for target in [f"{mod}.{n}" for n in imported] + [mod]:
                 if target in names and target != name:
                     deps.add(target)
                     break
         graph[name] = deps
-    # a package's __init__ importing its own modules is not a cycle of the design
+    return graph
+
+
+def _cycles(graph):
+    """The import circles of a graph, by depth-first search; a package's __init__ importing
+    its own modules (or a module its package) is not a circle of the design."""
     state, cycles = {}, []
 
     def visit(n, stack):
@@ -125,52 +133,6 @@ def test_no_import_cycle_between_modules_at_import_time():
         for d in graph.get(n, ()):
             if d.startswith(n + ".") or n.startswith(d + "."):
                 continue
-            if state.get(d) == 1:
-                cycles.append(stack[stack.index(d):] + [d] if d in stack else [n, d])
-            elif d not in state:
-                visit(d, stack + [d])
-        state[n] = 2
-
-    for n in graph:
-        if n not in state:
-            visit(n, [n])
-    assert not cycles, cycles
-
-
-def _imports_anywhere(package):
-    """{module: the exprvm modules it imports, at any level (inside functions too)}."""
-    names = dict(_modules())
-    found = {}
-    for name, path in names.items():
-        if name != package and not name.startswith(package + "."):
-            continue
-        deps = set()
-        for mod, imported in _imports(name, path, top_level_only=False):
-            for target in [f"{mod}.{n}" for n in imported] + [mod]:
-                if target in names and target != name:
-                    deps.add(target)
-                    break
-        found[name] = deps
-    return found
-
-
-def test_the_kernels_never_import_the_device_package():
-    bad = {m: sorted(d for d in deps if d == "exprvm.device" or d.startswith("exprvm.device."))
-           for m, deps in _imports_anywhere("exprvm.kernels").items()}
-    assert not {m: d for m, d in bad.items() if d}, bad
-    import exprvm.device as device
-    assert {"arrays", "scopes", "params", "cublas", "launch", "nn", "twin", "loader"} <= \
-        {p.stem for p in pathlib.Path(device.__file__).parent.glob("*.py")}
-
-
-def test_the_device_package_has_no_import_circle_even_inside_functions():
-    graph = {m: {d for d in deps if d.startswith("exprvm.device.")}
-             for m, deps in _imports_anywhere("exprvm.device").items()}
-    state, cycles = {}, []
-
-    def visit(n, stack):
-        state[n] = 1
-        for d in graph.get(n, ()):
             if state.get(d) == 1:
                 cycles.append(stack[stack.index(d):] + [d])
             elif d not in state:
@@ -180,6 +142,27 @@ def test_the_device_package_has_no_import_circle_even_inside_functions():
     for n in graph:
         if n not in state:
             visit(n, [n])
+    return cycles
+
+
+def test_no_import_cycle_between_modules_at_import_time():
+    cycles = _cycles(_import_graph(None, top_level_only=True))
+    assert not cycles, cycles
+
+
+def test_the_kernels_never_import_the_device_package():
+    bad = {m: sorted(d for d in deps if d == "exprvm.device" or d.startswith("exprvm.device."))
+           for m, deps in _import_graph("exprvm.kernels", top_level_only=False).items()}
+    assert not {m: d for m, d in bad.items() if d}, bad
+    import exprvm.device as device
+    assert {"arrays", "scopes", "params", "cublas", "launch", "nn", "twin", "loader"} <= \
+        {p.stem for p in pathlib.Path(device.__file__).parent.glob("*.py")}
+
+
+def test_the_device_package_has_no_import_circle_even_inside_functions():
+    graph = {m: {d for d in deps if d.startswith("exprvm.device.")}
+             for m, deps in _import_graph("exprvm.device", top_level_only=False).items()}
+    cycles = _cycles(graph)
     assert not cycles, cycles
 
 
