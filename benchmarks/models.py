@@ -94,6 +94,15 @@ def _output_loss(p, hs, targets):
     return ev.sum(ev.cross_entropy(Hs @ p["Why"] + p["by"], flat))
 
 
+def _lstm_cell(z, c, H):
+    """One LSTM step from the gates' pre-activations z (batch, 4H), laid out input, forget,
+    output, candidate, and the cell state c: the new (h, c)."""
+    i, f, o = ev.sigmoid(z[:, :H]), ev.sigmoid(z[:, H:2 * H]), ev.sigmoid(z[:, 2 * H:3 * H])
+    cand = ev.tanh(z[:, 3 * H:])
+    c = f * c + i * cand
+    return o * ev.tanh(c), c
+
+
 def _model(g, p, loss, grads, data, ids, targets):
     if grads:
         ev.grad(loss, list(p.values()))
@@ -152,10 +161,7 @@ def lstm(g, weights, steps, batch, grads=True, data=None):
     hs = []
     for t in range(steps):
         z = X[t] + h @ p["Whh"]
-        i, f, o = ev.sigmoid(z[:, :H]), ev.sigmoid(z[:, H:2 * H]), ev.sigmoid(z[:, 2 * H:3 * H])
-        cand = ev.tanh(z[:, 3 * H:])
-        c = f * c + i * cand
-        h = o * ev.tanh(c)
+        h, c = _lstm_cell(z, c, H)
         hs.append(h)
     return _model(g, p, _output_loss(p, hs, targets), grads, data, ids, targets)
 
@@ -187,10 +193,7 @@ def lstm_scan(g, weights, steps, batch, grads=True, data=None, checkpoint=None):
     def step(carry, x):
         h, c = carry
         z = x + h @ p["Whh"]
-        i, f, o = ev.sigmoid(z[:, :H]), ev.sigmoid(z[:, H:2 * H]), ev.sigmoid(z[:, 2 * H:3 * H])
-        cand = ev.tanh(z[:, 3 * H:])
-        c = f * c + i * cand
-        h = o * ev.tanh(c)
+        h, c = _lstm_cell(z, c, H)
         return (h, c), h
 
     zero = g.constant(np.zeros((batch, H), dt))
@@ -211,9 +214,7 @@ def lstm_scan_steps(g, weights, steps, batch, grads=True, data=None, checkpoint=
         h, c, total = carry
         x, tg = row
         z = ev.take(p["Wxh"], x) + p["bh"] + h @ p["Whh"]
-        i, f, o = ev.sigmoid(z[:, :H]), ev.sigmoid(z[:, H:2 * H]), ev.sigmoid(z[:, 2 * H:3 * H])
-        c = f * c + i * ev.tanh(z[:, 3 * H:])
-        h = o * ev.tanh(c)
+        h, c = _lstm_cell(z, c, H)
         loss = ev.sum(ev.cross_entropy(h @ p["Why"] + p["by"], tg))
         return (h, c, total + loss), None
 
