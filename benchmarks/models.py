@@ -76,6 +76,13 @@ def _sequence(g, steps, batch, data):
     return g.tensor("ids", (steps, batch), np.int64), g.tensor("targets", (steps, batch), np.int64)
 
 
+def _recurrent_leaves(g, weights, steps, batch, data):
+    """A recurrent model's parameter leaves, hidden size, dtype and (ids, targets)."""
+    p = _params(g, weights)
+    ids, targets = _sequence(g, steps, batch, data)
+    return p, weights["Whh"].shape[0], weights["Whh"].dtype, ids, targets
+
+
 def _inputs(p, ids):
     """Every step's input rows at once, bias included: Wxh[ids] + bh, (steps, batch, G*H)."""
     return ev.take(p["Wxh"], ids) + p["bh"]
@@ -135,12 +142,9 @@ def traced(name, weights, small=False):
 
 def char_rnn(g, weights, steps, batch, grads=True, data=None):
     """Vanilla tanh RNN over `steps` characters; loss: cross-entropy summed over steps."""
-    p = _params(g, weights)
-    hidden = weights["Whh"].shape[0]
-    dt = weights["Whh"].dtype
-    ids, targets = _sequence(g, steps, batch, data)
+    p, H, dt, ids, targets = _recurrent_leaves(g, weights, steps, batch, data)
     X = _inputs(p, ids)
-    h = g.constant(np.zeros((batch, hidden), dt))
+    h = g.constant(np.zeros((batch, H), dt))
     hs = []
     for t in range(steps):
         h = ev.tanh(X[t] + h @ p["Whh"])
@@ -150,11 +154,7 @@ def char_rnn(g, weights, steps, batch, grads=True, data=None):
 
 def lstm(g, weights, steps, batch, grads=True, data=None):
     """LSTM with the four gates in one matrix (input, forget, output, candidate)."""
-    p = _params(g, weights)
-    hidden = weights["Whh"].shape[0]
-    dt = weights["Whh"].dtype
-    H = hidden
-    ids, targets = _sequence(g, steps, batch, data)
+    p, H, dt, ids, targets = _recurrent_leaves(g, weights, steps, batch, data)
     X = _inputs(p, ids)
     h = g.constant(np.zeros((batch, H), dt))
     c = g.constant(np.zeros((batch, H), dt))
@@ -168,26 +168,20 @@ def lstm(g, weights, steps, batch, grads=True, data=None):
 
 def char_rnn_scan(g, weights, steps, batch, grads=True, data=None, checkpoint=None):
     """char_rnn with the recurrence as one ev.scan (the same ops, one loop instruction)."""
-    p = _params(g, weights)
-    hidden = weights["Whh"].shape[0]
-    dt = weights["Whh"].dtype
-    ids, targets = _sequence(g, steps, batch, data)
+    p, H, dt, ids, targets = _recurrent_leaves(g, weights, steps, batch, data)
     X = _inputs(p, ids)
 
     def step(h, x):
         h = ev.tanh(x + h @ p["Whh"])
         return h, h
 
-    _, hs = ev.scan(step, g.constant(np.zeros((batch, hidden), dt)), X, checkpoint=checkpoint)
+    _, hs = ev.scan(step, g.constant(np.zeros((batch, H), dt)), X, checkpoint=checkpoint)
     return _model(g, p, _output_loss(p, hs, targets), grads, data, ids, targets)
 
 
 def lstm_scan(g, weights, steps, batch, grads=True, data=None, checkpoint=None):
     """lstm with the recurrence as one ev.scan."""
-    p = _params(g, weights)
-    H = weights["Whh"].shape[0]
-    dt = weights["Whh"].dtype
-    ids, targets = _sequence(g, steps, batch, data)
+    p, H, dt, ids, targets = _recurrent_leaves(g, weights, steps, batch, data)
     X = _inputs(p, ids)
 
     def step(carry, x):
@@ -205,10 +199,7 @@ def lstm_scan_steps(g, weights, steps, batch, grads=True, data=None, checkpoint=
     """lstm_scan with everything per step inside the loop: the input rows, the output
     layer and the loss (a sum the loop carries), so that what the step keeps for its
     gradient is all that grows with the sequence (what checkpoint= bounds)."""
-    p = _params(g, weights)
-    H = weights["Whh"].shape[0]
-    dt = weights["Whh"].dtype
-    ids, targets = _sequence(g, steps, batch, data)
+    p, H, dt, ids, targets = _recurrent_leaves(g, weights, steps, batch, data)
 
     def step(carry, row):
         h, c, total = carry
