@@ -12,16 +12,6 @@ from ..errors import GradError, ShapeError
 
 X = ("f", (3, 4, 2), -2.0, 2.0)
 
-
-def _reduced(shape, axis, keepdims):
-    if keepdims:
-        return tuple(1 if i in axis else s for i, s in enumerate(shape))
-    return tuple(s for i, s in enumerate(shape) if i not in axis)
-
-
-def _kept(v, x, axis, keepdims):
-    return v if keepdims else v.reshape(_reduced(tuple(x.shape), axis, True))
-
 # -- vector p-norms ----------------------------------------------------------------------------
 
 
@@ -30,13 +20,13 @@ def _pnorm(x, p, axis, keepdims):
 
 
 def _pnorm_rule(x, p, axis, keepdims):
-    return _reduced(x.shape, axis, keepdims), same_float_dtype(x)
+    return reduced_shape(x.shape, axis, keepdims), same_float_dtype(x)
 
 
 def _pnorm_vjp(g, ans, x, p, axis, keepdims):
     # d/dx (sum |x|^p)^(1/p) = sign(x) |x|^(p-1) / norm^(p-1); 0 where the norm is 0
-    n = _kept(ans, x, axis, keepdims)
-    return _kept(g, x, axis, keepdims) * sign(x) * power(abs(x), p - 1) / power(where(n > 0, n, 1), p - 1)
+    n = kept_dims(ans, x, axis, keepdims)
+    return kept_dims(g, x, axis, keepdims) * sign(x) * power(abs(x), p - 1) / power(where(n > 0, n, 1), p - 1)
 
 
 def _ref_pnorm(x, p, axis, keepdims):
@@ -61,7 +51,7 @@ def _svd_rule(x, ord, axis, keepdims):
     dt = same_float_dtype(x)
     if len(axis) != 2:
         raise ShapeError(f"a matrix norm needs two axes, got {axis}")
-    return _reduced(x.shape, axis, keepdims), dt
+    return reduced_shape(x.shape, axis, keepdims), dt
 
 
 def _svd_grad(x, ord, axis):
@@ -100,12 +90,12 @@ def _ref_svd_norm(x, ord, axis, keepdims):
     moved = np.moveaxis(np.asarray(x, np.float64), axis, (-2, -1))
     s = np.sqrt(np.clip(np.linalg.eigvalsh(np.swapaxes(moved, -1, -2) @ moved), 0, None))
     out = s.sum(-1) if ord == "nuc" else s.max(-1)
-    return out.reshape(_reduced(x.shape, axis, True)) if keepdims else out
+    return out.reshape(reduced_shape(x.shape, axis, True)) if keepdims else out
 
 
 _svd_norm_op = defop("svd_norm", _svd_norm, _svd_rule,
                      vjp=(lambda g, ans, x, ord, axis, keepdims:
-                          _kept(g, x, axis, keepdims) * apply("svd_norm_grad", x, ord=ord, axis=axis),),
+                          kept_dims(g, x, axis, keepdims) * apply("svd_norm_grad", x, ord=ord, axis=axis),),
                      row=Row((X,), {"ord": "nuc", "axis": (0, 2), "keepdims": False}, ref=_ref_svd_norm))
 
 
@@ -116,9 +106,9 @@ def matrix_norm(x, ord, axes, keepdims):
     rows, cols = axes if ord == 1 else axes[::-1]     # 1: the largest column sum; inf: row sum
     col_sums = sum(abs(x), axis=rows, keepdims=True)
     out = max(col_sums, axis=cols, keepdims=True)
-    return out if keepdims else reshape(out, _reduced(tuple(x.shape), set(axes), False))
+    return out if keepdims else reshape(out, reduced_shape(tuple(x.shape), set(axes), False))
 
 
 from .elementwise import abs, power, sign, where  # noqa: E402
-from .reduce import max, sum  # noqa: E402
+from .reduce import kept_dims, max, reduced_shape, sum  # noqa: E402
 from .shape import reshape  # noqa: E402

@@ -7,15 +7,17 @@ from . import refs
 
 
 
-def _shape(x, axis, keepdims):
+def reduced_shape(shape, axis, keepdims):
+    """The shape a reduction over ``axis`` (a tuple or set of ints) leaves of ``shape``:
+    the reduced axes as 1s (keepdims) or dropped."""
     if keepdims:
-        return tuple(1 if i in axis else s for i, s in enumerate(x.shape))
-    return tuple(s for i, s in enumerate(x.shape) if i not in axis)
+        return tuple(1 if i in axis else s for i, s in enumerate(shape))
+    return tuple(s for i, s in enumerate(shape) if i not in axis)
 
 
 def _rule(x, axis, keepdims):
     same_float_dtype(x)
-    return _shape(x, axis, keepdims), x.dtype
+    return reduced_shape(x.shape, axis, keepdims), x.dtype
 
 
 def _extreme_rule(x, axis, keepdims):
@@ -31,15 +33,13 @@ def _sum_rule(x, axis, keepdims):
     """sum's rule: a float operand keeps its dtype; a bool or integer one counts, with
     numpy's result dtype (int64 for bool), and no gradient flows into it."""
     if x.dtype.kind in "biu":
-        return _shape(x, axis, keepdims), np.sum(np.zeros(0, x.dtype)).dtype
+        return reduced_shape(x.shape, axis, keepdims), np.sum(np.zeros(0, x.dtype)).dtype
     return _rule(x, axis, keepdims)
 
 
-def _kept(g, x, axis, keepdims):
-    """Reshape a reduced value so it broadcasts against x again."""
-    if keepdims:
-        return g
-    return g.reshape(tuple(1 if i in axis else s for i, s in enumerate(x.shape)))
+def kept_dims(v, x, axis, keepdims):
+    """A value reduced from ``x`` over ``axis``, reshaped to broadcast against ``x`` again."""
+    return v if keepdims else v.reshape(reduced_shape(tuple(x.shape), axis, True))
 
 
 def _count(x, axis):
@@ -48,8 +48,8 @@ def _count(x, axis):
 
 def _extreme_vjp(g, ans, x, axis, keepdims):
     # Ties share the gradient equally, so the total is preserved.
-    mask = astype(equal(x, _kept(ans, x, axis, keepdims)), x.dtype)
-    return mask * _kept(g, x, axis, keepdims) / sum(mask, axis=axis, keepdims=True)
+    mask = astype(equal(x, kept_dims(ans, x, axis, keepdims)), x.dtype)
+    return mask * kept_dims(g, x, axis, keepdims) / sum(mask, axis=axis, keepdims=True)
 
 
 def _logsumexp(x, axis, keepdims):
@@ -61,11 +61,11 @@ def _logsumexp(x, axis, keepdims):
 
 X = ("f", (3, 4, 2), -2.0, 2.0)
 _sum = defop("sum", lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims), _sum_rule,
-             vjp=(lambda g, ans, x, axis, keepdims: broadcast_to(_kept(g, x, axis, keepdims), x.shape),),
+             vjp=(lambda g, ans, x, axis, keepdims: broadcast_to(kept_dims(g, x, axis, keepdims), x.shape),),
              row=Row((X,), {"axis": (1,), "keepdims": False}, ref=refs.sum))
 _mean = defop("mean", lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims), _rule,
               vjp=(lambda g, ans, x, axis, keepdims:
-                   broadcast_to(_kept(g, x, axis, keepdims), x.shape) / _count(x, axis),),
+                   broadcast_to(kept_dims(g, x, axis, keepdims), x.shape) / _count(x, axis),),
               row=Row((X,), {"axis": (0, 2), "keepdims": True}, ref=refs.mean))
 _max = defop("max", lambda x, axis, keepdims: np.max(x, axis=axis, keepdims=keepdims), _extreme_rule,
              vjp=(_extreme_vjp,), row=Row((X,), {"axis": (2,), "keepdims": False}, ref=refs.max))
@@ -73,7 +73,7 @@ _min = defop("min", lambda x, axis, keepdims: np.min(x, axis=axis, keepdims=keep
              vjp=(_extreme_vjp,), row=Row((X,), {"axis": (0, 1, 2), "keepdims": False}, ref=refs.min))
 _lse = defop("logsumexp", _logsumexp, _rule,
              vjp=(lambda g, ans, x, axis, keepdims:
-                  _kept(g, x, axis, keepdims) * exp(x - _kept(ans, x, axis, keepdims)),),
+                  kept_dims(g, x, axis, keepdims) * exp(x - kept_dims(ans, x, axis, keepdims)),),
              row=Row((X,), {"axis": (1,), "keepdims": False},
                      ref=lambda x, axis, keepdims: np.log(np.sum(np.exp(x), axis=axis, keepdims=keepdims))))
 

@@ -12,17 +12,6 @@ from .argcheck import arg_errors
 X = ("f", (3, 4, 2), -2.0, 2.0)
 
 
-def _reduced_shape(shape, axis, keepdims):
-    if keepdims:
-        return tuple(1 if i in axis else s for i, s in enumerate(shape))
-    return tuple(s for i, s in enumerate(shape) if i not in axis)
-
-
-def _kept(v, x, axis, keepdims):
-    """A reduced value reshaped to broadcast against x again."""
-    return v if keepdims else v.reshape(_reduced_shape(tuple(x.shape), axis, True))
-
-
 def _count(shape, axis):
     return int(np.prod([shape[a] for a in axis], dtype=np.int64))
 
@@ -40,19 +29,19 @@ def _var_rule(x, axis, ddof, keepdims):
     if n - ddof <= 0:
         raise ShapeError(f"ddof={ddof} leaves no degrees of freedom: {n} element(s) over axes {axis} "
                          f"of {x.shape}")
-    return _reduced_shape(x.shape, axis, keepdims), dt
+    return reduced_shape(x.shape, axis, keepdims), dt
 
 
 def _var_vjp(g, ans, x, axis, ddof, keepdims):
     centred = x - mean(x, axis=axis, keepdims=True)
-    return _kept(g, x, axis, keepdims) * centred * (2.0 / (_count(tuple(x.shape), axis) - ddof))
+    return kept_dims(g, x, axis, keepdims) * centred * (2.0 / (_count(tuple(x.shape), axis) - ddof))
 
 
 def _std_vjp(g, ans, x, axis, ddof, keepdims):
     # NOTE: where std is 0 every element equals the mean, so the numerator is 0 too
     centred = x - mean(x, axis=axis, keepdims=True)
     n = _count(tuple(x.shape), axis) - ddof
-    return _kept(g, x, axis, keepdims) * centred / (_safe(_kept(ans, x, axis, keepdims)) * n)
+    return kept_dims(g, x, axis, keepdims) * centred / (_safe(kept_dims(ans, x, axis, keepdims)) * n)
 
 
 def _ref_var(x, axis, ddof, keepdims):
@@ -99,18 +88,18 @@ def _norm_rule(x, ord, axis, keepdims):
     dt = same_float_dtype(x)
     if ord == "inf" and _count(x.shape, axis) == 0:
         raise ShapeError(f"the inf-norm of an empty operand {x.shape} over axes {axis} is undefined")
-    return _reduced_shape(x.shape, axis, keepdims), dt
+    return reduced_shape(x.shape, axis, keepdims), dt
 
 
 def _norm_vjp(g, ans, x, ord, axis, keepdims):
-    gk = _kept(g, x, axis, keepdims)
+    gk = kept_dims(g, x, axis, keepdims)
     if ord == 1:
         return gk * sign(x)
     if ord == "inf":
         # ties at the maximum share the gradient, so the total is preserved
-        hit = astype(equal(abs(x), _kept(ans, x, axis, keepdims)), x.dtype)
+        hit = astype(equal(abs(x), kept_dims(ans, x, axis, keepdims)), x.dtype)
         return gk * sign(x) * hit / sum(hit, axis=axis, keepdims=True)
-    return gk * x / _safe(_kept(ans, x, axis, keepdims))
+    return gk * x / _safe(kept_dims(ans, x, axis, keepdims))
 
 
 _norm_op = defop("norm", _norm, _norm_rule, vjp=(_norm_vjp,),
@@ -166,7 +155,7 @@ def _arg_rule(x, axis, keepdims):
         return ((1,) * x.ndim if keepdims else ()), np.dtype(np.int64)
     if x.shape[axis] == 0:
         raise ShapeError(f"axis {axis} of {x.shape} is empty: it has no extreme element")
-    return _reduced_shape(x.shape, (axis,), keepdims), np.dtype(np.int64)
+    return reduced_shape(x.shape, (axis,), keepdims), np.dtype(np.int64)
 
 
 def _first_index(x, axis, keepdims, extreme):
@@ -208,5 +197,5 @@ argmin = _arg("argmin", "Index of the first minimum along axis (None: of the fla
 
 
 from .elementwise import abs, astype, equal, sign, where  # noqa: E402
-from .reduce import mean, sum  # noqa: E402
+from .reduce import kept_dims, mean, reduced_shape, sum  # noqa: E402
 from .norms import matrix_norm, pnorm  # noqa: E402
