@@ -4,7 +4,7 @@ are in solver_base.py, hooks (clip=, l1=, ...) in hooks.py."""
 import numpy as np
 
 from ..errors import ExprError
-from .solver_base import Solver
+from .solver_base import Solver, moving_average, moving_average_of_square
 from .solver_checks import nonneg, positive, unit
 
 
@@ -58,19 +58,13 @@ class AdaDelta(Solver):
 
     def _update(self, w, g, slot):
         msg, msdx, tmp, s2 = slot.bufs["msg"], slot.bufs["msdx"], slot.tmp, self._scratch.get(slot)
-        msg *= self.rho
-        np.multiply(g, g, out=tmp)
-        tmp *= 1.0 - self.rho
-        msg += tmp
+        moving_average_of_square(msg, g, self.rho, tmp)
         np.add(msdx, self.eps, out=tmp)
         np.add(msg, self.eps, out=s2)
         tmp /= s2
         np.sqrt(tmp, out=tmp)
         tmp *= g                                    # dx
-        msdx *= self.rho
-        np.multiply(tmp, tmp, out=s2)
-        s2 *= 1.0 - self.rho
-        msdx += s2
+        moving_average_of_square(msdx, tmp, self.rho, s2)
         w -= tmp
 
 
@@ -111,13 +105,8 @@ class RMSpropGraves(Solver):
 
     def _update(self, w, g, slot):
         ms, mg, delta, tmp = slot.bufs["ms"], slot.bufs["mg"], slot.bufs["delta"], slot.tmp
-        ms *= self.alpha
-        np.multiply(g, g, out=tmp)
-        tmp *= 1.0 - self.alpha
-        ms += tmp
-        mg *= self.alpha
-        np.multiply(g, 1.0 - self.alpha, out=tmp)
-        mg += tmp
+        moving_average_of_square(ms, g, self.alpha, tmp)
+        moving_average(mg, g, self.alpha, tmp)
         np.multiply(mg, mg, out=tmp)
         np.subtract(ms, tmp, out=tmp)
         tmp += self.eps
@@ -193,13 +182,8 @@ class NAdam(Solver):
         t = slot.t
         mu, mu_next = self._mu(t), self._mu(t + 1)
         product = self._mu_product(t)
-        m *= self.beta1
-        np.multiply(g, 1.0 - self.beta1, out=tmp)
-        m += tmp
-        v *= self.beta2
-        np.multiply(g, g, out=tmp)
-        tmp *= 1.0 - self.beta2
-        v += tmp
+        moving_average(m, g, self.beta1, tmp)
+        moving_average_of_square(v, g, self.beta2, tmp)
         np.divide(v, 1.0 - self.beta2 ** t, out=tmp)
         np.sqrt(tmp, out=tmp)
         tmp += self.eps                             # d

@@ -326,3 +326,21 @@ class Solver:
         """Options __repr__ names when they are set."""
         return ("momentum", "nesterov", "beta1", "beta2", "rho", "weight_decay", "variant", "l1", "l2",
                 "clip", "clip_norm", "strict", "accumulate")
+
+
+# -- the running averages the adaptive solvers keep (solvers.py, adaptive.py) -------------
+
+def moving_average(avg, x, decay, tmp):
+    """avg = decay * avg + (1 - decay) * x, in place; tmp is scratch of avg's shape."""
+    avg *= decay
+    np.multiply(x, 1.0 - decay, out=tmp)
+    avg += tmp
+
+
+def moving_average_of_square(avg, x, decay, tmp):
+    """avg = decay * avg + (1 - decay) * x * x, in place; tmp is scratch of avg's shape
+    (never x itself)."""
+    avg *= decay
+    np.multiply(x, x, out=tmp)
+    tmp *= 1.0 - decay
+    avg += tmp

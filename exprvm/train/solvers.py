@@ -67,7 +67,7 @@ import numpy as np
 from . import hooks  # noqa: F401  (ev.solvers.hooks: WeightDecay, Lasso, GradientClipping, ...)
 from .adaptive import AdaDelta, NAdam, RMSpropGraves  # noqa: F401
 from .bb import BarzilaiBorwein  # noqa: F401  (ev.solvers.BarzilaiBorwein)
-from .solver_base import MissingGradWarning, Solver  # noqa: F401
+from .solver_base import MissingGradWarning, Solver, moving_average, moving_average_of_square  # noqa: F401
 from .solver_checks import nonneg, positive, unit
 
 
@@ -138,10 +138,7 @@ class RMSProp(Solver):
 
     def _update(self, w, g, slot):
         s, tmp = slot.bufs["mean_sq"], slot.tmp
-        np.multiply(g, g, out=tmp)
-        tmp *= 1.0 - self.rho
-        s *= self.rho
-        s += tmp
+        moving_average_of_square(s, g, self.rho, tmp)
         _scaled_step(w, g, s, tmp, self.lr, 1.0, self.eps)
 
 
@@ -162,13 +159,8 @@ class Adam(Solver):
 
     def _update(self, w, g, slot):
         m, v, tmp = slot.bufs["m"], slot.bufs["v"], slot.tmp
-        m *= self.beta1
-        np.multiply(g, 1.0 - self.beta1, out=tmp)
-        m += tmp
-        v *= self.beta2
-        np.multiply(g, g, out=tmp)
-        tmp *= 1.0 - self.beta2
-        v += tmp
+        moving_average(m, g, self.beta1, tmp)
+        moving_average_of_square(v, g, self.beta2, tmp)
         # NOTE: per-parameter t, so a parameter that skipped steps (grad None)
         # is still bias-corrected for the updates it actually received.
         bias1 = 1.0 - self.beta1 ** slot.t
