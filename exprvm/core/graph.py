@@ -53,7 +53,24 @@ def norm_dtype(dtype):
     return dt
 
 
-class Node:
+class Shaped:
+    """What has a ``shape`` tuple and a ``dtype`` (a Node, or the stand-in a shape rule
+    reads for an array operand, op.Spec): numpy's ``ndim`` and ``size``, derived alike."""
+
+    __slots__ = ()
+
+    @property
+    def ndim(self):
+        """Number of axes (``len(shape)``)."""
+        return len(self.shape)
+
+    @property
+    def size(self):
+        """Number of elements (the product of the shape)."""
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+class Node(Shaped):
     """One value in the graph: a leaf (input, param, const) or an op applied to inputs."""
 
     __slots__ = ("graph", "id", "op", "opdef", "inputs", "params", "shape", "dtype",
@@ -86,16 +103,6 @@ class Node:
     def site(self):
         """file:line of the user's code that built this node."""
         return format_site(self._code, self._offset)
-
-    @property
-    def ndim(self):
-        """Number of axes (``len(shape)``)."""
-        return len(self.shape)
-
-    @property
-    def size(self):
-        """Number of elements (the product of the shape)."""
-        return int(np.prod(self.shape, dtype=np.int64))
 
     @property
     def is_leaf(self):

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import DTypeError, ExprError, ShapeError
-from .graph import Node
+from .graph import Node, Shaped
 from .rules import batch_elementwise, node_in
 from .site import caller, user_site
 
@@ -233,20 +233,12 @@ def _flat(seq):
             yield a
 
 
-class Spec:
+class Spec(Shaped):
     """What a shape rule reads of an array operand on the eager path: shape and dtype."""
     __slots__ = ("shape", "dtype", "weak")
 
     def __init__(self, shape, dtype, weak=False):
         self.shape, self.dtype, self.weak = shape, dtype, weak
-
-    @property
-    def ndim(self):
-        return len(self.shape)
-
-    @property
-    def size(self):
-        return int(np.prod(self.shape, dtype=np.int64))
 
     def describe(self):
         return f"array {self.shape} {self.dtype.name}"
