@@ -65,6 +65,36 @@ def test_unconsumed_capsules_and_copies_let_go_on_the_twin():
             c.__dlpack__()                        # a freed array exports nothing
 
 
+def test_a_producer_without_strides_is_read_as_c_contiguous_on_the_twin():
+    # DLPack's NULL strides mean C-contiguous (CuPy and older PyTorch give them so)
+    with on_twin():
+        host = np.arange(24, dtype=F32).reshape(2, 3, 4)
+        a = ev.cuda.to_device(host)
+        v = ev.from_dlpack(_NullStrides(a))
+        assert (v.ptr, v.shape, v.strides) == (a.ptr, (2, 3, 4), (48, 16, 4))
+        np.testing.assert_array_equal(v.numpy(), host)
+        v.free()
+        a.free()
+        gc.collect()
+        assert not dlpack.LIVE
+
+
+class _NullStrides:
+    """A producer whose DLTensor has NULL strides."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def __dlpack_device__(self):
+        return self.a.__dlpack_device__()
+
+    def __dlpack__(self, stream=None):
+        capsule = self.a.__dlpack__(stream=stream)
+        address = dlpack._pointer(capsule, b"dltensor")
+        dlpack.DLManagedTensor.from_address(address).dl_tensor.strides = None
+        return capsule
+
+
 class _Exporter:
     """A producer passing copy= through, as a consumer asking for a copy would."""
 

@@ -376,7 +376,8 @@ class DeviceArray(Scoped):
             if dtype.kind not in _DTYPE_KINDS:
                 raise DTypeError(f"DeviceArray cannot hold dtype {dtype}")
             a = object.__new__(DeviceArray)
-            a.shape, a.dtype, a.strides = _check_shape(shape), dtype, tuple(int(s) for s in strides)
+            a.shape, a.dtype = _check_shape(shape), dtype
+            a.strides = _c_strides(a.shape, dtype.itemsize) if strides is None else tuple(int(s) for s in strides)
             a.size = math.prod(a.shape)
             a.nbytes = a.size * dtype.itemsize
             if any(s < 0 for s in a.strides):

@@ -114,7 +114,8 @@ class Owner:
 
 def consume(obj):
     """(data pointer, shape, byte strides, dtype, Owner) of a CUDA DLPack producer's memory;
-    the capsule is marked used."""
+    the capsule is marked used. The strides are None where the producer gave none (DLPack's
+    NULL strides: C-contiguous)."""
     try:
         capsule = obj.__dlpack__(stream=LEGACY_STREAM)
     except TypeError:        # a producer without the stream keyword
@@ -134,19 +135,8 @@ def consume(obj):
                             f"{t.dtype.lanes} lanes) has no numpy dtype")
         dtype = np.dtype(f"{kind}{t.dtype.bits // 8}") if kind != "b" else np.dtype(np.bool_)
         shape = tuple(t.shape[i] for i in range(t.ndim))
-        if t.strides:
-            strides = tuple(t.strides[i] * dtype.itemsize for i in range(t.ndim))
-        else:                # NULL strides: C-contiguous
-            strides = _c_strides(shape, dtype.itemsize)
+        strides = tuple(t.strides[i] * dtype.itemsize for i in range(t.ndim)) if t.strides else None
         return (t.data or 0) + t.byte_offset, shape, strides, dtype, owner
     except BaseException:
         owner.release()
         raise
-
-
-def _c_strides(shape, itemsize):
-    out, acc = [], itemsize
-    for n in reversed(shape):
-        out.append(acc)
-        acc *= max(n, 1)
-    return tuple(reversed(out))
