@@ -3,6 +3,11 @@ against its bytes and the limit, the graph's inputs and their shapes, that the n
 a graph (no cycle, no undefined input, no name produced twice), that every operator,
 attribute and output is one exprvm imports, and that every input a row needs at import
 time (a Reshape's shape) is known then. The result is a Plan the Builder follows.
+
+A loop's body or a branch (an attribute of kind "g") is planned the same way, as a Plan
+of its own inside its node's attributes: it may read the values of its enclosing graphs
+by name, so its node is ordered after their producers (those names count as the node's
+inputs), and a name defined nowhere in its scope is refused as any undefined input is.
 """
 import heapq
 from dataclasses import dataclass, field
@@ -11,7 +16,7 @@ import numpy as np
 
 from ..errors import OnnxError, OnnxUnsupportedError
 from .proto import numpy_dtype, onnx_module, read_attribute, read_tensor, shape_count
-from .table import IMPORTS, REQUIRED, rows
+from .table import IMPORTS, REQUIRED, rows, static_inputs
 
 MIN_OPSET = 13
 
@@ -24,6 +29,7 @@ class Step:
     attrs: dict               # attribute values, defaults filled in
     label: str                # how errors name it: the node's name, or op_type #index
     static: bool = False      # every output is known at import time (folded)
+    static_inputs: tuple = ()  # input positions that must be known at import time
 
 
 @dataclass
@@ -37,6 +43,8 @@ class Plan:
     static: set = field(default_factory=set)   # names of values known at import time
     folder: object = None
     max_elements: int = 0
+    subgraph: bool = False                # a loop's body or a branch (initializers: constants)
+    reads: list = field(default_factory=list)  # names of enclosing graphs' values it reads
 
 
 def where(op_type, label, opset):
@@ -66,6 +74,68 @@ def plan(model, folder, shapes, max_elements, values=None):
              max_elements=max_elements)
     _propagate_static(p)
     return p
+
+
+def plan_subgraph(g, outer, opset, folder, limit, scope, what, kw):
+    """The Plan of a loop's body or a branch: its inputs by name (the loop gives their
+    values), its initializers (constants), its nodes and outputs, and the names of the
+    enclosing graphs' values it reads (outer: every name visible there). scope prefixes
+    its nodes' labels; what names it in messages."""
+    if len(g.sparse_initializer):
+        raise OnnxUnsupportedError(f"{what}: sparse initializers are not supported", **kw)
+    inits = {}
+    for t in g.initializer:
+        if t.name in inits:
+            raise OnnxError(f"{what}: initializer {t.name!r} is given twice", **kw)
+        inits[t.name] = read_tensor(t, folder, limit, f"{what}: tensor {t.name!r}")
+    for vi in list(g.input) + list(g.output):
+        _tensor_type(vi, f"{what}: value {vi.name!r}", kw)
+    names = [vi.name for vi in g.input]
+    if len(set(names)) != len(names):
+        raise OnnxError(f"{what}: an input name is given twice: {names}", **kw)
+    known = set(inits) | set(names)
+    steps = _steps(g, known, opset, folder, limit, outer, scope)
+    produced = known | {o for s in steps for o in s.proto.output if o} | set(outer)
+    for o in g.output:
+        if o.name not in produced:
+            raise OnnxError(f"{what}: output {o.name!r} is not computed by any node", **kw)
+    return Plan(opset, inits, [(n, None, None) for n in names], {}, steps, [o.name for o in g.output],
+                folder=folder, max_elements=limit, subgraph=True, reads=free_names(g))
+
+
+def _tensor_type(vi, what, kw):
+    """A subgraph's input or output: a tensor of a type exprvm holds (its type may be left out)."""
+    kind = vi.type.WhichOneof("value")
+    if kind not in (None, "tensor_type"):
+        raise OnnxUnsupportedError(f"{what}: a {kind} is not supported (tensors are)", **kw)
+    if kind and vi.type.tensor_type.elem_type:
+        try:
+            numpy_dtype(vi.type.tensor_type.elem_type, what)
+        except OnnxUnsupportedError as e:
+            raise OnnxUnsupportedError(str(e), **kw) from None
+
+
+def _subgraphs(n):
+    """The GraphProtos among a node's attributes."""
+    out = []
+    for a in n.attribute:
+        if a.type == 5:
+            out.append(a.g)
+        out.extend(a.graphs)
+    return out
+
+
+def free_names(g):
+    """The names a graph's nodes (and their subgraphs) read but the graph does not define,
+    in the order first read: the enclosing graphs' values it uses."""
+    defined = {vi.name for vi in g.input} | {t.name for t in g.initializer}
+    defined |= {o for n in g.node for o in n.output}
+    out = {}
+    for n in g.node:
+        for name in list(n.input) + [r for sg in _subgraphs(n) for r in free_names(sg)]:
+            if name and name not in defined:
+                out[name] = None
+    return list(out)
 
 
 def _opset(model):
@@ -136,7 +206,7 @@ def import_time_inputs(model):
             continue
         if row.fold and n.op_type not in ("Shape", "Size") and any(o in need for o in n.output):
             need.update(i for i in n.input if i)
-        need.update(n.input[k] for k in row.static if k < len(n.input) and n.input[k])
+        need.update(n.input[k] for k in static_inputs(row, n) + row.bind if k < len(n.input) and n.input[k])
     inits = {t.name for t in g.initializer}
     return [vi.name for vi in g.input if vi.name in need and vi.name not in inits]
 
@@ -148,23 +218,27 @@ def _dims(tt):
                            for d in tt.shape.dim) + ")"
 
 
-def _steps(g, known, opset, folder, limit):
-    """The nodes checked and sorted topologically (Kahn's algorithm)."""
+def _steps(g, known, opset, folder, limit, outer=frozenset(), scope=""):
+    """The nodes checked and sorted topologically (Kahn's algorithm). outer: the names the
+    enclosing graphs define (a subgraph may read them); scope: how labels name the graph."""
     producer = {}
     for k, n in enumerate(g.node):
         for o in n.output:
             if not o:
                 continue
             if o in known or o in producer:
-                raise OnnxError(f"value {o!r} is produced twice (node {_label(n, k)!r})")
+                raise OnnxError(f"value {o!r} is produced twice (node {scope}{_label(n, k)!r})")
             producer[o] = k
     waiting, readers = [0] * len(g.node), [[] for _ in g.node]
     for k, n in enumerate(g.node):
-        for i in n.input:
-            if not i or i in known:
+        # a subgraph's reads of this graph's values are inputs of its node too
+        reads = dict.fromkeys(list(n.input) + [r for sg in _subgraphs(n) for r in free_names(sg)])
+        for i in reads:
+            if not i or i in known or (i in outer and i not in producer):
                 continue
             if i not in producer:
-                raise OnnxError(f"{where(n.op_type, _label(n, k), opset)}: input {i!r} is not defined "
+                what = f"input {i!r}" if i in n.input else f"its subgraph reads {i!r}, which"
+                raise OnnxError(f"{where(n.op_type, scope + _label(n, k), opset)}: {what} is not defined "
                                 "(no graph input, initializer or node output has that name)")
             waiting[k] += 1
             readers[producer[i]].append(k)
@@ -181,17 +255,18 @@ def _steps(g, known, opset, folder, limit):
                 heapq.heappush(ready, r)
     if len(order) != len(g.node):
         k = next(k for k, w in enumerate(waiting) if w)
-        raise OnnxError(f"the graph has a cycle through node {_label(g.node[k], k)!r} ({g.node[k].op_type})")
+        raise OnnxError(f"the graph has a cycle through node {scope}{_label(g.node[k], k)!r} ({g.node[k].op_type})")
     rows()     # every handler module registered
-    return [_step(g.node[k], k, opset, folder, limit) for k in order]
+    visible = set(known) | set(producer) | set(outer)
+    return [_step(g.node[k], k, opset, folder, limit, visible, scope) for k in order]
 
 
 def _label(n, k):
     return n.name or f"{n.op_type} #{k}"
 
 
-def _step(n, k, opset, folder, limit):
-    label = _label(n, k)
+def _step(n, k, opset, folder, limit, visible=frozenset(), scope=""):
+    label = scope + _label(n, k)
     at = where(n.op_type, label, opset)
     kw = dict(op_type=n.op_type, node=label, opset=opset)
     if n.domain not in ("", "ai.onnx"):
@@ -218,6 +293,10 @@ def _step(n, k, opset, folder, limit):
             if default is REQUIRED:
                 raise OnnxError(f"{at}: attribute {name!r} is required", attribute=name, **kw)
             attrs[name] = default
+    for name, (kind, _) in row.attrs.items():
+        if kind == "g":
+            attrs[name] = plan_subgraph(attrs[name], visible, opset, folder, limit, f"{label}/{name}/",
+                                        f"{at}, attribute {name}", kw)
     bad = row.check(attrs) if row.check else None
     if bad is not None:
         raise OnnxUnsupportedError(f"{at}: attribute {bad[0]}={bad[1]} is not supported",
@@ -226,7 +305,7 @@ def _step(n, k, opset, folder, limit):
         if o and i >= row.outputs:
             raise OnnxUnsupportedError(f"{at}: output {i} ({o!r}) is not supported; exprvm computes "
                                        f"the first {row.outputs}", **kw)
-    return Step(n, row, attrs, label)
+    return Step(n, row, attrs, label, static_inputs=static_inputs(row, n))
 
 
 def _check_arity(n, schema, single, at, kw):
@@ -241,22 +320,28 @@ def _check_arity(n, schema, single, at, kw):
                 raise OnnxError(f"{at}: {what[:-1]} {i} ({formal[i].name}) is required but left empty", **kw)
 
 
-def _propagate_static(p):
+def _propagate_static(p, outer_static=frozenset(), outer_inits=frozenset()):
     """Mark the values known at import time: integer initializers, constants, shapes, and
     whatever a foldable row computes from known values only. Float initializers are
-    parameters (trainable), so what reads them is built as nodes."""
-    static = {name for name, a in p.initializers.items() if a.dtype.kind != "f"} | set(p.bound)
+    parameters (trainable), so what reads them is built as nodes. A subgraph's values
+    known at import are its initializers (constants), the enclosing graphs' values known
+    then, and what it computes from those only."""
+    static = {name for name, a in p.initializers.items() if a.dtype.kind != "f" or p.subgraph}
+    static |= set(p.bound) | set(outer_static)
+    inits = set(p.initializers) | set(outer_inits)
     for s in p.steps:
         n = s.proto
+        for sub in s.attrs.values():
+            if isinstance(sub, Plan):
+                _propagate_static(sub, static, inits)
         ins = [i for i in n.input if i]
         if n.op_type in ("Shape", "Size") or (s.row.fold and all(i in static for i in ins)):
             s.static = True
             static.update(o for o in n.output if o)
-        for pos in s.row.static:
-            if pos < len(n.input) and n.input[pos] and n.input[pos] not in static \
-                    and n.input[pos] not in p.initializers:
+        for pos in s.static_inputs:
+            if pos < len(n.input) and n.input[pos] and n.input[pos] not in static and n.input[pos] not in inits:
                 raise OnnxUnsupportedError(
                     f"{where(n.op_type, s.label, p.opset)}: input {pos} ({n.input[pos]!r}) must be known "
-                    "when the model is imported (a constant, an initializer, or computed from shapes), "
-                    "but it is computed at run time", op_type=n.op_type, node=s.label, opset=p.opset)
+                    "when the model is imported (a constant, an initializer, or computed from shapes); "
+                    "computed at run time, it is not supported", op_type=n.op_type, node=s.label, opset=p.opset)
     p.static = static

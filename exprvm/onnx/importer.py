@@ -6,7 +6,9 @@
 Values flow between rows as numpy arrays (known at import time: integer initializers,
 constants, shapes and what is computed from them only) or as nodes (graph inputs,
 parameters and what reads them). Float initializers become parameters named after their
-tensors, so an imported model can be differentiated and fine-tuned.
+tensors, so an imported model can be differentiated and fine-tuned. A loop's body or a
+branch is built by a Builder of its own (Builder.subgraph) whose names fall back to the
+enclosing Builder's, inside the function ev.scan / ev.while_loop / ev.cond traces.
 """
 import numpy as np
 
@@ -35,7 +37,8 @@ def load(source, graph=None, *, shapes=None, values=None, unroll=False, max_elem
         names those it needs). They are not among the returned inputs.
     unroll : bool
         LSTM, GRU and RNN as one ev.scan loop each (False, the default), or unrolled
-        into one set of nodes per step (True; ev.onnx.export writes no loops yet).
+        into one set of nodes per step (True). ONNX Scan, Loop and If are always loops
+        and branches (ev.scan, ev.fori_loop, ev.while_loop, ev.cond).
     max_elements : int
         The most elements any one tensor or value may have (default 2**31).
 
@@ -86,10 +89,27 @@ def import_time_inputs(source):
 class Builder:
     """Builds a Plan's nodes into a graph; the import rows' handlers call its helpers."""
 
-    def __init__(self, g, plan, unroll=False):
+    def __init__(self, g, plan, unroll=False, parent=None):
         self.g, self.plan, self.opset, self.unroll = g, plan, plan.opset, unroll
+        self.parent = parent      # the enclosing graph's Builder, for a subgraph's
         self.values = {}
         self.step = None
+
+    def subgraph(self, plan, graph, bound):
+        """Build a subgraph's Plan into graph (a loop's or a branch's body graph, or this
+        one) with its inputs bound ({name: value}); the values of its outputs, arrays
+        known at import made nodes of graph (a body's results must be its nodes)."""
+        sub = Builder(graph, plan, self.unroll, parent=self)
+        sub.values.update(bound)
+        for step in plan.steps:
+            sub.step = step
+            sub._build(step)
+        outs = [sub.value(name) for name in plan.outputs]
+        return [v if isinstance(v, Node) or graph is self.g else sub.node(v) for v in outs]
+
+    def value(self, name):
+        """The value of a name visible here: this graph's, or an enclosing graph's."""
+        return self._value(name)
 
     # -- helpers for the handlers ---------------------------------------------------------
     def node(self, v):
@@ -143,9 +163,11 @@ class Builder:
         v = self.values.get(name)
         if v is None and name in self.plan.bound:
             v = self.values[name] = self.plan.bound[name]
+        elif v is None and name not in self.plan.initializers and self.parent is not None:
+            v = self.parent.value(name)
         elif v is None:
             a = self.plan.initializers[name]
-            if a.dtype.kind == "f":    # a parameter, named after its tensor
+            if a.dtype.kind == "f" and not self.plan.subgraph:    # a parameter, named after its tensor
                 v = self.g.tensor(name, a.shape, a.dtype, value=np.array(a))
             else:
                 v = a
@@ -158,7 +180,7 @@ class Builder:
         for pos, name in enumerate(n.input):
             if not name:
                 ins.append(None)
-            elif pos in row.static:
+            elif pos in step.static_inputs:
                 v = self._value(name)
                 ins.append(np.asarray(v.value) if isinstance(v, Node) else v)
             else:
@@ -166,7 +188,7 @@ class Builder:
         if not step.static and ins and all(v is None or not isinstance(v, Node) for v in ins):
             # NOTE: built as nodes over constants (a convolution of constants is not
             # evaluated while loading; the compiler folds it)
-            ins = [v if v is None or pos in row.static else self.node(v) for pos, v in enumerate(ins)]
+            ins = [v if v is None or pos in step.static_inputs else self.node(v) for pos, v in enumerate(ins)]
         outs = self._call(row, ins, step.attrs)
         outs = outs if isinstance(outs, (tuple, list)) else (outs,)
         for name, v in zip(n.output, outs):

@@ -5,9 +5,10 @@ bidirectional), sequence lengths, peepholes, clip and activations.
 Each direction is the input projection of all steps at once, X @ W^T + bias (one matrix
 product outside the recurrence), then the recurrence as ev.scan's step function,
 ``step(carry, x_t) -> (carry, y_t)``: one loop instruction on the tape, whatever the
-number of steps (ev.onnx.load(..., unroll=True): one set of nodes per step instead, which
-ev.onnx.export can write). Past a sequence's length the state is carried unchanged and the output
-is zero, as ONNX specifies.
+number of steps (ev.onnx.export writes it back as an ONNX Scan); a single step is built
+as plain nodes, and ev.onnx.load(..., unroll=True) builds one set of nodes per step. Past
+a sequence's length the state is carried unchanged and the output is zero, as ONNX
+specifies.
 """
 import numpy as np
 
@@ -121,8 +122,7 @@ def _recurrent(b, ins, at, gates, states, defaults, make_step):
         proj = proj if xb is None else proj + xb
         carry0 = tuple(b.node(zeros) if s is None else ev.getitem(s, d) for s in init)
         reverse = at["direction"] == "reverse" or d == 1
-        carry, y = ev.scan(step, carry0, (proj,) if masks is None else (proj, masks), reverse=reverse,
-                           unroll=b.unroll)
+        carry, y = _scan(step, carry0, (proj,) if masks is None else (proj, masks), reverse, b.unroll)
         ys.append(y)
         finals.append(carry)
     y = ev.stack(ys, axis=1)                                     # (steps, dirs, batch, hidden)
@@ -131,6 +131,14 @@ def _recurrent(b, ins, at, gates, states, defaults, make_step):
         y = ev.transpose(y, (2, 0, 1, 3))
         outs = [ev.transpose(o, (1, 0, 2)) for o in outs]
     return (y, *outs)
+
+
+def _scan(step, carry, xs, reverse, unroll):
+    """ev.scan of the step over xs; a single step as plain nodes (no loop for one step)."""
+    if xs[0].shape[0] != 1:
+        return ev.scan(step, carry, xs, reverse=reverse, unroll=unroll)
+    carry, y = step(carry, tuple(x[0] if isinstance(x, np.ndarray) else ev.getitem(x, (0,)) for x in xs))
+    return carry, ev.reshape(y, (1,) + tuple(y.shape))
 
 
 def _clipped(clip):

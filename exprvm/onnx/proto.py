@@ -153,8 +153,9 @@ def _external(t, folder, nbytes, name):
 
 
 # -- attributes ---------------------------------------------------------------------------
-# kinds an import row declares, and the AttributeProto.type each one accepts
-KINDS = {"i": 2, "f": 1, "s": 3, "t": 4, "ints": 7, "floats": 6, "strings": 8}
+# kinds an import row declares, and the AttributeProto.type each one accepts ("g": a
+# subgraph, a loop's body or a branch, which checks.py plans as it plans the model)
+KINDS = {"i": 2, "f": 1, "s": 3, "t": 4, "g": 5, "ints": 7, "floats": 6, "strings": 8}
 
 
 def read_attribute(a, kind, folder, limit, where):
@@ -172,6 +173,8 @@ def read_attribute(a, kind, folder, limit, where):
             return a.s.decode("utf-8")
         if kind == "t":
             return read_tensor(a.t, folder, limit, f"{where}: attribute {a.name!r}")
+        if kind == "g":
+            return a.g
         if kind == "ints":
             return [int(v) for v in a.ints]
         if kind == "floats":

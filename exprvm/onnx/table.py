@@ -5,7 +5,8 @@ A row holds the handler, which builds the operator from exprvm ops, and what the
 checks before it builds anything: the attributes it knows (kind and default), the inputs
 that must be known when the graph is built (a Reshape's shape), how many outputs it
 computes, and a check of attribute values it cannot honour. Handlers are registered by
-ops_math, ops_shape, ops_nn, ops_pool and ops_rnn:
+ops_math, ops_shape, ops_nn, ops_pool, ops_rnn and control (Scan, Loop, If, whose
+subgraph attributes, kind "g", arrive planned as checks.Plan):
 
     @imports("Gemm", attrs={"alpha": ("f", 1.0), "transA": ("i", 0), ...})
     def gemm(b, ins, at):               # b: the Builder; ins: values (arrays or nodes)
@@ -28,17 +29,27 @@ class ImportRow:
     fold: bool = True                     # all inputs known at import: evaluate it then
     check: Optional[Callable] = None      # check(at) -> None, or (attribute, why) refused
     notes: str = ""                       # what the docs table says is not supported
+    static_if: Optional[Callable] = None  # static_if(NodeProto) -> more positions known at import
+    bind: tuple = ()                      # inputs import_time_inputs names, read at run time otherwise
 
 
-def imports(op_types, attrs=None, static=(), outputs=1, fold=True, check=None, notes=""):
+def imports(op_types, attrs=None, static=(), outputs=1, fold=True, check=None, notes="", static_if=None,
+            bind=()):
     """Register a handler for one ONNX op_type or several (a tuple of names)."""
     names = (op_types,) if isinstance(op_types, str) else tuple(op_types)
 
     def register(fn):
         for name in names:
-            IMPORTS[name] = ImportRow(name, fn, dict(attrs or {}), tuple(static), outputs, fold, check, notes)
+            IMPORTS[name] = ImportRow(name, fn, dict(attrs or {}), tuple(static), outputs, fold, check, notes,
+                                      static_if, tuple(bind))
         return fn
     return register
+
+
+def static_inputs(row, node):
+    """The input positions of an ONNX node that must be known when the graph is built."""
+    extra = tuple(row.static_if(node)) if row.static_if is not None else ()
+    return tuple(row.static) + tuple(p for p in extra if p not in row.static)
 
 
 def one_of(attribute, allowed):
@@ -62,7 +73,7 @@ def all_of(*checks):
 
 def rows():
     """Every import row, sorted by op_type (the handlers' modules registered)."""
-    from . import ops_math, ops_nn, ops_pool, ops_rnn, ops_shape  # noqa: F401  (they register rows)
+    from . import control, ops_math, ops_nn, ops_pool, ops_rnn, ops_shape  # noqa: F401  (they register rows)
     return [IMPORTS[k] for k in sorted(IMPORTS)]
 
 
