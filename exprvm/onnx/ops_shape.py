@@ -4,11 +4,14 @@ gather, expand, pad, split, tile).
 Shape arithmetic (Shape -> Gather -> Concat -> Reshape, as exporters write it) is known
 at import time when every shape is static, so it folds into plain numpy values and the
 graph keeps only the data movement itself. Shape-like inputs (a Reshape's shape, a
-Slice's starts) must be known then: the checks refuse a model computing them at run time.
+Slice's axes) must be known then: the checks refuse a model computing them at run time.
+A Slice's starts and ends may be computed at run time (a loop body's x[i:i+1]) when
+ends - starts is known at import: a Gather of that many rows from the start.
 """
 import numpy as np
 
 from .. import ops as ev
+from ..core import Node
 from .ops_math import broadcast_shapes, known, opt
 from .table import imports
 
@@ -176,8 +179,52 @@ def python_slice(start, end, step, n):
     return slice(start, None if stop < 0 else stop, step)
 
 
-@imports("Slice", static=(1, 2, 3, 4))
+def _offset(v):
+    """(base, offset) with v == base + offset whatever value the node base takes: through
+    reshapes, integer casts and additions of constants (base None: v is known)."""
+    off = np.zeros((), np.int64)
+    while isinstance(v, Node):
+        x = v.inputs[0] if v.inputs else None
+        if v.op in ("reshape", "astype") and v.dtype.kind in "iu" and x.dtype.kind in "iu":
+            v = x
+        elif v.op in ("add", "sub") and v.inputs[1].op == "const":
+            c = np.asarray(v.inputs[1].value).reshape(-1)
+            off, v = (off + c if v.op == "add" else off - c), x
+        elif v.op == "add" and x.op == "const":
+            off, v = off + np.asarray(x.value).reshape(-1), v.inputs[1]
+        else:
+            return v, off
+    return None, off
+
+
+def _dynamic_slice(b, x, starts, ends, axes, steps):
+    """Slice with starts and ends computed at run time, ends - starts known at import."""
+    k = int(np.prod(starts.shape))
+    (sb, so), (eb, eo) = _offset(starts), _offset(ends)
+    if sb is None or sb is not eb or len(starts.shape) != 1 or tuple(ends.shape) != (k,) or \
+            (steps is not None and not known(steps)) or (axes is not None and not known(axes)):
+        b.refuse("a Slice whose starts and ends are computed at run time, unless ends - starts is known "
+                 "at import,")
+    sizes = np.broadcast_to(np.asarray(eo) - np.asarray(so), (k,))
+    axes = ints(axes) if axes is not None else list(range(k))
+    if any(st != 1 for st in (ints(steps) if steps is not None else [])) or len(axes) != k:
+        b.refuse("a Slice with steps other than 1, or starts and ends computed at run time,")
+    starts = ev.astype(starts, np.int64) if starts.dtype != np.int64 else starts
+    for j, a in enumerate(axes):
+        a = axis_of(b, a, len(x.shape))
+        n = x.shape[a]
+        s = ev.getitem(starts, (j,))
+        # NOTE: a start past either end is not clamped as ONNX does: the Gather raises at run time
+        s = ev.where(s < 0, s + n, s)
+        x = ev.take(x, s + np.arange(max(int(sizes[j]), 0), dtype=np.int64), axis=a)
+    return x
+
+
+@imports("Slice", static=(3, 4), bind=(1, 2), notes="starts and ends computed at run time, unless ends - "
+                                                   "starts is known at import (then a Gather)")
 def slice_(b, ins, at):
+    if not known(ins[1], ins[2]):
+        return _dynamic_slice(b, ins[0], ins[1], ins[2], opt(ins, 3), opt(ins, 4))
     x, starts, ends = ins[0], ints(ins[1]), ints(ins[2])
     r = len(x.shape)
     axes = ints(opt(ins, 3)) if opt(ins, 3) is not None else list(range(len(starts)))
