@@ -1,5 +1,5 @@
 """ev.onnx.export: the MLP, the digits convnet in eval mode and the char-RNN LSTM step
-(unrolled) leave as ONNX models that onnx.checker accepts and ONNX Runtime runs to the
+(unrolled; the scan form: test_onnx_control_export.py) leave as ONNX models that onnx.checker accepts and ONNX Runtime runs to the
 TapeMachine's outputs; a round trip (export, import) gives the same outputs; ops without
 an ONNX form are refused by name."""
 import pathlib
@@ -12,6 +12,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import exprvm as ev  # noqa: E402
+import onnx_control_models as C  # noqa: E402
 import onnx_models as M  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
@@ -118,12 +119,15 @@ def test_exported_models_pass_the_checker_and_run_the_same_on_onnx_runtime(tmp_p
             assert M.rel_diff(a, b) <= 1e-6
 
 
-def test_every_row_of_the_export_table_is_exercised_here():
+def test_every_row_of_the_export_table_is_exercised_here_or_by_the_control_flow_tests():
     from exprvm.onnx.export_table import EXPORTS
+    from onnx_control_models import ev_ops
     seen = set()
     for build in BUILDS.values():
         g, ins, outs = build()
-        seen.update(n.op for n in ev.ancestors(outs))
+        seen |= ev_ops(outs)
+    for build in C.BUILDS.values():
+        seen |= ev_ops(build(np.random.default_rng(0))[2])
     assert set(EXPORTS) - {"copy"} <= seen, sorted(set(EXPORTS) - seen)   # copy: made by the compiler only
 
 
@@ -153,15 +157,14 @@ def test_ops_without_an_onnx_form_are_refused_by_name_and_nothing_is_written(tmp
         ev.onnx.export(g, [ev.tanh(x)], path, inputs=[])
 
 
-def test_an_imported_recurrence_is_a_scan_and_leaves_unrolled(tmp_path):
+def test_an_imported_recurrence_is_a_scan_and_leaves_as_an_onnx_scan_or_unrolled(tmp_path):
     m, _ = M.recurrent(np.random.default_rng(3), lens=[4, 2])
-    g, ins, outs = ev.onnx.load(m)
-    assert "scan" in {n.op for n in ev.ancestors(outs)}
-    with pytest.raises(ev.OnnxUnsupportedError, match=r"op scan .*unroll=True"):
-        ev.onnx.export(g, outs, tmp_path / "never.onnx")
-    g, ins, outs = ev.onnx.load(m, unroll=True)
-    assert "scan" not in {n.op for n in ev.ancestors(outs)}
-    again = ev.onnx.export(g, outs, None)
     feeds = M.feeds_for(m, {}, np.random.default_rng(4))
-    for a, b in zip(M.ort_run(again, feeds), M.ort_run(m, feeds)):
-        assert M.rel_diff(a, b) <= 1e-6
+    want = M.ort_run(m, feeds)
+    for unroll in (False, True):
+        g, ins, outs = ev.onnx.load(m, unroll=unroll)
+        assert ("scan" in {n.op for n in ev.ancestors(outs)}) != unroll
+        again = ev.onnx.export(g, outs, tmp_path / "again.onnx")
+        assert ("Scan" in {n.op_type for n in again.graph.node}) != unroll
+        for a, b in zip(M.ort_run(again, feeds), want):
+            assert M.rel_diff(a, b) <= 1e-6
