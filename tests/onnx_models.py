@@ -1,5 +1,5 @@
 """Small ONNX models built with onnx.helper for the ONNX tests (an MLP, a convnet, LSTM and
-GRU layers, an attention block), ONNX Runtime as the reference, and the comparison the
+GRU layers, an attention block, Scan / Loop / If models), ONNX Runtime as the reference, and the comparison the
 tests make: the largest difference relative to the largest reference value."""
 import numpy as np
 import onnx
@@ -145,3 +145,114 @@ def rel_diff(got, want):
     want = np.asarray(want, np.float64)
     scale = float(np.max(np.abs(want))) if want.size else 0.0
     return float(np.max(np.abs(np.asarray(got, np.float64) - want))) / (scale or 1.0) if want.size else 0.0
+
+
+# -- loops and branches (Scan, Loop, If) ----------------------------------------------------
+
+F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+n = helper.make_node
+
+
+def vi(name, t=F, shape=None):
+    return helper.make_tensor_value_info(name, t, shape)
+
+
+def body_graph(nodes, ins, outs, name="body"):
+    return helper.make_graph(nodes, name, [vi(*i) for i in ins], [vi(*o) for o in outs])
+
+
+def checked_model(nodes, inputs, outputs, inits):
+    """A checked model: inputs {name: (type, shape)}, outputs {name: (type, shape)}."""
+    g = helper.make_graph(nodes, "model", [vi(k, *v) for k, v in inputs.items()],
+                          [vi(k, *v) for k, v in outputs.items()],
+                          [onnx.numpy_helper.from_array(np.asarray(a), k) for k, a in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = min(m.ir_version, 10)     # NOTE: what the onnxruntime wheel reads
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def scan_axes(rng):
+    """Two states, two scan inputs (one along axis 1 from the end), two scan outputs (one
+    stacked on axis 1, from the end); the body reads the weight W by its outer name."""
+    body = body_graph([n("MatMul", ["a", "W"], ["aw"]), n("Add", ["aw", "h"], ["s0"]), n("Add", ["s0", "b_row"], ["s1"]),
+                  n("Tanh", ["s1"], ["h_out"]), n("ReduceSum", ["h_out"], ["r"], keepdims=0),
+                  n("Add", ["tot", "r"], ["tot_out"]), n("Mul", ["h_out", "h_out"], ["sq"]),
+                  n("Identity", ["h_out"], ["h_copy"])],
+                 [("h", F, (3,)), ("tot", F, ()), ("a", F, (3,)), ("b_row", F, (3,))],
+                 [("h_out", F, (3,)), ("tot_out", F, ()), ("h_copy", F, (3,)), ("sq", F, (3,))])
+    node = n("Scan", ["h0", "t0", "xa", "xb"], ["h", "t", "ys", "zs"], body=body, num_scan_inputs=2,
+             scan_input_axes=[0, 1], scan_input_directions=[0, 1], scan_output_axes=[0, -1],
+             scan_output_directions=[0, 1])
+    inputs = {"h0": (F, (3,)), "t0": (F, ()), "xa": (F, (5, 3)), "xb": (F, (3, 5))}
+    return checked_model([node], inputs, {"h": (F, (3,)), "t": (F, ()), "ys": (F, (5, 3)), "zs": (F, (3, 5))},
+                  {"W": _w(rng, 3, 3)})
+
+
+def scan_reverse(rng):
+    body = body_graph([n("Add", ["s", "x"], ["s1"]), n("Mul", ["s1", "k"], ["s_out"]), n("Identity", ["s_out"], ["y"])],
+                 [("s", F, (2,)), ("x", F, (2,))], [("s_out", F, (2,)), ("y", F, (2,))])
+    node = n("Scan", ["s0", "x"], ["s", "y"], body=body, num_scan_inputs=1, scan_input_directions=[1],
+             scan_output_directions=[1])
+    return checked_model([node], {"s0": (F, (2,)), "x": (F, (6, 2))}, {"s": (F, (2,)), "y": (F, (6, 2))},
+                  {"k": np.array(0.9, np.float32)})
+
+
+X = {"x": (F, (2, 3))}
+
+
+def loop_body(cond_out=None, scan_out=False):
+    """x_out = tanh(x @ W) + float(i); the condition passed through (or cond_out's nodes)."""
+    nodes = [n("MatMul", ["x", "W"], ["xw"]), n("Tanh", ["xw"], ["t"]), n("Cast", ["i"], ["fi"], to=F),
+             n("Add", ["t", "fi"], ["x_out"])]
+    nodes += cond_out or [n("Identity", ["c"], ["c_out"])]
+    outs = [("c_out", B, ()), ("x_out", F, (2, 3))] + ([("x_out_copy", F, (2, 3))] if scan_out else [])
+    if scan_out:
+        nodes.append(n("Identity", ["x_out"], ["x_out_copy"]))
+    return body_graph(nodes, [("i", I64, ()), ("c", B, ()), ("x", F, (2, 3))], outs)
+
+
+def loop_fori(rng):
+    node = n("Loop", ["M", "", "x0"], ["x"], body=loop_body())
+    return checked_model([node], {"x0": (F, (2, 3))}, X, {"W": _w(rng, 3, 3), "M": np.array(4, np.int64)})
+
+
+def loop_scan_outputs(rng):
+    node = n("Loop", ["M", "go", "x0"], ["x", "xs"], body=loop_body(scan_out=True))
+    inits = {"W": _w(rng, 3, 3), "M": np.array(5, np.int64), "go": np.array(True)}
+    return checked_model([node], {"x0": (F, (2, 3))}, dict(X, xs=(F, (5, 2, 3))), inits)
+
+
+def loop_trips_input(rng):
+    node = n("Loop", ["M", "", "x0"], ["x"], body=loop_body())
+    return checked_model([node], {"x0": (F, (2, 3)), "M": (I64, ())}, X, {"W": _w(rng, 3, 3)})
+
+
+def loop_while(rng):
+    """The condition the body computes: sum(x) < limit (an input), at most M iterations."""
+    cond = [n("ReduceSum", ["x_out"], ["total"], keepdims=0), n("Less", ["total", "limit"], ["c_out"])]
+    node = n("Loop", ["M", "go", "x0"], ["x"], body=loop_body(cond_out=cond))
+    inputs = {"x0": (F, (2, 3)), "limit": (F, ()), "go": (B, ())}
+    return checked_model([node], inputs, X, {"W": _w(rng, 3, 3), "M": np.array(30, np.int64)})
+
+
+def if_dynamic(rng):
+    then = body_graph([n("MatMul", ["x", "W"], ["y0"]), n("Tanh", ["y0"], ["y"])], [], [("y", F, (2, 3))], "then")
+    other = body_graph([n("Mul", ["x", "two"], ["z"])], [], [("z", F, (2, 3))], "else")
+    node = n("If", ["p"], ["out"], then_branch=then, else_branch=other)
+    return checked_model([node], {"x": (F, (2, 3)), "p": (B, ())}, {"out": (F, (2, 3))},
+                  {"W": _w(rng, 3, 3), "two": np.array(2.0, np.float32)})
+
+
+def loop_with_if(rng):
+    """A Loop whose body branches on its iteration number; the branch reads W two levels up."""
+    then = body_graph([n("MatMul", ["x", "W"], ["y0"]), n("Tanh", ["y0"], ["y"])], [], [("y", F, (2, 3))], "then")
+    other = body_graph([n("Neg", ["x"], ["z"])], [], [("z", F, (2, 3))], "else")
+    body = body_graph([n("Less", ["i", "two"], ["small"]),
+                  n("If", ["small"], ["x_out"], then_branch=then, else_branch=other), n("Identity", ["c"], ["c_out"])],
+                 [("i", I64, ()), ("c", B, ()), ("x", F, (2, 3))], [("c_out", B, ()), ("x_out", F, (2, 3))])
+    node = n("Loop", ["M", "", "x0"], ["x"], body=body)
+    inits = {"W": _w(rng, 3, 3), "M": np.array(4, np.int64), "two": np.array(2, np.int64)}
+    return checked_model([node], {"x0": (F, (2, 3))}, X, inits)
+
+

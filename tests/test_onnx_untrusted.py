@@ -145,7 +145,18 @@ def test_truncated_and_garbage_files_are_refused(tmp_path):
 
 def _models():
     rng = np.random.default_rng(7)
-    return [M.mlp(rng, batch=5)[0], M.convnet(rng)[0], M.recurrent(rng, lens=[4, 2])[0], M.attention(rng)[0]]
+    return [M.mlp(rng, batch=5)[0], M.convnet(rng)[0], M.recurrent(rng, lens=[4, 2])[0], M.attention(rng)[0],
+            M.scan_axes(rng), M.loop_scan_outputs(rng), M.loop_while(rng), M.loop_with_if(rng)]
+
+
+def _graphs(g):
+    """A graph and its subgraphs (loop bodies, branches), depth first."""
+    out = [g]
+    for node in g.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                out += _graphs(a.g)
+    return out
 
 
 def _load_and_walk(data):
@@ -182,7 +193,8 @@ def _mutate(m, rng):
     """One random structural change to a copy of m: an attribute, a dimension, an input name,
     an operator, a tensor's bytes or a node removed."""
     m = onnx.ModelProto.FromString(m.SerializeToString())
-    g, pick = m.graph, lambda seq: seq[int(rng.integers(len(seq)))]
+    pick = lambda seq: seq[int(rng.integers(len(seq)))]  # noqa: E731
+    g = pick([gr for gr in _graphs(m.graph) if len(gr.node)])     # the model's graph, or a body in it
     kind = int(rng.integers(6))
     nodes = list(g.node)
     node = pick(nodes)
@@ -197,8 +209,8 @@ def _mutate(m, rng):
         else:
             a.type = onnx.AttributeProto.INTS
     elif kind == 1:
-        t = pick(list(g.initializer) + [None])
-        dims = t.dims if t is not None else g.input[0].type.tensor_type.shape.dim
+        t = pick(list(g.initializer) + ([None] if len(g.input) else []) or [None])
+        dims = t.dims if t is not None else g.input[0].type.tensor_type.shape.dim if len(g.input) else []
         if len(dims):
             k = int(rng.integers(len(dims)))
             if t is not None:
@@ -210,7 +222,8 @@ def _mutate(m, rng):
         node.input[int(rng.integers(len(node.input)))] = pick(names)
     elif kind == 3:
         node.op_type = pick(["Relu", "Concat", "Gemm", "Reshape", "Slice", "LSTM", "MaxPool", "Where",
-                             "Softmax", "Unsqueeze", "Gather", "Expand", "Conv", "Transpose"])
+                             "Softmax", "Unsqueeze", "Gather", "Expand", "Conv", "Transpose", "Loop", "Scan",
+                             "If", "Identity"])
     elif kind == 4 and g.initializer:
         t = pick(list(g.initializer))
         t.raw_data = t.raw_data[:int(rng.integers(len(t.raw_data) + 1))]

@@ -94,6 +94,8 @@ def _axis(b, axis, ndim):
 def scan(b, ins, at):
     body, m = at["body"], at["num_scan_inputs"]
     n = len(ins) - m
+    if any(v is None for v in ins):
+        b.fail("a state or scan input is left empty")
     if n < 0 or len(body.inputs) != len(ins) or len(body.outputs) < n:
         b.fail(f"{len(ins)} inputs and a body of {len(body.inputs)} inputs and {len(body.outputs)} outputs "
                f"do not fit {m} scan inputs")
@@ -195,6 +197,8 @@ def loop(b, ins, at):
     body = at["body"]
     init = list(ins[2:])
     n = len(init)
+    if any(v is None for v in init):
+        b.fail("a loop-carried value is left empty")
     if len(body.inputs) != n + 2 or len(body.outputs) < n + 1:
         b.fail(f"{n} loop-carried values, but the body has {len(body.inputs)} inputs and "
                f"{len(body.outputs)} outputs (it takes the iteration number, the condition and each)")
