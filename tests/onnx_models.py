@@ -228,11 +228,14 @@ def loop_trips_input(rng):
     return checked_model([node], {"x0": (F, (2, 3)), "M": (I64, ())}, X, {"W": _w(rng, 3, 3)})
 
 
-def loop_while(rng):
-    """The condition the body computes: sum(x) < limit (an input), at most M iterations."""
+def loop_while(rng, fed=True):
+    """The condition the body computes: sum(x) < limit (an input), at most M iterations;
+    the first condition fed as an input, or none (the first iteration runs)."""
     cond = [n("ReduceSum", ["x_out"], ["total"], keepdims=0), n("Less", ["total", "limit"], ["c_out"])]
-    node = n("Loop", ["M", "go", "x0"], ["x"], body=loop_body(cond_out=cond))
-    inputs = {"x0": (F, (2, 3)), "limit": (F, ()), "go": (B, ())}
+    node = n("Loop", ["M", "go" if fed else "", "x0"], ["x"], body=loop_body(cond_out=cond))
+    inputs = {"x0": (F, (2, 3)), "limit": (F, ())}
+    if fed:
+        inputs["go"] = (B, ())
     return checked_model([node], inputs, X, {"W": _w(rng, 3, 3), "M": np.array(30, np.int64)})
 
 

@@ -20,9 +20,10 @@ from onnx_models import (B, F, I64, body_graph, if_dynamic, loop_body, loop_fori
 MODELS = {"scan_axes": (scan_axes, {"scan"}), "scan_reverse": (scan_reverse, {"scan"}),
           "loop_fori": (loop_fori, {"scan"}), "loop_scan_outputs": (loop_scan_outputs, {"scan"}),
           "loop_trips_input": (loop_trips_input, {"while_loop"}), "loop_while": (loop_while, {"while_loop"}),
+          "loop_while_unfed": (lambda r: loop_while(r, fed=False), {"while_loop"}),
           "if_dynamic": (if_dynamic, {"cond"}), "loop_with_if": (loop_with_if, {"scan", "cond"})}
 FEEDS = {"M": [np.array(3), np.array(0)], "p": [np.array(True), np.array(False)],
-         "limit": [np.array(6.0, np.float32)], "go": [np.array(True), np.array(False)]}
+         "limit": [np.array(6.0, np.float32), np.array(30.0, np.float32)], "go": [np.array(True), np.array(False)]}
 
 
 @pytest.mark.parametrize("machine", ["tape", "lisp"])
