@@ -596,3 +596,21 @@ def test_feeding_new_arrays_does_not_rebind_a_loop(rng):
         (got,) = m.run({xs: X})
         np.testing.assert_allclose(got, rnn_reference(W.value, U.value, h0.value, X)[0], rtol=1e-12)
         assert m._steps[loop][0] is runner
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_unroll_true_builds_no_loop_node_even_for_one_step(rows, rng):
+    g = ev.Graph()
+    X = rng.normal(size=(rows, 3))
+    xs = g.tensor("xs", X.shape, value=X)
+    c, ys = ev.scan(lambda c, x: (c + x, c * x), np.ones(3), xs, unroll=True)
+    assert "scan" not in {n.opdef.name for n in g.nodes if n.opdef is not None}
+    got = ev.TapeMachine(g, outputs=[c, ys]).run()
+    want_c, want_ys = np.ones(3), []
+    for x in X:
+        want_ys.append(want_c * x)
+        want_c = want_c + x
+    np.testing.assert_allclose(got[0], want_c)
+    np.testing.assert_allclose(got[1], np.stack(want_ys))
+    with pytest.raises(ev.ExprError, match="exclude each other"):
+        ev.scan(lambda c, x: (c + x, c * x), np.ones(3), xs, unroll=True, checkpoint=2)

@@ -81,6 +81,8 @@ def scan(step, init, xs=None, length=None, reverse=False, unroll=1, checkpoint=N
         raise ExprError(f"ev.scan: step must be a function, got {type(step).__name__} (at {site})")
     xs_leaves = [as_value(x, float_dtype_of(init, xs)) for x in flatten(xs)[0]]
     rows, steps, _ = _steps(xs_leaves, length, site)
+    # unroll=True: every step unrolled, a single one included (a Python loop, no loop node)
+    full = isinstance(unroll, (bool, np.bool_)) and bool(unroll)
     if isinstance(unroll, (bool, np.bool_)):
         unroll = max(rows, 1) if unroll else 1
     if not isinstance(unroll, (int, np.integer)) or unroll < 1:
@@ -88,10 +90,10 @@ def scan(step, init, xs=None, length=None, reverse=False, unroll=1, checkpoint=N
     if checkpoint is not None:
         if isinstance(checkpoint, bool) or not isinstance(checkpoint, (int, np.integer)) or checkpoint < 1:
             raise ExprError(f"ev.scan: checkpoint must be a positive int, got {checkpoint!r} (at {site})")
-        if unroll > 1:
+        if unroll > 1 or full:
             raise ExprError(f"ev.scan: checkpoint= and unroll= exclude each other (at {site})")
         return _chunked(step, init, xs, length, reverse, int(checkpoint), site, "checkpoint")
-    if unroll > 1:
+    if unroll > 1 or full:
         return _chunked(step, init, xs, length, reverse, int(unroll), site, "unroll")
     return _scan(step, init, xs, length, reverse, site)
 
