@@ -90,10 +90,7 @@ cumprod = _running("cumprod")
 
 
 def _prod_rule(x, axis, keepdims):
-    dt = same_float_dtype(x)
-    if keepdims:
-        return tuple(1 if i in axis else n for i, n in enumerate(x.shape)), dt
-    return tuple(n for i, n in enumerate(x.shape) if i not in axis), dt
+    return reduced_shape(x.shape, axis, keepdims), same_float_dtype(x)
 
 
 def _prod_vjp(g, ans, x, axis, keepdims):
@@ -102,7 +99,7 @@ def _prod_vjp(g, ans, x, axis, keepdims):
     shape = tuple(shape_of(x))
     kept = [i for i in range(len(shape)) if i not in axis]
     perm = tuple(kept) + tuple(axis)
-    k = int(np.prod([shape[a] for a in axis], dtype=np.int64))
+    k = axis_size(shape, axis)
     lines = reshape(transpose(x, perm), tuple(shape[i] for i in kept) + (k,))
     nd = len(kept) + 1
     edge = ((0, 0),) * (nd - 1)
@@ -169,4 +166,5 @@ from .arrays import pad  # noqa: E402
 from .elementwise import astype, equal, where  # noqa: E402
 from .numpy_elementwise import logical_and  # noqa: E402
 from .numpy_shape import flip, ravel  # noqa: E402
+from .reduce import axis_size, reduced_shape  # noqa: E402
 from .shape import broadcast_to, concat, reshape, transpose  # noqa: E402

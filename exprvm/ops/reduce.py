@@ -42,8 +42,9 @@ def kept_dims(v, x, axis, keepdims):
     return v if keepdims else v.reshape(reduced_shape(tuple(x.shape), axis, True))
 
 
-def _count(x, axis):
-    return int(np.prod([x.shape[a] for a in axis], dtype=np.int64))
+def axis_size(shape, axis):
+    """How many elements of ``shape`` a reduction over ``axis`` combines into one."""
+    return int(np.prod([shape[a] for a in axis], dtype=np.int64))
 
 
 def _extreme_vjp(g, ans, x, axis, keepdims):
@@ -65,7 +66,7 @@ _sum = defop("sum", lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keep
              row=Row((X,), {"axis": (1,), "keepdims": False}, ref=refs.sum))
 _mean = defop("mean", lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims), _rule,
               vjp=(lambda g, ans, x, axis, keepdims:
-                   broadcast_to(kept_dims(g, x, axis, keepdims), x.shape) / _count(x, axis),),
+                   broadcast_to(kept_dims(g, x, axis, keepdims), x.shape) / axis_size(x.shape, axis),),
               row=Row((X,), {"axis": (0, 2), "keepdims": True}, ref=refs.mean))
 _max = defop("max", lambda x, axis, keepdims: np.max(x, axis=axis, keepdims=keepdims), _extreme_rule,
              vjp=(_extreme_vjp,), row=Row((X,), {"axis": (2,), "keepdims": False}, ref=refs.max))

@@ -12,10 +12,6 @@ from .argcheck import arg_errors
 X = ("f", (3, 4, 2), -2.0, 2.0)
 
 
-def _count(shape, axis):
-    return int(np.prod([shape[a] for a in axis], dtype=np.int64))
-
-
 def _safe(v):
     """v with its zeros replaced by ones: a divisor whose numerator is zero wherever v is."""
     return where(v > 0, v, 1)
@@ -25,7 +21,7 @@ def _safe(v):
 
 def _var_rule(x, axis, ddof, keepdims):
     dt = same_float_dtype(x)
-    n = _count(x.shape, axis)
+    n = axis_size(x.shape, axis)
     if n - ddof <= 0:
         raise ShapeError(f"ddof={ddof} leaves no degrees of freedom: {n} element(s) over axes {axis} "
                          f"of {x.shape}")
@@ -34,18 +30,18 @@ def _var_rule(x, axis, ddof, keepdims):
 
 def _var_vjp(g, ans, x, axis, ddof, keepdims):
     centred = x - mean(x, axis=axis, keepdims=True)
-    return kept_dims(g, x, axis, keepdims) * centred * (2.0 / (_count(tuple(x.shape), axis) - ddof))
+    return kept_dims(g, x, axis, keepdims) * centred * (2.0 / (axis_size(tuple(x.shape), axis) - ddof))
 
 
 def _std_vjp(g, ans, x, axis, ddof, keepdims):
     # NOTE: where std is 0 every element equals the mean, so the numerator is 0 too
     centred = x - mean(x, axis=axis, keepdims=True)
-    n = _count(tuple(x.shape), axis) - ddof
+    n = axis_size(tuple(x.shape), axis) - ddof
     return kept_dims(g, x, axis, keepdims) * centred / (_safe(kept_dims(ans, x, axis, keepdims)) * n)
 
 
 def _ref_var(x, axis, ddof, keepdims):
-    n = _count(x.shape, axis)
+    n = axis_size(x.shape, axis)
     m = np.sum(x, axis=axis, keepdims=True) / n
     return np.sum((x - m) ** 2, axis=axis, keepdims=keepdims) / (n - ddof)
 
@@ -86,7 +82,7 @@ def _norm(x, ord, axis, keepdims):
 
 def _norm_rule(x, ord, axis, keepdims):
     dt = same_float_dtype(x)
-    if ord == "inf" and _count(x.shape, axis) == 0:
+    if ord == "inf" and axis_size(x.shape, axis) == 0:
         raise ShapeError(f"the inf-norm of an empty operand {x.shape} over axes {axis} is undefined")
     return reduced_shape(x.shape, axis, keepdims), dt
 
@@ -197,5 +193,5 @@ argmin = _arg("argmin", "Index of the first minimum along axis (None: of the fla
 
 
 from .elementwise import abs, astype, equal, sign, where  # noqa: E402
-from .reduce import kept_dims, mean, reduced_shape, sum  # noqa: E402
+from .reduce import axis_size, kept_dims, mean, reduced_shape, sum  # noqa: E402
 from .norms import matrix_norm, pnorm  # noqa: E402
