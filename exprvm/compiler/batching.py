@@ -7,13 +7,16 @@ each step of an unrolled loop) become one op over stacked rows.
 Only ops that act on rows independently take part (their records say how: Op.batch;
 elementwise ops, matmul with a shared right operand, take, the softmax family,
 cross_entropy); the copies
-must not depend on each other (checked with ancestor bitmasks), so the merged
-op can run once all of their inputs exist. Operands that are already
+must not depend on each other (checked with one bit per group of copies: a Val's mask
+holds the groups it has an ancestor in, so the check is linear in the graph times the
+number of groups / 64, however many copies a group has), so the merged op can run
+once all of their inputs exist. Operands that are already
 consecutive row slices of one array -- the per-step views of a fed (steps,
 batch) array, or of an earlier batched result -- are taken as one slice, so
 chains of batched ops cost no copies.
 """
 from ..core import OPS
+from . import ir
 from .ir import Builder
 
 MIN_COPIES = 3
@@ -72,25 +75,17 @@ def stack_rows(b, parts):
     return b.op("concat", list(parts), shape, parts[0].dtype, axis=0)
 
 
-def _reachable(roots, bit):
-    """(Vals reachable from roots, {id: bitmask of the candidate Vals it depends on})."""
-    anc, seen, order = {}, {}, []
-    stack = [(v, False) for v in roots]
-    while stack:
-        v, ready = stack.pop()
-        if id(v) in anc:
-            continue
-        if ready:
-            m = 0
-            for x in v.ins:
-                m |= anc[id(x)] | bit.get(id(x), 0)
-            anc[id(v)] = m
-            order.append(v)
-        elif id(v) not in seen:
-            seen[id(v)] = v
-            stack.append((v, True))
-            stack.extend((x, False) for x in v.ins if id(x) not in anc)
-    return order, anc
+def _ancestry(vals, bit):
+    """{Val: bitmask of the groups it has an ancestor in}, for vals in topological order;
+    bit: {Val: its group's bit}."""
+    anc = {}
+    get = bit.get
+    for v in vals:
+        m = 0
+        for x in v.ins:
+            m |= anc[x] | get(x, 0)
+        anc[v] = m
+    return anc
 
 
 def _row_order(group, roles):
@@ -122,8 +117,8 @@ def _merge(group, roles, memo):
 
 
 def batch_siblings(live, roots):
-    """Merge groups of independent same-op Vals reachable from roots. Returns the number
-    of copies merged; the caller recomputes the live list afterwards."""
+    """Merge groups of independent same-op Vals among `live` (the Vals reachable from roots,
+    in topological order). Returns (copies merged, the live Vals afterwards)."""
     memo, merged, done, cache = {}, 0, set(), {}
     vals = live
     while True:
@@ -137,30 +132,29 @@ def batch_siblings(live, roots):
                 groups.setdefault(hit[3], (hit[2], []))[1].append(v)
         todo = [(k, r, vs) for k, (r, vs) in groups.items() if len(vs) >= MIN_COPIES and k not in done]
         if not todo:
-            return merged
-        cand = [v for _, _, vs in todo for v in vs]
-        bit = {id(v): 1 << i for i, v in enumerate(cand)}
-        vals, anc = _reachable(roots, bit)
+            return merged, vals
+        todo.sort(key=lambda t: t[2][0].key)
+        bit = {v: 1 << g for g, (_, _, vs) in enumerate(todo) for v in vs}
+        anc = _ancestry(vals, bit)
         progress = False
-        for k, roles, vs in sorted(todo, key=lambda t: t[2][0].key):
-            mask = 0
-            for v in vs:
-                mask |= bit[id(v)]
-            free = [v for v in vs if not anc[id(v)] & mask]
+        for g, (k, roles, vs) in enumerate(todo):
+            mine = 1 << g
+            free = [v for v in vs if not anc[v] & mine]
             done.add(k)
             if len(free) < MIN_COPIES:
                 continue
             _merge(_row_order(free, roles), roles, memo)
             merged += len(free)
             progress = True
-            # Whatever depended on one merged copy now waits for the inputs of all of them.
-            grew, mine = 0, 0
+            # Whatever depended on a copy of this group now waits for the inputs of all the
+            # copies merged. (What depends on a copy left out depends on a merged one too:
+            # the earliest copy on its path has no copy before it, so it was free.)
+            grew = 0
             for v in free:
-                grew |= anc[id(v)]
-                mine |= bit[id(v)]
-            for vid, m in anc.items():
+                grew |= anc[v]
+            for v, m in anc.items():
                 if m & mine:
-                    anc[vid] = m | grew
+                    anc[v] = m | grew
         if not progress:
-            return merged
-        vals, _ = _reachable(roots, {})
+            return merged, vals
+        vals = ir.live_vals(roots)

@@ -38,6 +38,7 @@ from .lowering.fused import FusedGroup
 from .lowering.scalar import fusable, result_kind
 
 BOOL = np.dtype(bool)
+_ZERO = np.zeros((), np.int8)
 MIN_MEMBERS = 2
 MAX_MEMBERS = 48        # a longer group is cut into several (a 10,000-op chain compiles quickly)
 ROUNDS = 8
@@ -104,37 +105,38 @@ def _find(parent, a):
     return a
 
 
-def _cost(cls, x, v):
-    """0 for an edge between two would-be members of one shape and dtype, else 1."""
-    c = cls.get(id(x))
-    return 0 if c is not None and c == cls.get(id(v)) else 1
-
-
 def _components(live, cls):
     """Members of equal level joined along free edges: {root id: [Vals in order]}."""
+    # An edge costs 0 between two would-be members of one shape and dtype, else 1.
+    get = cls.get
     level = {}
     for v in live:
-        lv = 0
+        lv, c = 0, get(id(v))
         for x in v.ins:
-            lv = max(lv, level.get(id(x), 0) + _cost(cls, x, v))
+            lx = level[id(x)] if c is not None and get(id(x)) == c else level[id(x)] + 1
+            if lx > lv:
+                lv = lx
         level[id(v)] = lv
     # NOTE: any levels with level(v) >= level(x) + cost(x, v) on every edge keep groups
     # convex. A member is raised to the level of the members reading it where its other
     # readers allow (a bias add computed early for a later gate): it then joins them.
     for v in reversed(live):
-        if cls.get(id(v)) is None or not v.users:
+        c = get(id(v))
+        if c is None or not v.users:
             continue
-        cap = min(level[id(u)] - _cost(cls, v, u) for u in v.users)
-        up = [level[id(u)] for u in v.users if not _cost(cls, v, u) and level[id(u)] <= cap]
+        free = [level[id(u)] for u in v.users if get(id(u)) == c]
+        cap = min(min(free, default=math.inf),
+                  min((level[id(u)] - 1 for u in v.users if get(id(u)) != c), default=math.inf))
+        up = [lu for lu in free if lu <= cap]
         if up:
             level[id(v)] = max(level[id(v)], max(up))
-    parent = {id(v): id(v) for v in live if cls.get(id(v)) is not None}
+    parent = {id(v): id(v) for v in live if get(id(v)) is not None}
     for v in live:
-        c = cls.get(id(v))
+        c = get(id(v))
         if c is None:
             continue
         for x in v.ins:
-            if cls.get(id(x)) == c and level[id(x)] == level[id(v)]:
+            if get(id(x)) == c and level[id(x)] == level[id(v)]:
                 ra, rb = _find(parent, id(x)), _find(parent, id(v))
                 if ra != rb:
                     parent[rb] = ra
@@ -209,7 +211,9 @@ def _push_slices(live, keep, root_ids):
     instead of running alone over all of z. Returns the count."""
     n = 0
     for v in live:
-        if (v.kind != "op" or id(v) in keep or id(v) in root_ids or not v.users
+        if not v.users or v.users[0].op != "getitem":       # NOTE: cheap test first
+            continue
+        if (v.kind != "op" or id(v) in keep or id(v) in root_ids
                 or not fusable(v.op, v.params) or result_kind(v.op) != "T" or v.dtype not in FLOAT_DTYPES):
             continue
         users = list({id(u): u for u in v.users}.values())
@@ -242,13 +246,36 @@ def _push_slices(live, keep, root_ids):
                 else:
                     key = (id(x), repr(index))
                     if key not in views:
-                        shape = np.zeros(x.shape, np.int8)[index].shape
+                        # NOTE: a zero-strided stand-in: an array of x's size would make
+                        # this pass quadratic (x may hold every step of a sequence)
+                        shape = np.broadcast_to(_ZERO, x.shape)[index].shape
                         views[key] = ir.Val((u.key[0], u.key[1] - 0.5 + 0.01 * i), "op", "getitem", [x],
                                             {"index": index}, shape, x.dtype)
                     ins.append(views[key])
             u.op, u.ins, u.params = v.op, ins, dict(v.params)
+        _relink(v, users, first, views.values())
         n += 1
     return n
+
+
+def _relink(v, users, first, views):
+    """Users lists made true again after v was pushed into its slices `users` (so that the
+    next round needs no new live list): v and the duplicate slices are read by nobody, v's
+    operands by the views and slices that read them now, and the first of equal slices
+    by the readers of the others."""
+    for x in v.ins:
+        x.users = [w for w in x.users if w is not v]
+    for view in views:
+        view.ins[0].users.append(view)
+    for u in users:
+        same = first[_index_key(u.params["index"], v.shape)] if u.op == "getitem" else u
+        if same is not u:
+            same.users.extend(u.users)
+            u.users = []
+            continue
+        for x in u.ins:
+            x.users.append(u)
+    v.users = []
 
 
 def _index_key(index, shape):
@@ -384,9 +411,13 @@ def fuse(live, roots, keep):
     """Rewrite the IR's elementwise groups into fused Vals. Returns (live, note or None).
     Nothing changes when no kernel can be built (no compiler: the note says why)."""
     root_ids = {id(r) for r in roots}
+    pushed = 0
     for _ in range(ROUNDS):     # a slice pushed into an op may make that op's operand pushable
-        if not _push_slices(live, keep, root_ids):
+        n = _push_slices(live, keep, root_ids)
+        if not n:
             break
+        pushed += n
+    if pushed:
         live = ir.live_vals(roots)
     found = [(ms, *_spec(ms, keep, root_ids)) for ms in _groups(live, keep, roots)]
     if not found:

@@ -7,6 +7,7 @@ introduced, such as a concatenation of per-step operands).
 """
 import heapq
 import math
+import operator
 
 import numpy as np
 
@@ -120,49 +121,65 @@ def packed_layout(results):
 def live_vals(targets):
     """Vals the targets depend on, in topological order, with users filled in
     (dead-code elimination)."""
-    seen = {}
-    stack = list(targets)
-    while stack:
-        v = stack.pop()
-        if id(v) in seen:
-            continue
-        seen[id(v)] = v
-        stack.extend(v.ins)
-    vals = list(seen.values())
+    seen = set(targets)
+    vals = list(seen)
     for v in vals:
         v.users = []
-    for v in vals:
+    stack = list(vals)
+    while stack:                    # one pass: each Val is met by its first reader
+        v = stack.pop()
         for x in v.ins:
-            x.users.append(v)
+            if x in seen:
+                x.users.append(v)
+            else:
+                seen.add(x)
+                x.users = [v]
+                vals.append(x)
+                stack.append(x)
     return toposort(vals)
 
 
 def toposort(vals):
-    """Kahn's algorithm, smallest key first: a valid order that follows the graph's own."""
+    """Kahn's algorithm, smallest key first: a valid order that follows the graph's own.
+
+    The Vals are walked in key order; one whose inputs are not all out yet waits, and is
+    let out (smallest key first) as soon as its last input is: the order Kahn's algorithm
+    with a heap of every ready Val gives, with a heap only of the Vals that waited (the
+    key order is topological but where a rewrite made a Val read later ones)."""
     order = sorted(vals, key=_key)
-    pos = {id(v): i for i, v in enumerate(order)}
-    if all(pos[id(x)] < i for i, v in enumerate(order) for x in v.ins):
-        return order                    # key order already is topological (the usual case)
-    indeg = {id(v): len(v.ins) for v in vals}
-    ready = [(v.key, i, v) for i, v in enumerate(vals) if not v.ins]
-    heapq.heapify(ready)
-    out = []
-    tie = len(vals)
-    while ready:
-        _, _, v = heapq.heappop(ready)
+    out, done = [], set()
+    waiting, need, ready = {}, {}, []
+
+    def emit(v):
         out.append(v)
-        for u in v.users:
-            indeg[id(u)] -= 1
-            if indeg[id(u)] == 0:
-                tie += 1
-                heapq.heappush(ready, (u.key, tie, u))
+        done.add(v)
+        for w in waiting.pop(v, ()):
+            need[w] -= 1
+            if not need[w]:
+                heapq.heappush(ready, (w.key, len(out), w))
+
+    for v in order:
+        missing = 0
+        for x in v.ins:
+            if x not in done:
+                missing += 1
+                waiting.setdefault(x, []).append(v)
+        if missing:
+            need[v] = missing
+            continue
+        if not waiting:                 # NOTE: the usual case, inline
+            out.append(v)
+            done.add(v)
+            continue
+        emit(v)
+        while ready:                    # waiting Vals have smaller keys than any still ahead
+            emit(heapq.heappop(ready)[2])
     if len(out) != len(vals):
         raise CompileError("the optimized graph has a cycle (compiler bug)")
     return out
 
 
-def _key(v):
-    return v.key
+_key = operator.attrgetter("key")
 
 
 class Builder:

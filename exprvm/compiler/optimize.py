@@ -202,10 +202,9 @@ def optimize(live, roots, keep, fuse=False):
     """Run the passes; returns (live Vals, notes for the disassembly). fuse: turn every
     elementwise group into one generated kernel (fusion.py)."""
     notes = []
-    n = batch_siblings(live, roots)
+    n, live = batch_siblings(live, roots)
     if n:
         notes.append(f"batched {n} independent per-step ops into single ops over stacked rows")
-        live = ir.live_vals(roots)
     n = merge_sums(live, keep)
     if n:
         notes.append(f"merged {n} summed terms (per-step gradients) into single ops")

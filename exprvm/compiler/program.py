@@ -258,6 +258,12 @@ class Program:
         regs = self.registers
         valid = {}                      # arena -> _Ranges of registers whose bytes are intact
         produced = set()
+        read_last = {}                  # register owning memory -> last instruction reading it
+        for k, ins in enumerate(self.instrs):
+            if ins.op != "update":
+                for i in ins.ins:
+                    if 0 <= i < len(regs):
+                        read_last[self.root(i).id] = k
         for k, ins in enumerate(self.instrs):
             where = _Where(k, ins)      # NOTE: formatted only for an error message
             for rid in ins.ins:
@@ -265,8 +271,7 @@ class Program:
             out = regs[ins.out]
             if ins.op == "update" and out.kind == "param":
                 # a state parameter's new value, written in place: no later read may see it
-                if any(self.root(i).id == out.id for later in self.instrs[k + 1:] for i in later.ins
-                       if later.op != "update"):
+                if read_last.get(out.id, -1) > k:
                     raise CompileError(f"{where} updates r{out.id} before the end of the tape")
                 if out.id in produced:
                     raise CompileError(f"{where} updates r{out.id} a second time")

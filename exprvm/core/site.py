@@ -4,6 +4,7 @@ A site is kept raw, as (code object, bytecode offset) of the first stack frame
 outside the exprvm package: turning it into file:line costs more than building
 most nodes, and is done only when an error or a drawing shows it.
 """
+import functools
 import os
 import sys
 
@@ -33,7 +34,10 @@ def caller(depth=1):
     return f.f_code, f.f_lasti
 
 
+@functools.lru_cache(maxsize=4096)
 def _line(code, offset):
+    # NOTE: cached: co_lines() walks the whole code object, and a graph built in one long
+    # function asks for the same few sites once per node (the compiler names them all)
     for start, end, line in code.co_lines():
         if start <= offset < end and line is not None:
             return line
