@@ -107,7 +107,7 @@ def conv_rows(shape, wshape, args):
         gy = g.tensor("gy", gv.shape, F32)
         y = ev.conv2d(x, w, padding=1)
         dx, dw = ev.grad(y, [x, w], seed=gy)
-        m = ev.TapeMachine(g, outputs=[y, dx, dw], backend=backend)
+        m = ev.TapeMachine(g, outputs=[y, dx, dw], backend=backend, fuse="sync")
         feeds = {gy: gv}
         m.run(feeds)
         check[backend] = (y.value.copy(), dx.value.copy(), dw.value.copy())

@@ -61,7 +61,8 @@ def numpy_step(name, w, data):
 def tape_step(name, w, data, backend=None, small=False):
     """The graph is built and compiled once (step.machine)."""
     m = graph(name, w, small)
-    tm = ev.TapeMachine(m.graph, outputs=m.outputs or [m.cost], backend=backend)
+    # NOTE: fuse="sync": the fused program from the first run (not its unfused first tier)
+    tm = ev.TapeMachine(m.graph, outputs=m.outputs or [m.cost], backend=backend, fuse="sync")
     feeds = m.feeds(data)
     params = m.params if name in RECURRENT + ("mlp",) else []
 
@@ -219,7 +220,7 @@ import bench_models
 w, data = bench_models.weights_and_data({name!r}, {small!r})
 m = bench_models.graph({name!r}, w, {small!r})
 t0 = time.perf_counter()
-tm = bench_models.ev.TapeMachine(m.graph, outputs=[m.cost])
+tm = bench_models.ev.TapeMachine(m.graph, outputs=[m.cost], fuse="sync")
 t = time.perf_counter() - t0
 from exprvm.kernels import generated
 print(json.dumps([t, generated.STATS["compiled"], len(tm.program), tm.program.kernels()]))

@@ -94,7 +94,7 @@ def walked(op, repeat, n=10**6):
     x = g.vector("x", n, np.float32)
     y = ev.apply(op, x)
     lm = ev.LispMachine(g, outputs=[y], replay=False)
-    tm = ev.TapeMachine(g, outputs=[y])
+    tm = ev.TapeMachine(g, outputs=[y], fuse="sync")
     formula = {"sigmoid": lambda: 1 / (1 + np.exp(-x0)), "tanh": lambda: np.tanh(x0)}[op]
     return {"numpy": median_us(formula, 5, repeat), "lisp (walked)": median_us(lambda: lm.run({x: x0}), 5, repeat),
             "tape": median_us(lambda: tm.run({x: x0}), 5, repeat)}

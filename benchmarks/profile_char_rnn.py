@@ -60,7 +60,7 @@ def main(argv=None):
     g, model, loss, final, feeds = step_graph(a)
     params = model.nodes(g)
     ev.grad(loss, params)
-    m = ev.TapeMachine(g, outputs=[loss] + ev.nn.flat(final))
+    m = ev.TapeMachine(g, outputs=[loss] + ev.nn.flat(final), fuse="sync")
     print(f"char-RNN step: {a.cell}, hidden {a.hidden}, {a.seq} steps, batch {a.batch}; "
           f"{len(g.nodes)} nodes, {len(m.program)} instructions")
     tape = m.profile(feeds, runs=a.runs)

@@ -300,6 +300,7 @@ def test_bind_refuses_what_the_kernel_cannot_read():
 # -- the pass, through the TapeMachine ----------------------------------------------------------
 
 def _run(g, cost, params, feeds, **kw):
+    kw.setdefault("fuse", "sync")   # the fused program itself, not its first (unfused) tier
     m = ev.TapeMachine(g, [cost], **kw)
     m.run(feeds)
     return m, float(cost.value), [p.grad.copy() for p in params]
@@ -326,7 +327,7 @@ def test_lstm_step_is_one_matmul_and_one_fused_kernel_each_way():
     matmul after it reads them (no concatenation)."""
     w, data = models.weights_and_data("lstm_b32", small=True)
     m = models.graph("lstm_b32", w, small=True)
-    prog = ev.TapeMachine(m.graph, [m.cost], backend="c").program
+    prog = ev.TapeMachine(m.graph, [m.cost], backend="c", fuse="sync").program
     ops = [i.op for i in prog]
     steps = models.sizes("lstm_b32", small=True)["steps"]
     assert ops.count("fused") >= 2 * (steps - 1)
@@ -352,7 +353,7 @@ def test_disassembly_names_fused_ops_and_lines():
     y = ev.tanh(x * 2.0 + b)
     z = ev.sigmoid(y) * y
     cost = ev.sum(z)
-    m = ev.TapeMachine(g, [cost, y])
+    m = ev.TapeMachine(g, [cost, y], fuse="sync")
     text = str(m.program)
     line = next(ln for ln in text.splitlines() if " = fused[c] " in ln)
     assert "fused 5: mul add tanh sigmoid mul" in line
@@ -376,7 +377,7 @@ def test_trace_and_watches_see_every_value():
     m = ev.TapeMachine(g, [cost], trace=True)
     m.run({x: np.zeros(3, F32)})
     np.testing.assert_array_equal(a.value, np.ones(3, F32))
-    w = ev.TapeMachine(g, [cost], watch=[a])      # a watched value is a result of its group
+    w = ev.TapeMachine(g, [cost], watch=[a], fuse="sync")      # a watched value is a result of its group
     w.run({x: np.zeros(3, F32)})
     assert "fused" in [i.op for i in w.program]
     np.testing.assert_array_equal(w.history[a][-1], np.ones(3, F32))
@@ -388,12 +389,12 @@ def test_fused_output_reuses_a_dying_input_in_place():
     v = g.matrix("v", (5, 4), dtype=F32)
     h = W @ v                                   # a buffer that dies at the fused instruction
     y = ev.tanh(h * 0.5) + h
-    prog = ev.TapeMachine(g, [y]).program
+    prog = ev.TapeMachine(g, [y], fuse="sync").program
     ins = next(i for i in prog if i.op == "fused")
     src = prog.registers[ins.ins[0]]
     assert prog.memory(prog.registers[ins.out]) == prog.memory(src), str(prog)
     assert prog.verify()
-    m = ev.TapeMachine(g, [y])
+    m = ev.TapeMachine(g, [y], fuse="sync")
     vv = np.random.default_rng(0).standard_normal((5, 4)).astype(F32)
     m.run({v: vv})
     hv = W.value @ vv
@@ -405,7 +406,7 @@ def test_transposed_operands_are_gathered_and_values_agree():
     a = g.matrix("a", (5, 4), dtype=F64)
     b = g.matrix("b", (4, 5), dtype=F64)
     y = ev.sigmoid(ev.transpose(a) * b) - b
-    m = ev.TapeMachine(g, [y])
+    m = ev.TapeMachine(g, [y], fuse="sync")
     assert "fused" in [i.op for i in m.program]
     r = np.random.default_rng(2)
     av, bv = r.standard_normal((5, 4)), r.standard_normal((4, 5))
@@ -457,7 +458,7 @@ def test_random_graphs_fused_match_the_lisp_machine(steps, dtype):
     x, W, vals = build_random(g, steps, dtype)
     cost = ev.sum(ev.tanh(vals[-1])) + ev.sum(vals[len(vals) // 2] * 0.5) + ev.sum(ev.sigmoid(x @ W) * x)
     gW, = ev.grad(cost, [W])
-    m = ev.TapeMachine(g, [cost, vals[-1]])
+    m = ev.TapeMachine(g, [cost, vals[-1]], fuse="sync")
     assert m.program.verify()
     xv = np.random.default_rng(len(steps)).uniform(-1, 1, (4, 4)).astype(dtype)
     m.run({x: xv})
@@ -478,7 +479,7 @@ def test_convexity_a_group_never_waits_on_its_own_result():
     a = ev.tanh(x) * 2.0
     s = ev.sum(a, axis=1, keepdims=True)
     b = ev.sigmoid(a + s) * a
-    m = ev.TapeMachine(g, [b])
+    m = ev.TapeMachine(g, [b], fuse="sync")
     prog = m.program
     fused = [i for i in prog if i.op == "fused"]
     assert len(fused) == 2 and prog.verify()
@@ -497,7 +498,7 @@ SCRIPT = textwrap.dedent("""
     from exprvm.kernels import generated
     w, data = models.weights_and_data("lstm_b32", small=True)
     m = models.graph("lstm_b32", w, small=True)
-    tm = ev.TapeMachine(m.graph, [m.cost])
+    tm = ev.TapeMachine(m.graph, [m.cost], fuse="sync")
     tm.run(m.feeds(data))
     print(generated.available()[0], generated.STATS["compiled"], [i.op for i in tm.program].count("fused"),
           repr(float(m.cost.value)))
@@ -559,7 +560,7 @@ def test_gru_benchmark_fuses_and_matches_its_handwritten_numpy():
     w, data = gru.weights_and_data(small=True)
     w = {k: v.astype(F64) + np.random.default_rng(3).standard_normal(v.shape) * 0.1 for k, v in w.items()}
     m = gru.graph(w, small=True)
-    tm = ev.TapeMachine(m.graph, [m.cost])
+    tm = ev.TapeMachine(m.graph, [m.cost], fuse="sync")
     assert [i.op for i in tm.program].count("fused") >= 2 * models.sizes("lstm_b32", True)["steps"] - 2
     tm.run(m.feeds(data))
     by_hand = copy.deepcopy(w)

@@ -56,7 +56,7 @@ def test_c_backend_is_shown_per_instruction():
     if not ev.kernels.available("tanh", np.float32, "c"):
         pytest.skip("C kernels not built")
     g, v, h1, cost = tanh_layer()
-    m = ev.TapeMachine(g, [cost], backend="c")
+    m = ev.TapeMachine(g, [cost], backend="c", fuse="sync")
     # tanh(W @ v + b): the add and tanh run as one generated kernel when a C compiler is
     # here (compiler/fusion.py), else tanh as one call of its C kernel
     op = "fused" if ev.compiler.fusion.available()[0] else "tanh"

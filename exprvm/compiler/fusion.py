@@ -32,7 +32,7 @@ import numpy as np
 from ..core import FLOAT_DTYPES, is_basic_index
 from ..errors import BackendError
 from ..kernels import generated
-from . import ir
+from . import ir, tiers
 from .lowering import fused as _fused  # noqa: F401  (registers the fused op and its rows)
 from .lowering.fused import FusedGroup
 from .lowering.scalar import fusable, result_kind
@@ -423,7 +423,8 @@ def fuse(live, roots, keep):
     if not found:
         return live, None
     try:
-        generated.prepare([f[1].kernel(f[4]) for f in found])
+        if not tiers.ready([f[1].kernel(f[4]) for f in found]):
+            return live, "fusion deferred: its kernels build in the background (tiered compilation)"
     except BackendError as e:
         return live, f"no fusion: {str(e).splitlines()[0]}"
     for members, group, ext, stored, t, cat in found:

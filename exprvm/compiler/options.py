@@ -13,7 +13,10 @@ class CompileOptions:
     optimize    fold identities, batch per-step ops, merge summed gradients, fuse
     fuse        run each group of elementwise ops over one shape as one generated C kernel
                 (compiler/fusion.py; on the C backend when a C compiler is available; off
-                under nan/inf watches, so that a NaN is reported at the op that made it)
+                under nan/inf watches, so that a NaN is reported at the op that made it):
+                True or "tiered" (default: a program whose kernels are not built yet runs
+                unfused while they build in the background, compiler/tiers.py), "sync"
+                (build them before returning) or False
     threads     the thread policy: None (chosen from the shapes, compiler/threads.py), an int
                 (at most that many threads), or a threads.Policy
     verify      prove the buffer plan sound with Program.verify
@@ -34,7 +37,7 @@ class CompileOptions:
     keep: tuple = ()
     backend: Optional[str] = None
     optimize: bool = True
-    fuse: bool = True
+    fuse: object = True
     threads: object = None
     verify: bool = True
     device: Optional[str] = None

@@ -30,7 +30,7 @@ from . import ir
 from .backends import resolve_backend
 from .emit import Emitter
 from .optimize import optimize
-from . import allreduce, control, fusion, hoist, threads
+from . import allreduce, control, fusion, hoist, threads, tiers
 from .options import CompileOptions
 from .placement import place
 from .plan import plan
@@ -112,10 +112,28 @@ def compile_graph(g, outputs=None, options=None, **changes):
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _compile(g, outputs, options)
+        return compile_unpaused(g, outputs, options)
     finally:
         if paused:
             gc.enable()
+
+
+def compile_unpaused(g, outputs, options):
+    """compile_graph without pausing the garbage collector (a background build's compile:
+    the collector is the whole process's). The tier (tiers.py): a program whose fused
+    kernels are not built yet compiles unfused and gets an Upgrade."""
+    with tiers.session(options) as (session, outermost):
+        prog = _compile(g, outputs, options)
+        if outermost:
+            tiers.finish(session, prog, g, options, _fusing(options, resolve_backend(options.backend)))
+        return prog
+
+
+def _fusing(options, backend):
+    """Does the compile run the fusion pass? Generated kernels run on the host only: none
+    when values may go to a device."""
+    return bool(options.optimize and backend == "c" and options.fuse and options.device in (None, "cpu")
+                and not options.use_cuda_for and fusion.available()[0])
 
 
 def _compile(g, outputs, options):
@@ -132,10 +150,7 @@ def _compile(g, outputs, options):
         live = hoist.hoist_scans(live, roots)
     notes = []
     if options.optimize:
-        # NOTE: generated kernels run on the host only: none when values may go to a device.
-        fuse = (backend == "c" and options.fuse and device in (None, "cpu") and not use_cuda_for
-                and fusion.available()[0])
-        live, notes = optimize(live, roots, {id(vals[n.id]) for n in results}, fuse=fuse)
+        live, notes = optimize(live, roots, {id(vals[n.id]) for n in results}, fuse=_fusing(options, backend))
     control.compile_bodies(live, options, device, compile_graph)
     where = place(live, device, use_cuda_for)
     em = Emitter(backend, where)

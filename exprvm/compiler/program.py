@@ -150,6 +150,23 @@ class Program:
         # (None: unread) and of each body output (kind "external"), in the body's order.
         self.inputs = None
         self.externals = None
+        # Tiered compilation (compiler/tiers.py): "fused", "unfused" (its fused kernels
+        # build in the background; upgrade is the tiers.Upgrade) or "single" (no fusion).
+        self.tier = "single"
+        self.upgrade = None
+
+    def upgraded(self):
+        """The fused Program to run instead of this one, once its background build is done
+        (same results, to the last bit, for the ops whose unfused kernels share the fused
+        ones' math: tiers.py); None until then, and for a program that is final."""
+        up = self.upgrade
+        return up.program if up is not None else None
+
+    def tier_note(self):
+        """The disassembly's line saying which tier this program is."""
+        if self.tier == "unfused" and self.upgrade is not None:
+            return f"tier: unfused ({self.upgrade.describe()})"
+        return f"tier: {self.tier}"
 
     def __len__(self):
         return len(self.instrs)
@@ -243,6 +260,8 @@ class Program:
                      f"{self.lower_bound} B; inputs {self.leaf_bytes} B")
         for n in self.notes:
             lines.append(f"{indent}; {n}")
+        if not indent:
+            lines.append(f"; {self.tier_note()}")
         return lines
 
     # -- soundness ---------------------------------------------------------------

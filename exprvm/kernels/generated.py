@@ -26,6 +26,12 @@ same program, compiles nothing. Every file is written to a temporary name and re
 into place: concurrent builds are safe, and a library a process has mapped is never
 rewritten. Without a C compiler (or Python's headers) available() says why, and the
 compiler runs every op on numpy as before. EXPRVM_FUSE=0 turns generation off.
+
+lookup(kernels) loads what the caches hold and names what is missing, compiling
+nothing; prepare(kernels) also compiles the missing ones. A build runs outside the
+module's lock (lookups never wait for the C compiler), kernels already being built by
+another thread are waited for rather than built twice, and cancel_builds() stops the
+compiler processes in flight (a process exiting with a background build).
 """
 import hashlib
 import importlib.machinery
@@ -48,16 +54,22 @@ from exprvm.kernels.build_cuda import cache_dir
 from exprvm.kernels.generated_source import PRELUDE, decl, source
 
 KINDS = ("full", "row", "col", "scalar")
-# NOTE: the build_c flags but -ffp-contract=off: a member's a * b + c then rounds twice,
-# as numpy's separate ops do (a fused multiply-add would be more exact, and differ).
-FLAGS = [(name, [f for f in cflags if not f.startswith("-ffp-contract")] + ["-ffp-contract=off"], ld)
-         for name, cflags, ld in FLAG_SETS]
+# NOTE: the build_c flags, -ffp-contract=fast included: ev_math.h's functions then
+# round as the C kernels' do, to the last bit (a program swapping its unfused C kernels
+# for fused ones gives the same values). A member's product is written EVM_MUL_F32(a, b),
+# a fused multiply-add of -0 where the target has one: exactly a * b, and nothing the
+# compiler can contract with a following add, so a * b + c rounds twice, as numpy's
+# separate ops do.
+FLAGS = list(FLAG_SETS)
 STATS = {"compiled": 0, "loaded": 0, "kernels_compiled": 0}
 
 _lock = threading.RLock()
 _funcs = {}                 # kernel name -> cffi function
 _modules = {}               # module name -> loaded module
 _state = {"status": None, "env": None}
+_building = {}              # kernel name -> threading.Event set when its build ends
+_procs = set()              # compiler processes running (cancel_builds stops them)
+_cancelled = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -247,17 +259,19 @@ def _compile(kernels):
             os.close(fd)
             cmd = [cc, "-shared", "-fPIC", *cflags, *[f"-I{d}" for d in includes], c_file, "-o", tmp, *ldflags]
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-                if proc.returncode == 0:
+                returncode, stderr = _run_compiler(cmd)
+                if returncode == 0:
                     os.chmod(tmp, 0o755)
                     os.replace(tmp, target)
                     break
-                errors.append(f"[{label}] {proc.stderr.strip()[-2000:]}")
+                errors.append(f"[{label}] {stderr.strip()[-2000:]}")
             except (OSError, subprocess.SubprocessError) as e:
                 errors.append(f"[{label}] {e}")
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
+            if _cancelled.is_set():
+                raise BackendError("fused kernel build cancelled (the process is exiting)")
         else:
             raise BackendError("could not compile a fused kernel:\n" + "\n".join(errors))
     STATS["compiled"] += 1
@@ -268,14 +282,46 @@ def _compile(kernels):
     return mod
 
 
-def prepare(kernels):
-    """Make every kernel callable: from memory, from the disk cache, else compiled now,
-    all missing ones in one build. BackendError if the compiler fails."""
+def _run_compiler(cmd):
+    """(return code, stderr) of one compiler run, registered so that cancel_builds can stop it."""
+    if _cancelled.is_set():
+        raise BackendError("fused kernel build cancelled (the process is exiting)")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with _lock:
+        _procs.add(proc)
+    try:
+        _, stderr = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    finally:
+        with _lock:
+            _procs.discard(proc)
+    return proc.returncode, stderr
+
+
+def cancel_builds():
+    """Stop every compiler process in flight and refuse new builds (their prepare() raises
+    BackendError): for a process that exits while kernels build in the background."""
+    _cancelled.set()
+    with _lock:
+        procs = list(_procs)
+    for proc in procs:
+        try:
+            proc.kill()
+        except OSError:
+            pass
+
+
+def lookup(kernels):
+    """Make callable every kernel found in memory or in the disk cache, compiling nothing.
+    Returns the kernels still missing (each name once)."""
     ok, why = available()
     if not ok:
         raise BackendError(f"fused kernels are not available: {why}")
+    missing = {}
     with _lock:
-        missing = {}
         for k in kernels:
             n = k.name
             if n in _funcs or n in missing:
@@ -285,10 +331,48 @@ def prepare(kernels):
                 _funcs[n] = fn
             else:
                 missing[n] = k
-        if missing:
-            mod = _compile(list(missing.values()))
-            for n in missing:
-                _funcs[n] = getattr(mod.lib, n)
+    return list(missing.values())
+
+
+def prepare(kernels):
+    """Make every kernel callable: from memory, from the disk cache, else compiled now,
+    all missing ones in one build (outside the lock; kernels another thread is building
+    are waited for). BackendError if the compiler fails."""
+    missing = lookup(kernels)
+    if not missing:
+        return
+    mine, theirs = {}, []
+    done = threading.Event()
+    with _lock:
+        for k in missing:
+            if k.name in _funcs:
+                continue
+            other = _building.get(k.name)
+            if other is not None:
+                theirs.append(other)
+            else:
+                mine[k.name] = k
+                _building[k.name] = done
+    try:
+        if mine:
+            mod = _compile(list(mine.values()))
+            with _lock:
+                for n in mine:
+                    _funcs[n] = getattr(mod.lib, n)
+    finally:
+        with _lock:
+            for n in mine:
+                _building.pop(n, None)
+        done.set()
+    for other in theirs:
+        other.wait()
+    with _lock:
+        left = [k for k in missing if k.name not in _funcs]
+    if left:        # another thread's build failed: try them here (it raises if it fails again)
+        mod = _compile(left)
+        with _lock:
+            for k in left:
+                _funcs[k.name] = getattr(mod.lib, k.name)
 
 
 def function(k):

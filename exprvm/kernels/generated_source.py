@@ -19,6 +19,20 @@ PRELUDE = """#include <stdint.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+/* Exactly a * b, and exactly x, as fused multiply-adds of -0 where the target has
+ * them: the compiler (-ffp-contract=fast, for ev_math.h) cannot contract such a value
+ * into a following add, as numpy's separate ops and the C kernels' stores cannot be. */
+#if defined(__FMA__) || defined(FP_FAST_FMAF)
+#define EVM_MUL_F32(a, b) fmaf((a), (b), -0.0f)
+#define EVM_MUL_F64(a, b) fma((a), (b), -0.0)
+#define EVM_KEEP_F32(x) fmaf((x), 1.0f, -0.0f)
+#define EVM_KEEP_F64(x) fma((x), 1.0, -0.0)
+#else
+#define EVM_MUL_F32(a, b) ((a) * (b))
+#define EVM_MUL_F64(a, b) ((a) * (b))
+#define EVM_KEEP_F32(x) (x)
+#define EVM_KEEP_F64(x) (x)
+#endif
 """
 
 

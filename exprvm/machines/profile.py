@@ -74,10 +74,12 @@ class BodyInstrTime:
 class TapeProfile:
     """Per-instruction times of a TapeMachine's program. Prints as a table sorted by time;
     the data is `rows` (in tape order), `body_rows` (the instructions of loop bodies),
-    `total_s`, `run_s`, `by_op()`, `records()`."""
+    `total_s`, `run_s`, `tier` (the program's tier: compiler/tiers.py), `by_op()`,
+    `records()`."""
 
     def __init__(self, program, rows, run_s, runs, body_rows=()):
         self.program = program
+        self.tier = program.tier        # which tier ran (compiler/tiers.py)
         self.body_rows = list(body_rows)
         self.rows = rows
         self.total_s = sum(r.median_s for r in rows)
@@ -106,7 +108,7 @@ class TapeProfile:
         width = max([len(r.text) for r in rows] + [11])
         lines = [f"profile: {len(self.rows)} instructions, median of {self.runs} runs; "
                  f"instructions {self.total_s * 1e6:.1f} us (summed), a whole run "
-                 f"{self.run_s * 1e6:.1f} us (timed apart)",
+                 f"{self.run_s * 1e6:.1f} us (timed apart); tier: {self.tier}",
                  f"{'#':>4} {'time us':>10} {'share':>6} {'cum':>6}  {'instruction':<{width}}  line"]
         cum = 0.0
         for r in rows:
@@ -169,9 +171,19 @@ def clock_overhead(n=2000):
 def profile_tape(m, feeds=None, runs=10, warmup=1):
     """Profile TapeMachine m on feeds: see the module docstring. Returns a TapeProfile."""
     _runs(runs, warmup)
-    prog = m.program
     for _ in range(warmup):
         m.run(feeds)
+    prog = m.program
+    # NOTE: the tier running now is the one profiled: a fused form whose background build
+    # ends meanwhile is swapped in after the profile, not between its runs.
+    held, prog.upgrade = prog.upgrade, None
+    try:
+        return _profile_tape(m, prog, feeds, runs)
+    finally:
+        prog.upgrade = held
+
+
+def _profile_tape(m, prog, feeds, runs):
     n = len(prog.instrs)
     samples = [[] for _ in range(n)]
     for _ in range(runs):

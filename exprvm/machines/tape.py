@@ -84,9 +84,13 @@ class TapeMachine:
         ``{state parameter: new value node}``: at the end of every run each new value
         is written into the state's own ``.value`` array (shown as ``update``
         instructions in the disassembly; batch norm's running statistics).
-    fuse : bool, default True
+    fuse : {True, "tiered", "sync", False}, default True
         Each group of elementwise ops as one generated C kernel (off under trace,
-        nan_watch and inf_watch: those see every value).
+        nan_watch and inf_watch: those see every value). True / "tiered": a program
+        whose kernels are not in the disk cache runs unfused at once and swaps in its
+        fused form between two runs once a background build made it
+        (``m.program.tier`` says which runs; compiler/tiers.py); "sync": wait for the C
+        compiler; False: no generated kernels.
     threads : None, int or Policy
         Thread policy: None (chosen from the shapes), an int cap, or a Policy
         (compiler/threads.py).
@@ -121,7 +125,7 @@ class TapeMachine:
                                       optimize=optimize and not trace, verify=verify, device=device,
                                       use_cuda_for=tuple(use_cuda_for or ()),
                                       comm=comm,
-                                      fuse=fuse and not (nan_watch or inf_watch), threads=threads,
+                                      fuse=False if (nan_watch or inf_watch) else fuse, threads=threads,
                                       updates=_pairs(updates))
         self.program = compile_graph(g, outputs, self.options)
         self._cuda = None
@@ -134,11 +138,20 @@ class TapeMachine:
         # the watches check those values too, naming the node that made them.
         self._bad_folds = [(n, v) for n, v in self.program.folded_constants()
                            if (nan_watch and np.isnan(v).any()) or (inf_watch and np.isinf(v).any())]
+        self._resident = DeviceParams() if self._cuda is not None else None
+        self._leaves()
+        self._closed = False
+        # NOTE: one run at a time: a run writes the machine's buffers from its first
+        # instruction to its hand-out (threads sharing a machine take turns).
+        self._lock = threading.Lock()
+        self._bind()
+
+    def _leaves(self):
+        """The program's inputs and parameters, and fresh arenas (binding follows)."""
         self._arenas = {}
         self._inputs = []
         self._params = []
         self._device_params = []    # [node, register, DeviceArray, host value]: on the device
-        self._resident = DeviceParams() if self._cuda is not None else None
         for r in self.program.registers:
             if r.kind == "input":
                 self._inputs.append(FedInput(r.nodes[0], r.id, self.program))
@@ -147,12 +160,16 @@ class TapeMachine:
             elif r.kind == "param":
                 self._params.append(BoundParam(r.nodes[0], r.id))
         self._leaf = {i.node: i for i in self._inputs}
-        self._closed = False
-        # NOTE: one run at a time: a run writes the machine's buffers from its first
-        # instruction to its hand-out (threads sharing a machine take turns).
-        self._lock = threading.Lock()
         self._mine, self._other = plan_results(self.program)
-        self._bind()
+
+    def _upgrade(self):
+        """Swap in the program's fused form once its background build is done (tiered
+        compilation, compiler/tiers.py): between two runs, with the same results."""
+        new = self.program.upgraded()
+        if new is not None:
+            self.program = new
+            self._leaves()
+            self._bind()
 
     @staticmethod
     def compile(g, outputs=None, **options):
@@ -277,6 +294,8 @@ class TapeMachine:
         with self._lock:
             if self._closed:
                 raise ExprError("this TapeMachine is closed")
+            if self.program.upgrade is not None:
+                self._upgrade()
             fed = self._feed(feeds) if feeds else 0
             if fed != len(self._inputs):
                 self._feed_bound(feeds or {})

@@ -5,13 +5,16 @@ type, the op's params. Out: one C expression. compiler/fusion.py asks `formula` 
 member of a group and exprvm/kernels/generated.py writes the loop around them.
 
     SCALAR["add"]      -> "(a + b)"
-    SCALAR["tanh"]     -> "evm_tanh_f32(a)"        (csrc/ev_math.h: numpy's NaN/Inf, <= 4 ulp)
-    SCALAR["unary_grad"], op="sigmoid" -> "evm_sigmoid_grad_f32(x, ans, g)"
+    SCALAR["tanh"]     -> "EVM_KEEP_F32(evm_tanh_f32(a))"   (csrc/ev_math.h: numpy's NaN/Inf, <= 4 ulp)
+    SCALAR["unary_grad"], op="sigmoid" -> "EVM_KEEP_F32(evm_sigmoid_grad_f32(x, ans, g))"
 
-The arithmetic is IEEE single operations in numpy's order (the kernels are compiled with
--ffp-contract=off, so a * b + c rounds twice, as numpy does); exp, tanh, sigmoid, expm1,
-log1p and softplus are ev_math.h's, as the C kernels' are; log, sqrt, pow, sin, cos are
-libm's (correctly rounded or within 1 ulp, with IEEE NaN/Inf).
+The arithmetic is IEEE single operations in numpy's order: a product is EVM_MUL_F32(a, b)
+(kernels/generated.py), which the compiler cannot contract with an add, so a * b + c
+rounds twice, as numpy does; exp, tanh, sigmoid, expm1, log1p and softplus (and the
+kernel ops' gradients) are ev_math.h's compiled as the C kernels are, so they round as
+the C kernels do, to the last bit (their values pass through EVM_KEEP_F32, so that one
+ending in a product is not contracted into the member reading it); log, sqrt, pow,
+sin, cos are libm's (correctly rounded or within 1 ulp, with IEEE NaN/Inf).
 A comparison yields a C int (0/1), which only `where` and other members read: a fused
 kernel stores floats only.
 """
@@ -63,8 +66,15 @@ def _binary(op, sym):
     scalar(op)(lambda a, t: f"({a[0]} {sym} {a[1]})")
 
 
+def _kept(expr, t):
+    """An ev_math call's value, which may end in a product: kept from being contracted
+    into a following add (EVM_KEEP_F32, kernels/generated.py), as a C kernel's stored
+    result is."""
+    return f"EVM_KEEP_{t.sfx.upper()}({expr})"
+
+
 def _call(op, name):
-    scalar(op)(lambda a, t: f"{name}_{t.sfx}({a[0]})")
+    scalar(op)(lambda a, t: _kept(f"{name}_{t.sfx}({a[0]})", t))
 
 
 def _libm(op, name):
@@ -75,7 +85,7 @@ def _compare(op, sym):
     scalar(op, result="bool")(lambda a, t: f"({a[0]} {sym} {a[1]})")
 
 
-for _op, _sym in (("add", "+"), ("sub", "-"), ("mul", "*"), ("div", "/")):
+for _op, _sym in (("add", "+"), ("sub", "-"), ("div", "/")):
     _binary(_op, _sym)
 for _op in ("exp", "expm1", "log1p", "tanh", "sigmoid", "softplus", "relu"):
     _call(_op, "evm_" + _op)
@@ -89,8 +99,14 @@ for _op, _sym in (("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="), ("eq", "
 scalar("pow")(lambda a, t: f"sqrt{t.libm}({a[0]})" if a[1] == t.lit(0.5) else f"pow{t.libm}({a[0]}, {a[1]})")
 scalar("neg")(lambda a, t: f"(-{a[0]})")
 scalar("abs")(lambda a, t: f"fabs{t.libm}({a[0]})")
-scalar("square")(lambda a, t: f"({a[0]} * {a[0]})")
-scalar("cube")(lambda a, t: f"({a[0]} * {a[0]} * {a[0]})")
+def _mul(x, y, t):
+    """The product x * y, rounded once and never contracted into a multiply-add."""
+    return f"EVM_MUL_{t.sfx.upper()}({x}, {y})"
+
+
+scalar("mul")(lambda a, t: _mul(a[0], a[1], t))
+scalar("square")(lambda a, t: _mul(a[0], a[0], t))
+scalar("cube")(lambda a, t: _mul(_mul(a[0], a[0], t), a[0], t))
 scalar("copy")(lambda a, t: a[0])
 # NOTE: numpy's maximum/minimum propagate a NaN from either side and, on equal values
 # (+0 and -0), return the second operand; fmax/fmin would drop the NaN.
@@ -104,12 +120,12 @@ scalar("where")(lambda a, t: f"({a[0]} ? {a[1]} : {a[2]})")
 
 @scalar("leaky_relu")
 def _leaky_relu(a, t, alpha=0.01):
-    return f"({a[0]} > 0 ? {a[0]} : {t.lit(alpha)} * {a[0]})"
+    return f"({a[0]} > 0 ? {a[0]} : {_mul(t.lit(alpha), a[0], t)})"
 
 
 @scalar("unary_grad")
 def _unary_grad(a, t, op):
-    return f"evm_{op}_grad_{t.sfx}({a[0]}, {a[1]}, {a[2]})"
+    return _kept(f"evm_{op}_grad_{t.sfx}({a[0]}, {a[1]}, {a[2]})", t)
 
 
 _KERNEL_PARAM = ("unary_grad",)

@@ -1,0 +1,251 @@
+"""Tiered compilation: a program never waits for the C compiler.
+
+In: the fusion pass's generated kernels, and the compile's fuse mode
+(CompileOptions.fuse). Out: the Program's tier, and for a program whose kernels are
+not built yet, an Upgrade: the same graph compiled again with its fused kernels, in the
+background, which whoever runs the program swaps in between two runs.
+
+    fuse=True / "tiered"   (the default) when every fused kernel is in the disk cache (or
+                           loaded), the program is fused at once ("fused"). Otherwise it is
+                           compiled with its elementwise ops unfused ("unfused": the numpy
+                           and C kernels of the ops themselves; identical values), and the
+                           missing kernels are built by a worker thread, one build per
+                           program; the worker then compiles the program again, fused, and
+                           offers it as prog.upgraded()
+    fuse="sync"            today's blocking behaviour: missing kernels are compiled before
+                           the compile returns (benchmarks, and fusion tests)
+    fuse=False             no generated kernels ("single": one instruction per op)
+
+A loop body's Program is compiled inside its loop's compile: it joins that compile's
+session (its missing kernels are the loop program's), and the loop program's Upgrade
+compiles the bodies again with the rest. Programs with a device placement or an MPI
+communicator compile as "sync" would (nothing fuses on a device; every rank must run
+the same tape).
+
+Builds run on at most MAX_BUILDS worker threads, first come first served. A queued
+build whose program has been dropped is skipped (the queue holds programs weakly). A
+process that exits with builds in flight stops them (the compiler process is killed,
+its temporary files removed) and exits without waiting.
+
+Which tier ran shows in the disassembly (`; tier: ...`), in a profile's header, and as
+Program.tier ("fused", "unfused" or "single").
+"""
+import atexit
+import collections
+import contextlib
+import contextvars
+import threading
+import weakref
+
+from ..errors import CompileError
+from ..kernels import generated
+from . import threads as _threads
+
+MODES = {True: "tiered", "tiered": "tiered", "sync": "sync", False: False, None: False}
+MAX_BUILDS = max(1, min(4, _threads.cores() // 2))
+
+_session = contextvars.ContextVar("exprvm_tier_session", default=None)
+
+
+def mode_of(fuse):
+    """The fuse option as "tiered", "sync" or False; CompileError for anything else."""
+    try:
+        return MODES[fuse]
+    except (KeyError, TypeError):
+        raise CompileError(f"fuse={fuse!r}: use True (tiered, the default), 'tiered', 'sync' "
+                           "or False") from None
+
+
+class Session:
+    """One compile and the compiles nested in it (loop bodies): the kernels it found missing."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.missing = {}           # kernel name -> generated.Kernel
+
+
+@contextlib.contextmanager
+def session(options):
+    """The tier session of a compile: a new one, or the enclosing compile's for a nested
+    compile. Yields (session, is_outermost)."""
+    outer = _session.get()
+    if outer is not None:
+        yield outer, False
+        return
+    mode = mode_of(options.fuse)
+    if mode == "tiered" and (options.device not in (None, "cpu") or options.use_cuda_for
+                             or options.comm is not None):
+        mode = "sync"
+    s = Session(mode)
+    token = _session.set(s)
+    try:
+        yield s, True
+    finally:
+        _session.reset(token)
+
+
+def ready(kernels):
+    """Called by the fusion pass with a program's kernels: True when they can run now (a
+    "sync" compile, or none outside a session, builds the missing ones first), False when
+    some are missing in a tiered compile (the pass then leaves the groups unfused, and the
+    session remembers the kernels for the background build)."""
+    s = _session.get()
+    if s is None or s.mode != "tiered":
+        generated.prepare(kernels)
+        return True
+    missing = generated.lookup(kernels)
+    for k in missing:
+        s.missing[k.name] = k
+    return not missing
+
+
+def finish(s, prog, g, options, fusing):
+    """Set prog's tier after the outermost compile of session s (fusing: did the pipeline
+    run the fusion pass); start its Upgrade when kernels are missing."""
+    if not s.missing:
+        prog.tier = "fused" if fusing else "single"
+        return prog
+    prog.tier = "unfused"
+    # NOTE: the results as this compile chose them (outputs, gradients, watches), so that
+    # the fused program has the same interface whatever the graph gains meanwhile.
+    outputs = [n for n, _ in prog.values]
+    again = options.with_(fuse="sync", grads=False, keep=())
+    prog.upgrade = Upgrade(list(s.missing.values()), g, outputs, again)
+    _BUILDER.submit(prog.upgrade)
+    return prog
+
+
+class Upgrade:
+    """The fused form of an unfused program, being built: its missing kernels, then the
+    program compiled again. state: "queued", "building", "ready", "failed" or "skipped"
+    (the program was dropped before its turn, or the process is exiting)."""
+
+    def __init__(self, kernels, g, outputs, options):
+        self.kernels = kernels
+        self.state = "queued"
+        self.program = None         # the fused Program, once ready
+        self.error = None           # why it failed
+        self._source = (g, outputs, options)
+        self._done = threading.Event()
+
+    @property
+    def ready(self):
+        return self.program is not None
+
+    def wait(self, timeout=None):
+        """Block until the build has ended (ready, failed or skipped); True if it has."""
+        return self._done.wait(timeout)
+
+    def describe(self):
+        n = len(self.kernels)
+        what = f"{n} fused kernel{'s' if n != 1 else ''}"
+        return {"queued": f"{what} queued to build in the background",
+                "building": f"{what} building in the background",
+                "ready": f"{what} built: the fused program runs from the next run on",
+                "failed": f"{what} failed to build ({self.error}); the program stays unfused",
+                "skipped": f"{what} not built"}[self.state]
+
+    def _run(self):
+        from .pipeline import compile_unpaused     # NOTE: lazy: the pipeline imports this module
+        self.state = "building"
+        try:
+            generated.prepare(self.kernels)
+            fused = compile_unpaused(*self._source)
+            fused.tier = "fused"
+            self.program = fused
+            self.state = "ready"
+        except Exception as e:      # noqa: BLE001 - the unfused program keeps running
+            first = str(e).splitlines()[0] if str(e) else ""
+            self.error = f"{type(e).__name__}: {first}"
+            self.state = "failed"
+        finally:
+            self._source = None
+            self._done.set()
+
+    def _skip(self):
+        if not self._done.is_set():
+            self.state = "skipped"
+            self._source = None
+            self._done.set()
+
+
+class _Builder:
+    """MAX_BUILDS daemon worker threads (started with the first build) running Upgrades
+    first come first served; the queue holds them weakly (a dropped program's build is
+    skipped)."""
+
+    def __init__(self, workers):
+        self.workers = workers
+        self._queue = collections.deque()
+        self._running = set()
+        self._cond = threading.Condition()
+        self._threads = []
+        self._closed = False
+
+    def submit(self, up):
+        with self._cond:
+            if self._closed:
+                up._skip()
+                return
+            self._queue.append(weakref.ref(up))
+            if not self._threads:
+                atexit.register(self.shutdown)
+                for _ in range(self.workers):
+                    t = threading.Thread(target=self._loop, name="exprvm-fused-build", daemon=True)
+                    self._threads.append(t)
+                    t.start()
+            self._cond.notify()
+
+    def _loop(self):
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                up = self._queue.popleft()()
+                if up is None:
+                    continue
+                self._running.add(up)
+            try:
+                up._run()
+            finally:
+                with self._cond:
+                    self._running.discard(up)
+                    self._cond.notify_all()
+                del up
+
+    def pending(self):
+        """The Upgrades queued or building."""
+        with self._cond:
+            queued = [r() for r in self._queue]
+            return [u for u in queued if u is not None] + list(self._running)
+
+    def shutdown(self, timeout=5.0):
+        """Skip what is queued, stop the compiler processes in flight, let the workers end
+        (registered with atexit: an exiting process does not wait for its builds)."""
+        with self._cond:
+            self._closed = True
+            queued = [r() for r in self._queue]
+            self._queue.clear()
+            self._cond.notify_all()
+        for up in queued:
+            if up is not None:
+                up._skip()
+        generated.cancel_builds()
+        for t in self._threads:
+            t.join(timeout)
+
+
+_BUILDER = _Builder(MAX_BUILDS)
+
+
+def pending():
+    """The background builds queued or in flight (Upgrade objects)."""
+    return _BUILDER.pending()
+
+
+def wait_all(timeout=None):
+    """Block until every background build queued so far has ended; True if they all have
+    (benchmarks and tests that want the fused programs)."""
+    return all(up.wait(timeout) for up in _BUILDER.pending())

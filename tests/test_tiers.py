@@ -1,0 +1,209 @@
+"""Tiered compilation (compiler/tiers.py): a program whose fused kernels are not built
+yet runs unfused at once, its kernels build in the background, and the fused program is
+swapped in between two runs with the same values to the last bit."""
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import exprvm as ev
+from exprvm.compiler import compile_graph, tiers
+from exprvm.kernels import generated
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import models  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not generated.available()[0],
+                                reason=f"fused kernels unavailable: {generated.available()[1]}")
+WAIT = 300      # seconds a background build may take on a busy machine
+
+
+@pytest.fixture
+def cold_cache(tmp_path, monkeypatch):
+    """An empty kernel cache, and nothing loaded in this process: every kernel is new."""
+    monkeypatch.setenv("EXPRVM_CACHE_DIR", str(tmp_path))
+    generated._reset_for_tests()
+    yield tmp_path
+    tiers.wait_all(WAIT)
+    monkeypatch.undo()
+    generated._reset_for_tests()
+
+
+def _ops(prog):
+    return [i.op for i in prog.instrs]
+
+
+def _lstm():
+    w, data = models.weights_and_data("lstm_b32", small=True)
+    m = models.graph("lstm_b32", w, small=True)
+    return m, m.feeds(data)
+
+
+def _values(m):
+    return [np.array(m.cost.value, copy=True)] + [p.grad.copy() for p in m.params]
+
+
+def test_a_cold_program_runs_unfused_then_swaps_in_its_fused_form_with_the_same_bits(cold_cache):
+    m, feeds = _lstm()
+    tm = ev.TapeMachine(m.graph, [m.cost])
+    first = tm.program
+    assert first.tier == "unfused" and "fused" not in _ops(first) and first.verify()
+    assert first.upgrade is not None and "; tier: unfused (" in str(first)
+    tm.run(feeds)
+    before = _values(m)
+    assert first.upgrade.wait(WAIT) and first.upgrade.state == "ready", first.upgrade.error
+    fused = first.upgraded()
+    assert fused is not None and fused.tier == "fused" and "fused" in _ops(fused) and fused.verify()
+    assert tm.program is first                  # nothing changes under a run's feet ...
+    tm.run(feeds)
+    assert tm.program is fused                  # ... the next run swaps
+    after = _values(m)
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)     # to the last bit
+    assert str(tm.program).rstrip().endswith("; tier: fused")
+    tm.run(feeds)                               # and it keeps running, unchanged
+    for a, b in zip(before, _values(m)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_warm_cache_compiles_fused_at_once_and_sync_waits(cold_cache):
+    m, feeds = _lstm()
+    synced = ev.TapeMachine(m.graph, [m.cost], fuse="sync")
+    assert synced.program.tier == "fused" and synced.program.upgrade is None
+    assert "fused" in _ops(synced.program)
+    again = ev.TapeMachine(m.graph, [m.cost])        # its kernels are in the cache now
+    assert again.program.tier == "fused" and again.program.upgrade is None
+    off = ev.TapeMachine(m.graph, [m.cost], fuse=False)
+    assert off.program.tier == "single" and "fused" not in _ops(off.program)
+    for machine in (synced, again, off):
+        machine.run(feeds)
+    with pytest.raises(ev.CompileError, match="fuse='fast'"):
+        compile_graph(m.graph, [m.cost], fuse="fast")
+
+
+def test_values_agree_across_tiers_on_random_elementwise_graphs(cold_cache):
+    """The unfused tier runs the kernel ops as C kernels and the arithmetic as numpy;
+    the fused kernels must round as both do (ops with a C kernel and arithmetic only)."""
+    rng = np.random.default_rng(7)
+    unary = [ev.tanh, ev.sigmoid, ev.exp, ev.softplus, ev.square, ev.negative]
+    binary = [ev.add, ev.subtract, ev.multiply, ev.maximum, ev.minimum]
+    for trial in range(6):
+        dtype = (np.float32, np.float64)[trial % 2]
+        g = ev.Graph()
+        xs = [g.tensor(f"x{i}", (3, 4), dtype, value=rng.uniform(-1.5, 1.5, (3, 4)).astype(dtype))
+              for i in range(3)]
+        pool = list(xs)
+        for _ in range(8):
+            a, b = pool[rng.integers(len(pool))], pool[rng.integers(len(pool))]
+            if rng.random() < 0.5:
+                pool.append(unary[rng.integers(len(unary))](ev.tanh(a)))
+            else:
+                pool.append(binary[rng.integers(len(binary))](a, b) * 0.5)
+        cost = ev.sum(pool[-1] * pool[-2]) + ev.sum(pool[-3]) + ev.sum(xs[0] * xs[1] - xs[2])
+        grads = ev.grad(cost, xs)
+        tm = ev.TapeMachine(g, [cost] + grads)
+        tm.run()
+        before = [np.array(n.value, copy=True) for n in [cost] + grads]
+        assert tm.program.tier in ("unfused", "fused")
+        if tm.program.upgrade is not None:
+            assert tm.program.upgrade.wait(WAIT), tm.program.upgrade.error
+        tm.run()
+        assert tm.program.tier == "fused"
+        for a, n in zip(before, [cost] + grads):
+            np.testing.assert_array_equal(a, n.value)
+
+
+def test_a_loop_body_is_upgraded_with_its_loop(cold_cache, rng):
+    g = ev.Graph()
+    W = g.matrix("W", (3, 3), value=rng.normal(size=(3, 3)) * 0.5)
+    h0 = g.vector("h0", 3, value=rng.normal(size=3))
+    xs = g.matrix("xs", (6, 3))
+
+    def step(h, x):
+        h = ev.tanh(W @ h + x) * ev.sigmoid(x - h)
+        return h, h
+
+    h, ys = ev.scan(step, h0, xs)
+    cost = ev.sum(h * h) + ev.sum(ys)
+    gW, = ev.grad(cost, [W])
+    tm = ev.TapeMachine(g, [cost, gW])
+    first = tm.program
+    assert first.tier == "unfused" and first.verify()
+    bodies = [b for ins in first.instrs for b in getattr(ins, "bodies", ())]
+    assert bodies and all("fused" not in _ops(b) for b in bodies)
+    X = rng.normal(size=(6, 3))
+    tm.run({xs: X})
+    before = [np.array(cost.value, copy=True), np.array(gW.value, copy=True)]
+    assert first.upgrade.wait(WAIT) and first.upgrade.state == "ready", first.upgrade.error
+    tm.run({xs: X})
+    fused = tm.program
+    assert fused.tier == "fused" and fused.verify()
+    bodies = [b for ins in fused.instrs for b in getattr(ins, "bodies", ())]
+    assert any("fused" in _ops(b) for b in bodies), str(fused)
+    np.testing.assert_array_equal(before[0], cost.value)
+    np.testing.assert_array_equal(before[1], gW.value)
+
+
+def test_the_profile_and_disassembly_say_which_tier_ran(cold_cache):
+    m, feeds = _lstm()
+    tm = ev.TapeMachine(m.graph, [m.cost])
+    prof = tm.profile(feeds, runs=2)
+    assert prof.tier == tm.program.tier and f"tier: {prof.tier}" in str(prof)
+    tiers.wait_all(WAIT)
+    tm.run(feeds)
+    prof = tm.profile(feeds, runs=2)
+    assert prof.tier == "fused" and "tier: fused" in str(prof).splitlines()[0]
+
+
+def test_a_dropped_programs_build_is_skipped(cold_cache, monkeypatch):
+    builder = tiers._Builder(1)         # one worker: the second build waits behind the first
+    monkeypatch.setattr(tiers, "_BUILDER", builder)
+    m, _ = _lstm()
+    kept = compile_graph(m.graph, [m.cost])
+    g = ev.Graph()
+    x = g.vector("x", 7)
+    y = ev.sum(ev.sigmoid(x * 3.0) * ev.tanh(x))
+    dropped = compile_graph(g, [y])
+    assert kept.tier == dropped.tier == "unfused"
+    kernels = dropped.upgrade.kernels
+    ref = weakref.ref(dropped.upgrade)
+    del dropped
+    gc.collect()
+    assert ref() is None                # the queue does not keep a dropped program's build
+    assert kept.upgrade.wait(WAIT) and kept.upgrade.state == "ready", kept.upgrade.error
+    builder.shutdown()
+    assert [k.name for k in generated.lookup(kernels)] == [k.name for k in kernels]   # never built
+
+
+EXIT_SCRIPT = textwrap.dedent("""
+    import atexit, os, sys
+    sys.path.insert(0, {bench!r})
+    import exprvm as ev, models
+    from exprvm.kernels import generated
+    w, data = models.weights_and_data("lstm_b32", small=True)
+    m = models.graph("lstm_b32", w, small=True)
+    tm = ev.TapeMachine(m.graph, [m.cost])
+    tm.run(m.feeds(data))
+    print(tm.program.tier, tm.program.upgrade.state, float(m.cost.value))
+""")
+
+
+def test_a_process_exiting_with_a_build_in_flight_exits_cleanly(tmp_path):
+    env = dict(os.environ, EXPRVM_CACHE_DIR=str(tmp_path))
+    script = EXIT_SCRIPT.format(bench=str(ROOT / "benchmarks"))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         cwd=str(ROOT), timeout=WAIT)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    tier, state, cost = out.stdout.split()
+    assert tier == "unfused" and state in ("queued", "building") and np.isfinite(float(cost))
+    root = tmp_path / "fused"
+    left = [p.name for p in root.iterdir() if p.name.startswith((".tmp-", ".build-"))] if root.exists() else []
+    assert not left, left
