@@ -122,10 +122,10 @@ def compile_unpaused(g, outputs, options):
     """compile_graph without pausing the garbage collector (a background build's compile:
     the collector is the whole process's). The tier (tiers.py): a program whose fused
     kernels are not built yet compiles unfused and gets an Upgrade."""
-    with tiers.session(options) as (session, outermost):
+    with tiers.scope(options) as (scope, outermost):
         prog = _compile(g, outputs, options)
         if outermost:
-            tiers.finish(session, prog, g, options, _fusing(options, resolve_backend(options.backend)))
+            tiers.finish(scope, prog, g, options, _fusing(options, resolve_backend(options.backend)))
         return prog
 
 

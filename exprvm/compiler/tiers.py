@@ -12,12 +12,12 @@ background, which whoever runs the program swaps in between two runs.
                            missing kernels are built by a worker thread, one build per
                            program; the worker then compiles the program again, fused, and
                            offers it as prog.upgraded()
-    fuse="sync"            today's blocking behaviour: missing kernels are compiled before
+    fuse="sync"            blocking: missing kernels are compiled before
                            the compile returns (benchmarks, and fusion tests)
     fuse=False             no generated kernels ("single": one instruction per op)
 
 A loop body's Program is compiled inside its loop's compile: it joins that compile's
-session (its missing kernels are the loop program's), and the loop program's Upgrade
+scope (its missing kernels are the loop program's), and the loop program's Upgrade
 compiles the bodies again with the rest. Programs with a device placement or an MPI
 communicator compile as "sync" would (nothing fuses on a device; every rank must run
 the same tape).
@@ -44,7 +44,7 @@ from . import threads as _threads
 MODES = {True: "tiered", "tiered": "tiered", "sync": "sync", False: False, None: False}
 MAX_BUILDS = max(1, min(4, _threads.cores() // 2))
 
-_session = contextvars.ContextVar("exprvm_tier_session", default=None)
+_scope = contextvars.ContextVar("exprvm_tier_scope", default=None)
 
 
 def mode_of(fuse):
@@ -56,7 +56,7 @@ def mode_of(fuse):
                            "or False") from None
 
 
-class Session:
+class Scope:
     """One compile and the compiles nested in it (loop bodies): the kernels it found missing."""
 
     def __init__(self, mode):
@@ -65,10 +65,10 @@ class Session:
 
 
 @contextlib.contextmanager
-def session(options):
-    """The tier session of a compile: a new one, or the enclosing compile's for a nested
-    compile. Yields (session, is_outermost)."""
-    outer = _session.get()
+def scope(options):
+    """The tier scope of a compile: a new one, or the enclosing compile's for a nested
+    compile. Yields (scope, is_outermost)."""
+    outer = _scope.get()
     if outer is not None:
         yield outer, False
         return
@@ -76,20 +76,20 @@ def session(options):
     if mode == "tiered" and (options.device not in (None, "cpu") or options.use_cuda_for
                              or options.comm is not None):
         mode = "sync"
-    s = Session(mode)
-    token = _session.set(s)
+    s = Scope(mode)
+    token = _scope.set(s)
     try:
         yield s, True
     finally:
-        _session.reset(token)
+        _scope.reset(token)
 
 
 def ready(kernels):
     """Called by the fusion pass with a program's kernels: True when they can run now (a
-    "sync" compile, or none outside a session, builds the missing ones first), False when
+    "sync" compile, or none outside a scope, builds the missing ones first), False when
     some are missing in a tiered compile (the pass then leaves the groups unfused, and the
-    session remembers the kernels for the background build)."""
-    s = _session.get()
+    scope remembers the kernels for the background build)."""
+    s = _scope.get()
     if s is None or s.mode != "tiered":
         generated.prepare(kernels)
         return True
@@ -100,7 +100,7 @@ def ready(kernels):
 
 
 def finish(s, prog, g, options, fusing):
-    """Set prog's tier after the outermost compile of session s (fusing: did the pipeline
+    """Set prog's tier after the outermost compile of scope s (fusing: did the pipeline
     run the fusion pass); start its Upgrade when kernels are missing."""
     if not s.missing:
         prog.tier = "fused" if fusing else "single"
