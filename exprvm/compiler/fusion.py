@@ -38,7 +38,6 @@ from .lowering.fused import FusedGroup
 from .lowering.scalar import fusable, result_kind
 
 BOOL = np.dtype(bool)
-_ZERO = np.zeros((), np.int8)
 MIN_MEMBERS = 2
 MAX_MEMBERS = 48        # a longer group is cut into several (a 10,000-op chain compiles quickly)
 ROUNDS = 8
@@ -79,71 +78,79 @@ def _class(v, keep, roots):
     """(shape, float dtype) of an op that may join a group, else None."""
     if v.kind != "op" or not fusable(v.op, v.params) or _size(v.shape) == 0:
         return None
-    floats = [x.dtype for x in v.ins if x.dtype != BOOL]
+    shape = v.shape
     if result_kind(v.op) == "bool":
+        floats = [x.dtype for x in v.ins if x.dtype != BOOL]
         if v.dtype != BOOL or id(v) in keep or id(v) in roots or len(set(floats)) != 1:
             return None
         t = floats[0]
+        if t not in FLOAT_DTYPES:
+            return None
     else:
         t = v.dtype
-    if t not in FLOAT_DTYPES or any(d != t for d in floats):
-        return None
+        if t not in FLOAT_DTYPES:
+            return None
     for pos, x in enumerate(v.ins):
-        if _literal(x, t) is not None:
+        d = x.dtype
+        if d == BOOL:
+            if not (v.op == "where" and pos == 0) and _literal(x, t) is None:
+                return None
+        elif d != t:
+            return None
+        elif x.shape == shape:      # NOTE: the common case first: an operand of the group's shape
             continue
-        if x.dtype == BOOL and not (v.op == "where" and pos == 0):
+        if _literal(x, t) is None and _kind(x.shape, shape) is None:
             return None
-        if _kind(x.shape, v.shape) is None:
-            return None
-    return (v.shape, t.str)
+    return (shape, t.str)
 
 
 def _find(parent, a):
-    while parent[a] != a:
+    while parent[a] is not a:
         parent[a] = parent[parent[a]]
         a = parent[a]
     return a
 
 
 def _components(live, cls):
-    """Members of equal level joined along free edges: {root id: [Vals in order]}."""
+    """Members of equal level joined along free edges: {root: [Vals in order]}. cls and the
+    dicts here are keyed by the Vals themselves (no id() call per lookup)."""
     # An edge costs 0 between two would-be members of one shape and dtype, else 1.
     get = cls.get
     level = {}
     for v in live:
-        lv, c = 0, get(id(v))
+        lv, c = 0, get(v)
         for x in v.ins:
-            lx = level[id(x)] if c is not None and get(id(x)) == c else level[id(x)] + 1
+            lx = level[x] if c is not None and get(x) == c else level[x] + 1
             if lx > lv:
                 lv = lx
-        level[id(v)] = lv
+        level[v] = lv
     # NOTE: any levels with level(v) >= level(x) + cost(x, v) on every edge keep groups
     # convex. A member is raised to the level of the members reading it where its other
     # readers allow (a bias add computed early for a later gate): it then joins them.
     for v in reversed(live):
-        c = get(id(v))
+        c = get(v)
         if c is None or not v.users:
             continue
-        free = [level[id(u)] for u in v.users if get(id(u)) == c]
+        free = [level[u] for u in v.users if get(u) == c]
         cap = min(min(free, default=math.inf),
-                  min((level[id(u)] - 1 for u in v.users if get(id(u)) != c), default=math.inf))
+                  min((level[u] - 1 for u in v.users if get(u) != c), default=math.inf))
         up = [lu for lu in free if lu <= cap]
         if up:
-            level[id(v)] = max(level[id(v)], max(up))
-    parent = {id(v): id(v) for v in live if get(id(v)) is not None}
+            level[v] = max(level[v], max(up))
+    parent = {v: v for v in live if get(v) is not None}
     for v in live:
-        c = get(id(v))
+        c = get(v)
         if c is None:
             continue
         for x in v.ins:
-            if get(id(x)) == c and level[id(x)] == level[id(v)]:
-                ra, rb = _find(parent, id(x)), _find(parent, id(v))
-                if ra != rb:
+            if get(x) == c and level[x] == level[v]:
+                ra, rb = _find(parent, x), _find(parent, v)
+                if ra is not rb:
                     parent[rb] = ra
     groups = {}
     for v in live:
-        if id(v) in parent:
-            groups.setdefault(_find(parent, id(v)), []).append(v)
+        if v in parent:
+            groups.setdefault(_find(parent, v), []).append(v)
     return groups
 
 
@@ -154,25 +161,25 @@ def _groups(live, keep, roots):
     for v in live:
         c = _class(v, keep, root_ids)
         if c is not None:
-            cls[id(v)] = c
+            cls[v] = c
     for _ in range(ROUNDS):
         groups = _components(live, cls)
         dropped = False
         for members in groups.values():
-            inside = {id(m) for m in members}
+            inside = set(members)
             for m in members:
                 # NOTE: a comparison is an int temporary inside a kernel; one read outside
                 # its group (or alone) runs on its own instead.
                 if m.dtype == BOOL and (len(members) < MIN_MEMBERS
-                                        or any(id(u) not in inside for u in m.users)):
-                    del cls[id(m)]
+                                        or any(u not in inside for u in m.users)):
+                    del cls[m]
                     dropped = True
         if not dropped:
             break
     else:
         for v in live:
             if v.dtype == BOOL:
-                cls.pop(id(v), None)
+                cls.pop(v, None)
         groups = _components(live, cls)
     return [c for ms in groups.values() for c in _chunks(ms)
             if len(c) >= MIN_MEMBERS and any(m.dtype != BOOL for m in c)]
@@ -246,9 +253,7 @@ def _push_slices(live, keep, root_ids):
                 else:
                     key = (id(x), repr(index))
                     if key not in views:
-                        # NOTE: a zero-strided stand-in: an array of x's size would make
-                        # this pass quadratic (x may hold every step of a sequence)
-                        shape = np.broadcast_to(_ZERO, x.shape)[index].shape
+                        shape = _sliced_shape(x.shape, index)
                         views[key] = ir.Val((u.key[0], u.key[1] - 0.5 + 0.01 * i), "op", "getitem", [x],
                                             {"index": index}, shape, x.dtype)
                     ins.append(views[key])
@@ -276,6 +281,17 @@ def _relink(v, users, first, views):
         for x in u.ins:
             x.users.append(u)
     v.users = []
+
+
+def _sliced_shape(shape, index):
+    """The shape of x[index] for x of `shape` and a plain index (ints and slices). NOTE:
+    worked out here, not by indexing an array: an array of x's size would make the pass
+    quadratic (x may hold every step of a sequence)."""
+    out = []
+    for i, n in zip(index, shape):
+        if type(i) is slice:
+            out.append(len(range(*i.indices(n))))
+    return tuple(out) + tuple(shape[len(index):])
 
 
 def _index_key(index, shape):

@@ -10,10 +10,11 @@ Units are packed by two sweeps over the tape, forward and backward in time (a un
 takes the best-fitting free block when its first instruction comes and gives it back
 after its last; freed neighbours merge), in O(n log n). Only when the better sweep lands
 above GOOD_ENOUGH times the bound are greedy orders tried (biggest unit first, each at
-the best-fitting gap among the placed units it overlaps in time), and only on graphs
-with at most OVERLAP_BUDGET overlapping pairs: their work grows with the number of
-units live at once, which on a long unrolled recurrence (thousands of residuals kept
-for the backward pass) makes them quadratic.
+the best-fitting gap among the placed units it overlaps in time), and only where a unit
+overlaps at most OVERLAPS_PER_UNIT others on average: their work grows with the number
+of units live at once, which on an unrolled recurrence (its residuals kept for the
+backward pass) makes them quadratic, and costs more than the rest of the compile long
+before that.
 """
 import bisect
 import heapq
@@ -269,7 +270,7 @@ def _by_size(units):
 # (order, best fit?): greedy by size usually wins; the others rescue the graphs it packs badly.
 STRATEGIES = ((_by_size, True), (_by_size, False), (_by_breadth, True))
 GOOD_ENOUGH = 1.02
-OVERLAP_BUDGET = 100_000    # the greedy orders run only on graphs with fewer overlapping pairs
+OVERLAPS_PER_UNIT = 64      # the greedy orders run only where units overlap fewer others
 
 
 def _pack(units, bound):
@@ -277,7 +278,7 @@ def _pack(units, bound):
     GOOD_ENOUGH times the bound and the graph is small enough for them."""
     spans = [(u[0], u[1], u[2]) for u in units]
     offsets, size = _sweeps(spans)
-    if size <= GOOD_ENOUGH * bound or overlap_count(spans) > OVERLAP_BUDGET:
+    if size <= GOOD_ENOUGH * bound or overlap_count(spans) > OVERLAPS_PER_UNIT * len(spans):
         return offsets
     adj = _overlaps(spans)
     for order, best_fit in STRATEGIES:

@@ -19,40 +19,44 @@ def caller(depth=1):
     `depth` frames above the caller's (the frames in between are known to be exprvm's),
     or (None, "<unknown>") when the stack ends inside exprvm.
 
-    NOTE: each probe asks sys._getframe for one frame; walking f_back instead makes a
-    frame object for every exprvm frame on the way, which cost more than the rest of
-    building a node.
+    NOTE: one sys._getframe, then f_back: asking sys._getframe for each frame in turn
+    walks the stack again from the top every time (quadratic in the depth: ev.nn builds
+    its nodes five or six exprvm frames below the user's).
     """
-    depth += 1
     try:
-        f = _getframe(depth)
-        while f.f_code.co_filename.startswith(PKG_DIR):
-            depth += 1
-            f = _getframe(depth)
+        f = _getframe(depth + 1)
     except ValueError:          # the stack ended inside exprvm
         return None, "<unknown>"
+    while f.f_code.co_filename.startswith(PKG_DIR):
+        f = f.f_back
+        if f is None:
+            return None, "<unknown>"
     return f.f_code, f.f_lasti
 
 
-@functools.lru_cache(maxsize=4096)
 def _line(code, offset):
-    # NOTE: cached: co_lines() walks the whole code object, and a graph built in one long
-    # function asks for the same few sites once per node (the compiler names them all)
     for start, end, line in code.co_lines():
         if start <= offset < end and line is not None:
             return line
     return code.co_firstlineno
 
 
-def format_site(code, offset):
-    """file:line of a site from caller(); with code None, offset is the site's text."""
-    if code is None:
-        return offset
+@functools.lru_cache(maxsize=4096)
+def _format(code, offset):
+    # NOTE: cached: co_lines() walks the whole code object, and a graph built in one long
+    # function asks for the same few sites once per node (the compiler names them all)
     path = code.co_filename
     base = _BASENAMES.get(path)
     if base is None:
         base = _BASENAMES[path] = os.path.basename(path)
     return f"{base}:{_line(code, offset)}"
+
+
+def format_site(code, offset):
+    """file:line of a site from caller(); with code None, offset is the site's text."""
+    if code is None:
+        return offset
+    return _format(code, offset)
 
 
 def user_site():
