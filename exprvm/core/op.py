@@ -121,6 +121,32 @@ def defop(name, impl, rule, vjp=None, row=None, **kw):
 
 # -- apply ---------------------------------------------------------------------
 
+def _param_key(params):
+    """The params of an op as a hashable CSE key part. NOTE: an index of ints and slices
+    (every getitem) is turned into one directly: hash() raising on its slices, and the
+    general _freeze, cost more than the rest of building its node."""
+    if len(params) == 1:
+        (k, v), = params.items()
+        if type(v) is tuple:
+            out = []
+            for i in v:
+                t = type(i)
+                if t is slice:
+                    out.append(("slice", i.start, i.stop, i.step))
+                elif t is int or i is Ellipsis or i is None:
+                    out.append(i)
+                else:
+                    break
+            else:
+                return ((k, tuple(out)),)
+    pk = tuple(params.items())
+    try:
+        hash(pk)
+    except TypeError:  # slices, arrays, lists: normalise them
+        return _freeze(params)
+    return pk
+
+
 def _freeze(v):
     if isinstance(v, (list, tuple)):
         return tuple(_freeze(x) for x in v)
@@ -362,14 +388,7 @@ def build_node(op, args, params):
     if params and "rng" in params:
         key = None  # a random op is never shared: each call draws its own stream
     else:
-        if params:      # the params as a hashable key part
-            pk = tuple(params.items())
-            try:
-                hash(pk)
-            except TypeError:  # slices, arrays, lists: normalise them
-                pk = _freeze(params)
-        else:
-            pk = ()
+        pk = _param_key(params) if params else ()     # the params as a hashable key part
         if len(inputs) == 2:
             key = (name, inputs[0].id, inputs[1].id, pk)
         elif len(inputs) == 1:

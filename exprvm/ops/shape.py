@@ -250,8 +250,16 @@ def stack(xs, axis=0):
 # -- indexing ------------------------------------------------------------------------
 
 def _basic_shape(shape, index):
-    """The shape x[index] has for an index of plain ints and slices (the common case,
-    such as a time step's row), or None when numpy must work it out."""
+    """The shape x[index] has for an index of plain ints and slices and at most one
+    Ellipsis (the common cases: a time step's row, a gate's columns `z[..., a:b]`), or
+    None when numpy must work it out."""
+    for k, i in enumerate(index):
+        if i is Ellipsis:
+            rest = index[k + 1:]
+            if any(j is Ellipsis for j in rest):
+                return None
+            index = index[:k] + (slice(None),) * (len(shape) - len(index) + 1) + rest
+            break
     if len(index) > len(shape):
         return None
     out = []
