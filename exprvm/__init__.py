@@ -18,7 +18,7 @@ from .core import Graph, Node, ancestors, from_dlpack, let  # noqa: F401
 from .ops import *  # noqa: F401,F403
 from .ops import abs, max, min, pow, round, sum  # noqa: F401  (numpy's names shadow builtins on purpose)
 from .ops import random  # noqa: F401  (ev.random.normal / uniform / bernoulli)
-from .machines import LispMachine, TapeMachine, replay  # noqa: F401
+from .machines import LispMachine, TapeMachine, replay, steady_gc  # noqa: F401
 from .train import check_grad, init, load, save, schedules, solvers  # noqa: F401
 from .render import render, to_dot  # noqa: F401
 from .tracing import function, grad, value_and_grad  # noqa: F401  (grad: both forms)

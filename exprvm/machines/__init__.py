@@ -7,5 +7,6 @@ nodes, gradients on .grad.
 from .lisp import LispMachine  # noqa: F401
 from .tape import TapeMachine  # noqa: F401
 from . import replay  # noqa: F401
+from .steady import steady_gc  # noqa: F401
 
-__all__ = ["LispMachine", "TapeMachine", "replay"]
+__all__ = ["LispMachine", "TapeMachine", "replay", "steady_gc"]

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..core import bound_value, check_value, grad
 from ..errors import FeedError
+from . import steady
 from .tape import TapeMachine
 
 MAX_STRUCTURES = 64     # structures remembered (being walked, or compiled)
@@ -122,6 +123,7 @@ class ReplayCache:
         if type(hit) is int:
             try:
                 hit = make()
+                steady.settle()         # a long-lived program: frozen in a steady_gc block
             except FeedError:           # the user's bad input, not the structure's fault
                 raise
             except Exception as e:      # NOTE: the walk is the reference; fall back to it, loudly

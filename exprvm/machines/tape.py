@@ -41,6 +41,7 @@ from .loops import bind_loop
 from .profile import profile_tape
 from .watched import plan_trace, run_watched
 from .results import hand_out, hand_out_other, held, make_results, plan_results, returned
+from . import steady
 
 
 class TapeMachine:
@@ -170,6 +171,7 @@ class TapeMachine:
             self.program = new
             self._leaves()
             self._bind()
+            steady.settle()         # long-lived from now on: frozen in a steady_gc block
 
     @staticmethod
     def compile(g, outputs=None, **options):
