@@ -1,0 +1,359 @@
+"""The time to a first result: compile time against graph size, the first run of a new
+program with a cold and a warm kernel cache (blocking and tiered), the step-time
+distribution of LispMachine loops, and a workload of many small distinct programs.
+
+    python benchmarks/bench_latency.py            # everything (several minutes)
+    python benchmarks/bench_latency.py --quick    # smaller sizes and counts
+
+Sections (each prints a table):
+
+compile    compile_graph per node for the unrolled LSTM training step of the benchmarks
+           (hidden 128, batch 32, its gradients; T steps) and for a chain of
+           tanh(x * w) with its gradient, warm kernel cache (the second compile of each
+           graph is timed)
+first run  a fresh process builds a model, constructs its TapeMachine and runs it once:
+           the time of those two, with a cold kernel cache (an empty EXPRVM_CACHE_DIR)
+           and a warm one, blocking (fuse="sync") and tiered (the default); the ratio is
+           to the warm blocking time (a warm compile plus one run)
+lisp       LispMachine loops: the adding problem (--machine lisp: a fresh graph per batch,
+           lengths 10..30, replayed once a length came 8 times) and the char-RNN model's
+           step (one graph, run every step); step times after a warm-up (median, p90,
+           p99, max), the collector's oldest-generation pauses, graph building per node;
+           with the default collector and inside ev.steady_gc()
+oracle     N small random graphs (elementwise ops, sums, float32 and float64), each
+           compiled into two programs (values and gradients, values alone) run 3 times
+           each, in a fresh process with a cold cache: wall time for tiered, blocking
+           and no fusion (fuse=False), the process's exit included
+
+Timings are of this machine at this moment (`lscpu` names the CPU): compare numbers
+within one run. On an older exprvm without tiers or steady_gc the rows that need them
+say n/a.
+"""
+import argparse
+import contextlib
+import gc
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path[:0] = [HERE, ROOT, os.path.join(ROOT, "examples")]
+
+import numpy as np  # noqa: E402
+
+import exprvm as ev  # noqa: E402
+import models  # noqa: E402
+from exprvm.compiler import compile_graph  # noqa: E402
+
+try:
+    from exprvm.compiler import tiers  # noqa: E402
+except ImportError:         # an exprvm without tiered compilation
+    tiers = None
+SYNC = "sync" if tiers is not None else True
+
+
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes and counts")
+    ap.add_argument("--only", default="compile,first,lisp,oracle", help="sections to run")
+    ap.add_argument("--steps", default=None, help="LSTM lengths T for the compile table, comma-separated")
+    ap.add_argument("--graphs", type=int, default=None, help="random graphs in the oracle workload")
+    return ap.parse_args(argv)
+
+
+def _median_time(fn, repeat):
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return float(np.median(out))
+
+
+# -- compile time against graph size ---------------------------------------------------------
+
+def lstm_graph(T):
+    w = models.rnn_weights(65, 128, gates=4)
+    g = ev.Graph(f"lstm T={T}")
+    m = models.lstm(g, w, T, 32)
+    return g, [m.cost]
+
+
+def chain_graph(n):
+    g = ev.Graph(f"chain {n}")
+    m = models.chain(g, n=n, backward=True)
+    return g, [m.cost]
+
+
+def compile_table(a):
+    steps = [int(s) for s in a.steps.split(",")] if a.steps else ([25, 100, 250] if a.quick
+                                                                   else [25, 100, 250, 500, 1000])
+    chains = [1000, 5000] if a.quick else [1000, 5000, 10000]
+    rows = []
+    for kind, sizes, make in (("lstm T", steps, lstm_graph), ("chain n", chains, chain_graph)):
+        for n in sizes:
+            g, outs = make(n)
+            compile_graph(g, outs, fuse=SYNC)           # the kernels built and loaded
+            t = _median_time(lambda: compile_graph(g, outs, fuse=SYNC), 1 if n >= 500 else 3)
+            rows.append((f"{kind}={n}", len(g), t, t / len(g) * 1e6))
+    print("\ncompile (warm kernel cache; median of 3, 1 above 500 steps)")
+    print(f"{'graph':<14} {'nodes':>7} {'seconds':>9} {'us/node':>9}")
+    for name, nodes, t, per in rows:
+        print(f"{name:<14} {nodes:>7} {t:>9.3f} {per:>9.1f}")
+    return rows
+
+
+# -- first run of a new program ------------------------------------------------------------------
+
+FIRST = """
+import sys, time
+sys.path[:0] = {paths!r}
+t0 = time.perf_counter()
+import exprvm as ev, models
+w, data = models.weights_and_data({name!r})
+m = models.graph({name!r}, w)
+feeds = m.feeds(data)
+t1 = time.perf_counter()
+tm = ev.TapeMachine(m.graph, outputs=[m.cost], fuse={fuse!r})
+t2 = time.perf_counter()
+tm.run(feeds)
+t3 = time.perf_counter()
+print(t3 - t1, t2 - t1, getattr(tm.program, "tier", "-"))
+"""
+
+
+def _first_run(name, fuse, cache):
+    env = dict(os.environ, EXPRVM_CACHE_DIR=cache)
+    code = FIRST.format(paths=[HERE, ROOT], name=name, fuse=fuse)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=1200)
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    total, comp, tier = out.stdout.split()
+    return float(total), float(comp), tier
+
+
+def first_table(a):
+    rows = []
+    for name in ("lstm_b32", "rnn_b1"):
+        with tempfile.TemporaryDirectory() as warm:
+            _first_run(name, SYNC, warm)                # fills the warm cache
+            ref, _, _ = _first_run(name, SYNC, warm)
+            for cache in ("cold", "warm"):
+                for mode in ("sync", "tiered"):
+                    if mode == "tiered" and tiers is None:
+                        rows.append((name, cache, mode, None, None, "n/a", None))
+                        continue
+                    fuse = SYNC if mode == "sync" else True
+                    with tempfile.TemporaryDirectory() as cold:
+                        total, comp, tier = _first_run(name, fuse, cold if cache == "cold" else warm)
+                    rows.append((name, cache, mode, total, comp, tier, total / ref))
+    print("\nfirst run of a new program (fresh process: construct the TapeMachine and run once)")
+    print(f"{'model':<10} {'cache':<6} {'mode':<7} {'total s':>8} {'compile s':>10} {'tier':<9} {'/ warm sync':>11}")
+    for name, cache, mode, total, comp, tier, ratio in rows:
+        if total is None:
+            print(f"{name:<10} {cache:<6} {mode:<7} {'n/a':>8}")
+            continue
+        print(f"{name:<10} {cache:<6} {mode:<7} {total:>8.3f} {comp:>10.3f} {tier:<9} {ratio:>10.2f}x")
+    return rows
+
+
+# -- LispMachine step-time distribution ---------------------------------------------------------
+
+class _Pauses:
+    """Durations of the collector's oldest-generation collections (gc.callbacks)."""
+
+    def __init__(self):
+        self.times = []
+        self._t = None
+
+    def __call__(self, phase, info):
+        if phase == "start":
+            self._t = time.perf_counter()
+        elif info["generation"] == 2 and self._t is not None:
+            self.times.append(time.perf_counter() - self._t)
+
+    def __enter__(self):
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        gc.callbacks.remove(self)
+
+
+def _adding_steps(n, steady):
+    import adding_problem as ap
+    rng = np.random.default_rng(0)
+    ev.init.seed(0)
+    model = ap.Adder("lstm", 32, 0)
+    opt = ev.solvers.Adam(lr=1e-2, clip_norm=1.0)
+    times, builds = [], []
+    block = ev.steady_gc() if steady else contextlib.nullcontext()
+    with _Pauses() as pauses, block:
+        for _ in range(n):
+            length = int(rng.integers(10, 31))
+            xs, ys = ap.make_batch(rng, 64, length)
+            t0 = time.perf_counter()
+            x, y, loss = model.fresh(length, 64)
+            t1 = time.perf_counter()
+            ev.LispMachine(x.graph, cost=loss).run({x: xs, y: ys})
+            opt.step(model.collect_grads(x.graph))
+            times.append(time.perf_counter() - t0)
+            builds.append((t1 - t0) / len(x.graph))
+    return times, pauses.times, builds
+
+
+def _char_rnn_steps(n, steady):
+    import char_rnn
+    ev.init.seed(0)
+    model = char_rnn.CharModel(65, "lstm", 128, 1, 0)
+    g = ev.Graph("char_rnn")
+    ids, targets, state0, loss, final = model.sequence(g, 25, 32)
+    t = time.perf_counter()
+    model.sequence(ev.Graph("again"), 25, 32)
+    build = (time.perf_counter() - t) / len(g)
+    lm = ev.LispMachine(g, cost=loss, outputs=ev.nn.flat(final))
+    opt = ev.solvers.Adam(lr=1e-3)
+    rng = np.random.default_rng(0)
+    feeds = {i: v for ins, vals in zip(state0, model.rnn.zero_state(32)) for i, v in zip(ins, vals)}
+    times = []
+    block = ev.steady_gc() if steady else contextlib.nullcontext()
+    with _Pauses() as pauses, block:
+        for _ in range(n):
+            feeds[ids] = rng.integers(0, 65, (25, 32)).astype(np.int32)
+            feeds[targets] = rng.integers(0, 65, (25, 32)).astype(np.int32)
+            t0 = time.perf_counter()
+            lm.run(feeds)
+            opt.step(model.nodes(g))
+            times.append(time.perf_counter() - t0)
+    return times, pauses.times, [build]
+
+
+def lisp_table(a):
+    n_add, n_char = (300, 120) if a.quick else (1500, 400)
+    rows = []
+    for name, run, n in (("adding", _adding_steps, n_add), ("char-RNN", _char_rnn_steps, n_char)):
+        for steady in (False, True):
+            if steady and not hasattr(ev, "steady_gc"):
+                rows.append((name, "steady_gc", None))
+                continue
+            if tiers is not None:
+                tiers.wait_all(600)
+            times, pauses, builds = run(n, steady)
+            ms = np.array(times[n // 3:]) * 1e3          # after the walks and compiles
+            rows.append((name, "steady_gc" if steady else "default", (
+                np.median(ms), np.percentile(ms, 90), np.percentile(ms, 99), ms.max(),
+                len(pauses), max(pauses, default=0.0) * 1e3, np.median(builds) * 1e6, len(ms))))
+    print("\nLispMachine steps (ms, after the first third of the steps; gen-2: the collector's"
+          " oldest-generation collections)")
+    print(f"{'loop':<9} {'gc':<10} {'median':>7} {'p90':>7} {'p99':>7} {'max':>8} {'p99/med':>8} "
+          f"{'gen-2':>6} {'max gen-2':>10} {'build us/node':>14}")
+    for name, how, r in rows:
+        if r is None:
+            print(f"{name:<9} {how:<10} {'n/a':>7}")
+            continue
+        med, p90, p99, mx, npause, mpause, build, _ = r
+        print(f"{name:<9} {how:<10} {med:>7.2f} {p90:>7.2f} {p99:>7.2f} {mx:>8.2f} {p99 / med:>8.1f} "
+              f"{npause:>6} {mpause:>9.1f}  {build:>13.2f}")
+    return rows
+
+
+# -- many small distinct programs -------------------------------------------------------------
+
+UNARY = ("tanh", "sigmoid", "sin", "cos", "negative", "softplus", "square", "exp")
+BINARY = ("add", "subtract", "multiply", "maximum", "minimum", "divide")
+SHAPES = ((3, 4), (4,), (3, 1), ())
+
+
+def random_graph(rng):
+    """A small random graph like the property tests' (tests/test_random_graphs.py)."""
+    dtype = (np.float32, np.float64)[int(rng.integers(2))]
+    g = ev.Graph()
+    leaves = []
+    for i in range(int(rng.integers(1, 4))):
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        leaves.append(g.tensor(f"x{i}", shape, dtype, value=rng.uniform(-1.5, 1.5, shape).astype(dtype)))
+    pool = list(leaves)
+    for _ in range(int(rng.integers(2, 11))):
+        a, b = pool[int(rng.integers(len(pool)))], pool[int(rng.integers(len(pool)))]
+        kind = rng.random()
+        if kind < 0.45:
+            name = UNARY[int(rng.integers(len(UNARY)))]
+            out = getattr(ev, name)(ev.tanh(a) if name in ("exp", "square") else a)
+        elif kind < 0.9:
+            name = BINARY[int(rng.integers(len(BINARY)))]
+            out = getattr(ev, name)(a, 2.0 + ev.sigmoid(b)) if name == "divide" else getattr(ev, name)(a, b)
+        else:
+            out = ev.sum(a, axis=None if a.ndim == 0 else int(rng.integers(a.ndim)), keepdims=True)
+        pool.append(out)
+    cost = ev.sum(pool[-1] * pool[-1]) + sum(ev.sum(leaf) for leaf in leaves)
+    grads = ev.grad(cost, leaves)
+    return g, cost, grads
+
+
+ORACLE = """
+import sys, time
+sys.path[:0] = {paths!r}
+t0 = time.perf_counter()
+import numpy as np, exprvm as ev, bench_latency as b
+rng = np.random.default_rng(0)
+t1 = time.perf_counter()
+for _ in range({n}):
+    g, cost, grads = b.random_graph(rng)
+    for outputs in ([cost] + grads, [cost]):
+        m = ev.TapeMachine(g, outputs=outputs, fuse={fuse!r})
+        for _ in range(3):
+            m.run()
+print(time.perf_counter() - t1)
+"""
+
+
+def oracle_table(a):
+    n = a.graphs or (60 if a.quick else 500)
+    rows = []
+    for mode in ("tiered", "sync", "off"):
+        if mode == "tiered" and tiers is None:
+            rows.append((mode, None, None))
+            continue
+        fuse = {"tiered": True, "sync": SYNC, "off": False}[mode]
+        with tempfile.TemporaryDirectory() as cold:
+            env = dict(os.environ, EXPRVM_CACHE_DIR=cold)
+            code = ORACLE.format(paths=[HERE, ROOT], n=n, fuse=fuse)
+            t = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                 timeout=7200)
+            wall = time.perf_counter() - t
+        if out.returncode:
+            raise RuntimeError(out.stderr)
+        rows.append((mode, float(out.stdout.split()[-1]), wall))
+    off = next(r[2] for r in rows if r[0] == "off")
+    print(f"\n{n} random graphs, two programs each, three runs each (fresh process, cold cache)")
+    print(f"{'fuse':<8} {'loop s':>8} {'process s':>10} {'/ off':>7}")
+    for mode, loop, wall in rows:
+        if loop is None:
+            print(f"{mode:<8} {'n/a':>8}")
+            continue
+        print(f"{mode:<8} {loop:>8.2f} {wall:>10.2f} {wall / off:>6.2f}x")
+    return rows
+
+
+def main(argv=None):
+    a = parse(argv)
+    print(f"exprvm at {os.path.dirname(ev.__file__)}; tiers: {'yes' if tiers else 'no'}; "
+          f"steady_gc: {'yes' if hasattr(ev, 'steady_gc') else 'no'}")
+    only = set(a.only.split(","))
+    out = {}
+    if "compile" in only:
+        out["compile"] = compile_table(a)
+    if "first" in only:
+        out["first"] = first_table(a)
+    if "lisp" in only:
+        out["lisp"] = lisp_table(a)
+    if "oracle" in only:
+        out["oracle"] = oracle_table(a)
+
+
+if __name__ == "__main__":
+    main()
