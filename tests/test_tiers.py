@@ -191,7 +191,11 @@ EXIT_SCRIPT = textwrap.dedent("""
     m = models.graph("lstm_b32", w, small=True)
     tm = ev.TapeMachine(m.graph, [m.cost])
     tm.run(m.feeds(data))
-    print(tm.program.tier, tm.program.upgrade.state, float(m.cost.value))
+    import time
+    end = time.monotonic() + 120
+    while not generated.compilers_running() and time.monotonic() < end:   # gcc is running now
+        time.sleep(0.005)
+    print(tm.program.tier, tm.program.upgrade.state, float(m.cost.value), generated.compilers_running())
 """)
 
 
@@ -202,8 +206,8 @@ def test_a_process_exiting_with_a_build_in_flight_exits_cleanly(tmp_path):
                          cwd=str(ROOT), timeout=WAIT)
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
-    tier, state, cost = out.stdout.split()
-    assert tier == "unfused" and state in ("queued", "building") and np.isfinite(float(cost))
+    tier, state, cost, running = out.stdout.split()
+    assert tier == "unfused" and state == "building" and np.isfinite(float(cost)) and running == "1"
     root = tmp_path / "fused"
     left = [p.name for p in root.iterdir() if p.name.startswith((".tmp-", ".build-"))] if root.exists() else []
     assert not left, left

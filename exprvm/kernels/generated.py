@@ -301,6 +301,12 @@ def _run_compiler(cmd):
     return proc.returncode, stderr
 
 
+def compilers_running():
+    """How many C compiler processes this process is running now (builds in flight)."""
+    with _lock:
+        return len(_procs)
+
+
 def cancel_builds():
     """Stop every compiler process in flight and refuse new builds (their prepare() raises
     BackendError): for a process that exits while kernels build in the background."""
