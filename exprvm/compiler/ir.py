@@ -56,7 +56,12 @@ def simplify(node, ins):
 
 def fold(node, ins):
     """A const Val for an op whose inputs are all constant, or None."""
-    if not ins or any(v.kind != "const" for v in ins) or "rng" in node.params:
+    if not ins:
+        return None
+    for v in ins:       # NOTE: a loop, not any(): this runs for every node compiled
+        if v.kind != "const":
+            return None
+    if "rng" in node.params:
         return None
     if node.opdef.multiple_results or node.op == "result":     # a loop runs on the tape
         return None
@@ -159,12 +164,12 @@ def toposort(vals):
                 heapq.heappush(ready, (w.key, len(out), w))
 
     for v in order:
-        missing = 0
-        for x in v.ins:
-            if x not in done:
-                missing += 1
-                waiting.setdefault(x, []).append(v)
-        if missing:
+        if not done.issuperset(v.ins):
+            missing = 0
+            for x in v.ins:
+                if x not in done:
+                    missing += 1
+                    waiting.setdefault(x, []).append(v)
             need[v] = missing
             continue
         if not waiting:                 # NOTE: the usual case, inline
