@@ -121,7 +121,10 @@ def main(argv=None):
     history = trainer.extend(ev.train.LogReport(trigger=(1, "steps")), name="history")
     trainer.extend(ev.train.LogReport(trigger=(args.print_every, "steps"), smooth=0.95,
                                       print="step {step} loss {loss_smoothed:.5f} ({elapsed:.0f} s)"))
-    trainer.run()
+    # NOTE: the garbage collector walks only what each step makes (the lisp machine drops a
+    # graph a step: without the block, a collection of everything stalled a step in 100)
+    with ev.steady_gc():
+        trainer.run()
     losses, k = [e["loss"] for e in history.log], max(1, min(50, args.steps // 4))
     print(f"{trainer.step} steps in {trainer.elapsed:.1f} s ({1000 * trainer.elapsed / trainer.step:.1f} ms/step)")
     print(f"loss first {np.mean(losses[:k]):.5f} last {np.mean(losses[-k:]):.5f}")
