@@ -22,10 +22,13 @@ compiles the bodies again with the rest. Programs with a device placement or an 
 communicator compile as "sync" would (nothing fuses on a device; every rank must run
 the same tape).
 
-Builds run on at most MAX_BUILDS worker threads, first come first served. A queued
-build whose program has been dropped is skipped (the queue holds programs weakly). A
-process that exits with builds in flight stops them (the compiler process is killed,
-its temporary files removed) and exits without waiting.
+Builds run on at most MAX_BUILDS worker threads, first come first served, each starting
+BUILD_DELAY after its compile; the C compiler runs at a lower priority (nice 10), so that
+the program's own runs keep the cores. A build whose program has been dropped is skipped,
+or stops after its kernels (the queue holds programs weakly): a workload of many programs
+each run a few times builds almost nothing. A process that exits with builds in flight
+stops them (the compiler process is killed, its temporary files removed) and exits
+without waiting.
 
 Which tier ran shows in the disassembly (`; tier: ...`), in a profile's header, and as
 Program.tier ("fused", "unfused" or "single").
@@ -35,6 +38,7 @@ import collections
 import contextlib
 import contextvars
 import threading
+import time
 import weakref
 
 from ..errors import CompileError
@@ -43,6 +47,7 @@ from . import threads as _threads
 
 MODES = {True: "tiered", "tiered": "tiered", "sync": "sync", False: False, None: False}
 MAX_BUILDS = max(1, min(4, _threads.cores() // 2))
+BUILD_DELAY = 0.25          # seconds between a compile and the start of its kernels' build
 
 _scope = contextvars.ContextVar("exprvm_tier_scope", default=None)
 
@@ -110,7 +115,7 @@ def finish(s, prog, g, options, fusing):
     # the fused program has the same interface whatever the graph gains meanwhile.
     outputs = [n for n, _ in prog.values]
     again = options.with_(fuse="sync", grads=False, keep=())
-    prog.upgrade = Upgrade(list(s.missing.values()), g, outputs, again)
+    prog.upgrade = Upgrade(list(s.missing.values()), g, outputs, again, prog)
     _BUILDER.submit(prog.upgrade)
     return prog
 
@@ -120,12 +125,15 @@ class Upgrade:
     program compiled again. state: "queued", "building", "ready", "failed" or "skipped"
     (the program was dropped before its turn, or the process is exiting)."""
 
-    def __init__(self, kernels, g, outputs, options):
+    def __init__(self, kernels, g, outputs, options, owner=None):
         self.kernels = kernels
         self.state = "queued"
         self.program = None         # the fused Program, once ready
         self.error = None           # why it failed
+        self.submitted = time.monotonic()
         self._source = (g, outputs, options)
+        # NOTE: the unfused program, weakly: a build whose program is dropped stops
+        self._owner = weakref.ref(owner) if owner is not None else (lambda: True)
         self._done = threading.Event()
 
     @property
@@ -147,9 +155,15 @@ class Upgrade:
 
     def _run(self):
         from .pipeline import compile_unpaused     # NOTE: lazy: the pipeline imports this module
+        if self._owner() is None:
+            self._skip()
+            return
         self.state = "building"
         try:
-            generated.prepare(self.kernels)
+            generated.prepare(self.kernels, background=True)
+            if self._owner() is None:       # dropped while its kernels built: no compile
+                self._skip()
+                return
             fused = compile_unpaused(*self._source)
             fused.tier = "fused"
             self.program = fused
@@ -207,6 +221,15 @@ class _Builder:
                 if up is None:
                     continue
                 self._running.add(up)
+                # NOTE: a build starts BUILD_DELAY after its compile, if its program is still
+                # held then: most programs run a few times and are dropped (a test, a
+                # property check) need none, and would slow the process building it.
+                while not self._closed and time.monotonic() < up.submitted + BUILD_DELAY:
+                    self._cond.wait(up.submitted + BUILD_DELAY - time.monotonic())
+                if self._closed:
+                    self._running.discard(up)
+                    up._skip()
+                    return
             try:
                 up._run()
             finally:

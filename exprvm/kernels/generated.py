@@ -221,9 +221,11 @@ def _load_module(modname):
     return mod
 
 
-def _from_disk(name):
+def _from_disk(name, root=None):
+    # NOTE: os.path and open, not pathlib: a lookup per kernel of every program compiled
     try:
-        modname = _index(name).read_text().strip()
+        with open(os.path.join(root or str(cache_root()), name + ".lib")) as f:
+            modname = f.read().strip()
     except OSError:
         return None
     if not modname.isidentifier():
@@ -235,7 +237,7 @@ def _from_disk(name):
     return getattr(mod.lib, name, None) if mod is not None else None
 
 
-def _compile(kernels):
+def _compile(kernels, background=False):
     """Build one module holding `kernels` (none of them built yet); return it."""
     names = sorted({k.name for k in kernels})
     modname = "_evf_" + hashlib.sha256(" ".join(names).encode()).hexdigest()[:20]
@@ -259,7 +261,7 @@ def _compile(kernels):
             os.close(fd)
             cmd = [cc, "-shared", "-fPIC", *cflags, *[f"-I{d}" for d in includes], c_file, "-o", tmp, *ldflags]
             try:
-                returncode, stderr = _run_compiler(cmd)
+                returncode, stderr = _run_compiler(cmd, background)
                 if returncode == 0:
                     os.chmod(tmp, 0o755)
                     os.replace(tmp, target)
@@ -282,11 +284,17 @@ def _compile(kernels):
     return mod
 
 
-def _run_compiler(cmd):
-    """(return code, stderr) of one compiler run, registered so that cancel_builds can stop it."""
+def _run_compiler(cmd, background=False):
+    """(return code, stderr) of one compiler run, registered so that cancel_builds can stop
+    it; a background one at a lower priority (nice 10: the process's own work comes first)."""
     if _cancelled.is_set():
         raise BackendError("fused kernel build cancelled (the process is exiting)")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if background:
+        try:
+            os.setpriority(os.PRIO_PROCESS, proc.pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10))
+        except (AttributeError, OSError):   # no priorities here, or it has ended already
+            pass
     with _lock:
         _procs.add(proc)
     try:
@@ -327,12 +335,13 @@ def lookup(kernels):
     if not ok:
         raise BackendError(f"fused kernels are not available: {why}")
     missing = {}
+    root = str(cache_root())
     with _lock:
         for k in kernels:
             n = k.name
             if n in _funcs or n in missing:
                 continue
-            fn = _from_disk(n)
+            fn = _from_disk(n, root)
             if fn is not None:
                 _funcs[n] = fn
             else:
@@ -340,10 +349,11 @@ def lookup(kernels):
     return list(missing.values())
 
 
-def prepare(kernels):
+def prepare(kernels, background=False):
     """Make every kernel callable: from memory, from the disk cache, else compiled now,
     all missing ones in one build (outside the lock; kernels another thread is building
-    are waited for). BackendError if the compiler fails."""
+    are waited for; background: the compiler at a lower priority). BackendError if the
+    compiler fails."""
     missing = lookup(kernels)
     if not missing:
         return
@@ -361,7 +371,7 @@ def prepare(kernels):
                 _building[k.name] = done
     try:
         if mine:
-            mod = _compile(list(mine.values()))
+            mod = _compile(list(mine.values()), background)
             with _lock:
                 for n in mine:
                     _funcs[n] = getattr(mod.lib, n)
@@ -375,7 +385,7 @@ def prepare(kernels):
     with _lock:
         left = [k for k in missing if k.name not in _funcs]
     if left:        # another thread's build failed: try them here (it raises if it fails again)
-        mod = _compile(left)
+        mod = _compile(left, background)
         with _lock:
             for k in left:
                 _funcs[k.name] = getattr(mod.lib, k.name)
