@@ -146,7 +146,7 @@ def test_fused_rows_name_their_ops_as_the_disassembly_does():
     ev.grad(inner, [w])
     y = g.vector("y", 32, dtype=F32)
     out = ev.tanh(y * 3.0 - 2.0) * ev.exp(y)                   # a group computing a graph node
-    m = ev.TapeMachine(g, outputs=[inner, out])
+    m = ev.TapeMachine(g, outputs=[inner, out], fuse="sync")
     fused = [ins for ins in m.program.instrs if ins.op == "fused"]
     assert {ins.node is None for ins in fused} == {True, False}, m.program
     prof = m.profile({x: np.linspace(-1, 1, 64).astype(F32), y: np.ones(32, F32)}, runs=2)

@@ -218,8 +218,9 @@ def test_logger_hears_every_instruction():
     seen = []
     log.addHandler(type("H", (logging.Handler,), {"emit": lambda self, r: seen.append(r.getMessage())})())
     log.setLevel(logging.DEBUG)
-    ev.TapeMachine(g, outputs=[cost], logger=log).run({v: np.ones(4, F32)})
-    assert len(seen) == len(m.program)
+    m2 = ev.TapeMachine(g, outputs=[cost], logger=log)
+    m2.run({v: np.ones(4, F32)})
+    assert len(seen) == len(m2.program)      # (its own tier: kernels may have been built since)
 
 
 def test_solvers_train_identically_on_both_machines():
@@ -456,7 +457,7 @@ def test_watches_keep_the_adds_a_kernel_would_fuse():
     g = ev.Graph()
     a, b = g.vector("a", 3, dtype=F32), g.vector("b", 3, dtype=F32)
     cost = ev.sum(ev.tanh(a + b))
-    assert "add" not in [i.op for i in ev.TapeMachine(g, [cost], backend="c").program]
+    assert "add" not in [i.op for i in ev.TapeMachine(g, [cost], backend="c", fuse="sync").program]
     m = ev.TapeMachine(g, [cost], backend="c", inf_watch=True)
     big = np.array([3e38, 0, 0], F32)
     with np.errstate(over="ignore"), pytest.raises(ev.NumericError, match=r"Inf in add#\d+ .*test_tape.py"):

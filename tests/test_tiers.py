@@ -178,7 +178,7 @@ def test_a_dropped_programs_build_is_skipped(cold_cache, monkeypatch):
     gc.collect()
     assert ref() is None                # the queue does not keep a dropped program's build
     assert kept.upgrade.wait(WAIT) and kept.upgrade.state == "ready", kept.upgrade.error
-    builder.shutdown()
+    builder.shutdown(cancel=False)      # (cancelling stops this process's builds for good)
     assert [k.name for k in generated.lookup(kernels)] == [k.name for k in kernels]   # never built
 
 

@@ -244,9 +244,10 @@ class _Builder:
             queued = [r() for r in self._queue]
             return [u for u in queued if u is not None] + list(self._running)
 
-    def shutdown(self, timeout=5.0):
-        """Skip what is queued, stop the compiler processes in flight, let the workers end
-        (registered with atexit: an exiting process does not wait for its builds)."""
+    def shutdown(self, timeout=5.0, cancel=True):
+        """Skip what is queued, stop the compiler processes in flight (cancel: for good, in
+        this whole process), let the workers end (registered with atexit: an exiting
+        process does not wait for its builds)."""
         with self._cond:
             self._closed = True
             queued = [r() for r in self._queue]
@@ -255,7 +256,8 @@ class _Builder:
         for up in queued:
             if up is not None:
                 up._skip()
-        generated.cancel_builds()
+        if cancel:
+            generated.cancel_builds()
         for t in self._threads:
             t.join(timeout)
 
