@@ -45,7 +45,7 @@ def chain(steps, n, fed):
     feeds = {x: rng.normal(size=n).astype(np.float32)}
     if fed:
         feeds.update(zip(ws, w0))
-    return ev.TapeMachine(g, outputs=[y]), y, x, ws, feeds
+    return ev.TapeMachine(g, outputs=[y], fuse="sync"), y, x, ws, feeds
 
 
 def fed_chain(repeat, steps=50, n=16):
@@ -63,7 +63,7 @@ def fed_chain(repeat, steps=50, n=16):
 
     g = ev.Graph()
     x1 = g.vector("x", n, np.float32)
-    tiny = ev.TapeMachine(g, outputs=[ev.sum(x1)])
+    tiny = ev.TapeMachine(g, outputs=[ev.sum(x1)], fuse="sync")
     tiny_feeds = {x1: feeds[x]}
     rows = {"numpy": median_us(numpy_chain, 200, repeat),
             "tape, one instruction": median_us(lambda: tiny.run(tiny_feeds), 200, repeat),
