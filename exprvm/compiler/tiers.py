@@ -18,7 +18,8 @@ background, which whoever runs the program swaps in between two runs.
 
 A loop body's Program is compiled inside its loop's compile: it joins that compile's
 scope (its missing kernels are the loop program's), and the loop program's Upgrade
-compiles the bodies again with the rest. Programs with a device placement or an MPI
+compiles the bodies again with the rest (a body compiled on its own, outside its loop's
+compile, is compiled as "sync" would). Programs with a device placement or an MPI
 communicator compile as "sync" would (nothing fuses on a device; every rank must run
 the same tape).
 
@@ -79,8 +80,8 @@ def scope(options):
         return
     mode = mode_of(options.fuse)
     if mode == "tiered" and (options.device not in (None, "cpu") or options.use_cuda_for
-                             or options.comm is not None):
-        mode = "sync"
+                             or options.comm is not None or options.inputs or options.external):
+        mode = "sync"       # (a loop body compiled on its own: its loop holds it, not a machine)
     s = Scope(mode)
     token = _scope.set(s)
     try:
