@@ -151,6 +151,42 @@ def test_a_loop_body_is_upgraded_with_its_loop(cold_cache, rng):
     np.testing.assert_array_equal(before[1], gW.value)
 
 
+def _bodies(prog):
+    """Every body Program nested in prog, at any depth."""
+    out = []
+    for b in prog.bodies():
+        out += [b] + _bodies(b)
+    return out
+
+
+def test_branch_and_while_bodies_swap_with_their_program_bit_for_bit(cold_cache, rng):
+    g = ev.Graph()
+    f32 = np.float32
+    W = g.matrix("W", (32, 32), value=(rng.normal(size=(32, 32)) * 0.2).astype(f32), dtype=f32)
+    x = g.vector("x", 32, dtype=f32)
+    y = ev.cond(ev.sum(x) > 0.0, lambda a: ev.tanh(W @ a + 0.5) * ev.sigmoid(a),
+                lambda a: ev.softplus(a * 2.0 - 1.0) * a, x)
+    z = ev.while_loop(lambda c: ev.sum(c) < 40.0, lambda c: c + ev.sigmoid(c * 1.5) * ev.exp(-c * c),
+                      ev.abs(y) + 0.1, max_iterations=40)
+    cost = ev.sum(z * z) + ev.sum(y)
+    gW, = ev.grad(cost, [W])
+    tm = ev.TapeMachine(g, [cost, gW])
+    first = tm.program
+    assert first.tier == "unfused" and first.verify()
+    assert len(_bodies(first)) >= 4 and all("fused" not in _ops(b) for b in _bodies(first))
+    feeds = [{x: rng.normal(size=32).astype(f32) + 0.5}, {x: -np.abs(rng.normal(size=32)).astype(f32)}]
+    before = [[np.array(v, copy=True) for v in tm.run(f)] for f in feeds]
+    assert first.upgrade.wait(WAIT) and first.upgrade.state == "ready", first.upgrade.error
+    after = [[np.array(v, copy=True) for v in tm.run(f)] for f in feeds]
+    fused = tm.program
+    assert fused is not first and fused.tier == "fused" and fused.verify()
+    bodies = _bodies(fused)
+    assert len(bodies) == len(_bodies(first)) and sum("fused" in _ops(b) for b in bodies) >= 3, str(fused)
+    for b, a in zip(before, after):
+        for u, v in zip(b, a):
+            np.testing.assert_array_equal(u, v)     # to the last bit, each branch taken
+
+
 def test_the_profile_and_disassembly_say_which_tier_ran(cold_cache):
     m, feeds = _lstm()
     tm = ev.TapeMachine(m.graph, [m.cost])
