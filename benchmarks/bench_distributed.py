@@ -89,7 +89,7 @@ class Job:
     def local(self):
         """A TapeMachine of the same graph without comm: the step's compute alone."""
         import exprvm as ev
-        return ev.TapeMachine(self.g, outputs=self.outputs)
+        return ev.TapeMachine(self.g, outputs=self.outputs, fuse="sync")   # as a comm= program compiles
 
     def step(self, machine=None):
         import exprvm as ev

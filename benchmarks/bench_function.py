@@ -35,7 +35,7 @@ def _sgd(params):
 
 def explicit_step(name, w, data, small=False):
     m = models.graph(name, w, small)
-    tm = ev.TapeMachine(m.graph, outputs=[m.cost])
+    tm = ev.TapeMachine(m.graph, outputs=[m.cost], fuse="sync")     # the final tier, as f's
     feeds = m.feeds(data)
 
     def step():
@@ -47,7 +47,7 @@ def explicit_step(name, w, data, small=False):
 
 def function_step(name, w, data, small=False):
     fn = models.traced(name, w, small)
-    f = ev.function(fn)
+    f = ev.function(fn, fuse="sync")
     a, b = (data["x"], data["y"]) if name == "mlp" else (data["ids"], data["targets"])
 
     def step():
