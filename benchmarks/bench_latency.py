@@ -185,23 +185,26 @@ class _Pauses:
 
 def _adding_steps(n, steady):
     import adding_problem as ap
-    rng = np.random.default_rng(0)
+    args = ap.parse_args(["--machine", "lisp", "--min-len", "10", "--max-len", "30", "--batch", "64",
+                          "--steps", str(n)])
     ev.init.seed(0)
     model = ap.Adder("lstm", 32, 0)
-    opt = ev.solvers.Adam(lr=1e-2, clip_norm=1.0)
+    opt = ev.solvers.Adam(model, lr=1e-2, clip_norm=1.0)
+    batches = ap.Batches(args, pad=False)       # each batch at its own length
     times, builds = [], []
     block = ev.steady_gc() if steady else contextlib.nullcontext()
     with block, _Pauses() as pauses:      # NOTE: the block's own first collection not counted
-        for _ in range(n):
-            length = int(rng.integers(10, 31))
-            xs, ys = ap.make_batch(rng, 64, length)
+        for i in range(n):
+            xs, ys, length = batches[i]
             t0 = time.perf_counter()
-            x, y, loss = model.fresh(length, 64)
+            g = ev.Graph(f"adding T={int(length)}")      # as the example's LispMachine step does
+            x, y = g.tensor("x", xs.shape, np.float32), g.tensor("y", ys.shape, np.float32)
+            loss = model.loss(x, y)
             t1 = time.perf_counter()
-            ev.LispMachine(x.graph, cost=loss).run({x: xs, y: ys})
-            opt.step(model.collect_grads(x.graph))
+            ev.LispMachine(g, cost=loss).run({x: xs, y: ys})
+            opt.step()
             times.append(time.perf_counter() - t0)
-            builds.append((t1 - t0) / len(x.graph))
+            builds.append((t1 - t0) / len(g))
     return times, pauses.times, builds
 
 
