@@ -268,8 +268,11 @@ def _relink(v, users, first, views):
     next round needs no new live list): v and the duplicate slices are read by nobody, v's
     operands by the views and slices that read them now, and the first of equal slices
     by the readers of the others."""
-    for x in v.ins:
-        x.users = [w for w in x.users if w is not v]
+    for x in {id(x): x for x in v.ins}.values():
+        # NOTE: removed in place by C-level scans: x may be read by every step (a weight),
+        # and a Python pass over its users for every pushed op was quadratic in the steps
+        for _ in range(x.users.count(v)):
+            x.users.remove(v)
     for view in views:
         view.ins[0].users.append(view)
     for u in users:
