@@ -68,7 +68,12 @@ def test_programs_compiled_in_the_block_are_frozen_and_values_do_not_change():
         before = gc.get_freeze_count()
         steady = _loop(8, cache)
         assert len(cache.compiled()) == 2
+        assert gc.get_freeze_count() <= before  # nothing frozen on the step itself
+        gc.collect()                            # the next full collection (made anyway)
         assert gc.get_freeze_count() > before   # the replay programs joined the frozen objects
+        probe = gc.get_freeze_count()
+        gc.collect()
+        assert gc.get_freeze_count() == probe   # frozen once, not at every collection
     for (c1, g1), (c2, g2) in zip(plain, steady):
         assert c1 == c2
         np.testing.assert_array_equal(g1, g2)

@@ -15,8 +15,11 @@ On entering the block, garbage is collected and everything alive is frozen
 (gc.freeze: the cyclic collector no longer walks it). A collection inside the block
 then walks only what was made since: the last steps' graphs. The long-lived objects
 made inside the block are frozen as they come: a program the replay cache compiles, and
-the fused program a tier swaps in (settle(), called by the machines: a collection of
-what is not frozen, then gc.freeze). Leaving the outermost block unfreezes everything
+the fused program a tier swaps in (settle(), called by the machines, asks for it; the
+freeze happens at the end of the collector's next collection of its oldest generation,
+which it makes anyway, when everything not yet frozen that is still alive is alive for
+good reason and no garbage is frozen with it. A collection made at settle() itself
+would fall on the step that compiled, tens of milliseconds on a 2-core machine.) Leaving the outermost block unfreezes everything
 (gc.unfreeze), so that later collections see every object again and free what became
 garbage meanwhile.
 
@@ -38,6 +41,17 @@ _lock = threading.Lock()
 _open = [0]         # blocks open (nested ones, other threads' ones)
 
 
+_pending = [False]  # settle() asked for a freeze after the next full collection
+
+
+def _after_collection(phase, info):
+    """gc.callbacks: at the end of a collection of the oldest generation inside a block,
+    the freeze settle() asked for (what is alive then is no garbage)."""
+    if phase == "stop" and info.get("generation") == 2 and _pending[0] and _open[0]:
+        _pending[0] = False
+        gc.freeze()
+
+
 @contextlib.contextmanager
 def steady_gc():
     """A block in which the cyclic collector walks only recent objects (see the module
@@ -47,24 +61,24 @@ def steady_gc():
         if _open[0] == 1:
             gc.collect()
             gc.freeze()
+            _pending[0] = False
+            gc.callbacks.append(_after_collection)
     try:
         yield
     finally:
         with _lock:
             _open[0] -= 1
             if _open[0] == 0:
+                gc.callbacks.remove(_after_collection)
+                _pending[0] = False
                 gc.unfreeze()
 
 
 def settle():
-    """Inside a steady_gc block: collect what is not frozen, then freeze what is alive (a
-    program just compiled or swapped in, long-lived from now on). Outside: nothing."""
-    if not _open[0]:
-        return
-    with _lock:
-        if _open[0]:
-            gc.collect()
-            gc.freeze()
+    """Inside a steady_gc block: freeze what is alive (a program just compiled or swapped
+    in, long-lived from now on) at the end of the next full collection. Outside: nothing."""
+    if _open[0]:
+        _pending[0] = True
 
 
 def active():
