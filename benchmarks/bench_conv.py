@@ -19,9 +19,7 @@ thread (set before numpy loads). Never run this while other work loads the machi
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
@@ -31,6 +29,7 @@ import numpy as np  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "examples")]
 import exprvm as ev  # noqa: E402
+from timing import median_ms  # noqa: E402
 from exprvm.kernels import gemm  # noqa: E402
 
 F32 = np.float32
@@ -49,18 +48,6 @@ def parse(argv=None):
     a.rounds = a.rounds or (2 if a.smoke else 5 if a.quick else 15)
     a.inner = a.inner or (1 if a.smoke else 5)
     return a
-
-
-def median_ms(fn, rounds, inner, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter() - t0) / inner)
-    return statistics.median(times) * 1e3
 
 
 def _torch():

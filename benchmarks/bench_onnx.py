@@ -13,7 +13,6 @@ BLAS, OpenMP, ONNX Runtime and torch use one thread (set before numpy loads).
 import argparse
 import io
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -21,10 +20,10 @@ import warnings
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import exprvm as ev  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 
 def parse(argv=None):
@@ -37,18 +36,6 @@ def parse(argv=None):
     a.rounds = a.rounds or (2 if a.smoke else 5 if a.quick else 15)
     a.inner = a.inner or (1 if a.smoke else 10)
     return a
-
-
-def median_ms(fn, rounds, inner, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter() - t0) / inner)
-    return statistics.median(times) * 1e3
 
 
 def torch_models():

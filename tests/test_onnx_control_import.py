@@ -83,26 +83,7 @@ def test_gradients_through_imported_loops_match_finite_differences(name):
     g, ins, outs = ev.onnx.load(m)
     feeds = {i: (np.array(9.0) if i.name == "limit" else np.array(True) if i.dtype == np.bool_
                  else rng.standard_normal(i.shape)) for i in ins}
-    cost = sum(ev.sum(o * rng.standard_normal(o.shape)) for o in outs)
-    params = g.params()
-    grads = ev.grad(cost, params)
-    symbolic = ev.TapeMachine(g, outputs=[cost] + grads).run(feeds)[1:]
-    ev.LispMachine(g, cost=cost, replay=False).run(feeds)
-    autodiff = [np.array(p.grad, copy=True) for p in params]
-    forward = ev.TapeMachine(g, outputs=[cost], grads=False)
-    eps = 1e-6
-    for p, sym, auto in zip(params, symbolic, autodiff):
-        flat = p.value.reshape(-1)
-        for i in rng.choice(flat.size, size=min(4, flat.size), replace=False):
-            orig = flat[i]
-            flat[i] = orig + eps
-            up = float(forward.run(feeds)[0])
-            flat[i] = orig - eps
-            down = float(forward.run(feeds)[0])
-            flat[i] = orig
-            fd = (up - down) / (2 * eps)
-            for got in (sym.reshape(-1)[i], auto.reshape(-1)[i]):
-                assert abs(got - fd) <= 1e-5 * abs(fd) + 1e-6, (p.name, i, got, fd)
+    M.assert_gradients_match_finite_differences(g, outs, feeds, rng)
 
 
 def test_an_lstm_imports_as_one_loop_whatever_its_length():

@@ -90,30 +90,7 @@ def test_gradients_through_imported_graphs_match_finite_differences(name):
     g, ins, outs = ev.onnx.load(m, shapes=shapes)
     feeds = {n: v.astype(np.float64) if v.dtype.kind == "f" else v
              for n, v in zip(ins, M.feeds_for(m, shapes, rng).values())}
-    cost = sum(ev.sum(o * rng.standard_normal(o.shape)) for o in outs)
-    params = g.params()
-    grads = ev.grad(cost, params)
-    symbolic = ev.TapeMachine(g, outputs=[cost] + grads).run(feeds)[1:]
-    ev.LispMachine(g, cost=cost, replay=False).run(feeds)
-    autodiff = [np.array(p.grad, copy=True) for p in params]
-    forward = ev.TapeMachine(g, outputs=[cost], grads=False)
-
-    def f():
-        return float(forward.run(feeds)[0])
-
-    eps = 1e-6
-    for p, sym, auto in zip(params, symbolic, autodiff):
-        flat = p.value.reshape(-1)
-        for i in rng.choice(flat.size, size=min(4, flat.size), replace=False):
-            orig = flat[i]
-            flat[i] = orig + eps
-            up = f()
-            flat[i] = orig - eps
-            down = f()
-            flat[i] = orig
-            fd = (up - down) / (2 * eps)
-            for got in (sym.reshape(-1)[i], auto.reshape(-1)[i]):
-                assert abs(got - fd) <= 1e-5 * abs(fd) + 1e-6, (p.name, i, got, fd)
+    M.assert_gradients_match_finite_differences(g, outs, feeds, rng)
 
 
 def test_an_imported_model_fine_tunes():
