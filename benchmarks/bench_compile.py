@@ -1,19 +1,9 @@
 """Compile times: the char-RNN graph of benchmark (a), and chains of growing length
 (compile time should grow linearly with the number of nodes)."""
-import statistics
-import time
 
 import exprvm as ev
 import models
-
-
-def _time(fn, repeat):
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+from timing import median_s
 
 
 def chain_graph(n):
@@ -29,12 +19,12 @@ def run(quick=False):
     w, _ = models.weights_and_data("rnn_b1")
     m = models.graph("rnn_b1", w)
     ev.TapeMachine(m.graph, outputs=[m.cost], fuse="sync")     # warm imports and kernel lookups
-    t = _time(lambda: ev.TapeMachine(m.graph, outputs=[m.cost], fuse="sync"), 3 if quick else 7)
+    t = median_s(lambda: ev.TapeMachine(m.graph, outputs=[m.cost], fuse="sync"), 3 if quick else 7)
     tm = ev.TapeMachine(m.graph, outputs=[m.cost], fuse="sync")
     print(f"\ncompile (a) char-RNN b1: {len(m.graph)} nodes -> {len(tm.program)} instructions "
           f"in {t * 1e3:.1f} ms (median); planned {tm.program.peak_bytes} B, "
           f"lower bound {tm.program.lower_bound} B")
     for n in ((500, 5000) if quick else (500, 1000, 2500, 5000)):
         g, x = chain_graph(n)
-        t = _time(lambda: ev.TapeMachine(g, outputs=[x], fuse="sync"), 3)
+        t = median_s(lambda: ev.TapeMachine(g, outputs=[x], fuse="sync"), 3)
         print(f"compile chain: {len(g)} nodes in {t * 1e3:.1f} ms ({t / len(g) * 1e6:.1f} us/node)")

@@ -18,9 +18,7 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -29,22 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import exprvm as ev  # noqa: E402
 import exprvm.cuda as cuda  # noqa: E402
 import models  # noqa: E402
+import timing  # noqa: E402
 from exprvm import kernels  # noqa: E402
 
 F32 = np.float32
-
-
-def median_ms(fn, blocks, calls, sync):
-    fn()
-    sync()
-    times = []
-    for _ in range(blocks):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        sync()
-        times.append((time.perf_counter() - t0) / calls)
-    return statistics.median(times) * 1e3
 
 
 def onemil(a):
@@ -54,7 +40,8 @@ def onemil(a):
     rows = {}
     for op in ("sigmoid", "tanh"):
         fn = kernels.unary(op, F32, "cuda")
-        rows[f"exprvm cuda {op}"] = median_ms(lambda: fn(dx, dout), a.blocks, a.calls, cuda.synchronize)
+        rows[f"exprvm cuda {op}"] = timing.median_ms(lambda: fn(dx, dout), a.blocks, a.calls, warmup=1,
+                                                        sync=cuda.synchronize)
     try:
         import cupy
     except ImportError:
@@ -62,8 +49,10 @@ def onemil(a):
     cx, cy = cupy.asarray(x), cupy.empty(n, F32)
     sig = cupy.ElementwiseKernel("T x", "T y", "y = 1 / (1 + exp(-x))", "ev_bench_sigmoid")
     sync = cupy.cuda.Device().synchronize
-    rows["cupy sigmoid"] = median_ms(lambda: sig(cx, cy), a.blocks, a.calls, sync)
-    rows["cupy tanh"] = median_ms(lambda: cupy.tanh(cx, out=cy), a.blocks, a.calls, sync)
+    rows["cupy sigmoid"] = timing.median_ms(lambda: sig(cx, cy), a.blocks, a.calls, warmup=1,
+                                                        sync=sync)
+    rows["cupy tanh"] = timing.median_ms(lambda: cupy.tanh(cx, out=cy), a.blocks, a.calls, warmup=1,
+                                                        sync=sync)
     return rows
 
 
@@ -142,12 +131,14 @@ def torch_step(name, smoke, lr=0.01):
 def steps(a, name):
     rows = {}
     step, tm, moves = exprvm_step(name, a.smoke)
-    rows[f"exprvm {name} step"] = median_ms(step, a.blocks, max(1, a.calls // 20), cuda.synchronize)
+    rows[f"exprvm {name} step"] = timing.median_ms(step, a.blocks, max(1, a.calls // 20), warmup=1,
+                                                        sync=cuda.synchronize)
     rows[f"exprvm {name} transfers per step"] = moves
     tm.close()
     peer = torch_step(name, a.smoke)
     if peer is not None:
-        rows[f"torch {name} step"] = median_ms(peer[0], a.blocks, max(1, a.calls // 20), peer[1])
+        rows[f"torch {name} step"] = timing.median_ms(peer[0], a.blocks, max(1, a.calls // 20), warmup=1,
+                                                        sync=peer[1])
     return rows
 
 

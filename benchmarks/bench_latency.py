@@ -46,6 +46,7 @@ import numpy as np  # noqa: E402
 
 import exprvm as ev  # noqa: E402
 import models  # noqa: E402
+from timing import median_s  # noqa: E402
 from exprvm.compiler import compile_graph  # noqa: E402
 
 try:
@@ -62,15 +63,6 @@ def parse(argv=None):
     ap.add_argument("--steps", default=None, help="LSTM lengths T for the compile table, comma-separated")
     ap.add_argument("--graphs", type=int, default=None, help="random graphs in the oracle workload")
     return ap.parse_args(argv)
-
-
-def _median_time(fn, repeat):
-    out = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return float(np.median(out))
 
 
 # -- compile time against graph size ---------------------------------------------------------
@@ -97,7 +89,7 @@ def compile_table(a):
         for n in sizes:
             g, outs = make(n)
             compile_graph(g, outs, fuse=SYNC)           # the kernels built and loaded
-            t = _median_time(lambda: compile_graph(g, outs, fuse=SYNC), 1 if n >= 500 else 3)
+            t = median_s(lambda: compile_graph(g, outs, fuse=SYNC), 1 if n >= 500 else 3)
             rows.append((f"{kind}={n}", len(g), t, t / len(g) * 1e6))
     print("\ncompile (warm kernel cache; median of 3, 1 above 500 steps)")
     print(f"{'graph':<14} {'nodes':>7} {'seconds':>9} {'us/node':>9}")

@@ -13,23 +13,16 @@
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import exprvm as ev  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 
 def median_us(fn, number, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        times.append((time.perf_counter() - t0) / number)
-    return float(np.median(times)) * 1e6
+    return median_ms(fn, repeat, number, warmup=1) * 1e3
 
 
 def chain(steps, n, fed):
