@@ -136,8 +136,7 @@ def test_a_loop_body_is_upgraded_with_its_loop(cold_cache, rng):
     tm = ev.TapeMachine(g, [cost, gW])
     first = tm.program
     assert first.tier == "unfused" and first.verify()
-    bodies = [b for ins in first.instrs for b in getattr(ins, "bodies", ())]
-    assert bodies and all("fused" not in _ops(b) for b in bodies)
+    assert _bodies(first) and all("fused" not in _ops(b) for b in _bodies(first))
     X = rng.normal(size=(6, 3))
     tm.run({xs: X})
     before = [np.array(cost.value, copy=True), np.array(gW.value, copy=True)]
@@ -145,8 +144,7 @@ def test_a_loop_body_is_upgraded_with_its_loop(cold_cache, rng):
     tm.run({xs: X})
     fused = tm.program
     assert fused.tier == "fused" and fused.verify()
-    bodies = [b for ins in fused.instrs for b in getattr(ins, "bodies", ())]
-    assert any("fused" in _ops(b) for b in bodies), str(fused)
+    assert any("fused" in _ops(b) for b in _bodies(fused)), str(fused)
     np.testing.assert_array_equal(before[0], cost.value)
     np.testing.assert_array_equal(before[1], gW.value)
 
