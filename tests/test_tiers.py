@@ -185,6 +185,73 @@ def test_branch_and_while_bodies_swap_with_their_program_bit_for_bit(cold_cache,
             np.testing.assert_array_equal(u, v)     # to the last bit, each branch taken
 
 
+def _deferred(prog):
+    return any("fusion deferred" in n for n in prog.notes)
+
+
+def test_a_program_never_fused_skips_the_analysis_until_its_build_has_done_it(cold_cache):
+    m, feeds = _lstm()
+    first = compile_graph(m.graph, [m.cost])
+    # no analysis: no kernel is known yet, none was looked up
+    assert first.tier == "unfused" and _deferred(first) and first.upgrade.kernels == []
+    assert "fused kernels queued" in first.upgrade.describe() or "building" in first.upgrade.describe()
+    assert first.upgrade.wait(WAIT) and first.upgrade.state == "ready", first.upgrade.error
+    built = first.upgrade.kernels
+    assert built and not generated.lookup(built)        # the build found and built them
+    assert 0 < len(built) <= sum(i.op == "fused" for i in first.upgraded().instrs)   # (shared ones once)
+    second = compile_graph(m.graph, [m.cost])           # known now: fused at once
+    assert second.tier == "fused" and second.upgrade is None and not _deferred(second)
+    assert str(second).split("; tier")[0] == str(first.upgraded()).split("; tier")[0]
+
+
+KNOWN_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {bench!r})
+    import exprvm as ev, models
+    from exprvm.compiler import compile_graph
+    w, data = models.weights_and_data("lstm_b32", small=True)
+    m = models.graph("lstm_b32", w, small=True)
+    p = compile_graph(m.graph, [m.cost])
+    print(p.tier, any("fusion deferred" in n for n in p.notes))
+""")
+
+
+def test_another_process_knows_a_program_fused_with_the_same_cache(cold_cache):
+    script = KNOWN_SCRIPT.format(bench=str(ROOT / "benchmarks"))
+    env = dict(os.environ, EXPRVM_CACHE_DIR=str(cold_cache))
+
+    def other():
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                             cwd=str(ROOT), timeout=WAIT)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert other() == ["unfused", "True"]               # a cold cache: no analysis
+    m, _ = _lstm()
+    compile_graph(m.graph, [m.cost], fuse="sync")       # builds its kernels, and says so on disk
+    assert other() == ["fused", "False"]
+
+
+def test_a_known_program_whose_kernels_are_gone_builds_them_in_the_background(cold_cache):
+    m, feeds = _lstm()
+    ref = compile_graph(m.graph, [m.cost], fuse="sync")
+    for lib in (cold_cache / "fused").glob("*.lib"):    # the kernels' index files removed by hand
+        lib.unlink()
+    generated._reset_for_tests()                        # (and forgotten by this process)
+    prog = compile_graph(m.graph, [m.cost])
+    # the fingerprint is known, so the analysis ran and named the missing kernels
+    assert prog.tier == "unfused" and 0 < len(prog.upgrade.kernels) <= sum(i.op == "fused" for i in ref.instrs)
+    assert prog.upgrade.wait(WAIT) and prog.upgrade.state == "ready", prog.upgrade.error
+    assert str(prog.upgraded()).split("; tier")[0] == str(ref).split("; tier")[0]
+
+
+def test_a_program_with_nothing_to_fuse_is_not_deferred(cold_cache, rng):
+    g = ev.Graph()
+    a, b = g.matrix("a", (3, 4), value=rng.normal(size=(3, 4))), g.matrix("b", (4, 2), value=rng.normal(size=(4, 2)))
+    prog = compile_graph(g, [ev.tanh(a @ b)])
+    assert prog.upgrade is None and not _deferred(prog)
+
+
 def test_the_profile_and_disassembly_say_which_tier_ran(cold_cache):
     m, feeds = _lstm()
     tm = ev.TapeMachine(m.graph, [m.cost])
@@ -206,14 +273,17 @@ def test_a_dropped_programs_build_is_skipped(cold_cache, monkeypatch):
     y = ev.sum(ev.sigmoid(x * 3.0) * ev.tanh(x))
     dropped = compile_graph(g, [y])
     assert kept.tier == dropped.tier == "unfused"
-    kernels = dropped.upgrade.kernels
+    built = generated.STATS["kernels_compiled"]
     ref = weakref.ref(dropped.upgrade)
     del dropped
     gc.collect()
     assert ref() is None                # the queue does not keep a dropped program's build
     assert kept.upgrade.wait(WAIT) and kept.upgrade.state == "ready", kept.upgrade.error
     builder.shutdown(cancel=False)      # (cancelling stops this process's builds for good)
-    assert [k.name for k in generated.lookup(kernels)] == [k.name for k in kernels]   # never built
+    assert kept.upgrade.kernels         # the kept program's kernels, and no other, were built
+    assert generated.STATS["kernels_compiled"] - built == len(kept.upgrade.kernels)
+    again = compile_graph(g, [y])       # and the dropped one is still unknown
+    assert again.tier == "unfused" and any("fusion deferred" in n for n in again.notes)
 
 
 EXIT_SCRIPT = textwrap.dedent("""

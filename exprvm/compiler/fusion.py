@@ -32,7 +32,7 @@ import numpy as np
 from ..core import FLOAT_DTYPES, is_basic_index
 from ..errors import BackendError
 from ..kernels import generated
-from . import ir, tiers
+from . import ir, known, tiers
 from .lowering import fused as _fused  # noqa: F401  (registers the fused op and its rows)
 from .lowering.fused import FusedGroup
 from .lowering.scalar import fusable, result_kind
@@ -41,6 +41,7 @@ BOOL = np.dtype(bool)
 MIN_MEMBERS = 2
 MAX_MEMBERS = 48        # a longer group is cut into several (a 10,000-op chain compiles quickly)
 ROUNDS = 8
+DEFERRED = "fusion deferred: its kernels build in the background (tiered compilation)"
 
 
 def available():
@@ -429,6 +430,11 @@ def _rewrite(members, group, ext, blocks, t, cats):
 def fuse(live, roots, keep):
     """Rewrite the IR's elementwise groups into fused Vals. Returns (live, note or None).
     Nothing changes when no kernel can be built (no compiler: the note says why)."""
+    # NOTE: the fingerprint of the IR as it comes in, before the analysis rewrites it
+    fp = known.fingerprint(live)
+    if tiers.deferring(fp) and _may_fuse(live, keep, roots):
+        tiers.defer()
+        return live, DEFERRED
     root_ids = {id(r) for r in roots}
     pushed = 0
     for _ in range(ROUNDS):     # a slice pushed into an op may make that op's operand pushable
@@ -440,16 +446,29 @@ def fuse(live, roots, keep):
         live = ir.live_vals(roots)
     found = [(ms, *_spec(ms, keep, root_ids)) for ms in _groups(live, keep, roots)]
     if not found:
+        tiers.ready([], fp)             # (nothing to build: the program is known from now on)
         return live, None
     try:
-        if not tiers.ready([f[1].kernel(f[4]) for f in found]):
-            return live, "fusion deferred: its kernels build in the background (tiered compilation)"
+        if not tiers.ready([f[1].kernel(f[4]) for f in found], fp):
+            return live, DEFERRED
     except BackendError as e:
         return live, f"no fusion: {str(e).splitlines()[0]}"
     for members, group, ext, stored, t, cat in found:
         _rewrite(members, group, ext, stored, t, cat)
     n = sum(len(f[0]) for f in found)
     return ir.live_vals(roots), f"fused {n} elementwise ops into {len(found)} generated kernels"
+
+
+def _may_fuse(live, keep, roots):
+    """Could the analysis find a group? (Two ops that may join one; cheap: no grouping.)"""
+    root_ids = {id(r) for r in roots}
+    n = 0
+    for v in live:
+        if v.kind == "op" and _class(v, keep, root_ids) is not None:
+            n += 1
+            if n >= MIN_MEMBERS:
+                return True
+    return False
 
 
 def annotate(live, instrs):

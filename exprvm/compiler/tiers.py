@@ -11,7 +11,10 @@ background, which whoever runs the program swaps in between two runs.
                            and C kernels of the ops themselves; identical values), and the
                            missing kernels are built by a worker thread, one build per
                            program; the worker then compiles the program again, fused, and
-                           offers it as prog.upgraded()
+                           offers it as prog.upgraded(). A program never fused with this
+                           cache (known.py: its IR's fingerprint) skips the fusion
+                           analysis altogether, the most of a small program's compile: the
+                           worker does it, building the kernels it finds
     fuse="sync"            blocking: missing kernels are compiled before
                            the compile returns (benchmarks, and fusion tests)
     fuse=False             no generated kernels ("single": one instruction per op)
@@ -44,6 +47,7 @@ import weakref
 
 from ..errors import CompileError
 from ..kernels import generated
+from . import known
 from . import threads as _threads
 
 MODES = {True: "tiered", "tiered": "tiered", "sync": "sync", False: False, None: False}
@@ -51,6 +55,8 @@ MAX_BUILDS = max(1, min(4, _threads.cores() // 2))
 BUILD_DELAY = 0.25          # seconds between a compile and the start of its kernels' build
 
 _scope = contextvars.ContextVar("exprvm_tier_scope", default=None)
+_building = contextvars.ContextVar("exprvm_tier_building", default=None)  # the Upgrade a
+#                                   background build's compile works for
 
 
 def mode_of(fuse):
@@ -68,6 +74,7 @@ class Scope:
     def __init__(self, mode):
         self.mode = mode
         self.missing = {}           # kernel name -> generated.Kernel
+        self.deferred = False       # a fusion analysis skipped (its program never fused here)
 
 
 @contextlib.contextmanager
@@ -90,25 +97,45 @@ def scope(options):
         _scope.reset(token)
 
 
-def ready(kernels):
+def deferring(fingerprint):
+    """Is this a tiered compile of a program never fused with this kernel cache (by its
+    IR's fingerprint, known.py)? The fusion pass then skips its analysis (defer()) and
+    leaves every group unfused; the background build analyses it."""
+    s = _scope.get()
+    return s is not None and s.mode == "tiered" and not known.known(fingerprint)
+
+
+def defer():
+    """The fusion pass skipped its analysis: the program gets an Upgrade."""
+    _scope.get().deferred = True
+
+
+def ready(kernels, fingerprint):
     """Called by the fusion pass with a program's kernels: True when they can run now (a
     "sync" compile, or none outside a scope, builds the missing ones first), False when
     some are missing in a tiered compile (the pass then leaves the groups unfused, and the
-    scope remembers the kernels for the background build)."""
+    scope remembers the kernels for the background build). A fingerprint whose kernels
+    can run is remembered (known.py)."""
     s = _scope.get()
     if s is None or s.mode != "tiered":
-        generated.prepare(kernels)
+        up = _building.get()
+        generated.prepare(kernels, background=up is not None)
+        if up is not None:
+            up.found(kernels)
+        known.remember(fingerprint)
         return True
     missing = generated.lookup(kernels)
     for k in missing:
         s.missing[k.name] = k
+    if not missing:
+        known.remember(fingerprint)
     return not missing
 
 
 def finish(s, prog, g, options, fusing):
     """Set prog's tier after the outermost compile of scope s (fusing: did the pipeline
     run the fusion pass); start its Upgrade when kernels are missing."""
-    if not s.missing:
+    if not s.missing and not s.deferred:
         prog.tier = "fused" if fusing else "single"
         return prog
     prog.tier = "unfused"
@@ -123,11 +150,12 @@ def finish(s, prog, g, options, fusing):
 
 class Upgrade:
     """The fused form of an unfused program, being built: its missing kernels, then the
-    program compiled again. state: "queued", "building", "ready", "failed" or "skipped"
+    program compiled again (which builds the kernels of the groups whose analysis the
+    tiered compile skipped). state: "queued", "building", "ready", "failed" or "skipped"
     (the program was dropped before its turn, or the process is exiting)."""
 
     def __init__(self, kernels, g, outputs, options, owner=None):
-        self.kernels = kernels
+        self.kernels = kernels      # the kernels known missing; then every kernel it used
         self.state = "queued"
         self.program = None         # the fused Program, once ready
         self.error = None           # why it failed
@@ -145,9 +173,17 @@ class Upgrade:
         """Block until the build has ended (ready, failed or skipped); True if it has."""
         return self._done.wait(timeout)
 
+    def found(self, kernels):
+        """The background compile's fusion pass prepared `kernels` (each named once)."""
+        names = {k.name for k in self.kernels}
+        for k in kernels:
+            if k.name not in names:
+                names.add(k.name)
+                self.kernels.append(k)
+
     def describe(self):
         n = len(self.kernels)
-        what = f"{n} fused kernel{'s' if n != 1 else ''}"
+        what = f"{n} fused kernel{'s' if n != 1 else ''}" if n else "fused kernels"
         return {"queued": f"{what} queued to build in the background",
                 "building": f"{what} building in the background",
                 "ready": f"{what} built: the fused program runs from the next run on",
@@ -165,7 +201,11 @@ class Upgrade:
             if self._owner() is None:       # dropped while its kernels built: no compile
                 self._skip()
                 return
-            fused = compile_unpaused(*self._source)
+            token = _building.set(self)
+            try:
+                fused = compile_unpaused(*self._source)
+            finally:
+                _building.reset(token)
             fused.tier = "fused"
             self.program = fused
             self.state = "ready"

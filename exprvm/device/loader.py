@@ -71,6 +71,12 @@ def load():
 
 def status():
     """(available, reason) for kernels.backends()."""
+    # NOTE: a known outcome without raising: every compile asks (an ExprError costs a
+    # stack walk for its source line)
+    if "error" in _state:
+        return False, _state["error"]
+    if "lib" in _state:
+        return True, _state["reason"]
     try:
         load()
     except BackendError as e:

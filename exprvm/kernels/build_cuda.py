@@ -64,12 +64,22 @@ def find_nvcc():
     return None
 
 
+_CACHE_DIRS = {}    # (EXPRVM_CACHE_DIR, XDG_CACHE_HOME, HOME) -> the path they give
+
+
 def cache_dir():
-    env = os.environ.get("EXPRVM_CACHE_DIR")
-    if env:
-        return pathlib.Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(base) / "exprvm"
+    """$EXPRVM_CACHE_DIR, else $XDG_CACHE_HOME/exprvm, else ~/.cache/exprvm."""
+    # NOTE: remembered per environment: every compile asks, and pathlib costs tens of us
+    key = (os.environ.get("EXPRVM_CACHE_DIR"), os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
+    path = _CACHE_DIRS.get(key)
+    if path is None:
+        if key[0]:
+            path = pathlib.Path(key[0])
+        else:
+            base = key[1] or os.path.join(os.path.expanduser("~"), ".cache")
+            path = pathlib.Path(base) / "exprvm"
+        _CACHE_DIRS[key] = path
+    return path
 
 
 def arch_for(capability=None):

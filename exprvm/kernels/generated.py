@@ -153,8 +153,16 @@ def _probe():
     return True, f"{cc}, cache {cache_root()}"
 
 
+_ROOTS = {}      # cache_dir() -> its fused/ folder (asked once per kernel looked up)
+
+
 def cache_root():
-    return cache_dir() / "fused"
+    """The folder of the fused kernels' libraries and index files."""
+    base = cache_dir()
+    root = _ROOTS.get(base)
+    if root is None:
+        root = _ROOTS[base] = base / "fused"
+    return root
 
 
 def _cpu_flags():
@@ -193,7 +201,9 @@ def _index(name):
     return cache_root() / f"{name}.lib"
 
 
-def _write_atomic(path, data):
+def write_atomic(path, data):
+    """Write bytes to a pathlib path through a temporary file renamed into place (a
+    reader never sees half a file; concurrent writers are safe)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
@@ -280,7 +290,7 @@ def _compile(kernels, background=False):
     STATS["kernels_compiled"] += len(names)
     mod = _load_module(modname)
     for n in names:
-        _write_atomic(_index(n), modname.encode())
+        write_atomic(_index(n), modname.encode())
     return mod
 
 
