@@ -52,6 +52,20 @@ def test_the_block_freezes_what_lives_and_unfreezes_on_leaving():
     assert gc.get_freeze_count() == 0 and gc.isenabled()
 
 
+def test_inside_the_block_the_oldest_generation_is_collected_often_and_thresholds_come_back():
+    before = gc.get_threshold()
+    gc.set_threshold(900, 12, 10)
+    try:
+        with ev.steady_gc():
+            assert gc.get_threshold() == (900, 12, 1)
+            with ev.steady_gc():
+                assert gc.get_threshold() == (900, 12, 1)
+            assert gc.get_threshold() == (900, 12, 1)
+        assert gc.get_threshold() == (900, 12, 10)
+    finally:
+        gc.set_threshold(*before)
+
+
 def test_garbage_made_inside_the_block_is_still_collected():
     with ev.steady_gc():
         g, cost, w = _step_graph(np.eye(3), np.ones((6, 3)), 4)
