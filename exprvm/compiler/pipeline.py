@@ -125,7 +125,8 @@ def compile_unpaused(g, outputs, options):
     with tiers.scope(options) as (scope, outermost):
         prog = _compile(g, outputs, options)
         if outermost:
-            tiers.finish(scope, prog, g, options, _fusing(options, resolve_backend(options.backend)))
+            tiers.finish(scope, prog, g, options, _fusing(options, resolve_backend(options.backend)),
+                         compile_unpaused)
         return prog
 
 

@@ -132,9 +132,11 @@ def ready(kernels, fingerprint):
     return not missing
 
 
-def finish(s, prog, g, options, fusing):
+def finish(s, prog, g, options, fusing, compile):
     """Set prog's tier after the outermost compile of scope s (fusing: did the pipeline
-    run the fusion pass); start its Upgrade when kernels are missing."""
+    run the fusion pass); start its Upgrade when kernels are missing. compile(g, outputs,
+    options) is the pipeline's compile, for the Upgrade (passed in: the pipeline imports
+    this module)."""
     if not s.missing and not s.deferred:
         prog.tier = "fused" if fusing else "single"
         return prog
@@ -143,7 +145,7 @@ def finish(s, prog, g, options, fusing):
     # the fused program has the same interface whatever the graph gains meanwhile.
     outputs = [n for n, _ in prog.values]
     again = options.with_(fuse="sync", grads=False, keep=())
-    prog.upgrade = Upgrade(list(s.missing.values()), g, outputs, again, prog)
+    prog.upgrade = Upgrade(list(s.missing.values()), compile, g, outputs, again, prog)
     _BUILDER.submit(prog.upgrade)
     return prog
 
@@ -154,8 +156,9 @@ class Upgrade:
     tiered compile skipped). state: "queued", "building", "ready", "failed" or "skipped"
     (the program was dropped before its turn, or the process is exiting)."""
 
-    def __init__(self, kernels, g, outputs, options, owner=None):
+    def __init__(self, kernels, compile, g, outputs, options, owner=None):
         self.kernels = kernels      # the kernels known missing; then every kernel it used
+        self._compile = compile     # compile(g, outputs, options) -> Program
         self.state = "queued"
         self.program = None         # the fused Program, once ready
         self.error = None           # why it failed
@@ -191,7 +194,6 @@ class Upgrade:
                 "skipped": f"{what} not built"}[self.state]
 
     def _run(self):
-        from .pipeline import compile_unpaused     # NOTE: lazy: the pipeline imports this module
         if self._owner() is None:
             self._skip()
             return
@@ -203,7 +205,7 @@ class Upgrade:
                 return
             token = _building.set(self)
             try:
-                fused = compile_unpaused(*self._source)
+                fused = self._compile(*self._source)
             finally:
                 _building.reset(token)
             fused.tier = "fused"
