@@ -9,11 +9,11 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from exprvm.onnx import table  # noqa: E402
+from exprvm.onnx import operators  # noqa: E402
 
 REGIONS = {  # (file, marker) -> the generated text
-    ("docs/guide/onnx.md", "onnx-operators"): table.operator_table,
-    ("docs/guide/onnx.md", "onnx-exports"): lambda: table.export_names() + "\n",
+    ("docs/guide/onnx.md", "onnx-operators"): operators.operator_table,
+    ("docs/guide/onnx.md", "onnx-exports"): lambda: operators.export_names() + "\n",
 }
 
 

@@ -18,7 +18,7 @@ onnx = pytest.importorskip("onnx")
 
 import exprvm as ev  # noqa: E402
 from exprvm.onnx.backend import Backend  # noqa: E402
-from exprvm.onnx.table import rows  # noqa: E402
+from exprvm.onnx.operators import rows  # noqa: E402
 
 # the onnx.backend.test.case.node modules of the operators above
 LISTED = ("conv batch_normalization relu maxpool averagepool globalaveragepool flatten gemm matmul add mul "

@@ -26,7 +26,7 @@ def test_the_docs_list_exactly_the_operators_the_import_table_has():
 
 
 def test_the_table_has_one_row_per_import_row():
-    from exprvm.onnx.table import operator_table, rows
+    from exprvm.onnx.operators import operator_table, rows
     lines = operator_table().splitlines()[2:]
     assert [line.split(" | ")[0].lstrip("| ") for line in lines] == [r.op_type for r in rows()]
     assert {"Conv", "LSTM", "GRU", "LayerNormalization", "Gather", "Shape", "Slice", "Expand", "Where",

@@ -16,7 +16,7 @@ does not need it (pip install 'exprvm[onnx]' installs it and onnxruntime).
 """
 from .importer import import_time_inputs, load  # noqa: F401
 from .export import export  # noqa: F401
-from .table import operator_table  # noqa: F401
+from .operators import operator_table  # noqa: F401
 
 # NOTE: Backend (exprvm.onnx.backend) is public too, but not listed: listing it would import onnx
 __all__ = ["export", "import_time_inputs", "load", "operator_table"]

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import OnnxError, OnnxUnsupportedError
 from .proto import numpy_dtype, onnx_module, read_attribute, read_tensor, shape_count
-from .table import IMPORTS, REQUIRED, rows, static_inputs
+from . import operators  # noqa: F401  (every handler registered)
+from .table import IMPORTS, REQUIRED, static_inputs
 
 MIN_OPSET = 13
 
@@ -256,7 +257,6 @@ def _steps(g, known, opset, folder, limit, outer=frozenset(), scope=""):
     if len(order) != len(g.node):
         k = next(k for k, w in enumerate(waiting) if w)
         raise OnnxError(f"the graph has a cycle through node {scope}{_label(g.node[k], k)!r} ({g.node[k].op_type})")
-    rows()     # every handler module registered
     visible = set(known) | set(producer) | set(outer)
     return [_step(g.node[k], k, opset, folder, limit, visible, scope) for k in order]
 

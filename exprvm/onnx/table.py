@@ -1,5 +1,5 @@
-"""The import table: one row per ONNX operator exprvm reads, and the supported-operator
-table the docs show, generated from these rows (so it cannot go stale).
+"""The import table: one row per ONNX operator exprvm reads (operators.py holds them all,
+and the supported-operator table the docs show, generated from these rows).
 
 A row holds the handler, which builds the operator from exprvm ops, and what the loader
 checks before it builds anything: the attributes it knows (kind and default), the inputs
@@ -69,38 +69,3 @@ def all_of(*checks):
                 return bad
         return None
     return check
-
-
-def rows():
-    """Every import row, sorted by op_type (the handlers' modules registered)."""
-    from . import control, ops_math, ops_nn, ops_pool, ops_rnn, ops_shape  # noqa: F401  (they register rows)
-    return [IMPORTS[k] for k in sorted(IMPORTS)]
-
-
-def _input_names(op_type, positions):
-    from .proto import onnx_module
-    formal = onnx_module().defs.get_schema(op_type).inputs
-    return [formal[i].name if i < len(formal) else f"input {i}" for i in positions]
-
-
-def operator_table():
-    """The supported ONNX operators as a Markdown table, generated from the import rows
-    (the inputs that must be known at import named as ONNX's schemas name them)."""
-    lines = ["| ONNX operator | attributes | inputs known at import | not supported |",
-             "|---|---|---|---|"]
-    for r in rows():
-        attrs = ", ".join(sorted(r.attrs)) or "-"
-        static = ", ".join(_input_names(r.op_type, r.static)) or "-"
-        lines.append(f"| {r.op_type} | {attrs} | {static} | {r.notes or '-'} |")
-    return "\n".join(lines) + "\n"
-
-
-def operator_names():
-    """The supported ONNX operators, comma-separated (the README's list)."""
-    return ", ".join(r.op_type for r in rows())
-
-
-def export_names():
-    """The exprvm ops ev.onnx.export writes, comma-separated."""
-    from .export_table import EXPORTS
-    return ", ".join(f"`{k}`" for k in sorted(EXPORTS))
