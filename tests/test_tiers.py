@@ -315,3 +315,30 @@ def test_a_process_exiting_with_a_build_in_flight_exits_cleanly(tmp_path):
     root = tmp_path / "fused"
     left = [p.name for p in root.iterdir() if p.name.startswith((".tmp-", ".build-"))] if root.exists() else []
     assert not left, left
+
+
+def test_the_fingerprint_tells_apart_what_decides_a_kernel_and_is_the_same_in_another_process():
+    from exprvm.compiler import ir, known
+
+    def fp(build):
+        g = ev.Graph()
+        x = g.matrix("x", (3, 4), dtype=np.float32)
+        out = build(x)
+        vals = ir.build(ev.ancestors([out]))
+        return known.fingerprint(ir.live_vals([vals[out.id]]))
+
+    base = fp(lambda x: ev.tanh(x * 2.0) + 1.0)
+    assert base == fp(lambda x: ev.tanh(x * 2.0) + 1.0)
+    assert base != fp(lambda x: ev.tanh(x * 3.0) + 1.0)            # a literal in the source
+    assert base != fp(lambda x: ev.sigmoid(x * 2.0) + 1.0)         # another op
+    assert base != fp(lambda x: ev.tanh(x[:, :2] * 2.0) + 1.0)     # another shape
+    assert base != fp(lambda x: ev.tanh(x * 2.0) + ev.tanh(x))     # another operand
+    assert fp(lambda x: ev.clip(x, 0.0, 1.0)) != fp(lambda x: ev.clip(x, 0.0, 2.0))   # a param
+    code = ("import numpy as np, exprvm as ev\nfrom exprvm.compiler import ir, known\n"
+            "g = ev.Graph(); x = g.matrix('x', (3, 4), dtype=np.float32); out = ev.tanh(x * 2.0) + 1.0\n"
+            "vals = ir.build(ev.ancestors([out])); print(known.fingerprint(ir.live_vals([vals[out.id]])))")
+    for seed in ("1", "2"):     # str hashes differ between these processes; the fingerprint may not
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT),
+                             env=dict(os.environ, PYTHONHASHSEED=seed), timeout=WAIT)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == base

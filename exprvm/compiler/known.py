@@ -16,39 +16,57 @@ The fingerprint is a hint, never trusted for correctness: a fingerprint known wh
 kernel is missing (a cache cleared by hand) only means an analysis whose kernels are then
 built in the background, as before this index; one unknown while the kernels are all
 there only means a fused program one background compile later. So it covers what
-decides the kernels -- each Val's kind, op, shape, dtype, operands, simple params and
-size-1 constants -- and reads nothing that is costly to write out (large constants'
-values, loop bodies: a body's own compile has its own fingerprint).
+decides the kernels -- each Val's kind, op, shape, dtype, operands, params (but a
+view's) and size-1 constants -- and reads nothing that is costly to write out (large
+constants' values, loop bodies: a body's own compile has its own fingerprint).
 """
-import hashlib
 import os
 import threading
+import zlib
 from pathlib import Path
 
 from ..kernels import generated
 
 _lock = threading.Lock()
 _known = set()          # fingerprints this process has seen fused: (cache root, fingerprint)
+_CODES = {}             # op or kind name -> its crc32
+VIEWS = frozenset(("getitem", "unpack", "reshape", "transpose", "broadcast_to"))
+
+
+def _code(name):
+    """A stable int for an op's name (str hashes differ between processes)."""
+    code = _CODES.get(name)
+    if code is None:
+        code = _CODES[name] = zlib.crc32(str(name).encode())
+    return code
 
 
 def fingerprint(live):
-    """A hex digest of the IR `live` (see the module docstring for what it covers)."""
+    """A hex fingerprint of the IR `live` (see the module docstring for what it covers).
+
+    NOTE: built of ints and tuples of them, whose hash() is the same in every process
+    (a str's is not): a compile pays about a microsecond per Val for it. A view's params
+    (a slice's bounds, a reshape's shape) are left out: they decide no kernel's source."""
     pos = {}
     parts = []
     for i, v in enumerate(live):
         pos[id(v)] = i
-        ins = [pos.get(id(x), -1) for x in v.ins]
-        if v.params:
+        op = v.op if v.kind == "op" else v.kind
+        code = _CODES.get(op)
+        if code is None:
+            code = _code(op)
+        ins = tuple([pos.get(id(x), -1) for x in v.ins])
+        if v.params and op not in VIEWS:
             text = repr(v.params)
             if "0x" in text:        # an object without a plain repr (a loop's body): its keys
                 text = repr(sorted(v.params))
-            parts.append((v.kind, v.op, v.shape, v.dtype.num, ins, text))
+            parts.append((code, v.shape, v.dtype.num, ins, zlib.crc32(text.encode())))
         elif v.kind == "const" and v.value is not None and v.value.size == 1:
             # NOTE: its value is written into a kernel's source
-            parts.append((v.kind, v.shape, v.dtype.num, v.value.reshape(-1)[0].item()))
+            parts.append((code, v.shape, v.dtype.num, v.value.reshape(-1)[0].item()))
         else:
-            parts.append((v.kind, v.op, v.shape, v.dtype.num, ins))
-    return hashlib.sha1(repr(parts).encode()).hexdigest()
+            parts.append((code, v.shape, v.dtype.num, ins))
+    return f"{hash(tuple(parts)) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def _path(root, fp):
