@@ -32,8 +32,8 @@ def _roles(v):
 
 
 def _key(v, roles):
-    params = repr(sorted(v.params.items()))
-    ins = tuple((x.shape, x.dtype.str, id(x) if r == "s" else None) for x, r in zip(v.ins, roles))
+    params = repr(sorted(v.params.items())) if v.params else "[]"
+    ins = tuple([(x.shape, x.dtype.str, id(x) if r == "s" else None) for x, r in zip(v.ins, roles)])
     return (v.op, params, ins, v.shape, v.dtype.str)
 
 
@@ -124,12 +124,12 @@ def batch_siblings(live, roots):
     while True:
         groups = {}
         for v in vals:
-            hit = cache.get(id(v))
-            if hit is None or hit[0] is not v or hit[1] != v.op:
+            hit = cache.get(v)      # NOTE: keyed by the Val itself (no id() call per lookup)
+            if hit is None or hit[0] != v.op:
                 r = _roles(v)
-                hit = cache[id(v)] = (v, v.op, r, _key(v, r) if r is not None else None)
-            if hit[2] is not None:
-                groups.setdefault(hit[3], (hit[2], []))[1].append(v)
+                hit = cache[v] = (v.op, r, _key(v, r) if r is not None else None)
+            if hit[1] is not None:
+                groups.setdefault(hit[2], (hit[1], []))[1].append(v)
         todo = [(k, r, vs) for k, (r, vs) in groups.items() if len(vs) >= MIN_COPIES and k not in done]
         if not todo:
             return merged, vals

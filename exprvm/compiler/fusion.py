@@ -128,23 +128,31 @@ def _components(live, cls):
     # NOTE: any levels with level(v) >= level(x) + cost(x, v) on every edge keep groups
     # convex. A member is raised to the level of the members reading it where its other
     # readers allow (a bias add computed early for a later gate): it then joins them.
+    # The highest level allowed is the lowest among the members reading v (of its class) and
+    # one below every other reader; v rises to it only if that is a member's level.
+    inf = math.inf
     for v in reversed(live):
         c = get(v)
-        if c is None or not v.users:
+        if c is None:
             continue
-        free = [level[u] for u in v.users if get(u) == c]
-        cap = min(min(free, default=math.inf),
-                  min((level[u] - 1 for u in v.users if get(u) != c), default=math.inf))
-        up = [lu for lu in free if lu <= cap]
-        if up:
-            level[v] = max(level[v], max(up))
+        free = other = inf
+        for u in v.users:
+            lu = level[u]
+            if get(u) == c:
+                if lu < free:
+                    free = lu
+            elif lu - 1 < other:
+                other = lu - 1
+        if free <= other and free != inf and free > level[v]:
+            level[v] = free
     parent = {v: v for v in live if get(v) is not None}
     for v in live:
         c = get(v)
         if c is None:
             continue
+        lv = level[v]
         for x in v.ins:
-            if get(x) == c and level[x] == level[v]:
+            if get(x) == c and level[x] == lv:
                 ra, rb = _find(parent, x), _find(parent, v)
                 if ra is not rb:
                     parent[rb] = ra
@@ -158,11 +166,12 @@ def _components(live, cls):
 def _groups(live, keep, roots):
     """The groups to fuse: lists of member Vals in topological order."""
     root_ids = {id(r) for r in roots}
-    cls = {}
+    cls, number = {}, {}
     for v in live:
         c = _class(v, keep, root_ids)
         if c is not None:
-            cls[v] = c
+            # NOTE: each class as a small int: _components compares classes on every edge
+            cls[v] = number.setdefault(c, len(number))
     for _ in range(ROUNDS):
         groups = _components(live, cls)
         dropped = False
@@ -198,7 +207,7 @@ def _chunks(members):
             out.append(cur)
             cur = []
         cur.append(m)
-        for x in m.ins:
+        for x in m.ins if pending else ():
             left = pending.get(id(x))
             if left is not None:
                 left.discard(id(m))
