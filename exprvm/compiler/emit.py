@@ -51,17 +51,20 @@ class Emitter:
         return r
 
     def val(self, v):
-        # parameters and constants the device reads live there (placement.leaves)
-        leaf_device = getattr(self.placement, "leaves", {}).get(id(v), "cpu")
-        if v.kind in ("input", "param"):
-            r = self.reg(v.shape, v.dtype, v.kind, device=leaf_device if v.kind == "param" else "cpu")
-        elif v.kind == "const":
-            r = self.reg(v.shape, v.dtype, "const", const=v.value, device=leaf_device)
+        if v.kind != "op":
+            # parameters and constants the device reads live there (placement.leaves)
+            leaf_device = getattr(self.placement, "leaves", {}).get(id(v), "cpu")
+            if v.kind in ("input", "param"):
+                r = self.reg(v.shape, v.dtype, v.kind, device=leaf_device if v.kind == "param" else "cpu")
+            else:
+                r = self.reg(v.shape, v.dtype, "const", const=v.value, device=leaf_device)
         else:
-            device = self.placement.get(id(v), "cpu")
+            device = self.placement.get(id(v), "cpu") if self.placement else "cpu"
             view = None
             if OPS[v.op].view:      # views of device registers too (DeviceArray views)
-                base = self.on(v.ins[0].rid, device)
+                base = v.ins[0].rid
+                if self.regs[base].device != device:
+                    base = self.on(base, device)
                 if self.regs[base].kind != "const" or device != "cpu":
                     view = as_view(v.op, v.params, self.fake.get(base, self.regs[base].const))
             if view is not None:

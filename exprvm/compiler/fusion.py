@@ -374,37 +374,46 @@ def _spec(members, keep, root_ids):
     shape = members[0].shape
     t = np.dtype(members[0].dtype if members[0].dtype != BOOL else
                  next(x.dtype for x in members[0].ins if x.dtype != BOOL))
-    index = {id(m): j for j, m in enumerate(members)}
-    ext, ext_pos, specs, sites = [], {}, [], []
+    # NOTE: the dicts here are keyed by the Vals themselves (no id() call per lookup)
+    index = {m: j for j, m in enumerate(members)}
+    ext, ext_pos, specs, sites, stored = [], {}, [], [], []
     for m in members:
         refs = []
         for x in m.ins:
-            if id(x) in index:
-                refs.append(("v", index[id(x)]))
+            j = index.get(x)
+            if j is not None:
+                refs.append(("v", j))
                 continue
             lit = _literal(x, t)
             if lit is not None:
                 refs.append(("lit", lit))
                 continue
-            if id(x) not in ext_pos:
-                ext_pos[id(x)] = len(ext)
+            pos = ext_pos.get(x)
+            if pos is None:
+                pos = ext_pos[x] = len(ext)
                 ext.append(x)
-            refs.append(("in", ext_pos[id(x)]))
-        specs.append((m.op, tuple(sorted(m.params.items())), tuple(refs)))
-        sites.append(m.node.site if m.nodes else "")
-    stored = [m for m in members if id(m) in keep or id(m) in root_ids
-              or any(id(u) not in index for u in m.users)]
+            refs.append(("in", pos))
+        specs.append((m.op, tuple(sorted(m.params.items())) if m.params else (), tuple(refs)))
+        if m.nodes:
+            sites.append(m.nodes[0].site)
+        if id(m) in keep or id(m) in root_ids:
+            stored.append(m)
+            continue
+        for u in m.users:
+            if u not in index:      # read outside the group
+                stored.append(m)
+                break
     cats = _concats_of(stored, shape, t) if len(stored) > 1 else []
     # NOTE: with concatenations, the results lie side by side along the last axis: each
     # concatenation's parts in its order (a member two of them read is stored twice), then
     # the other results; every concatenation is then a view, as is every result.
     blocks = [p for c in cats for p in c.ins]
     blocks += [m for m in stored if not any(m is b for b in blocks)]
-    inputs = tuple((_kind(x.shape, shape), x.dtype == BOOL) for x in ext)
+    inputs = tuple([(_kind(x.shape, shape), x.dtype == BOOL) for x in ext])
     group = FusedGroup(shape=tuple(shape), inputs=inputs, members=tuple(specs),
-                       outputs=tuple(index[id(m)] for m in blocks),
+                       outputs=tuple([index[m] for m in blocks]),
                        layout="concat" if cats else "stack",
-                       sites=tuple(s for s in sites if s))
+                       sites=tuple([s for s in sites if s]))
     return group, ext, blocks, t, cats
 
 

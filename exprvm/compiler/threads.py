@@ -71,8 +71,8 @@ class Policy:
         return max(1, min(self.cap, int(flops // self.blas_flops_per_thread)))
 
     def fused_threads(self, work):
-        omp = _omp_cap()
-        return max(1, min(self.cap, omp or self.cap, int(work // self.fused_work_per_thread)))
+        cap = self.cap      # NOTE: once: it reads the environment and asks the OS for the CPUs
+        return max(1, min(cap, _omp_cap() or cap, int(work // self.fused_work_per_thread)))
 
 
 def _omp_cap():

@@ -345,12 +345,14 @@ def lookup(kernels):
     if not ok:
         raise BackendError(f"fused kernels are not available: {why}")
     missing = {}
-    root = str(cache_root())
+    root = None
     with _lock:
         for k in kernels:
             n = k.name
             if n in _funcs or n in missing:
                 continue
+            if root is None:    # NOTE: only once a kernel is not in memory: a path per call costs
+                root = str(cache_root())
             fn = _from_disk(n, root)
             if fn is not None:
                 _funcs[n] = fn
