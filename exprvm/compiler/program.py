@@ -202,9 +202,7 @@ class Program:
         return r.device, lo, lo + r.nbytes
 
     def overlap(self, a, b):
-        ka, la, ha = self.memory(a)
-        kb, lb, hb = self.memory(b)
-        return ka == kb and la < ha and lb < hb and la < hb and lb < ha
+        return _overlaps(self.memory(a), self.memory(b))
 
     def root(self, rid):
         """The register owning the memory that register rid reads."""
@@ -277,19 +275,16 @@ class Program:
         regs = self.registers
         valid = {}                      # arena -> _Ranges of registers whose bytes are intact
         produced = set()
-        read_last = {}                  # register owning memory -> last instruction reading it
-        for k, ins in enumerate(self.instrs):
-            if ins.op != "update":
-                for i in ins.ins:
-                    if 0 <= i < len(regs):
-                        read_last[self.root(i).id] = k
+        read_last = None                # register owning memory -> last instruction reading it
         for k, ins in enumerate(self.instrs):
             where = _Where(k, ins)      # NOTE: formatted only for an error message
             for rid in ins.ins:
-                self._check_read(rid, valid, produced, where, f" reads r{rid}")
+                self._check_read(rid, valid, produced, where)
             out = regs[ins.out]
             if ins.op == "update" and out.kind == "param":
                 # a state parameter's new value, written in place: no later read may see it
+                if read_last is None:   # NOTE: worked out only for a program with updates
+                    read_last = self._last_reads()
                 if read_last.get(out.id, -1) > k:
                     raise CompileError(f"{where} updates r{out.id} before the end of the tape")
                 if out.id in produced:
@@ -300,11 +295,14 @@ class Program:
                 raise CompileError(f"{where} writes r{out.id}, a {out.kind} register")
             if out.id in produced:
                 raise CompileError(f"{where} writes r{out.id} a second time")
+            mem = self.memory(out)
             for pos, rid in enumerate(ins.ins):
                 src = self.root(rid)
-                if src.kind == "buffer" and self.overlap(src, out):
-                    exact = (rid == src.id and self.memory(src) == self.memory(out) and src.shape == out.shape
-                             and src.dtype == out.dtype)
+                if src.kind != "buffer":
+                    continue
+                smem = self.memory(src)
+                if _overlaps(smem, mem):
+                    exact = rid == src.id and smem == mem and src.shape == out.shape and src.dtype == out.dtype
                     if not (exact and ins.may_alias(pos)):
                         raise CompileError(f"{where}: output r{out.id} overlaps input r{rid} "
                                            f"and the kernel cannot run in place")
@@ -352,9 +350,20 @@ class Program:
         key, lo, hi = self.memory(reg)
         valid.setdefault(key, _Ranges()).write(reg.id, lo, hi)
 
-    def _check_read(self, rid, valid, produced, at, what):
+    def _last_reads(self):
+        """{register owning memory: the last instruction reading it} (updates not counted)."""
+        read_last = {}
+        for k, ins in enumerate(self.instrs):
+            if ins.op != "update":
+                for i in ins.ins:
+                    if 0 <= i < len(self.registers):
+                        read_last[self.root(i).id] = k
+        return read_last
+
+    def _check_read(self, rid, valid, produced, at, what=None):
+        """what: how the error names the read (None: an instruction's read of rid)."""
         if not 0 <= rid < len(self.registers) or self.registers[rid].kind not in _READABLE:
-            self._explain_read(rid, valid, produced, f"{at}{what}")
+            self._explain_read(rid, valid, produced, f"{at}{what or f' reads r{rid}'}")
             return
         src = self.root(rid)
         if src.kind in LEAF_KINDS:
@@ -363,7 +372,7 @@ class Program:
             key, lo, hi = self.memory(src)
             if not src.nbytes or valid[key].holds(src.id, lo, hi):
                 return
-        self._explain_read(rid, valid, produced, f"{at}{what}")
+        self._explain_read(rid, valid, produced, f"{at}{what or f' reads r{rid}'}")
 
     def _explain_read(self, rid, valid, produced, where):
         if not 0 <= rid < len(self.registers):
@@ -417,6 +426,12 @@ class _Ranges:
     def holds(self, rid, lo, hi):
         i = bisect.bisect_left(self.los, lo)
         return i < len(self.los) and self.rids[i] == rid and self.los[i] == lo and self.his[i] == hi
+
+
+def _overlaps(a, b):
+    """Do two (arena key, first byte, end byte) ranges share a byte?"""
+    (ka, la, ha), (kb, lb, hb) = a, b
+    return ka == kb and la < ha and lb < hb and la < hb and lb < ha
 
 
 def _span(qs):
