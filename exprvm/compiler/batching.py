@@ -32,9 +32,10 @@ def _roles(v):
 
 
 def _key(v, roles):
+    # NOTE: dtypes themselves, not dtype.str (a new string per call): equal dtypes hash alike
     params = repr(sorted(v.params.items())) if v.params else "[]"
-    ins = tuple([(x.shape, x.dtype.str, id(x) if r == "s" else None) for x, r in zip(v.ins, roles)])
-    return (v.op, params, ins, v.shape, v.dtype.str)
+    ins = tuple([(x.shape, x.dtype, id(x) if r == "s" else None) for x, r in zip(v.ins, roles)])
+    return (v.op, params, ins, v.shape, v.dtype)
 
 
 def _row_slice(x):
