@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from ..core import FLOAT_DTYPES, is_basic_index
+from ..core import FLOAT_DTYPES
 from ..errors import BackendError
 from ..kernels import generated
 from . import ir, known, tiers
@@ -41,6 +41,7 @@ BOOL = np.dtype(bool)
 MIN_MEMBERS = 2
 MAX_MEMBERS = 48        # a longer group is cut into several (a 10,000-op chain compiles quickly)
 ROUNDS = 8
+_ALL = slice(None)
 DEFERRED = "fusion deferred: its kernels build in the background (tiered compilation)"
 
 
@@ -309,8 +310,8 @@ def _sliced_shape(shape, index):
 
 def _index_key(index, shape):
     """A basic index as a comparable key: padded to every axis, slices resolved."""
-    full = tuple(index) + (slice(None),) * (len(shape) - len(index))
-    return tuple(i.indices(d) if type(i) is slice else ("i", i % d if d else i) for i, d in zip(full, shape))
+    full = tuple(index) + (_ALL,) * (len(shape) - len(index))
+    return tuple([i.indices(d) if type(i) is slice else ("i", i % d if d else i) for i, d in zip(full, shape)])
 
 
 def _sliced_operands(v, u):
@@ -342,18 +343,26 @@ def _concat_part(x, index):
 
 
 def _plain_index(index, shape):
-    return (len(index) <= len(shape) and is_basic_index(index)
-            and all(type(i) in (int, slice) for i in index))
+    """Ints and slices only, at most one per axis (a basic index: a view)."""
+    if len(index) > len(shape):
+        return False
+    for i in index:
+        if type(i) is not int and type(i) is not slice:
+            return False
+    return True
 
 
 def _index_of(x, index, shape):
     """The index of operand x (v's shape, or a row broadcast over it) that picks what
     v[index] reads of it; None if it is x whole."""
-    full = tuple(index) + (slice(None),) * (len(shape) - len(index))
+    full = tuple(index) + (_ALL,) * (len(shape) - len(index))
     mine = full[len(full) - len(x.shape):] if x.shape else ()
-    out = tuple((0 if type(i) is int else slice(None)) if d == 1 and s != 1 else i
-                for i, d, s in zip(mine, x.shape, shape[len(shape) - len(x.shape):]))
-    return None if all(i == slice(None) for i in out) else out
+    out = tuple([(0 if type(i) is int else _ALL) if d == 1 and s != 1 else i
+                 for i, d, s in zip(mine, x.shape, shape[len(shape) - len(x.shape):])])
+    for i in out:
+        if i != _ALL:
+            return out
+    return None
 
 
 def _concats_of(stored, shape, t):
