@@ -78,7 +78,8 @@ def _literal(x, t):
 
 def _class(v, keep, roots):
     """(shape, float dtype) of an op that may join a group, else None."""
-    if v.kind != "op" or not fusable(v.op, v.params) or _size(v.shape) == 0:
+    # NOTE: runs for every Val: `0 in shape` is an empty shape's test without a call
+    if v.kind != "op" or not fusable(v.op, v.params) or 0 in v.shape:
         return None
     shape = v.shape
     if result_kind(v.op) == "bool":
@@ -103,7 +104,7 @@ def _class(v, keep, roots):
             continue
         if _literal(x, t) is None and _kind(x.shape, shape) is None:
             return None
-    return (shape, t.str)
+    return (shape, t)       # NOTE: the dtype itself: dtype.str makes a new string per call
 
 
 def _find(parent, a):
