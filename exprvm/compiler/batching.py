@@ -120,7 +120,7 @@ def _merge(group, roles, memo):
 def batch_siblings(live, roots):
     """Merge groups of independent same-op Vals among `live` (the Vals reachable from roots,
     in topological order). Returns (copies merged, the live Vals afterwards)."""
-    memo, merged, done, cache = {}, 0, set(), {}
+    memo, merged, done, cache, number = {}, 0, set(), {}, {}
     vals = live
     while True:
         groups = {}
@@ -128,9 +128,13 @@ def batch_siblings(live, roots):
             hit = cache.get(v)      # NOTE: keyed by the Val itself (no id() call per lookup)
             if hit is None or hit[0] != v.op:
                 r = _roles(v)
-                hit = cache[v] = (v.op, r, _key(v, r) if r is not None else None)
+                # NOTE: each key as a small int, hashed once per Val however many rounds run
+                hit = cache[v] = (v.op, r, number.setdefault(_key(v, r), len(number)) if r is not None else None)
             if hit[1] is not None:
-                groups.setdefault(hit[2], (hit[1], []))[1].append(v)
+                group = groups.get(hit[2])
+                if group is None:
+                    group = groups[hit[2]] = (hit[1], [])
+                group[1].append(v)
         todo = [(k, r, vs) for k, (r, vs) in groups.items() if len(vs) >= MIN_COPIES and k not in done]
         if not todo:
             return merged, vals
