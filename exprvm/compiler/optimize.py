@@ -54,8 +54,10 @@ def _signature(t):
         return ("sum", t.shape, t.dtype.str)
     if t.op == "take_grad" and t.params["axis"] == 0:
         return ("take_grad", t.shape, t.dtype.str, t.ins[1].dtype.str)
-    if t.op == "getitem_grad" and _slice_on_axis(t.params["index"], t.shape) is not None:
-        return ("getitem_grad", t.shape, t.dtype.str, _slice_on_axis(t.params["index"], t.shape)[0])
+    if t.op == "getitem_grad":
+        cut = _slice_on_axis(t.params["index"], t.shape)
+        if cut is not None:
+            return ("getitem_grad", t.shape, t.dtype.str, cut[0])
     return None
 
 
