@@ -88,8 +88,11 @@ class FusedGroup:
 
     def work(self):
         """Elements times a rough per-element cost (the thread policy's input)."""
-        n = math.prod(self.shape)
-        return n * sum(4 if op in HEAVY or dict(p).get("op") in HEAVY else 1 for op, p, _ in self.members)
+        per = 0
+        for op, params, _ in self.members:
+            # NOTE: params (a kernel op's name, "op") only looked at where there are any
+            per += 4 if op in HEAVY or (params and dict(params).get("op") in HEAVY) else 1
+        return math.prod(self.shape) * per
 
     def describe(self):
         """Member ops and the lines that built them, for the disassembly."""
