@@ -208,6 +208,26 @@ def test_verify_accepts_hand_written_programs_and_rejects_reading_too_early():
         clobber.verify()
 
 
+def test_verify_names_the_read_and_refuses_a_state_read_after_its_update():
+    f64 = np.dtype(np.float64)
+    regs = [Register(0, (3,), f64, "input"), Register(1, (3,), f64, "buffer", slot=0),
+            Register(2, (3,), f64, "buffer", slot=1), Register(3, (), f64, "buffer", slot=0)]
+    early = Program(regs, [Instr("tanh", (0,), 1), Instr("sum", (2,), 3), Instr("exp", (1,), 2)],
+                    [24, 24], [3], 48)
+    with pytest.raises(ev.CompileError, match=re.escape("instruction 1 `r3 = sum r2` reads r2: r2")):
+        early.verify()
+    state = [Register(0, (3,), f64, "param"), Register(1, (3,), f64, "buffer", slot=0),
+             Register(2, (3,), f64, "buffer", slot=1)]
+    last = Program(state, [Instr("exp", (0,), 1), Instr("tanh", (0,), 2), Instr("update", (1,), 0)],
+                   [24, 24], [2], 48)
+    assert last.verify()
+    # the state's new value written while an instruction after it still reads the old one
+    read_after = Program(state, [Instr("exp", (0,), 1), Instr("update", (1,), 0), Instr("tanh", (0,), 2)],
+                         [24, 24], [2], 48)
+    with pytest.raises(ev.CompileError, match="updates r0 before the end of the tape"):
+        read_after.verify()
+
+
 def test_a_ten_thousand_node_graph_compiles():
     g = ev.Graph()
     x = g.vector("x", 4)
