@@ -18,8 +18,15 @@ first run  a fresh process builds a model, constructs its TapeMachine and runs i
 lisp       LispMachine loops: the adding problem (--machine lisp: a fresh graph per batch,
            lengths 10..30, replayed once a length came 8 times) and the char-RNN model's
            step (one graph, run every step); step times after a warm-up (median, p90,
-           p99, max), the collector's oldest-generation pauses, graph building per node;
+           p99, max), the collector's oldest-generation pauses, graph building per node
+           (the nodes of the char-RNN's ev.scan body counted with the outer graph's);
            with the default collector and inside ev.steady_gc()
+build      graph building per node: the unrolled LSTM training step (T 25 and 100, with
+           ev.grad), the chain (1000 steps, with ev.grad), the char-RNN model's step (an
+           ev.scan: its body's nodes counted too) and the adding problem's LispMachine
+           graph (unrolled, T 30); the weights are made before the clock starts. The median
+           of several builds with the default collector, and with it disabled (gc off: what
+           the collector's passes add is the difference)
 oracle     N small random graphs (elementwise ops, sums, float32 and float64), each
            compiled into two programs (values and gradients, values alone) run 3 times
            each, in a fresh process with a cold cache: wall time for tiered, blocking
@@ -59,7 +66,7 @@ SYNC = "sync" if tiers is not None else True
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes and counts")
-    ap.add_argument("--only", default="compile,first,lisp,oracle", help="sections to run")
+    ap.add_argument("--only", default="compile,first,lisp,build,oracle", help="sections to run")
     ap.add_argument("--steps", default=None, help="LSTM lengths T for the compile table, comma-separated")
     ap.add_argument("--graphs", type=int, default=None, help="random graphs in the oracle workload")
     return ap.parse_args(argv)
@@ -67,8 +74,8 @@ def parse(argv=None):
 
 # -- compile time against graph size ---------------------------------------------------------
 
-def lstm_graph(T):
-    w = models.rnn_weights(65, 128, gates=4)
+def lstm_graph(T, w=None):
+    w = models.rnn_weights(65, 128, gates=4) if w is None else w
     g = ev.Graph(f"lstm T={T}")
     m = models.lstm(g, w, T, 32)
     return g, [m.cost]
@@ -196,7 +203,7 @@ def _adding_steps(n, steady):
             ev.LispMachine(g, cost=loss).run({x: xs, y: ys})
             opt.step()
             times.append(time.perf_counter() - t0)
-            builds.append((t1 - t0) / len(g))
+            builds.append((t1 - t0) / count_nodes(g))
     return times, pauses.times, builds
 
 
@@ -206,9 +213,10 @@ def _char_rnn_steps(n, steady):
     model = char_rnn.CharModel(65, "lstm", 128, 1, 0)
     g = ev.Graph("char_rnn")
     ids, targets, state0, loss, final = model.sequence(g, 25, 32)
+    again = ev.Graph("again")
     t = time.perf_counter()
-    model.sequence(ev.Graph("again"), 25, 32)
-    build = (time.perf_counter() - t) / len(g)
+    model.sequence(again, 25, 32)
+    build = (time.perf_counter() - t) / count_nodes(again)
     lm = ev.LispMachine(g, cost=loss, outputs=ev.nn.flat(final))
     opt = ev.solvers.Adam(lr=1e-3)
     rng = np.random.default_rng(0)
@@ -252,6 +260,92 @@ def lisp_table(a):
         med, p90, p99, mx, npause, mpause, build, _ = r
         print(f"{name:<9} {how:<10} {med:>7.2f} {p90:>7.2f} {p99:>7.2f} {mx:>8.2f} {p99 / med:>8.1f} "
               f"{npause:>6} {mpause:>9.1f}  {build:>13.2f}")
+    return rows
+
+
+# -- graph building -----------------------------------------------------------------------------
+
+def count_nodes(g):
+    """The nodes of g and of every loop or branch body its nodes hold (a body reached
+    twice counted once): what building g made."""
+    seen, stack, total = {id(g)}, [g], 0
+    while stack:
+        graph = stack.pop()
+        total += len(graph)
+        for n in graph.nodes:
+            for v in n.params.values():
+                for item in (v if isinstance(v, tuple) else (v,)):
+                    body = getattr(item, "graph", None)
+                    if isinstance(body, ev.Graph) and id(body) not in seen:
+                        seen.add(id(body))
+                        stack.append(body)
+    return total
+
+
+def _build_lstm(T):
+    w = models.rnn_weights(65, 128, gates=4)
+    return lambda: lstm_graph(T, w)[0]
+
+
+def _build_chain():
+    return lambda: chain_graph(1000)[0]
+
+
+def _build_char_rnn():
+    import char_rnn
+    ev.init.seed(0)
+    model = char_rnn.CharModel(65, "lstm", 128, 1, 0)
+
+    def build():
+        g = ev.Graph("char_rnn")
+        model.sequence(g, 25, 32)
+        return g
+    return build
+
+
+def _build_adding():
+    import adding_problem as ap
+    ev.init.seed(0)
+    model = ap.Adder("lstm", 32, 0)
+    xs, ys = np.zeros((30, 64, 2), np.float32), np.zeros((64, 1), np.float32)
+
+    def build():
+        g = ev.Graph("adding T=30")       # as the example's LispMachine step builds it
+        model.loss(g.tensor("x", xs.shape, np.float32), g.tensor("y", ys.shape, np.float32))
+        return g
+    return build
+
+
+def _per_node(build, repeat, collector):
+    """Median seconds per node over `repeat` builds (after one), each after a full collection."""
+    build()
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        if not collector:
+            gc.disable()
+        try:
+            t = time.perf_counter()
+            g = build()
+            times.append((time.perf_counter() - t) / count_nodes(g))
+        finally:
+            gc.enable()
+    return float(np.median(times))
+
+
+def build_table(a):
+    repeat = 5 if a.quick else 15
+    cases = (("lstm T=25 +grad", _build_lstm(25)), ("lstm T=100 +grad", _build_lstm(100)),
+             ("chain 1000 +grad", _build_chain()), ("char-RNN (scan)", _build_char_rnn()),
+             ("adding lisp T=30", _build_adding()))
+    rows = []
+    for name, build in cases:
+        nodes = count_nodes(build())
+        rows.append((name, nodes, _per_node(build, repeat, True) * 1e6, _per_node(build, repeat, False) * 1e6))
+    print(f"\ngraph building (us per node, median of {repeat}; nodes of loop bodies included)")
+    print(f"{'graph':<18} {'nodes':>6} {'us/node':>8} {'gc off':>7}")
+    for name, nodes, per, off in rows:
+        print(f"{name:<18} {nodes:>6} {per:>8.2f} {off:>7.2f}")
     return rows
 
 
@@ -346,6 +440,8 @@ def main(argv=None):
         out["first"] = first_table(a)
     if "lisp" in only:
         out["lisp"] = lisp_table(a)
+    if "build" in only:
+        out["build"] = build_table(a)
     if "oracle" in only:
         out["oracle"] = oracle_table(a)
 
