@@ -6,8 +6,9 @@ any machine can run, render, or differentiate again.
 import numpy as np
 
 from ..errors import GradError
-from .graph import Node, ancestors
+from .graph import FLOAT_DTYPES, Node, ancestors
 from .op import apply
+from .site import caller
 
 
 def check_cost(cost, who):
@@ -53,7 +54,25 @@ def backward(order, adj, dep):
     A multi-result node (a loop) gets its results' gradients from its projections (op
     "result") and runs its VJP once for all of them (Op.vjp_all); a result with no
     gradient flowing in gets None, which the rule reads as zeros.
+
+    The nodes a VJP of exprvm's own builds take the site of the user's call that reached
+    this sweep, found once here and pinned on the graph (Graph._site) instead of probed
+    per node; a user's VJP (a custom op's, Op.package_vjp false) is probed as ever, so
+    its nodes point at its own lines.
     """
+    if not order:
+        return adj
+    graph = order[0].graph
+    site = caller()
+    outer = graph._site
+    try:
+        _sweep(order, adj, dep, graph, site)
+    finally:
+        graph._site = outer
+    return adj
+
+
+def _sweep(order, adj, dep, graph, site):
     parts = {}          # multi-result node id -> {result index: gradient}
     for n in reversed(order):
         if n.is_leaf or n.id not in dep:
@@ -63,6 +82,7 @@ def backward(order, adj, dep):
             got = parts.pop(n.id, None)
             if got is None:
                 continue
+            graph._site = None      # NOTE: a loop's VJP traces bodies: probed as ever
             gs = [got.get(k) for k in range(len(n.params["results"]))]
             gis = opdef.vjp_all(gs, n, *n.inputs, **n.params)
             for x, gi in zip(n.inputs, gis):
@@ -75,14 +95,15 @@ def backward(order, adj, dep):
         if n.op == "result":        # one result of a loop: gathered for the loop's VJP
             gather_result(parts, n, gn)
             continue
-        for i, x in enumerate(n.inputs):
-            if x.id not in dep or x.dtype.kind != "f" or not opdef.has_vjp(i):
+        graph._site = site if opdef.package_vjp else None
+        inputs = n.inputs
+        for i, x in enumerate(inputs):
+            if x.id not in dep or x.dtype not in FLOAT_DTYPES or not opdef.has_vjp(i):
                 continue
-            gi = opdef.input_vjp(i, gn, n, n.inputs, n.params)
+            gi = opdef.input_vjp(i, gn, n, inputs, n.params)
             if gi is None:      # a rule may find, for these params, that it reads no input i
                 continue
             adj[x.id] = gi if x.id not in adj else adj[x.id] + gi
-    return adj
 
 
 def vjp(ys, seeds, wrt, stop=()):

@@ -200,6 +200,9 @@ class Graph:
         # values (the LispMachine replays one program for them; see replay.py).
         self._sig = []
         self._replayable = True
+        # (code, offset) every op node built now takes as its creation site, or None: probe
+        # the stack. Set only while ev.grad runs VJPs of exprvm's own (core/grad.py).
+        self._site = None
         self.grads = {}          # wrt node -> gradient node, filled by ev.grad
         self.costs = {}          # wrt node -> the cost it was differentiated from
 
@@ -351,7 +354,7 @@ class Graph:
         return node
 
     def append_node(self, node, key):
-        """Append an op node built by core.op.build_node (or a clone's), under its CSE key:
+        """Append an op node (a clone's; core.op.build_node does this inline), under its CSE key:
         a node of the same op, inputs and params is shared from then on. key None: never
         shared (a random op draws its own stream), and the graph has no replayable
         signature any more."""

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import DTypeError, ExprError, ShapeError
 from .graph import Node, Shaped
 from .rules import batch_elementwise, node_in
-from .site import caller, user_site
+from .site import caller, in_package, user_site
 
 OPS = {}
 # NOTE: module-level names for build_node.s hot path (a class attribute costs a type lookup)
@@ -68,6 +68,9 @@ class Op:
                                         # that keeps what backprop needs (run-time autodiff)
     backprop: Optional[Callable] = None  # backprop(tape, gs, ans, *arrays, **params) ->
                                         # per input a gradient array or None
+    # Set by defop: every VJP is exprvm's own code, so the nodes it builds under ev.grad
+    # take the site of the user's ev.grad call (core/grad.py pins it, sparing the probe)
+    package_vjp: bool = False
 
     @property
     def differentiable(self):
@@ -107,6 +110,7 @@ def defop(name, impl, rule, vjp=None, row=None, **kw):
         vjp = (vjp,)
     if kw.get("elementwise") and not kw.get("variadic") and "batch" not in kw:
         kw["batch"] = batch_elementwise
+    kw["package_vjp"] = vjp is not None and all(in_package(f) for f in vjp if f is not None)
     OPS[name] = Op(name, impl, rule, vjp, row, **kw)
 
     op = OPS[name]
@@ -351,8 +355,9 @@ def apply(name, *args, **params):
 def build_node(op, args, params):
     """Build a node of op over args (converting Python values to constants), or evaluate
     eagerly when no argument is a Node. The hot path of graph building: a new node costs
-    one CSE lookup, one shape rule and a stack probe or two for its creation site. The key
-    (None for a random op, which is never shared) goes to Graph.append_node."""
+    one CSE lookup, one shape rule and a stack probe for its creation site (none while
+    ev.grad has pinned the site, Graph._site). The key (None for a random op, which is
+    never shared) goes to the graph's CSE table and signature."""
     graph = None
     for a in args:
         if type(a) is Node:
@@ -404,10 +409,41 @@ def build_node(op, args, params):
         raise type(e)(f"{name}: {e}\n  operands: {operands(inputs)}\n  built at {user_site()}") from None
     if type(shape) is not tuple or not isinstance(dtype, _DTYPE):   # a custom op's rule may
         shape, dtype = tuple(shape), np.dtype(dtype)                # give a list, a type
-    # NOTE: the user's frame is two or more above this one: build_node is reached
-    # through a wrapper (build, apply, an op's own function or a Node operator).
-    code, offset = caller(2)
-    return graph.append_node(Node(graph, name, op, inputs, params, shape, dtype, None, code, offset), key)
+    site = graph._site
+    if site is None:
+        # NOTE: the user's frame is two or more above this one: build_node is reached
+        # through a wrapper (build, apply, an op's own function or a Node operator).
+        code, offset = caller(2)
+    else:
+        code, offset = site
+    # NOTE: Node.__init__ and Graph.append_node inlined: calling them cost as much as all
+    # of their writes. Every slot Node.__init__ sets is set here (tests/test_graph.py,
+    # test_op_nodes_have_every_field_a_leaf_has).
+    node = _new(Node)
+    nodes = graph.nodes
+    node.graph = graph
+    node.id = len(nodes)
+    node.op = name
+    node.opdef = op
+    node.inputs = inputs
+    node.params = params
+    node.shape = shape
+    node.dtype = dtype
+    node.name = None
+    node._code = code
+    node._offset = offset
+    node.value = None
+    node.grad = None
+    node.weak = False
+    node.role = "forward"
+    node.grad_of = None
+    nodes.append(node)
+    graph._sig.append(key)
+    if key is not None:
+        graph._cse[key] = node
+    else:
+        graph._replayable = False
+    return node
 
 
 REWRITES = {}  # op name -> fn(*inputs, **params) returning a better node or None; see rewrites.py

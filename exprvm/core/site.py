@@ -34,6 +34,13 @@ def caller(depth=1):
     return f.f_code, f.f_lasti
 
 
+def in_package(fn):
+    """Is fn's code in the exprvm package (a function whose nodes take the site of the
+    user's call that reached it)? False for callables without code of their own."""
+    code = getattr(fn, "__code__", None)
+    return code is not None and code.co_filename.startswith(PKG_DIR)
+
+
 def _line(code, offset):
     for start, end, line in code.co_lines():
         if start <= offset < end and line is not None:
