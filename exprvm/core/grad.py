@@ -98,10 +98,12 @@ def _sweep(order, adj, dep, graph, site):
         graph._site = site if opdef.package_vjp else None
         inputs = n.inputs
         for i, x in enumerate(inputs):
-            if x.id not in dep or x.dtype not in FLOAT_DTYPES or not opdef.has_vjp(i):
+            if x.id not in dep or x.dtype not in FLOAT_DTYPES:
                 continue
+            # None: the op has no VJP for input i, or its rule finds, for these params,
+            # that it reads no input i
             gi = opdef.input_vjp(i, gn, n, inputs, n.params)
-            if gi is None:      # a rule may find, for these params, that it reads no input i
+            if gi is None:
                 continue
             adj[x.id] = gi if x.id not in adj else adj[x.id] + gi
 

@@ -125,24 +125,48 @@ def defop(name, impl, rule, vjp=None, row=None, **kw):
 
 # -- apply ---------------------------------------------------------------------
 
+# NOTE: param values that are their own key part (hashable, and equal only to values that
+# build the same node); anything else goes through _freeze.
+_ATOMS = frozenset((int, float, str, bool, type(None)))
+
+
 def _param_key(params):
-    """The params of an op as a hashable CSE key part. NOTE: an index of ints and slices
-    (every getitem) is turned into one directly: hash() raising on its slices, and the
-    general _freeze, cost more than the rest of building its node."""
-    if len(params) == 1:
-        (k, v), = params.items()
-        if type(v) is tuple:
-            out = []
-            for i in v:
-                t = type(i)
-                if t is slice:
-                    out.append(("slice", i.start, i.stop, i.step))
-                elif t is int or i is Ellipsis or i is None:
-                    out.append(i)
-                else:
-                    break
-            else:
-                return ((k, tuple(out)),)
+    """The params of an op as a hashable CSE key part. NOTE: tuples of ints and slices
+    (every getitem's index, its gradient's shape) are turned into key parts directly:
+    hash() raising on the slices, and the general _freeze, cost more than the rest of
+    building the node."""
+    out = []
+    for k, v in params.items():
+        t = type(v)
+        if t is tuple:
+            v = _index_key(v)
+            if v is None:
+                return _general_key(params)
+        elif t not in _ATOMS:
+            return _general_key(params)
+        out.append((k, v))
+    return tuple(out)
+
+
+def _index_key(index):
+    """An index of ints, slices, None and Ellipsis as a hashable key part (itself when it
+    holds no slice), or None for anything else."""
+    out = None
+    for n, i in enumerate(index):
+        t = type(i)
+        if t is slice:
+            if out is None:
+                out = list(index[:n])
+            out.append(("slice", i.start, i.stop, i.step))
+            continue
+        if t is not int and i is not None and i is not Ellipsis:
+            return None
+        if out is not None:
+            out.append(i)
+    return index if out is None else tuple(out)
+
+
+def _general_key(params):
     pk = tuple(params.items())
     try:
         hash(pk)

@@ -113,8 +113,11 @@ def binary_rule(a, b):
 
 def integer_or_binary_rule(a, b):
     """binary_rule, or two integer operands of one dtype (a loop's counter: i + 1)."""
-    if a.dtype == b.dtype and a.dtype.kind in "iu":
-        return broadcast(a, b), a.dtype
+    dt = a.dtype
+    if dt is b.dtype and dt in FLOAT_DTYPES:    # binary_rule's hot case, without its call
+        return _broadcast2(a.shape, b.shape), dt
+    if dt == b.dtype and dt.kind in "iu":
+        return broadcast(a, b), dt
     return binary_rule(a, b)
 
 

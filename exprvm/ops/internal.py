@@ -15,7 +15,7 @@ copy(x)                        a private copy (compiler-made, for .grad buffers)
 """
 import numpy as np
 
-from ..core import Row, apply, defop, same_float_dtype
+from ..core import FLOAT_DTYPES, Row, apply, defop, same_float_dtype
 from ..errors import ShapeError
 from ..kernels import reference
 from ..kernels.eager import eager_unary_grad
@@ -40,9 +40,18 @@ _SECOND = {
                  lambda gg, x, ans, g: gg * sigmoid(x)),
 }
 assert set(_SECOND) == set(reference.KERNEL_OPS)
+_KERNEL_OPS = frozenset(reference.KERNEL_OPS)
 
 
 def _same_shape_rule(*xs, op):
+    x0 = xs[0]
+    dt, shape = x0.dtype, x0.shape
+    if dt in FLOAT_DTYPES and op in _KERNEL_OPS:    # NOTE: the hot case first (every gate's
+        for x in xs:                                # gradient under ev.grad)
+            if x.dtype is not dt or x.shape != shape:
+                break
+        else:
+            return shape, dt
     dt = same_float_dtype(*xs)
     for x in xs[1:]:
         if x.shape != xs[0].shape:

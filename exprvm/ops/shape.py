@@ -256,8 +256,9 @@ def _basic_shape(shape, index):
     for k, i in enumerate(index):
         if i is Ellipsis:
             rest = index[k + 1:]
-            if any(j is Ellipsis for j in rest):
-                return None
+            for j in rest:
+                if j is Ellipsis:
+                    return None
             index = index[:k] + (slice(None),) * (len(shape) - len(index) + 1) + rest
             break
     if len(index) > len(shape):
@@ -268,7 +269,9 @@ def _basic_shape(shape, index):
             if not -n <= i < n:
                 return None
         elif type(i) is slice:
-            out.append(len(range(*i.indices(n))))
+            start, stop, step = i.indices(n)
+            # NOTE: range() only for a step other than 1: it costs more than the rest
+            out.append((stop - start if stop > start else 0) if step == 1 else len(range(start, stop, step)))
         else:
             return None
     return tuple(out) + shape[len(index):]

@@ -1,0 +1,143 @@
+"""Graph building's fast paths keep what users get: creation sites at the user's line
+(gradient nodes, ev.nn blocks, custom ops' VJPs), sharing of identical nodes, errors
+naming the line."""
+import inspect
+import os
+
+import numpy as np
+import pytest
+
+import exprvm as ev
+
+PACKAGE_FILES = {f for _, _, files in os.walk(os.path.dirname(ev.__file__)) for f in files if f.endswith(".py")}
+
+
+def here(offset=0):
+    """file:line of the caller's line plus offset, as exprvm reports sites."""
+    f = inspect.currentframe().f_back
+    return f"{os.path.basename(f.f_code.co_filename)}:{f.f_lineno + offset}"
+
+
+def all_nodes(g):
+    """The nodes of g and of every body its loops hold."""
+    out, seen, stack = [], {id(g)}, [g]
+    while stack:
+        graph = stack.pop()
+        out.extend(graph.nodes)
+        for n in graph.nodes:
+            for v in n.params.values():
+                for item in (v if isinstance(v, tuple) else (v,)):
+                    body = getattr(item, "graph", None)
+                    if isinstance(body, ev.Graph) and id(body) not in seen:
+                        seen.add(id(body))
+                        stack.append(body)
+    return out
+
+
+def test_gradient_nodes_take_the_line_of_the_ev_grad_call():
+    g = ev.Graph()
+    W = g.matrix("W", (3, 4), value=np.ones((3, 4)))
+    x = g.tensor("x", (5, 3))
+    cost = ev.sum(ev.tanh(x @ W)[:, 1:3] * 2.0 + ev.sigmoid(x @ W)[:, :2])
+    start = len(g)
+    ev.grad(cost, [W]); line = here()  # noqa: E702
+    assert len(g) > start + 5
+    assert {n.site for n in g.nodes[start:]} == {line}
+    after = ev.exp(cost); line_after = here()  # noqa: E702
+    assert after.site == line_after             # the pinned site is gone once ev.grad returns
+
+
+def test_gradient_nodes_take_the_users_line_through_a_helper():
+    """ev.grad reached through the user's own function: the first frame outside exprvm."""
+    def differentiate(cost, wrt):
+        return ev.grad(cost, wrt), here()
+    g = ev.Graph()
+    x = g.vector("x", 4)
+    cost = ev.sum(ev.tanh(x) * x)
+    start = len(g)
+    _, line = differentiate(cost, x)
+    assert {n.site for n in g.nodes[start:]} == {line}
+
+
+def test_a_custom_ops_vjp_nodes_point_at_its_own_lines():
+    """A user's VJP is user code: the nodes it builds point at its lines, not at ev.grad's."""
+    vjp_line = here(2)
+    cube = ev.defop("test_build_cube", lambda x: x ** 3, lambda x: (x.shape, x.dtype),
+                    vjp=lambda g, ans, x: g * 3.0 * ev.square(x))
+    g = ev.Graph()
+    x = g.vector("x", 4)
+    cost = ev.sum(ev.tanh(cube(x)))
+    start = len(g)
+    gx = ev.grad(cost, x); grad_line = here()  # noqa: E702
+    sites = {n.op: n.site for n in g.nodes[start:]}
+    assert sites["square"] == vjp_line and sites["unary_grad"] == grad_line
+    assert gx.site == vjp_line      # the last product: g * 3.0 * square(x)
+    assert ev.check_grad(lambda x: ev.sum(ev.tanh(cube(x))), [np.linspace(-1, 1, 4)])
+
+
+def test_an_error_in_a_vjp_names_its_line_and_leaves_no_pinned_site():
+    vjp_line = here(2)
+    broken = ev.defop("test_build_broken_vjp", lambda x: 2 * x, lambda x: (x.shape, x.dtype),
+                      vjp=lambda g, ans, x: g @ ev.reshape(x, (2, 2)))
+    g = ev.Graph()
+    x = g.vector("x", 4)
+    cost = ev.sum(ev.tanh(broken(ev.sigmoid(x))))
+    with pytest.raises(ev.ShapeError) as e:
+        ev.grad(cost, x)
+    assert vjp_line in str(e.value) and "matmul" in str(e.value)
+    y = ev.tanh(x); line = here()  # noqa: E702
+    assert y.site == line and g._site is None
+
+
+def test_sites_from_nn_blocks_and_their_gradients_are_the_users_lines():
+    g = ev.Graph()
+    xs = g.tensor("xs", (5, 2, 3), np.float32)
+    cell = ev.nn.StackedRNN("lstm", 3, 4, 2, name="rnn", dtype=np.float32, seed=0)
+    start = len(g)
+    hs, _ = cell.unroll(xs); line = here()  # noqa: E702
+    assert {n.site for n in g.nodes[start:]} == {line}
+    cost = ev.sum(hs[-1])
+    start = len(g)
+    ev.grad(cost, cell); grad_line = here()  # noqa: E702
+    assert len(g) > start and {n.site for n in g.nodes[start:]} == {grad_line}
+
+
+def test_no_site_points_into_exprvm_through_loops_and_their_gradients():
+    g = ev.Graph()
+    W = g.matrix("W", (3, 3), value=np.eye(3) * 0.5)
+    xs = g.tensor("xs", (4, 2, 3))
+
+    def step(h, x):
+        h = ev.tanh(x + h @ W)
+        return h, h
+    _, hs = ev.scan(step, g.constant(np.zeros((2, 3))), xs)
+    ev.grad(ev.sum(hs * hs), [W, xs])
+    nodes = all_nodes(g)
+    assert len(nodes) > len(g)
+    inside = [(n.label, n.site) for n in nodes if n.site.split(":")[0] in PACKAGE_FILES]
+    assert not inside
+
+
+def test_identical_index_nodes_are_shared_and_different_ones_are_not():
+    g = ev.Graph()
+    z = g.matrix("z", (4, 6))
+    assert z[:, 1:3] is z[:, 1:3] and z[1, 2:] is z[1, 2:] and z[..., 2] is z[..., 2]
+    distinct = [z[:, 1:3], z[:, 1:4], z[:, 2:3], z[:, 1:3:2], z[1:3], z[1, 2:], z[1], z[:, 1], z[None, 1],
+                z[..., 1], z[1, ...], z[np.array([1, 2])], z[1:2, 2:3]]
+    assert len({id(n) for n in distinct}) == len(distinct)
+    assert z[True].shape == (1, 4, 6) and z[True] is not z[1]
+    a = ev.apply("getitem_grad", z[:, 1:3], index=(slice(None), slice(1, 3)), shape=(4, 6))
+    assert a is ev.apply("getitem_grad", z[:, 1:3], index=(slice(None), slice(1, 3)), shape=(4, 6))
+    assert a is not ev.apply("getitem_grad", z[:, 1:3], index=(slice(None), slice(1, 3)), shape=(4, 7))
+    assert a is not ev.apply("getitem_grad", z[:, 1:3], index=(slice(None), slice(3, 5)), shape=(4, 6))
+
+
+def test_identical_gradients_are_shared():
+    """ev.grad twice over one cost builds no new nodes: every gradient node is shared."""
+    g = ev.Graph()
+    x = g.tensor("x", (3, 8))
+    z = x * 2.0
+    cost = ev.sum(ev.sigmoid(z[:, :4]) * ev.tanh(z[:, 4:]))
+    first = ev.grad(cost, x)
+    n = len(g)
+    assert ev.grad(cost, x) is first and len(g) == n
