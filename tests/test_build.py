@@ -141,3 +141,23 @@ def test_identical_gradients_are_shared():
     first = ev.grad(cost, x)
     n = len(g)
     assert ev.grad(cost, x) is first and len(g) == n
+
+
+def test_python_numbers_beside_a_node_keep_their_side_and_take_its_dtype():
+    g = ev.Graph()
+    x = g.vector("x", 3, dtype=np.float32)
+    v = np.array([0.5, 1.0, 2.0], np.float32)
+    built = {"x + 2": (x + 2, v + 2), "2 - x": (2 - x, 2 - v), "x - 2.5": (x - 2.5, v - 2.5),
+             "3.0 / x": (3.0 / x, 3.0 / v), "x / 4": (x / 4, v / 4), "2 ** x": (2 ** x, 2 ** v),
+             "x ** 3.0": (x ** 3.0, v ** 3), "1.5 * x": (1.5 * x, 1.5 * v),
+             "maximum(x, 1)": (ev.maximum(x, 1), np.maximum(v, 1))}
+    outs = [node for node, _ in built.values()]
+    got = ev.TapeMachine(g, outputs=outs).run({x: v})
+    for (what, (node, want)), value in zip(built.items(), got):
+        assert node.dtype == np.float32, what
+        np.testing.assert_allclose(value, want, rtol=1e-6, err_msg=what)
+    assert x * 2.0 is x * 2.0 and (x * 2.0).inputs[1] is (2.0 + x).inputs[0]
+    i = g.tensor("i", (3,), np.int64)
+    assert (i + 1).dtype == np.int64
+    with pytest.raises(ev.DTypeError, match="mix"):
+        i + 1.5

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import DTypeError, ExprError, ShapeError
-from .graph import Node, Shaped
+from .graph import FLOAT_DTYPES, Node, Shaped
 from .rules import batch_elementwise, node_in
 from .site import caller, in_package, user_site
 
@@ -400,6 +400,16 @@ def build_node(op, args, params):
     inputs = args
     for a in args:
         if type(a) is not Node or a.weak or a.graph is not graph:
+            t = type(a)
+            if (t is float or t is int) and len(args) == 2 and not op.int_args:
+                # NOTE: a Python number beside a float node (x * 2.0, 1 - z): the general
+                # conversion below, with its passes over the operands, made short
+                first = a is args[0]
+                other = args[1] if first else args[0]
+                if type(other) is Node and not other.weak and other.dtype in FLOAT_DTYPES:
+                    c = graph.scalar_constant(a, other.dtype)
+                    inputs = (c, other) if first else (other, c)
+                    break
             graph = _innermost(args, graph)
             ref = _ref_dtype(args)
             int_args = op.int_args

@@ -12,6 +12,10 @@ PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _getframe = sys._getframe      # NOTE: a module-level name: the probe runs once per node built
 
 _BASENAMES = {}
+# NOTE: file name -> is it exprvm's: a lookup costs half a startswith, and the probe asks
+# once per frame for every node built. One entry per source file (and per name exec gives;
+# cleared when full).
+_INSIDE = {}
 
 
 def caller(depth=1):
@@ -27,11 +31,18 @@ def caller(depth=1):
         f = _getframe(depth + 1)
     except ValueError:          # the stack ended inside exprvm
         return None, "<unknown>"
-    while f.f_code.co_filename.startswith(PKG_DIR):
+    while True:
+        code = f.f_code
+        inside = _INSIDE.get(code.co_filename)
+        if inside is None:
+            if len(_INSIDE) >= 4096:    # names from exec'd code without end: bounded
+                _INSIDE.clear()
+            inside = _INSIDE[code.co_filename] = code.co_filename.startswith(PKG_DIR)
+        if not inside:
+            return code, f.f_lasti
         f = f.f_back
         if f is None:
             return None, "<unknown>"
-    return f.f_code, f.f_lasti
 
 
 def in_package(fn):
