@@ -59,8 +59,18 @@ def test_gradient_nodes_take_the_users_line_through_a_helper():
     assert {n.site for n in g.nodes[start:]} == {line}
 
 
-def test_a_custom_ops_vjp_nodes_point_at_its_own_lines():
+@pytest.fixture
+def registered():
+    """Names of custom ops a test registers, unregistered after it (the op table is global)."""
+    names = []
+    yield names
+    for name in names:
+        ev.OPS.pop(name, None)
+
+
+def test_a_custom_ops_vjp_nodes_point_at_its_own_lines(registered):
     """A user's VJP is user code: the nodes it builds point at its lines, not at ev.grad's."""
+    registered.append("test_build_cube")
     vjp_line = here(2)
     cube = ev.defop("test_build_cube", lambda x: x ** 3, lambda x: (x.shape, x.dtype),
                     vjp=lambda g, ans, x: g * 3.0 * ev.square(x))
@@ -75,7 +85,8 @@ def test_a_custom_ops_vjp_nodes_point_at_its_own_lines():
     assert ev.check_grad(lambda x: ev.sum(ev.tanh(cube(x))), [np.linspace(-1, 1, 4)])
 
 
-def test_an_error_in_a_vjp_names_its_line_and_leaves_no_pinned_site():
+def test_an_error_in_a_vjp_names_its_line_and_leaves_no_pinned_site(registered):
+    registered.append("test_build_broken_vjp")
     vjp_line = here(2)
     broken = ev.defop("test_build_broken_vjp", lambda x: 2 * x, lambda x: (x.shape, x.dtype),
                       vjp=lambda g, ans, x: g @ ev.reshape(x, (2, 2)))

@@ -333,7 +333,8 @@ def getitem(x, index):
     if not isinstance(index, tuple):
         index = (index,)
     for i in index:
-        if type(i) is not int and type(i) is not slice:
+        t = type(i)
+        if t is not int and t is not slice and i is not Ellipsis and i is not None:
             # NOTE: a bool becomes an array: True == 1 in a CSE key, but x[True] is not x[1].
             index = tuple(np.asarray(i) if isinstance(i, (list, bool, np.bool_)) else i for i in index)
             if any(hasattr(i, "graph") for i in index):
