@@ -32,8 +32,9 @@ def depends_on(order, sources):
     for n in order:
         if n.id in dep or n.is_leaf:
             continue
+        opdef = n.opdef
         for i, x in enumerate(n.inputs):
-            if x.id in dep and carries_gradient(x) and n.opdef.has_vjp(i):
+            if x.id in dep and (x.dtype in FLOAT_DTYPES or carries_gradient(x)) and opdef.has_vjp(i):
                 dep.add(n.id)
                 break
     return dep

@@ -158,6 +158,16 @@ def norm_axis(axis, ndim, op=None):
     names op and the user's line."""
     if axis is None:
         return tuple(range(ndim))
+    if type(axis) is int and 0 <= axis < ndim:      # NOTE: the common cases, checked as below
+        return (axis,)
+    if type(axis) is tuple:
+        last = -1
+        for a in axis:
+            if type(a) is not int or not last < a < ndim:
+                break
+            last = a
+        else:
+            return axis         # already sorted, distinct and in range
     axes = int_tuple(axis, "axis", op)
     out = []
     for a in axes:
