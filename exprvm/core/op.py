@@ -131,10 +131,11 @@ _ATOMS = frozenset((int, float, str, bool, type(None)))
 
 
 def _param_key(params):
-    """The params of an op as a hashable CSE key part. NOTE: tuples of ints and slices
-    (every getitem's index, its gradient's shape) are turned into key parts directly:
-    hash() raising on the slices, and the general _freeze, cost more than the rest of
-    building the node."""
+    """The params of an op as a hashable CSE key part: (name, value, name, value, ...).
+    NOTE: tuples of ints and slices (every getitem's index, its gradient's shape) are
+    turned into key parts directly: hash() raising on the slices, and the general
+    _freeze, cost more than the rest of building the node. One flat tuple, not a tuple
+    of pairs: each tuple a node keeps is one more object for the collector to scan."""
     out = []
     for k, v in params.items():
         t = type(v)
@@ -144,20 +145,26 @@ def _param_key(params):
                 return _general_key(params)
         elif t not in _ATOMS:
             return _general_key(params)
-        out.append((k, v))
+        out.append(k)
+        out.append(v)
     return tuple(out)
 
 
 def _index_key(index):
-    """An index of ints, slices, None and Ellipsis as a hashable key part (itself when it
-    holds no slice), or None for anything else."""
+    """An index of ints, slices, None and Ellipsis as a hashable key part, or None for
+    anything else: the index itself when it holds no slice, else one flat tuple with each
+    slice as (slice, start, stop, step) (the type slice marks them: no element of such an
+    index is that type, so the tuple reads back one way only)."""
     out = None
     for n, i in enumerate(index):
         t = type(i)
         if t is slice:
             if out is None:
                 out = list(index[:n])
-            out.append(("slice", i.start, i.stop, i.step))
+            out.append(slice)
+            out.append(i.start)
+            out.append(i.stop)
+            out.append(i.step)
             continue
         if t is not int and i is not None and i is not Ellipsis:
             return None
