@@ -22,6 +22,12 @@ def _short(value):
 
 def _dims(name, shape):
     """A leaf's shape as a tuple of ints, or a ShapeError saying what to do instead."""
+    if type(shape) is tuple:        # NOTE: the common case, checked without the passes below
+        for d in shape:
+            if type(d) is not int:
+                break
+        else:
+            return shape
     dims = (shape,) if isinstance(shape, (int, np.integer)) or shape is None else shape
     try:
         dims = tuple(dims)
