@@ -172,3 +172,17 @@ def test_python_numbers_beside_a_node_keep_their_side_and_take_its_dtype():
     assert (i + 1).dtype == np.int64
     with pytest.raises(ev.DTypeError, match="mix"):
         i + 1.5
+
+
+def test_a_slice_bound_that_is_no_integer_is_a_shape_error_naming_getitem_and_the_line():
+    g = ev.Graph()
+    x = g.vector("x", 5)
+    s = g.scalar("s", dtype=np.int64)
+    bad = (lambda: x[s:3], lambda: x[1.5:3], lambda: x[0:4:0.5]); line = here()  # noqa: E702
+    for index in bad:
+        with pytest.raises(ev.ShapeError) as e:
+            index()
+        msg = str(e.value)
+        assert "getitem" in msg and "slice indices must be integers" in msg and f"built at {line}" in msg, msg
+    with pytest.raises(ev.ShapeError, match="getitem"):
+        ev.getitem(np.arange(5.0), (slice(1.5, 3),))

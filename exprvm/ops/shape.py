@@ -269,7 +269,10 @@ def _basic_shape(shape, index):
             if not -n <= i < n:
                 return None
         elif type(i) is slice:
-            start, stop, step = i.indices(n)
+            try:
+                start, stop, step = i.indices(n)
+            except TypeError:       # a bound that is no integer (a float, a node): numpy's
+                return None         # message, as a ShapeError (_index_shape)
             # NOTE: range() only for a step other than 1: it costs more than the rest
             out.append((stop - start if stop > start else 0) if step == 1 else len(range(start, stop, step)))
         else:
