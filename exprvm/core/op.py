@@ -383,6 +383,11 @@ def apply(name, *args, **params):
     return build_node(OPS[name], args, params)
 
 
+def _unheld(op, e):
+    """The DTypeError for an operand of op that no node can hold (e: the constant's)."""
+    return DTypeError(f"{op.name}: {e}\n  built at {user_site()}")
+
+
 def build_node(op, args, params):
     """Build a node of op over args (converting Python values to constants), or evaluate
     eagerly when no argument is a Node. The hot path of graph building: a new node costs
@@ -414,7 +419,10 @@ def build_node(op, args, params):
                 first = a is args[0]
                 other = args[1] if first else args[0]
                 if type(other) is Node and not other.weak and other.dtype in FLOAT_DTYPES:
-                    c = graph.scalar_constant(a, other.dtype)
+                    try:
+                        c = graph.scalar_constant(a, other.dtype)
+                    except DTypeError as e:     # 10 ** 400: no float holds it
+                        raise _unheld(op, e) from None
                     inputs = (c, other) if first else (other, c)
                     break
             graph = _innermost(args, graph)
@@ -424,7 +432,7 @@ def build_node(op, args, params):
                 inputs = tuple(a if type(a) is Node and not a.weak and a.graph is graph
                                else _as_node(a, graph, ref, i in int_args) for i, a in enumerate(args))
             except DTypeError as e:     # a Python value no node can hold
-                raise DTypeError(f"{op.name}: {e}\n  built at {user_site()}") from None
+                raise _unheld(op, e) from None
             break
     name = op.name
     if name in REWRITES:
