@@ -252,32 +252,38 @@ def stack(xs, axis=0):
 def _basic_shape(shape, index):
     """The shape x[index] has for an index of plain ints and slices and at most one
     Ellipsis (the common cases: a time step's row, a gate's columns `z[..., a:b]`), or
-    None when numpy must work it out."""
-    for k, i in enumerate(index):
-        if i is Ellipsis:
-            rest = index[k + 1:]
-            for j in rest:
-                if j is Ellipsis:
-                    return None
-            index = index[:k] + (slice(None),) * (len(shape) - len(index) + 1) + rest
-            break
-    if len(index) > len(shape):
-        return None
+    None when numpy must work it out. One pass: each int or slice reads the next axis,
+    the Ellipsis passes over the axes the others leave."""
+    ndim = len(shape)
     out = []
-    for i, n in zip(index, shape):
-        if type(i) is int:
-            if not -n <= i < n:
+    d = 0                   # the next axis of shape
+    ellipsis = False
+    for i in index:
+        t = type(i)
+        if t is slice:
+            if d == ndim:
                 return None
-        elif type(i) is slice:
             try:
-                start, stop, step = i.indices(n)
+                start, stop, step = i.indices(shape[d])
             except TypeError:       # a bound that is no integer (a float, a node): numpy's
                 return None         # message, as a ShapeError (_index_shape)
             # NOTE: range() only for a step other than 1: it costs more than the rest
             out.append((stop - start if stop > start else 0) if step == 1 else len(range(start, stop, step)))
+            d += 1
+        elif t is int:
+            if d == ndim or not -shape[d] <= i < shape[d]:
+                return None
+            d += 1
+        elif i is Ellipsis and not ellipsis:
+            ellipsis = True
+            skip = ndim - (len(index) - 1)
+            if skip < 0:
+                return None
+            out.extend(shape[d:d + skip])
+            d += skip
         else:
             return None
-    return tuple(out) + shape[len(index):]
+    return tuple(out) + shape[d:]
 
 
 def _index_shape(shape, index):
