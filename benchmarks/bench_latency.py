@@ -25,8 +25,8 @@ build      graph building per node: the unrolled LSTM training step (T 25 and 10
            ev.grad), the chain (1000 steps, with ev.grad), the char-RNN model's step (an
            ev.scan: its body's nodes counted too) and the adding problem's LispMachine
            graph (unrolled, T 30); the weights are made before the clock starts. The median
-           of several builds with the default collector, and with it disabled (gc off: what
-           the collector's passes add is the difference)
+           of several builds: wall and CPU time with the default collector, and CPU time
+           with it disabled (gc off: what the collector's passes add is the difference)
 oracle     N small random graphs (elementwise ops, sums, float32 and float64), each
            compiled into two programs (values and gradients, values alone) run 3 times
            each, in a fresh process with a cold cache: wall time for tiered, blocking
@@ -317,35 +317,41 @@ def _build_adding():
 
 
 def _per_node(build, repeat, collector):
-    """Median seconds per node over `repeat` builds (after one), each after a full collection."""
+    """Median wall and CPU seconds per node over `repeat` builds (after one), each after a
+    full collection."""
     build()
-    times = []
+    walls, cpus = [], []
     for _ in range(repeat):
         gc.collect()
         if not collector:
             gc.disable()
         try:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             g = build()
-            times.append((time.perf_counter() - t) / count_nodes(g))
+            wall, cpu = time.perf_counter() - t, time.process_time() - c
         finally:
             gc.enable()
-    return float(np.median(times))
+        nodes = count_nodes(g)
+        walls.append(wall / nodes)
+        cpus.append(cpu / nodes)
+    return float(np.median(walls)), float(np.median(cpus))
 
 
 def build_table(a):
-    repeat = 5 if a.quick else 15
+    repeat = 5 if a.quick else 21
     cases = (("lstm T=25 +grad", _build_lstm(25)), ("lstm T=100 +grad", _build_lstm(100)),
              ("chain 1000 +grad", _build_chain()), ("char-RNN (scan)", _build_char_rnn()),
              ("adding lisp T=30", _build_adding()))
     rows = []
     for name, build in cases:
         nodes = count_nodes(build())
-        rows.append((name, nodes, _per_node(build, repeat, True) * 1e6, _per_node(build, repeat, False) * 1e6))
-    print(f"\ngraph building (us per node, median of {repeat}; nodes of loop bodies included)")
-    print(f"{'graph':<18} {'nodes':>6} {'us/node':>8} {'gc off':>7}")
-    for name, nodes, per, off in rows:
-        print(f"{name:<18} {nodes:>6} {per:>8.2f} {off:>7.2f}")
+        (wall, cpu), (_, cpu_off) = _per_node(build, repeat, True), _per_node(build, repeat, False)
+        rows.append((name, nodes, wall * 1e6, cpu * 1e6, cpu_off * 1e6))
+    print(f"\ngraph building (us per node, median of {repeat}; nodes of loop bodies included; "
+          "cpu: the process's CPU time)")
+    print(f"{'graph':<18} {'nodes':>6} {'us/node':>8} {'cpu':>7} {'cpu gc off':>11}")
+    for name, nodes, wall, cpu, off in rows:
+        print(f"{name:<18} {nodes:>6} {wall:>8.2f} {cpu:>7.2f} {off:>11.2f}")
     return rows
 
 
