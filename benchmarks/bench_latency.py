@@ -15,7 +15,7 @@ first run  a fresh process builds a model, constructs its TapeMachine and runs i
            the time of those two, with a cold kernel cache (an empty EXPRVM_CACHE_DIR)
            and a warm one, blocking (fuse="sync") and tiered (the default); the ratio is
            to the warm blocking time (a warm compile plus one run)
-lisp       LispMachine loops: the adding problem (--machine lisp: a fresh graph per batch,
+lisp       LispMachine loops (each in a fresh process): the adding problem (--machine lisp: a fresh graph per batch,
            lengths 10..30, replayed once a length came 8 times) and the char-RNN model's
            step (one graph, run every step); step times after a warm-up (median, p90,
            p99, max), the collector's oldest-generation pauses, graph building per node
@@ -39,6 +39,7 @@ say n/a.
 import argparse
 import contextlib
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -234,6 +235,25 @@ def _char_rnn_steps(n, steady):
     return times, pauses.times, [build]
 
 
+LISP = """
+import sys, json
+sys.path[:0] = {paths!r}
+import bench_latency as b
+print(json.dumps(getattr(b, {fn!r})({n}, {steady!r})))
+"""
+
+
+def _lisp_in_fresh_process(fn, n, steady):
+    """One LispMachine loop in a process of its own (NOTE: a loop run after another in one
+    process finds its replay programs compiled and the other's garbage about: a training
+    script runs one loop)."""
+    code = LISP.format(paths=[HERE, ROOT, os.path.join(ROOT, "examples")], fn=fn, n=n, steady=steady)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600)
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
 def lisp_table(a):
     n_add, n_char = (300, 120) if a.quick else (1500, 400)
     rows = []
@@ -242,9 +262,7 @@ def lisp_table(a):
             if steady and not hasattr(ev, "steady_gc"):
                 rows.append((name, "steady_gc", None))
                 continue
-            if tiers is not None:
-                tiers.wait_all(600)
-            times, pauses, builds = run(n, steady)
+            times, pauses, builds = _lisp_in_fresh_process(run.__name__, n, steady)
             ms = np.array(times[n // 3:]) * 1e3          # after the walks and compiles
             rows.append((name, "steady_gc" if steady else "default", (
                 np.median(ms), np.percentile(ms, 90), np.percentile(ms, 99), ms.max(),

@@ -27,7 +27,9 @@ which it makes anyway, when everything not yet frozen that is still alive is ali
 good reason and no garbage is frozen with it. A collection made at settle() itself
 would fall on the step that compiled, tens of milliseconds on a 2-core machine.) Leaving the outermost block unfreezes everything
 (gc.unfreeze), so that later collections see every object again and free what became
-garbage meanwhile.
+garbage meanwhile. The block's own entry asks for such a freeze too: what the first
+steps make and keep (an optimizer's state, replay programs made before the block
+swapping in) then leaves the generation the block's collections walk.
 
 This is a choice of the code that opens the block: nothing else in exprvm changes the
 collector's state, but for compile_graph pausing it while it compiles (gc.disable, and
@@ -68,7 +70,7 @@ def steady_gc():
         if _open[0] == 1:
             gc.collect()
             gc.freeze()
-            _pending[0] = False
+            _pending[0] = True
             gc.callbacks.append(_after_collection)
             _saved[0] = gc.get_threshold()
             young, middle = _saved[0][:2]
