@@ -56,6 +56,7 @@ import exprvm as ev  # noqa: E402
 import models  # noqa: E402
 from timing import median_s  # noqa: E402
 from exprvm.compiler import compile_graph  # noqa: E402
+from exprvm.core.body import nested_graphs  # noqa: E402
 
 try:
     from exprvm.compiler import tiers  # noqa: E402
@@ -286,18 +287,7 @@ def lisp_table(a):
 def count_nodes(g):
     """The nodes of g and of every loop or branch body its nodes hold (a body reached
     twice counted once): what building g made."""
-    seen, stack, total = {id(g)}, [g], 0
-    while stack:
-        graph = stack.pop()
-        total += len(graph)
-        for n in graph.nodes:
-            for v in n.params.values():
-                for item in (v if isinstance(v, tuple) else (v,)):
-                    body = getattr(item, "graph", None)
-                    if isinstance(body, ev.Graph) and id(body) not in seen:
-                        seen.add(id(body))
-                        stack.append(body)
-    return total
+    return sum(len(graph) for graph in nested_graphs(g))
 
 
 def _build_lstm(T):

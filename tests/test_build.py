@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import exprvm as ev
+from exprvm.core.body import nested_graphs
 
 PACKAGE_FILES = {f for _, _, files in os.walk(os.path.dirname(ev.__file__)) for f in files if f.endswith(".py")}
 
@@ -20,18 +21,7 @@ def here(offset=0):
 
 def all_nodes(g):
     """The nodes of g and of every body its loops hold."""
-    out, seen, stack = [], {id(g)}, [g]
-    while stack:
-        graph = stack.pop()
-        out.extend(graph.nodes)
-        for n in graph.nodes:
-            for v in n.params.values():
-                for item in (v if isinstance(v, tuple) else (v,)):
-                    body = getattr(item, "graph", None)
-                    if isinstance(body, ev.Graph) and id(body) not in seen:
-                        seen.add(id(body))
-                        stack.append(body)
-    return out
+    return [n for graph in nested_graphs(g) for n in graph.nodes]
 
 
 def test_gradient_nodes_take_the_line_of_the_ev_grad_call():
@@ -186,3 +176,18 @@ def test_a_slice_bound_that_is_no_integer_is_a_shape_error_naming_getitem_and_th
         assert "getitem" in msg and "slice indices must be integers" in msg and f"built at {line}" in msg, msg
     with pytest.raises(ev.ShapeError, match="getitem"):
         ev.getitem(np.arange(5.0), (slice(1.5, 3),))
+
+
+def test_nested_graphs_finds_every_body_once():
+    g = ev.Graph()
+    h0 = g.vector("h0", 3)
+    xs = g.matrix("xs", (4, 3))
+
+    def step(h, x):
+        h = ev.cond(ev.sum(x) > 0.0, lambda a: ev.tanh(a), lambda a: a * 0.5, h + x)
+        return h, h
+
+    h, ys = ev.scan(step, h0, xs)
+    graphs = nested_graphs(g)
+    assert graphs[0] is g and len(graphs) == 4 and len({id(x) for x in graphs}) == 4   # g, step, true, false
+    assert all(x is g or x.parent is not None for x in graphs)

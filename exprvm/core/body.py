@@ -253,3 +253,19 @@ def as_body_node(graph, value, dtype, what):
     if arr.dtype.kind == "O":
         raise ExprError(f"{what}: expected a node or a number, got {type(value).__name__}")
     return graph.constant(arr, dtype=arr.dtype)
+
+
+def nested_graphs(g):
+    """g and every body graph its loops and branches hold, at any depth (each once)."""
+    out, seen, stack = [], {id(g)}, [g]
+    while stack:
+        graph = stack.pop()
+        out.append(graph)
+        for n in graph.nodes:
+            for v in n.params.values():
+                for item in (v if isinstance(v, tuple) else (v,)):
+                    body = getattr(item, "graph", None)
+                    if isinstance(body, Graph) and id(body) not in seen:
+                        seen.add(id(body))
+                        stack.append(body)
+    return out
