@@ -244,6 +244,12 @@ class _Builder:
             if self._closed:
                 up._skip()
                 return
+            # NOTE: a worker is woken only when the queue was empty (it waits for good then);
+            # otherwise every idle worker already waits for the head's start, which comes
+            # first. A wake-up per compile made the worker thread take the interpreter lock
+            # from the compiling thread once per program (a workload of many small programs
+            # ran a tenth slower).
+            empty = not self._queue
             self._queue.append(weakref.ref(up))
             if not self._threads:
                 atexit.register(self.shutdown)
@@ -251,28 +257,41 @@ class _Builder:
                     t = threading.Thread(target=self._loop, name="exprvm-fused-build", daemon=True)
                     self._threads.append(t)
                     t.start()
-            self._cond.notify()
+            if empty:
+                self._cond.notify()
+
+    def _next(self):
+        """The next Upgrade to build, once its start has come (called holding the lock);
+        None when the builder is closed. Dropped programs' builds are passed over."""
+        while not self._closed:
+            while self._queue and self._queue[0]() is None:
+                self._queue.popleft()           # its program, and so its Upgrade, was dropped
+            if not self._queue:
+                self._cond.wait()
+                continue
+            up = self._queue[0]()
+            # NOTE: a build starts BUILD_DELAY after its compile, if its program is still
+            # held then: most programs run a few times and are dropped (a test, a property
+            # check) need none, and would slow the process building it.
+            wait = up.submitted + BUILD_DELAY - time.monotonic()
+            if wait > 0:
+                del up                          # (the queue holds it weakly while it waits)
+                self._cond.wait(wait)
+                continue
+            self._queue.popleft()
+            if up._owner() is None:
+                up._skip()
+                continue
+            return up
+        return None
 
     def _loop(self):
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                up = self._queue.popleft()()
+                up = self._next()
                 if up is None:
-                    continue
-                self._running.add(up)
-                # NOTE: a build starts BUILD_DELAY after its compile, if its program is still
-                # held then: most programs run a few times and are dropped (a test, a
-                # property check) need none, and would slow the process building it.
-                while not self._closed and time.monotonic() < up.submitted + BUILD_DELAY:
-                    self._cond.wait(up.submitted + BUILD_DELAY - time.monotonic())
-                if self._closed:
-                    self._running.discard(up)
-                    up._skip()
                     return
+                self._running.add(up)
             try:
                 up._run()
             finally:
