@@ -194,7 +194,8 @@ def test_a_program_never_fused_skips_the_analysis_until_its_build_has_done_it(co
     first = compile_graph(m.graph, [m.cost])
     # no analysis: no kernel is known yet, none was looked up
     assert first.tier == "unfused" and _deferred(first) and first.upgrade.kernels == []
-    assert "fused kernels queued" in first.upgrade.describe() or "building" in first.upgrade.describe()
+    text = first.upgrade.describe()     # (a loaded machine may have finished the build already)
+    assert text.startswith("fused kernels ") or first.upgrade.state == "ready"
     assert first.upgrade.wait(WAIT) and first.upgrade.state == "ready", first.upgrade.error
     built = first.upgrade.kernels
     assert built and not generated.lookup(built)        # the build found and built them
@@ -267,13 +268,13 @@ def test_a_dropped_programs_build_is_skipped(cold_cache, monkeypatch):
     builder = tiers._Builder(1)         # one worker: the second build waits behind the first
     monkeypatch.setattr(tiers, "_BUILDER", builder)
     m, _ = _lstm()
+    built = generated.STATS["kernels_compiled"]     # (before: the kept build may start at once)
     kept = compile_graph(m.graph, [m.cost])
     g = ev.Graph()
     x = g.vector("x", 7)
     y = ev.sum(ev.sigmoid(x * 3.0) * ev.tanh(x))
     dropped = compile_graph(g, [y])
     assert kept.tier == dropped.tier == "unfused"
-    built = generated.STATS["kernels_compiled"]
     ref = weakref.ref(dropped.upgrade)
     del dropped
     gc.collect()
