@@ -131,8 +131,8 @@ def test_index_shapes_are_numpys(shape):
 
 
 def test_op_nodes_have_every_field_a_leaf_has():
-    """_apply fills an op node's fields itself (the hot path skips Node.__init__): every
-    slot must be set, with a leaf's defaults."""
+    """build_node makes an op node without Node.__init__ (graph.init_node on a bare
+    object): every slot must be set, with a leaf's defaults."""
     g = ev.Graph()
     x = g.tensor("x", (2, 3))
     y = ev.tanh(x * 2.0)

@@ -76,6 +76,30 @@ class Shaped:
         return int(np.prod(self.shape, dtype=np.int64))
 
 
+def init_node(node, graph, op, opdef, inputs, params, shape, dtype, name, code, offset):
+    """Set every slot of a new Node (shape a tuple, dtype a numpy dtype): the one list of
+    them. Node(...) calls it; graph building's hot path (core/op.py build_node) calls it on
+    object.__new__(Node), sparing the type call and the normalising, which cost as much."""
+    node.graph = graph
+    node.id = len(graph.nodes)
+    node.op = op
+    node.opdef = opdef
+    node.inputs = inputs
+    node.params = params
+    node.shape = shape
+    node.dtype = dtype
+    node.name = name
+    # NOTE: the creation site as two fields, not one (code, offset) tuple: a tuple per
+    # node is one more object for the cyclic GC to scan, on the hot path. See .site.
+    node._code = code        # the user's code object (None: offset is a text)
+    node._offset = offset    # its bytecode offset
+    node.value = None
+    node.grad = None
+    node.weak = False        # a Python-scalar constant that adopts its partner's dtype
+    node.role = "forward"    # "grad" for nodes made by ev.grad
+    node.grad_of = None      # for the node ev.grad returned: the node it is the gradient of
+
+
 class Node(Shaped):
     """One value in the graph: a leaf (input, param, const) or an op applied to inputs."""
 
@@ -85,24 +109,8 @@ class Node(Shaped):
     __array_ufunc__ = None
 
     def __init__(self, graph, op, opdef, inputs, params, shape, dtype, name, code, offset):
-        self.graph = graph
-        self.id = len(graph.nodes)
-        self.op = op
-        self.opdef = opdef
-        self.inputs = inputs
-        self.params = params
-        self.shape = shape if type(shape) is tuple else tuple(shape)
-        self.dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
-        self.name = name
-        # NOTE: the creation site as two fields, not one (code, offset) tuple: a tuple per
-        # node is one more object for the cyclic GC to scan, on the hot path. See .site.
-        self._code = code        # the user's code object (None: offset is a text)
-        self._offset = offset    # its bytecode offset
-        self.value = None
-        self.grad = None
-        self.weak = False        # a Python-scalar constant that adopts its partner's dtype
-        self.role = "forward"    # "grad" for nodes made by ev.grad
-        self.grad_of = None      # for the node ev.grad returned: the node it is the gradient of
+        init_node(self, graph, op, opdef, inputs, params, shape if type(shape) is tuple else tuple(shape),
+                  dtype if isinstance(dtype, np.dtype) else np.dtype(dtype), name, code, offset)
 
     # -- description -------------------------------------------------------
     @property
@@ -360,7 +368,7 @@ class Graph:
         return node
 
     def append_node(self, node, key):
-        """Append an op node (a clone's; core.op.build_node does this inline), under its CSE key:
+        """Append an op node (core.op.build_node's, or a clone's) under its CSE key:
         a node of the same op, inputs and params is shared from then on. key None: never
         shared (a random op draws its own stream), and the graph has no replayable
         signature any more."""

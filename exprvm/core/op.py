@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import DTypeError, ExprError, ShapeError
-from .graph import FLOAT_DTYPES, Node, Shaped
+from .graph import FLOAT_DTYPES, Node, Shaped, init_node
 from .rules import batch_elementwise, node_in
 from .site import caller, in_package, user_site
 
@@ -465,34 +465,9 @@ def build_node(op, args, params):
         code, offset = caller(2)
     else:
         code, offset = site
-    # NOTE: Node.__init__ and Graph.append_node inlined: calling them cost as much as all
-    # of their writes. Every slot Node.__init__ sets is set here (tests/test_graph.py,
-    # test_op_nodes_have_every_field_a_leaf_has).
     node = _new(Node)
-    nodes = graph.nodes
-    node.graph = graph
-    node.id = len(nodes)
-    node.op = name
-    node.opdef = op
-    node.inputs = inputs
-    node.params = params
-    node.shape = shape
-    node.dtype = dtype
-    node.name = None
-    node._code = code
-    node._offset = offset
-    node.value = None
-    node.grad = None
-    node.weak = False
-    node.role = "forward"
-    node.grad_of = None
-    nodes.append(node)
-    graph._sig.append(key)
-    if key is not None:
-        graph._cse[key] = node
-    else:
-        graph._replayable = False
-    return node
+    init_node(node, graph, name, op, inputs, params, shape, dtype, None, code, offset)
+    return graph.append_node(node, key)
 
 
 REWRITES = {}  # op name -> fn(*inputs, **params) returning a better node or None; see rewrites.py
