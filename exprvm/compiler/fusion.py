@@ -460,10 +460,10 @@ def fuse(live, roots, keep):
     Nothing changes when no kernel can be built (no compiler: the note says why)."""
     # NOTE: the fingerprint of the IR as it comes in, before the analysis rewrites it
     fp = known.fingerprint(live)
-    if tiers.deferring(fp) and _may_fuse(live, keep, roots):
+    root_ids = {id(r) for r in roots}
+    if tiers.deferring(fp) and _may_fuse(live, keep, root_ids):
         tiers.defer()
         return live, DEFERRED
-    root_ids = {id(r) for r in roots}
     pushed = 0
     for _ in range(ROUNDS):     # a slice pushed into an op may make that op's operand pushable
         n = _push_slices(live, keep, root_ids)
@@ -474,7 +474,7 @@ def fuse(live, roots, keep):
         live = ir.live_vals(roots)
     found = [(ms, *_spec(ms, keep, root_ids)) for ms in _groups(live, keep, roots)]
     if not found:
-        tiers.ready([], fp)             # (nothing to build: the program is known from now on)
+        known.remember(fp)              # (nothing to build: the program is known from now on)
         return live, None
     try:
         if not tiers.ready([f[1].kernel(f[4]) for f in found], fp):
@@ -487,9 +487,8 @@ def fuse(live, roots, keep):
     return ir.live_vals(roots), f"fused {n} elementwise ops into {len(found)} generated kernels"
 
 
-def _may_fuse(live, keep, roots):
+def _may_fuse(live, keep, root_ids):
     """Could the analysis find a group? (Two ops that may join one; cheap: no grouping.)"""
-    root_ids = {id(r) for r in roots}
     n = 0
     for v in live:
         if v.kind == "op" and _class(v, keep, root_ids) is not None:

@@ -35,9 +35,7 @@ def caller(depth=1):
         code = f.f_code
         inside = _INSIDE.get(code.co_filename)
         if inside is None:
-            if len(_INSIDE) >= 4096:    # names from exec'd code without end: bounded
-                _INSIDE.clear()
-            inside = _INSIDE[code.co_filename] = code.co_filename.startswith(PKG_DIR)
+            inside = _inside(code.co_filename)
         if not inside:
             return code, f.f_lasti
         f = f.f_back
@@ -45,11 +43,19 @@ def caller(depth=1):
             return None, "<unknown>"
 
 
+def _inside(filename):
+    """Is the source file exprvm's? (Remembered in _INSIDE.)"""
+    if len(_INSIDE) >= 4096:    # names from exec'd code without end: bounded
+        _INSIDE.clear()
+    inside = _INSIDE[filename] = filename.startswith(PKG_DIR)
+    return inside
+
+
 def in_package(fn):
     """Is fn's code in the exprvm package (a function whose nodes take the site of the
     user's call that reached it)? False for callables without code of their own."""
     code = getattr(fn, "__code__", None)
-    return code is not None and code.co_filename.startswith(PKG_DIR)
+    return code is not None and _inside(code.co_filename)
 
 
 def _line(code, offset):
