@@ -12,6 +12,7 @@ from ..core import OPS, is_basic_index
 from .lowering import Request, fake_array, generic, lower
 from .program import Instr, Register
 
+
 def _reshapes_as_view(a):
     try:
         np.reshape(a, -1, copy=False)
@@ -44,7 +45,9 @@ class Emitter:
         self.moved = {}             # (register, device) -> its copy there
 
     def reg(self, shape, dtype, kind, **kw):
-        r = Register(len(self.regs), tuple(shape), np.dtype(dtype), kind, **kw)
+        # NOTE: a Val's shape and dtype are a tuple and a dtype already: no conversion calls
+        r = Register(len(self.regs), shape if type(shape) is tuple else tuple(shape),
+                     dtype if isinstance(dtype, np.dtype) else np.dtype(dtype), kind, **kw)
         self.regs.append(r)
         if kind in ("buffer", "input", "param"):
             self.fake[r.id] = fake_array(r.shape, r.dtype)
@@ -63,10 +66,12 @@ class Emitter:
             view = None
             if OPS[v.op].view:      # views of device registers too (DeviceArray views)
                 base = v.ins[0].rid
-                if self.regs[base].device != device:
+                b = self.regs[base]
+                if b.device != device:
                     base = self.on(base, device)
-                if self.regs[base].kind != "const" or device != "cpu":
-                    view = as_view(v.op, v.params, self.fake.get(base, self.regs[base].const))
+                    b = self.regs[base]
+                if b.kind != "const" or device != "cpu":
+                    view = as_view(v.op, v.params, self.fake.get(base, b.const))
             if view is not None:
                 r = self.reg(v.shape, v.dtype, "view", base=base, view=(v.op, v.params), device=device)
                 self.fake[r.id] = view

@@ -23,7 +23,9 @@ from ..errors import CompileError
 
 
 
-@dataclass(eq=False)
+# NOTE: slots: a compile makes a register and an instruction per value; slotted, they are
+# smaller and quicker to make, and a big program's compile touches less memory
+@dataclass(eq=False, slots=True)
 class Register:
     id: int
     shape: tuple
@@ -36,6 +38,7 @@ class Register:
     const: Optional[np.ndarray] = None
     device: str = "cpu"
     scratch: bool = False           # a kernel's temporary, live for one instruction
+    nbytes: int = field(init=False, repr=False)
 
     def __post_init__(self):
         self.nbytes = math.prod(self.shape) * self.dtype.itemsize
@@ -55,7 +58,7 @@ class Register:
                 + (f"  ; {names}" if names else ""))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Instr:
     op: str                         # op name, or "copy", "to_device", "to_host"
     ins: tuple                      # input register ids
