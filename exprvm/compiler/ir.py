@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import CompileError
 
-from ..core import OPS
+from ..core import LEAF_OPS, OPS
 
 class Val:
     __slots__ = ("key", "kind", "op", "ins", "params", "shape", "dtype", "value", "nodes", "users", "rid")
@@ -24,8 +24,8 @@ class Val:
         self.op = op
         self.ins = list(ins)
         self.params = params if params is not None else {}
-        self.shape = tuple(shape)
-        self.dtype = np.dtype(dtype)
+        self.shape = shape if type(shape) is tuple else tuple(shape)
+        self.dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
         self.value = value          # const Vals: the array
         self.nodes = []             # graph nodes this Val computes
         self.users = []
@@ -89,7 +89,7 @@ def build(order, identities=True, cuts=()):
     vals = {}
     cut = {id(n) for n in cuts}
     for n in order:
-        if n.is_leaf or id(n) in cut:
+        if n.op in LEAF_OPS or (cut and id(n) in cut):
             kind = "input" if id(n) in cut else n.op
             v = Val((n.id, 0), kind, shape=n.shape, dtype=n.dtype,
                     value=n.value if kind == "const" else None)
