@@ -25,6 +25,7 @@ end would sit a level higher: no fused instruction ever waits on a value that ne
 own result. Groups longer than MAX_MEMBERS are cut into runs. Forward and backward
 (gradient) groups fuse alike; nothing here looks at how a formula is spelled.
 """
+import heapq
 import math
 
 import numpy as np
@@ -227,60 +228,146 @@ def _push_slices(live, keep, root_ids):
     op(a[...], b[...]): the slices of same-shaped operands and bias rows are free views, a
     slice that is one part of a concatenation is that part (which undoes the batching of
     independent elementwise ops), and each op joins the group of what it reads or feeds
-    instead of running alone over all of z. Returns the count."""
-    n = 0
-    for v in live:
-        if not v.users or v.users[0].op != "getitem":       # NOTE: cheap test first
-            continue
-        if (v.kind != "op" or id(v) in keep or id(v) in root_ids
-                or not fusable(v.op, v.params) or result_kind(v.op) != "T" or v.dtype not in FLOAT_DTYPES):
-            continue
-        users = list({id(u): u for u in v.users}.values())
-        if not all(u.op == "getitem" and u.ins[0] is v and _plain_index(u.params["index"], v.shape)
-                   and u.users for u in users):
-            continue
-        if not all(x.dtype == v.dtype and _kind(x.shape, v.shape) in ("full", "row")
-                   or _literal(x, v.dtype) is not None for x in v.ins):
-            continue
-        plans = [_sliced_operands(v, u) for u in users]
+    instead of running alone over all of z. Returns the count.
+
+    In rounds, as a pushed op's operands are read through slices now and may be pushed in
+    turn (the scan meets them before the op). Each round looks at Vals in the order of
+    `live`; after the first, only at those a push changed: the Vals whose test reads what
+    the push rewrote (_touched). A change met later in `live` is seen in the same round."""
+    at = {v: i for i, v in enumerate(live)}
+    total, todo = 0, None
+    for _ in range(ROUNDS):
+        # NOTE: todo None: the first round, every Val (a queued set would hold them all)
+        heap = list(range(len(live))) if todo is None else sorted(todo)
+        queued = None if todo is None else set(heap)
+        todo, n = set(), 0
+        while heap:
+            i = heapq.heappop(heap)
+            v = live[i]
+            if not v.users or v.users[0].op != "getitem":       # NOTE: cheap test first
+                continue
+            plan = _slicing(v, keep, root_ids)
+            if plan is None:
+                continue
+            n += 1
+            for w in _push(v, plan):
+                j = at.get(w)
+                if j is None:               # a view made here: never a candidate
+                    continue
+                if j <= i:
+                    todo.add(j)
+                elif queued is not None and j not in queued:
+                    queued.add(j)
+                    heapq.heappush(heap, j)
+        if not n:
+            break
+        total += n
+    return total
+
+
+def _slicing(v, keep, root_ids):
+    """How v would be pushed into its slices, or None if it stays: per slice Val, (the
+    slice, its index padded to every axis, per operand of v (its kind or None for a
+    literal, the concatenation's part it reads or None, the operand, its index or None
+    for the operand whole, the view's shape)). Reads the IR only."""
+    if (v.kind != "op" or id(v) in keep or id(v) in root_ids
+            or not fusable(v.op, v.params) or result_kind(v.op) != "T" or v.dtype not in FLOAT_DTYPES):
+        return None
+    shape, t = v.shape, v.dtype
+    users = list(dict.fromkeys(v.users))
+    for u in users:
+        if not (u.op == "getitem" and u.ins[0] is v and _plain_index(u.params["index"], shape) and u.users):
+            return None
+    kinds = []              # per operand: "full", "row", or None (a literal: read whole)
+    for x in v.ins:
+        lit = _literal(x, t) is not None
+        kind = None if lit or x.dtype != t else _kind(x.shape, shape)
+        if not lit and kind not in ("full", "row"):
+            return None
+        kinds.append(None if lit else kind)
+    plan = []
+    for u in users:
+        index = u.params["index"]
+        full = tuple(index) + (_ALL,) * (len(shape) - len(index))
+        whole = all(i == _ALL for i in full)
+        ops = []
+        for x, kind in zip(v.ins, kinds):
+            if kind is None:
+                ops.append((None, None, x, None, None))
+                continue
+            if kind == "full":      # NOTE: x[index] is then u's own index and shape
+                xi, xshape = (None, None) if whole else (full, u.shape)
+            else:
+                xi = _index_of(x, full, shape)
+                xshape = None if xi is None else _sliced_shape(x.shape, xi)
+            part = _concat_part(x, xi) if xi is not None and x.op == "concat" else None
+            ops.append((kind, part, x, xi, xshape))
         # NOTE: worth it only if every slice then has a neighbour to fuse with, else one op
         # over z would become several.
-        if not all(any(_class(w, keep, root_ids) is not None for w in u.users)
-                   or any(p is not None and p.shape == u.shape and _class(p, keep, root_ids) is not None
-                          for p, _ in ops) for u, ops in zip(users, plans)):
+        if not (any(_class(w, keep, root_ids) is not None for w in u.users)
+                or any(p is not None and p.shape == u.shape and _class(p, keep, root_ids) is not None
+                       for _, p, _, _, _ in ops)):
+            return None
+        plan.append((u, full, ops))
+    return plan
+
+
+def _push(v, plan):
+    """v pushed into its slices as _slicing planned. Returns the Vals whose push test may
+    differ now: those rewritten, those whose readers changed, and those that read them as
+    a neighbour (a candidate whose slice they read, or whose concatenated operand they are
+    part of)."""
+    views, first, dups, rewritten = {}, {}, {}, []
+    for u, full, ops in plan:
+        same = first.setdefault(_index_key(full, v.shape), u)
+        if same is not u:       # the same slice twice: its readers read the first one
+            dups[u] = same
+            for w in u.users:
+                w.ins = [same if x is u else x for x in w.ins]
+                rewritten.append(w)
             continue
-        views, first = {}, {}
-        for u, ops in zip(users, plans):
-            same = first.setdefault(_index_key(u.params["index"], v.shape), u)
-            if same is not u:       # the same slice twice: its readers read the first one
-                for w in u.users:
-                    w.ins = [same if x is u else x for x in w.ins]
-                continue
-            ins = []
-            for i, (part, (x, index)) in enumerate(ops):
-                if part is not None:
-                    ins.append(part)
-                elif index is None:
-                    ins.append(x)
-                else:
-                    key = (id(x), repr(index))
-                    if key not in views:
-                        shape = _sliced_shape(x.shape, index)
-                        views[key] = ir.Val((u.key[0], u.key[1] - 0.5 + 0.01 * i), "op", "getitem", [x],
-                                            {"index": index}, shape, x.dtype)
-                    ins.append(views[key])
-            u.op, u.ins, u.params = v.op, ins, dict(v.params)
-        _relink(v, users, first, views.values())
-        n += 1
-    return n
+        ins = []
+        for i, (kind, part, x, index, shape) in enumerate(ops):
+            if part is not None:
+                ins.append(part)
+            elif index is None:
+                ins.append(x)
+            else:
+                # NOTE: a full operand's index is its slice's own (distinct slices, distinct
+                # views); a row's may repeat (slices differing only along its broadcast axes)
+                key = (x, u) if kind == "full" else (x, repr(index))
+                view = views.get(key)
+                if view is None:
+                    view = views[key] = ir.Val((u.key[0], u.key[1] - 0.5 + 0.01 * i), "op", "getitem", [x],
+                                               {"index": index}, shape, x.dtype)
+                ins.append(view)
+        u.op, u.ins, u.params = v.op, ins, dict(v.params)
+        rewritten.append(u)
+    _relink(v, [u for u, _, _ in plan], dups, views.values())
+    changed = list(v.ins) + list(dups)
+    for w in rewritten:
+        changed.append(w)
+        for y in w.ins:
+            changed.append(y)
+            if y.op == "getitem":
+                changed.append(y.ins[0])
+        for c in w.users:
+            if c.op == "concat":
+                changed.extend(c.users)
+        if w.op == "concat":
+            changed.extend(w.users)
+    for x in v.ins:
+        if x.op == "getitem":
+            changed.append(x.ins[0])
+    return changed
 
 
-def _relink(v, users, first, views):
+def _relink(v, users, dups, views):
     """Users lists made true again after v was pushed into its slices `users` (so that the
     next round needs no new live list): v and the duplicate slices are read by nobody, v's
     operands by the views and slices that read them now, and the first of equal slices
-    by the readers of the others."""
-    for x in {id(x): x for x in v.ins}.values():
+    by the readers of the others (dups: duplicate -> first)."""
+    for x in dict.fromkeys(v.ins):
         # NOTE: removed in place by C-level scans: x may be read by every step (a weight),
         # and a Python pass over its users for every pushed op was quadratic in the steps
         for _ in range(x.users.count(v)):
@@ -288,8 +375,8 @@ def _relink(v, users, first, views):
     for view in views:
         view.ins[0].users.append(view)
     for u in users:
-        same = first[_index_key(u.params["index"], v.shape)] if u.op == "getitem" else u
-        if same is not u:
+        same = dups.get(u)
+        if same is not None:
             same.users.extend(u.users)
             u.users = []
             continue
@@ -313,16 +400,6 @@ def _index_key(index, shape):
     """A basic index as a comparable key: padded to every axis, slices resolved."""
     full = tuple(index) + (_ALL,) * (len(shape) - len(index))
     return tuple([i.indices(d) if type(i) is slice else ("i", i % d if d else i) for i, d in zip(full, shape)])
-
-
-def _sliced_operands(v, u):
-    """Per operand of v, what u = v[index] reads of it: (a concatenation's part or None,
-    (operand, its index, or None for the operand whole: a scalar, or a row kept whole))."""
-    out = []
-    for x in v.ins:
-        index = None if _literal(x, v.dtype) is not None else _index_of(x, u.params["index"], v.shape)
-        out.append((None if index is None else _concat_part(x, index), (x, index)))
-    return out
 
 
 def _concat_part(x, index):
@@ -464,13 +541,7 @@ def fuse(live, roots, keep):
     if tiers.deferring(fp) and _may_fuse(live, keep, root_ids):
         tiers.defer()
         return live, DEFERRED
-    pushed = 0
-    for _ in range(ROUNDS):     # a slice pushed into an op may make that op's operand pushable
-        n = _push_slices(live, keep, root_ids)
-        if not n:
-            break
-        pushed += n
-    if pushed:
+    if _push_slices(live, keep, root_ids):
         live = ir.live_vals(roots)
     found = [(ms, *_spec(ms, keep, root_ids)) for ms in _groups(live, keep, roots)]
     if not found:
