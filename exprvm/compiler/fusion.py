@@ -36,13 +36,16 @@ from ..kernels import generated
 from . import ir, known, tiers
 from .lowering import fused as _fused  # noqa: F401  (registers the fused op and its rows)
 from .lowering.fused import FusedGroup
-from .lowering.scalar import fusable, result_kind
+from .lowering.scalar import SCALAR, fusable, result_kind
 
 BOOL = np.dtype(bool)
 MIN_MEMBERS = 2
 MAX_MEMBERS = 48        # a longer group is cut into several (a 10,000-op chain compiles quickly)
 ROUNDS = 8
 _ALL = slice(None)
+# NOTE: asked for every Val: the ops that may join a group when they have no params, and
+# their result kind (SCALAR is complete once lowering.scalar is imported)
+_PLAIN_KINDS = {op: result_kind(op) for op in SCALAR if fusable(op, {})}
 DEFERRED = "fusion deferred: its kernels build in the background (tiered compilation)"
 
 
@@ -80,10 +83,13 @@ def _literal(x, t):
 def _class(v, keep, roots):
     """(shape, float dtype) of an op that may join a group, else None."""
     # NOTE: runs for every Val: `0 in shape` is an empty shape's test without a call
-    if v.kind != "op" or not fusable(v.op, v.params) or 0 in v.shape:
+    if v.kind != "op" or 0 in v.shape:
+        return None
+    kind = _PLAIN_KINDS.get(v.op) if not v.params else result_kind(v.op) if fusable(v.op, v.params) else None
+    if kind is None:
         return None
     shape = v.shape
-    if result_kind(v.op) == "bool":
+    if kind == "bool":
         floats = [x.dtype for x in v.ins if x.dtype != BOOL]
         if v.dtype != BOOL or id(v) in keep or id(v) in roots or len(set(floats)) != 1:
             return None
@@ -96,11 +102,9 @@ def _class(v, keep, roots):
             return None
     for pos, x in enumerate(v.ins):
         d = x.dtype
-        if d == BOOL:
-            if not (v.op == "where" and pos == 0) and _literal(x, t) is None:
+        if d is not t and d != t:       # NOTE: identity first: a dtype's == is a slow call
+            if d != BOOL or not (v.op == "where" and pos == 0) and _literal(x, t) is None:
                 return None
-        elif d != t:
-            return None
         elif x.shape == shape:      # NOTE: the common case first: an operand of the group's shape
             continue
         if _literal(x, t) is None and _kind(x.shape, shape) is None:
@@ -118,15 +122,26 @@ def _find(parent, a):
 def _components(live, cls):
     """Members of equal level joined along free edges: {root: [Vals in order]}. cls and the
     dicts here are keyed by the Vals themselves (no id() call per lookup)."""
-    # An edge costs 0 between two would-be members of one shape and dtype, else 1.
+    # An edge costs 0 between two would-be members of one shape and dtype (a free edge),
+    # else 1.
     get = cls.get
-    level = {}
+    level, free = {}, []
     for v in live:
         lv, c = 0, get(v)
-        for x in v.ins:
-            lx = level[x] if c is not None and get(x) == c else level[x] + 1
-            if lx > lv:
-                lv = lx
+        if c is None:
+            for x in v.ins:
+                lx = level[x] + 1
+                if lx > lv:
+                    lv = lx
+        else:
+            for x in v.ins:
+                if get(x) == c:
+                    free.append((x, v))
+                    lx = level[x]
+                else:
+                    lx = level[x] + 1
+                if lx > lv:
+                    lv = lx
         level[v] = lv
     # NOTE: any levels with level(v) >= level(x) + cost(x, v) on every edge keep groups
     # convex. A member is raised to the level of the members reading it where its other
@@ -138,31 +153,25 @@ def _components(live, cls):
         c = get(v)
         if c is None:
             continue
-        free = other = inf
+        free_at = other = inf
         for u in v.users:
             lu = level[u]
             if get(u) == c:
-                if lu < free:
-                    free = lu
+                if lu < free_at:
+                    free_at = lu
             elif lu - 1 < other:
                 other = lu - 1
-        if free <= other and free != inf and free > level[v]:
-            level[v] = free
+        if free_at <= other and free_at != inf and free_at > level[v]:
+            level[v] = free_at
     parent = {v: v for v in live if get(v) is not None}
-    for v in live:
-        c = get(v)
-        if c is None:
-            continue
-        lv = level[v]
-        for x in v.ins:
-            if get(x) == c and level[x] == lv:
-                ra, rb = _find(parent, x), _find(parent, v)
-                if ra is not rb:
-                    parent[rb] = ra
+    for x, v in free:
+        if level[x] == level[v]:
+            ra, rb = _find(parent, x), _find(parent, v)
+            if ra is not rb:
+                parent[rb] = ra
     groups = {}
-    for v in live:
-        if v in parent:
-            groups.setdefault(_find(parent, v), []).append(v)
+    for v in parent:        # NOTE: in live's order, as parent was filled
+        groups.setdefault(_find(parent, v), []).append(v)
     return groups
 
 
@@ -289,7 +298,7 @@ def _slicing(v, keep, root_ids):
     for u in users:
         index = u.params["index"]
         full = tuple(index) + (_ALL,) * (len(shape) - len(index))
-        whole = all(i == _ALL for i in full)
+        whole = full.count(_ALL) == len(full)
         ops = []
         for x, kind in zip(v.ins, kinds):
             if kind is None:
@@ -304,12 +313,22 @@ def _slicing(v, keep, root_ids):
             ops.append((kind, part, x, xi, xshape))
         # NOTE: worth it only if every slice then has a neighbour to fuse with, else one op
         # over z would become several.
-        if not (any(_class(w, keep, root_ids) is not None for w in u.users)
-                or any(p is not None and p.shape == u.shape and _class(p, keep, root_ids) is not None
-                       for _, p, _, _, _ in ops)):
+        if not _has_neighbour(u, ops, keep, root_ids):
             return None
         plan.append((u, full, ops))
     return plan
+
+
+def _has_neighbour(u, ops, keep, root_ids):
+    """Would slice u, once an op (ops: its operands as _slicing plans them), have a reader
+    or a concatenation's part it reads to fuse with? (Loops, not any(): asked per slice.)"""
+    for w in u.users:
+        if _class(w, keep, root_ids) is not None:
+            return True
+    for _, part, _, _, _ in ops:
+        if part is not None and part.shape == u.shape and _class(part, keep, root_ids) is not None:
+            return True
+    return False
 
 
 def _push(v, plan):
@@ -319,7 +338,8 @@ def _push(v, plan):
     part of)."""
     views, first, dups, rewritten = {}, {}, {}, []
     for u, full, ops in plan:
-        same = first.setdefault(_index_key(full, v.shape), u)
+        # NOTE: a lone slice has no equal to look for
+        same = first.setdefault(_index_key(full, v.shape), u) if len(plan) > 1 else u
         if same is not u:       # the same slice twice: its readers read the first one
             dups[u] = same
             for w in u.users:
@@ -446,13 +466,16 @@ def _index_of(x, index, shape):
 def _concats_of(stored, shape, t):
     """Last-axis concatenations of stored members only (the gates' gradients a matmul
     reads as one matrix), longest first."""
-    ids = {id(m) for m in stored}
+    if not shape:
+        return []
+    inside = set(stored)
     found = {}
     for m in stored:
         for u in m.users:
-            if (u.kind == "op" and u.op == "concat" and shape and u.params.get("axis") == len(shape) - 1
-                    and u.dtype == t and len(u.ins) >= 2 and all(id(p) in ids for p in u.ins)):
-                found[id(u)] = u
+            # NOTE: the op's name first: most readers are no concatenation
+            if (u.op == "concat" and u.kind == "op" and u.params.get("axis") == len(shape) - 1
+                    and u.dtype == t and len(u.ins) >= 2 and all(p in inside for p in u.ins)):
+                found[u] = u
     return sorted(found.values(), key=lambda u: -len(u.ins))
 
 
@@ -462,7 +485,7 @@ def _spec(members, keep, root_ids):
     t = np.dtype(members[0].dtype if members[0].dtype != BOOL else
                  next(x.dtype for x in members[0].ins if x.dtype != BOOL))
     # NOTE: the dicts here are keyed by the Vals themselves (no id() call per lookup)
-    index = {m: j for j, m in enumerate(members)}
+    index = dict(zip(members, range(len(members))))
     ext, ext_pos, specs, sites, stored = [], {}, [], [], []
     for m in members:
         refs = []
@@ -471,7 +494,7 @@ def _spec(members, keep, root_ids):
             if j is not None:
                 refs.append(("v", j))
                 continue
-            lit = _literal(x, t)
+            lit = _literal(x, t) if x.kind == "const" else None     # NOTE: no call for most inputs
             if lit is not None:
                 refs.append(("lit", lit))
                 continue
@@ -495,8 +518,13 @@ def _spec(members, keep, root_ids):
     # concatenation's parts in its order (a member two of them read is stored twice), then
     # the other results; every concatenation is then a view, as is every result.
     blocks = [p for c in cats for p in c.ins]
-    blocks += [m for m in stored if not any(m is b for b in blocks)]
-    inputs = tuple([(_kind(x.shape, shape), x.dtype == BOOL) for x in ext])
+    if blocks:
+        laid = set(blocks)
+        blocks += [m for m in stored if m not in laid]
+    else:
+        blocks = stored
+    # NOTE: dtype.kind, not == BOOL: a dtype's == is a slow call, and this runs per input
+    inputs = tuple([("full" if x.shape == shape else _kind(x.shape, shape), x.dtype.kind == "b") for x in ext])
     group = FusedGroup(shape=tuple(shape), inputs=inputs, members=tuple(specs),
                        outputs=tuple([index[m] for m in blocks]),
                        layout="concat" if cats else "stack",
