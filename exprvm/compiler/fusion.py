@@ -102,7 +102,7 @@ def _class(v, keep, roots):
             return None
     for pos, x in enumerate(v.ins):
         d = x.dtype
-        if d is not t and d != t:       # NOTE: identity first: a dtype's == is a slow call
+        if d is not t and d != t:       # NOTE: identity first: the usual case, with no comparison call
             if d != BOOL or not (v.op == "where" and pos == 0) and _literal(x, t) is None:
                 return None
         elif x.shape == shape:      # NOTE: the common case first: an operand of the group's shape
@@ -112,11 +112,14 @@ def _class(v, keep, roots):
     return (shape, t)       # NOTE: the dtype itself: dtype.str makes a new string per call
 
 
-def _find(parent, a):
-    while parent[a] is not a:
-        parent[a] = parent[parent[a]]
-        a = parent[a]
-    return a
+def _root(parent, a):
+    """a's root in the union-find forest `parent` (halving the path on the way)."""
+    while True:
+        p = parent[a]
+        if p is a:
+            return a
+        parent[a] = parent[p]
+        a = parent[p]
 
 
 def _components(live, cls):
@@ -166,12 +169,17 @@ def _components(live, cls):
     parent = {v: v for v in live if get(v) is not None}
     for x, v in free:
         if level[x] == level[v]:
-            ra, rb = _find(parent, x), _find(parent, v)
+            ra, rb = _root(parent, x), _root(parent, v)
             if ra is not rb:
                 parent[rb] = ra
     groups = {}
     for v in parent:        # NOTE: in live's order, as parent was filled
-        groups.setdefault(_find(parent, v), []).append(v)
+        r = _root(parent, v)
+        members = groups.get(r)
+        if members is None:
+            groups[r] = [v]
+        else:
+            members.append(v)
     return groups
 
 
@@ -246,32 +254,45 @@ def _push_slices(live, keep, root_ids):
     at = {v: i for i, v in enumerate(live)}
     total, todo = 0, None
     for _ in range(ROUNDS):
-        # NOTE: todo None: the first round, every Val (a queued set would hold them all)
-        heap = list(range(len(live))) if todo is None else sorted(todo)
-        queued = None if todo is None else set(heap)
-        todo, n = set(), 0
-        while heap:
-            i = heapq.heappop(heap)
-            v = live[i]
-            if not v.users or v.users[0].op != "getitem":       # NOTE: cheap test first
-                continue
-            plan = _slicing(v, keep, root_ids)
-            if plan is None:
-                continue
-            n += 1
-            for w in _push(v, plan):
-                j = at.get(w)
-                if j is None:               # a view made here: never a candidate
-                    continue
-                if j <= i:
-                    todo.add(j)
-                elif queued is not None and j not in queued:
-                    queued.add(j)
-                    heapq.heappush(heap, j)
+        again, n = set(), 0
+        if todo is None:        # the first round: every Val, in order
+            for i, v in enumerate(live):
+                # NOTE: cheap test first
+                if v.users and v.users[0].op == "getitem" and _push_at(v, i, at, again, None, keep, root_ids):
+                    n += 1
+        else:       # what a push changed, in order: a heap, as the round itself may add more
+            heap = sorted(todo)
+            ahead = (heap, set(heap))
+            while heap:
+                i = heapq.heappop(heap)
+                v = live[i]
+                if v.users and v.users[0].op == "getitem" and _push_at(v, i, at, again, ahead, keep, root_ids):
+                    n += 1
         if not n:
             break
         total += n
+        todo = again
     return total
+
+
+def _push_at(v, i, at, again, ahead, keep, root_ids):
+    """Push v, at position i of live, if it may be. The Vals the push changed are looked at
+    again: those at or before i in the next round (their positions added to `again`), those
+    after it in this one (added to ahead = (heap, its set); None in the first round, which
+    meets them anyway). True if v was pushed."""
+    plan = _slicing(v, keep, root_ids)
+    if plan is None:
+        return False
+    for w in _push(v, plan):
+        j = at.get(w)
+        if j is None:       # a view made by a push: never a candidate
+            continue
+        if j <= i:
+            again.add(j)
+        elif ahead is not None and j not in ahead[1]:
+            ahead[1].add(j)
+            heapq.heappush(ahead[0], j)
+    return True
 
 
 def _slicing(v, keep, root_ids):
@@ -523,8 +544,7 @@ def _spec(members, keep, root_ids):
         blocks += [m for m in stored if m not in laid]
     else:
         blocks = stored
-    # NOTE: dtype.kind, not == BOOL: a dtype's == is a slow call, and this runs per input
-    inputs = tuple([("full" if x.shape == shape else _kind(x.shape, shape), x.dtype.kind == "b") for x in ext])
+    inputs = tuple([("full" if x.shape == shape else _kind(x.shape, shape), x.dtype == BOOL) for x in ext])
     group = FusedGroup(shape=tuple(shape), inputs=inputs, members=tuple(specs),
                        outputs=tuple([index[m] for m in blocks]),
                        layout="concat" if cats else "stack",
