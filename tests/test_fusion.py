@@ -346,6 +346,33 @@ def test_lstm_step_is_one_matmul_and_one_fused_kernel_each_way():
     assert len(prog) < len(unfused) / 2
 
 
+def test_a_chain_of_ops_read_through_slices_is_pushed_round_by_round():
+    """z = exp(x) * y + h @ W read only through its gates: z pushed into the gates makes its
+    operand exp(x) * y read through slices, which is pushed in the next round, and then
+    exp(x): every op but the matmul runs per gate inside the one fused kernel."""
+    H, B = 3, 2
+    g = ev.Graph()
+    x, y = g.matrix("x", (B, 4 * H)), g.matrix("y", (B, 4 * H))
+    h = g.matrix("h", (B, H))
+    W = g.matrix("W", (H, 4 * H), init=ev.init.glorot_normal())
+    z = ev.exp(x) * y + h @ W
+    i, f, o, c = (z[:, k * H:(k + 1) * H] for k in range(4))
+    cost = ev.sum(ev.sigmoid(i) * ev.tanh(c) + ev.sigmoid(f) * ev.sigmoid(o))
+    prog = ev.TapeMachine(g, [cost], backend="c", fuse="sync").program
+    assert [ins.op for ins in prog] == ["matmul", "fused", "sum"], str(prog)
+    wide = [ins for ins in prog if prog.registers[ins.out].shape == (B, 4 * H)]
+    assert [ins.op for ins in wide] == ["matmul"], str(prog)
+    rng = np.random.default_rng(0)
+    feeds = {x: rng.normal(size=(B, 4 * H)), y: rng.normal(size=(B, 4 * H)), h: rng.normal(size=(B, H))}
+    m = ev.TapeMachine(g, [cost], backend="c", fuse="sync")
+    m.run(feeds)
+    zz = np.exp(feeds[x]) * feeds[y] + feeds[h] @ W.value
+    gate = [zz[:, k * H:(k + 1) * H] for k in range(4)]
+    sig = lambda a: 1 / (1 + np.exp(-a))     # noqa: E731
+    want = np.sum(sig(gate[0]) * np.tanh(gate[3]) + sig(gate[1]) * sig(gate[2]))
+    assert float(cost.value) == pytest.approx(want, rel=1e-12)
+
+
 def test_disassembly_names_fused_ops_and_lines():
     g = ev.Graph()
     x = g.matrix("x", (4, 3), dtype=F32)
