@@ -29,14 +29,14 @@ def push_slices(live, keep, root_ids):
     first at all of them, a later one only at the Vals an earlier push changed (_push says
     which): the same pushes, in the same order, as a rescan of all of live each round.
     A Val changed after its place in this round is looked at in this round."""
-    at = {v: i for i, v in enumerate(live)}
+    at = {}         # Val -> its position in live; NOTE: made at the first push (often none)
     total, todo = 0, None
     for _ in range(ROUNDS):
         again, n = set(), 0
         if todo is None:        # the first round: every Val, in order
             for i, v in enumerate(live):
                 # NOTE: cheap test first
-                if v.users and v.users[0].op == "getitem" and _push_at(v, i, at, again, None, keep, root_ids):
+                if v.users and v.users[0].op == "getitem" and _push_at(live, i, at, again, None, keep, root_ids):
                     n += 1
         else:       # what a push changed, in order: a heap, as the round itself may add more
             heap = sorted(todo)
@@ -44,7 +44,7 @@ def push_slices(live, keep, root_ids):
             while heap:
                 i = heapq.heappop(heap)
                 v = live[i]
-                if v.users and v.users[0].op == "getitem" and _push_at(v, i, at, again, ahead, keep, root_ids):
+                if v.users and v.users[0].op == "getitem" and _push_at(live, i, at, again, ahead, keep, root_ids):
                     n += 1
         if not n:
             break
@@ -53,14 +53,17 @@ def push_slices(live, keep, root_ids):
     return total
 
 
-def _push_at(v, i, at, again, ahead, keep, root_ids):
-    """Push v, at position i of live, if it may be. The Vals the push changed are looked at
-    again: those at or before i in the next round (their positions added to `again`), those
-    after it in this one (added to ahead = (heap, its set); None in the first round, which
-    meets them anyway). True if v was pushed."""
+def _push_at(live, i, at, again, ahead, keep, root_ids):
+    """Push live[i] if it may be (at: each Val's position in live, filled here at the first
+    push). The Vals the push changed are looked at again: those at or before i in the next
+    round (their positions added to `again`), those after it in this one (added to ahead =
+    (heap, its set); None in the first round, which meets them anyway). True if pushed."""
+    v = live[i]
     plan = _slicing(v, keep, root_ids)
     if plan is None:
         return False
+    if not at:
+        at.update(zip(live, range(len(live))))
     for w in _push(v, plan):
         j = at.get(w)
         if j is None:       # a view made by a push: never a candidate
