@@ -4,7 +4,6 @@ A site is kept raw, as (code object, bytecode offset) of the first stack frame
 outside the exprvm package: turning it into file:line costs more than building
 most nodes, and is done only when an error or a drawing shows it.
 """
-import functools
 import os
 import sys
 
@@ -12,6 +11,7 @@ PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _getframe = sys._getframe      # NOTE: a module-level name: the probe runs once per node built
 
 _BASENAMES = {}
+_FORMATTED = {}        # (id(code), offset) -> (code, its file:line text)
 # NOTE: file name -> is it exprvm's: a lookup costs half a startswith, and the probe asks
 # once per frame for every node built. One entry per source file (and per name exec gives;
 # cleared when full).
@@ -65,15 +65,27 @@ def _line(code, offset):
     return code.co_firstlineno
 
 
-@functools.lru_cache(maxsize=4096)
 def _format(code, offset):
-    # NOTE: cached: co_lines() walks the whole code object, and a graph built in one long
-    # function asks for the same few sites once per node (the compiler names them all)
+    """file:line of (code, offset), remembered.
+
+    NOTE: remembered because co_lines() walks the whole code object, and a graph built
+    in one long function asks for the same few sites once per node (the compiler names
+    them all). Keyed by the code object's id, with the object kept in the entry (so that
+    its id stays its own): hash(code) hashes the bytecode and constants on every call,
+    microseconds for a long function."""
+    key = (id(code), offset)
+    hit = _FORMATTED.get(key)
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    if len(_FORMATTED) >= 4096:     # bounded: sites of exec'd code come and go
+        _FORMATTED.clear()
     path = code.co_filename
     base = _BASENAMES.get(path)
     if base is None:
         base = _BASENAMES[path] = os.path.basename(path)
-    return f"{base}:{_line(code, offset)}"
+    text = f"{base}:{_line(code, offset)}"
+    _FORMATTED[key] = (code, text)
+    return text
 
 
 def format_site(code, offset):
