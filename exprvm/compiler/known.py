@@ -47,15 +47,24 @@ def fingerprint(live):
     NOTE: built of ints and tuples of them, whose hash() is the same in every process
     (a str's is not): a compile pays about a microsecond per Val for it. A view's params
     (a slice's bounds, a reshape's shape) are left out: they decide no kernel's source."""
-    pos = {}
+    pos = {}                # Val -> its position (keyed by the Val itself: no id() call)
+    at = pos.get
     parts = []
     for i, v in enumerate(live):
-        pos[id(v)] = i
+        pos[v] = i
         op = v.op if v.kind == "op" else v.kind
         code = _CODES.get(op)
         if code is None:
             code = _code(op)
-        ins = tuple([pos.get(id(x), -1) for x in v.ins])
+        # NOTE: one and two operands spelt out: a comprehension is a call of its own per Val
+        xs = v.ins
+        n = len(xs)
+        if n == 2:
+            ins = (at(xs[0], -1), at(xs[1], -1))
+        elif n == 1:
+            ins = (at(xs[0], -1),)
+        else:
+            ins = tuple([at(x, -1) for x in xs])
         if v.params and op not in VIEWS:
             text = repr(v.params)
             if "0x" in text:        # an object without a plain repr (a loop's body): its keys
