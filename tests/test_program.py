@@ -191,10 +191,16 @@ def test_verify_catches_partial_overlap_with_an_input():
         prog.verify()
 
 
-def test_verify_accepts_hand_written_programs_and_rejects_reading_too_early():
+def _chain_registers():
+    """An input, two planned (3,) buffers in slots 0 and 1, and a scalar in slot 0: the
+    registers of tanh -> exp -> sum written by hand."""
     f64 = np.dtype(np.float64)
-    regs = [Register(0, (3,), f64, "input"), Register(1, (3,), f64, "buffer", slot=0),
+    return [Register(0, (3,), f64, "input"), Register(1, (3,), f64, "buffer", slot=0),
             Register(2, (3,), f64, "buffer", slot=1), Register(3, (), f64, "buffer", slot=0)]
+
+
+def test_verify_accepts_hand_written_programs_and_rejects_reading_too_early():
+    regs = _chain_registers()
     ok = Program(regs, [Instr("tanh", (0,), 1), Instr("exp", (1,), 2), Instr("sum", (2,), 3)],
                  [24, 24], [3], 48)
     assert ok.verify()
@@ -210,8 +216,7 @@ def test_verify_accepts_hand_written_programs_and_rejects_reading_too_early():
 
 def test_verify_names_the_read_and_refuses_a_state_read_after_its_update():
     f64 = np.dtype(np.float64)
-    regs = [Register(0, (3,), f64, "input"), Register(1, (3,), f64, "buffer", slot=0),
-            Register(2, (3,), f64, "buffer", slot=1), Register(3, (), f64, "buffer", slot=0)]
+    regs = _chain_registers()
     early = Program(regs, [Instr("tanh", (0,), 1), Instr("sum", (2,), 3), Instr("exp", (1,), 2)],
                     [24, 24], [3], 48)
     with pytest.raises(ev.CompileError, match=re.escape("instruction 1 `r3 = sum r2` reads r2: r2")):
