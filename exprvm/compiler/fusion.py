@@ -120,9 +120,8 @@ def _components(live, cls):
     return groups
 
 
-def _groups(live, keep, roots):
+def _groups(live, keep, root_ids):
     """The groups to fuse: lists of member Vals in topological order."""
-    root_ids = {id(r) for r in roots}
     cls, number = {}, {}
     for v in live:
         c = member_class(v, keep, root_ids)
@@ -284,7 +283,7 @@ def fuse(live, roots, keep):
         return live, DEFERRED
     if push_slices(live, keep, root_ids):
         live = ir.live_vals(roots)
-    found = [(ms, *_spec(ms, keep, root_ids)) for ms in _groups(live, keep, roots)]
+    found = [(ms, *_spec(ms, keep, root_ids)) for ms in _groups(live, keep, root_ids)]
     if not found:
         known.remember(fp)              # (nothing to build: the program is known from now on)
         return live, None

@@ -218,20 +218,20 @@ def _sliced_shape(shape, index):
     return tuple(out) + tuple(shape[len(index):])
 
 
-def _index_key(index, shape):
-    """A basic index as a comparable key: padded to every axis, slices resolved."""
-    full = tuple(index) + (_ALL,) * (len(shape) - len(index))
+def _index_key(full, shape):
+    """A basic index padded to every axis (_slicing's `full`) as a comparable key: slices
+    resolved."""
     return tuple([i.indices(d) if type(i) is slice else ("i", i % d if d else i) for i, d in zip(full, shape)])
 
 
-def _concat_part(x, index):
-    """The operand of concatenation x that x[index] is exactly (the batching pass stacks
-    the rows of independent ops; sliced back, each op reads its own operand), or None."""
-    if x.kind != "op" or x.op != "concat" or len(index) > len(x.shape):
+def _concat_part(x, full):
+    """The operand of concatenation x that x[full] is exactly (the batching pass stacks
+    the rows of independent ops; sliced back, each op reads its own operand), or None.
+    full: an index with one entry per axis of x."""
+    if x.kind != "op" or x.op != "concat" or len(full) != len(x.shape):
         return None
     axis = x.params["axis"]
-    full = tuple(index) + (slice(None),) * (len(x.shape) - len(index))
-    if any(i != slice(None) for a, i in enumerate(full) if a != axis) or type(full[axis]) is not slice:
+    if any(i != _ALL for a, i in enumerate(full) if a != axis) or type(full[axis]) is not slice:
         return None
     start, stop, step = full[axis].indices(x.shape[axis])
     at = 0
@@ -252,10 +252,9 @@ def _plain_index(index, shape):
     return True
 
 
-def _index_of(x, index, shape):
+def _index_of(x, full, shape):
     """The index of operand x (v's shape, or a row broadcast over it) that picks what
-    v[index] reads of it; None if it is x whole."""
-    full = tuple(index) + (_ALL,) * (len(shape) - len(index))
+    v[full] reads of it (full: one entry per axis of v); None if it is x whole."""
     mine = full[len(full) - len(x.shape):] if x.shape else ()
     out = tuple([(0 if type(i) is int else _ALL) if d == 1 and s != 1 else i
                  for i, d, s in zip(mine, x.shape, shape[len(shape) - len(x.shape):])])
