@@ -152,25 +152,22 @@ def _param_key(params):
 
 def _index_key(index):
     """An index of ints, slices, None and Ellipsis as a hashable key part, or None for
-    anything else: the index itself when it holds no slice, else one flat tuple with each
-    slice as (slice, start, stop, step) (the type slice marks them: no element of such an
-    index is that type, so the tuple reads back one way only)."""
-    out = None
-    for n, i in enumerate(index):
+    anything else: the index itself when it holds no slice, else a tuple with each slice
+    as (start, stop, step) (no element of such an index is a tuple, so the key reads back
+    one way only). NOTE: one pass that builds the key as it checks: slices are the common
+    case (every gate's columns, every step's rows)."""
+    out = []
+    sliced = False
+    for i in index:
         t = type(i)
         if t is slice:
-            if out is None:
-                out = list(index[:n])
-            out.append(slice)
-            out.append(i.start)
-            out.append(i.stop)
-            out.append(i.step)
-            continue
-        if t is not int and i is not None and i is not Ellipsis:
-            return None
-        if out is not None:
+            out.append((i.start, i.stop, i.step))
+            sliced = True
+        elif t is int or i is None or i is Ellipsis:
             out.append(i)
-    return index if out is None else tuple(out)
+        else:
+            return None
+    return tuple(out) if sliced else index
 
 
 def _general_key(params):
