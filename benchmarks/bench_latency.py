@@ -27,6 +27,14 @@ build      graph building per node: the unrolled LSTM training step (T 25 and 10
            graph (unrolled, T 30); the weights are made before the clock starts. The median
            of several builds: wall and CPU time with the default collector, and CPU time
            with it disabled (gc off: what the collector's passes add is the difference)
+peers      the unrolled LSTM training step (hidden 128, batch 32, T steps, its gradients) from
+           nothing to a first result, each library in a fresh process: exprvm builds the
+           graph (ev.grad), constructs its TapeMachine (tiered, a cold kernel cache) and
+           runs it; JAX (jax.jit of value_and_grad) traces, compiles with XLA and runs;
+           PyTorch (eager) runs a first step, forward and backward, with nothing to
+           compile. Also a later step (median of 3), and building per node: exprvm's graph
+           with ev.grad, JAX's trace of value_and_grad (jax.make_jaxpr) per equation.
+           Rows of a library that is not installed say n/a
 oracle     N small random graphs (elementwise ops, sums, float32 and float64), each
            compiled into two programs (values and gradients, values alone) run 3 times
            each, in a fresh process with a cold cache: wall time for tiered, blocking
@@ -68,7 +76,7 @@ SYNC = "sync" if tiers is not None else True
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes and counts")
-    ap.add_argument("--only", default="compile,first,lisp,build,oracle", help="sections to run")
+    ap.add_argument("--only", default="compile,first,lisp,build,peers,oracle", help="sections to run")
     ap.add_argument("--steps", default=None, help="LSTM lengths T for the compile table, comma-separated")
     ap.add_argument("--graphs", type=int, default=None, help="random graphs in the oracle workload")
     return ap.parse_args(argv)
@@ -363,6 +371,86 @@ def build_table(a):
     return rows
 
 
+# -- from nothing to a first result, against the peers -----------------------------------------
+
+PEER = """
+import sys, time, statistics
+sys.path[:0] = {paths!r}
+import numpy as np
+import models, peers
+lib, T = {lib!r}, {steps!r}
+w, data = models.rnn_weights(65, 128, gates=4), models.rnn_data(65, T, 32)
+def _t(fn):
+    t = time.perf_counter(); fn(); return time.perf_counter() - t
+if lib == "exprvm":
+    import exprvm as ev
+    t0 = time.perf_counter()
+    g = ev.Graph("lstm")
+    m = models.lstm(g, w, T, 32)
+    t1 = time.perf_counter()
+    tm = ev.TapeMachine(g, outputs=[m.cost])
+    feeds = m.feeds(data)
+    tm.run(feeds)
+    t2 = time.perf_counter()
+    steady = statistics.median([_t(lambda: tm.run(feeds)) for _ in range(3)])
+    print(t2 - t0, steady, t1 - t0, len(g))
+elif lib == "jax":
+    step = peers.jax_step("lstm_b32", w, data)
+    if step is None:
+        raise SystemExit(3)
+    first = _t(step)
+    steady = statistics.median([_t(step) for _ in range(3)])
+    fresh = peers.jax_step("lstm_b32", w, data)     # a new function: nothing traced yet
+    t = time.perf_counter()
+    jaxpr = fresh.jaxpr()
+    print(first, steady, time.perf_counter() - t, len(jaxpr.jaxpr.eqns))
+else:
+    step = peers.torch_step("lstm_b32", w, data)
+    if step is None:
+        raise SystemExit(3)
+    first = _t(step)
+    print(first, statistics.median([_t(step) for _ in range(3)]), "nan", 0)
+"""
+
+
+def _peer_run(lib, steps):
+    """(first result s, later step s, building s, nodes or equations) in a fresh process
+    with a cold kernel cache, or None when the library is not installed."""
+    with tempfile.TemporaryDirectory() as cold:
+        env = dict(os.environ, EXPRVM_CACHE_DIR=cold)
+        code = PEER.format(paths=[HERE, ROOT], lib=lib, steps=steps)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=1200)
+    if out.returncode == 3 or (out.returncode and "ModuleNotFoundError" in out.stderr):
+        return None
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    first, later, build, count = out.stdout.split()[-4:]
+    return float(first), float(later), float(build), int(count)
+
+
+def peers_table(a):
+    steps = [25] if a.quick else [25, 100]
+    rows = []
+    for T in steps:
+        for lib in ("exprvm", "jax", "torch"):
+            rows.append((T, lib, _peer_run(lib, T)))
+    print("\nfirst result of the unrolled LSTM training step against the peers (fresh process each;"
+          " exprvm tiered with a cold kernel cache)")
+    print(f"{'T':>4} {'library':<8} {'first s':>9} {'later ms':>9} {'/ exprvm':>9} {'build us per node':>18}")
+    ours = {}
+    for T, lib, r in rows:
+        if r is None:
+            print(f"{T:>4} {lib:<8} {'n/a':>9}")
+            continue
+        first, later, build, count = r
+        if lib == "exprvm":
+            ours[T] = first
+        ratio = f"{first / ours[T]:>8.1f}x" if T in ours else f"{'-':>9}"
+        per = f"{build / count * 1e6:>9.1f} ({count} {'nodes' if lib == 'exprvm' else 'eqns'})" if count else ""
+        print(f"{T:>4} {lib:<8} {first:>9.3f} {later * 1e3:>9.1f} {ratio} {per}")
+    return rows
+
+
 # -- many small distinct programs -------------------------------------------------------------
 
 UNARY = ("tanh", "sigmoid", "sin", "cos", "negative", "softplus", "square", "exp")
@@ -456,6 +544,8 @@ def main(argv=None):
         out["lisp"] = lisp_table(a)
     if "build" in only:
         out["build"] = build_table(a)
+    if "peers" in only:
+        out["peers"] = peers_table(a)
     if "oracle" in only:
         out["oracle"] = oracle_table(a)
 

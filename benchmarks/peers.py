@@ -210,6 +210,8 @@ def jax_step(name, w, data, lr=0.01):
         state[0], loss = update(state[0], D)
         loss.block_until_ready()
 
+    # NOTE: the traced program of value_and_grad alone, without jit's compile
+    step.jaxpr = lambda: jax.make_jaxpr(jax.value_and_grad(loss_fn))(state[0], D)
     initial = state[0]
     step.reset = lambda: state.__setitem__(0, initial)
     return step
