@@ -150,6 +150,33 @@ def test_no_driver_is_reported_not_crashed(cuda_state, monkeypatch):
         kernels.unary("tanh", np.float32, "cuda")
 
 
+def test_a_host_compile_asks_nothing_of_cuda(cuda_state):
+    """Compiling and running a program for the host neither loads the CUDA driver nor
+    builds the CUDA library: the compile asks about its own backend only."""
+    loader.reset()
+    g = ev.Graph("host")
+    x = g.vector("x", 3)
+    tm = ev.TapeMachine(g, outputs=[ev.tanh(x) * 2], backend="c" if kernels.backends()["c"][0] else "numpy")
+    # (the backends() above asks about every backend: forget its answer before the run)
+    loader.reset()
+    tm.run({x: np.ones(3)})
+    ev.TapeMachine(g, outputs=[ev.exp(x)]).run({x: np.ones(3)})
+    assert dict(cuda_state) == {}
+
+
+def test_probing_for_a_missing_driver_starts_no_program(cuda_state, monkeypatch):
+    """A missing libcuda is found missing by the system loader alone: no ldconfig, gcc or
+    ld run to look for it again (0.1 s a name, paid by every process's first compile)."""
+    import subprocess
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(f"a program was started: {args[:1]}")
+    monkeypatch.setattr(cuda_driver, "_DRIVER_NAMES", ("libcuda-that-does-not-exist.so.1",))
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    ok, reason, cap = cuda_driver.probe_driver()
+    assert (ok, cap) == (False, None) and "libcuda-that-does-not-exist.so.1" in reason
+
+
 # ---- fake device ---------------------------------------------------------
 
 # The fake's kernels compute from formulas of their own (not exprvm.kernels.reference),

@@ -12,13 +12,13 @@ def resolve_backend(name):
     if name is None:
         name = kernels.get_backend()
         if name == "cuda":      # host instructions still need a host backend
-            name = "c" if kernels.backends()["c"][0] else "numpy"
+            name = "c" if kernels.backend_status("c")[0] else "numpy"
     if name == "cuda":
         raise BackendError("backend='cuda' is chosen per instruction: use TapeMachine(device='cuda') "
                            "or use_cuda_for=(...)")
     if name not in ("numpy", "c"):
         raise BackendError(f"unknown backend {name!r}; choose 'numpy' or 'c'")
-    ok, why = kernels.backends()[name]
+    ok, why = kernels.backend_status(name)
     if not ok:
         raise BackendError(f"backend {name!r} is not available: {why}")
     return name

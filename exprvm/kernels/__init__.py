@@ -4,6 +4,7 @@
     from exprvm import kernels
     kernels.KERNEL_OPS                      # unary ops with forward and grad kernels
     kernels.backends()                      # {"numpy": (True, why), "c": ..., "cuda": ...}
+    kernels.backend_status("c")             # (True, why) for one, asking no other
     kernels.set_backend("c"); kernels.get_backend()
     f = kernels.unary("tanh", np.float32)   # f(x, out=None) -> out, fully checked
     dg = kernels.unary_grad("tanh", np.float32)   # dg(x, ans, g, out=None) -> out
@@ -18,6 +19,7 @@ from exprvm.kernels.reference import BINARY_OPS, KERNEL_OPS
 from exprvm.kernels.dispatch import (
     BACKENDS,
     available,
+    backend_status,
     backends,
     binary,
     bind_unary,
@@ -31,7 +33,7 @@ from exprvm.kernels.dispatch import (
 )
 
 __all__ = [
-    "BACKENDS", "BINARY_OPS", "KERNEL_OPS", "available", "backends", "binary",
+    "BACKENDS", "BINARY_OPS", "KERNEL_OPS", "available", "backend_status", "backends", "binary",
     "bind_scatter_rows", "bind_unary", "bind_unary_grad", "bind_xent", "get_backend",
     "set_backend", "unary", "unary_grad",
 ]

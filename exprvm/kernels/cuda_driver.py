@@ -1,4 +1,6 @@
 """Asks the CUDA driver (libcuda) whether there is a device, without the runtime or nvcc."""
+import ctypes
+
 from cffi import FFI
 
 _DRIVER_NAMES = ("libcuda.so.1", "libcuda.so", "nvcuda.dll")
@@ -17,11 +19,15 @@ def probe_driver():
     ffi.cdef(_DRIVER_CDEF)
     drv = None
     for name in _DRIVER_NAMES:
+        # NOTE: the system loader's own search first: ffi.dlopen, for a name it cannot
+        # load, falls back to ctypes.util.find_library, which runs ldconfig, gcc and ld
+        # (0.1 s a name here) to look where the loader has already looked
         try:
-            drv = ffi.dlopen(name)
-            break
+            ctypes.CDLL(name)
         except OSError:
             continue
+        drv = ffi.dlopen(name)
+        break
     if drv is None:
         return False, f"no CUDA driver: none of {', '.join(_DRIVER_NAMES)} could be loaded", None
     rc = drv.cuInit(0)

@@ -51,9 +51,19 @@ def _cuda_status():
     return (False, "the device package (exprvm.device) is not loaded") if status is None else status()
 
 
+def backend_status(name):
+    """(available, reason) for one backend, without asking about the others: a compile for
+    the host asks about "c" alone, and never loads the CUDA driver (let alone builds the
+    CUDA library) on the way."""
+    _check_name(name)
+    if name == "numpy":
+        return True, "reference"
+    return host.C_STATUS if name == "c" else _cuda_status()
+
+
 def backends():
     """{name: (available, reason)} for every backend."""
-    return {"numpy": (True, "reference"), "c": host.C_STATUS, "cuda": _cuda_status()}
+    return {name: backend_status(name) for name in BACKENDS}
 
 
 def _check_name(name):
@@ -62,10 +72,7 @@ def _check_name(name):
 
 
 def _require(name):
-    _check_name(name)
-    if name == "numpy":
-        return
-    ok, reason = host.C_STATUS if name == "c" else _cuda_status()
+    ok, reason = backend_status(name)
     if not ok:
         raise BackendError(f"backend {name!r} is not available: {reason}")
 
