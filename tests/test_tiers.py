@@ -233,6 +233,36 @@ def test_another_process_knows_a_program_fused_with_the_same_cache(cold_cache):
     assert other() == ["fused", "False"]
 
 
+PARSER_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import exprvm as ev
+    print("pycparser" in sys.modules)
+    g = ev.Graph("g")
+    x = g.vector("x", 64, dtype="float32")
+    tm = ev.TapeMachine(g, outputs=[ev.tanh(x * 2.0) + ev.exp(x)], fuse=sys.argv[1])
+    tm.run({x: np.linspace(-1, 1, 64, dtype=np.float32)})
+    print(tm.program.tier, "pycparser" in sys.modules)
+""")
+
+
+def test_a_process_runs_a_cached_fused_program_without_the_c_parser(cold_cache):
+    """Importing exprvm, and compiling and running a program whose fused kernels are in
+    the disk cache, import no C parser (cffi's pycparser): the kernels' own modules bind
+    their buffers. `import exprvm` used to parse the C kernels' headers (50 ms) and make an
+    FFI() (40 ms: the parser's import) in every process."""
+    env = dict(os.environ, EXPRVM_CACHE_DIR=str(cold_cache))
+
+    def other(fuse):
+        out = subprocess.run([sys.executable, "-c", PARSER_SCRIPT, fuse], capture_output=True, text=True,
+                             env=env, cwd=str(ROOT), timeout=WAIT)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert other("sync") == ["False", "fused", "True"]      # building the kernel parses its C
+    assert other("tiered") == ["False", "fused", "False"]
+
+
 def test_a_known_program_whose_kernels_are_gone_builds_them_in_the_background(cold_cache):
     m, feeds = _lstm()
     ref = compile_graph(m.graph, [m.cost], fuse="sync")

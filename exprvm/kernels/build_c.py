@@ -80,7 +80,11 @@ def make_builder(relative=True):
     return builder
 
 
-ffibuilder = make_builder()
+def ffibuilder():
+    """The builder setup.py's cffi_modules names (cffi calls it). NOTE: a function, not a
+    module-level builder: every `import exprvm` imports this module (for its flags and
+    csrc_dir), and parsing the four headers took 50 ms of that import."""
+    return make_builder()
 
 
 def build_inplace():

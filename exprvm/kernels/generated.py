@@ -422,7 +422,18 @@ def _reset_for_tests():
 
 # -- binding to arrays -----------------------------------------------------------------
 
-_FFI = FFI()
+_FFI = []      # one FFI() for bind_call, made when no kernel module is loaded
+
+
+def _binding_ffi():
+    """An ffi for bind_call's buffers and casts. NOTE: a loaded kernel module's own where
+    there is one (API mode: it reads those few C types itself); FFI() imports cffi's C
+    parser, 40 ms that every `import exprvm` used to pay."""
+    for mod in _modules.values():
+        return mod.ffi
+    if not _FFI:
+        _FFI.append(FFI())
+    return _FFI[0]
 
 
 def _rows2d(a, R, C, what):
@@ -569,7 +580,7 @@ def bind_call(k, ins, out, shape, layout="stack", threads=1, members=None):
         lds.append(ld)
     if flat:
         R, C, lds = 1, n, [0] * len(lds)
-    ffi = _FFI
+    ffi = _binding_ffi()
     whole = {}              # one cffi buffer per distinct output array
     for b in bases:
         if id(b) not in whole:
