@@ -8,7 +8,7 @@ transfer per direction.
 """
 import numpy as np
 
-from ..core import OPS, is_basic_index
+from ..core import DTYPE_TYPES, OPS, is_basic_index
 from .lowering import Request, fake_array, generic, lower
 from .program import Instr, Register
 
@@ -47,7 +47,7 @@ class Emitter:
     def reg(self, shape, dtype, kind, **kw):
         # NOTE: a Val's shape and dtype are a tuple and a dtype already: no conversion calls
         r = Register(len(self.regs), shape if type(shape) is tuple else tuple(shape),
-                     dtype if isinstance(dtype, np.dtype) else np.dtype(dtype), kind, **kw)
+                     dtype if type(dtype) in DTYPE_TYPES else np.dtype(dtype), kind, **kw)
         self.regs.append(r)
         if kind in ("buffer", "input", "param"):
             self.fake[r.id] = fake_array(r.shape, r.dtype)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import CompileError
 
-from ..core import LEAF_OPS, OPS
+from ..core import DTYPE_TYPES, LEAF_OPS, OPS
 
 class Val:
     __slots__ = ("key", "kind", "op", "ins", "params", "shape", "dtype", "value", "nodes", "users", "rid")
@@ -25,7 +25,7 @@ class Val:
         self.ins = list(ins)
         self.params = params if params is not None else {}
         self.shape = shape if type(shape) is tuple else tuple(shape)
-        self.dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
+        self.dtype = dtype if type(dtype) in DTYPE_TYPES else np.dtype(dtype)
         self.value = value          # const Vals: the array
         self.nodes = []             # graph nodes this Val computes
         self.users = []

@@ -6,7 +6,7 @@ op node pointing at its Op record (numpy impl, shape rule, VJPs, test row), whic
 the compiler and the machines read.
 """
 from .graph import (  # noqa: F401
-    FLOAT_DTYPES, LEAF_OPS, Graph, Node, ancestors, bound_value, check_value, let, norm_dtype)
+    DTYPE_TYPES, FLOAT_DTYPES, LEAF_OPS, Graph, Node, ancestors, bound_value, check_value, let, norm_dtype)
 from .op import OPS, REWRITES, Op, Row, apply, build_node, defop, lift, operands, stacked  # noqa: F401
 from .rules import (  # noqa: F401
     binary_rule, integer_or_binary_rule, broadcast, compare_rule, elementwise_rule, is_basic_index, ndim_of, norm_axis, same_float_dtype,

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import DTypeError, ExprError, ShapeError
-from .graph import FLOAT_DTYPES, Node, Shaped, init_node
+from .graph import DTYPE_TYPES, FLOAT_DTYPES, Node, Shaped, init_node
 from .rules import batch_elementwise, node_in
 from .site import caller, in_package, user_site
 
@@ -453,7 +453,7 @@ def build_node(op, args, params):
         shape, dtype = op.rule(*inputs, **params) if params else op.rule(*inputs)
     except (ShapeError, DTypeError) as e:
         raise type(e)(f"{name}: {e}\n  operands: {operands(inputs)}\n  built at {user_site()}") from None
-    if type(shape) is not tuple or not isinstance(dtype, _DTYPE):   # a custom op's rule may
+    if type(shape) is not tuple or type(dtype) not in DTYPE_TYPES:  # a custom op's rule may
         shape, dtype = tuple(shape), np.dtype(dtype)                # give a list, a type
     site = graph._site
     if site is None:
