@@ -66,6 +66,7 @@ STATS = {"compiled": 0, "loaded": 0, "kernels_compiled": 0}
 _lock = threading.RLock()
 _funcs = {}                 # kernel name -> cffi function
 _modules = {}               # module name -> loaded module
+_FFI = []                   # the ffi bind_call uses (_binding_ffi), once there is one
 _state = {"status": None, "env": None}
 _building = {}              # kernel name -> threading.Event set when its build ends
 _procs = set()              # compiler processes running (cancel_builds stops them)
@@ -227,6 +228,8 @@ def _load_module(modname):
         mod = importlib.util.module_from_spec(spec)
         loader.exec_module(mod)
         _modules[modname] = mod
+        if not _FFI:
+            _FFI.append(mod.ffi)
         STATS["loaded"] += 1
     return mod
 
@@ -422,15 +425,11 @@ def _reset_for_tests():
 
 # -- binding to arrays -----------------------------------------------------------------
 
-_FFI = []      # one FFI() for bind_call, made when no kernel module is loaded
-
-
 def _binding_ffi():
-    """An ffi for bind_call's buffers and casts. NOTE: a loaded kernel module's own where
-    there is one (API mode: it reads those few C types itself); FFI() imports cffi's C
-    parser, 40 ms that every `import exprvm` used to pay."""
-    for mod in _modules.values():
-        return mod.ffi
+    """An ffi for bind_call's buffers and casts: the first kernel module loaded gave its
+    own (_load_module), else one FFI() is made now. NOTE: a module's own reads those few
+    C types itself (API mode); FFI() imports cffi's C parser, 40 ms that every `import
+    exprvm` used to pay."""
     if not _FFI:
         _FFI.append(FFI())
     return _FFI[0]
