@@ -190,9 +190,10 @@ def _relink(v, users, dups, views):
     operands by the views and slices that read them now, and the first of equal slices
     by the readers of the others (dups: duplicate -> first)."""
     for x in dict.fromkeys(v.ins):
-        # NOTE: removed in place by C-level scans: x may be read by every step (a weight),
-        # and a Python pass over its users for every pushed op was quadratic in the steps
-        for _ in range(x.users.count(v)):
+        # NOTE: x's users hold v once for each time v reads x. Removed in place by C-level
+        # scans that stop where v is, not counted: x may be read by every step (a bias),
+        # and a scan of all its users (views of it pile up behind) was quadratic in the steps
+        for _ in range(v.ins.count(x)):
             x.users.remove(v)
     for view in views:
         view.ins[0].users.append(view)
