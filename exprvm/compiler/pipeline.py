@@ -19,6 +19,7 @@ The pipeline, each step linear in the graph's size:
   emit            registers, views taken once at bind time, kernels chosen per
                   instruction from the lowering table, transfers inserted
   plan            liveness, in-place, arena offsets; Program.verify checks it
+  ir.release      the IR's cycles broken, so that it is freed at once
 """
 import gc
 
@@ -208,6 +209,7 @@ def _compile(g, outputs, options):
         prog.externals = externals
     prog.folded = folded
     threads.apply(prog, options.threads, wrap=options.external is False)
+    ir.release(vals.values(), live)
     if options.verify:
         prog.verify()
     return prog
