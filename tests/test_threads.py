@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import exprvm as ev
-from exprvm.compiler import threads
+from exprvm.compiler import compile_graph, threads
 from exprvm.kernels import gemm
 from exprvm.compiler.lowering.fused import FusedGroup
 
@@ -156,3 +156,17 @@ def test_float32_products_on_one_thread_go_to_the_c_product_the_rest_to_the_blas
         hv, wv, bv, rv = (x.value.astype(np.float64) for x in (h, w, big, row))
         for got, ref in zip(outs, [hv @ wv, hv.T @ (hv @ wv), bv @ bv, rv @ wv]):
             np.testing.assert_allclose(got.value, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
+
+
+def test_only_a_program_with_blas_products_looks_for_the_blas(monkeypatch):
+    """Finding the BLAS (threadpoolctl's scan of the loaded libraries) costs a process
+    about 10 ms: a compile with no product to give threads to does not ask for it."""
+    asked = []
+    monkeypatch.setattr(threads, "blas_control", lambda: asked.append(1) or CTL)
+    g = ev.Graph("elementwise")
+    x = g.vector("x", 4, F64, value=np.arange(4.0))
+    ev.TapeMachine(g, [ev.tanh(x) * 2.0]).run()
+    assert asked == []
+    a = g.matrix("a", (3, 3), F64, value=np.eye(3))
+    prog = compile_graph(g, [a @ a], fuse=False)
+    assert prog.blas_threads and asked == [1]

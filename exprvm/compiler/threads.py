@@ -280,8 +280,10 @@ def apply(prog, policy=None, wrap=True):
         if f is not None:
             plan.append((k, policy.blas_threads(f)))
     prog.blas_threads = plan        # shown by tests and benchmarks
+    if not plan or not wrap:        # NOTE: first: finding the BLAS costs a process 10 ms
+        return plan
     ctl = blas_control()
-    if not plan or ctl is None or not wrap:
+    if ctl is None:
         return plan
     state = _RunThreads(ctl)
     prev = None
