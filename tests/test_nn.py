@@ -1,5 +1,8 @@
 """ev.nn blocks: forward against independent numpy formulas, gradients against
 finite differences, parameters shared across graphs, solver updates, checkpoints."""
+import gc
+import sys
+
 import numpy as np
 import pytest
 
@@ -443,3 +446,30 @@ def test_blocks_do_not_keep_dead_graphs_alive():
     gc.collect()
     assert all(r() is None for r in refs)
     assert all(len(p._nodes) == 0 for p in cell.params())
+
+
+def test_the_owner_registry_forgets_without_its_module_globals(monkeypatch):
+    """At interpreter exit a module's globals may be None before the last parameters and
+    nodes die: the registry's weakref callbacks clear the tables they were made with
+    instead of raising (an "Exception ignored" printed at exit)."""
+    from exprvm.core import owners
+
+    class Owner:
+        def take_grad(self, array):
+            pass
+    raised = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: raised.append(u.exc_value))
+    tables = owners._OWNERS, owners._ARRAYS
+    owner, array = Owner(), np.zeros(2)
+    owner.value = array
+    g = ev.Graph("owned")
+    w = g.vector("w", 2, value=array)
+    owners.set_owner(w, owner)
+    owners.set_array_owner(array, owner)
+    keys = id(w), id(array)
+    monkeypatch.setattr(owners, "_OWNERS", None)
+    monkeypatch.setattr(owners, "_ARRAYS", None)
+    del owner, w, g
+    gc.collect()
+    assert raised == []
+    assert keys[0] not in tables[0] and keys[1] not in tables[1]

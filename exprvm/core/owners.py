@@ -18,8 +18,10 @@ def set_owner(node, owner):
     """Make owner the object behind leaf `node` (it must have take_grad(array))."""
     key = id(node)
 
-    def forget(_ref, key=key):
-        _OWNERS.pop(key, None)
+    def forget(_ref, key=key, owners=_OWNERS):
+        # NOTE: the table bound here: at interpreter exit the module's globals may be
+        # gone (None) before the last nodes die and call this
+        owners.pop(key, None)
 
     _OWNERS[key] = (weakref.ref(node, forget), owner)
 
@@ -36,7 +38,7 @@ def set_array_owner(array, owner):
     """Record that owner.value is this very array, for as long as owner lives (a solver
     given model.parameters(), a dict of arrays, finds each array's parameter)."""
     key = id(array)
-    _ARRAYS[key] = weakref.ref(owner, lambda _ref, key=key: _ARRAYS.pop(key, None))
+    _ARRAYS[key] = weakref.ref(owner, lambda _ref, key=key, arrays=_ARRAYS: arrays.pop(key, None))
 
 
 def array_owner(array):
