@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import exprvm as ev
-from exprvm.compiler import batching, compile_graph
+from exprvm.compiler import batching, compile_graph, ir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import models  # noqa: E402
@@ -70,6 +70,28 @@ def test_compile_work_per_node_stays_flat_as_the_graph_grows(make, small, fuse):
         assert prog.verify()
         per_node.append(_lines(lambda: compile_graph(g, outs, fuse=fuse, **opts)) / len(g))
     assert per_node[1] <= GROWTH * per_node[0], per_node
+
+
+@pytest.mark.parametrize("make, small", [(_lstm, 32), (_chain, 50)], ids=["lstm", "chain"])
+def test_scans_of_ir_lists_stay_flat_as_the_graph_grows(make, small, monkeypatch):
+    """A C-level scan of a list of Vals (list.remove, .count, .index, `in`) executes no
+    line of Python, so the count above misses it: counted here through Val.__eq__, which
+    each comparison of two distinct Vals calls. (Slice pushing once scanned a bias's
+    readers, one per step, for every op it pushed: quadratic in the steps.)"""
+    compared = [0]
+
+    def eq(a, b):
+        compared[0] += 1
+        return a is b
+    monkeypatch.setattr(ir.Val, "__eq__", eq)
+    per_node = []
+    for n in (small, 4 * small):
+        g, outs, opts = make(n)
+        compile_graph(g, outs, fuse="sync", **opts)
+        compared[0] = 0
+        compile_graph(g, outs, fuse="sync", **opts)
+        per_node.append(compared[0] / len(g))
+    assert per_node[1] <= GROWTH * per_node[0] + 0.01, per_node
 
 
 def test_batching_tells_independent_copies_apart_with_one_bit_per_group(monkeypatch):

@@ -3,9 +3,10 @@ then z's four gates z[:, :H], ...) is pushed into them (x_t[:, :H] + (h @ W)[:, 
 views), so that each joins its gate's fused group instead of running alone over all of z.
 
 In: the optimized IR (live Vals in topological order), the Vals whose values must survive
-and the roots (as ids). Out: the same Vals rewritten in place (users lists kept true; new
-views are read by the pushed slices, not in the list), and the count of ops pushed. The
-caller makes a new live list when anything was pushed.
+and the roots (as ids). Out: the same Vals rewritten in place (the users lists of ops kept
+true, those of leaves may still hold ops pushed away; new views are read by the pushed
+slices, not in the list), and the count of ops pushed. The caller makes a new live list
+(and with it true users lists) when anything was pushed.
 """
 import heapq
 
@@ -187,13 +188,16 @@ def _push(v, plan):
 def _relink(v, users, dups, views):
     """Users lists made true again after v was pushed into its slices `users` (so that the
     next round needs no new live list): v and the duplicate slices are read by nobody, v's
-    operands by the views and slices that read them now, and the first of equal slices
-    by the readers of the others (dups: duplicate -> first)."""
+    operands by the views and slices that read them now (a leaf operand by v as well,
+    until the caller's new live list), and the first of equal slices by the readers of the
+    others (dups: duplicate -> first)."""
     for x in dict.fromkeys(v.ins):
-        # NOTE: x's users hold v once for each time v reads x. Removed in place by C-level
-        # scans that stop where v is, not counted: x may be read by every step (a bias),
-        # and a scan of all its users (views of it pile up behind) was quadratic in the steps
-        for _ in range(v.ins.count(x)):
+        if x.kind != "op":
+            # NOTE: a leaf's users keep v: no push asks who reads a leaf, and the live list
+            # made after the pushes makes them true. A leaf may be read by every step (a
+            # bias), and a scan of its users for each push was quadratic in the steps.
+            continue
+        for _ in range(v.ins.count(x)):     # x's users hold v once for each time v reads x
             x.users.remove(v)
     for view in views:
         view.ins[0].users.append(view)
