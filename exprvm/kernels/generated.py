@@ -66,8 +66,8 @@ STATS = {"compiled": 0, "loaded": 0, "kernels_compiled": 0}
 _lock = threading.RLock()
 _funcs = {}                 # kernel name -> cffi function
 _modules = {}               # module name -> loaded module
-_FFI = []                   # the ffi bind_call uses (_binding_ffi), once there is one
-_state = {"status": None, "env": None}
+# status and env: worked out once; ffi: the one bind_call uses (_binding_ffi), once there is one
+_state = {"status": None, "env": None, "ffi": None}
 _building = {}              # kernel name -> threading.Event set when its build ends
 _procs = set()              # compiler processes running (cancel_builds stops them)
 _cancelled = threading.Event()
@@ -228,8 +228,8 @@ def _load_module(modname):
         mod = importlib.util.module_from_spec(spec)
         loader.exec_module(mod)
         _modules[modname] = mod
-        if not _FFI:
-            _FFI.append(mod.ffi)
+        if _state["ffi"] is None:
+            _state["ffi"] = mod.ffi
         STATS["loaded"] += 1
     return mod
 
@@ -430,9 +430,9 @@ def _binding_ffi():
     own (_load_module), else one FFI() is made now. NOTE: a module's own reads those few
     C types itself (API mode); FFI() imports cffi's C parser, 40 ms that every `import
     exprvm` used to pay."""
-    if not _FFI:
-        _FFI.append(FFI())
-    return _FFI[0]
+    if _state["ffi"] is None:
+        _state["ffi"] = FFI()
+    return _state["ffi"]
 
 
 def _rows2d(a, R, C, what):
