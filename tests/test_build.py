@@ -103,6 +103,49 @@ def test_sites_from_nn_blocks_and_their_gradients_are_the_users_lines():
     assert len(g) > start and {n.site for n in g.nodes[start:]} == {grad_line}
 
 
+def test_every_way_into_an_rnn_gives_its_nodes_the_users_line_and_leaves_no_pin():
+    """A stack of exprvm's own cells pins the site once per call (Graph.pin_site) instead
+    of probing per node: the sites are the ones a probe finds, and no pin outlives the call."""
+    rnn = ev.nn.StackedRNN("gru", 3, 4, 2, name="rnn", seed=0)
+
+    def fresh():
+        g = ev.Graph()
+        return g, g.tensor("xs", (4, 2, 3), np.float32)
+
+    def check(g, line):
+        built = [n for n in all_nodes(g) if not n.is_leaf]
+        assert len(built) > 3 and {n.site for n in built} == {line}
+        assert all(graph._site is None for graph in nested_graphs(g))
+        y = ev.tanh(g.nodes[0]); after = here()  # noqa: E702
+        assert y.site == after
+
+    g, xs = fresh(); rnn.unroll(xs); check(g, here())  # noqa: E702
+    g, xs = fresh(); rnn.unroll([xs[0], xs[1]]); check(g, here())  # noqa: E702
+    g, xs = fresh(); rnn(xs[2]); check(g, here())  # noqa: E702
+    g, xs = fresh(); rnn.cells[0](xs[3]); check(g, here())  # noqa: E702
+    g, xs = fresh(); rnn.sequence(xs, unroll=True); check(g, here())  # noqa: E702
+    g, xs = fresh(); rnn.sequence(xs, unroll=True, lengths=g.tensor("n", (2,), np.int64)); check(g, here())  # noqa: E501,E702
+    g, xs = fresh(); rnn.sequence(xs); check(g, here())  # noqa: E702
+
+
+def test_a_users_cell_points_at_its_own_lines_and_an_error_leaves_no_pin():
+    class Doubling(ev.nn.RNNCell):
+        def recur(self, xp, state):
+            h = ev.tanh(xp * 2.0); line.append(here())  # noqa: E702
+            return h, (h,)
+    line = []
+    g = ev.Graph()
+    xs = g.tensor("xs", (3, 2, 3), np.float32)
+    rnn = ev.nn.StackedRNN(Doubling, 3, 4, name="d", seed=0)
+    start = len(g)
+    rnn.unroll(xs); call_line = here()  # noqa: E702
+    sites = {n.op: n.site for n in g.nodes[start:]}
+    assert sites["tanh"] == line[0] and sites["matmul"] == call_line
+    with pytest.raises(ev.ShapeError):
+        ev.nn.StackedRNN("lstm", 3, 4, name="l", seed=0).unroll(xs, [(xs[0][:, :2], xs[0][:, :2])])
+    assert g._site is None
+
+
 def test_no_site_points_into_exprvm_through_loops_and_their_gradients():
     g = ev.Graph()
     W = g.matrix("W", (3, 3), value=np.eye(3) * 0.5)

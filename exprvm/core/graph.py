@@ -219,7 +219,8 @@ class Graph:
         self._sig = []
         self._replayable = True
         # (code, offset) every op node built now takes as its creation site, or None: probe
-        # the stack. Set only while ev.grad runs VJPs of exprvm's own (core/grad.py).
+        # the stack. Set while ev.grad runs VJPs of exprvm's own (core/grad.py), and by
+        # pin_site.
         self._site = None
         self.grads = {}          # wrt node -> gradient node, filled by ev.grad
         self.costs = {}          # wrt node -> the cost it was differentiated from
@@ -229,6 +230,22 @@ class Graph:
 
     def __len__(self):
         return len(self.nodes)
+
+    def pin_site(self):
+        """Give every op node built in this graph from now on the creation site of the
+        user's call that reached here, found once, until unpin_site (pass it what this
+        returns). For exprvm's own code that builds many nodes and runs no user code
+        meanwhile (an RNN's unroll): the site each node would have found by probing the
+        stack, which costs more than the rest of building a node from deep in ev.nn. A
+        site pinned already (ev.grad's) stays."""
+        outer = self._site
+        if outer is None:
+            self._site = caller()
+        return outer
+
+    def unpin_site(self, outer):
+        """End a pin_site: `outer` is what it returned."""
+        self._site = outer
 
     # -- leaves --------------------------------------------------------------
     def tensor(self, name, shape, dtype=np.float64, init=None, value=None):

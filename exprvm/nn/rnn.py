@@ -80,6 +80,11 @@ class Cell(Module):
 
     def __call__(self, x, state=None):
         """One step: (h', state') from input x (B, in) (or ids (B,)) and state (or None)."""
+        if type(self) in CELL_TYPES and type(x) is Node:
+            return pinned(x.graph, self._step, x, state)
+        return self._step(x, state)
+
+    def _step(self, x, state):
         return self.recur(self.project(x), self._check_state(state))
 
     def recur(self, xp, state):
@@ -197,6 +202,18 @@ class GRUCell(Cell):
 
 
 CELLS = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
+CELL_TYPES = tuple(CELLS.values())
+
+
+def pinned(g, build, *args):
+    """build(*args) with the creation site of g's new nodes found once (Graph.pin_site),
+    not probed per node: for steps of exprvm's own cells, which run no user code (a user's
+    subclass may, and its nodes point at its own lines)."""
+    outer = g.pin_site()
+    try:
+        return build(*args)
+    finally:
+        g.unpin_site(outer)
 
 
 class StackedRNN(Module):
@@ -224,7 +241,14 @@ class StackedRNN(Module):
 
     def __call__(self, x, state=None):
         """One time step through every layer: (top h, new state)."""
+        if self._own_code() and type(x) is Node:
+            return pinned(x.graph, self._step, self.cells, x, self._check_layers(state))
         return self._step(self.cells, x, self._check_layers(state))
+
+    def _own_code(self):
+        """Does a step of this stack run exprvm's code alone (not a user's subclass of the
+        stack or of a cell), so that its nodes may share one creation site (pinned)?"""
+        return type(self) is StackedRNN and all(type(c) in CELL_TYPES for c in self.cells)
 
     @staticmethod
     def _step(cells, x, state):
@@ -245,6 +269,12 @@ class StackedRNN(Module):
 
         Returns (list of top-layer h per step, final state).
         """
+        first = xs if isinstance(xs, Node) else xs[0] if isinstance(xs, (list, tuple)) and xs else None
+        if self._own_code() and type(first) is Node:
+            return pinned(first.graph, self._unroll, xs, state)
+        return self._unroll(xs, state)
+
+    def _unroll(self, xs, state):
         first = self.cells[0]
         hoist = isinstance(xs, Node) and is_ids(xs) and first.in_features <= ONE_HOT_MAX_CLASSES
         if hoist:
@@ -297,13 +327,21 @@ class StackedRNN(Module):
                 raise ExprError(f"{self.name}.sequence: unroll=True needs a static length")
             if length is not None:
                 xs = getitem(xs, (slice(0, int(length)),))
-            hs, final = self._unrolled_sequence(xs, state, lengths)
+            if self._own_code():
+                hs, final = pinned(g, self._unrolled_sequence, xs, state, lengths)
+            else:
+                hs, final = self._unrolled_sequence(xs, state, lengths)
             if length is not None and int(length) < T:
                 hs = concat([hs, np.zeros((T - int(length),) + tuple(hs.shape[1:]), hs.dtype)])
             return hs, final
-        cells = self.cells
+        cells, own = self.cells, self._own_code()
 
         def step(carry, x):
+            if own:     # nodes of the loop's body graph
+                return pinned(flat(carry)[0].graph, traced_step, carry, x)
+            return traced_step(carry, x)
+
+        def traced_step(carry, x):
             if lengths is None:
                 h, new = self._step(cells, x, carry)
                 return new, h
