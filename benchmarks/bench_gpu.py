@@ -4,6 +4,9 @@
   lstm     char-RNN LSTM step (hidden 512, batch 128, seq 50, vocab 65): exprvm
            TapeMachine(device="cuda") + SGD against PyTorch CUDA eager (same algorithm)
   mlp      MLP 784-128-10 step, batch 64: the same two
+  lstm_b1  the LSTM step at batch 1 (launch-bound)
+           each exprvm step twice: replayed as one CUDA graph (the default) and launch
+           by launch (cuda_graph=False)
   memory   device memory after 100 and after 10,000 exprvm MLP steps, and after close()
 
 Every step moves its batch in and its loss out (torch: .to("cuda") and .item()), so
@@ -57,14 +60,16 @@ def onemil(a):
 
 
 def sizes(name, smoke):
-    if name == "lstm":
-        return dict(vocab=12, hidden=8, steps=5, batch=4) if smoke else dict(vocab=65, hidden=512, steps=50, batch=128)
+    if name in ("lstm", "lstm_b1"):
+        batch = 1 if name == "lstm_b1" else (4 if smoke else 128)
+        return dict(vocab=12, hidden=8, steps=5, batch=batch) if smoke else dict(vocab=65, hidden=512, steps=50,
+                                                                                 batch=batch)
     return dict(sizes=(20, 8, 6), batch=6) if smoke else dict(sizes=(784, 128, 10), batch=64)
 
 
 def build(name, smoke):
     s = sizes(name, smoke)
-    if name == "lstm":
+    if name in ("lstm", "lstm_b1"):
         w = models.rnn_weights(s["vocab"], s["hidden"], gates=4)
         data = models.rnn_data(s["vocab"], s["steps"], s["batch"])
         return w, data, lambda g, w: models.lstm(g, w, s["steps"], s["batch"])
@@ -72,10 +77,10 @@ def build(name, smoke):
     return w, data, lambda g, w: models.mlp(g, w, s["batch"])
 
 
-def exprvm_step(name, smoke, lr=0.01):
+def exprvm_step(name, smoke, lr=0.01, cuda_graph=None):
     w, data, make = build(name, smoke)
     m = make(ev.Graph(), {k: v.copy() for k, v in w.items()})
-    tm = ev.TapeMachine(m.graph, [m.cost], device="cuda")
+    tm = ev.TapeMachine(m.graph, [m.cost], device="cuda", cuda_graph=cuda_graph)
     opt = ev.solvers.SGD(lr=lr)
     feeds = m.feeds(data)
 
@@ -130,11 +135,14 @@ def torch_step(name, smoke, lr=0.01):
 
 def steps(a, name):
     rows = {}
-    step, tm, moves = exprvm_step(name, a.smoke)
-    rows[f"exprvm {name} step"] = timing.median_ms(step, a.blocks, max(1, a.calls // 20), warmup=1,
-                                                        sync=cuda.synchronize)
-    rows[f"exprvm {name} transfers per step"] = moves
-    tm.close()
+    for how, setting in (("", None), (" launch by launch", False)):
+        step, tm, moves = exprvm_step(name, a.smoke, cuda_graph=setting)
+        rows[f"exprvm {name} step{how}"] = timing.median_ms(step, a.blocks, max(1, a.calls // 20), warmup=1,
+                                                            sync=cuda.synchronize)
+        if setting is None:
+            rows[f"exprvm {name} transfers per step"] = moves
+            rows[f"exprvm {name} CUDA graph of instructions"] = str(tm.cuda_graph)
+        tm.close()
     peer = torch_step(name, a.smoke)
     if peer is not None:
         rows[f"torch {name} step"] = timing.median_ms(peer[0], a.blocks, max(1, a.calls // 20), warmup=1,
@@ -166,15 +174,19 @@ def report(rows):
     for k, v in rows.items():
         shown = f"{v:.4f} ms" if isinstance(v, float) else str(v)
         print(f"{k:<{width}}  {shown}")
-    for a, b in (("exprvm cuda sigmoid", "cupy sigmoid"), ("exprvm cuda tanh", "cupy tanh"),
-                 ("exprvm lstm step", "torch lstm step"), ("exprvm mlp step", "torch mlp step")):
+    pairs = [("exprvm cuda sigmoid", "cupy sigmoid"), ("exprvm cuda tanh", "cupy tanh")]
+    for name in ("lstm", "mlp", "lstm_b1"):
+        pairs += [(f"exprvm {name} step", f"torch {name} step"),
+                  (f"exprvm {name} step launch by launch", f"torch {name} step"),
+                  (f"exprvm {name} step launch by launch", f"exprvm {name} step")]
+    for a, b in pairs:
         if a in rows and b in rows:
             print(f"ratio {a} / {b}: {rows[a] / rows[b]:.2f}x")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--only", default="onemil,lstm,mlp,memory")
+    p.add_argument("--only", default="onemil,lstm,mlp,lstm_b1,memory")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, few repeats")
     p.add_argument("--twin", action="store_true", help="run on the CUDA host twin (no GPU needed)")
     a = p.parse_args(argv)

@@ -9,8 +9,9 @@
 #      training steps against the host, device memory before/after), then the
 #      device tests' host-twin halves
 #   5. figures (benchmarks/bench_gpu.py): OneMil sigmoid/tanh vs CuPy, the LSTM step
-#      (hidden 512, batch 128, seq 50) and the MLP step vs PyTorch CUDA eager, device
-#      memory after 100 and 10,000 steps
+#      (hidden 512, batch 128, seq 50) and the MLP step vs PyTorch CUDA eager, each
+#      replayed as one CUDA graph and launch by launch, the LSTM step at batch 1 both
+#      ways, device memory after 100 and 10,000 steps
 #   6. the examples: examples/mlp.py --device cuda, examples/char_rnn.py --device cuda
 #
 #   bash benchmarks/gpu_check.sh --wheels   # on a machine with pip access: put the wheels

@@ -14,6 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(EV_HOST_TWIN)
+#include <vector>
+#endif
+
 #include "ev_cuda_launch.h"
 
 extern "C" {
@@ -129,8 +133,60 @@ int* ev_status_word(void) {
     return addr;
 }
 
+// ---- CUDA graphs: a run of launches captured once and replayed --------------------
+// While this thread captures, launches and asynchronous copies go to its own stream, which
+// records them instead of running them (thread-local mode: other threads' work is not
+// captured, and a call of this thread that cannot be captured -- a synchronous copy,
+// cudaMalloc -- fails and invalidates the capture). The stream is a blocking one, so a
+// replayed graph is ordered with the default stream's work before and after it.
+
+static thread_local cudaStream_t t_stream = NULL;     // this thread's capture/replay stream
+static thread_local bool t_capturing = false;
+
+cudaStream_t ev_stream(void) { return t_capturing ? t_stream : (cudaStream_t)0; }
+
+static int own_stream(void) {
+    return t_stream ? 0 : (int)cudaStreamCreate(&t_stream);
+}
+
+extern "C" void* ev_cuda_stream(void) { return (void*)ev_stream(); }
+
+extern "C" int ev_cuda_capture_begin(void) {
+    if (t_capturing) return (int)cudaErrorIllegalState;
+    int rc = own_stream();
+    if (rc) return rc;
+    rc = (int)cudaStreamBeginCapture(t_stream, cudaStreamCaptureModeThreadLocal);
+    if (rc == 0) t_capturing = true;
+    return rc;
+}
+
+extern "C" int ev_cuda_capture_end(void** graph_exec) {
+    *graph_exec = NULL;
+    if (!t_capturing) return (int)cudaErrorIllegalState;
+    t_capturing = false;
+    cudaGraph_t graph = NULL;
+    int rc = (int)cudaStreamEndCapture(t_stream, &graph);
+    if (rc == 0) {
+        cudaGraphExec_t exec = NULL;
+        rc = (int)cudaGraphInstantiate(&exec, graph, 0);
+        if (rc == 0) *graph_exec = (void*)exec;
+    }
+    if (graph != NULL) cudaGraphDestroy(graph);
+    if (rc) cudaGetLastError();     // NOTE: a failed capture leaves no sticky error behind
+    return rc;
+}
+
+extern "C" int ev_cuda_graph_launch(void* graph_exec) {
+    int rc = own_stream();
+    return rc ? rc : (int)cudaGraphLaunch((cudaGraphExec_t)graph_exec, t_stream);
+}
+
+extern "C" int ev_cuda_graph_free(void* graph_exec) {
+    return graph_exec ? (int)cudaGraphExecDestroy((cudaGraphExec_t)graph_exec) : 0;
+}
+
 int ev_zero(void* ptr, size_t nbytes) {
-    return nbytes ? (int)cudaMemsetAsync(ptr, 0, nbytes) : 0;
+    return nbytes ? (int)cudaMemsetAsync(ptr, 0, nbytes, ev_stream()) : 0;
 }
 
 extern "C" const char* ev_cuda_error_string(int code) {
@@ -184,11 +240,11 @@ extern "C" int ev_cuda_memcpy_dtoh(void* dst, const void* src, size_t nbytes) {
 
 extern "C" int ev_cuda_memcpy_dtod(void* dst, const void* src, size_t nbytes) {
     // NOTE: asynchronous on the default stream, like a kernel (used as one by the tape)
-    return (int)cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice);
+    return (int)cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, ev_stream());
 }
 
 extern "C" int ev_cuda_memset(void* dst, int byte, size_t nbytes) {
-    return nbytes ? (int)cudaMemsetAsync(dst, byte, nbytes) : 0;
+    return nbytes ? (int)cudaMemsetAsync(dst, byte, nbytes, ev_stream()) : 0;
 }
 
 extern "C" int ev_cuda_synchronize(void) { return (int)cudaDeviceSynchronize(); }
@@ -213,7 +269,72 @@ static const char* const kTwinName = "exprvm host twin (kernels run serially on 
 
 int* ev_status_word(void) { return &g_ev_status; }
 
+// ---- CUDA graphs in the twin: the work of a capture, recorded, run at each launch -----
+// As on a GPU: what this thread launches while it captures is recorded with its
+// arguments, not run; a call that cannot be captured (a synchronous copy, an allocation,
+// reading the status word) fails with cudaErrorStreamCaptureUnsupported and invalidates
+// the capture, whose end then fails with cudaErrorStreamCaptureInvalidated.
+
+enum { kCaptureUnsupported = 900, kCaptureInvalidated = 901, kIllegalState = 401 };
+
+typedef std::vector<std::function<void()> > EvTwinGraph;
+
+static thread_local EvTwinGraph* t_capture = NULL;
+static thread_local bool t_invalidated = false;
+
+bool ev_twin_capturing(void) { return t_capture != NULL; }
+
+void ev_twin_record(std::function<void()> work) { t_capture->push_back(std::move(work)); }
+
+void ev_twin_invalidate(void) { t_invalidated = true; }
+
+// 0, or (while capturing) the error of a call no capture can hold.
+static int uncapturable(void) {
+    if (t_capture == NULL) return 0;
+    t_invalidated = true;
+    return kCaptureUnsupported;
+}
+
+// A stand-in for the capturing stream while this thread captures (cuBLAS must be set to
+// it, as on a GPU), else NULL.
+extern "C" void* ev_cuda_stream(void) { return t_capture; }
+
+extern "C" int ev_cuda_capture_begin(void) {
+    if (t_capture != NULL) return kIllegalState;
+    t_capture = new EvTwinGraph();
+    t_invalidated = false;
+    return 0;
+}
+
+extern "C" int ev_cuda_capture_end(void** graph_exec) {
+    *graph_exec = NULL;
+    if (t_capture == NULL) return kIllegalState;
+    EvTwinGraph* graph = t_capture;
+    t_capture = NULL;
+    if (t_invalidated) {
+        delete graph;
+        return kCaptureInvalidated;
+    }
+    *graph_exec = graph;
+    return 0;
+}
+
+extern "C" int ev_cuda_graph_launch(void* graph_exec) {
+    if (t_capture != NULL) return uncapturable();
+    for (const std::function<void()>& work : *(EvTwinGraph*)graph_exec) work();
+    return 0;
+}
+
+extern "C" int ev_cuda_graph_free(void* graph_exec) {
+    delete (EvTwinGraph*)graph_exec;
+    return 0;
+}
+
 int ev_zero(void* ptr, size_t nbytes) {
+    if (t_capture != NULL) {
+        ev_twin_record([ptr, nbytes] { if (nbytes) memset(ptr, 0, nbytes); });
+        return 0;
+    }
     if (nbytes) memset(ptr, 0, nbytes);
     return 0;
 }
@@ -223,6 +344,9 @@ extern "C" const char* ev_cuda_error_string(int code) {
     if (code == EV_ERR_ARGS) return "exprvm: bad sizes passed to a CUDA kernel";
     if (code == 2) return "out of memory (host twin)";
     if (code == 1) return "invalid argument (host twin)";
+    if (code == kCaptureUnsupported) return "operation not permitted when stream is capturing (host twin)";
+    if (code == kCaptureInvalidated) return "operation failed due to a previous error during capture (host twin)";
+    if (code == kIllegalState) return "the operation cannot be performed in the present state (host twin)";
     return "unknown error (host twin)";
 }
 
@@ -252,6 +376,7 @@ extern "C" int ev_cuda_mem_info(size_t* free_bytes, size_t* total_bytes) {
 // Each block carries its size in front (16 bytes, so the data stays 16-aligned).
 extern "C" int ev_cuda_malloc(void** ptr, size_t nbytes) {
     *ptr = NULL;
+    if (int rc = uncapturable()) return rc;
     if (nbytes > kTwinTotal - g_twin_used) return 2;  // cudaErrorMemoryAllocation
     char* raw = (char*)malloc(nbytes + 16);
     if (raw == NULL) return 2;
@@ -262,6 +387,7 @@ extern "C" int ev_cuda_malloc(void** ptr, size_t nbytes) {
 }
 
 extern "C" int ev_cuda_free(void* ptr) {
+    if (int rc = uncapturable()) return rc;
     if (ptr == NULL) return 0;
     char* raw = (char*)ptr - 16;
     g_twin_used -= *(size_t*)raw;
@@ -270,28 +396,40 @@ extern "C" int ev_cuda_free(void* ptr) {
 }
 
 extern "C" int ev_cuda_memcpy_htod(void* dst, const void* src, size_t nbytes) {
+    if (int rc = uncapturable()) return rc;
     if (nbytes) memmove(dst, src, nbytes);
     return 0;
 }
 
 extern "C" int ev_cuda_memcpy_dtoh(void* dst, const void* src, size_t nbytes) {
+    if (int rc = uncapturable()) return rc;
     if (nbytes) memmove(dst, src, nbytes);
     return 0;
 }
 
 extern "C" int ev_cuda_memcpy_dtod(void* dst, const void* src, size_t nbytes) {
+    if (t_capture != NULL) {
+        ev_twin_record([dst, src, nbytes] { if (nbytes) memmove(dst, src, nbytes); });
+        return 0;
+    }
     if (nbytes) memmove(dst, src, nbytes);
     return 0;
 }
 
 extern "C" int ev_cuda_memset(void* dst, int byte, size_t nbytes) {
+    if (t_capture != NULL) {
+        ev_twin_record([dst, byte, nbytes] { if (nbytes) memset(dst, byte, nbytes); });
+        return 0;
+    }
     if (nbytes) memset(dst, byte, nbytes);
     return 0;
 }
 
-extern "C" int ev_cuda_synchronize(void) { return 0; }
+extern "C" int ev_cuda_synchronize(void) { return uncapturable(); }
 
 extern "C" int ev_cuda_status(int* out, int reset) {
+    *out = 0;
+    if (int rc = uncapturable()) return rc;
     *out = g_ev_status;
     if (reset) g_ev_status = 0;
     return 0;

@@ -3,7 +3,7 @@
  * also the cffi cdef.  Every function returns a cudaError_t as an int (0 is
  * success); ev_cuda_error_string turns it into text.  Pointers to T are
  * device pointers; n is an element count; kernels run on the default stream
- * and return without waiting for the device. */
+ * (or record into a capture, below) and return without waiting for the device. */
 
 const char* ev_cuda_error_string(int code);
 int ev_cuda_device_count(int* count);
@@ -23,6 +23,17 @@ int ev_cuda_synchronize(void);
 int ev_cuda_status(int* out, int reset);
 /* 1 in the host twin (build_cuda.build_twin: kernels run serially on the CPU), else 0. */
 int ev_cuda_is_twin(void);
+
+/* CUDA graphs (exprvm/device/graphs.py). Between capture_begin and capture_end, what this
+ * thread launches is recorded on its own stream, not run; capture_end instantiates it
+ * (*graph_exec, or an error: a call that cannot be captured invalidates the capture),
+ * graph_launch replays it, ordered with the default stream. ev_cuda_stream: the stream
+ * launches go to now (NULL: the default stream), for cuBLAS to follow. */
+int ev_cuda_capture_begin(void);
+int ev_cuda_capture_end(void** graph_exec);
+int ev_cuda_graph_launch(void* graph_exec);
+int ev_cuda_graph_free(void* graph_exec);
+void* ev_cuda_stream(void);
 
 /* elementwise unary kernels and their gradients (math in ev_math.h) */
 int ev_cuda_tanh_f32(const float* x, float* out, int64_t n);

@@ -4,8 +4,9 @@
  * computing output element (or row) i (EV_KD: host and device); ev_launch<Body>(args, n) runs it for
  * i in [0, n):
  *
- *   on a GPU (nvcc)         a grid-stride __global__ loop on the default stream,
- *                           returning cudaGetLastError() of the launch;
+ *   on a GPU (nvcc)         a grid-stride __global__ loop on the default stream (or
+ *                           the stream capturing a CUDA graph: ev_stream), returning
+ *                           cudaGetLastError() of the launch;
  *   in the host twin        (EV_HOST_TWIN, a plain C++ build of the same files)
  *                           a serial loop over i in an order shuffled afresh for
  *                           every launch (seeded: ev_twin_set_order, ev_cuda_twin.cc),
@@ -93,19 +94,37 @@ EV_KD void ev_offsets(const EvStrides& a, int64_t i, int64_t* off) {
 
 #if defined(EV_HOST_TWIN)
 
+#include <functional>
+
 /* The order of this launch's n indices (a permutation of [0, n), valid until the next
  * launch), or NULL to run them in order (defined in ev_cuda_twin.cc). */
 extern "C" const int64_t* ev_twin_order(int64_t n);
 
+/* Stream capture in the twin (ev_cuda.cu): while this thread captures, work is recorded,
+ * with the arguments it has now, to run when the captured graph is launched (as a CUDA
+ * graph keeps its launches' arguments). */
+bool ev_twin_capturing(void);
+void ev_twin_record(std::function<void()> work);
+void ev_twin_invalidate(void);      /* a call that cannot be captured was made */
+
 template <class Body, class Args>
-int ev_launch(const Args& args, int64_t n) {
-    if (n < 0) return EV_ERR_ARGS;
+void ev_run_serial(const Args& args, int64_t n) {
     const int64_t* order = ev_twin_order(n);
     if (order == NULL) {
         for (int64_t i = 0; i < n; i++) Body::run(args, i);
     } else {
         for (int64_t k = 0; k < n; k++) Body::run(args, order[k]);
     }
+}
+
+template <class Body, class Args>
+int ev_launch(const Args& args, int64_t n) {
+    if (n < 0) return EV_ERR_ARGS;
+    if (ev_twin_capturing()) {
+        ev_twin_record([args, n] { ev_run_serial<Body>(args, n); });
+        return 0;
+    }
+    ev_run_serial<Body>(args, n);
     return 0;
 }
 
@@ -125,13 +144,17 @@ __global__ void each(const Args args, int64_t n) {
 }
 }  // namespace ev_launch_detail
 
+/* The stream launches go to: the default stream, or while this thread captures a CUDA
+ * graph, the capturing stream (defined in ev_cuda.cu). */
+cudaStream_t ev_stream(void);
+
 template <class Body, class Args>
 int ev_launch(const Args& args, int64_t n) {
     using namespace ev_launch_detail;
     if (n < 0) return EV_ERR_ARGS;
     if (n == 0) return 0;
     int64_t blocks = (n + kBlock - 1) / kBlock;
-    each<Body, Args><<<(int)(blocks < kMaxBlocks ? blocks : kMaxBlocks), kBlock>>>(args, n);
+    each<Body, Args><<<(int)(blocks < kMaxBlocks ? blocks : kMaxBlocks), kBlock, 0, ev_stream()>>>(args, n);
     /* A bad launch configuration shows here; faults during execution surface
      * at the next synchronizing call (a copy to the host, ev_cuda_synchronize). */
     return (int)cudaGetLastError();

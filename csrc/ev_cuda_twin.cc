@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include <functional>
 #include <vector>
 
 // ---- the launch order (ev_cuda_launch.h) ------------------------------------------------
@@ -67,9 +68,20 @@ int ev_twin_fma(void) {
 
 extern "C" {
 
-typedef struct EvTwinHandle { int math_mode; } EvTwinHandle;
+typedef struct EvTwinHandle { int math_mode; void* stream; } EvTwinHandle;
 
-enum { kSuccess = 0, kNotInitialized = 1, kInvalidValue = 7 };
+enum { kSuccess = 0, kNotInitialized = 1, kInvalidValue = 7, kExecutionFailed = 13 };
+
+void* ev_cuda_stream(void);
+
+// The stream later calls go to (NULL: the default stream). While a capture is open, a
+// product must go to the capturing stream (ev_cuda_stream), as on a GPU, where a cuBLAS
+// call on the default stream fails and invalidates the capture.
+int cublasSetStream_v2(EvTwinHandle* handle, void* stream) {
+    if (handle == NULL) return kNotInitialized;
+    handle->stream = stream;
+    return kSuccess;
+}
 
 int cublasCreate_v2(EvTwinHandle** handle) {
     *handle = (EvTwinHandle*)calloc(1, sizeof(EvTwinHandle));
@@ -105,7 +117,16 @@ const char* cublasGetStatusString(int status) {
 
 }  // extern "C"
 
+// Stream capture (ev_cuda_launch.h, ev_cuda.cu)
+bool ev_twin_capturing(void);
+void ev_twin_record(std::function<void()> work);
+void ev_twin_invalidate(void);
+
 namespace {
+
+template <class T>
+void gemm_run(int ta, int tb, int m, int n, int k, T alpha, const T* A, int lda, long long sa,
+              const T* B, int ldb, long long sb, T beta, T* C, int ldc, long long sc, int batch);
 
 template <class T>
 int gemm(EvTwinHandle* h, int ta, int tb, int m, int n, int k, const T* alpha, const T* A,
@@ -117,6 +138,25 @@ int gemm(EvTwinHandle* h, int ta, int tb, int m, int n, int k, const T* alpha, c
     const int arows = ta ? k : m, brows = tb ? n : k;
     if (lda < (arows > 1 ? arows : 1) || ldb < (brows > 1 ? brows : 1) || ldc < (m > 1 ? m : 1))
         return kInvalidValue;
+    if (ev_twin_capturing()) {
+        if (h->stream == NULL || h->stream != ev_cuda_stream()) {
+            ev_twin_invalidate();
+            return kExecutionFailed;
+        }
+        // NOTE: alpha and beta are host pointers, read when the call is made (captured)
+        const T al = *alpha, be = *beta;
+        ev_twin_record([=] {
+            gemm_run<T>(ta, tb, m, n, k, al, A, lda, sa, B, ldb, sb, be, C, ldc, sc, batch);
+        });
+        return kSuccess;
+    }
+    gemm_run<T>(ta, tb, m, n, k, *alpha, A, lda, sa, B, ldb, sb, *beta, C, ldc, sc, batch);
+    return kSuccess;
+}
+
+template <class T>
+void gemm_run(int ta, int tb, int m, int n, int k, T alpha, const T* A, int lda, long long sa,
+              const T* B, int ldb, long long sb, T beta, T* C, int ldc, long long sc, int batch) {
     for (int b = 0; b < batch; b++) {
         const T* a = A + b * sa;
         const T* bb = B + b * sb;
@@ -130,11 +170,10 @@ int gemm(EvTwinHandle* h, int ta, int tb, int m, int n, int k, const T* alpha, c
                     acc += x * y;
                 }
                 T* out = c + i + (int64_t)j * ldc;
-                *out = (*beta == 0) ? *alpha * acc : *alpha * acc + *beta * *out;
+                *out = (beta == 0) ? alpha * acc : alpha * acc + beta * *out;
             }
         }
     }
-    return kSuccess;
 }
 
 }  // namespace

@@ -389,6 +389,34 @@ def runtime(lib, ffi):
     assert status[0] == 0
 
 
+@check("ev_cuda_capture_begin", "ev_cuda_capture_end", "ev_cuda_graph_launch", "ev_cuda_graph_free",
+       "ev_cuda_stream")
+def graphs(lib, ffi):
+    """A capture records launches and asynchronous copies with the arguments they had, runs
+    them at each launch of the graph, and fails on what a capture cannot hold."""
+    x = np.linspace(-2, 2, 8).astype(np.float32)
+    out, zeroed = np.zeros(8, np.float32), np.full(8, 5.0, np.float32)
+    graph = ffi.new("void**")
+    assert lib.ev_cuda_stream() == ffi.NULL, "the default stream outside a capture"
+    ok(lib.ev_cuda_capture_begin())
+    assert lib.ev_cuda_stream() != ffi.NULL, "the capture's own stream"
+    assert lib.ev_cuda_capture_begin() != 0, "one capture at a time"
+    ok(lib.ev_cuda_tanh_f32(ptr(ffi, x), ptr(ffi, out), 8))
+    ok(lib.ev_cuda_memset(ptr(ffi, zeroed), 0, 16))
+    ok(lib.ev_cuda_capture_end(graph))
+    assert not out.any() and (zeroed == 5).all(), "captured, not run"
+    x[:] = 0.5                                      # the graph reads memory, not a snapshot
+    ok(lib.ev_cuda_graph_launch(graph[0]))
+    np.testing.assert_allclose(out, np.tanh(np.full(8, 0.5, np.float32)), rtol=1e-6)
+    assert (zeroed[:4] == 0).all() and (zeroed[4:] == 5).all()
+    ok(lib.ev_cuda_graph_free(graph[0]))
+    ok(lib.ev_cuda_capture_begin())
+    assert lib.ev_cuda_synchronize() == 900, "cudaErrorStreamCaptureUnsupported"
+    assert lib.ev_cuda_capture_end(graph) == 901 and graph[0] == ffi.NULL, "the capture was invalidated"
+    assert lib.ev_cuda_capture_end(graph) != 0, "no capture to end"
+    ok(lib.ev_cuda_synchronize())
+
+
 @pytest.mark.parametrize("name", sorted(CHECKS))
 def test_entry_points_on_the_twin_against_numpy(name, twin):
     from exprvm.device import loader

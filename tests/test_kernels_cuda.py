@@ -16,7 +16,7 @@ from cffi import FFI
 import exprvm as ev
 import exprvm.cuda as cuda
 from exprvm import kernels
-from exprvm.errors import BackendError, DTypeError, ExprError, KernelError, ShapeError
+from exprvm.errors import BackendError, DTypeError, ExprError, KernelError, ShapeError, UsageError
 from exprvm.device import loader
 from exprvm.kernels import build_cuda, cuda_driver, dispatch, reference
 
@@ -526,6 +526,14 @@ def _by_hand(xs, ws, gys):
     x, w, gy = (a.astype(np.float64) for a in (xs, ws, gys))
     t = np.tanh(x * w)
     return t + 1 / (1 + np.exp(-x)), gy * (1 - t * t) * x
+
+
+def test_a_library_without_graph_capture_runs_launch_by_launch(fake):
+    g, x, w, gy, y, gw = _device_graph()
+    with ev.TapeMachine(g, outputs=[y], device="cuda") as m:
+        assert m.cuda_graph is None
+    with pytest.raises(UsageError, match="cannot capture graphs"):
+        ev.TapeMachine(g, outputs=[y], device="cuda", cuda_graph=True)
 
 
 @pytest.mark.parametrize("placement", [{"device": "cuda"}, {"use_cuda_for": ("tanh",)}])

@@ -11,6 +11,7 @@ Out: DeviceArrays and the results of kernels and cuBLAS products on them.
                 strided copies, the status word)
     nn.py       a training step's kernels (reductions, softmax, cross-entropy, take, ...)
     cublas.py   matrix products on cuBLAS, row-major without copies
+    graphs.py   a run of bound launches captured once as a CUDA graph and replayed
     params.py   DeviceParams: parameters resident on the device between runs
     twin.py     the host twin: the same CUDA sources built as C++ and run on the CPU
 

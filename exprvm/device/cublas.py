@@ -39,6 +39,7 @@ typedef void* cublasHandle_t;
 int cublasCreate_v2(cublasHandle_t* handle);
 int cublasDestroy_v2(cublasHandle_t handle);
 int cublasGetVersion_v2(cublasHandle_t handle, int* version);
+int cublasSetStream_v2(cublasHandle_t handle, void* stream);
 const char* cublasGetStatusString(int status);
 int cublasSgemm_v2(cublasHandle_t h, int transa, int transb, int m, int n, int k,
                    const float* alpha, const float* A, int lda, const float* B, int ldb,
@@ -55,8 +56,8 @@ int cublasDgemmStridedBatched(cublasHandle_t h, int transa, int transb, int m, i
                    const double* B, int ldb, long long strideB, const double* beta,
                    double* C, int ldc, long long strideC, int batchCount);
 """
-NEEDED = ("cublasCreate_v2", "cublasDestroy_v2", "cublasSgemm_v2", "cublasDgemm_v2",
-          "cublasSgemmStridedBatched", "cublasDgemmStridedBatched")
+NEEDED = ("cublasCreate_v2", "cublasDestroy_v2", "cublasSetStream_v2", "cublasSgemm_v2",
+          "cublasDgemm_v2", "cublasSgemmStridedBatched", "cublasDgemmStridedBatched")
 OP_N, OP_T = 0, 1
 _STATUS = {0: "CUBLAS_STATUS_SUCCESS", 1: "CUBLAS_STATUS_NOT_INITIALIZED",
            3: "CUBLAS_STATUS_ALLOC_FAILED", 7: "CUBLAS_STATUS_INVALID_VALUE",
@@ -151,6 +152,19 @@ def reset():
         if "handle" in _state:
             _state["lib"].cublasDestroy_v2(_state["handle"])
         _state.clear()
+
+
+def follow(stream):
+    """Send the products made from now on to `stream` (an address, 0: the default stream):
+    a CUDA graph's capture records them there (device/graphs.py). Nothing to do while
+    cuBLAS is not loaded: no product was bound."""
+    with _lock:
+        if "handle" not in _state:
+            return
+        ffi, lib = _state["ffi"], _state["lib"]
+        rc = lib.cublasSetStream_v2(_state["handle"], ffi.cast("void*", stream))
+    if rc:
+        raise KernelError(f"cuBLAS: cublasSetStream failed: {status_string(rc)}")
 
 
 def status():

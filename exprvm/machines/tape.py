@@ -33,7 +33,7 @@ import numpy as np
 from ..compiler import CompileOptions, compile_graph, default_outputs
 from ..compiler.placement import require_cuda
 from ..core import OPS, check_value, let
-from ..errors import ExprError, FeedError
+from ..errors import ExprError, FeedError, UsageError
 from ..device.params import DeviceParams
 from .common import check_feed_graph, check_graph_arg, node_list, run_error, unfed
 from .leaves import BoundParam, FedInput
@@ -41,7 +41,7 @@ from .loops import bind_loop
 from .profile import profile_tape
 from .watched import plan_trace, run_watched
 from .results import hand_out, hand_out_other, held, make_results, plan_results, returned
-from . import steady
+from . import cuda_graph, steady
 
 
 class TapeMachine:
@@ -95,6 +95,12 @@ class TapeMachine:
     threads : None, int or Policy
         Thread policy: None (chosen from the shapes), an int cap, or a Policy
         (compiler/threads.py).
+    cuda_graph : {None, True, False}
+        With ``device="cuda"``: replay the device instructions as one CUDA graph,
+        captured at the first run (machines/cuda_graph.py; ``m.cuda_graph`` says which
+        instructions). None (default): whenever nothing runs on the host between the
+        first and the last device instruction; True: that must hold (UsageError
+        otherwise); False: launch by launch.
 
     Examples
     --------
@@ -111,7 +117,8 @@ class TapeMachine:
 
     def __init__(self, g, outputs=None, *, grads=True, backend=None, watch=(), nan_watch=False,
                  inf_watch=False, trace=False, logger=None, verify=True, optimize=True,
-                 device=None, use_cuda_for=(), comm=None, updates=(), fuse=True, threads=None):
+                 device=None, use_cuda_for=(), comm=None, updates=(), fuse=True, threads=None,
+                 cuda_graph=None):
         check_graph_arg(g, "TapeMachine", "outputs=")
         self.graph = g
         if outputs is not None:
@@ -140,6 +147,10 @@ class TapeMachine:
         self._bad_folds = [(n, v) for n, v in self.program.folded_constants()
                            if (nan_watch and np.isnan(v).any()) or (inf_watch and np.isinf(v).any())]
         self._resident = DeviceParams() if self._cuda is not None else None
+        if cuda_graph not in (None, True, False):
+            raise UsageError(f"TapeMachine: cuda_graph must be None, True or False, got {cuda_graph!r}")
+        self._cuda_graph = cuda_graph
+        self._replay = None
         self._leaves()
         self._closed = False
         # NOTE: one run at a time: a run writes the machine's buffers from its first
@@ -230,8 +241,25 @@ class TapeMachine:
         self._watched = [(n, self._register_of(n)) for n in self.watch]
         self._bound = [p for p in self._params if p.buf is None]
         self._copied = [p for p in self._params if p.buf is not None]
+        self._plan_replay()
         if self.trace:
             plan_trace(self)
+
+    def _plan_replay(self):
+        """The steps' CUDA graph (cuda_graph.py), captured afresh at the next run."""
+        if self._replay is not None:
+            self._replay.drop()
+        found = cuda_graph.choose(self._cuda_graph, self.program, self._slow) if self._cuda is not None else None
+        if found is None and self._cuda_graph is True:
+            raise UsageError("TapeMachine(cuda_graph=True): the program runs nothing on a CUDA device")
+        self._replay = None if found is None else cuda_graph.Replay(self._steps, *found,
+                                                                    strict=self._cuda_graph is True)
+
+    @property
+    def cuda_graph(self):
+        """(first, last): the instructions each run replays as one CUDA graph, or None."""
+        rp = self._replay
+        return None if rp is None else (rp.first, rp.last)
 
     @staticmethod
     def _bind_instr(ins, arrays):
@@ -268,6 +296,8 @@ class TapeMachine:
             arrays[v] = OPS[r.view[0]].impl(arrays[r.base], **r.view[1])
         for k in steps:
             self._steps[k] = self._build_step(k)
+            if self._replay is not None:
+                self._replay.changed(k)
         if self.trace:
             plan_trace(self)
 
@@ -319,11 +349,16 @@ class TapeMachine:
             if self._slow:
                 run_watched(self)
             else:
+                steps, rp = self._steps, self._replay
+                if rp is not None and rp.base is steps:     # (a profile times the plain steps)
+                    steps = rp.steps
                 args = None
                 try:
-                    for fn, args in self._steps:
+                    for fn, args in steps:
                         fn(*args)
                 except Exception as e:
+                    if rp is not None and args is rp.launch_step[1]:
+                        raise run_error(e, f"the CUDA graph of instructions {rp.first}-{rp.last}") from e
                     k = next((k for k, s in enumerate(self._steps) if s[1] is args), 0)
                     raise run_error(e, self._where(k)) from e
             return self._hand_out(borrow)
@@ -407,6 +442,9 @@ class TapeMachine:
     # -- resources ---------------------------------------------------------------
     def close(self):
         """Drop the machine's buffers (device buffers too); the machine cannot run afterwards."""
+        if self._replay is not None:
+            self._replay.drop()
+            self._replay = None
         self._steps = []
         self._arrays = []
         self._arenas = {}

@@ -1,0 +1,191 @@
+"""A TapeMachine's device instructions replayed as one CUDA graph (machines/cuda_graph.py,
+device/graphs.py) against the same machine launching them one by one: on the host twin,
+whose capture records every launch with the arguments it had (as a CUDA graph does) and
+fails the calls a capture cannot hold, and, marked `cuda`, on a GPU."""
+import sys
+import pathlib
+import warnings
+
+import numpy as np
+import pytest
+
+import exprvm as ev
+from exprvm.device import cublas, graphs, loader
+from exprvm.errors import KernelError, UsageError
+
+from cuda_twin import device, twin  # noqa: F401  (fixtures)
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+import models  # noqa: E402
+
+
+def step(name):
+    w, data = models.weights_and_data(name, small=True)
+    return models.graph(name, {k: v.copy() for k, v in w.items()}, small=True), data
+
+
+def batches(data, n):
+    """n different batches shaped like data (new floats, new ids)."""
+    rng = np.random.default_rng(7)
+    out = []
+    for _ in range(n):
+        out.append({k: (rng.standard_normal(v.shape).astype(v.dtype) if v.dtype.kind == "f"
+                        else rng.integers(0, int(v.max()) + 1, v.shape).astype(v.dtype))
+                    for k, v in data.items()})
+    return out
+
+
+@pytest.fixture
+def captures(monkeypatch):
+    """The number of CUDA graphs captured so far (a list, so that it reads live)."""
+    made = []
+    real = graphs.capture
+
+    def counted(steps):
+        made.append(len(steps))
+        return real(steps)
+    monkeypatch.setattr(graphs, "capture", counted)
+    return made
+
+
+def train(name, cuda_graph, runs=3):
+    """Costs and final parameters of `runs` SGD steps on the device, each on a new batch."""
+    m, data = step(name)
+    opt = ev.solvers.SGD(lr=0.05)
+    costs = []
+    with ev.TapeMachine(m.graph, [m.cost], device="cuda", cuda_graph=cuda_graph) as tm:
+        span = tm.cuda_graph
+        for batch in batches(data, runs):
+            tm.run(m.feeds(batch))
+            costs.append(float(np.asarray(m.cost.value)))
+            opt.step(m.params)
+        tm.params_to_host()
+        params = [np.array(p.value) for p in m.params]
+    return costs, params, span
+
+
+@pytest.mark.parametrize("name", ["mlp", "rnn_b1", "lstm_b32"])
+def test_a_replayed_training_step_equals_the_launch_by_launch_one(device, captures, name):
+    costs_l, params_l, span_l = train(name, cuda_graph=False)
+    assert span_l is None and not captures
+    costs_g, params_g, span_g = train(name, cuda_graph=None)
+    assert captures == [span_g[1] - span_g[0] + 1], "captured once, at the first run, and replayed"
+    assert len(set(costs_g)) == len(costs_g), "each run read its own batch"
+    np.testing.assert_allclose(costs_g, costs_l, rtol=1e-5)
+    for a, b in zip(params_g, params_l):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_the_graph_spans_the_device_instructions_between_the_transfers(twin):
+    m, data = step("lstm_b32")
+    with ev.TapeMachine(m.graph, [m.cost], device="cuda") as tm:
+        first, last = tm.cuda_graph
+        ops = [ins.op for ins in tm.program.instrs]
+        assert set(ops[:first]) == {"to_device"} and set(ops[last + 1:]) == {"to_host"}
+        assert not {"to_device", "to_host"} & set(ops[first:last + 1])
+
+
+def test_a_rebound_parameter_is_captured_again(twin, captures):
+    m, data = step("mlp")
+    ref, _ = step("mlp")
+    batch = batches(data, 1)[0]
+    with ev.TapeMachine(m.graph, [m.cost], device="cuda") as tm, \
+            ev.TapeMachine(ref.graph, [ref.cost], device="cuda", cuda_graph=False) as plain:
+        tm.run(m.feeds(batch))
+        for p, q in zip(m.params, ref.params):      # a new array: rebound, its pointer moves
+            p.value = q.value = np.full(p.shape, 0.01, p.dtype)
+        tm.run(m.feeds(batch))
+        plain.run(ref.feeds(batch))
+        assert len(captures) == 2
+        assert float(np.asarray(m.cost.value)) == float(np.asarray(ref.cost.value))
+
+
+def _blocking_first_step(tm, call):
+    """Make the first instruction of tm's graph also make `call` (a call no capture holds)
+    before its launch."""
+    k = tm.cuda_graph[0]
+    fn, args = tm._steps[k]
+
+    def both(*a):
+        call()
+        fn(*a)
+    tm._steps[k] = (both, args)
+
+
+def _synchronize_raising():
+    ev.cuda.synchronize()
+
+
+def _synchronize_ignoring_its_error():
+    loader.load()[1].ev_cuda_synchronize()     # (the capture is invalidated all the same)
+
+
+@pytest.mark.parametrize("call", [_synchronize_raising, _synchronize_ignoring_its_error])
+def test_launches_a_capture_cannot_hold_run_one_by_one_with_a_warning(twin, call):
+    m, data = step("mlp")
+    ref, _ = step("mlp")
+    batch = batches(data, 1)[0]
+    with ev.TapeMachine(m.graph, [m.cost], device="cuda") as tm, \
+            ev.TapeMachine(ref.graph, [ref.cost], device="cuda", cuda_graph=False) as plain:
+        _blocking_first_step(tm, call)
+        with pytest.warns(RuntimeWarning, match="one launch at a time.*capture"):
+            tm.run(m.feeds(batch))
+        plain.run(ref.feeds(batch))
+        assert float(np.asarray(m.cost.value)) == float(np.asarray(ref.cost.value))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")      # said once
+            tm.run(m.feeds(batch))
+
+
+@pytest.mark.parametrize("call", [_synchronize_raising, _synchronize_ignoring_its_error])
+def test_asked_for_a_graph_that_cannot_be_captured_is_an_error(twin, call):
+    m, data = step("mlp")
+    with ev.TapeMachine(m.graph, [m.cost], device="cuda", cuda_graph=True) as tm:
+        _blocking_first_step(tm, call)
+        with pytest.raises(KernelError, match=r"CUDA graph of instructions \d+-\d+.*captur"):
+            tm.run(m.feeds(batches(data, 1)[0]))
+        ev.cuda.synchronize()       # no capture was left open
+
+
+def test_products_follow_the_capture_to_its_stream(twin, monkeypatch):
+    """cuBLAS must be sent to the capturing stream: the twin fails a product left on the
+    default stream during a capture, as a GPU does."""
+    a = ev.cuda.to_device(np.ones((3, 4), np.float32))
+    b = ev.cuda.to_device(np.ones((4, 2), np.float32))
+    out = ev.cuda.to_device(np.zeros((3, 2), np.float32))
+    product = [cublas.bind_matmul(a, b, out)]
+    graph = graphs.capture(product)
+    assert not out.numpy().any(), "captured, not run"
+    graph.launch()
+    np.testing.assert_array_equal(out.numpy(), np.full((3, 2), 4.0, np.float32))
+    graph.free()
+    monkeypatch.setattr(cublas, "follow", lambda stream: None)
+    with pytest.raises(KernelError, match="cannot capture.*cuBLAS"):
+        graphs.capture(product)
+
+
+def test_when_a_program_gets_a_graph(twin):
+    m, data = step("mlp")
+    mixed = ev.TapeMachine(m.graph, [m.cost], use_cuda_for=("relu", "unary_grad"))
+    assert mixed.cuda_graph is None, "host instructions between the device ones"
+    with pytest.raises(UsageError, match="runs on the host between the device instructions"):
+        ev.TapeMachine(m.graph, [m.cost], use_cuda_for=("relu", "unary_grad"), cuda_graph=True)
+    with pytest.raises(UsageError, match="nothing on a CUDA device"):
+        ev.TapeMachine(m.graph, [m.cost], cuda_graph=True)
+    with pytest.raises(UsageError, match="must be None, True or False"):
+        ev.TapeMachine(m.graph, [m.cost], device="cuda", cuda_graph="yes")
+    watched = ev.TapeMachine(m.graph, [m.cost], device="cuda", nan_watch=True)
+    assert watched.cuda_graph is None
+    with pytest.raises(UsageError, match="look at every instruction"):
+        ev.TapeMachine(m.graph, [m.cost], device="cuda", nan_watch=True, cuda_graph=True)
+    for tm in (mixed, watched):
+        tm.close()
+
+
+def test_a_profile_times_the_launches_one_by_one(twin):
+    m, data = step("mlp")
+    with ev.TapeMachine(m.graph, [m.cost], device="cuda") as tm:
+        prof = tm.profile(m.feeds(data), runs=2)
+        first, last = tm.cuda_graph
+        timed = {r.index for r in prof.rows if r.median_s > 0}
+        assert set(range(first, last + 1)) <= timed
