@@ -68,7 +68,11 @@ int ev_twin_fma(void) {
 
 extern "C" {
 
-typedef struct EvTwinHandle { int math_mode; void* stream; } EvTwinHandle;
+typedef struct EvTwinHandle {
+    int math_mode;
+    void* stream;
+    void* workspace;    // the user's, or NULL: cuBLAS's own pool (allocated as it goes)
+} EvTwinHandle;
 
 enum { kSuccess = 0, kNotInitialized = 1, kInvalidValue = 7, kExecutionFailed = 13 };
 
@@ -76,10 +80,21 @@ void* ev_cuda_stream(void);
 
 // The stream later calls go to (NULL: the default stream). While a capture is open, a
 // product must go to the capturing stream (ev_cuda_stream), as on a GPU, where a cuBLAS
-// call on the default stream fails and invalidates the capture.
+// call on the default stream fails and invalidates the capture. As cuBLAS documents,
+// setting a stream puts the handle back on its own workspace pool.
 int cublasSetStream_v2(EvTwinHandle* handle, void* stream) {
     if (handle == NULL) return kNotInitialized;
     handle->stream = stream;
+    handle->workspace = NULL;
+    return kSuccess;
+}
+
+// A workspace of the user's. A product captured without one would allocate cuBLAS's own
+// inside the capture: the twin fails it, so that exprvm is seen to set one.
+int cublasSetWorkspace_v2(EvTwinHandle* handle, void* workspace, size_t size) {
+    if (handle == NULL) return kNotInitialized;
+    if (workspace == NULL || size == 0) return kInvalidValue;
+    handle->workspace = workspace;
     return kSuccess;
 }
 
@@ -139,7 +154,7 @@ int gemm(EvTwinHandle* h, int ta, int tb, int m, int n, int k, const T* alpha, c
     if (lda < (arows > 1 ? arows : 1) || ldb < (brows > 1 ? brows : 1) || ldc < (m > 1 ? m : 1))
         return kInvalidValue;
     if (ev_twin_capturing()) {
-        if (h->stream == NULL || h->stream != ev_cuda_stream()) {
+        if (h->stream == NULL || h->stream != ev_cuda_stream() || h->workspace == NULL) {
             ev_twin_invalidate();
             return kExecutionFailed;
         }

@@ -69,7 +69,7 @@ def test_a_replayed_training_step_equals_the_launch_by_launch_one(device, captur
     costs_l, params_l, span_l = train(name, cuda_graph=False)
     assert span_l is None and not captures
     costs_g, params_g, span_g = train(name, cuda_graph=None)
-    assert captures == [span_g[1] - span_g[0] + 1], "captured once, at the first run, and replayed"
+    assert captures == [span_g[1] - span_g[0] + 1], "captured once (at the second run) and replayed"
     assert len(set(costs_g)) == len(costs_g), "each run read its own batch"
     np.testing.assert_allclose(costs_g, costs_l, rtol=1e-5)
     for a, b in zip(params_g, params_l):
@@ -91,10 +91,12 @@ def test_a_rebound_parameter_is_captured_again(twin, captures):
     batch = batches(data, 1)[0]
     with ev.TapeMachine(m.graph, [m.cost], device="cuda") as tm, \
             ev.TapeMachine(ref.graph, [ref.cost], device="cuda", cuda_graph=False) as plain:
-        tm.run(m.feeds(batch))
+        for _ in range(3):          # launched, captured, replayed
+            tm.run(m.feeds(batch))
         for p, q in zip(m.params, ref.params):      # a new array: rebound, its pointer moves
             p.value = q.value = np.full(p.shape, 0.01, p.dtype)
-        tm.run(m.feeds(batch))
+        for _ in range(3):
+            tm.run(m.feeds(batch))
         plain.run(ref.feeds(batch))
         assert len(captures) == 2
         assert float(np.asarray(m.cost.value)) == float(np.asarray(ref.cost.value))
@@ -128,6 +130,7 @@ def test_launches_a_capture_cannot_hold_run_one_by_one_with_a_warning(twin, call
     with ev.TapeMachine(m.graph, [m.cost], device="cuda") as tm, \
             ev.TapeMachine(ref.graph, [ref.cost], device="cuda", cuda_graph=False) as plain:
         _blocking_first_step(tm, call)
+        tm.run(m.feeds(batch))      # (the first run launches one by one anyway)
         with pytest.warns(RuntimeWarning, match="one launch at a time.*capture"):
             tm.run(m.feeds(batch))
         plain.run(ref.feeds(batch))
@@ -142,8 +145,9 @@ def test_asked_for_a_graph_that_cannot_be_captured_is_an_error(twin, call):
     m, data = step("mlp")
     with ev.TapeMachine(m.graph, [m.cost], device="cuda", cuda_graph=True) as tm:
         _blocking_first_step(tm, call)
+        tm.run(m.feeds(data))
         with pytest.raises(KernelError, match=r"CUDA graph of instructions \d+-\d+.*captur"):
-            tm.run(m.feeds(batches(data, 1)[0]))
+            tm.run(m.feeds(data))
         ev.cuda.synchronize()       # no capture was left open
 
 
@@ -160,6 +164,18 @@ def test_products_follow_the_capture_to_its_stream(twin, monkeypatch):
     np.testing.assert_array_equal(out.numpy(), np.full((3, 2), 4.0, np.float32))
     graph.free()
     monkeypatch.setattr(cublas, "follow", lambda stream: None)
+    with pytest.raises(KernelError, match="cannot capture.*cuBLAS"):
+        graphs.capture(product)
+
+
+def test_products_keep_their_own_workspace_across_streams(twin, monkeypatch):
+    """Setting cuBLAS's stream puts it back on its own workspace pool, which a captured
+    product would allocate from: follow() gives it exprvm's again (the twin fails a
+    captured product without one)."""
+    a = ev.cuda.to_device(np.ones((2, 2), np.float32))
+    product = [cublas.bind_matmul(a, a, ev.cuda.to_device(np.zeros((2, 2), np.float32)))]
+    graphs.capture(product).free()
+    monkeypatch.setattr(cublas, "_set_workspace", lambda state: None)
     with pytest.raises(KernelError, match="cannot capture.*cuBLAS"):
         graphs.capture(product)
 

@@ -40,6 +40,7 @@ int cublasCreate_v2(cublasHandle_t* handle);
 int cublasDestroy_v2(cublasHandle_t handle);
 int cublasGetVersion_v2(cublasHandle_t handle, int* version);
 int cublasSetStream_v2(cublasHandle_t handle, void* stream);
+int cublasSetWorkspace_v2(cublasHandle_t handle, void* workspace, size_t size);
 const char* cublasGetStatusString(int status);
 int cublasSgemm_v2(cublasHandle_t h, int transa, int transb, int m, int n, int k,
                    const float* alpha, const float* A, int lda, const float* B, int ldb,
@@ -56,8 +57,12 @@ int cublasDgemmStridedBatched(cublasHandle_t h, int transa, int transb, int m, i
                    const double* B, int ldb, long long strideB, const double* beta,
                    double* C, int ldc, long long strideC, int batchCount);
 """
-NEEDED = ("cublasCreate_v2", "cublasDestroy_v2", "cublasSetStream_v2", "cublasSgemm_v2",
-          "cublasDgemm_v2", "cublasSgemmStridedBatched", "cublasDgemmStridedBatched")
+NEEDED = ("cublasCreate_v2", "cublasDestroy_v2", "cublasSetStream_v2", "cublasSetWorkspace_v2",
+          "cublasSgemm_v2", "cublasDgemm_v2", "cublasSgemmStridedBatched", "cublasDgemmStridedBatched")
+# NOTE: a workspace of our own, allocated with the handle: a product captured in a CUDA
+# graph then allocates nothing (without one, cuBLAS allocates per stream, inside the
+# capture). 32 MiB, what cuBLAS's own default pool is on recent GPUs.
+WORKSPACE_BYTES = 32 << 20
 OP_N, OP_T = 0, 1
 _STATUS = {0: "CUBLAS_STATUS_SUCCESS", 1: "CUBLAS_STATUS_NOT_INITIALIZED",
            3: "CUBLAS_STATUS_ALLOC_FAILED", 7: "CUBLAS_STATUS_INVALID_VALUE",
@@ -136,7 +141,22 @@ def _new_handle(ffi, lib, reason):
     rc = lib.cublasCreate_v2(h)
     if rc:
         raise BackendError(f"cuBLAS: cublasCreate failed: {status_string(rc)} ({reason})")
-    return {"ffi": ffi, "lib": lib, "handle": h[0], "reason": reason}
+    state = {"ffi": ffi, "lib": lib, "handle": h[0], "reason": reason}
+    try:
+        state["workspace"] = DeviceArray((WORKSPACE_BYTES,), "uint8", scoped=False)
+        _set_workspace(state)
+    except Exception:
+        lib.cublasDestroy_v2(h[0])
+        raise
+    return state
+
+
+def _set_workspace(state):
+    ws = state["workspace"]
+    rc = state["lib"].cublasSetWorkspace_v2(state["handle"], state["ffi"].cast("void*", ws._device()),
+                                           WORKSPACE_BYTES)
+    if rc:
+        raise BackendError(f"cuBLAS: cublasSetWorkspace failed: {status_string(rc)}")
 
 
 def use(ffi, lib, reason):
@@ -151,7 +171,10 @@ def reset():
     with _lock:
         if "handle" in _state:
             _state["lib"].cublasDestroy_v2(_state["handle"])
+        ws = _state.get("workspace")
         _state.clear()
+    if ws is not None:
+        ws.free()
 
 
 def follow(stream):
@@ -163,8 +186,9 @@ def follow(stream):
             return
         ffi, lib = _state["ffi"], _state["lib"]
         rc = lib.cublasSetStream_v2(_state["handle"], ffi.cast("void*", stream))
-    if rc:
-        raise KernelError(f"cuBLAS: cublasSetStream failed: {status_string(rc)}")
+        if rc:
+            raise KernelError(f"cuBLAS: cublasSetStream failed: {status_string(rc)}")
+        _set_workspace(_state)      # NOTE: setting a stream puts cuBLAS back on its own pool
 
 
 def status():

@@ -1,8 +1,9 @@
 """A TapeMachine's device instructions replayed as one CUDA graph (device/graphs.py).
 
 A device program is a fixed sequence of launches over buffers bound once, so the span
-from its first to its last device instruction can be captured at the first run and
-replayed by every later one with a single launch: the feeds are copied into their
+from its first to its last device instruction can be captured once (at the second run:
+the first loads what the launches need) and replayed by every later run with a single
+launch: the feeds are copied into their
 device buffers before it (to_device instructions) and the results come back after it
 (to_host). The span must hold device work only: a host instruction inside it (a host
 kernel, a loop the host drives, a transfer, a parameter update) would have to run
@@ -61,12 +62,15 @@ class Replay:
 
     base: the machine's step list (bound (fn, args) per instruction), which the machine
     may rebind in place (then it calls changed(k)); steps: what a run executes. The
-    graph is captured at the first run. strict: a capture that fails raises (the user
-    asked for cuda_graph=True); else it warns once and the span runs launch by launch."""
+    first run launches the span one by one, which loads every kernel and lets cuBLAS set
+    itself up (nothing a capture could hold); the second captures it, and from then on
+    runs replay it. strict: a capture that fails raises (the user asked for
+    cuda_graph=True); else it warns once and the span runs launch by launch."""
 
     def __init__(self, base, first, last, strict):
         self.base, self.first, self.last, self.strict = base, first, last, strict
         self.graph = None
+        self.warm = False
         self.failed = False
         self.launch_step = (_launch, (self,))
         self.steps = base[:first] + [self.launch_step] + base[last + 1:]
@@ -91,8 +95,9 @@ class Replay:
 
 
 def _launch(rp):
-    if rp.failed:
+    if rp.failed or not rp.warm:
         rp.run_span()
+        rp.warm = True
         return
     if rp.graph is None:
         try:

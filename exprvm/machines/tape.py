@@ -97,7 +97,7 @@ class TapeMachine:
         (compiler/threads.py).
     cuda_graph : {None, True, False}
         With ``device="cuda"``: replay the device instructions as one CUDA graph,
-        captured at the first run (machines/cuda_graph.py; ``m.cuda_graph`` says which
+        captured at the second run (machines/cuda_graph.py; ``m.cuda_graph`` says which
         instructions). None (default): whenever nothing runs on the host between the
         first and the last device instruction; True: that must hold (UsageError
         otherwise); False: launch by launch.
