@@ -2,6 +2,7 @@
 device/graphs.py) against the same machine launching them one by one: on the host twin,
 whose capture records every launch with the arguments it had (as a CUDA graph does) and
 fails the calls a capture cannot hold, and, marked `cuda`, on a GPU."""
+import contextlib
 import sys
 import pathlib
 import warnings
@@ -85,12 +86,19 @@ def test_the_graph_spans_the_device_instructions_between_the_transfers(twin):
         assert not {"to_device", "to_host"} & set(ops[first:last + 1])
 
 
-def test_a_rebound_parameter_is_captured_again(twin, captures):
+@contextlib.contextmanager
+def beside_plain():
+    """(m, tm, ref, plain, batch): the MLP step on a machine replaying a CUDA graph and the
+    same step on one launching one by one, and a batch."""
     m, data = step("mlp")
     ref, _ = step("mlp")
-    batch = batches(data, 1)[0]
     with ev.TapeMachine(m.graph, [m.cost], device="cuda") as tm, \
             ev.TapeMachine(ref.graph, [ref.cost], device="cuda", cuda_graph=False) as plain:
+        yield m, tm, ref, plain, batches(data, 1)[0]
+
+
+def test_a_rebound_parameter_is_captured_again(twin, captures):
+    with beside_plain() as (m, tm, ref, plain, batch):
         for _ in range(3):          # launched, captured, replayed
             tm.run(m.feeds(batch))
         for p, q in zip(m.params, ref.params):      # a new array: rebound, its pointer moves
@@ -124,11 +132,7 @@ def _synchronize_ignoring_its_error():
 
 @pytest.mark.parametrize("call", [_synchronize_raising, _synchronize_ignoring_its_error])
 def test_launches_a_capture_cannot_hold_run_one_by_one_with_a_warning(twin, call):
-    m, data = step("mlp")
-    ref, _ = step("mlp")
-    batch = batches(data, 1)[0]
-    with ev.TapeMachine(m.graph, [m.cost], device="cuda") as tm, \
-            ev.TapeMachine(ref.graph, [ref.cost], device="cuda", cuda_graph=False) as plain:
+    with beside_plain() as (m, tm, ref, plain, batch):
         _blocking_first_step(tm, call)
         tm.run(m.feeds(batch))      # (the first run launches one by one anyway)
         with pytest.warns(RuntimeWarning, match="one launch at a time.*capture"):
