@@ -3,11 +3,11 @@
 A device program is a fixed sequence of launches over buffers bound once, so the span
 from its first to its last device instruction can be captured once (at the second run:
 the first loads what the launches need) and replayed by every later run with a single
-launch: the feeds are copied into their
-device buffers before it (to_device instructions) and the results come back after it
-(to_host). The span must hold device work only: a host instruction inside it (a host
-kernel, a loop the host drives, a transfer, a parameter update) would have to run
-between two launches, which a replayed graph cannot wait for.
+launch: the feeds are copied into their device buffers before it (to_device
+instructions) and the results come back after it (to_host). The span must hold device
+work only: a host instruction inside it (a host kernel, a loop the host drives, a
+transfer, a parameter update) would have to run between two launches, which a replayed
+graph cannot wait for.
 
     span(prog)    (first, last) instruction of the span, or (None, why not)
     Replay        the machine's steps with the span as one launch; captured again
