@@ -3,8 +3,9 @@
 twice more: built with AddressSanitizer and UndefinedBehaviorSanitizer (a read or write
 outside a buffer, or undefined behaviour, in any kernel ends the run) and built with fused
 multiply-adds (ev_math.h's FMA branches, the ones a GPU takes). Each build runs every
-entry point's check (test_cuda_entry_points.py) and the kernel tests
-(test_cuda_kernels.py) in a process of its own."""
+entry point's check (test_cuda_entry_points.py), the kernel tests (test_cuda_kernels.py)
+and the CUDA graph replays (test_cuda_graphs.py: a replay over a buffer freed meanwhile
+would be a report) in a process of its own."""
 import os
 import pathlib
 import subprocess
@@ -18,7 +19,7 @@ from exprvm.kernels import build_cuda
 from requires import require
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SUITES = ["tests/test_cuda_entry_points.py", "tests/test_cuda_kernels.py"]
+SUITES = ["tests/test_cuda_entry_points.py", "tests/test_cuda_kernels.py", "tests/test_cuda_graphs.py"]
 
 
 def _twin(flavor):
