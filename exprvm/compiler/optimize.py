@@ -12,6 +12,8 @@ merge_sums    a sum of many matmuls / axis-0 sums / embedding scatters of the
 fusion.fuse   every group of elementwise ops over one shape -> one generated C kernel
               (fusion.py; last, on the C backend with a C compiler, no watches)
 """
+import math
+
 import numpy as np
 
 from . import fusion, ir
@@ -127,7 +129,7 @@ def _merge_sums0(b, terms, shape, dtype):
     parts = []
     for t in terms:
         g = t.ins[0]
-        lead = int(np.prod(g.shape[:len(g.shape) - len(shape)], dtype=np.int64))
+        lead = math.prod(g.shape[:len(g.shape) - len(shape)])
         parts.append(b.reshape(g, (lead,) + shape))
     return b.op("sum", [_concat(b, parts, 0)], shape, dtype, axis=(0,), keepdims=False)
 
@@ -136,7 +138,7 @@ def _merge_take_grads(b, terms, shape, dtype):
     gs, idx = [], []
     for t in terms:
         g, i = t.ins
-        n = int(np.prod(i.shape, dtype=np.int64))
+        n = math.prod(i.shape)
         gs.append(b.reshape(g, (n,) + shape[1:]))
         idx.append(b.reshape(i, (n,)))
     return b.op("take_grad", [_concat(b, gs, 0), _concat(b, idx, 0)], shape, dtype, axis=0, shape=shape)

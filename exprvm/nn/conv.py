@@ -22,6 +22,8 @@ Both graphs read the same arrays, so the evaluation graph (or machine) sees the
 trained weights and the running statistics as they are after the last training run.
 """
 
+import math
+
 import numpy as np
 
 from ..core import register_update, updates_of
@@ -150,7 +152,7 @@ class Flatten(Module):
         if a > b:
             raise ExprError(f"{self.name}: start_dim {self.start_dim} is after end_dim {self.end_dim} "
                             f"for {x.describe()}")
-        merged = int(np.prod(x.shape[a:b + 1], dtype=np.int64))
+        merged = math.prod(x.shape[a:b + 1])
         return reshape(x, x.shape[:a] + (merged,) + x.shape[b + 1:])
 
 

@@ -19,6 +19,8 @@ rule: new = (1 - momentum) * old + momentum * batch, the batch variance unbiased
 which a machine writes back into the state leaves after each run (ev.nn.BatchNorm2d
 hands them over; see its docstring).
 """
+import math
+
 import numpy as np
 
 from ..core import Row, apply, defop, same_float_dtype, shape_of
@@ -41,7 +43,7 @@ def _normalize_vjp(g, ans, x, axes, eps):
 
 
 def _count(shape, axes):
-    return int(np.prod([shape[a] for a in axes], dtype=np.int64))
+    return math.prod([shape[a] for a in axes])
 
 
 def _axes_rule(batch):

@@ -6,6 +6,8 @@ Each is exact (it moves elements, never computes them) and differentiable throug
 parts' VJPs. In: a node or an array (a list of nodes is stacked first). Out: a node or
 an array of numpy's shape.
 """
+import math
+
 import numpy as np
 
 from ..core import Row, ndim_of, norm_axis, shape_of
@@ -53,7 +55,7 @@ def ravel(a, order="C"):
     """numpy.ravel: the elements as one vector, in C order (the only order offered)."""
     with arg_errors("ravel", a):
         _c_order(order)
-    return reshape(a, (int(np.prod(shape_of(a), dtype=np.int64)),))
+    return reshape(a, (math.prod(shape_of(a)),))
 
 
 def _c_order(order):

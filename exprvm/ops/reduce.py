@@ -1,4 +1,6 @@
 """Reductions with numpy's axis= and keepdims= semantics."""
+import math
+
 import numpy as np
 
 from ..core import ndim_of, Row, apply, defop, norm_axis, same_float_dtype
@@ -44,7 +46,7 @@ def kept_dims(v, x, axis, keepdims):
 
 def axis_size(shape, axis):
     """How many elements of ``shape`` a reduction over ``axis`` combines into one."""
-    return int(np.prod([shape[a] for a in axis], dtype=np.int64))
+    return math.prod([shape[a] for a in axis])
 
 
 def _extreme_vjp(g, ans, x, axis, keepdims):

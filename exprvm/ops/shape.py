@@ -1,5 +1,7 @@
 """Ops that move data without arithmetic: reshape, transpose, broadcast, concat,
 stack, indexing and gathers (whose gradients scatter)."""
+import math
+
 import numpy as np
 
 from ..errors import DTypeError, IndexRangeError, ShapeError
@@ -16,7 +18,7 @@ def _reshape_rule(x, shape):
     if any(s < 0 for s in shape):
         raise ShapeError(f"negative dimension in shape {shape} (one -1 may stand for the "
                          f"length the others leave of {x.size} elements)")
-    if int(np.prod(shape, dtype=np.int64)) != x.size:
+    if math.prod(shape) != x.size:
         raise ShapeError(f"cannot reshape {x.shape} ({x.size} elements) to {shape}")
     return shape, x.dtype
 
@@ -53,8 +55,8 @@ def reshape(x, shape):
     """
     shape = int_tuple(shape, "shape", "reshape")
     if shape.count(-1) == 1:
-        known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
-        size = int(np.prod(shape_of(x), dtype=np.int64))
+        known = math.prod(s for s in shape if s != -1)
+        size = int(math.prod(shape_of(x)))
         shape = tuple(size // known if known and s == -1 else s for s in shape)
     return apply("reshape", x, shape=shape)
 

@@ -16,6 +16,8 @@ bind_* (all checks and pointers taken when the program is bound).
 Not here, so they run their numpy impl (allocating): max_pool2d_select, and on
 the numpy backend max_pool2d_grad and avg_pool2d_grad.
 """
+import math
+
 import numpy as np
 
 from ...core import FLOAT_DTYPES
@@ -124,7 +126,7 @@ def _normalize_row(req):
     axes, eps = req.params["axes"], req.params["eps"]
     shape = req.shape
     keep = tuple(1 if i in axes else s for i, s in enumerate(shape))
-    inv_count = 1.0 / int(np.prod([shape[a] for a in axes], dtype=np.int64))
+    inv_count = 1.0 / math.prod([shape[a] for a in axes])
 
     def run(x, out, m, v, sq):
         np.add.reduce(x, axes, None, m, True)

@@ -1,5 +1,7 @@
 """Lowering rows of the softmax family, cross-entropy and one_hot (ops/neural.py), and of
 cross-entropy's fused gradient xent_grad (ops/internal.py), numpy and C side by side."""
+import math
+
 import numpy as np
 
 from .kernel_calls import c_xent
@@ -29,7 +31,7 @@ def _log_softmax(axis):
 
 
 def _rows(logits_shape):
-    n = int(np.prod(logits_shape[:-1], dtype=np.int64))
+    n = math.prod(logits_shape[:-1])
     return n, logits_shape[-1]
 
 
@@ -69,7 +71,7 @@ def _one_hot(ins, out, tmps):
     t, = ins
     idx, = tmps
     depth = out.shape[-1]
-    n = int(np.prod(t.shape, dtype=np.int64))
+    n = math.prod(t.shape)
     offs, tf, tu = _flat_targets(t, n, depth)
     flat = out.reshape(-1)
 
@@ -138,5 +140,5 @@ lowers("xent_grad", "c")(c_xent)
 
 @lowers("one_hot")
 def _one_hot_row(req):
-    n = int(np.prod(req.in_shapes[0], dtype=np.int64))
+    n = math.prod(req.in_shapes[0])
     return Lowered(_one_hot, tmps=(((n,), np.dtype(np.intp)),), flattens=(0,))

@@ -1,4 +1,6 @@
 """Lowering rows of the reductions (ops/reduce.py); logsumexp runs its impl."""
+import math
+
 import numpy as np
 
 from .table import Lowered, lowers, seq
@@ -19,7 +21,7 @@ lowers("min")(_reduce(np.minimum))
 @lowers("mean")
 def _mean_row(req):
     axis, keepdims = req.params["axis"], req.params["keepdims"]
-    count = int(np.prod([req.in_shapes[0][a] for a in axis], dtype=np.int64))
+    count = math.prod([req.in_shapes[0][a] for a in axis])
 
     def run(x, out):
         np.add.reduce(x, axis, None, out, keepdims)
