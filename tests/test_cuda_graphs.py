@@ -54,7 +54,9 @@ def train(name, cuda_graph, runs=3):
     m, data = step(name)
     opt = ev.solvers.SGD(lr=0.05)
     costs = []
-    with ev.TapeMachine(m.graph, [m.cost], device="cuda", cuda_graph=cuda_graph) as tm:
+    with ev.TapeMachine(m.graph, [m.cost], device="cuda", cuda_graph=cuda_graph) as tm, \
+            warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)      # a capture that fails fails here
         span = tm.cuda_graph
         for batch in batches(data, runs):
             tm.run(m.feeds(batch))
