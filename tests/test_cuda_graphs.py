@@ -3,6 +3,7 @@ device/graphs.py) against the same machine launching them one by one: on the hos
 whose capture records every launch with the arguments it had (as a CUDA graph does) and
 fails the calls a capture cannot hold, and, marked `cuda`, on a GPU."""
 import contextlib
+import gc
 import sys
 import pathlib
 import warnings
@@ -144,6 +145,34 @@ def test_launches_a_capture_cannot_hold_run_one_by_one_with_a_warning(twin, call
         with warnings.catch_warnings():
             warnings.simplefilter("error")      # said once
             tm.run(m.feeds(batch))
+
+
+class _Cycle:
+    """An object in a reference cycle: only the cyclic collector frees it."""
+
+    def __init__(self, payload):
+        self.payload, self.me = payload, self
+
+
+def test_the_collector_frees_no_device_memory_inside_a_capture(twin):
+    """A DeviceArray that became cyclic garbage is not freed (cudaFree) inside a capture,
+    which would fail it: the collector waits until the capture ends."""
+    with beside_plain() as (m, tm, ref, plain, batch):
+        tm.run(m.feeds(batch))
+        pending = [ev.cuda.to_device(np.ones(4, np.float32))]
+        _blocking_first_step(tm, lambda: _Cycle(pending.pop()) if pending else None)
+        before = ev.cuda.mem_info()[0]
+        threshold = gc.get_threshold()
+        gc.set_threshold(1)         # a collection at every allocation
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)
+                tm.run(m.feeds(batch))
+        finally:
+            gc.set_threshold(*threshold)
+        assert tm.cuda_graph is not None and not pending
+        gc.collect()
+        assert ev.cuda.mem_info()[0] > before, "freed once the capture was over"
 
 
 @pytest.mark.parametrize("call", [_synchronize_raising, _synchronize_ignoring_its_error])

@@ -13,6 +13,8 @@ them (machines/replay of a TapeMachine does).
     graph.launch()                # the steps' work, in their order, on the device
     graph.free()
 """
+import gc
+
 from exprvm.errors import KernelError
 from exprvm.device import cublas, loader
 
@@ -60,6 +62,18 @@ def capture(steps):
     runs. KernelError when a step cannot be captured (its own error, or the capture's),
     with nothing left half-captured."""
     ffi, lib = loader.load()
+    # NOTE: the cyclic collector paused meanwhile: a DeviceArray it finds dead would be
+    # freed inside the capture (cudaFree), which fails the capture and leaks the array
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _capture(steps, ffi, lib)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _capture(steps, ffi, lib):
     loader.check(lib.ev_cuda_capture_begin(), "beginning a CUDA graph capture", KernelError)
     failed = None
     try:
