@@ -14,8 +14,6 @@ fusion.fuse   every group of elementwise ops over one shape -> one generated C k
 """
 import math
 
-import numpy as np
-
 from . import fusion, ir
 from .batching import batch_siblings, stack_rows
 from .ir import Builder

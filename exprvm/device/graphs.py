@@ -7,7 +7,7 @@ host a launch per kernel. What a graph keeps is what each launch was given when 
 captured: pointers and scalars. So the steps captured must launch work on the device
 only, over memory that outlives the graph (a synchronous copy or an allocation inside
 them fails the capture, which says so), and the caller captures again when it rebinds
-them (machines/replay of a TapeMachine does).
+them (a TapeMachine does: machines/cuda_graph.py).
 
     graph = capture(steps)        # a CudaGraph; runs nothing (KernelError: not capturable)
     graph.launch()                # the steps' work, in their order, on the device

@@ -47,11 +47,12 @@ def choose(setting, prog, slow):
     saying why not); False: never. slow: the machine watches every instruction."""
     if setting is False:
         return None
-    found, why = span(prog)
-    if found is not None and not graphs.supported():
-        found, why = None, "the CUDA library loaded cannot capture graphs"
     if slow:
         found, why = None, "watch, nan_watch, inf_watch, trace and logger look at every instruction"
+    else:
+        found, why = span(prog)
+        if found is not None and not graphs.supported():
+            found, why = None, "the CUDA library loaded cannot capture graphs"
     if found is None and setting is True:
         raise UsageError(f"TapeMachine(cuda_graph=True): no CUDA graph can replay this program: {why}")
     return found

@@ -249,9 +249,12 @@ class TapeMachine:
         """The steps' CUDA graph (cuda_graph.py), captured afresh at the next run."""
         if self._replay is not None:
             self._replay.drop()
-        found = cuda_graph.choose(self._cuda_graph, self.program, self._slow) if self._cuda is not None else None
-        if found is None and self._cuda_graph is True:
-            raise UsageError("TapeMachine(cuda_graph=True): the program runs nothing on a CUDA device")
+        if self._cuda is None:
+            if self._cuda_graph is True:
+                raise UsageError("TapeMachine(cuda_graph=True): the program runs nothing on a CUDA device")
+            self._replay = None
+            return
+        found = cuda_graph.choose(self._cuda_graph, self.program, self._slow)
         self._replay = None if found is None else cuda_graph.Replay(self._steps, *found,
                                                                     strict=self._cuda_graph is True)
 
