@@ -202,6 +202,22 @@ def run_kernel(group, arrays, dtype, threads=1, inplace=False):
     return out
 
 
+def test_a_group_hashes_by_what_it_computes():
+    """Its hash is worked out once and kept: equal groups (the sites aside) hash alike,
+    and a group differing in any computed field is another key."""
+    from dataclasses import replace
+    from exprvm.compiler.lowering.fused import EXAMPLE
+    same = replace(EXAMPLE, sites=("elsewhere.py:1",))
+    assert hash(EXAMPLE) == hash(EXAMPLE) == hash(same) and {EXAMPLE: 1}[same] == 1
+    others = [replace(EXAMPLE, layout="concat"), replace(EXAMPLE, outputs=(3,)),
+              replace(EXAMPLE, shape=(6, 2)), replace(EXAMPLE, members=EXAMPLE.members[:3])]
+    table = {EXAMPLE: 0}
+    for k, g in enumerate(others, 1):
+        assert g != EXAMPLE and g not in table
+        table[g] = k
+    assert [table[replace(g)] for g in others] == [1, 2, 3, 4]
+
+
 # NOTE: every example compiles its kernels (one C build for all six); no shrinking, which
 # would compile hundreds more: a failure prints the groups and the seed as drawn.
 @settings(max_examples=examples(10), deadline=None, phases=(Phase.explicit, Phase.reuse, Phase.generate))

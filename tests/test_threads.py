@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import exprvm as ev
-from exprvm.compiler import compile_graph, threads
+from exprvm.compiler import compile_graph, fusion, threads
 from exprvm.kernels import gemm
 from exprvm.compiler.lowering.fused import FusedGroup
 
@@ -108,6 +108,27 @@ def test_a_fused_kernel_splits_only_big_groups():
         small = FusedGroup(shape=(32, 128), inputs=group.inputs, members=group.members, outputs=(1,))
         assert threads.current().fused_threads(small.work()) == 1
     assert threads.current() == threads.Policy() or threads.current() is not None
+
+
+def test_a_compile_reads_the_caps_once(monkeypatch):
+    """The environment and the CPUs are asked once per compile, not once per fused kernel
+    (a big compile lowers thousands); the counts are the policy's own."""
+    if not fusion.available()[0]:
+        pytest.skip(fusion.available()[1])
+    calls = []
+    real = threads._omp_cap
+    monkeypatch.setattr(threads, "_omp_cap", lambda: calls.append(1) or real())
+    g = ev.Graph()
+    a = g.tensor("a", (64, 64), F32)
+    x = a
+    for _ in range(4):              # fused groups split by products: several kernels
+        x = ev.tanh(ev.sigmoid(x) * 2.0) @ a
+    prog = compile_graph(g, [x], fuse="sync")
+    assert sum(ins.op == "fused" for ins in prog.instrs) >= 3
+    assert len(calls) == 1
+    with threads.using(threads.Policy(max_threads=3)) as pinned:
+        assert pinned.caps == threads.Policy(max_threads=3).caps()
+        assert pinned.fused_threads(10**9) == threads.Policy(max_threads=3).fused_threads(10**9)
 
 
 def test_environment_caps_every_count():

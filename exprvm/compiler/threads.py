@@ -67,12 +67,35 @@ class Policy:
         env = _env_cap()
         return min(cores(), env) if env else cores()
 
+    def caps(self):
+        """(cap, OMP_NUM_THREADS or None): what the counts read from the environment and
+        the OS."""
+        return self.cap, _omp_cap()
+
+    def blas_threads(self, flops, caps=None):
+        cap = caps[0] if caps else self.cap
+        return max(1, min(cap, int(flops // self.blas_flops_per_thread)))
+
+    def fused_threads(self, work, caps=None):
+        cap, omp = caps or self.caps()
+        return max(1, min(cap, omp or cap, int(work // self.fused_work_per_thread)))
+
+
+class Pinned:
+    """A Policy with its caps read once: one compile's (the environment and the CPUs
+    stay as they are within it, and asking costs more than the rest of lowering a small
+    fused kernel, once for each)."""
+    __slots__ = ("policy", "caps")
+
+    def __init__(self, policy):
+        self.policy = policy
+        self.caps = policy.caps()
+
     def blas_threads(self, flops):
-        return max(1, min(self.cap, int(flops // self.blas_flops_per_thread)))
+        return self.policy.blas_threads(flops, self.caps)
 
     def fused_threads(self, work):
-        cap = self.cap      # NOTE: once: it reads the environment and asks the OS for the CPUs
-        return max(1, min(cap, _omp_cap() or cap, int(work // self.fused_work_per_thread)))
+        return self.policy.fused_threads(work, self.caps)
 
 
 def _omp_cap():
@@ -102,14 +125,14 @@ def set_policy(spec):
 
 
 def current():
-    """The policy of the compile in progress (see using), else the default."""
+    """The policy of the compile in progress (see using: a Pinned one), else the default."""
     return _current.get() or _default[0]
 
 
 @contextlib.contextmanager
 def using(spec):
-    """Compile under `spec` (see resolve)."""
-    token = _current.set(resolve(spec))
+    """Compile under `spec` (see resolve), its caps read once (Pinned)."""
+    token = _current.set(Pinned(resolve(spec)))
     try:
         yield current()
     finally:

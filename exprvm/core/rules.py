@@ -11,7 +11,13 @@ from .site import user_site
 def is_basic_index(index):
     """Does an index tuple hold only ints, slices, None and Ellipsis (numpy's basic
     indexing, which gives views)?"""
-    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in index)
+    for i in index:
+        # NOTE: a loop with exact type tests first: asked for every view a compile makes
+        t = type(i)
+        if t is not slice and t is not int and i is not None and i is not Ellipsis \
+                and not isinstance(i, (int, np.integer, slice)):
+            return False
+    return True
 
 
 def ndim_of(x):

@@ -45,6 +45,16 @@ class FusedGroup:
     layout: str = "stack"   # how the stored members lie in the value (generated.out_shape)
     sites: tuple = field(default=(), compare=False)
 
+    def __hash__(self):
+        # NOTE: worked out once per group: a big compile hashes each of its groups at every
+        # kernel lookup, and the members are nested tuples. (Kept in the instance's dict, so
+        # never pickle a group across processes: str hashes differ between them.)
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.shape, self.inputs, self.members, self.outputs, self.layout))
+            object.__setattr__(self, "_hash", h)
+        return h
+
     @property
     def out_shape(self):
         return generated.out_shape(self.shape, len(self.outputs), self.layout)
