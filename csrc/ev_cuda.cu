@@ -15,6 +15,8 @@
 #include <string.h>
 
 #if defined(EV_HOST_TWIN)
+#include <mutex>
+#include <set>
 #include <vector>
 #endif
 
@@ -281,10 +283,25 @@ typedef std::vector<std::function<void()> > EvTwinGraph;
 
 static thread_local EvTwinGraph* t_capture = NULL;
 static thread_local bool t_invalidated = false;
+// Every capture open in any thread (its graph stands for its stream), so that work another
+// thread sends to a capturing stream is recorded there, as a GPU records it whatever the
+// thread (a cuBLAS handle whose stream was set by the capturing thread).
+static std::mutex g_open_mu;
+static std::set<void*> g_open;
 
 bool ev_twin_capturing(void) { return t_capture != NULL; }
 
-void ev_twin_record(std::function<void()> work) { t_capture->push_back(std::move(work)); }
+void ev_twin_record(std::function<void()> work) {
+    std::lock_guard<std::mutex> hold(g_open_mu);
+    t_capture->push_back(std::move(work));
+}
+
+bool ev_twin_record_on(void* stream, std::function<void()> work) {
+    std::lock_guard<std::mutex> hold(g_open_mu);
+    if (stream == NULL || g_open.count(stream) == 0) return false;
+    ((EvTwinGraph*)stream)->push_back(std::move(work));
+    return true;
+}
 
 void ev_twin_invalidate(void) { t_invalidated = true; }
 
@@ -303,6 +320,8 @@ extern "C" int ev_cuda_capture_begin(void) {
     if (t_capture != NULL) return kIllegalState;
     t_capture = new EvTwinGraph();
     t_invalidated = false;
+    std::lock_guard<std::mutex> hold(g_open_mu);
+    g_open.insert(t_capture);
     return 0;
 }
 
@@ -311,6 +330,10 @@ extern "C" int ev_cuda_capture_end(void** graph_exec) {
     if (t_capture == NULL) return kIllegalState;
     EvTwinGraph* graph = t_capture;
     t_capture = NULL;
+    {
+        std::lock_guard<std::mutex> hold(g_open_mu);
+        g_open.erase(graph);
+    }
     if (t_invalidated) {
         delete graph;
         return kCaptureInvalidated;

@@ -135,6 +135,7 @@ const char* cublasGetStatusString(int status) {
 // Stream capture (ev_cuda_launch.h, ev_cuda.cu)
 bool ev_twin_capturing(void);
 void ev_twin_record(std::function<void()> work);
+bool ev_twin_record_on(void* stream, std::function<void()> work);
 void ev_twin_invalidate(void);
 
 namespace {
@@ -165,6 +166,14 @@ int gemm(EvTwinHandle* h, int ta, int tb, int m, int n, int k, const T* alpha, c
         });
         return kSuccess;
     }
+    // NOTE: a product sent to a stream another thread is capturing is recorded there, not
+    // run, as on a GPU: one handle's stream is every thread's (exprvm keeps other threads'
+    // products out of a capture: device/graphs.py)
+    const T al = *alpha, be = *beta;
+    if (ev_twin_record_on(h->stream, [=] {
+            gemm_run<T>(ta, tb, m, n, k, al, A, lda, sa, B, ldb, sb, be, C, ldc, sc, batch);
+        }))
+        return kSuccess;
     gemm_run<T>(ta, tb, m, n, k, *alpha, A, lda, sa, B, ldb, sb, *beta, C, ldc, sc, batch);
     return kSuccess;
 }

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import sys
 import pathlib
+import threading
 import warnings
 
 import numpy as np
@@ -201,6 +202,38 @@ def test_products_follow_the_capture_to_its_stream(twin, monkeypatch):
     monkeypatch.setattr(cublas, "follow", lambda stream: None)
     with pytest.raises(KernelError, match="cannot capture.*cuBLAS"):
         graphs.capture(product)
+
+
+def test_another_threads_product_stays_out_of_a_capture(device):
+    """One cuBLAS handle serves every thread, and its stream is the capture's while a
+    capture lasts: a product another thread runs meanwhile must wait and then run, not be
+    recorded into the graph (its own output never written, the graph writing it at every
+    replay). The twin records such a product into the capture, as a GPU does."""
+    a = ev.cuda.to_device(np.ones((3, 4), np.float32))
+    b = ev.cuda.to_device(np.ones((4, 2), np.float32))
+    out = ev.cuda.to_device(np.zeros((3, 2), np.float32))
+    x = ev.cuda.to_device(np.full((2, 2), 3.0, np.float32))
+    y = ev.cuda.to_device(np.zeros((2, 2), np.float32))
+    theirs = cublas.bind_matmul(x, x, y)
+    ran, others = threading.Event(), []
+
+    def other():
+        theirs[0](*theirs[1])
+        ran.set()
+
+    def meanwhile():        # a step of the capture: the other thread starts its product
+        others.append(threading.Thread(target=other))
+        others[0].start()
+        ran.wait(0.5)       # NOTE: it may finish only once the capture is over
+
+    graph = graphs.capture([cublas.bind_matmul(a, b, out), (meanwhile, ())])
+    others[0].join(60)
+    np.testing.assert_array_equal(y.numpy(), np.full((2, 2), 18.0, np.float32))
+    y.set(np.zeros((2, 2), np.float32))
+    graph.launch()
+    np.testing.assert_array_equal(out.numpy(), np.full((3, 2), 4.0, np.float32))
+    assert not y.numpy().any(), "the other thread's product is no part of the graph"
+    graph.free()
 
 
 def test_products_keep_their_own_workspace_across_streams(twin, monkeypatch):

@@ -21,6 +21,7 @@ Batched products run as one strided-batched GEMM (a batch stride of 0
 broadcasts a 2-D operand); a batched `a` with a 2-D `b` runs as one plain GEMM
 over the stacked rows when its rows are evenly spaced.
 """
+import contextlib
 import glob
 import math
 import os
@@ -191,6 +192,15 @@ def follow(stream):
         _set_workspace(_state)      # NOTE: setting a stream puts cuBLAS back on its own pool
 
 
+@contextlib.contextmanager
+def exclusive():
+    """No product of another thread runs meanwhile (a CUDA graph's capture: the handle's
+    stream is every thread's, and a product another thread sent to a capturing stream
+    would be recorded into the graph instead of running)."""
+    with _lock:
+        yield
+
+
 def status():
     try:
         load()
@@ -297,7 +307,8 @@ def bind_matmul(a, b, out):
         args = (handle, opb, opa, n, m, k, one, pb, ldb, bb, pa, lda, ba, zero, po, ldc, bo, nbatch)
 
     def gemm(*xs):
-        rc = cfn(*xs)
+        with _lock:     # NOTE: not while another thread captures (exclusive)
+            rc = cfn(*xs)
         if rc:
             raise KernelError(f"cuBLAS gemm ({m}x{k} @ {k}x{n}, batch {nbatch}): {status_string(rc)}")
     return gemm, args

@@ -67,7 +67,8 @@ def capture(steps):
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _capture(steps, ffi, lib)
+        with cublas.exclusive():
+            return _capture(steps, ffi, lib)
     finally:
         if paused:
             gc.enable()
