@@ -139,16 +139,35 @@ int* ev_status_word(void) {
 // While this thread captures, launches and asynchronous copies go to its own stream, which
 // records them instead of running them (thread-local mode: other threads' work is not
 // captured, and a call of this thread that cannot be captured -- a synchronous copy,
-// cudaMalloc -- fails and invalidates the capture). The stream is a blocking one, so a
-// replayed graph is ordered with the default stream's work before and after it.
+// cudaMalloc -- fails and invalidates the capture). The stream is a non-blocking one: while
+// a blocking stream captures, the legacy default stream is unusable, so another thread's
+// launch there would fail. A replay is ordered with the default stream's work before and
+// after it by two events instead.
 
 static thread_local cudaStream_t t_stream = NULL;     // this thread's capture/replay stream
+static thread_local cudaEvent_t t_before = NULL;      // the default stream's work so far
+static thread_local cudaEvent_t t_after = NULL;       // the replay's work
 static thread_local bool t_capturing = false;
 
 cudaStream_t ev_stream(void) { return t_capturing ? t_stream : (cudaStream_t)0; }
 
 static int own_stream(void) {
-    return t_stream ? 0 : (int)cudaStreamCreate(&t_stream);
+    if (t_stream) return 0;
+    cudaStream_t stream = NULL;
+    cudaEvent_t before = NULL, after = NULL;
+    int rc = (int)cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+    if (rc == 0) rc = (int)cudaEventCreateWithFlags(&before, cudaEventDisableTiming);
+    if (rc == 0) rc = (int)cudaEventCreateWithFlags(&after, cudaEventDisableTiming);
+    if (rc) {       // NOTE: all three or none, so that a later call tries again
+        if (after) cudaEventDestroy(after);
+        if (before) cudaEventDestroy(before);
+        if (stream) cudaStreamDestroy(stream);
+        return rc;
+    }
+    t_stream = stream;
+    t_before = before;
+    t_after = after;
+    return 0;
 }
 
 extern "C" void* ev_cuda_stream(void) { return (void*)ev_stream(); }
@@ -180,7 +199,14 @@ extern "C" int ev_cuda_capture_end(void** graph_exec) {
 
 extern "C" int ev_cuda_graph_launch(void* graph_exec) {
     int rc = own_stream();
-    return rc ? rc : (int)cudaGraphLaunch((cudaGraphExec_t)graph_exec, t_stream);
+    // after the default stream's work so far (the feeds' copies), and before its later
+    // work (the results' copies, the solvers' updates)
+    if (rc == 0) rc = (int)cudaEventRecord(t_before, (cudaStream_t)0);
+    if (rc == 0) rc = (int)cudaStreamWaitEvent(t_stream, t_before, 0);
+    if (rc == 0) rc = (int)cudaGraphLaunch((cudaGraphExec_t)graph_exec, t_stream);
+    if (rc == 0) rc = (int)cudaEventRecord(t_after, t_stream);
+    if (rc == 0) rc = (int)cudaStreamWaitEvent((cudaStream_t)0, t_after, 0);
+    return rc;
 }
 
 extern "C" int ev_cuda_graph_free(void* graph_exec) {

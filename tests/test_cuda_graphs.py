@@ -236,6 +236,35 @@ def test_another_threads_product_stays_out_of_a_capture(device):
     graph.free()
 
 
+def test_other_threads_use_the_device_while_one_captures(device):
+    """A capture holds up no other thread's copies and launches on the default stream: the
+    capture's stream is a non-blocking one (while a blocking stream captures, the legacy
+    default stream is unusable and their calls would fail)."""
+    a = ev.cuda.to_device(np.ones((3, 4), np.float32))
+    out = ev.cuda.to_device(np.zeros((3, 3), np.float32))
+    got, errors, done = [], [], threading.Event()
+
+    def other():
+        try:
+            got.append(ev.cuda.to_device(np.arange(6.0, dtype=np.float32)).numpy())
+        except Exception as e:      # noqa: BLE001 - reported below
+            errors.append(e)
+        done.set()
+
+    def meanwhile():        # a step of the capture: the other thread copies there and back
+        worker = threading.Thread(target=other)
+        worker.start()
+        assert done.wait(60), "the other thread finished while the capture lasted"
+        worker.join()
+
+    graph = graphs.capture([(meanwhile, ()), cublas.bind_matmul(a, a.T, out)])
+    assert not errors, errors
+    np.testing.assert_array_equal(got[0], np.arange(6.0, dtype=np.float32))
+    graph.launch()
+    np.testing.assert_array_equal(out.numpy(), np.full((3, 3), 4.0, np.float32))
+    graph.free()
+
+
 def test_products_keep_their_own_workspace_across_streams(twin, monkeypatch):
     """Setting cuBLAS's stream puts it back on its own workspace pool, which a captured
     product would allocate from: follow() gives it exprvm's again (the twin fails a
