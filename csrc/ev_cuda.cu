@@ -331,6 +331,17 @@ bool ev_twin_record_on(void* stream, std::function<void()> work) {
 
 void ev_twin_invalidate(void) { t_invalidated = true; }
 
+// work recorded while this thread captures, else run now (a copy or memset: asynchronous
+// on a GPU, so a capture holds it)
+static int twin_async(std::function<void()> work) {
+    if (t_capture != NULL) {
+        ev_twin_record(std::move(work));
+    } else {
+        work();
+    }
+    return 0;
+}
+
 // 0, or (while capturing) the error of a call no capture can hold.
 static int uncapturable(void) {
     if (t_capture == NULL) return 0;
@@ -380,12 +391,7 @@ extern "C" int ev_cuda_graph_free(void* graph_exec) {
 }
 
 int ev_zero(void* ptr, size_t nbytes) {
-    if (t_capture != NULL) {
-        ev_twin_record([ptr, nbytes] { if (nbytes) memset(ptr, 0, nbytes); });
-        return 0;
-    }
-    if (nbytes) memset(ptr, 0, nbytes);
-    return 0;
+    return twin_async([ptr, nbytes] { if (nbytes) memset(ptr, 0, nbytes); });
 }
 
 extern "C" const char* ev_cuda_error_string(int code) {
@@ -457,21 +463,11 @@ extern "C" int ev_cuda_memcpy_dtoh(void* dst, const void* src, size_t nbytes) {
 }
 
 extern "C" int ev_cuda_memcpy_dtod(void* dst, const void* src, size_t nbytes) {
-    if (t_capture != NULL) {
-        ev_twin_record([dst, src, nbytes] { if (nbytes) memmove(dst, src, nbytes); });
-        return 0;
-    }
-    if (nbytes) memmove(dst, src, nbytes);
-    return 0;
+    return twin_async([dst, src, nbytes] { if (nbytes) memmove(dst, src, nbytes); });
 }
 
 extern "C" int ev_cuda_memset(void* dst, int byte, size_t nbytes) {
-    if (t_capture != NULL) {
-        ev_twin_record([dst, byte, nbytes] { if (nbytes) memset(dst, byte, nbytes); });
-        return 0;
-    }
-    if (nbytes) memset(dst, byte, nbytes);
-    return 0;
+    return twin_async([dst, byte, nbytes] { if (nbytes) memset(dst, byte, nbytes); });
 }
 
 extern "C" int ev_cuda_synchronize(void) { return uncapturable(); }

@@ -154,27 +154,22 @@ int gemm(EvTwinHandle* h, int ta, int tb, int m, int n, int k, const T* alpha, c
     const int arows = ta ? k : m, brows = tb ? n : k;
     if (lda < (arows > 1 ? arows : 1) || ldb < (brows > 1 ? brows : 1) || ldc < (m > 1 ? m : 1))
         return kInvalidValue;
+    // NOTE: alpha and beta are host pointers, read when the call is made (a capture keeps
+    // their values)
+    const T al = *alpha, be = *beta;
+    auto work = [=] { gemm_run<T>(ta, tb, m, n, k, al, A, lda, sa, B, ldb, sb, be, C, ldc, sc, batch); };
     if (ev_twin_capturing()) {
         if (h->stream == NULL || h->stream != ev_cuda_stream() || h->workspace == NULL) {
             ev_twin_invalidate();
             return kExecutionFailed;
         }
-        // NOTE: alpha and beta are host pointers, read when the call is made (captured)
-        const T al = *alpha, be = *beta;
-        ev_twin_record([=] {
-            gemm_run<T>(ta, tb, m, n, k, al, A, lda, sa, B, ldb, sb, be, C, ldc, sc, batch);
-        });
+        ev_twin_record(work);
         return kSuccess;
     }
     // NOTE: a product sent to a stream another thread is capturing is recorded there, not
     // run, as on a GPU: one handle's stream is every thread's (exprvm keeps other threads'
     // products out of a capture: device/graphs.py)
-    const T al = *alpha, be = *beta;
-    if (ev_twin_record_on(h->stream, [=] {
-            gemm_run<T>(ta, tb, m, n, k, al, A, lda, sa, B, ldb, sb, be, C, ldc, sc, batch);
-        }))
-        return kSuccess;
-    gemm_run<T>(ta, tb, m, n, k, *alpha, A, lda, sa, B, ldb, sb, *beta, C, ldc, sc, batch);
+    if (!ev_twin_record_on(h->stream, work)) work();
     return kSuccess;
 }
 
